@@ -1,0 +1,78 @@
+"""One error root for Conveyor, with retry semantics carried on the error itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ConveyorError(Exception):
+    """Root of every error Conveyor raises on purpose.
+
+    ``retryable`` tells callers whether trying the same thing again may help, so no
+    caller ever has to parse a message to decide.
+    """
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if retryable is not None:
+            self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a piece of input, located as precisely as we can."""
+
+    message: str
+    path: str = ""
+    line: int | None = None
+
+    def render(self, source: str | None = None) -> str:
+        where = source or ""
+        if self.line is not None:
+            where = f"{where}:{self.line}" if where else f"line {self.line}"
+        location = ", ".join(part for part in (where, self.path) if part)
+        return f"{location}: {self.message}" if location else self.message
+
+
+class InvalidInput(ConveyorError):
+    """Input a user gave (a workflow, a parameter, an expression) is wrong.
+
+    Never retryable: the same input fails the same way.
+    """
+
+    def __init__(self, problems: list[Problem], *, source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__("\n".join(p.render(source) for p in problems), retryable=False)
+
+
+class ExpressionError(ConveyorError):
+    """An expression could not be parsed, or failed while evaluating."""
+
+
+class ReplayDivergence(ConveyorError):
+    """A recorded event log disagrees with what the engine decides for the same history."""
+
+
+class StepError(ConveyorError):
+    """A step failed. ``kind`` is one of the failure kinds a retry policy can select."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, kind: str = "error", retryable: bool | None = None) -> None:
+        super().__init__(message, retryable=retryable)
+        self.kind = kind
+
+
+class NonRetryableError(StepError):
+    """Raise from a Python step to fail the task without further retries."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="error", retryable=False)
+
+
+class NotFound(ConveyorError):
+    """A run, task or log asked for does not exist."""

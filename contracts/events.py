@@ -1,0 +1,140 @@
+"""Events: everything that happens to a run, as it is stored in the run log and sent on the wire.
+
+Each event has a stable id built from (run, task, index, attempt, kind), so appending
+the same event twice, or receiving a redelivered message, has no second effect.
+``v`` is the schema version of the event; readers refuse versions they do not know.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import msgspec
+
+EVENT_VERSION = 1
+
+FailureReason = Literal["error", "timeout", "start", "expression", "cancelled", "lost"]
+RunOutcome = Literal["succeeded", "failed", "cancelled"]
+
+
+class Event(msgspec.Struct, tag_field="type", kw_only=True, frozen=True):
+    v: int = EVENT_VERSION
+    run_id: str
+    at: float
+    """Seconds since the epoch, stamped by whoever produced the event."""
+
+    # Events the coordinator decides (as opposed to facts reported from outside).
+    decided: ClassVar[bool] = False
+
+    @property
+    def id(self) -> str:
+        return f"{self.run_id}/{self.kind}"
+
+    @property
+    def kind(self) -> str:
+        return str(self.__struct_config__.tag)
+
+
+class TaskEvent(Event, frozen=True, kw_only=True):
+    task: str
+    index: int = 0
+    """Item index of a fan-out task; 0 for a plain task; -1 for the task as a whole."""
+    attempt: int = 1
+
+    @property
+    def id(self) -> str:
+        return f"{self.run_id}/{self.task}/{self.index}/{self.attempt}/{self.kind}"
+
+
+class RunSubmitted(Event, tag="run_submitted", frozen=True, kw_only=True):
+    workflow: dict[str, Any]
+    """Snapshot of the workflow spec the run executes, as data."""
+    params: dict[str, Any]
+    trigger: str = "cli"
+    idempotency_key: str | None = None
+
+
+class TaskExpanded(TaskEvent, tag="task_expanded", frozen=True, kw_only=True):
+    """A fan-out task's items were evaluated: ``count`` instances will run."""
+
+    count: int
+    decided: ClassVar[bool] = True
+
+
+class TaskDispatched(TaskEvent, tag="task_dispatched", frozen=True, kw_only=True):
+    """Recorded before the task message is published (outbox order)."""
+
+    decided: ClassVar[bool] = True
+
+
+class TaskStarted(TaskEvent, tag="task_started", frozen=True, kw_only=True):
+    worker: str = ""
+
+
+class TaskSucceeded(TaskEvent, tag="task_succeeded", frozen=True, kw_only=True):
+    result: Any = None
+    outputs: dict[str, Any] = msgspec.field(default_factory=dict)
+    duration: float = 0.0
+
+
+class TaskFailed(TaskEvent, tag="task_failed", frozen=True, kw_only=True):
+    error: str
+    reason: FailureReason = "error"
+    retryable: bool = True
+    exit_code: int | None = None
+    duration: float = 0.0
+
+
+class TaskFailedByEngine(TaskEvent, tag="task_errored", frozen=True, kw_only=True):
+    """The engine failed a task itself, e.g. its ``when`` or ``items`` could not be evaluated."""
+
+    error: str
+    reason: FailureReason = "expression"
+    decided: ClassVar[bool] = True
+
+
+class RetryScheduled(TaskEvent, tag="retry_scheduled", frozen=True, kw_only=True):
+    """Attempt ``attempt`` will be dispatched at ``due``."""
+
+    due: float
+    decided: ClassVar[bool] = True
+
+
+class TimerFired(TaskEvent, tag="timer_fired", frozen=True, kw_only=True):
+    """The retry timer for ``attempt`` is due."""
+
+
+class TaskSkipped(TaskEvent, tag="task_skipped", frozen=True, kw_only=True):
+    reason: str
+    decided: ClassVar[bool] = True
+
+
+class RunCancelRequested(Event, tag="run_cancel_requested", frozen=True, kw_only=True):
+    reason: str = "cancelled by user"
+
+
+class RunTimedOut(Event, tag="run_timed_out", frozen=True, kw_only=True):
+    pass
+
+
+class RunCompleted(Event, tag="run_completed", frozen=True, kw_only=True):
+    state: RunOutcome
+    reason: str = ""
+    decided: ClassVar[bool] = True
+
+
+AnyEvent = (
+    RunSubmitted
+    | TaskExpanded
+    | TaskDispatched
+    | TaskStarted
+    | TaskSucceeded
+    | TaskFailed
+    | TaskFailedByEngine
+    | RetryScheduled
+    | TimerFired
+    | TaskSkipped
+    | RunCancelRequested
+    | RunTimedOut
+    | RunCompleted
+)

@@ -1,0 +1,134 @@
+"""The abstract interfaces (Protocols) of the engine's backends.
+
+Each has an in-memory twin and one or more real adapters; the same behaviour tests
+run against all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+import msgspec
+
+from contracts.errors import ConveyorError
+from contracts.events import Event
+
+
+class Delivery(Protocol):
+    """One received message. Settle it exactly once: ack, or nack with or without requeue."""
+
+    body: bytes
+    redelivered: bool
+
+    async def ack(self) -> None: ...
+
+    async def nack(self, *, requeue: bool) -> None: ...
+
+
+@asynccontextmanager
+async def processing(delivery: Delivery) -> AsyncIterator[Delivery]:
+    """The one way to settle a delivery.
+
+    Ack when the block finishes (its consequence is durable by then); on an error that
+    is not retryable, reject without requeue (the message goes to the dead-letter
+    queue); on any other error, requeue it for redelivery.
+    """
+    try:
+        yield delivery
+    except ConveyorError as exc:
+        await delivery.nack(requeue=exc.retryable)
+        raise
+    except BaseException:
+        await delivery.nack(requeue=True)
+        raise
+    else:
+        await delivery.ack()
+
+
+class Consumer(Protocol):
+    """Deliveries from one queue, at most ``prefetch`` unsettled at a time."""
+
+    def __aiter__(self) -> AsyncIterator[Delivery]: ...
+
+    async def close(self) -> None:
+        """Stop receiving; deliveries not yet settled return to the queue, redelivered."""
+        ...
+
+
+class Transport(Protocol):
+    """A message broker: durable queues with acks, plus fire-and-forget broadcasts."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
+        """Enqueue messages in order; returns once the broker holds them durably."""
+        ...
+
+    async def consume(self, queue: str, *, prefetch: int) -> Consumer: ...
+
+    async def broadcast(self, topic: str, body: bytes) -> None:
+        """Best-effort delivery to every current listener of ``topic``."""
+        ...
+
+    def listen(self, topic: str) -> AsyncIterator[bytes]: ...
+
+
+class RunSummary(msgspec.Struct, kw_only=True):
+    """A row of the run index: enough to list and filter runs without reading their logs."""
+
+    run_id: str
+    workflow: str
+    state: str
+    submitted_at: float
+    finished_at: float | None = None
+    reason: str = ""
+
+
+class LogLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One line a step printed, kept per task attempt."""
+
+    run_id: str
+    task: str
+    index: int
+    attempt: int
+    stream: str
+    """``stdout``, ``stderr`` or ``system`` (messages from the worker about the step)."""
+    at: float
+    text: str
+
+
+class RunLog(Protocol):
+    """The event-sourced log of every run, and the index of runs derived from it."""
+
+    async def append(self, run_id: str, events: Sequence[Event]) -> list[bool]:
+        """Append events in order; returns, per event, whether it was new.
+
+        An event whose id is already in the log is not appended again.
+        """
+        ...
+
+    async def read(self, run_id: str) -> list[Event]: ...
+
+    async def runs(
+        self, *, state: str | None = None, workflow: str | None = None, limit: int = 50
+    ) -> list[RunSummary]:
+        """Most recent first."""
+        ...
+
+    async def find_run(self, prefix: str) -> str:
+        """The full id of the run whose id starts with ``prefix``; raises NotFound."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class TaskLogStore(Protocol):
+    """Output lines of task attempts, kept outside the event stream."""
+
+    async def write(self, lines: Sequence[LogLine]) -> None: ...
+
+    async def read(self, run_id: str, task: str | None = None) -> list[LogLine]: ...

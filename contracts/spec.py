@@ -1,0 +1,212 @@
+"""The workflow language: pydantic models for a workflow file, and their validation.
+
+A workflow is a DAG of tasks. Each task runs one step (a script, a command or a
+Python function), optionally once per item of a list (fan-out). The models here are
+the single source of truth: YAML files and the Python authoring API both produce a
+``Workflow``, and the engine runs nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from contracts.durations import Duration
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+ParamType = Literal["str", "int", "float", "bool", "list", "dict", "any"]
+FailureKind = Literal["error", "timeout", "start"]
+Trigger = Literal["all_succeeded", "all_done"]
+
+_PARAM_KEYS = {"type", "default", "description"}
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Param(Model):
+    """A workflow parameter. Without ``default`` it must be given at submit time."""
+
+    type: ParamType = "any"
+    default: Any = None
+    description: str | None = None
+
+    @property
+    def required(self) -> bool:
+        return "default" not in self.model_fields_set
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        # `count: 3` is short for `count: {type: int, default: 3}`.
+        if isinstance(value, dict) and value and set(value) <= _PARAM_KEYS:
+            return value
+        return {"type": infer_type(value), "default": value}
+
+    @model_validator(mode="after")
+    def _default_matches_type(self) -> Param:
+        if not self.required and self.default is not None:
+            check_type(self.type, self.default)
+        return self
+
+
+def infer_type(value: Any) -> ParamType:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "dict"
+    return "any"
+
+
+def check_type(expected: ParamType, value: Any) -> Any:
+    """Return ``value`` if it fits ``expected`` (ints widen to floats), else raise ValueError."""
+    ok = {
+        "str": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, int | float) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "list": isinstance(value, list),
+        "dict": isinstance(value, dict),
+        "any": True,
+    }[expected]
+    if not ok:
+        raise ValueError(f"expected {expected}, got {type(value).__name__} {value!r}")
+    return float(value) if expected == "float" else value
+
+
+class Backoff(Model):
+    """Delay before retry n (1-based): ``min(max, delay * factor**(n-1))``, +/- jitter."""
+
+    delay: Duration = 1.0
+    factor: float = Field(default=2.0, ge=1.0)
+    max: Duration = 300.0
+    jitter: float = Field(default=0.1, ge=0.0, le=1.0)
+
+
+class RetryPolicy(Model):
+    """How often a failed task is tried again, how long to wait, and on which failures."""
+
+    limit: int = Field(default=0, ge=0, le=100, description="Retries after the first attempt.")
+    backoff: Backoff = Backoff()
+    on: list[FailureKind] = Field(default_factory=lambda: ["error", "timeout"])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"limit": value}
+        return value
+
+    def delay_before(self, attempt: int, jitter_unit: float) -> float:
+        """Seconds to wait before ``attempt`` (2 = first retry); ``jitter_unit`` in [0, 1)."""
+        b = self.backoff
+        base = min(b.max, b.delay * b.factor ** max(0, attempt - 2))
+        return max(0.0, base * (1.0 + b.jitter * (2.0 * jitter_unit - 1.0)))
+
+
+Interpreter = Literal["sh", "bash", "python"]
+
+
+class Script(Model):
+    """Inline source run by an interpreter."""
+
+    source: str
+    interpreter: Interpreter = "sh"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"source": value} if isinstance(value, str) else value
+
+
+class Task(Model):
+    """One node of the DAG: a step, its inputs, outputs, fan-out and failure policy."""
+
+    name: Name
+    depends: list[Name] = Field(default_factory=list)
+
+    script: Script | None = None
+    command: list[str] | None = Field(default=None, min_length=1)
+    python: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="module:function run inside the worker process.",
+    )
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of a python step (templated)."
+    )
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = None
+    outputs: dict[Name, str] = Field(
+        default_factory=dict,
+        description="Named output parameters: name -> file the step writes (relative to workdir).",
+    )
+
+    when: str | None = None
+    items: list[Any] | str | None = Field(
+        default=None, description="Fan out: a literal list, or an expression giving a list."
+    )
+    parallelism: int | None = Field(default=None, ge=1)
+
+    retry: RetryPolicy = RetryPolicy()
+    timeout: Duration | None = None
+    continue_on_failure: bool = False
+    trigger: Trigger = "all_succeeded"
+    pool: Name = "default"
+
+    @field_validator("outputs")
+    @classmethod
+    def _result_is_reserved(cls, value: dict[str, str]) -> dict[str, str]:
+        if "result" in value:
+            raise ValueError("'result' is reserved for the step's own result")
+        return value
+
+    @model_validator(mode="after")
+    def _one_step(self) -> Task:
+        kinds = [k for k in ("script", "command", "python") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            found = ", ".join(kinds) if kinds else "none"
+            raise ValueError(f"a task needs exactly one of script, command, python (found: {found})")
+        if self.args and self.python is None:
+            raise ValueError("'args' applies only to python steps")
+        if self.parallelism is not None and self.items is None:
+            raise ValueError("'parallelism' applies only to tasks with 'items'")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "script" if self.script else "command" if self.command else "python"
+
+    @property
+    def fans_out(self) -> bool:
+        return self.items is not None
+
+
+class Workflow(Model):
+    """A named DAG of tasks with typed parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Conveyor workflow")
+
+    name: Name
+    description: str | None = None
+    params: dict[Name, Param] = Field(default_factory=dict)
+    tasks: list[Task] = Field(min_length=1)
+    timeout: Duration | None = Field(default=None, description="Run timeout.")
+
+    def task(self, name: str) -> Task:
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise KeyError(name)

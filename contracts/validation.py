@@ -1,0 +1,297 @@
+"""Turning user input into a checked ``Workflow`` and checked parameters.
+
+Every problem is collected (not just the first) and reported with the file, the path
+in the document and, where the YAML tells us, the line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path as FsPath
+from typing import Any
+
+from pydantic import ValidationError
+
+from contracts.errors import ExpressionError, InvalidInput, Problem
+from contracts.expressions import ROOT_NAMES, Expression, Reference, Template
+from contracts.graph import ancestors, find_cycle
+from contracts.spec import ParamType, Task, Workflow, check_type
+from contracts.yamlsource import Path, SourceMap, format_path, load_yaml
+
+TASK_FIELDS = frozenset({"outputs", "state", "attempts"})
+RUN_FIELDS = frozenset({"id", "workflow"})
+
+
+def load_workflow(path: str | FsPath) -> Workflow:
+    file = FsPath(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput([Problem(f"cannot read workflow: {exc.strerror}")], source=str(file))
+    return parse_workflow(text, source=str(file))
+
+
+def parse_workflow(text: str, source: str | None = None) -> Workflow:
+    data, smap = load_yaml(text, source)
+    return workflow_from_data(data, smap, source)
+
+
+def workflow_from_data(
+    data: Any, smap: SourceMap | None = None, source: str | None = None
+) -> Workflow:
+    smap = smap or SourceMap()
+    if not isinstance(data, dict):
+        raise InvalidInput(
+            [Problem("a workflow must be a mapping with 'name' and 'tasks'", line=1)], source=source
+        )
+    try:
+        workflow = Workflow.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(
+            [smap.problem(_loc(data, err["loc"]), _message(err)) for err in exc.errors()],
+            source=source,
+        ) from None
+    problems = check_workflow(workflow, smap)
+    if problems:
+        raise InvalidInput(problems, source=source)
+    return workflow
+
+
+def _loc(data: Any, loc: tuple[Any, ...]) -> Path:
+    # pydantic adds the union member or validator name to locations (e.g. 'list[any]',
+    # 'function-before[...]'); keep only parts that exist in the document.
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and "[" not in part and "-" not in part:
+            out.append(part)  # a missing or unknown field: name it
+            node = None
+    return tuple(out)
+
+
+def _message(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+def check_workflow(workflow: Workflow, smap: SourceMap | None = None) -> list[Problem]:
+    """Graph and reference checks that the field models cannot do alone."""
+    smap = smap or SourceMap()
+    problems: list[Problem] = []
+    index: dict[str, int] = {}
+    for i, task in enumerate(workflow.tasks):
+        if task.name in index:
+            problems.append(
+                smap.problem(
+                    ("tasks", i, "name"),
+                    f"duplicate task name {task.name!r} (also tasks[{index[task.name]}])",
+                )
+            )
+        else:
+            index[task.name] = i
+    deps: dict[str, list[str]] = {}
+    for i, task in enumerate(workflow.tasks):
+        for j, dep in enumerate(task.depends):
+            if dep not in index:
+                problems.append(
+                    smap.problem(("tasks", i, "depends", j), f"unknown dependency {dep!r}")
+                )
+            elif dep == task.name:
+                problems.append(
+                    smap.problem(("tasks", i, "depends", j), "a task cannot depend on itself")
+                )
+        deps.setdefault(task.name, [d for d in task.depends if d in index and d != task.name])
+    cycle = find_cycle(deps)
+    if cycle:
+        first = index[cycle[0]]
+        problems.append(
+            smap.problem(("tasks", first, "depends"), "dependency cycle: " + " -> ".join(cycle))
+        )
+    if problems:
+        return problems
+    for i, task in enumerate(workflow.tasks):
+        problems.extend(_check_task_expressions(workflow, task, ("tasks", i), deps, smap))
+    return problems
+
+
+def _check_task_expressions(
+    workflow: Workflow, task: Task, at: Path, deps: dict[str, list[str]], smap: SourceMap
+) -> list[Problem]:
+    problems: list[Problem] = []
+    upstream = ancestors(deps, task.name)
+
+    def check(path: Path, expressions: list[Expression], allow_item: bool) -> None:
+        for expr in expressions:
+            for ref in expr.references():
+                reason = _check_reference(workflow, task, ref, upstream, allow_item)
+                if reason:
+                    problems.append(smap.problem(path, f"{reason} in {expr.source!r}"))
+
+    def templates(path: Path, value: Any, allow_item: bool = True) -> None:
+        if isinstance(value, str):
+            if "{{" not in value:
+                return
+            try:
+                template = Template(value)
+            except ExpressionError as exc:
+                problems.append(smap.problem(path, exc.message))
+                return
+            check(path, template.expressions, allow_item)
+        elif isinstance(value, list):
+            for k, item in enumerate(value):
+                templates((*path, k), item, allow_item)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                templates((*path, key), item, allow_item)
+
+    if task.when is not None:
+        try:
+            check((*at, "when"), [Expression(_strip_braces(task.when))], allow_item=False)
+        except ExpressionError as exc:
+            problems.append(smap.problem((*at, "when"), exc.message))
+    if isinstance(task.items, str):
+        try:
+            check((*at, "items"), [Expression(_strip_braces(task.items))], allow_item=False)
+        except ExpressionError as exc:
+            problems.append(smap.problem((*at, "items"), exc.message))
+    if task.script is not None:
+        templates((*at, "script", "source"), task.script.source)
+    templates((*at, "command"), task.command)
+    templates((*at, "args"), task.args)
+    templates((*at, "env"), task.env)
+    templates((*at, "workdir"), task.workdir)
+    return problems
+
+
+def _strip_braces(text: str) -> str:
+    """``when`` and ``items`` are expressions; accept them wrapped in ``{{ }}`` too."""
+    stripped = text.strip()
+    if stripped.startswith("{{") and stripped.endswith("}}"):
+        return stripped[2:-2]
+    return stripped
+
+
+def expression_of(text: str) -> Expression:
+    return Expression(_strip_braces(text))
+
+
+def _check_reference(
+    workflow: Workflow, task: Task, ref: Reference, upstream: set[str], allow_item: bool
+) -> str | None:
+    path = ref.path
+    root = path[0]
+    if root not in ROOT_NAMES:
+        return f"unknown name {root!r} (use params, tasks, item, index or run)"
+    if root in ("item", "index"):
+        if not task.fans_out:
+            return f"{root!r} is only defined in tasks with 'items'"
+        if not allow_item:
+            return f"{root!r} is not defined here (it is per item)"
+        return None
+    if len(path) < 2:
+        return None
+    if root == "params":
+        if path[1] not in workflow.params:
+            return f"unknown parameter {path[1]!r}"
+    elif root == "run":
+        if path[1] not in RUN_FIELDS:
+            return f"unknown run field {path[1]!r} (known: id, workflow)"
+    elif root == "tasks":
+        name = path[1]
+        if not any(t.name == name for t in workflow.tasks):
+            return f"unknown task {name!r}"
+        if name not in upstream:
+            return f"task {name!r} is not upstream of {task.name!r} (add it to depends)"
+        if len(path) >= 3 and path[2] not in TASK_FIELDS:
+            return f"unknown task field {path[2]!r} (known: {', '.join(sorted(TASK_FIELDS))})"
+        if len(path) >= 4 and path[2] == "outputs":
+            source_task = workflow.task(name)
+            if path[3] != "result" and path[3] not in source_task.outputs:
+                return f"task {name!r} has no output {path[3]!r}"
+    return None
+
+
+def coerce_param(kind: ParamType, raw: str) -> Any:
+    """A parameter value typed on the command line, converted to its declared type."""
+    if kind == "str":
+        return raw
+    if kind == "bool":
+        lowered = raw.strip().lower()
+        if lowered in ("true", "yes", "1", "on"):
+            return True
+        if lowered in ("false", "no", "0", "off"):
+            return False
+        raise ValueError(f"expected bool (true/false), got {raw!r}")
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"expected int, got {raw!r}") from None
+    if kind == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"expected float, got {raw!r}") from None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        if kind == "any":
+            return raw
+        raise ValueError(f"expected {kind} as JSON, got {raw!r}") from None
+    return check_type(kind, value)
+
+
+def resolve_params(
+    workflow: Workflow,
+    given: Mapping[str, Any],
+    *,
+    from_text: bool = False,
+    source: str = "params",
+) -> dict[str, Any]:
+    """Defaults overlaid with given values, each checked against its declared type."""
+    problems: list[Problem] = []
+    resolved: dict[str, Any] = {}
+    for name in given:
+        if name not in workflow.params:
+            known = ", ".join(sorted(workflow.params)) or "none"
+            problems.append(Problem(f"unknown parameter {name!r} (known: {known})", path=name))
+    for name, param in workflow.params.items():
+        if name in given:
+            value = given[name]
+            try:
+                if from_text and isinstance(value, str):
+                    resolved[name] = coerce_param(param.type, value)
+                else:
+                    resolved[name] = check_type(param.type, value)
+            except ValueError as exc:
+                problems.append(Problem(str(exc), path=name))
+        elif param.required:
+            problems.append(Problem("missing required parameter", path=name))
+        else:
+            resolved[name] = param.default
+    if problems:
+        raise InvalidInput(problems, source=source)
+    return resolved
+
+
+__all__ = [
+    "check_workflow",
+    "expression_of",
+    "format_path",
+    "load_workflow",
+    "parse_workflow",
+    "resolve_params",
+    "workflow_from_data",
+]

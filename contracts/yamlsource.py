@@ -1,0 +1,91 @@
+"""YAML reading that remembers where each value came from, for errors a user can act on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from contracts.errors import InvalidInput, Problem
+
+Path = tuple[str | int, ...]
+
+
+def format_path(path: Path) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+@dataclass
+class SourceMap:
+    """Line numbers (1-based) of every mapping key and sequence item, by document path."""
+
+    lines: dict[Path, int] = field(default_factory=dict)
+
+    def line_of(self, path: Path) -> int | None:
+        # Fall back to the nearest enclosing node: a missing field is reported where its
+        # parent starts.
+        for end in range(len(path), -1, -1):
+            line = self.lines.get(tuple(path[:end]))
+            if line is not None:
+                return line
+        return None
+
+    def problem(self, path: Path, message: str) -> Problem:
+        return Problem(message=message, path=format_path(path), line=self.line_of(path))
+
+
+def load_yaml(text: str, source: str | None = None) -> tuple[Any, SourceMap]:
+    """Parse YAML text into plain data plus a source map; duplicate keys are errors."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark is not None else None
+        reason = exc.problem or str(exc)
+        raise InvalidInput(
+            [Problem(f"malformed YAML: {reason}", line=line)], source=source
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise InvalidInput([Problem(f"malformed YAML: {exc}")], source=source) from exc
+    smap = SourceMap()
+    problems: list[Problem] = []
+    if node is not None:
+        _walk(node, (), smap, problems)
+    if problems:
+        raise InvalidInput(problems, source=source)
+    return data, smap
+
+
+def _walk(node: yaml.Node, path: Path, smap: SourceMap, problems: list[Problem]) -> None:
+    smap.lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key == "<<":
+                continue
+            if key in seen:
+                problems.append(
+                    Problem(
+                        f"duplicate key {key!r} (first defined on line {seen[key]})",
+                        path=format_path((*path, key)),
+                        line=line,
+                    )
+                )
+                continue
+            seen[key] = line
+            smap.lines[(*path, key)] = line
+            _walk(value_node, (*path, key), smap, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            smap.lines[(*path, index)] = item.start_mark.line + 1
+            _walk(item, (*path, index), smap, problems)

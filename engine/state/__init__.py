@@ -1,0 +1,8 @@
+"""The pure core: fold events into run state, decide what to do next. No I/O, no clock."""
+
+from engine.state.decide import decide
+from engine.state.fold import fold, new_state
+from engine.state.model import Instance, Node, RunState
+from engine.state.replay import replay
+
+__all__ = ["Instance", "Node", "RunState", "decide", "fold", "new_state", "replay"]

@@ -1,0 +1,79 @@
+"""What expressions and templates see, and rendering a task instance into a step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contracts.errors import ExpressionError
+from contracts.expressions import as_text, render_value
+from contracts.messages import StepSpec, TaskReady
+from contracts.validation import expression_of
+from engine.state.model import Node, RunState
+
+
+def upstream_context(state: RunState, node: Node) -> dict[str, Any]:
+    """Names visible to a task's expressions: params, run, and its upstream tasks."""
+    if node.context is None:
+        tasks = {
+            name: {
+                "state": state.nodes[name].status,
+                "outputs": state.nodes[name].outputs(),
+                "attempts": state.nodes[name].attempts(),
+            }
+            for name in node.ancestors
+        }
+        node.context = {
+            "params": state.params,
+            "run": {"id": state.run_id, "workflow": state.workflow.name},
+            "tasks": tasks,
+        }
+    return node.context
+
+
+def evaluate_when(state: RunState, node: Node) -> bool:
+    assert node.spec.when is not None
+    return bool(expression_of(node.spec.when).evaluate(upstream_context(state, node)))
+
+
+def evaluate_items(state: RunState, node: Node) -> list[Any]:
+    """The items of a fan-out task; raises ExpressionError if they are not a list."""
+    items = node.spec.items
+    if isinstance(items, list):
+        return items
+    assert items is not None
+    value = expression_of(items).evaluate(upstream_context(state, node))
+    if isinstance(value, str):
+        # An upstream result that is JSON text but was not parsed (e.g. with a trailing
+        # banner) is not a list; we do not guess.
+        raise ExpressionError(f"items must be a list, got a string: {value[:80]!r}")
+    if not isinstance(value, list):
+        raise ExpressionError(f"items must be a list, got {type(value).__name__}")
+    return value
+
+
+def render_task(state: RunState, task: str, index: int, attempt: int) -> TaskReady:
+    """The message for one dispatch, with every template rendered.
+
+    Raises ExpressionError when a template cannot be rendered for this instance.
+    """
+    node = state.nodes[task]
+    spec = node.spec
+    names = upstream_context(state, node)
+    item: Any = None
+    if spec.fans_out:
+        assert node.items is not None
+        item = node.items[index]
+        names = {**names, "item": item, "index": index}
+    step = StepSpec(
+        kind=spec.kind,
+        source=render_value(spec.script.source, names) if spec.script else None,
+        interpreter=spec.script.interpreter if spec.script else None,
+        argv=[as_text(render_value(a, names)) for a in spec.command] if spec.command else None,
+        target=spec.python,
+        args=render_value(spec.args, names) if spec.args else {},
+        env={k: as_text(render_value(v, names)) for k, v in spec.env.items()},
+        workdir=as_text(render_value(spec.workdir, names)) if spec.workdir else None,
+        outputs=dict(spec.outputs),
+        timeout=spec.timeout,
+    )
+    return TaskReady(run_id=state.run_id, task=task, index=index, attempt=attempt, step=step, item=item)

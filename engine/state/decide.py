@@ -1,0 +1,145 @@
+"""The decision: ``state -> actions``, each action expressed as the event that records it.
+
+``decide`` only looks at the state's work queues (tasks whose upstream just finished,
+tasks with free dispatch slots, failures awaiting a retry decision), never at every
+task. It mutates nothing: calling it twice without folding gives the same answer.
+The caller appends the returned events, folds them, and calls ``decide`` again until
+it returns nothing.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from contracts.errors import ExpressionError
+from contracts.events import (
+    Event,
+    RetryScheduled,
+    RunCompleted,
+    RunTimedOut,
+    TaskDispatched,
+    TaskExpanded,
+    TaskFailedByEngine,
+    TaskSkipped,
+    TimerFired,
+)
+from engine.state import model as m
+from engine.state.context import evaluate_items, evaluate_when
+from engine.state.model import Node, RunState
+
+
+def decide(state: RunState) -> list[Event]:
+    if state.finished:
+        return []
+    now = state.now
+    if state.cancel_reason is not None:
+        return [RunCompleted(run_id=state.run_id, at=now, state="cancelled", reason=state.cancel_reason)]
+    if state.timed_out:
+        limit = state.workflow.timeout
+        return [
+            RunCompleted(
+                run_id=state.run_id, at=now, state="failed", reason=f"run timed out after {limit:g}s"
+            )
+        ]
+    out: list[Event] = []
+    for name in state.evaluable:
+        out.append(_evaluate(state, state.nodes[name]))
+    for task, index in state.retry_due:
+        node = state.nodes[task]
+        attempt = node.instances[index].attempt + 1
+        delay = node.spec.retry.delay_before(attempt, _jitter_unit(state.run_id, task, index, attempt))
+        out.append(
+            RetryScheduled(
+                run_id=state.run_id, at=now, task=task, index=index, attempt=attempt, due=now + delay
+            )
+        )
+    for name in state.dispatchable:
+        out.extend(_dispatches(state, state.nodes[name]))
+    if not out and state.open_nodes == 0:
+        out.append(_completion(state))
+    return out
+
+
+def _evaluate(state: RunState, node: Node) -> Event:
+    """A task whose upstream is final: skip it, fail it, or expand it into instances."""
+    spec = node.spec
+    base = {"run_id": state.run_id, "at": state.now, "task": spec.name, "index": -1, "attempt": 0}
+    if spec.trigger == "all_succeeded":
+        for dep in spec.depends:
+            upstream = state.nodes[dep]
+            if upstream.status == m.SUCCEEDED:
+                continue
+            if upstream.status == m.FAILED and upstream.spec.continue_on_failure:
+                continue
+            verb = {m.FAILED: "failed", m.SKIPPED: "was skipped"}.get(upstream.status, upstream.status)
+            return TaskSkipped(**base, reason=f"upstream task {dep!r} {verb}")
+    if spec.when is not None:
+        try:
+            go = evaluate_when(state, node)
+        except ExpressionError as exc:
+            return TaskFailedByEngine(**base, error=f"when: {exc.message}")
+        if not go:
+            return TaskSkipped(**base, reason=f"when {spec.when.strip()!r} was false")
+    count = 1
+    if spec.fans_out:
+        try:
+            count = len(evaluate_items(state, node))
+        except ExpressionError as exc:
+            return TaskFailedByEngine(**base, error=f"items: {exc.message}")
+    return TaskExpanded(**base, count=count)
+
+
+def _dispatches(state: RunState, node: Node) -> list[Event]:
+    slots = node.capacity
+    out: list[Event] = []
+    name = node.spec.name
+    for index in node.retry_ready:
+        if slots <= 0:
+            return out
+        attempt = node.instances[index].attempt + 1
+        out.append(TaskDispatched(run_id=state.run_id, at=state.now, task=name, index=index, attempt=attempt))
+        slots -= 1
+    index = node.next_index
+    while slots > 0 and index < len(node.instances):
+        out.append(TaskDispatched(run_id=state.run_id, at=state.now, task=name, index=index, attempt=1))
+        index += 1
+        slots -= 1
+    return out
+
+
+def _completion(state: RunState) -> RunCompleted:
+    failed = [
+        n for n in state.nodes.values() if n.status == m.FAILED and not n.spec.continue_on_failure
+    ]
+    if failed:
+        names = ", ".join(n.spec.name for n in failed)
+        first = failed[0].error or "failed"
+        return RunCompleted(
+            run_id=state.run_id, at=state.now, state="failed", reason=f"failed tasks: {names} ({first})"
+        )
+    return RunCompleted(run_id=state.run_id, at=state.now, state="succeeded")
+
+
+def _jitter_unit(run_id: str, task: str, index: int, attempt: int) -> float:
+    """A stable pseudo-random number in [0, 1): jitter without a random source, so replay is exact."""
+    return zlib.crc32(f"{run_id}/{task}/{index}/{attempt}".encode()) / 2**32
+
+
+def pending_timers(state: RunState) -> list[tuple[float, Event]]:
+    """Timers the shell must arm for this state: retries waiting, and the run deadline."""
+    if state.finished:
+        return []
+    timers: list[tuple[float, Event]] = []
+    if state.workflow.timeout is not None and not state.timed_out:
+        due = state.submitted_at + state.workflow.timeout
+        timers.append((due, RunTimedOut(run_id=state.run_id, at=due)))
+    for node in state.nodes.values():
+        if node.status != m.RUNNING:
+            continue
+        for index, inst in enumerate(node.instances):
+            if inst.status == m.RETRY_WAIT and inst.due is not None:
+                fired = TimerFired(
+                    run_id=state.run_id, at=inst.due, task=node.spec.name, index=index, attempt=inst.attempt + 1
+                )
+                timers.append((inst.due, fired))
+    return timers

@@ -1,0 +1,267 @@
+"""The fold: ``state + event -> state``. Records facts; decides nothing.
+
+Folding mutates the state in place (a run with 100,000 items cannot afford copies)
+but reads nothing besides the state and the event: no I/O, no clock. Events that no
+longer apply (a result from a superseded attempt, anything after the run finished)
+are kept in the log by the caller and change nothing here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from contracts.events import (
+    Event,
+    RetryScheduled,
+    RunCancelRequested,
+    RunCompleted,
+    RunSubmitted,
+    RunTimedOut,
+    TaskDispatched,
+    TaskExpanded,
+    TaskFailed,
+    TaskFailedByEngine,
+    TaskSkipped,
+    TaskStarted,
+    TaskSucceeded,
+    TimerFired,
+)
+from contracts.graph import ancestors, downstream
+from contracts.spec import Workflow
+from engine.state import model as m
+from engine.state.context import evaluate_items
+from engine.state.model import Instance, Node, RunState
+
+
+def new_state(event: RunSubmitted) -> RunState:
+    workflow = Workflow.model_validate(event.workflow)
+    deps = {t.name: list(t.depends) for t in workflow.tasks}
+    nodes = {
+        t.name: Node(spec=t, deps_left=len(t.depends), ancestors=frozenset(ancestors(deps, t.name)))
+        for t in workflow.tasks
+    }
+    state = RunState(
+        run_id=event.run_id,
+        workflow=workflow,
+        params=dict(event.params),
+        submitted_at=event.at,
+        now=event.at,
+        downstream=downstream(deps),
+        nodes=nodes,
+        open_nodes=len(nodes),
+    )
+    for name, node in nodes.items():
+        if node.deps_left == 0:
+            state.evaluable[name] = None
+    state.events_folded = 1
+    return state
+
+
+def fold(state: RunState, event: Event) -> RunState:
+    state.now = max(state.now, event.at)
+    state.events_folded += 1
+    if state.finished:
+        return state
+    handler = _HANDLERS.get(type(event))
+    if handler is not None:
+        handler(state, event)
+    return state
+
+
+def _finish_node(state: RunState, node: Node, status: str, at: float) -> None:
+    node.status = status
+    node.finished_at = at
+    state.open_nodes -= 1
+    state.dispatchable.pop(node.spec.name, None)
+    # Only the edges of the finished task are re-evaluated.
+    for child_name in state.downstream[node.spec.name]:
+        child = state.nodes[child_name]
+        child.deps_left -= 1
+        if child.deps_left == 0 and child.status == m.PENDING:
+            state.evaluable[child_name] = None
+
+
+def _instance_finished(state: RunState, node: Node, at: float) -> None:
+    node.done += 1
+    if node.done == len(node.instances):
+        _finish_node(state, node, m.FAILED if node.failed else m.SUCCEEDED, at)
+    elif node.has_pending:
+        state.dispatchable[node.spec.name] = None
+
+
+def _current(state: RunState, task: str, index: int, attempt: int) -> tuple[Node, Instance] | None:
+    """The node and instance an event is about, if the event is for the live attempt."""
+    node = state.nodes.get(task)
+    if node is None or not 0 <= index < len(node.instances):
+        return None
+    inst = node.instances[index]
+    if inst.attempt != attempt:
+        return None  # fencing: a superseded (or future) attempt changes nothing
+    return node, inst
+
+
+def _on_expanded(state: RunState, event: TaskExpanded) -> None:
+    node = state.nodes.get(event.task)
+    if node is None or node.status != m.PENDING:
+        return
+    state.evaluable.pop(event.task, None)
+    node.items = evaluate_items(state, node) if node.spec.fans_out else None
+    node.instances = [Instance() for _ in range(event.count)]
+    node.status = m.RUNNING
+    node.started_at = event.at
+    if event.count == 0:
+        _finish_node(state, node, m.SUCCEEDED, event.at)
+    else:
+        state.dispatchable[event.task] = None
+
+
+def _on_dispatched(state: RunState, event: TaskDispatched) -> None:
+    node = state.nodes.get(event.task)
+    if node is None or not 0 <= event.index < len(node.instances):
+        return
+    inst = node.instances[event.index]
+    if event.attempt != inst.attempt + 1 or inst.status not in (m.PENDING, m.RETRY_WAIT):
+        return
+    if inst.status == m.PENDING:
+        node.next_index = max(node.next_index, event.index + 1)
+    elif event.index in node.retry_ready:
+        node.retry_ready.remove(event.index)
+    inst.status = m.DISPATCHED
+    inst.attempt = event.attempt
+    inst.due = None
+    node.inflight += 1
+    if node.capacity <= 0 or not node.has_pending:
+        state.dispatchable.pop(event.task, None)
+
+
+def _on_started(state: RunState, event: TaskStarted) -> None:
+    found = _current(state, event.task, event.index, event.attempt)
+    if found is None:
+        return
+    _node, inst = found
+    if inst.status == m.DISPATCHED:
+        inst.status = m.RUNNING
+        inst.started_at = event.at
+
+
+def _on_succeeded(state: RunState, event: TaskSucceeded) -> None:
+    found = _current(state, event.task, event.index, event.attempt)
+    if found is None or found[1].status not in m.IN_FLIGHT:
+        return
+    node, inst = found
+    inst.status = m.SUCCEEDED
+    inst.result = event.result
+    inst.outputs = event.outputs or None
+    inst.error = None
+    inst.finished_at = event.at
+    node.inflight -= 1
+    _instance_finished(state, node, event.at)
+
+
+def _on_failed(state: RunState, event: TaskFailed) -> None:
+    found = _current(state, event.task, event.index, event.attempt)
+    if found is None or found[1].status not in m.IN_FLIGHT:
+        return
+    node, inst = found
+    node.inflight -= 1
+    inst.error = event.error
+    inst.reason = event.reason
+    inst.finished_at = event.at
+    policy = node.spec.retry
+    if event.retryable and event.reason in policy.on and event.attempt <= policy.limit:
+        inst.status = m.RETRY_DUE
+        state.retry_due[(event.task, event.index)] = None
+        if node.has_pending and node.capacity > 0:
+            state.dispatchable[event.task] = None
+        return
+    inst.status = m.FAILED
+    node.failed += 1
+    if node.error is None:
+        where = f"[{event.index}]" if node.spec.fans_out else ""
+        node.error = f"{event.task}{where}: {event.error}"
+    _instance_finished(state, node, event.at)
+
+
+def _on_engine_failure(state: RunState, event: TaskFailedByEngine) -> None:
+    node = state.nodes.get(event.task)
+    if node is None or node.status != m.PENDING:
+        return
+    state.evaluable.pop(event.task, None)
+    node.error = f"{event.task}: {event.error}"
+    _finish_node(state, node, m.FAILED, event.at)
+
+
+def _on_retry_scheduled(state: RunState, event: RetryScheduled) -> None:
+    node = state.nodes.get(event.task)
+    if node is None or not 0 <= event.index < len(node.instances):
+        return
+    inst = node.instances[event.index]
+    if inst.status != m.RETRY_DUE or inst.attempt + 1 != event.attempt:
+        return
+    state.retry_due.pop((event.task, event.index), None)
+    inst.status = m.RETRY_WAIT
+    inst.due = event.due
+
+
+def _on_timer(state: RunState, event: TimerFired) -> None:
+    node = state.nodes.get(event.task)
+    if node is None or not 0 <= event.index < len(node.instances):
+        return
+    inst = node.instances[event.index]
+    if inst.status != m.RETRY_WAIT or inst.attempt + 1 != event.attempt:
+        return
+    if event.index not in node.retry_ready:
+        node.retry_ready.append(event.index)
+        if node.capacity > 0:
+            state.dispatchable[event.task] = None
+
+
+def _on_skipped(state: RunState, event: TaskSkipped) -> None:
+    node = state.nodes.get(event.task)
+    if node is None or node.status != m.PENDING:
+        return
+    state.evaluable.pop(event.task, None)
+    node.error = event.reason
+    _finish_node(state, node, m.SKIPPED, event.at)
+
+
+def _on_cancel(state: RunState, event: RunCancelRequested) -> None:
+    if state.cancel_reason is None:
+        state.cancel_reason = event.reason
+
+
+def _on_timed_out(state: RunState, event: RunTimedOut) -> None:
+    state.timed_out = True
+
+
+def _on_completed(state: RunState, event: RunCompleted) -> None:
+    state.status = event.state
+    state.reason = event.reason
+    state.finished_at = event.at
+    for node in state.nodes.values():
+        for inst in node.instances:
+            if inst.status not in m.TERMINAL:
+                inst.status = m.CANCELLED
+        if node.status not in m.TERMINAL:
+            node.status = m.CANCELLED
+            node.finished_at = event.at
+    state.evaluable.clear()
+    state.dispatchable.clear()
+    state.retry_due.clear()
+
+
+_HANDLERS: dict[type[Event], Callable[[RunState, Any], None]] = {
+    TaskExpanded: _on_expanded,
+    TaskDispatched: _on_dispatched,
+    TaskStarted: _on_started,
+    TaskSucceeded: _on_succeeded,
+    TaskFailed: _on_failed,
+    TaskFailedByEngine: _on_engine_failure,
+    RetryScheduled: _on_retry_scheduled,
+    TimerFired: _on_timer,
+    TaskSkipped: _on_skipped,
+    RunCancelRequested: _on_cancel,
+    RunTimedOut: _on_timed_out,
+    RunCompleted: _on_completed,
+}

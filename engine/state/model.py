@@ -1,0 +1,120 @@
+"""Run state: what a run's event log folds into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from contracts.spec import Task, Workflow
+
+# Instance statuses. An instance is one execution slot of a task: the task itself, or
+# one item of a fan-out. Its attempts are numbered from 1.
+PENDING = "pending"
+DISPATCHED = "dispatched"
+RUNNING = "running"
+RETRY_DUE = "retry_due"  # failed, may retry; the retry is not scheduled yet
+RETRY_WAIT = "retry_wait"  # retry scheduled, waiting for its timer
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+SKIPPED = "skipped"
+CANCELLED = "cancelled"
+
+TERMINAL = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELLED})
+IN_FLIGHT = frozenset({DISPATCHED, RUNNING})
+
+
+@dataclass(slots=True)
+class Instance:
+    status: str = PENDING
+    attempt: int = 0
+    result: Any = None
+    outputs: dict[str, Any] | None = None
+    error: str | None = None
+    reason: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    due: float | None = None
+
+
+@dataclass(slots=True)
+class Node:
+    """A task of the run and the state of all its instances."""
+
+    spec: Task
+    deps_left: int
+    ancestors: frozenset[str]
+    status: str = PENDING
+    items: list[Any] | None = None
+    instances: list[Instance] = field(default_factory=list)
+    next_index: int = 0
+    """Instances below this index have been dispatched at least once."""
+    retry_ready: list[int] = field(default_factory=list)
+    """Instances whose retry timer fired, waiting for a dispatch slot."""
+    inflight: int = 0
+    done: int = 0
+    failed: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    context: dict[str, Any] | None = None
+    """Expression context of upstream tasks; built once, upstream is final by then."""
+
+    @property
+    def capacity(self) -> int:
+        cap = self.spec.parallelism
+        return (cap - self.inflight) if cap is not None else len(self.instances)
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self.retry_ready) or self.next_index < len(self.instances)
+
+    def outputs(self) -> dict[str, Any]:
+        """What downstream tasks see as ``tasks.<name>.outputs``."""
+        names = list(self.spec.outputs)
+        if self.spec.fans_out:
+            out: dict[str, Any] = {"result": [i.result for i in self.instances]}
+            for name in names:
+                out[name] = [(i.outputs or {}).get(name) for i in self.instances]
+            return out
+        if not self.instances:
+            return {"result": None, **dict.fromkeys(names)}
+        inst = self.instances[0]
+        return {"result": inst.result, **{n: (inst.outputs or {}).get(n) for n in names}}
+
+    def attempts(self) -> int | list[int]:
+        if self.spec.fans_out:
+            return [i.attempt for i in self.instances]
+        return self.instances[0].attempt if self.instances else 0
+
+
+@dataclass(slots=True)
+class RunState:
+    run_id: str
+    workflow: Workflow
+    params: dict[str, Any]
+    submitted_at: float
+    now: float
+    downstream: dict[str, list[str]]
+    nodes: dict[str, Node]
+    status: str = RUNNING
+    finished_at: float | None = None
+    reason: str = ""
+    open_nodes: int = 0
+    # Work queues of the decision step. Dicts are ordered sets: decisions come out in a
+    # stable order, which replay relies on.
+    evaluable: dict[str, None] = field(default_factory=dict)
+    dispatchable: dict[str, None] = field(default_factory=dict)
+    retry_due: dict[tuple[str, int], None] = field(default_factory=dict)
+    cancel_reason: str | None = None
+    timed_out: bool = False
+    events_folded: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.status != RUNNING
+
+    def instance(self, task: str, index: int) -> Instance | None:
+        node = self.nodes.get(task)
+        if node is None or not 0 <= index < len(node.instances):
+            return None
+        return node.instances[index]
