@@ -178,7 +178,9 @@ class Task(Model):
         kinds = [k for k in ("script", "command", "python") if getattr(self, k) is not None]
         if len(kinds) != 1:
             found = ", ".join(kinds) if kinds else "none"
-            raise ValueError(f"a task needs exactly one of script, command, python (found: {found})")
+            raise ValueError(
+                f"a task needs exactly one of script, command, python (found: {found})"
+            )
         if self.args and self.python is None:
             raise ValueError("'args' applies only to python steps")
         if self.parallelism is not None and self.items is None:

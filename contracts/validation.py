@@ -64,13 +64,14 @@ def _loc(data: Any, loc: tuple[Any, ...]) -> Path:
     out: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
             out.append(part)
             node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, dict) and isinstance(part, str) and "[" not in part and "-" not in part:
+        elif (
+            isinstance(node, dict) and isinstance(part, str) and "[" not in part and "-" not in part
+        ):
             out.append(part)  # a missing or unknown field: name it
             node = None
     return tuple(out)

@@ -76,4 +76,6 @@ def render_task(state: RunState, task: str, index: int, attempt: int) -> TaskRea
         outputs=dict(spec.outputs),
         timeout=spec.timeout,
     )
-    return TaskReady(run_id=state.run_id, task=task, index=index, attempt=attempt, step=step, item=item)
+    return TaskReady(
+        run_id=state.run_id, task=task, index=index, attempt=attempt, step=step, item=item
+    )

@@ -33,12 +33,17 @@ def decide(state: RunState) -> list[Event]:
         return []
     now = state.now
     if state.cancel_reason is not None:
-        return [RunCompleted(run_id=state.run_id, at=now, state="cancelled", reason=state.cancel_reason)]
+        return [
+            RunCompleted(run_id=state.run_id, at=now, state="cancelled", reason=state.cancel_reason)
+        ]
     if state.timed_out:
         limit = state.workflow.timeout
         return [
             RunCompleted(
-                run_id=state.run_id, at=now, state="failed", reason=f"run timed out after {limit:g}s"
+                run_id=state.run_id,
+                at=now,
+                state="failed",
+                reason=f"run timed out after {limit:g}s",
             )
         ]
     out: list[Event] = []
@@ -47,10 +52,17 @@ def decide(state: RunState) -> list[Event]:
     for task, index in state.retry_due:
         node = state.nodes[task]
         attempt = node.instances[index].attempt + 1
-        delay = node.spec.retry.delay_before(attempt, _jitter_unit(state.run_id, task, index, attempt))
+        delay = node.spec.retry.delay_before(
+            attempt, _jitter_unit(state.run_id, task, index, attempt)
+        )
         out.append(
             RetryScheduled(
-                run_id=state.run_id, at=now, task=task, index=index, attempt=attempt, due=now + delay
+                run_id=state.run_id,
+                at=now,
+                task=task,
+                index=index,
+                attempt=attempt,
+                due=now + delay,
             )
         )
     for name in state.dispatchable:
@@ -71,7 +83,9 @@ def _evaluate(state: RunState, node: Node) -> Event:
                 continue
             if upstream.status == m.FAILED and upstream.spec.continue_on_failure:
                 continue
-            verb = {m.FAILED: "failed", m.SKIPPED: "was skipped"}.get(upstream.status, upstream.status)
+            verb = {m.FAILED: "failed", m.SKIPPED: "was skipped"}.get(
+                upstream.status, upstream.status
+            )
             return TaskSkipped(**base, reason=f"upstream task {dep!r} {verb}")
     if spec.when is not None:
         try:
@@ -97,11 +111,17 @@ def _dispatches(state: RunState, node: Node) -> list[Event]:
         if slots <= 0:
             return out
         attempt = node.instances[index].attempt + 1
-        out.append(TaskDispatched(run_id=state.run_id, at=state.now, task=name, index=index, attempt=attempt))
+        out.append(
+            TaskDispatched(
+                run_id=state.run_id, at=state.now, task=name, index=index, attempt=attempt
+            )
+        )
         slots -= 1
     index = node.next_index
     while slots > 0 and index < len(node.instances):
-        out.append(TaskDispatched(run_id=state.run_id, at=state.now, task=name, index=index, attempt=1))
+        out.append(
+            TaskDispatched(run_id=state.run_id, at=state.now, task=name, index=index, attempt=1)
+        )
         index += 1
         slots -= 1
     return out
@@ -115,7 +135,10 @@ def _completion(state: RunState) -> RunCompleted:
         names = ", ".join(n.spec.name for n in failed)
         first = failed[0].error or "failed"
         return RunCompleted(
-            run_id=state.run_id, at=state.now, state="failed", reason=f"failed tasks: {names} ({first})"
+            run_id=state.run_id,
+            at=state.now,
+            state="failed",
+            reason=f"failed tasks: {names} ({first})",
         )
     return RunCompleted(run_id=state.run_id, at=state.now, state="succeeded")
 
@@ -139,7 +162,11 @@ def pending_timers(state: RunState) -> list[tuple[float, Event]]:
         for index, inst in enumerate(node.instances):
             if inst.status == m.RETRY_WAIT and inst.due is not None:
                 fired = TimerFired(
-                    run_id=state.run_id, at=inst.due, task=node.spec.name, index=index, attempt=inst.attempt + 1
+                    run_id=state.run_id,
+                    at=inst.due,
+                    task=node.spec.name,
+                    index=index,
+                    attempt=inst.attempt + 1,
                 )
                 timers.append((inst.due, fired))
     return timers

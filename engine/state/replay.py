@@ -57,4 +57,6 @@ def _describe(event: Event | None) -> str:
     task = getattr(event, "task", None)
     if task is None:
         return event.kind
-    return f"{event.kind}({task}[{getattr(event, 'index', 0)}] attempt {getattr(event, 'attempt', 0)})"
+    return (
+        f"{event.kind}({task}[{getattr(event, 'index', 0)}] attempt {getattr(event, 'attempt', 0)})"
+    )

@@ -1,0 +1,87 @@
+"""Embedded mode: coordinator and workers in one process over the in-memory transport.
+
+No servers. The run log is a local SQLite file (or memory, for tests), so runs can be
+inspected after the process has gone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from contracts.ports import RunStore
+from contracts.spec import Workflow
+from engine.coordinator import Coordinator, Observer
+from engine.runlog.memory import MemoryRunLog
+from engine.state.model import RunState
+from engine.transport.memory import MemoryTransport
+from workers.worker import Worker
+
+
+def default_worker_count() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+class EmbeddedEngine:
+    """``async with EmbeddedEngine() as engine: state = await engine.run(workflow, params)``."""
+
+    def __init__(
+        self,
+        store: RunStore | None = None,
+        *,
+        workers: int | None = None,
+        clock: Callable[[], float] = time.time,
+        worker_grace: float = 5.0,
+    ) -> None:
+        self.store: RunStore = store if store is not None else MemoryRunLog()
+        self.transport = MemoryTransport()
+        self.coordinator = Coordinator(self.transport, self.store, clock=clock)
+        self._worker_count = workers or default_worker_count()
+        self._clock = clock
+        self._grace = worker_grace
+        self._workers: dict[str, list[Worker]] = {}
+
+    async def start(self) -> None:
+        await self.transport.start()
+        await self.coordinator.start()
+
+    async def stop(self) -> None:
+        for pool in self._workers.values():
+            for worker in pool:
+                await worker.stop(grace=self._grace)
+        self._workers.clear()
+        await self.coordinator.stop()
+        await self.transport.close()
+
+    async def __aenter__(self) -> EmbeddedEngine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def ensure_pools(self, pools: set[str]) -> None:
+        for pool in sorted(pools - set(self._workers)):
+            started = []
+            for _ in range(self._worker_count):
+                worker = Worker(self.transport, self.store, pool=pool, clock=self._clock)
+                await worker.start()
+                started.append(worker)
+            self._workers[pool] = started
+
+    async def submit(
+        self, workflow: Workflow, params: dict[str, Any], **kwargs: Any
+    ) -> str:
+        await self.ensure_pools({task.pool for task in workflow.tasks})
+        return await self.coordinator.submit(workflow, params, **kwargs)
+
+    async def run(
+        self, workflow: Workflow, params: dict[str, Any], *, observer: Observer | None = None
+    ) -> RunState:
+        """Run a workflow to the end and return its final state."""
+        if observer is not None:
+            self.coordinator.observe(observer)
+        run_id = await self.submit(workflow, params)
+        return await self.coordinator.wait(run_id)

@@ -1,0 +1,27 @@
+"""The run index, derived from events as they are appended (it can always be rebuilt)."""
+
+from __future__ import annotations
+
+from contracts.events import Event, RunCompleted, RunSubmitted
+from contracts.ports import RunSummary
+
+
+def index_update(current: RunSummary | None, event: Event) -> RunSummary | None:
+    """The new index row for ``event``, or None when the event does not change it."""
+    if isinstance(event, RunSubmitted):
+        if current is not None:
+            return None
+        name = str(event.workflow.get("name", "?"))
+        return RunSummary(
+            run_id=event.run_id, workflow=name, state="running", submitted_at=event.at
+        )
+    if isinstance(event, RunCompleted) and current is not None and current.state == "running":
+        return RunSummary(
+            run_id=current.run_id,
+            workflow=current.workflow,
+            state=event.state,
+            submitted_at=current.submitted_at,
+            finished_at=event.at,
+            reason=event.reason,
+        )
+    return None

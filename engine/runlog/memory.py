@@ -1,0 +1,70 @@
+"""In-memory run log and task-log store: the twins of the SQLite and Redis adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from contracts.errors import NotFound
+from contracts.events import Event
+from contracts.ports import LogLine, RunSummary
+from engine.runlog.index import index_update
+
+
+class MemoryRunLog:
+    """Implements ``RunLog`` and ``TaskLogStore`` in one process, nothing persisted."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, list[Event]] = {}
+        self._ids: dict[str, set[str]] = {}
+        self._index: dict[str, RunSummary] = {}
+        self._lines: dict[str, list[LogLine]] = {}
+
+    async def append(self, run_id: str, events: Sequence[Event]) -> list[bool]:
+        log = self._events.setdefault(run_id, [])
+        ids = self._ids.setdefault(run_id, set())
+        added: list[bool] = []
+        for event in events:
+            if event.id in ids:
+                added.append(False)
+                continue
+            ids.add(event.id)
+            log.append(event)
+            added.append(True)
+            row = index_update(self._index.get(run_id), event)
+            if row is not None:
+                self._index[run_id] = row
+        return added
+
+    async def read(self, run_id: str) -> list[Event]:
+        if run_id not in self._events:
+            raise NotFound(f"no run {run_id!r}")
+        return list(self._events[run_id])
+
+    async def runs(
+        self, *, state: str | None = None, workflow: str | None = None, limit: int = 50
+    ) -> list[RunSummary]:
+        rows = [
+            r
+            for r in self._index.values()
+            if (state is None or r.state == state) and (workflow is None or r.workflow == workflow)
+        ]
+        rows.sort(key=lambda r: r.submitted_at, reverse=True)
+        return rows[:limit]
+
+    async def find_run(self, prefix: str) -> str:
+        matches = [run_id for run_id in self._index if run_id.startswith(prefix)]
+        if len(matches) != 1:
+            raise NotFound(
+                f"no run matches {prefix!r}" if not matches else f"{prefix!r} is ambiguous"
+            )
+        return matches[0]
+
+    async def write_lines(self, lines: Sequence[LogLine]) -> None:
+        for line in lines:
+            self._lines.setdefault(line.run_id, []).append(line)
+
+    async def read_lines(self, run_id: str, task: str | None = None) -> list[LogLine]:
+        return [ln for ln in self._lines.get(run_id, []) if task is None or ln.task == task]
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,163 @@
+"""The local run log for embedded mode: one SQLite file under ``.conveyor/``.
+
+Persists across invocations, so ``conveyor runs`` after ``conveyor run`` lists the
+run. WAL mode with ``synchronous=NORMAL``: an appended event survives the process
+dying; appends are batched into one transaction per call.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from contracts.codec import decode_event, encode
+from contracts.errors import NotFound
+from contracts.events import Event
+from contracts.ports import LogLine, RunSummary
+from engine.runlog.index import index_update
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events (event_id);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    state TEXT NOT NULL,
+    submitted_at REAL NOT NULL,
+    finished_at REAL,
+    reason TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS runs_by_time ON runs (submitted_at);
+CREATE TABLE IF NOT EXISTS task_logs (
+    run_id TEXT NOT NULL,
+    task TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    stream TEXT NOT NULL,
+    at REAL NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS task_logs_by_run ON task_logs (run_id, task);
+"""
+
+
+class SqliteRunLog:
+    """Implements ``RunLog`` and ``TaskLogStore`` on a local SQLite database."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    async def append(self, run_id: str, events: Sequence[Event]) -> list[bool]:
+        db = self._db
+        added: list[bool] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?", (run_id,))
+            seq = int(row.fetchone()[0])
+            summary = self._summary(run_id)
+            for event in events:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO events (run_id, seq, event_id, body) VALUES (?, ?, ?, ?)",
+                    (run_id, seq + 1, event.id, encode(event)),
+                )
+                if cursor.rowcount == 0:
+                    added.append(False)
+                    continue
+                seq += 1
+                added.append(True)
+                update = index_update(summary, event)
+                if update is not None:
+                    summary = update
+                    db.execute(
+                        "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            update.run_id,
+                            update.workflow,
+                            update.state,
+                            update.submitted_at,
+                            update.finished_at,
+                            update.reason,
+                        ),
+                    )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return added
+
+    def _summary(self, run_id: str) -> RunSummary | None:
+        row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return _row_to_summary(row) if row else None
+
+    async def read(self, run_id: str) -> list[Event]:
+        rows = self._db.execute(
+            "SELECT body FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+        ).fetchall()
+        if not rows:
+            raise NotFound(f"no run {run_id!r}")
+        return [decode_event(body) for (body,) in rows]
+
+    async def runs(
+        self, *, state: str | None = None, workflow: str | None = None, limit: int = 50
+    ) -> list[RunSummary]:
+        query = "SELECT * FROM runs WHERE (? IS NULL OR state = ?) AND (? IS NULL OR workflow = ?)"
+        query += " ORDER BY submitted_at DESC LIMIT ?"
+        rows = self._db.execute(query, (state, state, workflow, workflow, limit)).fetchall()
+        return [_row_to_summary(row) for row in rows]
+
+    async def find_run(self, prefix: str) -> str:
+        rows = self._db.execute(
+            "SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\' LIMIT 2",
+            (prefix.replace("%", "\\%").replace("_", "\\_") + "%",),
+        ).fetchall()
+        if len(rows) != 1:
+            raise NotFound(f"no run matches {prefix!r}" if not rows else f"{prefix!r} is ambiguous")
+        return str(rows[0][0])
+
+    async def write_lines(self, lines: Sequence[LogLine]) -> None:
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "INSERT INTO task_logs VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(ln.run_id, ln.task, ln.index, ln.attempt, ln.stream, ln.at, ln.text) for ln in lines],
+        )
+        self._db.execute("COMMIT")
+
+    async def read_lines(self, run_id: str, task: str | None = None) -> list[LogLine]:
+        rows = self._db.execute(
+            "SELECT * FROM task_logs WHERE run_id = ? AND (? IS NULL OR task = ?) ORDER BY rowid",
+            (run_id, task, task),
+        ).fetchall()
+        return [
+            LogLine(
+                run_id=r[0], task=r[1], index=r[2], attempt=r[3], stream=r[4], at=r[5], text=r[6]
+            )
+            for r in rows
+        ]
+
+    async def close(self) -> None:
+        self._db.close()
+
+
+def _row_to_summary(row: tuple[object, ...]) -> RunSummary:
+    run_id, workflow, state, submitted_at, finished_at, reason = row
+    return RunSummary(
+        run_id=str(run_id),
+        workflow=str(workflow),
+        state=str(state),
+        submitted_at=float(submitted_at),  # type: ignore[arg-type]
+        finished_at=float(finished_at) if finished_at is not None else None,  # type: ignore[arg-type]
+        reason=str(reason),
+    )

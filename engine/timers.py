@@ -1,0 +1,66 @@
+"""Timers that turn 'at time T' into an event delivered to the coordinator.
+
+A due timer publishes its event on the coordinator queue, so it takes the same path
+(append, fold, decide) as every other event, and a duplicate firing is harmless: the
+event's id is stable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import structlog
+
+from contracts.events import Event
+
+log = structlog.get_logger("conveyor.timers")
+
+
+class Timers(Protocol):
+    def schedule(self, due: float, event: Event) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class LoopTimers:
+    """Timers on the event loop; enough for one process (embedded mode, tests)."""
+
+    def __init__(
+        self, fire: Callable[[Event], Awaitable[None]], clock: Callable[[], float]
+    ) -> None:
+        self._fire = fire
+        self._clock = clock
+        self._handles: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def schedule(self, due: float, event: Event) -> None:
+        if event.id in self._handles:
+            return
+        delay = max(0.0, due - self._clock())
+        loop = asyncio.get_running_loop()
+        self._handles[event.id] = loop.call_later(delay, self._due, event)
+
+    def _due(self, event: Event) -> None:
+        self._handles.pop(event.id, None)
+        task = asyncio.get_running_loop().create_task(self._deliver(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, event: Event) -> None:
+        try:
+            await self._fire(event)
+        except Exception:
+            log.exception("timer delivery failed", run_id=event.run_id, event=event.kind)
+
+    def pending(self) -> int:
+        return len(self._handles)
+
+    async def close(self) -> None:
+        for handle in self._handles.values():
+            handle.cancel()
+        self._handles.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

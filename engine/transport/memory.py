@@ -1,0 +1,177 @@
+"""The in-memory twin of the message broker, for embedded mode and tests.
+
+It keeps the semantics the RabbitMQ transport has: a message is delivered to one
+consumer at a time, at most ``prefetch`` unsettled per consumer; ack removes it, nack
+with requeue puts it back at the head marked redelivered, nack without requeue moves
+it to the queue's dead-letter list; closing a consumer requeues what it had not
+settled. Broadcasts go to every current listener and are never stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from contracts.errors import ConveyorError
+
+
+@dataclass
+class _Message:
+    body: bytes
+    redelivered: bool = False
+
+
+@dataclass
+class _Queue:
+    messages: deque[_Message] = field(default_factory=deque)
+    dead: list[_Message] = field(default_factory=list)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    published: int = 0
+
+
+class MemoryDelivery:
+    __slots__ = ("_consumer", "_message", "_settled", "body", "redelivered")
+
+    def __init__(self, consumer: MemoryConsumer, message: _Message) -> None:
+        self._consumer = consumer
+        self._message = message
+        self._settled = False
+        self.body = message.body
+        self.redelivered = message.redelivered
+
+    async def ack(self) -> None:
+        await self._settle(requeue=None)
+
+    async def nack(self, *, requeue: bool) -> None:
+        await self._settle(requeue=requeue)
+
+    async def _settle(self, *, requeue: bool | None) -> None:
+        if self._settled:
+            raise ConveyorError("delivery settled twice")
+        self._settled = True
+        await self._consumer._settle(self._message, requeue)
+
+
+class MemoryConsumer:
+    def __init__(self, queue: _Queue, prefetch: int) -> None:
+        if prefetch < 1:
+            raise ValueError("prefetch must be at least 1")
+        self._queue = queue
+        self._prefetch = prefetch
+        self._unsettled: dict[int, _Message] = {}
+        self._closed = False
+
+    def __aiter__(self) -> AsyncIterator[MemoryDelivery]:
+        return self
+
+    async def __anext__(self) -> MemoryDelivery:
+        q = self._queue
+        async with q.changed:
+            await q.changed.wait_for(
+                lambda: self._closed or (bool(q.messages) and len(self._unsettled) < self._prefetch)
+            )
+            if self._closed:
+                raise StopAsyncIteration
+            message = q.messages.popleft()
+            self._unsettled[id(message)] = message
+        return MemoryDelivery(self, message)
+
+    async def _settle(self, message: _Message, requeue: bool | None) -> None:
+        q = self._queue
+        async with q.changed:
+            if self._unsettled.pop(id(message), None) is None:
+                return  # already returned to the queue by close()
+            if requeue is True:
+                message.redelivered = True
+                q.messages.appendleft(message)
+            elif requeue is False:
+                q.dead.append(message)
+            q.changed.notify_all()
+
+    async def close(self) -> None:
+        q = self._queue
+        async with q.changed:
+            self._closed = True
+            for message in reversed(list(self._unsettled.values())):
+                message.redelivered = True
+                q.messages.appendleft(message)
+            self._unsettled.clear()
+            q.changed.notify_all()
+
+
+class _Listener:
+    def __init__(self, owner: MemoryTransport, topic: str) -> None:
+        self._owner = owner
+        self._topic = topic
+        self._inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        owner._listeners.setdefault(topic, set()).add(self)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        body = await self._inbox.get()
+        if body is None:
+            raise StopAsyncIteration
+        return body
+
+    async def aclose(self) -> None:
+        self._owner._listeners.get(self._topic, set()).discard(self)
+        self._inbox.put_nowait(None)
+
+
+class MemoryTransport:
+    """Implements ``contracts.ports.Transport`` inside one process."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, _Queue] = {}
+        self._listeners: dict[str, set[_Listener]] = {}
+        self._consumers: list[MemoryConsumer] = []
+
+    def _queue(self, name: str) -> _Queue:
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._queues[name] = _Queue()
+        return queue
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        for consumer in self._consumers:
+            await consumer.close()
+        self._consumers.clear()
+        for listeners in list(self._listeners.values()):
+            for listener in list(listeners):
+                await listener.aclose()
+
+    async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
+        q = self._queue(queue)
+        async with q.changed:
+            q.messages.extend(_Message(body) for body in bodies)
+            q.published += len(bodies)
+            q.changed.notify_all()
+
+    async def consume(self, queue: str, *, prefetch: int) -> MemoryConsumer:
+        consumer = MemoryConsumer(self._queue(queue), prefetch)
+        self._consumers.append(consumer)
+        return consumer
+
+    async def broadcast(self, topic: str, body: bytes) -> None:
+        for listener in list(self._listeners.get(topic, ())):
+            listener._inbox.put_nowait(body)
+
+    def listen(self, topic: str) -> _Listener:
+        return _Listener(self, topic)
+
+    # Introspection for tests and `conveyor` diagnostics.
+    def depth(self, queue: str) -> int:
+        return len(self._queue(queue).messages)
+
+    def dead_letters(self, queue: str) -> list[bytes]:
+        return [m.body for m in self._queue(queue).dead]
+
+    def published(self, queue: str) -> int:
+        return self._queue(queue).published

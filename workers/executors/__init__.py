@@ -1,0 +1,19 @@
+"""Step executors: each runs one kind of step and reports an outcome."""
+
+from workers.executors.base import Executor, LogEmitter, StepOutcome
+from workers.executors.process import ProcessExecutor
+from workers.executors.python import PythonExecutor
+
+__all__ = [
+    "Executor",
+    "LogEmitter",
+    "ProcessExecutor",
+    "PythonExecutor",
+    "StepOutcome",
+    "default_executors",
+]
+
+
+def default_executors() -> dict[str, Executor]:
+    process = ProcessExecutor()
+    return {"script": process, "command": process, "python": PythonExecutor()}

@@ -1,0 +1,65 @@
+"""What an executor is, and what it reports."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from contracts.messages import TaskReady
+
+LogEmitter = Callable[[str, str], None]
+"""``emit(stream, text)``: record one line of a step's output."""
+
+MAX_RESULT_BYTES = 1 << 20
+
+
+@dataclass
+class StepOutcome:
+    ok: bool
+    result: Any = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    reason: str = "error"
+    """On failure: ``error``, ``timeout``, ``start`` or ``cancelled``."""
+    retryable: bool = True
+    exit_code: int | None = None
+
+
+class Executor(Protocol):
+    async def run(self, task: TaskReady, emit: LogEmitter) -> StepOutcome:
+        """Run the step to the end. On cancellation, stop it (kill what it started) first."""
+        ...
+
+
+def parse_result(text: str) -> Any:
+    """A step's printed result: JSON when it is JSON, else the text without its last newline."""
+    stripped = text.strip()
+    if not stripped:
+        return None
+    try:
+        return json.loads(stripped)
+    except ValueError:
+        return text.rstrip("\n")
+
+
+def read_outputs(workdir: Path, outputs: dict[str, str]) -> tuple[dict[str, Any], str | None]:
+    """Named output parameters from the files a step wrote; an error for a missing one."""
+    values: dict[str, Any] = {}
+    for name, relative in outputs.items():
+        path = workdir / relative
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return values, f"output {name!r}: the step did not write {relative!r}"
+        except OSError as exc:
+            return values, f"output {name!r}: cannot read {relative!r}: {exc.strerror}"
+        if len(data) > MAX_RESULT_BYTES:
+            return (
+                values,
+                f"output {name!r}: {len(data)} bytes is over the {MAX_RESULT_BYTES}-byte limit",
+            )
+        values[name] = parse_result(data.decode("utf-8", errors="replace"))
+    return values, None

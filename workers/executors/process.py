@@ -1,0 +1,158 @@
+"""Script and command steps as subprocesses, with their output captured line by line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+
+from contracts.messages import StepSpec, TaskReady
+from workers.executors.base import (
+    MAX_RESULT_BYTES,
+    LogEmitter,
+    StepOutcome,
+    parse_result,
+    read_outputs,
+)
+
+INTERPRETERS = {"sh": ["sh"], "bash": ["bash"], "python": [sys.executable, "-u"]}
+SUFFIX = {"sh": ".sh", "bash": ".sh", "python": ".py"}
+
+
+class ProcessExecutor:
+    """Runs a step as a process group; timeouts and cancels kill the whole tree."""
+
+    def __init__(self, kill_grace: float = 0.0) -> None:
+        self._kill_grace = kill_grace
+
+    async def run(self, task: TaskReady, emit: LogEmitter) -> StepOutcome:
+        step = task.step
+        with tempfile.TemporaryDirectory(prefix="conveyor-step-") as scratch:
+            scratch_dir = Path(scratch)
+            workdir = Path(step.workdir) if step.workdir else scratch_dir / "work"
+            workdir.mkdir(parents=True, exist_ok=True)
+            argv = self._argv(step, scratch_dir)
+            env = {**os.environ, **_conveyor_env(task), **step.env}
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    cwd=workdir,
+                    env=env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    start_new_session=True,  # its own process group, so we can kill the tree
+                )
+            except FileNotFoundError:
+                return StepOutcome(
+                    ok=False, error=f"cannot start {argv[0]!r}: not found", reason="start"
+                )
+            except PermissionError:
+                return StepOutcome(
+                    ok=False, error=f"cannot start {argv[0]!r}: permission denied", reason="start"
+                )
+            except NotADirectoryError:
+                return StepOutcome(
+                    ok=False, error=f"workdir {str(workdir)!r} is not a directory", reason="start"
+                )
+            stdout_parts: list[str] = []
+            readers = asyncio.gather(
+                _pump(proc.stdout, "stdout", emit, stdout_parts),
+                _pump(proc.stderr, "stderr", emit, None),
+            )
+            try:
+                async with asyncio.timeout(step.timeout):
+                    await readers
+                    code = await proc.wait()
+            except TimeoutError:
+                await _kill_tree(proc)
+                await asyncio.gather(readers, return_exceptions=True)
+                return StepOutcome(
+                    ok=False,
+                    error=f"timed out after {step.timeout:g}s (process tree killed)",
+                    reason="timeout",
+                )
+            except asyncio.CancelledError:
+                await _kill_tree(proc)
+                await asyncio.gather(readers, return_exceptions=True)
+                raise
+            if code != 0:
+                detail = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
+                return StepOutcome(ok=False, error=detail, reason="error", exit_code=code)
+            stdout = "".join(stdout_parts)
+            if len(stdout.encode()) > MAX_RESULT_BYTES:
+                return StepOutcome(
+                    ok=False,
+                    error=f"result is over the {MAX_RESULT_BYTES}-byte limit; write big data to a file",
+                    reason="error",
+                    retryable=False,
+                )
+            outputs, problem = read_outputs(workdir, step.outputs)
+            if problem:
+                return StepOutcome(ok=False, error=problem, reason="error", exit_code=0)
+            return StepOutcome(ok=True, result=parse_result(stdout), outputs=outputs, exit_code=0)
+
+    def _argv(self, step: StepSpec, scratch: Path) -> list[str]:
+        if step.kind == "command":
+            assert step.argv
+            argv = list(step.argv)
+            # Resolve against PATH now so a missing program is a clear 'start' failure.
+            found = shutil.which(argv[0]) if os.sep not in argv[0] else argv[0]
+            return [found or argv[0], *argv[1:]]
+        interpreter = step.interpreter or "sh"
+        script = scratch / f"step{SUFFIX.get(interpreter, '')}"
+        script.write_text(step.source or "", encoding="utf-8")
+        return [*INTERPRETERS.get(interpreter, [interpreter]), str(script)]
+
+
+async def _pump(
+    stream: asyncio.StreamReader | None, name: str, emit: LogEmitter, keep: list[str] | None
+) -> None:
+    if stream is None:
+        return
+    while True:
+        try:
+            line = await stream.readline()
+        except ValueError:  # a line longer than the reader's limit: take what is there
+            line = await stream.read(1 << 16)
+        if not line:
+            return
+        text = line.decode("utf-8", errors="replace")
+        if keep is not None:
+            keep.append(text)
+        emit(name, text.rstrip("\n"))
+
+
+async def _kill_tree(proc: asyncio.subprocess.Process) -> None:
+    """Kill the step's process group and any descendants that left it."""
+    try:
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    await proc.wait()
+
+
+def _conveyor_env(task: TaskReady) -> dict[str, str]:
+    return {
+        "CONVEYOR_RUN_ID": task.run_id,
+        "CONVEYOR_TASK": task.task,
+        "CONVEYOR_INDEX": str(task.index),
+        "CONVEYOR_ATTEMPT": str(task.attempt),
+        "CONVEYOR_ITEM": json.dumps(task.item),
+    }

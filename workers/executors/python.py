@@ -1,0 +1,81 @@
+"""Python function steps (``module:function``), run inside the worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from contracts.errors import StepError
+from contracts.messages import TaskReady
+from workers.executors.base import LogEmitter, StepOutcome
+
+
+class PythonExecutor:
+    """Calls the function with the step's rendered ``args`` as keyword arguments.
+
+    Coroutine functions run on the worker's loop; plain functions in a thread so a
+    slow one does not stall the worker. A timed-out coroutine is cancelled; a timed-out
+    thread cannot be killed, so its result is discarded when it eventually returns.
+    """
+
+    async def run(self, task: TaskReady, emit: LogEmitter) -> StepOutcome:
+        step = task.step
+        assert step.target
+        try:
+            function = load_function(step.target)
+        except StepError as exc:
+            emit("system", exc.message)
+            return StepOutcome(ok=False, error=exc.message, reason="start", retryable=False)
+        try:
+            signature = inspect.signature(function)
+            signature.bind(**step.args)
+        except TypeError as exc:
+            message = f"{step.target}: arguments do not match the function: {exc}"
+            emit("system", message)
+            return StepOutcome(ok=False, error=message, reason="start", retryable=False)
+        try:
+            async with asyncio.timeout(step.timeout):
+                if inspect.iscoroutinefunction(function):
+                    result = await function(**step.args)
+                else:
+                    result = await asyncio.to_thread(function, **step.args)
+        except TimeoutError:
+            return StepOutcome(
+                ok=False, error=f"timed out after {step.timeout:g}s", reason="timeout"
+            )
+        except StepError as exc:
+            emit("stderr", traceback.format_exc().rstrip())
+            return StepOutcome(
+                ok=False, error=exc.message, reason=exc.kind, retryable=exc.retryable
+            )
+        except Exception as exc:
+            for line in traceback.format_exc().rstrip().splitlines():
+                emit("stderr", line)
+            return StepOutcome(ok=False, error=f"{type(exc).__name__}: {exc}", reason="error")
+        return StepOutcome(ok=True, result=_plain(result))
+
+
+def load_function(target: str) -> Callable[..., Any]:
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # an import can fail in any way its module's code can
+        raise StepError(
+            f"cannot import {module_name!r}: {type(exc).__name__}: {exc}", kind="start"
+        ) from exc
+    function = getattr(module, attr, None)
+    if function is None or not callable(function):
+        raise StepError(f"{module_name!r} has no function {attr!r}", kind="start")
+    return function  # type: ignore[no-any-return]
+
+
+def _plain(value: Any) -> Any:
+    """Results travel as JSON: turn pydantic models and similar into plain data."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    return value

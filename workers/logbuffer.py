@@ -1,0 +1,81 @@
+"""Batches step output lines into the task-log store: line by line in, a few writes out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+
+from contracts.ports import LogLine, TaskLogStore
+
+log = structlog.get_logger("conveyor.worker")
+
+
+class LogBuffer:
+    """Collects lines from every running step; flushes every ``interval`` or ``max_lines``."""
+
+    def __init__(
+        self,
+        store: TaskLogStore,
+        clock: Callable[[], float],
+        *,
+        interval: float = 0.2,
+        max_lines: int = 500,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._interval = interval
+        self._max_lines = max_lines
+        self._pending: list[LogLine] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="log-flusher")
+
+    def emitter(
+        self, run_id: str, task: str, index: int, attempt: int
+    ) -> Callable[[str, str], None]:
+        def emit(stream: str, text: str) -> None:
+            self._pending.append(
+                LogLine(
+                    run_id=run_id,
+                    task=task,
+                    index=index,
+                    attempt=attempt,
+                    stream=stream,
+                    at=self._clock(),
+                    text=text,
+                )
+            )
+            if len(self._pending) >= self._max_lines:
+                self._wake.set()
+
+        return emit
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if not self._pending:
+                return
+            batch, self._pending = self._pending, []
+            await self._store.write_lines(batch)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("writing step logs failed; will retry")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.flush()
