@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,21 @@ import yaml
 from contracts.errors import InvalidInput, Problem
 
 Path = tuple[str | int, ...]
+
+
+class Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false, so keys like ``on`` stay strings."""
+
+
+Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
 
 
 def format_path(path: Path) -> str:
@@ -44,8 +60,8 @@ class SourceMap:
 def load_yaml(text: str, source: str | None = None) -> tuple[Any, SourceMap]:
     """Parse YAML text into plain data plus a source map; duplicate keys are errors."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=Loader)
+        data = yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None

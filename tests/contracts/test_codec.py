@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from contracts import codec
+from contracts.codec import DecodeError, decode_event, decode_task, encode
+from contracts.events import (
+    RetryScheduled,
+    RunCompleted,
+    RunSubmitted,
+    TaskDispatched,
+    TaskFailed,
+    TaskSucceeded,
+)
+from contracts.messages import StepSpec, TaskReady
+
+EVENTS = [
+    RunSubmitted(run_id="r", at=1.0, workflow={"name": "w"}, params={"n": 1}),
+    TaskDispatched(run_id="r", at=2.0, task="a", index=3, attempt=2),
+    TaskSucceeded(run_id="r", at=3.0, task="a", result={"x": [1, 2]}, outputs={"o": "v"}),
+    TaskFailed(run_id="r", at=4.0, task="a", error="boom", reason="timeout", exit_code=None),
+    RetryScheduled(run_id="r", at=5.0, task="a", attempt=2, due=6.5),
+    RunCompleted(run_id="r", at=7.0, state="failed", reason="why"),
+]
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda e: e.kind)
+def test_events_round_trip(event: object) -> None:
+    assert decode_event(encode(event)) == event
+
+
+def test_event_ids_are_stable_and_distinguish_attempts() -> None:
+    a1 = TaskDispatched(run_id="r", at=1.0, task="a", attempt=1)
+    a1_later = TaskDispatched(run_id="r", at=9.0, task="a", attempt=1)
+    a2 = TaskDispatched(run_id="r", at=1.0, task="a", attempt=2)
+    assert a1.id == a1_later.id == "r/a/0/1/task_dispatched"
+    assert a1.id != a2.id
+
+
+def test_newer_versions_and_garbage_are_refused() -> None:
+    newer = msgspec.json.decode(encode(EVENTS[1]))
+    newer["v"] = 99
+    with pytest.raises(DecodeError, match="newer"):
+        decode_event(msgspec.json.encode(newer))
+    with pytest.raises(DecodeError):
+        decode_event(b"not json")
+    with pytest.raises(DecodeError):
+        decode_event(b'{"type":"no_such_event","run_id":"r","at":1}')
+    assert not DecodeError("x").retryable
+
+
+def test_task_messages_round_trip() -> None:
+    message = TaskReady(run_id="r", task="t", index=1, attempt=2, step=StepSpec(kind="command", argv=["echo"]), item={"a": 1})
+    assert decode_task(encode(message)) == message
+    assert codec.to_builtins(message)["step"]["argv"] == ["echo"]

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import pytest
+
+from contracts.errors import ExpressionError
+from contracts.expressions import Expression, Template, render_value
+from contracts.durations import parse_duration
+
+NAMES = {
+    "params": {"n": 3, "name": "x"},
+    "tasks": {"a": {"state": "succeeded", "outputs": {"result": [1, 2, 3]}}, "b-c": {"state": "failed"}},
+    "item": {"id": 7},
+}
+
+
+@pytest.mark.parametrize(
+    ("source", "value"),
+    [
+        ("params.n * 2", 6),
+        ("tasks.a.state == 'succeeded' and len(tasks.a.outputs.result) == 3", True),
+        ("[x * params.n for x in tasks.a.outputs.result if x > 1]", [6, 9]),
+        ("tasks['b-c'].state", "failed"),
+        ("item['id'] if item else None", 7),
+        ("sum(tasks.a.outputs.result) / len(tasks.a.outputs.result)", 2.0),
+        ("from_json('[1, 2]')", [1, 2]),
+        ("to_json({'b': 1, 'a': 2})", '{"a":2,"b":1}'),
+    ],
+)
+def test_evaluates(source: str, value: object) -> None:
+    assert Expression(source).evaluate(NAMES) == value
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("__import__('os')", "unknown function '__import__'"),
+        ("params.__class__", "private attribute"),
+        ("(lambda: 1)()", "only the built-in functions"),
+        ("open('/etc/passwd')", "unknown function 'open'"),
+        ("params.n +", "invalid syntax"),
+        ("", "empty expression"),
+    ],
+)
+def test_rejects_unsafe_or_malformed(source: str, message: str) -> None:
+    with pytest.raises(ExpressionError) as info:
+        Expression(source)
+    assert message in info.value.message
+
+
+def test_runtime_errors_are_expression_errors() -> None:
+    with pytest.raises(ExpressionError, match="params.missing"):
+        Expression("params.missing").evaluate(NAMES)
+    with pytest.raises(ExpressionError, match="ZeroDivisionError"):
+        Expression("params.n / 0").evaluate(NAMES)
+
+
+def test_references_are_extracted_statically() -> None:
+    refs = {str(r) for r in Expression("[i for i in tasks.a.outputs.result] + [params.n, item['id']]").references()}
+    assert refs == {"tasks.a.outputs.result", "params.n", "item.id"}
+
+
+def test_whole_template_keeps_type_and_mixed_template_renders_text() -> None:
+    assert Template("{{ tasks.a.outputs.result }}").render(NAMES) == [1, 2, 3]
+    assert Template("n={{ params.n }} r={{ tasks.a.outputs.result }}").render(NAMES) == "n=3 r=[1,2,3]"
+    assert Template("no templates").render(NAMES) == "no templates"
+    assert render_value({"k": ["{{ params.name }}", 1]}, NAMES) == {"k": ["x", 1]}
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [(5, 5.0), ("5", 5.0), ("500ms", 0.5), ("1m30s", 90.0), ("2h", 7200.0), (1.5, 1.5)]
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "5 minutes", "-1", True, "1x"])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)

@@ -1,0 +1,337 @@
+"""Bad workflows get errors naming the file, the path in the document, the line and the problem."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from contracts.errors import InvalidInput
+from contracts.spec import Workflow
+from contracts.validation import coerce_param, load_workflow, parse_workflow, resolve_params
+
+
+def parse(text: str) -> Workflow:
+    return parse_workflow(textwrap.dedent(text), source="wf.yaml")
+
+
+def problems_of(text: str) -> list[str]:
+    with pytest.raises(InvalidInput) as info:
+        parse(text)
+    return [p.render("wf.yaml") for p in info.value.problems]
+
+
+BAD = [
+    pytest.param(
+        """
+        name: x
+        tasks:
+          - name: a
+            script: echo
+            colour: blue
+        """,
+        "wf.yaml:6, tasks[0].colour: unknown field",
+        id="unknown-field",
+    ),
+    pytest.param(
+        """
+        name: x
+        tasks:
+          - name: a
+            script: echo
+          - name: a
+            script: echo
+        """,
+        "wf.yaml:6, tasks[1].name: duplicate task name 'a' (also tasks[0])",
+        id="duplicate-name",
+    ),
+    pytest.param(
+        """
+        name: x
+        tasks:
+          - name: a
+            depends: [ghost]
+            script: echo
+        """,
+        "wf.yaml:5, tasks[0].depends[0]: unknown dependency 'ghost'",
+        id="unknown-dependency",
+    ),
+    pytest.param(
+        """
+        name: x
+        tasks:
+          - name: a
+            depends: [c]
+            script: echo
+          - name: b
+            depends: [a]
+            script: echo
+          - name: c
+            depends: [b]
+            script: echo
+        """,
+        "dependency cycle: a -> b -> c -> a",
+        id="cycle",
+    ),
+    pytest.param(
+        """
+        name: x
+        tasks:
+          - name: a
+            script: echo
+            retry: {limit: many}
+        """,
+        "wf.yaml:6, tasks[0].retry.limit: Input should be a valid integer",
+        id="wrong-type",
+    ),
+    pytest.param(
+        """
+        name: x
+        tasks:
+          - name: a
+            script: echo {{ params.missing }}
+        """,
+        "tasks[0].script.source: unknown parameter 'missing' in 'params.missing'",
+        id="unknown-param-reference",
+    ),
+    pytest.param(
+        """
+        name: x
+        tasks:
+          - name: a
+            script: echo
+          - name: b
+            command: [echo, "{{ tasks.a.outputs.result }}"]
+        """,
+        "wf.yaml:7, tasks[1].command[1]: task 'a' is not upstream of 'b' (add it to depends)",
+        id="reference-not-upstream",
+    ),
+    pytest.param(
+        """
+        name: x
+        tasks:
+          - name: a
+            script: echo
+          - name: b
+            depends: [a]
+            script: echo {{ tasks.a.outputs.nope }}
+        """,
+        "task 'a' has no output 'nope'",
+        id="unknown-output",
+    ),
+    pytest.param(
+        """
+        name: x
+        tasks:
+          - name: a
+            script: echo
+            when: "params.x >"
+        """,
+        "wf.yaml:6, tasks[0].when: invalid expression 'params.x >': invalid syntax",
+        id="bad-expression",
+    ),
+    pytest.param(
+        """
+        name: x
+        tasks:
+          - name: a
+            script: echo
+            when: "__import__('os').system('true')"
+        """,
+        "only the built-in functions can be called",
+        id="unsafe-expression",
+    ),
+    pytest.param(
+        """
+        name: x
+        tasks:
+          - name: a
+            script: echo {{ item }}
+        """,
+        "'item' is only defined in tasks with 'items'",
+        id="item-outside-fanout",
+    ),
+    pytest.param(
+        """
+        name: x
+        tasks:
+          - name: a
+            script: echo
+            command: [echo]
+        """,
+        "a task needs exactly one of script, command, python (found: script, command)",
+        id="two-step-kinds",
+    ),
+    pytest.param(
+        """
+        name: x
+        tasks:
+          - name: a
+            script: echo
+            timeout: soon
+        """,
+        "invalid duration 'soon'",
+        id="bad-duration",
+    ),
+    pytest.param(
+        """
+        name: x
+        tasks:
+          - name: a
+            script: echo
+            script: echo again
+        """,
+        "wf.yaml:6, tasks[0].script: duplicate key 'script' (first defined on line 5)",
+        id="duplicate-key",
+    ),
+    pytest.param(
+        """
+        name: x
+        tasks:
+          - name: a
+           script: echo
+        """,
+        "wf.yaml:5: malformed YAML",
+        id="malformed-yaml",
+    ),
+    pytest.param(
+        """
+        name: x
+        params:
+          n: {type: int, default: three}
+        tasks:
+          - name: a
+            script: echo
+        """,
+        "params.n: expected int, got str 'three'",
+        id="default-wrong-type",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD)
+def test_bad_workflows_are_rejected_with_location(text: str, expected: str) -> None:
+    rendered = problems_of(text)
+    assert any(expected in line for line in rendered), rendered
+
+
+def test_all_problems_are_reported_not_just_the_first() -> None:
+    rendered = problems_of(
+        """
+        name: x
+        tasks:
+          - name: a
+            depends: [ghost]
+            script: echo
+          - name: b
+            depends: [phantom]
+            script: echo
+        """
+    )
+    assert len(rendered) == 2
+    assert "ghost" in rendered[0] and "phantom" in rendered[1]
+
+
+def test_missing_required_field_is_named() -> None:
+    rendered = problems_of("name: x\n")
+    assert rendered == ["wf.yaml:1, tasks: required field is missing"]
+
+
+def test_a_valid_workflow_with_every_feature_parses() -> None:
+    workflow = parse(
+        """
+        name: full
+        params:
+          n: 3
+          mode: {type: str, default: fast}
+          tags: {type: list}
+        timeout: 1m
+        tasks:
+          - name: a
+            command: [echo, "{{ params.n }}"]
+            env: {MODE: "{{ params.mode }}"}
+            outputs: {count: count.txt}
+            retry: 2
+          - name: b
+            depends: [a]
+            items: "{{ tasks.a.outputs.result }}"
+            parallelism: 2
+            python: mod.sub:fn
+            args: {x: "{{ item }}", i: "{{ index }}"}
+            timeout: 1m30s
+          - name: c
+            depends: [b]
+            when: tasks.b.state == 'succeeded' and len(tasks.b.outputs.result) > 0
+            trigger: all_done
+            continue_on_failure: true
+            script: {interpreter: python, source: "print({{ tasks.a.outputs.count }})"}
+        """
+    )
+    assert workflow.timeout == 60
+    assert workflow.params["tags"].required
+    assert not workflow.params["n"].required and workflow.params["n"].type == "int"
+    assert workflow.tasks[0].retry.limit == 2
+    assert workflow.tasks[1].timeout == 90
+    assert workflow.tasks[2].script is not None and workflow.tasks[2].script.interpreter == "python"
+
+
+def test_load_workflow_reports_a_missing_file(tmp_path: object) -> None:
+    with pytest.raises(InvalidInput) as info:
+        load_workflow("/nonexistent/wf.yaml")
+    assert "/nonexistent/wf.yaml" in str(info.value) and "cannot read workflow" in str(info.value)
+
+
+def test_json_schema_describes_tasks_and_durations() -> None:
+    schema = Workflow.model_json_schema()
+    text = json.dumps(schema)
+    assert "tasks" in schema["properties"]
+    assert "1m30s" in text  # the duration description
+    assert schema["additionalProperties"] is False
+
+
+WF = parse_workflow(
+    textwrap.dedent(
+        """
+        name: p
+        params:
+          n: {type: int, default: 1}
+          ratio: {type: float, default: 0.5}
+          on: {type: bool, default: false}
+          names: {type: list, default: []}
+          who: {type: str}
+        tasks:
+          - name: a
+            script: echo
+        """
+    )
+)
+
+
+def test_params_are_coerced_from_the_command_line() -> None:
+    values = resolve_params(
+        WF, {"n": "5", "ratio": "2", "on": "yes", "names": '["a","b"]', "who": "me"}, from_text=True
+    )
+    assert values == {"n": 5, "ratio": 2.0, "on": True, "names": ["a", "b"], "who": "me"}
+
+
+def test_param_errors_are_all_reported_before_anything_runs() -> None:
+    with pytest.raises(InvalidInput) as info:
+        resolve_params(WF, {"n": "five", "bogus": "1"}, from_text=True, source="-p")
+    text = str(info.value)
+    assert "-p, n: expected int, got 'five'" in text
+    assert "unknown parameter 'bogus'" in text
+    assert "who: missing required parameter" in text
+
+
+def test_typed_params_reject_wrong_python_types() -> None:
+    with pytest.raises(InvalidInput, match="expected int"):
+        resolve_params(WF, {"n": "3", "who": "x"})
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw", "value"),
+    [("int", "-3", -3), ("float", "1e3", 1000.0), ("bool", "off", False), ("dict", '{"a":1}', {"a": 1}), ("any", "plain", "plain")],
+)
+def test_coerce_param(kind: str, raw: str, value: object) -> None:
+    assert coerce_param(kind, raw) == value  # type: ignore[arg-type]
