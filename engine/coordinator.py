@@ -155,11 +155,11 @@ class Coordinator:
         if state is None:
             state = await self._recover(run_id)
             if state is None and not isinstance(event, RunSubmitted):
-                log.warning("event for an unknown run dropped", event=event.id)
+                log.warning("event for an unknown run dropped", event_id=event.id)
                 return
         (appended,) = await self._runlog.append(run_id, [event])
         if not appended:
-            log.debug("duplicate event ignored", event=event.id)
+            log.debug("duplicate event ignored", event_id=event.id)
             return
         if state is None:
             assert isinstance(event, RunSubmitted)

@@ -52,7 +52,7 @@ class LoopTimers:
         try:
             await self._fire(event)
         except Exception:
-            log.exception("timer delivery failed", run_id=event.run_id, event=event.kind)
+            log.exception("timer delivery failed", run_id=event.run_id, event_kind=event.kind)
 
     def pending(self) -> int:
         return len(self._handles)

@@ -1,0 +1,80 @@
+"""Behaviour every run log must have. Runs against each implementation."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from contracts.errors import NotFound
+from contracts.events import RunCompleted, RunSubmitted, TaskDispatched, TaskSucceeded
+from contracts.ports import LogLine, RunStore
+from engine.runlog.memory import MemoryRunLog
+from engine.runlog.sqlite import SqliteRunLog
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
+    s: RunStore = MemoryRunLog() if request.param == "memory" else SqliteRunLog(tmp_path / "c.db")
+    yield s
+    await s.close()
+
+
+def submitted(run_id: str, workflow: str = "wf", at: float = 1.0) -> RunSubmitted:
+    return RunSubmitted(run_id=run_id, at=at, workflow={"name": workflow}, params={})
+
+
+async def test_append_is_ordered_and_idempotent(store: RunStore) -> None:
+    events = [
+        submitted("r1"),
+        TaskDispatched(run_id="r1", at=2.0, task="a"),
+        TaskSucceeded(run_id="r1", at=3.0, task="a", result=1),
+    ]
+    assert await store.append("r1", events[:2]) == [True, True]
+    assert await store.append("r1", [events[1], events[2]]) == [False, True]
+    assert await store.append("r1", events) == [False, False, False]
+    assert await store.read("r1") == events
+
+
+async def test_unknown_run_is_not_found(store: RunStore) -> None:
+    with pytest.raises(NotFound):
+        await store.read("nope")
+    with pytest.raises(NotFound):
+        await store.find_run("nope")
+
+
+async def test_index_lists_filters_and_finds_runs(store: RunStore) -> None:
+    await store.append("aaa1", [submitted("aaa1", "etl", at=1.0)])
+    await store.append("aaa2", [submitted("aaa2", "report", at=2.0)])
+    await store.append("bbb3", [submitted("bbb3", "etl", at=3.0)])
+    await store.append("aaa1", [RunCompleted(run_id="aaa1", at=5.0, state="failed", reason="x")])
+    assert [r.run_id for r in await store.runs()] == ["bbb3", "aaa2", "aaa1"]
+    assert [r.run_id for r in await store.runs(workflow="etl")] == ["bbb3", "aaa1"]
+    [failed] = await store.runs(state="failed")
+    assert (failed.run_id, failed.finished_at, failed.reason) == ("aaa1", 5.0, "x")
+    assert [r.run_id for r in await store.runs(state="running", limit=1)] == ["bbb3"]
+    assert await store.find_run("bbb") == "bbb3"
+    with pytest.raises(NotFound, match="ambiguous"):
+        await store.find_run("aaa")
+
+
+async def test_task_logs_are_kept_per_attempt(store: RunStore) -> None:
+    lines = [
+        LogLine(run_id="r", task="a", index=0, attempt=1, stream="stdout", at=1.0, text="one"),
+        LogLine(run_id="r", task="a", index=0, attempt=2, stream="stderr", at=2.0, text="two"),
+        LogLine(run_id="r", task="b", index=3, attempt=1, stream="stdout", at=3.0, text="three"),
+    ]
+    await store.write_lines(lines)
+    assert await store.read_lines("r") == lines
+    assert [line.text for line in await store.read_lines("r", "a")] == ["one", "two"]
+
+
+async def test_sqlite_log_survives_reopening(tmp_path: Path) -> None:
+    first = SqliteRunLog(tmp_path / "c.db")
+    await first.append("r", [submitted("r")])
+    await first.close()
+    second = SqliteRunLog(tmp_path / "c.db")
+    assert [r.run_id for r in await second.runs()] == ["r"]
+    assert await second.append("r", [submitted("r")]) == [False]
+    await second.close()

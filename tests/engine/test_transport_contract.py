@@ -1,0 +1,124 @@
+"""Behaviour every Transport must have. Runs against each implementation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from contracts.errors import ConveyorError
+from contracts.ports import Transport, processing
+from engine.transport.memory import MemoryTransport
+
+
+@pytest.fixture(params=["memory"])
+async def transport(request: pytest.FixtureRequest) -> AsyncIterator[Transport]:
+    t = MemoryTransport()
+    await t.start()
+    yield t
+    await t.close()
+
+
+async def test_messages_arrive_in_order_and_ack_removes_them(transport: Transport) -> None:
+    await transport.publish("q", [b"1", b"2", b"3"])
+    consumer = await transport.consume("q", prefetch=10)
+    it = aiter(consumer)
+    got = []
+    for _ in range(3):
+        delivery = await anext(it)
+        got.append(delivery.body)
+        assert not delivery.redelivered
+        await delivery.ack()
+    assert got == [b"1", b"2", b"3"]
+    await consumer.close()
+    second = await transport.consume("q", prefetch=10)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(anext(aiter(second)), 0.05)
+
+
+async def test_prefetch_bounds_unsettled_deliveries(transport: Transport) -> None:
+    await transport.publish("q", [b"a", b"b", b"c"])
+    consumer = await transport.consume("q", prefetch=2)
+    it = aiter(consumer)
+    first = await anext(it)
+    await anext(it)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(anext(it), 0.05)
+    await first.ack()
+    third = await asyncio.wait_for(anext(it), 1)
+    assert third.body == b"c"
+
+
+async def test_nack_with_requeue_redelivers(transport: Transport) -> None:
+    await transport.publish("q", [b"x", b"y"])
+    consumer = await transport.consume("q", prefetch=1)
+    it = aiter(consumer)
+    first = await anext(it)
+    await first.nack(requeue=True)
+    again = await anext(it)
+    assert again.body == b"x" and again.redelivered
+
+
+async def test_reject_without_requeue_dead_letters(transport: MemoryTransport) -> None:
+    await transport.publish("q", [b"poison"])
+    consumer = await transport.consume("q", prefetch=1)
+    delivery = await anext(aiter(consumer))
+    await delivery.nack(requeue=False)
+    assert transport.dead_letters("q") == [b"poison"]
+    assert transport.depth("q") == 0
+
+
+async def test_closing_a_consumer_returns_unsettled_messages(transport: Transport) -> None:
+    await transport.publish("q", [b"m"])
+    consumer = await transport.consume("q", prefetch=1)
+    await anext(aiter(consumer))
+    await consumer.close()  # e.g. the worker died before acking
+    other = await transport.consume("q", prefetch=1)
+    delivery = await asyncio.wait_for(anext(aiter(other)), 1)
+    assert delivery.body == b"m" and delivery.redelivered
+
+
+async def test_each_message_goes_to_one_of_several_consumers(transport: Transport) -> None:
+    bodies = [str(i).encode() for i in range(20)]
+    await transport.publish("q", bodies)
+    seen: list[bytes] = []
+
+    async def drain(prefetch: int) -> None:
+        consumer = await transport.consume("q", prefetch=prefetch)
+        it = aiter(consumer)
+        while len(seen) < len(bodies):
+            try:
+                delivery = await asyncio.wait_for(anext(it), 0.2)
+            except TimeoutError:
+                return
+            seen.append(delivery.body)
+            await delivery.ack()
+
+    await asyncio.gather(drain(1), drain(3))
+    assert sorted(seen) == sorted(bodies)
+
+
+async def test_processing_acks_requeues_or_dead_letters(transport: MemoryTransport) -> None:
+    await transport.publish("q", [b"ok", b"retry", b"fatal"])
+    consumer = await transport.consume("q", prefetch=1)
+    it = aiter(consumer)
+    async with processing(await anext(it)):
+        pass
+    with pytest.raises(ConveyorError):
+        async with processing(await anext(it)):
+            raise ConveyorError("transient", retryable=True)
+    redelivered = await anext(it)
+    assert redelivered.body == b"retry" and redelivered.redelivered
+    await redelivered.ack()
+    with pytest.raises(ConveyorError):
+        async with processing(await anext(it)):
+            raise ConveyorError("never works", retryable=False)
+    assert transport.dead_letters("q") == [b"fatal"]
+
+
+async def test_broadcast_reaches_every_listener(transport: Transport) -> None:
+    one, two = transport.listen("t"), transport.listen("t")
+    await transport.broadcast("t", b"stop")
+    assert await anext(aiter(one)) == b"stop"
+    assert await anext(aiter(two)) == b"stop"

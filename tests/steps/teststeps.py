@@ -1,0 +1,55 @@
+"""Python step functions used by the tests (imported by name, like users' modules)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from pydantic import BaseModel
+
+from contracts.errors import NonRetryableError
+
+
+class Point(BaseModel):
+    x: int
+    y: int
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+async def async_double(x: int) -> int:
+    await asyncio.sleep(0)
+    return x * 2
+
+
+def point(x: int) -> Point:
+    return Point(x=x, y=x + 1)
+
+
+def explode(message: str) -> None:
+    raise RuntimeError(message)
+
+
+def refuse() -> None:
+    raise NonRetryableError("bad input, do not retry")
+
+
+async def slow(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "finished"
+
+
+def blocking_slow(seconds: float) -> str:
+    time.sleep(seconds)
+    return "finished"
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def total(values: list[int]) -> int:
+    return sum(values)

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from contracts.messages import StepSpec, TaskReady
+from workers.executors import ProcessExecutor, PythonExecutor, StepOutcome
+
+
+class Lines:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+        self.first = asyncio.Event()
+
+    def __call__(self, stream: str, text: str) -> None:
+        self.lines.append((stream, text))
+        self.first.set()
+
+    def of(self, stream: str) -> list[str]:
+        return [text for s, text in self.lines if s == stream]
+
+
+def message(**step: Any) -> TaskReady:
+    item = step.pop("item", None)
+    return TaskReady(run_id="run", task="t", index=2, attempt=3, step=StepSpec(**step), item=item)
+
+
+async def run_process(**step: Any) -> tuple[StepOutcome, Lines]:
+    lines = Lines()
+    outcome = await ProcessExecutor().run(message(**step), lines)
+    return outcome, lines
+
+
+async def test_script_result_is_parsed_as_json_when_it_is_json() -> None:
+    outcome, _ = await run_process(kind="script", source='echo \'{"a": [1, 2]}\'', interpreter="sh")
+    assert outcome.ok and outcome.result == {"a": [1, 2]}
+    outcome, _ = await run_process(kind="script", source="echo plain text", interpreter="sh")
+    assert outcome.result == "plain text"
+
+
+async def test_python_and_bash_interpreters() -> None:
+    outcome, _ = await run_process(kind="script", source="print(6 * 7)", interpreter="python")
+    assert outcome.result == 42
+    outcome, _ = await run_process(kind="script", source="arr=(a b c); echo ${#arr[@]}", interpreter="bash")
+    assert outcome.result == 3
+
+
+async def test_output_is_captured_line_by_line_per_stream() -> None:
+    source = "for i in 1 2 3; do echo out$i; echo err$i >&2; done"
+    outcome, lines = await run_process(kind="script", source=source, interpreter="sh")
+    assert outcome.ok
+    assert lines.of("stdout") == ["out1", "out2", "out3"]
+    assert lines.of("stderr") == ["err1", "err2", "err3"]
+
+
+async def test_env_workdir_and_conveyor_variables(tmp_path: Path) -> None:
+    source = 'echo "$GREETING $CONVEYOR_TASK $CONVEYOR_INDEX $CONVEYOR_ATTEMPT $CONVEYOR_ITEM"; pwd'
+    outcome, lines = await run_process(
+        kind="script", source=source, interpreter="sh", env={"GREETING": "hi"}, workdir=str(tmp_path), item={"k": 1}
+    )
+    assert outcome.ok
+    assert lines.of("stdout") == ['hi t 2 3 {"k": 1}', str(tmp_path)]
+
+
+async def test_named_outputs_are_read_from_files() -> None:
+    outcome, _ = await run_process(
+        kind="script",
+        source="echo 5 > n.txt; echo hello > s.txt; echo '[1,2]' > l.json",
+        interpreter="sh",
+        outputs={"n": "n.txt", "s": "s.txt", "l": "l.json"},
+    )
+    assert outcome.ok and outcome.outputs == {"n": 5, "s": "hello", "l": [1, 2]}
+
+
+async def test_a_missing_output_file_fails_the_step() -> None:
+    outcome, _ = await run_process(kind="script", source="true", interpreter="sh", outputs={"x": "nowhere.txt"})
+    assert not outcome.ok and "did not write 'nowhere.txt'" in outcome.error
+
+
+async def test_non_zero_exit_is_a_failure_with_its_code() -> None:
+    outcome, lines = await run_process(kind="script", source="echo oops >&2; exit 7", interpreter="sh")
+    assert not outcome.ok and outcome.reason == "error" and outcome.exit_code == 7
+    assert "exit code 7" in outcome.error and lines.of("stderr") == ["oops"]
+
+
+async def test_commands_run_without_a_shell() -> None:
+    outcome, _ = await run_process(kind="command", argv=["echo", "$HOME", "a b"])
+    assert outcome.result == "$HOME a b"
+
+
+async def test_a_missing_program_or_interpreter_cannot_start() -> None:
+    outcome, _ = await run_process(kind="command", argv=["no-such-program-xyz"])
+    assert not outcome.ok and outcome.reason == "start" and "not found" in outcome.error
+    outcome, _ = await run_process(kind="script", source="x", interpreter="no-such-shell")
+    assert not outcome.ok and outcome.reason == "start"
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def test_timeout_kills_the_whole_process_tree(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    source = f"sleep 60 & echo $! > {pidfile}; echo started; wait"
+    outcome, lines = await run_process(kind="script", source=source, interpreter="sh", timeout=0.5)
+    assert not outcome.ok and outcome.reason == "timeout"
+    assert lines.of("stdout") == ["started"]
+    assert _gone(int(pidfile.read_text()))
+
+
+async def test_cancelling_kills_the_step(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    lines = Lines()
+    run = asyncio.create_task(
+        ProcessExecutor().run(message(kind="script", source=f"echo $$ > {pidfile}; echo go; sleep 60", interpreter="sh"), lines)
+    )
+    await lines.first.wait()
+    assert lines.of("stdout") == ["go"]
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert _gone(int(pidfile.read_text()))
+
+
+async def run_python(target: str, timeout: float | None = None, **args: Any) -> tuple[StepOutcome, Lines]:
+    lines = Lines()
+    outcome = await PythonExecutor().run(message(kind="python", target=target, args=args, timeout=timeout), lines)
+    return outcome, lines
+
+
+async def test_python_functions_sync_async_and_models() -> None:
+    assert (await run_python("teststeps:add", a=2, b=3))[0].result == 5
+    assert (await run_python("teststeps:async_double", x=21))[0].result == 42
+    assert (await run_python("teststeps:point", x=1))[0].result == {"x": 1, "y": 2}
+    assert (await run_python("teststeps:pid"))[0].result == os.getpid()  # in the worker process
+
+
+async def test_python_exceptions_fail_with_traceback_in_the_log() -> None:
+    outcome, lines = await run_python("teststeps:explode", message="kaboom")
+    assert not outcome.ok and outcome.retryable and outcome.error == "RuntimeError: kaboom"
+    assert any("Traceback" in text for text in lines.of("stderr"))
+    outcome, _ = await run_python("teststeps:refuse")
+    assert not outcome.ok and not outcome.retryable
+
+
+async def test_python_steps_that_cannot_start() -> None:
+    outcome, lines = await run_python("no_such_module_xyz:fn")
+    assert outcome.reason == "start" and "cannot import 'no_such_module_xyz'" in outcome.error
+    assert lines.of("system") == [outcome.error]
+    outcome, _ = await run_python("teststeps:nothing_here")
+    assert outcome.reason == "start" and "has no function 'nothing_here'" in outcome.error
+    outcome, _ = await run_python("teststeps:add", a=1)
+    assert outcome.reason == "start" and "arguments do not match" in outcome.error
+
+
+async def test_python_timeout() -> None:
+    outcome, _ = await run_python("teststeps:slow", timeout=0.1, seconds=30)
+    assert outcome.reason == "timeout"
