@@ -77,8 +77,17 @@ def _run_async(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
+def _print_error(exc: ConveyorError) -> None:
+    # Plain writes: error lines must not be wrapped, so they can be grepped and clicked.
+    lines = exc.message.splitlines() or [type(exc).__name__]
+    if len(lines) == 1:
+        sys.stderr.write(f"error: {lines[0]}\n")
+    else:
+        sys.stderr.write(f"error: {len(lines)} problems\n" + "".join(f"  {line}\n" for line in lines))
+
+
 def _fail_input(exc: ConveyorError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+    _print_error(exc)
     return typer.Exit(EXIT_INVALID)
 
 
@@ -268,5 +277,5 @@ def main() -> None:
     try:
         app()
     except ConveyorError as exc:
-        err.print(f"error: {exc.message}")
+        _print_error(exc)
         sys.exit(EXIT_INVALID if isinstance(exc, InvalidInput | NotFound) else EXIT_RUN_FAILED)

@@ -1,0 +1,129 @@
+"""The ``conveyor`` command as a user runs it: real processes, real files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+
+def conveyor(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CONVEYOR_HOME": str(cwd / ".conveyor"), "CONVEYOR_LOG_LEVEL": "warning"}
+    return subprocess.run(
+        [sys.executable, "-m", "conveyor", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_hello_example(tmp_path: Path) -> None:
+    done = conveyor("run", str(EXAMPLES / "hello.yaml"), "-p", "who=tests", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["state"] == "succeeded"
+    assert result["tasks"][0]["outputs"]["result"] == "hello, tests"
+
+
+def test_diamond_example_passes_outputs(tmp_path: Path) -> None:
+    done = conveyor("run", str(EXAMPLES / "diamond.yaml"), "-p", "base=6", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    tasks = {t["name"]: t for t in json.loads(done.stdout)["tasks"]}
+    assert tasks["combine"]["outputs"]["result"] == {"label": "diamond", "square": 36, "half": 3.0}
+
+
+def test_batch_example_then_inspect_history_outputs_and_logs(tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = conveyor("run", str(EXAMPLES / "batch.yaml"), "-p", "size=9", cwd=tmp_path)
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert "run succeeded" in done.stdout
+    # Progress went to stderr as the tasks moved (not a terminal here: one line per change).
+    assert "process: running (9 items)" in done.stderr
+    assert "alert: skipped" in done.stderr
+    print(f"batch example (9 items): {took:.2f}s")
+
+    listed = conveyor("runs", "--json", cwd=tmp_path)
+    [row] = json.loads(listed.stdout)
+    assert row["workflow"] == "batch" and row["state"] == "succeeded"
+    run_id = row["run_id"]
+
+    shown = json.loads(conveyor("show", run_id[:8], "--json", cwd=tmp_path).stdout)
+    tasks = {t["name"]: t for t in shown["tasks"]}
+    assert tasks["process"]["items"] == 9 and tasks["process"]["retries"] == 3  # ids 0, 3, 6
+    assert tasks["report"]["outputs"]["result"]["items"] == 9
+    assert tasks["alert"]["state"] == "skipped"
+
+    logs = conveyor("logs", run_id[:8], "process", cwd=tmp_path).stdout.splitlines()
+    assert "process[3]#1 stderr| upstream service unavailable" in logs
+    assert "process[3]#2 stderr| scoring item 3 (attempt 2)" in logs
+
+    events = [json.loads(line) for line in conveyor("events", run_id, cwd=tmp_path).stdout.splitlines()]
+    assert events[0]["type"] == "run_submitted" and events[-1]["type"] == "run_completed"
+    assert sum(e["type"] == "retry_scheduled" for e in events) == 3
+
+    human = conveyor("show", run_id[:8], cwd=tmp_path)
+    assert human.returncode == 0 and "process" in human.stdout and "succeeded" in human.stdout
+
+
+def test_failed_run_exits_1(tmp_path: Path) -> None:
+    wf = tmp_path / "fail.yaml"
+    wf.write_text("name: fail\ntasks:\n  - name: a\n    script: exit 3\n  - name: b\n    depends: [a]\n    script: echo\n")
+    done = conveyor("run", str(wf), "--json", cwd=tmp_path)
+    assert done.returncode == 1
+    result = json.loads(done.stdout)
+    assert result["state"] == "failed" and "exit code 3" in result["reason"]
+    assert [t["state"] for t in result["tasks"]] == ["failed", "skipped"]
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "message"),
+    [
+        ("name: x\ntasks:\n  - name: a\n    script: echo\n    bogus: 1\n", [], "bad.yaml:5, tasks[0].bogus: unknown field"),
+        ("name: x\ntasks: [\n", [], "malformed YAML"),
+        ("name: x\nparams: {n: 1}\ntasks:\n  - name: a\n    script: echo\n", ["-p", "n=abc"], "n: expected int, got 'abc'"),
+        ("name: x\nparams: {n: {type: int}}\ntasks:\n  - name: a\n    script: echo\n", [], "n: missing required parameter"),
+        ("name: x\ntasks:\n  - name: a\n    script: echo\n", ["-p", "nokey"], "expected key=value"),
+    ],
+    ids=["unknown-field", "malformed", "param-type", "param-missing", "param-syntax"],
+)
+def test_invalid_input_exits_2_and_starts_nothing(tmp_path: Path, content: str, args: list[str], message: str) -> None:
+    wf = tmp_path / "bad.yaml"
+    wf.write_text(content)
+    done = conveyor("run", str(wf), *args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert not (tmp_path / ".conveyor").exists()  # nothing half-started
+
+
+def test_validate_and_schema(tmp_path: Path) -> None:
+    ok = conveyor("validate", str(EXAMPLES / "batch.yaml"), cwd=tmp_path)
+    assert ok.returncode == 0 and "ok" in ok.stdout
+    wf = tmp_path / "cycle.yaml"
+    wf.write_text("name: c\ntasks:\n  - name: a\n    depends: [b]\n    script: x\n  - name: b\n    depends: [a]\n    script: x\n")
+    bad = conveyor("validate", str(wf), cwd=tmp_path)
+    assert bad.returncode == 2 and "dependency cycle: a -> b -> a" in bad.stderr
+    schema = json.loads(conveyor("schema", cwd=tmp_path).stdout)
+    assert schema["title"] == "Conveyor workflow" and "tasks" in schema["required"]
+
+
+def test_unknown_run_is_an_input_error(tmp_path: Path) -> None:
+    conveyor("run", str(EXAMPLES / "hello.yaml"), "--json", cwd=tmp_path)
+    done = conveyor("show", "zzzz", cwd=tmp_path)
+    assert done.returncode == 2 and "no run matches 'zzzz'" in done.stderr
+
+
+def test_every_command_has_help(tmp_path: Path) -> None:
+    for command in ("run", "validate", "schema", "runs", "show", "logs", "events"):
+        done = conveyor(command, "--help", cwd=tmp_path)
+        assert done.returncode == 0 and "Usage" in done.stdout, command
