@@ -11,7 +11,7 @@ from contracts.events import EVENT_VERSION, AnyEvent, Event
 from contracts.messages import MESSAGE_VERSION, CancelTasks, TaskReady
 
 _encoder = msgspec.json.Encoder()
-_event_decoder = msgspec.json.Decoder(AnyEvent)  # type: ignore[arg-type]
+_event_decoder = msgspec.json.Decoder(AnyEvent)
 _task_decoder = msgspec.json.Decoder(TaskReady)
 _control_decoder = msgspec.json.Decoder(CancelTasks)
 

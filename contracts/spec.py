@@ -95,12 +95,15 @@ class Backoff(Model):
     jitter: float = Field(default=0.1, ge=0.0, le=1.0)
 
 
+_DEFAULT_RETRY_ON: tuple[FailureKind, ...] = ("error", "timeout")
+
+
 class RetryPolicy(Model):
     """How often a failed task is tried again, how long to wait, and on which failures."""
 
     limit: int = Field(default=0, ge=0, le=100, description="Retries after the first attempt.")
     backoff: Backoff = Backoff()
-    on: list[FailureKind] = Field(default_factory=lambda: ["error", "timeout"])
+    on: list[FailureKind] = Field(default_factory=lambda: list(_DEFAULT_RETRY_ON))
 
     @model_validator(mode="before")
     @classmethod

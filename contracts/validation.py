@@ -28,7 +28,9 @@ def load_workflow(path: str | FsPath) -> Workflow:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise InvalidInput([Problem(f"cannot read workflow: {exc.strerror}")], source=str(file))
+        raise InvalidInput(
+            [Problem(f"cannot read workflow: {exc.strerror}")], source=str(file)
+        ) from None
     return parse_workflow(text, source=str(file))
 
 

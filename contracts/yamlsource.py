@@ -61,7 +61,7 @@ def load_yaml(text: str, source: str | None = None) -> tuple[Any, SourceMap]:
     """Parse YAML text into plain data plus a source map; duplicate keys are errors."""
     try:
         node = yaml.compose(text, Loader=Loader)
-        data = yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
+        data = yaml.load(text, Loader=Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None

@@ -57,10 +57,16 @@ DEFAULT_HOME = Path(".conveyor")
 @app.callback()
 def main_options(
     log_level: Annotated[
-        str, typer.Option("--log-level", envvar="CONVEYOR_LOG_LEVEL", help="debug, info, warning, error.")
+        str,
+        typer.Option(
+            "--log-level", envvar="CONVEYOR_LOG_LEVEL", help="debug, info, warning, error."
+        ),
     ] = "warning",
     log_format: Annotated[
-        str, typer.Option("--log-format", help="auto (console on a terminal, else JSON), console, json.")
+        str,
+        typer.Option(
+            "--log-format", help="auto (console on a terminal, else JSON), console, json."
+        ),
     ] = "auto",
 ) -> None:
     if log_format not in ("auto", "console", "json"):
@@ -83,7 +89,9 @@ def _print_error(exc: ConveyorError) -> None:
     if len(lines) == 1:
         sys.stderr.write(f"error: {lines[0]}\n")
     else:
-        sys.stderr.write(f"error: {len(lines)} problems\n" + "".join(f"  {line}\n" for line in lines))
+        sys.stderr.write(
+            f"error: {len(lines)} problems\n" + "".join(f"  {line}\n" for line in lines)
+        )
 
 
 def _fail_input(exc: ConveyorError) -> typer.Exit:
@@ -115,12 +123,16 @@ def _load(file: Path, params: list[str]) -> tuple[Workflow, dict[str, Any]]:
 def run(
     file: Annotated[Path, typer.Argument(help="Workflow YAML file.")],
     param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="Parameter override, key=value (repeatable).")
+        list[str] | None,
+        typer.Option("--param", "-p", help="Parameter override, key=value (repeatable)."),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", "-w", min=1, help="Worker slots (default: CPU count).")
+        int | None,
+        typer.Option("--workers", "-w", min=1, help="Worker slots (default: CPU count)."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable result only.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable result only.")
+    ] = False,
     home: HomeOption = DEFAULT_HOME,
 ) -> None:
     """Run a workflow here and now (embedded: no servers), with live progress."""

@@ -71,9 +71,7 @@ class EmbeddedEngine:
                 started.append(worker)
             self._workers[pool] = started
 
-    async def submit(
-        self, workflow: Workflow, params: dict[str, Any], **kwargs: Any
-    ) -> str:
+    async def submit(self, workflow: Workflow, params: dict[str, Any], **kwargs: Any) -> str:
         await self.ensure_pools({task.pool for task in workflow.tasks})
         return await self.coordinator.submit(workflow, params, **kwargs)
 

@@ -25,7 +25,14 @@ STYLE = {
     m.RUNNING: "cyan",
     m.PENDING: "dim",
 }
-SYMBOL = {m.SUCCEEDED: "✓", m.FAILED: "✗", m.SKIPPED: "↷", m.CANCELLED: "⊘", m.RUNNING: "▶", m.PENDING: "·"}
+SYMBOL = {
+    m.SUCCEEDED: "✓",
+    m.FAILED: "✗",
+    m.SKIPPED: "↷",
+    m.CANCELLED: "⊘",
+    m.RUNNING: "▶",
+    m.PENDING: "·",
+}
 
 
 def _duration(seconds: float | None) -> str:
@@ -39,7 +46,9 @@ def _duration(seconds: float | None) -> str:
 
 
 def _short(value: Any, width: int = 60) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), default=str)
+    text = (
+        value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), default=str)
+    )
     text = text.replace("\n", "⏎")
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -130,7 +139,9 @@ def summary(state: RunState) -> Group:
     for node in state.nodes.values():
         row = task_report(node)
         detail = row.get("error") or (
-            " ".join(f"{k}={_short(v)}" for k, v in row["outputs"].items()) if row["outputs"] else ""
+            " ".join(f"{k}={_short(v)}" for k, v in row["outputs"].items())
+            if row["outputs"]
+            else ""
         )
         attempts = str(row["attempts"])
         if node.spec.fans_out:

@@ -70,7 +70,8 @@ class SqliteRunLog:
             summary = self._summary(run_id)
             for event in events:
                 cursor = db.execute(
-                    "INSERT OR IGNORE INTO events (run_id, seq, event_id, body) VALUES (?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO events (run_id, seq, event_id, body)"
+                    " VALUES (?, ?, ?, ?)",
                     (run_id, seq + 1, event.id, encode(event)),
                 )
                 if cursor.rowcount == 0:

@@ -75,7 +75,17 @@ def decide(state: RunState) -> list[Event]:
 def _evaluate(state: RunState, node: Node) -> Event:
     """A task whose upstream is final: skip it, fail it, or expand it into instances."""
     spec = node.spec
-    base = {"run_id": state.run_id, "at": state.now, "task": spec.name, "index": -1, "attempt": 0}
+    # Decisions about the task as a whole carry index -1 and attempt 0.
+    run_id, now, name = state.run_id, state.now, spec.name
+
+    def skip(reason: str) -> TaskSkipped:
+        return TaskSkipped(run_id=run_id, at=now, task=name, index=-1, attempt=0, reason=reason)
+
+    def fail(error: str) -> TaskFailedByEngine:
+        return TaskFailedByEngine(
+            run_id=run_id, at=now, task=name, index=-1, attempt=0, error=error
+        )
+
     if spec.trigger == "all_succeeded":
         for dep in spec.depends:
             upstream = state.nodes[dep]
@@ -86,21 +96,21 @@ def _evaluate(state: RunState, node: Node) -> Event:
             verb = {m.FAILED: "failed", m.SKIPPED: "was skipped"}.get(
                 upstream.status, upstream.status
             )
-            return TaskSkipped(**base, reason=f"upstream task {dep!r} {verb}")
+            return skip(f"upstream task {dep!r} {verb}")
     if spec.when is not None:
         try:
             go = evaluate_when(state, node)
         except ExpressionError as exc:
-            return TaskFailedByEngine(**base, error=f"when: {exc.message}")
+            return fail(f"when: {exc.message}")
         if not go:
-            return TaskSkipped(**base, reason=f"when {spec.when.strip()!r} was false")
+            return skip(f"when {spec.when.strip()!r} was false")
     count = 1
     if spec.fans_out:
         try:
             count = len(evaluate_items(state, node))
         except ExpressionError as exc:
-            return TaskFailedByEngine(**base, error=f"items: {exc.message}")
-    return TaskExpanded(**base, count=count)
+            return fail(f"items: {exc.message}")
+    return TaskExpanded(run_id=run_id, at=now, task=name, index=-1, attempt=0, count=count)
 
 
 def _dispatches(state: RunState, node: Node) -> list[Event]:
@@ -144,7 +154,10 @@ def _completion(state: RunState) -> RunCompleted:
 
 
 def _jitter_unit(run_id: str, task: str, index: int, attempt: int) -> float:
-    """A stable pseudo-random number in [0, 1): jitter without a random source, so replay is exact."""
+    """A stable pseudo-random number in [0, 1).
+
+    Jitter without a random source, so replaying a log makes the same decision.
+    """
     return zlib.crc32(f"{run_id}/{task}/{index}/{attempt}".encode()) / 2**32
 
 

@@ -51,6 +51,13 @@ def test_newer_versions_and_garbage_are_refused() -> None:
 
 
 def test_task_messages_round_trip() -> None:
-    message = TaskReady(run_id="r", task="t", index=1, attempt=2, step=StepSpec(kind="command", argv=["echo"]), item={"a": 1})
+    message = TaskReady(
+        run_id="r",
+        task="t",
+        index=1,
+        attempt=2,
+        step=StepSpec(kind="command", argv=["echo"]),
+        item={"a": 1},
+    )
     assert decode_task(encode(message)) == message
     assert codec.to_builtins(message)["step"]["argv"] == ["echo"]

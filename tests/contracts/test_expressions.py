@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import pytest
 
+from contracts.durations import parse_duration
 from contracts.errors import ExpressionError
 from contracts.expressions import Expression, Template, render_value
-from contracts.durations import parse_duration
 
 NAMES = {
     "params": {"n": 3, "name": "x"},
-    "tasks": {"a": {"state": "succeeded", "outputs": {"result": [1, 2, 3]}}, "b-c": {"state": "failed"}},
+    "tasks": {
+        "a": {"state": "succeeded", "outputs": {"result": [1, 2, 3]}},
+        "b-c": {"state": "failed"},
+    },
     "item": {"id": 7},
 }
 
@@ -48,26 +51,34 @@ def test_rejects_unsafe_or_malformed(source: str, message: str) -> None:
 
 
 def test_runtime_errors_are_expression_errors() -> None:
-    with pytest.raises(ExpressionError, match="params.missing"):
+    with pytest.raises(ExpressionError, match=r"params\.missing"):
         Expression("params.missing").evaluate(NAMES)
     with pytest.raises(ExpressionError, match="ZeroDivisionError"):
         Expression("params.n / 0").evaluate(NAMES)
 
 
 def test_references_are_extracted_statically() -> None:
-    refs = {str(r) for r in Expression("[i for i in tasks.a.outputs.result] + [params.n, item['id']]").references()}
+    refs = {
+        str(r)
+        for r in Expression(
+            "[i for i in tasks.a.outputs.result] + [params.n, item['id']]"
+        ).references()
+    }
     assert refs == {"tasks.a.outputs.result", "params.n", "item.id"}
 
 
 def test_whole_template_keeps_type_and_mixed_template_renders_text() -> None:
     assert Template("{{ tasks.a.outputs.result }}").render(NAMES) == [1, 2, 3]
-    assert Template("n={{ params.n }} r={{ tasks.a.outputs.result }}").render(NAMES) == "n=3 r=[1,2,3]"
+    assert (
+        Template("n={{ params.n }} r={{ tasks.a.outputs.result }}").render(NAMES) == "n=3 r=[1,2,3]"
+    )
     assert Template("no templates").render(NAMES) == "no templates"
     assert render_value({"k": ["{{ params.name }}", 1]}, NAMES) == {"k": ["x", 1]}
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [(5, 5.0), ("5", 5.0), ("500ms", 0.5), ("1m30s", 90.0), ("2h", 7200.0), (1.5, 1.5)]
+    ("text", "seconds"),
+    [(5, 5.0), ("5", 5.0), ("500ms", 0.5), ("1m30s", 90.0), ("2h", 7200.0), (1.5, 1.5)],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds

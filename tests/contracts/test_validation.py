@@ -331,7 +331,13 @@ def test_typed_params_reject_wrong_python_types() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "raw", "value"),
-    [("int", "-3", -3), ("float", "1e3", 1000.0), ("bool", "off", False), ("dict", '{"a":1}', {"a": 1}), ("any", "plain", "plain")],
+    [
+        ("int", "-3", -3),
+        ("float", "1e3", 1000.0),
+        ("bool", "off", False),
+        ("dict", '{"a":1}', {"a": 1}),
+        ("any", "plain", "plain"),
+    ],
 )
 def test_coerce_param(kind: str, raw: str, value: object) -> None:
     assert coerce_param(kind, raw) == value  # type: ignore[arg-type]

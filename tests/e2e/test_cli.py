@@ -68,7 +68,9 @@ def test_batch_example_then_inspect_history_outputs_and_logs(tmp_path: Path) -> 
     assert "process[3]#1 stderr| upstream service unavailable" in logs
     assert "process[3]#2 stderr| scoring item 3 (attempt 2)" in logs
 
-    events = [json.loads(line) for line in conveyor("events", run_id, cwd=tmp_path).stdout.splitlines()]
+    events = [
+        json.loads(line) for line in conveyor("events", run_id, cwd=tmp_path).stdout.splitlines()
+    ]
     assert events[0]["type"] == "run_submitted" and events[-1]["type"] == "run_completed"
     assert sum(e["type"] == "retry_scheduled" for e in events) == 3
 
@@ -78,7 +80,10 @@ def test_batch_example_then_inspect_history_outputs_and_logs(tmp_path: Path) -> 
 
 def test_failed_run_exits_1(tmp_path: Path) -> None:
     wf = tmp_path / "fail.yaml"
-    wf.write_text("name: fail\ntasks:\n  - name: a\n    script: exit 3\n  - name: b\n    depends: [a]\n    script: echo\n")
+    wf.write_text(
+        "name: fail\ntasks:\n  - name: a\n    script: exit 3\n"
+        "  - name: b\n    depends: [a]\n    script: echo\n"
+    )
     done = conveyor("run", str(wf), "--json", cwd=tmp_path)
     assert done.returncode == 1
     result = json.loads(done.stdout)
@@ -89,15 +94,29 @@ def test_failed_run_exits_1(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "args", "message"),
     [
-        ("name: x\ntasks:\n  - name: a\n    script: echo\n    bogus: 1\n", [], "bad.yaml:5, tasks[0].bogus: unknown field"),
+        (
+            "name: x\ntasks:\n  - name: a\n    script: echo\n    bogus: 1\n",
+            [],
+            "bad.yaml:5, tasks[0].bogus: unknown field",
+        ),
         ("name: x\ntasks: [\n", [], "malformed YAML"),
-        ("name: x\nparams: {n: 1}\ntasks:\n  - name: a\n    script: echo\n", ["-p", "n=abc"], "n: expected int, got 'abc'"),
-        ("name: x\nparams: {n: {type: int}}\ntasks:\n  - name: a\n    script: echo\n", [], "n: missing required parameter"),
+        (
+            "name: x\nparams: {n: 1}\ntasks:\n  - name: a\n    script: echo\n",
+            ["-p", "n=abc"],
+            "n: expected int, got 'abc'",
+        ),
+        (
+            "name: x\nparams: {n: {type: int}}\ntasks:\n  - name: a\n    script: echo\n",
+            [],
+            "n: missing required parameter",
+        ),
         ("name: x\ntasks:\n  - name: a\n    script: echo\n", ["-p", "nokey"], "expected key=value"),
     ],
     ids=["unknown-field", "malformed", "param-type", "param-missing", "param-syntax"],
 )
-def test_invalid_input_exits_2_and_starts_nothing(tmp_path: Path, content: str, args: list[str], message: str) -> None:
+def test_invalid_input_exits_2_and_starts_nothing(
+    tmp_path: Path, content: str, args: list[str], message: str
+) -> None:
     wf = tmp_path / "bad.yaml"
     wf.write_text(content)
     done = conveyor("run", str(wf), *args, cwd=tmp_path)
@@ -110,7 +129,10 @@ def test_validate_and_schema(tmp_path: Path) -> None:
     ok = conveyor("validate", str(EXAMPLES / "batch.yaml"), cwd=tmp_path)
     assert ok.returncode == 0 and "ok" in ok.stdout
     wf = tmp_path / "cycle.yaml"
-    wf.write_text("name: c\ntasks:\n  - name: a\n    depends: [b]\n    script: x\n  - name: b\n    depends: [a]\n    script: x\n")
+    wf.write_text(
+        "name: c\ntasks:\n  - name: a\n    depends: [b]\n    script: x\n"
+        "  - name: b\n    depends: [a]\n    script: x\n"
+    )
     bad = conveyor("validate", str(wf), cwd=tmp_path)
     assert bad.returncode == 2 and "dependency cycle: a -> b -> a" in bad.stderr
     schema = json.loads(conveyor("schema", cwd=tmp_path).stdout)

@@ -27,7 +27,9 @@ from engine.state.model import RunState
 
 
 class Sim:
-    def __init__(self, workflow: Workflow | str, params: dict[str, Any] | None = None, run_id: str = "run1") -> None:
+    def __init__(
+        self, workflow: Workflow | str, params: dict[str, Any] | None = None, run_id: str = "run1"
+    ) -> None:
         if isinstance(workflow, str):
             workflow = parse_workflow(textwrap.dedent(workflow))
         self.workflow = workflow
@@ -75,25 +77,50 @@ class Sim:
 
     # Shorthands for outside facts.
     def started(self, task: str, index: int = 0, attempt: int = 1) -> list[Event]:
-        return self.send(TaskStarted(run_id=self.run_id, at=self.now, task=task, index=index, attempt=attempt))
-
-    def ok(self, task: str, index: int = 0, attempt: int = 1, result: Any = None, **outputs: Any) -> list[Event]:
         return self.send(
-            TaskSucceeded(run_id=self.run_id, at=self.now, task=task, index=index, attempt=attempt, result=result, outputs=outputs)
+            TaskStarted(run_id=self.run_id, at=self.now, task=task, index=index, attempt=attempt)
+        )
+
+    def ok(
+        self, task: str, index: int = 0, attempt: int = 1, result: Any = None, **outputs: Any
+    ) -> list[Event]:
+        return self.send(
+            TaskSucceeded(
+                run_id=self.run_id,
+                at=self.now,
+                task=task,
+                index=index,
+                attempt=attempt,
+                result=result,
+                outputs=outputs,
+            )
         )
 
     def fail(
-        self, task: str, index: int = 0, attempt: int = 1, reason: str = "error", retryable: bool = True
+        self,
+        task: str,
+        index: int = 0,
+        attempt: int = 1,
+        reason: str = "error",
+        retryable: bool = True,
     ) -> list[Event]:
         return self.send(
             TaskFailed(
-                run_id=self.run_id, at=self.now, task=task, index=index, attempt=attempt,
-                error="boom", reason=reason, retryable=retryable,  # type: ignore[arg-type]
+                run_id=self.run_id,
+                at=self.now,
+                task=task,
+                index=index,
+                attempt=attempt,
+                error="boom",
+                reason=reason,
+                retryable=retryable,  # type: ignore[arg-type]
             )
         )
 
     def fire(self, task: str, index: int = 0, attempt: int = 2) -> list[Event]:
-        return self.send(TimerFired(run_id=self.run_id, at=self.now, task=task, index=index, attempt=attempt))
+        return self.send(
+            TimerFired(run_id=self.run_id, at=self.now, task=task, index=index, attempt=attempt)
+        )
 
     def cancel(self) -> list[Event]:
         return self.send(RunCancelRequested(run_id=self.run_id, at=self.now))
@@ -103,7 +130,11 @@ class Sim:
 
     def dispatched(self) -> list[tuple[str, int, int]]:
         """(task, index, attempt) of every dispatch in the last decisions."""
-        return [(d.task, d.index, d.attempt) for d in self.last_decisions if isinstance(d, TaskDispatched)]
+        return [
+            (d.task, d.index, d.attempt)
+            for d in self.last_decisions
+            if isinstance(d, TaskDispatched)
+        ]
 
     def statuses(self) -> dict[str, str]:
         return {name: node.status for name, node in self.state.nodes.items()}

@@ -122,7 +122,10 @@ def _continue_on_failure(s: Sim) -> None:
 
 def _when_false_skips_and_cascades(s: Sim) -> None:
     s.ok("a", result=1)
-    assert [d.kind for d in s.last_decisions if isinstance(d, TaskSkipped)] == ["task_skipped", "task_skipped"]
+    assert [d.kind for d in s.last_decisions if isinstance(d, TaskSkipped)] == [
+        "task_skipped",
+        "task_skipped",
+    ]
 
 
 def _trigger_all_done_runs_after_skip(s: Sim) -> None:
@@ -148,7 +151,7 @@ def _fanout_parallelism(s: Sim) -> None:
 
 def _fanout_from_upstream(s: Sim) -> None:
     s.ok("src", result=[10, 20, 30])
-    assert [d for d in s.last_decisions if isinstance(d, TaskExpanded)][0].count == 3
+    assert next(d for d in s.last_decisions if isinstance(d, TaskExpanded)).count == 3
     for i in range(3):
         s.ok("each", i, result=i)
 
@@ -172,7 +175,9 @@ def _run_timeout(s: Sim) -> None:
 
 
 CASES = {
-    "chain succeeds in order": Case(CHAIN, _chain_ok, {"a": "succeeded", "b": "succeeded", "c": "succeeded"}, "succeeded"),
+    "chain succeeds in order": Case(
+        CHAIN, _chain_ok, {"a": "succeeded", "b": "succeeded", "c": "succeeded"}, "succeeded"
+    ),
     "diamond joins": Case(DIAMOND, _diamond_parallel, {"d": "running"}, "running"),
     "failure skips dependents and fails the run": Case(
         CHAIN, _fail_skips_dependents, {"a": "failed", "b": "skipped", "c": "skipped"}, "failed"
@@ -201,7 +206,9 @@ CASES = {
         {"a": "succeeded", "c": "succeeded"},
         "succeeded",
     ),
-    "duplicate delivery has no second effect": Case(CHAIN, _duplicate_delivery, {"c": "succeeded"}, "succeeded"),
+    "duplicate delivery has no second effect": Case(
+        CHAIN, _duplicate_delivery, {"c": "succeeded"}, "succeeded"
+    ),
     "continue on failure": Case(
         """
         name: cof
@@ -322,7 +329,10 @@ CASES = {
     ),
     "cancel ends the run": Case(CHAIN, _cancel, {"a": "cancelled", "b": "cancelled"}, "cancelled"),
     "run timeout fails the run": Case(
-        CHAIN.replace("tasks:", "timeout: 10s\ntasks:"), _run_timeout, {"a": "succeeded", "b": "cancelled"}, "failed"
+        CHAIN.replace("tasks:", "timeout: 10s\ntasks:"),
+        _run_timeout,
+        {"a": "succeeded", "b": "cancelled"},
+        "failed",
     ),
 }
 
@@ -418,7 +428,9 @@ def test_only_the_edges_of_the_finished_task_are_evaluated() -> None:
     # 200 independent roots and one child of the first: finishing a root puts only its own
     # children on the decision queue, never the other roots' subtrees.
     tasks = "\n".join(f"  - name: r{i}\n    script: echo" for i in range(200))
-    sim = Sim(f"name: wide\ntasks:\n{tasks}\n  - name: child\n    depends: [r0]\n    script: echo\n")
+    sim = Sim(
+        f"name: wide\ntasks:\n{tasks}\n  - name: child\n    depends: [r0]\n    script: echo\n"
+    )
     sim.ok("r5")
     assert not sim.state.evaluable
     from contracts.events import TaskSucceeded

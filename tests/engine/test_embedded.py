@@ -88,7 +88,9 @@ async def test_flaky_step_is_retried_and_each_attempt_keeps_its_log(engine: Embe
     assert stdout == [(1, "attempt 1"), (2, "attempt 2"), (3, "attempt 3")]
 
 
-async def test_task_timeout_kills_and_retries_per_policy(engine: EmbeddedEngine, tmp_path: Path) -> None:
+async def test_task_timeout_kills_and_retries_per_policy(
+    engine: EmbeddedEngine, tmp_path: Path
+) -> None:
     state = await run(
         engine,
         f"""
@@ -112,7 +114,9 @@ async def test_task_timeout_kills_and_retries_per_policy(engine: EmbeddedEngine,
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
-async def test_run_timeout_fails_the_run_and_stops_its_steps(engine: EmbeddedEngine, tmp_path: Path) -> None:
+async def test_run_timeout_fails_the_run_and_stops_its_steps(
+    engine: EmbeddedEngine, tmp_path: Path
+) -> None:
     state = await run(
         engine,
         f"""
@@ -187,7 +191,9 @@ async def test_fan_out_never_exceeds_its_parallelism(engine: EmbeddedEngine) -> 
     assert peak == 2
 
 
-async def test_steps_that_cannot_start_fail_with_the_reason_in_their_log(engine: EmbeddedEngine) -> None:
+async def test_steps_that_cannot_start_fail_with_the_reason_in_their_log(
+    engine: EmbeddedEngine,
+) -> None:
     state = await run(
         engine,
         """

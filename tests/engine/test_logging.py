@@ -20,7 +20,9 @@ def _restore_structlog() -> Iterator[None]:
     structlog.reset_defaults()
 
 
-async def test_json_log_lines_carry_run_task_and_attempt(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_json_log_lines_carry_run_task_and_attempt(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     configure_logging("info", "json")
     workflow = parse_workflow(
         "name: logged\ntasks:\n  - name: a\n    retry: {limit: 1, backoff: {delay: 1ms}}\n"
@@ -29,7 +31,9 @@ async def test_json_log_lines_carry_run_task_and_attempt(capsys: pytest.CaptureF
     async with EmbeddedEngine(workers=1) as engine:
         state = await asyncio.wait_for(engine.run(workflow, {}), 20)
     assert state.status == "succeeded"
-    records = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    records = [
+        json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")
+    ]
     steps = [r for r in records if r["event"] in ("step started", "step finished")]
     assert [(r["event"], r["attempt"]) for r in steps] == [
         ("step started", 1),

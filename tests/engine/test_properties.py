@@ -42,7 +42,9 @@ def workflows(draw: st.DrawFn) -> dict[str, Any]:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=workflows(), data=st.data())
-def test_random_dags_always_terminate_with_every_task_final(spec: dict[str, Any], data: st.DataObject) -> None:
+def test_random_dags_always_terminate_with_every_task_final(
+    spec: dict[str, Any], data: st.DataObject
+) -> None:
     sim = Sim(workflow_from_data(spec))
     inflight: list[tuple[str, int, int]] = []
     timers: list[tuple[str, int, int]] = []
@@ -66,18 +68,29 @@ def test_random_dags_always_terminate_with_every_task_final(spec: dict[str, Any]
         assert choices, "the run is stuck: nothing in flight, no timers, not finished"
         action = data.draw(st.sampled_from(choices), label="action")
         if action == "work":
-            task, index, attempt = inflight.pop(data.draw(st.integers(0, len(inflight) - 1), label="which"))
-            outcome = data.draw(st.sampled_from(["ok", "ok", "error", "fatal", "timeout"]), label="outcome")
+            task, index, attempt = inflight.pop(
+                data.draw(st.integers(0, len(inflight) - 1), label="which")
+            )
+            outcome = data.draw(
+                st.sampled_from(["ok", "ok", "error", "fatal", "timeout"]), label="outcome"
+            )
             sim.tick(0.5)
             position = len(sim.log)
             if outcome == "ok":
                 sim.ok(task, index, attempt, result=index)
             else:
-                sim.fail(task, index, attempt, reason="timeout" if outcome == "timeout" else "error",
-                         retryable=outcome != "fatal")
+                sim.fail(
+                    task,
+                    index,
+                    attempt,
+                    reason="timeout" if outcome == "timeout" else "error",
+                    retryable=outcome != "fatal",
+                )
             delivered.append(sim.log[position])
         elif action == "timer":
-            task, index, attempt = timers.pop(data.draw(st.integers(0, len(timers) - 1), label="timer"))
+            task, index, attempt = timers.pop(
+                data.draw(st.integers(0, len(timers) - 1), label="timer")
+            )
             sim.tick(2)
             sim.fire(task, index, attempt)
         else:
@@ -97,13 +110,13 @@ def test_random_dags_always_terminate_with_every_task_final(spec: dict[str, Any]
         # A task succeeds at most once per item.
         assert node.done <= len(node.instances)
     if state.status == "succeeded":
-        assert all(
-            n.status != m.FAILED or n.spec.continue_on_failure for n in state.nodes.values()
-        )
+        assert all(n.status != m.FAILED or n.spec.continue_on_failure for n in state.nodes.values())
     # Replay is exact, and the engine agrees with every decision in the log.
     replayed = replay(sim.log, strict=True)
     assert replayed.status == state.status
-    assert {k: v.status for k, v in replayed.nodes.items()} == {k: v.status for k, v in state.nodes.items()}
+    assert {k: v.status for k, v in replayed.nodes.items()} == {
+        k: v.status for k, v in state.nodes.items()
+    }
     assert [[i.result for i in v.instances] for v in replayed.nodes.values()] == [
         [i.result for i in v.instances] for v in state.nodes.values()
     ]

@@ -47,7 +47,11 @@ def test_replay_is_exact_for_the_recorded_diamond() -> None:
     events = load("diamond_succeeded.jsonl")
     state = replay(events, strict=True)
     assert state.status == "succeeded"
-    assert state.nodes["combine"].outputs()["result"] == {"label": "diamond", "square": 49, "half": 3.5}
+    assert state.nodes["combine"].outputs()["result"] == {
+        "label": "diamond",
+        "square": 49,
+        "half": 3.5,
+    }
     completed = events[-1]
     assert isinstance(completed, RunCompleted) and state.finished_at == completed.at
 
@@ -59,7 +63,9 @@ def test_divergent_log_is_detected() -> None:
 
 def test_lenient_replay_of_an_interrupted_log_leaves_the_run_open() -> None:
     events = load("diamond_succeeded.jsonl")
-    cut = next(i for i, e in enumerate(events) if isinstance(e, TaskSucceeded) and e.task == "square")
+    cut = next(
+        i for i, e in enumerate(events) if isinstance(e, TaskSucceeded) and e.task == "square"
+    )
     state = replay(events[: cut + 1], strict=True)  # a crash right after the result was appended
     assert not state.finished
     assert "combine" in state.evaluable  # recovery will decide it

@@ -37,7 +37,7 @@ async def run_process(**step: Any) -> tuple[StepOutcome, Lines]:
 
 
 async def test_script_result_is_parsed_as_json_when_it_is_json() -> None:
-    outcome, _ = await run_process(kind="script", source='echo \'{"a": [1, 2]}\'', interpreter="sh")
+    outcome, _ = await run_process(kind="script", source="echo '{\"a\": [1, 2]}'", interpreter="sh")
     assert outcome.ok and outcome.result == {"a": [1, 2]}
     outcome, _ = await run_process(kind="script", source="echo plain text", interpreter="sh")
     assert outcome.result == "plain text"
@@ -46,7 +46,9 @@ async def test_script_result_is_parsed_as_json_when_it_is_json() -> None:
 async def test_python_and_bash_interpreters() -> None:
     outcome, _ = await run_process(kind="script", source="print(6 * 7)", interpreter="python")
     assert outcome.result == 42
-    outcome, _ = await run_process(kind="script", source="arr=(a b c); echo ${#arr[@]}", interpreter="bash")
+    outcome, _ = await run_process(
+        kind="script", source="arr=(a b c); echo ${#arr[@]}", interpreter="bash"
+    )
     assert outcome.result == 3
 
 
@@ -61,7 +63,12 @@ async def test_output_is_captured_line_by_line_per_stream() -> None:
 async def test_env_workdir_and_conveyor_variables(tmp_path: Path) -> None:
     source = 'echo "$GREETING $CONVEYOR_TASK $CONVEYOR_INDEX $CONVEYOR_ATTEMPT $CONVEYOR_ITEM"; pwd'
     outcome, lines = await run_process(
-        kind="script", source=source, interpreter="sh", env={"GREETING": "hi"}, workdir=str(tmp_path), item={"k": 1}
+        kind="script",
+        source=source,
+        interpreter="sh",
+        env={"GREETING": "hi"},
+        workdir=str(tmp_path),
+        item={"k": 1},
     )
     assert outcome.ok
     assert lines.of("stdout") == ['hi t 2 3 {"k": 1}', str(tmp_path)]
@@ -78,12 +85,16 @@ async def test_named_outputs_are_read_from_files() -> None:
 
 
 async def test_a_missing_output_file_fails_the_step() -> None:
-    outcome, _ = await run_process(kind="script", source="true", interpreter="sh", outputs={"x": "nowhere.txt"})
+    outcome, _ = await run_process(
+        kind="script", source="true", interpreter="sh", outputs={"x": "nowhere.txt"}
+    )
     assert not outcome.ok and "did not write 'nowhere.txt'" in outcome.error
 
 
 async def test_non_zero_exit_is_a_failure_with_its_code() -> None:
-    outcome, lines = await run_process(kind="script", source="echo oops >&2; exit 7", interpreter="sh")
+    outcome, lines = await run_process(
+        kind="script", source="echo oops >&2; exit 7", interpreter="sh"
+    )
     assert not outcome.ok and outcome.reason == "error" and outcome.exit_code == 7
     assert "exit code 7" in outcome.error and lines.of("stderr") == ["oops"]
 
@@ -120,7 +131,12 @@ async def test_cancelling_kills_the_step(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     lines = Lines()
     run = asyncio.create_task(
-        ProcessExecutor().run(message(kind="script", source=f"echo $$ > {pidfile}; echo go; sleep 60", interpreter="sh"), lines)
+        ProcessExecutor().run(
+            message(
+                kind="script", source=f"echo $$ > {pidfile}; echo go; sleep 60", interpreter="sh"
+            ),
+            lines,
+        )
     )
     await lines.first.wait()
     assert lines.of("stdout") == ["go"]
@@ -130,9 +146,13 @@ async def test_cancelling_kills_the_step(tmp_path: Path) -> None:
     assert _gone(int(pidfile.read_text()))
 
 
-async def run_python(target: str, timeout: float | None = None, **args: Any) -> tuple[StepOutcome, Lines]:
+async def run_python(
+    target: str, timeout: float | None = None, **args: Any
+) -> tuple[StepOutcome, Lines]:
     lines = Lines()
-    outcome = await PythonExecutor().run(message(kind="python", target=target, args=args, timeout=timeout), lines)
+    outcome = await PythonExecutor().run(
+        message(kind="python", target=target, args=args, timeout=timeout), lines
+    )
     return outcome, lines
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -90,7 +91,10 @@ class ProcessExecutor:
             if len(stdout.encode()) > MAX_RESULT_BYTES:
                 return StepOutcome(
                     ok=False,
-                    error=f"result is over the {MAX_RESULT_BYTES}-byte limit; write big data to a file",
+                    error=(
+                        f"result is over the {MAX_RESULT_BYTES}-byte limit;"
+                        " write big data to a file"
+                    ),
                     reason="error",
                     retryable=False,
                 )
@@ -136,15 +140,11 @@ async def _kill_tree(proc: asyncio.subprocess.Process) -> None:
         descendants = psutil.Process(proc.pid).children(recursive=True)
     except psutil.Error:
         descendants = []
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     for child in descendants:
-        try:
+        with contextlib.suppress(psutil.Error):
             child.kill()
-        except psutil.Error:
-            pass
     await proc.wait()
 
 
