@@ -6,9 +6,9 @@ run against all of them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -21,6 +21,7 @@ class Delivery(Protocol):
 
     body: bytes
     redelivered: bool
+    headers: Mapping[str, Any]
 
     async def ack(self) -> None: ...
 
@@ -57,6 +58,16 @@ class Consumer(Protocol):
         ...
 
 
+class Listener(Protocol):
+    """Broadcasts of one topic, from the moment ``ready()`` returns."""
+
+    async def ready(self) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
 class Transport(Protocol):
     """A message broker: durable queues with acks, plus fire-and-forget broadcasts."""
 
@@ -64,7 +75,9 @@ class Transport(Protocol):
 
     async def close(self) -> None: ...
 
-    async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
+    async def publish(
+        self, queue: str, bodies: Sequence[bytes], headers: Mapping[str, str] | None = None
+    ) -> None:
         """Enqueue messages in order; returns once the broker holds them durably."""
         ...
 
@@ -74,7 +87,7 @@ class Transport(Protocol):
         """Best-effort delivery to every current listener of ``topic``."""
         ...
 
-    def listen(self, topic: str) -> AsyncIterator[bytes]: ...
+    def listen(self, topic: str) -> Listener: ...
 
 
 class RunSummary(msgspec.Struct, kw_only=True):

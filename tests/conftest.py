@@ -10,3 +10,26 @@ EXAMPLES = ROOT / "examples"
 for path in (str(EXAMPLES), str(ROOT / "tests" / "steps")):
     if path not in sys.path:
         sys.path.insert(0, path)
+
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.services import Services  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    s = Services()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def amqp_url(services: Services) -> str:
+    return services.amqp_url()
+
+
+@pytest.fixture(scope="session")
+def redis_url(services: Services) -> str:
+    return services.redis_url()

@@ -65,6 +65,7 @@ class Worker:
     async def start(self) -> None:
         self._logs.start()
         self._listener = self._transport.listen(CONTROL_TOPIC)
+        await self._listener.ready()
         self._consumer = await self._transport.consume(
             task_queue(self._pool), prefetch=self._concurrency
         )

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from contracts.errors import ConveyorError
 
@@ -20,6 +21,7 @@ from contracts.errors import ConveyorError
 @dataclass
 class _Message:
     body: bytes
+    headers: Mapping[str, Any] = field(default_factory=dict)
     redelivered: bool = False
 
 
@@ -32,7 +34,7 @@ class _Queue:
 
 
 class MemoryDelivery:
-    __slots__ = ("_consumer", "_message", "_settled", "body", "redelivered")
+    __slots__ = ("_consumer", "_message", "_settled", "body", "headers", "redelivered")
 
     def __init__(self, consumer: MemoryConsumer, message: _Message) -> None:
         self._consumer = consumer
@@ -40,6 +42,7 @@ class MemoryDelivery:
         self._settled = False
         self.body = message.body
         self.redelivered = message.redelivered
+        self.headers = message.headers
 
     async def ack(self) -> None:
         await self._settle(requeue=None)
@@ -108,6 +111,9 @@ class _Listener:
         self._inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         owner._listeners.setdefault(topic, set()).add(self)
 
+    async def ready(self) -> None:
+        return None
+
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
 
@@ -147,10 +153,12 @@ class MemoryTransport:
             for listener in list(listeners):
                 await listener.aclose()
 
-    async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
+    async def publish(
+        self, queue: str, bodies: Sequence[bytes], headers: Mapping[str, str] | None = None
+    ) -> None:
         q = self._queue(queue)
         async with q.changed:
-            q.messages.extend(_Message(body) for body in bodies)
+            q.messages.extend(_Message(body, dict(headers or {})) for body in bodies)
             q.published += len(bodies)
             q.changed.notify_all()
 
@@ -170,8 +178,16 @@ class MemoryTransport:
     def depth(self, queue: str) -> int:
         return len(self._queue(queue).messages)
 
-    def dead_letters(self, queue: str) -> list[bytes]:
+    def dead_letters_of(self, queue: str) -> list[bytes]:
         return [m.body for m in self._queue(queue).dead]
+
+    async def dead_letters(self, limit: int = 20) -> list[tuple[bytes, Mapping[str, Any]]]:
+        """Every queue's dead letters, like the broker's one dead-letter queue."""
+        dead = [m for q in self._queues.values() for m in q.dead]
+        return [(m.body, m.headers) for m in dead[:limit]]
+
+    async def dead_letter_count(self) -> int:
+        return sum(len(q.dead) for q in self._queues.values())
 
     def published(self, queue: str) -> int:
         return self._queue(queue).published

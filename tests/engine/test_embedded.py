@@ -255,4 +255,4 @@ async def test_undecodable_messages_are_dead_lettered_not_fatal(engine: Embedded
     await engine.transport.publish(COORDINATOR_QUEUE, [b"\x00garbage"])
     state = await run(engine, "name: still-alive\ntasks:\n  - name: a\n    script: echo ok\n")
     assert state.status == "succeeded"
-    assert engine.transport.dead_letters(COORDINATOR_QUEUE) == [b"\x00garbage"]
+    assert engine.transport.dead_letters_of(COORDINATOR_QUEUE) == [b"\x00garbage"]

@@ -1,0 +1,292 @@
+"""The RabbitMQ transport (aio-pika), behind the same Protocol as the in-memory twin.
+
+Topology (declared idempotently at start and again on every reconnect):
+
+- every work and shard queue: durable, ``x-dead-letter-exchange: conveyor.dlx``;
+  coordinator shard queues (``conveyor.events.N``) also have
+  ``x-single-active-consumer: true``, so extra coordinators are hot standbys;
+- ``conveyor.dlx`` (fanout, durable) -> ``conveyor.dead`` (durable): messages
+  rejected without requeue (undecodable, or failing again and again) are kept there;
+- ``conveyor.control`` (fanout, not durable): broadcasts such as task cancels; each
+  listener has an exclusive, auto-deleted queue bound to it.
+
+Messages are persistent and every publish waits for the broker's confirm (the
+publishes of one call are pipelined). Deliveries are settled by the caller
+(``contracts.ports.processing``), never auto-acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import aio_pika
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+
+from contracts.errors import ConveyorError
+from contracts.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, is_shard_queue
+
+log = structlog.get_logger("conveyor.rabbitmq")
+
+_RETRYABLE = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError, RuntimeError)
+
+
+def queue_arguments(name: str) -> dict[str, Any]:
+    args: dict[str, Any] = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
+    if is_shard_queue(name):
+        args["x-single-active-consumer"] = True
+    return args
+
+
+class RabbitDelivery:
+    __slots__ = ("_message", "body", "headers", "redelivered")
+
+    def __init__(self, message: AbstractIncomingMessage) -> None:
+        self._message = message
+        self.body = message.body
+        self.redelivered = bool(message.redelivered)
+        self.headers: Mapping[str, Any] = message.headers or {}
+
+    async def ack(self) -> None:
+        try:
+            await self._message.ack()
+        except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
+            # The channel died after the work was done: the broker will redeliver, and
+            # the consequence is idempotent.
+            log.warning("ack lost with its channel; message will be redelivered", error=str(exc))
+
+    async def nack(self, *, requeue: bool) -> None:
+        try:
+            await self._message.nack(requeue=requeue)
+        except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
+            log.warning("nack lost with its channel", error=str(exc))
+
+
+class RabbitConsumer:
+    def __init__(self, channel: AbstractChannel, queue: AbstractQueue) -> None:
+        self._channel = channel
+        self._queue = queue
+        self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+        self._tag: str | None = None
+
+    async def start(self) -> None:
+        self._tag = await self._queue.consume(self._inbox.put, no_ack=False)
+
+    def __aiter__(self) -> AsyncIterator[RabbitDelivery]:
+        return self
+
+    async def __anext__(self) -> RabbitDelivery:
+        message = await self._inbox.get()
+        if message is None:
+            raise StopAsyncIteration
+        return RabbitDelivery(message)
+
+    async def close(self) -> None:
+        self._inbox.put_nowait(None)
+        try:
+            # Closing the channel returns its unacked deliveries to the queue.
+            await self._channel.close()
+        except _RETRYABLE:
+            pass
+
+
+class _Listener:
+    def __init__(self, transport: RabbitTransport, topic: str) -> None:
+        self._transport = transport
+        self._topic = topic
+        self._inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._channel: AbstractChannel | None = None
+        self._ready = asyncio.get_running_loop().create_task(self._bind())
+
+    async def _bind(self) -> None:
+        channel = await self._transport._connection_or_fail().channel()
+        self._channel = channel
+        exchange = await channel.declare_exchange(
+            self._topic, aio_pika.ExchangeType.FANOUT, durable=False
+        )
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            self._inbox.put_nowait(message.body)
+
+        await queue.consume(on_message, no_ack=True)
+
+    async def ready(self) -> None:
+        """Wait until broadcasts reach this listener."""
+        await asyncio.shield(self._ready)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        await self._ready
+        body = await self._inbox.get()
+        if body is None:
+            raise StopAsyncIteration
+        return body
+
+    async def aclose(self) -> None:
+        self._inbox.put_nowait(None)
+        self._ready.cancel()
+        if self._channel is not None:
+            try:
+                await self._channel.close()
+            except _RETRYABLE:
+                pass
+
+
+class RabbitTransport:
+    """Implements ``contracts.ports.Transport`` on RabbitMQ."""
+
+    def __init__(self, url: str, *, publish_retry_max: float = 2.0) -> None:
+        self._url = url
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._declared: set[str] = set()
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._retry_max = publish_retry_max
+        self._lock = asyncio.Lock()
+        self._closing = False
+
+    def _connection_or_fail(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise ConveyorError("transport not started")
+        return self._connection
+
+    async def start(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                self._connection = await aio_pika.connect_robust(self._url, reconnect_interval=1.0)
+                break
+            except _RETRYABLE as exc:
+                log.warning("RabbitMQ not reachable; retrying", error=str(exc), delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._connection.reconnect_callbacks.add(self._on_reconnect)
+        self._publish_channel = await self._connection.channel(publisher_confirms=True)
+        await self._declare_topology(self._publish_channel)
+
+    async def _declare_topology(self, channel: AbstractChannel) -> None:
+        dlx = await channel.declare_exchange(
+            DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        dead = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True)
+        await dead.bind(dlx)
+        for name in list(self._declared):
+            await channel.declare_queue(name, durable=True, arguments=queue_arguments(name))
+
+    async def _on_reconnect(self, *_args: Any) -> None:
+        log.info("reconnected to RabbitMQ; re-declaring topology")
+        if self._publish_channel is not None:
+            try:
+                await self._declare_topology(self._publish_channel)
+            except _RETRYABLE as exc:
+                log.warning("re-declaring topology failed; will retry on use", error=str(exc))
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    async def _ensure_queue(self, channel: AbstractChannel, name: str) -> AbstractQueue:
+        queue = await channel.declare_queue(name, durable=True, arguments=queue_arguments(name))
+        self._declared.add(name)
+        return queue
+
+    async def publish(
+        self, queue: str, bodies: Sequence[bytes], headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Publish persistent messages; returns when the broker has confirmed all of them.
+
+        While the broker is unreachable this keeps retrying (the caller holds its own
+        input unacked meanwhile); a message may then be published twice, which every
+        consumer tolerates by event id.
+        """
+        delay = 0.05
+        while True:
+            try:
+                channel = self._publish_channel
+                if channel is None:
+                    raise ConveyorError("transport not started")
+                if queue not in self._declared:
+                    await self._ensure_queue(channel, queue)
+                exchange = channel.default_exchange
+                await asyncio.gather(
+                    *[
+                        exchange.publish(
+                            aio_pika.Message(
+                                body,
+                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                                message_id=uuid.uuid4().hex,
+                                headers=dict(headers) if headers else None,
+                            ),
+                            routing_key=queue,
+                        )
+                        for body in bodies
+                    ]
+                )
+                return
+            except _RETRYABLE as exc:
+                if self._closing:
+                    raise
+                log.warning("publish failed; retrying", queue=queue, error=str(exc), delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max)
+
+    async def consume(self, queue: str, *, prefetch: int) -> RabbitConsumer:
+        channel = await self._connection_or_fail().channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        declared = await self._ensure_queue(channel, queue)
+        consumer = RabbitConsumer(channel, declared)
+        await consumer.start()
+        return consumer
+
+    async def broadcast(self, topic: str, body: bytes) -> None:
+        channel = self._publish_channel
+        if channel is None:
+            raise ConveyorError("transport not started")
+        exchange = self._exchanges.get(topic)
+        if exchange is None:
+            exchange = await channel.declare_exchange(
+                topic, aio_pika.ExchangeType.FANOUT, durable=False
+            )
+            self._exchanges[topic] = exchange
+        await exchange.publish(aio_pika.Message(body), routing_key="")
+
+    def listen(self, topic: str) -> _Listener:
+        return _Listener(self, topic)
+
+    async def dead_letter_count(self) -> int:
+        channel = self._publish_channel
+        if channel is None:
+            raise ConveyorError("transport not started")
+        queue = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True)
+        return int(queue.declaration_result.message_count or 0)
+
+    async def dead_letters(self, limit: int = 20) -> list[tuple[bytes, Mapping[str, Any]]]:
+        """Peek at dead-lettered messages (they stay in the queue)."""
+        channel = await self._connection_or_fail().channel()
+        try:
+            queue = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True)
+            seen: list[AbstractIncomingMessage] = []
+            for _ in range(limit):
+                message = await queue.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                seen.append(message)
+            return [(m.body, m.headers or {}) for m in seen]
+        finally:
+            await channel.close()  # unacked peeks go back to the queue
