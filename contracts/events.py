@@ -14,6 +14,7 @@ import msgspec
 EVENT_VERSION = 1
 
 FailureReason = Literal["error", "timeout", "start", "expression", "cancelled", "lost"]
+"""``lost``: the worker vanished (no heartbeat) or handed the task back on shutdown."""
 RunOutcome = Literal["succeeded", "failed", "cancelled"]
 
 
@@ -120,7 +121,24 @@ class RunTimedOut(Event, tag="run_timed_out", frozen=True, kw_only=True):
 class RunCompleted(Event, tag="run_completed", frozen=True, kw_only=True):
     state: RunOutcome
     reason: str = ""
+    round: int = 0
+    """Which completion this is: a retried run completes once per round."""
     decided: ClassVar[bool] = True
+
+    @property
+    def id(self) -> str:
+        return f"{self.run_id}/{self.kind}/{self.round}"
+
+
+class RunRetryRequested(Event, tag="run_retry_requested", frozen=True, kw_only=True):
+    """Re-run the failed, skipped and cancelled tasks of a finished run; keep the successes."""
+
+    round: int
+    """1 for the first retry of the run, 2 for the second, ..."""
+
+    @property
+    def id(self) -> str:
+        return f"{self.run_id}/{self.kind}/{self.round}"
 
 
 AnyEvent = (
@@ -137,4 +155,5 @@ AnyEvent = (
     | RunCancelRequested
     | RunTimedOut
     | RunCompleted
+    | RunRetryRequested
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contracts.events import Event, RunCompleted, RunSubmitted
+from contracts.events import Event, RunCompleted, RunRetryRequested, RunSubmitted
 from contracts.ports import RunSummary
 
 
@@ -14,6 +14,13 @@ def index_update(current: RunSummary | None, event: Event) -> RunSummary | None:
         name = str(event.workflow.get("name", "?"))
         return RunSummary(
             run_id=event.run_id, workflow=name, state="running", submitted_at=event.at
+        )
+    if isinstance(event, RunRetryRequested) and current is not None and current.state != "running":
+        return RunSummary(
+            run_id=current.run_id,
+            workflow=current.workflow,
+            state="running",
+            submitted_at=current.submitted_at,
         )
     if isinstance(event, RunCompleted) and current is not None and current.state == "running":
         return RunSummary(

@@ -34,7 +34,13 @@ def decide(state: RunState) -> list[Event]:
     now = state.now
     if state.cancel_reason is not None:
         return [
-            RunCompleted(run_id=state.run_id, at=now, state="cancelled", reason=state.cancel_reason)
+            RunCompleted(
+                run_id=state.run_id,
+                at=now,
+                state="cancelled",
+                reason=state.cancel_reason,
+                round=state.round,
+            )
         ]
     if state.timed_out:
         limit = state.workflow.timeout
@@ -44,6 +50,7 @@ def decide(state: RunState) -> list[Event]:
                 at=now,
                 state="failed",
                 reason=f"run timed out after {limit:g}s",
+                round=state.round,
             )
         ]
     out: list[Event] = []
@@ -52,9 +59,12 @@ def decide(state: RunState) -> list[Event]:
     for task, index in state.retry_due:
         node = state.nodes[task]
         attempt = node.instances[index].attempt + 1
-        delay = node.spec.retry.delay_before(
-            attempt, _jitter_unit(state.run_id, task, index, attempt)
-        )
+        if node.instances[index].reason == "lost":
+            delay = 0.0  # the step did not fail; its worker went away
+        else:
+            delay = node.spec.retry.delay_before(
+                attempt, _jitter_unit(state.run_id, task, index, attempt)
+            )
         out.append(
             RetryScheduled(
                 run_id=state.run_id,
@@ -75,17 +85,19 @@ def decide(state: RunState) -> list[Event]:
 def _evaluate(state: RunState, node: Node) -> Event:
     """A task whose upstream is final: skip it, fail it, or expand it into instances."""
     spec = node.spec
-    # Decisions about the task as a whole carry index -1 and attempt 0.
+    # Decisions about the task as a whole carry index -1, and the run's retry round as
+    # their attempt, so a retried run's decisions get fresh ids.
     run_id, now, name = state.run_id, state.now, spec.name
 
     def skip(reason: str) -> TaskSkipped:
-        return TaskSkipped(run_id=run_id, at=now, task=name, index=-1, attempt=0, reason=reason)
+        return TaskSkipped(run_id=run_id, at=now, task=name, index=-1, attempt=rnd, reason=reason)
 
     def fail(error: str) -> TaskFailedByEngine:
         return TaskFailedByEngine(
             run_id=run_id, at=now, task=name, index=-1, attempt=0, error=error
         )
 
+    rnd = state.round
     if spec.trigger == "all_succeeded":
         for dep in spec.depends:
             upstream = state.nodes[dep]
@@ -110,7 +122,7 @@ def _evaluate(state: RunState, node: Node) -> Event:
             count = len(evaluate_items(state, node))
         except ExpressionError as exc:
             return fail(f"items: {exc.message}")
-    return TaskExpanded(run_id=run_id, at=now, task=name, index=-1, attempt=0, count=count)
+    return TaskExpanded(run_id=run_id, at=now, task=name, index=-1, attempt=rnd, count=count)
 
 
 def _dispatches(state: RunState, node: Node) -> list[Event]:
@@ -129,11 +141,19 @@ def _dispatches(state: RunState, node: Node) -> list[Event]:
         slots -= 1
     index = node.next_index
     while slots > 0 and index < len(node.instances):
-        out.append(
-            TaskDispatched(run_id=state.run_id, at=state.now, task=name, index=index, attempt=1)
-        )
+        inst = node.instances[index]
+        if inst.status == m.PENDING:
+            out.append(
+                TaskDispatched(
+                    run_id=state.run_id,
+                    at=state.now,
+                    task=name,
+                    index=index,
+                    attempt=inst.attempt + 1,
+                )
+            )
+            slots -= 1
         index += 1
-        slots -= 1
     return out
 
 
@@ -149,8 +169,9 @@ def _completion(state: RunState) -> RunCompleted:
             at=state.now,
             state="failed",
             reason=f"failed tasks: {names} ({first})",
+            round=state.round,
         )
-    return RunCompleted(run_id=state.run_id, at=state.now, state="succeeded")
+    return RunCompleted(run_id=state.run_id, at=state.now, state="succeeded", round=state.round)
 
 
 def _jitter_unit(run_id: str, task: str, index: int, attempt: int) -> float:
@@ -167,7 +188,7 @@ def pending_timers(state: RunState) -> list[tuple[float, Event]]:
         return []
     timers: list[tuple[float, Event]] = []
     if state.workflow.timeout is not None and not state.timed_out:
-        due = state.submitted_at + state.workflow.timeout
+        due = state.deadline_base + state.workflow.timeout
         timers.append((due, RunTimedOut(run_id=state.run_id, at=due)))
     for node in state.nodes.values():
         if node.status != m.RUNNING:

@@ -16,6 +16,7 @@ from contracts.events import (
     RetryScheduled,
     RunCancelRequested,
     RunCompleted,
+    RunRetryRequested,
     RunSubmitted,
     RunTimedOut,
     TaskDispatched,
@@ -50,6 +51,7 @@ def new_state(event: RunSubmitted) -> RunState:
         downstream=downstream(deps),
         nodes=nodes,
         open_nodes=len(nodes),
+        deadline_base=event.at,
     )
     for name, node in nodes.items():
         if node.deps_left == 0:
@@ -61,6 +63,9 @@ def new_state(event: RunSubmitted) -> RunState:
 def fold(state: RunState, event: Event) -> RunState:
     state.now = max(state.now, event.at)
     state.events_folded += 1
+    if isinstance(event, RunRetryRequested):
+        _on_retry_run(state, event)
+        return state
     if state.finished:
         return state
     handler = _HANDLERS.get(type(event))
@@ -107,10 +112,20 @@ def _on_expanded(state: RunState, event: TaskExpanded) -> None:
         return
     state.evaluable.pop(event.task, None)
     node.items = evaluate_items(state, node) if node.spec.fans_out else None
-    node.instances = [Instance() for _ in range(event.count)]
+    previous = node.instances  # non-empty when a retried run reopens the task
+    if len(previous) == event.count:
+        node.instances = previous
+    else:
+        node.instances = [
+            Instance(attempt=previous[i].attempt, lost=previous[i].lost)
+            if i < len(previous)
+            else Instance()
+            for i in range(event.count)
+        ]
+    node.done = sum(1 for inst in node.instances if inst.status == m.SUCCEEDED)
     node.status = m.RUNNING
     node.started_at = event.at
-    if event.count == 0:
+    if node.done == event.count:
         _finish_node(state, node, m.SUCCEEDED, event.at)
     else:
         state.dispatchable[event.task] = None
@@ -169,7 +184,16 @@ def _on_failed(state: RunState, event: TaskFailed) -> None:
     inst.reason = event.reason
     inst.finished_at = event.at
     policy = node.spec.retry
-    if event.retryable and event.reason in policy.on and event.attempt <= policy.limit:
+    if event.reason == "lost" and inst.lost < m.MAX_LOST_ATTEMPTS:
+        inst.lost += 1
+        retry = True
+    else:
+        retry = (
+            event.retryable
+            and event.reason in policy.on
+            and event.attempt - inst.lost <= policy.limit
+        )
+    if retry:
         inst.status = m.RETRY_DUE
         state.retry_due[(event.task, event.index)] = None
         if node.has_pending and node.capacity > 0:
@@ -233,6 +257,47 @@ def _on_cancel(state: RunState, event: RunCancelRequested) -> None:
 
 def _on_timed_out(state: RunState, event: RunTimedOut) -> None:
     state.timed_out = True
+
+
+def _on_retry_run(state: RunState, event: RunRetryRequested) -> None:
+    """Reopen a finished run: tasks that did not succeed go back to pending."""
+    if not state.finished or state.status == m.SUCCEEDED or event.round != state.round + 1:
+        return
+    state.round = event.round
+    state.status = m.RUNNING
+    state.reason = ""
+    state.finished_at = None
+    state.cancel_reason = None
+    state.timed_out = False
+    state.deadline_base = event.at
+    reopened = [n for n in state.nodes.values() if n.status != m.SUCCEEDED]
+    for node in reopened:
+        # Instances keep their attempt numbers, so new attempts get new event ids.
+        kept = [
+            Instance(attempt=i.attempt, lost=i.lost) if i.status != m.SUCCEEDED else i
+            for i in node.instances
+        ]
+        node.status = m.PENDING
+        node.error = None
+        node.finished_at = None
+        node.inflight = 0
+        node.retry_ready = []
+        node.context = None
+        # Expansion re-evaluates items and keeps these where they still fit.
+        node.instances = kept
+        node.items = None
+        node.next_index = 0
+        node.done = node.failed = 0
+    for node in reopened:
+        node.deps_left = sum(
+            1 for dep in node.spec.depends if state.nodes[dep].status != m.SUCCEEDED
+        )
+        if node.deps_left == 0:
+            state.evaluable[node.spec.name] = None
+    for node in state.nodes.values():
+        if node.status == m.SUCCEEDED:
+            node.context = None
+    state.open_nodes = len(reopened)
 
 
 def _on_completed(state: RunState, event: RunCompleted) -> None:

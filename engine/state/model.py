@@ -34,6 +34,11 @@ class Instance:
     started_at: float | None = None
     finished_at: float | None = None
     due: float | None = None
+    lost: int = 0
+    """Attempts lost with their worker; they do not count against the retry limit."""
+
+
+MAX_LOST_ATTEMPTS = 5
 
 
 @dataclass(slots=True)
@@ -108,6 +113,10 @@ class RunState:
     cancel_reason: str | None = None
     timed_out: bool = False
     events_folded: int = 0
+    round: int = 0
+    """How many times the run was retried (``conveyor retry``)."""
+    deadline_base: float = 0.0
+    """When the run's timeout started counting: submission, or the latest retry."""
 
     @property
     def finished(self) -> bool:

@@ -438,3 +438,45 @@ def test_only_the_edges_of_the_finished_task_are_evaluated() -> None:
 
     fold(sim.state, TaskSucceeded(run_id=sim.run_id, at=sim.now, task="r0"))
     assert list(sim.state.evaluable) == ["child"]
+
+
+def test_retrying_a_failed_run_reruns_failed_and_downstream_and_keeps_successes() -> None:
+    from contracts.events import RunRetryRequested
+
+    sim = Sim(
+        """
+        name: r
+        tasks:
+          - name: a
+            script: echo
+          - name: m
+            depends: [a]
+            items: [1, 2, 3]
+            script: echo
+          - name: z
+            depends: [m]
+            script: echo
+        """
+    )
+    sim.ok("a", result="A")
+    sim.ok("m", 0, result=10)
+    sim.fail("m", 1, retryable=False)
+    sim.ok("m", 2, result=30)
+    assert sim.state.status == "failed" and sim.statuses()["z"] == "skipped"
+
+    sim.send(RunRetryRequested(run_id=sim.run_id, at=sim.now, round=1))
+    assert sim.state.status == "running"
+    # Only the failed item runs again, as attempt 2; 'a' and the good items are kept.
+    assert sim.dispatched() == [("m", 1, 2)]
+    sim.ok("m", 1, attempt=2, result=20)
+    assert sim.dispatched() == [("z", 0, 1)]
+    sim.ok("z")
+    assert sim.state.status == "succeeded"
+    assert sim.state.nodes["m"].outputs()["result"] == [10, 20, 30]
+    assert sim.state.nodes["a"].instances[0].attempt == 1
+    from engine.state import replay
+
+    assert replay(sim.log, strict=True).status == "succeeded"
+    # A second retry of a succeeded run changes nothing.
+    assert sim.send(RunRetryRequested(run_id=sim.run_id, at=sim.now, round=2)) == []
+    assert sim.state.status == "succeeded"
