@@ -126,6 +126,18 @@ class RunLog(Protocol):
 
     async def read(self, run_id: str) -> list[Event]: ...
 
+    async def load(self, run_id: str) -> tuple[bytes | None, list[Event]]:
+        """The run's latest state snapshot, if any, and the events after it."""
+        ...
+
+    async def save_snapshot(self, run_id: str, state: bytes) -> bool:
+        """Keep ``state`` as the snapshot of everything appended to the run so far."""
+        ...
+
+    async def running(self) -> list[str]:
+        """Ids of runs not finished yet (for recovery sweeps)."""
+        ...
+
     async def runs(
         self, *, state: str | None = None, workflow: str | None = None, limit: int = 50
     ) -> list[RunSummary]:

@@ -18,6 +18,7 @@ class MemoryRunLog:
         self._ids: dict[str, set[str]] = {}
         self._index: dict[str, RunSummary] = {}
         self._lines: dict[str, list[LogLine]] = {}
+        self._snapshots: dict[str, tuple[bytes, int]] = {}
 
     async def append(self, run_id: str, events: Sequence[Event]) -> list[bool]:
         log = self._events.setdefault(run_id, [])
@@ -39,6 +40,18 @@ class MemoryRunLog:
         if run_id not in self._events:
             raise NotFound(f"no run {run_id!r}")
         return list(self._events[run_id])
+
+    async def load(self, run_id: str) -> tuple[bytes | None, list[Event]]:
+        events = await self.read(run_id)
+        blob, upto = self._snapshots.get(run_id, (None, 0))
+        return blob, events[upto:]
+
+    async def save_snapshot(self, run_id: str, state: bytes) -> bool:
+        self._snapshots[run_id] = (state, len(self._events.get(run_id, [])))
+        return True
+
+    async def running(self) -> list[str]:
+        return [r.run_id for r in self._index.values() if r.state == "running"]
 
     async def runs(
         self, *, state: str | None = None, workflow: str | None = None, limit: int = 50

@@ -45,6 +45,11 @@ CREATE TABLE IF NOT EXISTS task_logs (
     text TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS task_logs_by_run ON task_logs (run_id, task);
+CREATE TABLE IF NOT EXISTS snapshots (
+    run_id TEXT PRIMARY KEY,
+    state BLOB NOT NULL,
+    upto INTEGER NOT NULL
+);
 """
 
 
@@ -110,6 +115,30 @@ class SqliteRunLog:
         if not rows:
             raise NotFound(f"no run {run_id!r}")
         return [decode_event(body) for (body,) in rows]
+
+    async def load(self, run_id: str) -> tuple[bytes | None, list[Event]]:
+        row = self._db.execute(
+            "SELECT state, upto FROM snapshots WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        blob, upto = (row[0], row[1]) if row else (None, 0)
+        rows = self._db.execute(
+            "SELECT body FROM events WHERE run_id = ? AND seq > ? ORDER BY seq", (run_id, upto)
+        ).fetchall()
+        if not rows and blob is None:
+            raise NotFound(f"no run {run_id!r}")
+        return blob, [decode_event(body) for (body,) in rows]
+
+    async def save_snapshot(self, run_id: str, state: bytes) -> bool:
+        self._db.execute(
+            "INSERT OR REPLACE INTO snapshots SELECT ?, ?, COALESCE(MAX(seq), 0) FROM events"
+            " WHERE run_id = ?",
+            (run_id, state, run_id),
+        )
+        return True
+
+    async def running(self) -> list[str]:
+        rows = self._db.execute("SELECT run_id FROM runs WHERE state = 'running'").fetchall()
+        return [str(r[0]) for r in rows]
 
     async def runs(
         self, *, state: str | None = None, workflow: str | None = None, limit: int = 50

@@ -11,12 +11,20 @@ from contracts.errors import NotFound
 from contracts.events import RunCompleted, RunSubmitted, TaskDispatched, TaskSucceeded
 from contracts.ports import LogLine, RunStore
 from engine.runlog.memory import MemoryRunLog
+from engine.runlog.redis import RedisRunLog
 from engine.runlog.sqlite import SqliteRunLog
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    s: RunStore = MemoryRunLog() if request.param == "memory" else SqliteRunLog(tmp_path / "c.db")
+    s: RunStore
+    if request.param == "memory":
+        s = MemoryRunLog()
+    elif request.param == "sqlite":
+        s = SqliteRunLog(tmp_path / "c.db")
+    else:
+        s = RedisRunLog(request.getfixturevalue("redis_url"))
+        await s._redis.flushdb()  # a clean index for each test on the shared server
     yield s
     await s.close()
 
@@ -78,3 +86,15 @@ async def test_sqlite_log_survives_reopening(tmp_path: Path) -> None:
     assert [r.run_id for r in await second.runs()] == ["r"]
     assert await second.append("r", [submitted("r")]) == [False]
     await second.close()
+
+
+async def test_snapshot_then_tail(store: RunStore) -> None:
+    await store.append("r", [submitted("r"), TaskDispatched(run_id="r", at=2.0, task="a")])
+    blob, events = await store.load("r")
+    assert blob is None and len(events) == 2
+    assert await store.save_snapshot("r", b"state-after-2")
+    later = TaskSucceeded(run_id="r", at=3.0, task="a", result=1)
+    await store.append("r", [later])
+    blob, events = await store.load("r")
+    assert blob == b"state-after-2" and events == [later]
+    assert await store.running() == ["r"]

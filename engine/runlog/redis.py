@@ -1,0 +1,288 @@
+"""The Redis run log: one stream per run, idempotent appends, an index, task logs, snapshots.
+
+Keys of one run share the hash tag ``{<run_id>}`` so they land in one Redis Cluster
+slot and a Lua script can touch them atomically:
+
+- ``cv:{R}:events``   stream of encoded events, in order
+- ``cv:{R}:ids``      set of event ids already appended (the idempotency check)
+- ``cv:{R}:summary``  hash: the run's index row
+- ``cv:{R}:snap``     hash: latest state snapshot and the stream id it covers
+- ``cv:{R}:logkeys``  set of task-attempt log keys
+- ``cv:{R}:log:T:I:A`` list of log lines of task T, item I, attempt A (capped)
+
+The index across runs lives in sorted sets scored by submission time:
+``cv:runs``, ``cv:runs:state:<state>``, ``cv:runs:wf:<workflow>``. They are caches:
+``rebuild_index`` recreates them from the runs' summaries.
+
+While Redis is unreachable every call waits and retries with backoff; a caller that
+acks its input only after the call returns therefore never loses anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from contracts.codec import decode_event, encode
+from contracts.errors import NotFound
+from contracts.events import Event
+from contracts.ports import LogLine, RunSummary
+from engine.runlog.index import index_update
+
+log = structlog.get_logger("conveyor.redis")
+T = TypeVar("T")
+
+PREFIX = "cv"
+MAX_LINES_PER_ATTEMPT = 10_000
+MAX_LINE_CHARS = 8_192
+
+_APPEND = """
+local out = {}
+local last = ''
+for i = 1, #ARGV, 2 do
+  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
+    last = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 1])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+out[#out + 1] = last
+return out
+"""
+
+_line_encoder = msgspec.json.Encoder()
+_line_decoder = msgspec.json.Decoder(LogLine)
+
+
+def key(run_id: str, part: str) -> str:
+    return f"{PREFIX}:{{{run_id}}}:{part}"
+
+
+class RedisRunLog:
+    """Implements ``RunLog`` and ``TaskLogStore`` on Redis."""
+
+    def __init__(self, url: str, *, retry_max: float = 2.0) -> None:
+        # Responses are bytes (no decode_responses); redis-py's stubs cannot say which
+        # command returns what under that setting, so the client is typed loosely.
+        self._redis: Any = aioredis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
+        )
+        self._append = self._redis.register_script(_APPEND)
+        self._retry_max = retry_max
+        self._tail: dict[str, str] = {}
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        delay = 0.05
+        while True:
+            try:
+                return await call()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("Redis unavailable; retrying", op=what, error=str(exc), delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max)
+
+    async def ping(self) -> bool:
+        return bool(await self._redis.ping())
+
+    # -- events -----------------------------------------------------------------
+
+    async def append(self, run_id: str, events: Sequence[Event]) -> list[bool]:
+        if not events:
+            return []
+        argv: list[Any] = []
+        for event in events:
+            argv += [event.id, encode(event)]
+        keys = [key(run_id, "events"), key(run_id, "ids")]
+        result = await self._retrying("append", lambda: self._append(keys=keys, args=argv))
+        added = [bool(flag) for flag in result[:-1]]
+        if result[-1]:
+            self._tail[run_id] = (
+                result[-1].decode() if isinstance(result[-1], bytes) else result[-1]
+            )
+        if any(new and event.kind in _INDEXED for new, event in zip(added, events, strict=True)):
+            await self._retrying("index", lambda: self._update_index(run_id, events, added))
+        return added
+
+    async def _update_index(self, run_id: str, events: Sequence[Event], added: list[bool]) -> None:
+        summary = await self._summary(run_id)
+        for new, event in zip(added, events, strict=True):
+            if not new:
+                continue
+            update = index_update(summary, event)
+            if update is None:
+                continue
+            pipe = self._redis.pipeline(transaction=False)
+            if summary is not None:
+                pipe.zrem(f"{PREFIX}:runs:state:{summary.state}", run_id)
+            pipe.hset(key(run_id, "summary"), mapping=_summary_fields(update))
+            pipe.zadd(f"{PREFIX}:runs", {run_id: update.submitted_at})
+            pipe.zadd(f"{PREFIX}:runs:state:{update.state}", {run_id: update.submitted_at})
+            pipe.zadd(f"{PREFIX}:runs:wf:{update.workflow}", {run_id: update.submitted_at})
+            await pipe.execute()
+            summary = update
+
+    async def _summary(self, run_id: str) -> RunSummary | None:
+        raw = await self._redis.hgetall(key(run_id, "summary"))
+        return _summary_from(run_id, raw) if raw else None
+
+    async def read(self, run_id: str) -> list[Event]:
+        entries = await self._retrying("read", lambda: self._redis.xrange(key(run_id, "events")))
+        if not entries:
+            raise NotFound(f"no run {run_id!r}")
+        return [decode_event(fields[b"e"]) for _id, fields in entries]
+
+    async def load(self, run_id: str) -> tuple[bytes | None, list[Event]]:
+        """The latest snapshot of a run (if any) and the events after it."""
+        snap = await self._retrying("snapshot", lambda: self._redis.hgetall(key(run_id, "snap")))
+        start = "-"
+        blob = None
+        if snap:
+            blob = snap[b"state"]
+            start = "(" + snap[b"upto"].decode()
+        entries = await self._retrying(
+            "read", lambda: self._redis.xrange(key(run_id, "events"), min=start)
+        )
+        if not entries and blob is None:
+            raise NotFound(f"no run {run_id!r}")
+        if entries:
+            last = entries[-1][0]
+            self._tail[run_id] = last.decode() if isinstance(last, bytes) else last
+        return blob, [decode_event(fields[b"e"]) for _id, fields in entries]
+
+    async def save_snapshot(self, run_id: str, state: bytes) -> bool:
+        """Snapshot the state as of the last event this log appended or read for the run."""
+        upto = self._tail.get(run_id)
+        if upto is None:
+            return False
+        await self._retrying(
+            "snapshot",
+            lambda: self._redis.hset(key(run_id, "snap"), mapping={"state": state, "upto": upto}),
+        )
+        return True
+
+    async def forget(self, run_id: str) -> None:
+        self._tail.pop(run_id, None)
+
+    # -- index --------------------------------------------------------------------
+
+    async def runs(
+        self, *, state: str | None = None, workflow: str | None = None, limit: int = 50
+    ) -> list[RunSummary]:
+        if state and workflow:
+            source = f"{PREFIX}:runs:state:{state}"
+        elif state:
+            source = f"{PREFIX}:runs:state:{state}"
+        elif workflow:
+            source = f"{PREFIX}:runs:wf:{workflow}"
+        else:
+            source = f"{PREFIX}:runs"
+        rows: list[RunSummary] = []
+        offset = 0
+        while len(rows) < limit:
+            ids = await self._redis.zrevrange(source, offset, offset + 4 * limit - 1)
+            if not ids:
+                break
+            offset += len(ids)
+            pipe = self._redis.pipeline(transaction=False)
+            for run_id in ids:
+                pipe.hgetall(key(run_id.decode(), "summary"))
+            for run_id, raw in zip(ids, await pipe.execute(), strict=True):
+                if not raw:
+                    continue
+                row = _summary_from(run_id.decode(), raw)
+                if (state is None or row.state == state) and (
+                    workflow is None or row.workflow == workflow
+                ):
+                    rows.append(row)
+        return rows[:limit]
+
+    async def running(self) -> list[str]:
+        ids = await self._retrying(
+            "running", lambda: self._redis.zrange(f"{PREFIX}:runs:state:running", 0, -1)
+        )
+        return [run_id.decode() for run_id in ids]
+
+    async def find_run(self, prefix: str) -> str:
+        if await self._redis.exists(key(prefix, "summary")):
+            return prefix
+        matches: list[str] = []
+        async for found in self._redis.scan_iter(
+            match=f"{PREFIX}:{{{prefix}*}}:summary", count=1000
+        ):
+            text = found.decode()
+            matches.append(text[text.index("{") + 1 : text.index("}")])
+            if len(matches) > 1:
+                break
+        if len(matches) != 1:
+            raise NotFound(
+                f"no run matches {prefix!r}" if not matches else f"{prefix!r} is ambiguous"
+            )
+        return matches[0]
+
+    # -- task logs ------------------------------------------------------------------
+
+    async def write_lines(self, lines: Sequence[LogLine]) -> None:
+        if not lines:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        touched: set[str] = set()
+        for line in lines:
+            if len(line.text) > MAX_LINE_CHARS:
+                line = msgspec.structs.replace(
+                    line, text=line.text[:MAX_LINE_CHARS] + "…[truncated]"
+                )
+            list_key = key(line.run_id, f"log:{line.task}:{line.index}:{line.attempt}")
+            pipe.rpush(list_key, _line_encoder.encode(line))
+            if list_key not in touched:
+                touched.add(list_key)
+                pipe.sadd(key(line.run_id, "logkeys"), list_key)
+        for list_key in touched:
+            pipe.ltrim(list_key, -MAX_LINES_PER_ATTEMPT, -1)
+        await self._retrying("logs", pipe.execute)
+
+    async def read_lines(self, run_id: str, task: str | None = None) -> list[LogLine]:
+        keys = sorted(k.decode() for k in await self._redis.smembers(key(run_id, "logkeys")))
+        if task is not None:
+            keys = [k for k in keys if k.split(":log:", 1)[1].rsplit(":", 2)[0] == task]
+        pipe = self._redis.pipeline(transaction=False)
+        for list_key in keys:
+            pipe.lrange(list_key, 0, -1)
+        lines = [_line_decoder.decode(raw) for chunk in await pipe.execute() for raw in chunk]
+        lines.sort(key=lambda line: line.at)
+        return lines
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+_INDEXED = frozenset({"run_submitted", "run_completed", "run_retry_requested"})
+
+
+def _summary_fields(row: RunSummary) -> dict[str, Any]:
+    return {
+        "workflow": row.workflow,
+        "state": row.state,
+        "submitted_at": repr(row.submitted_at),
+        "finished_at": "" if row.finished_at is None else repr(row.finished_at),
+        "reason": row.reason,
+    }
+
+
+def _summary_from(run_id: str, raw: dict[bytes, bytes]) -> RunSummary:
+    finished = raw.get(b"finished_at", b"").decode()
+    return RunSummary(
+        run_id=run_id,
+        workflow=raw[b"workflow"].decode(),
+        state=raw[b"state"].decode(),
+        submitted_at=float(raw[b"submitted_at"]),
+        finished_at=float(finished) if finished else None,
+        reason=raw.get(b"reason", b"").decode(),
+    )
