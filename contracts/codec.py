@@ -8,12 +8,15 @@ import msgspec
 
 from contracts.errors import ConveyorError
 from contracts.events import EVENT_VERSION, AnyEvent, Event
-from contracts.messages import MESSAGE_VERSION, CancelTasks, TaskReady
+from contracts.messages import MESSAGE_VERSION, CancelTasks, Heartbeat, ShardWake, TaskReady
 
 _encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(AnyEvent)
 _task_decoder = msgspec.json.Decoder(TaskReady)
 _control_decoder = msgspec.json.Decoder(CancelTasks)
+_coordinator_decoder = msgspec.json.Decoder(AnyEvent | Heartbeat | ShardWake)
+
+CoordinatorInput = Event | Heartbeat | ShardWake
 
 
 class DecodeError(ConveyorError):
@@ -32,6 +35,18 @@ def decode_event(data: bytes | str) -> Event:
     if event.v > EVENT_VERSION:
         raise DecodeError(f"event version {event.v} is newer than this engine ({EVENT_VERSION})")
     return event
+
+
+def decode_coordinator_input(data: bytes) -> CoordinatorInput:
+    """What arrives on a coordinator shard queue: an event, a heartbeat or a wake-up."""
+    try:
+        message: CoordinatorInput = _coordinator_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise DecodeError(f"undecodable coordinator message: {exc}") from exc
+    limit = EVENT_VERSION if isinstance(message, Event) else MESSAGE_VERSION
+    if message.v > limit:
+        raise DecodeError(f"message version {message.v} is newer than this engine ({limit})")
+    return message
 
 
 def decode_task(data: bytes) -> TaskReady:

@@ -34,6 +34,8 @@ class TaskReady(msgspec.Struct, tag="task_ready", frozen=True, kw_only=True):
     attempt: int = 1
     step: StepSpec
     item: Any = None
+    reply_to: str = ""
+    """Queue for this attempt's events (its run's coordinator shard)."""
 
     @property
     def key(self) -> tuple[str, str, int, int]:
@@ -47,3 +49,28 @@ class CancelTasks(msgspec.Struct, tag="cancel_tasks", frozen=True, kw_only=True)
     run_id: str
     task: str | None = None
     reason: str = "cancelled"
+
+
+class AttemptRef(msgspec.Struct, frozen=True, array_like=True):
+    run_id: str
+    task: str
+    index: int
+    attempt: int
+
+
+class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True, kw_only=True):
+    """A worker is alive and still running these attempts. Not logged: it renews leases."""
+
+    v: int = MESSAGE_VERSION
+    worker: str
+    at: float
+    attempts: list[AttemptRef]
+
+
+class ShardWake(msgspec.Struct, tag="shard_wake", frozen=True, kw_only=True):
+    """Sent to every shard queue now and then: whoever consumes it checks that it holds
+    every unfinished run of the shard (a standby that just took over picks them up)."""
+
+    v: int = MESSAGE_VERSION
+    shard: int
+    at: float

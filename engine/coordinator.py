@@ -4,6 +4,13 @@ For every event it receives it (1) appends it to the run's log, (2) folds it int
 run's state, (3) asks the pure core what to do, (4) appends those decisions, and only
 then (5) publishes the task messages they call for: a dispatch is durable before its
 message exists (outbox order). The incoming message is acked after all of that.
+
+Runs are sharded by id over ``shards`` queues. With RabbitMQ each shard queue has a
+single active consumer, so extra coordinators are hot standbys; whoever consumes a
+shard rebuilds from the log any unfinished run it does not hold (``ShardWake``).
+
+Leases: a started attempt must be renewed by its worker's heartbeats; one that is
+not renewed within ``heartbeat_timeout`` is declared lost and runs again.
 """
 
 from __future__ import annotations
@@ -15,25 +22,29 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
 import structlog
 
-from contracts.codec import DecodeError, decode_event, encode
+from contracts.codec import DecodeError, decode_coordinator_input, encode
 from contracts.errors import ConveyorError, ExpressionError, NotFound
 from contracts.events import (
     Event,
     RetryScheduled,
     RunCancelRequested,
     RunCompleted,
+    RunRetryRequested,
     RunSubmitted,
     TaskDispatched,
     TaskFailed,
+    TaskStarted,
     TimerFired,
 )
-from contracts.messages import CancelTasks
+from contracts.messages import CancelTasks, Heartbeat, ShardWake, TaskReady
 from contracts.ports import Consumer, RunLog, Transport, processing
 from contracts.spec import Workflow
-from contracts.topology import CONTROL_TOPIC, COORDINATOR_QUEUE, task_queue
-from engine.state import decide, fold, new_state, replay
+from contracts.topology import CONTROL_TOPIC, shard_of, shard_queue, task_queue
+from engine.state import decide, fold, new_state, snapshot
+from engine.state import model as m
 from engine.state.context import render_task
 from engine.state.decide import pending_timers
 from engine.state.model import RunState
@@ -42,6 +53,8 @@ from engine.timers import LoopTimers, Timers
 log = structlog.get_logger("conveyor.coordinator")
 
 Observer = Callable[[Event, RunState], None]
+LeaseKey = tuple[str, str, int, int]
+TimersFactory = Callable[[Callable[[Event], Any]], Timers]
 
 
 class Coordinator:
@@ -50,34 +63,56 @@ class Coordinator:
         transport: Transport,
         runlog: RunLog,
         *,
+        shards: int = 1,
         clock: Callable[[], float] = time.time,
-        timers: Timers | None = None,
+        timers: TimersFactory | None = None,
         prefetch: int = 64,
+        heartbeat_timeout: float | None = None,
+        wake_interval: float | None = None,
+        snapshot_every: int = 500,
     ) -> None:
         self._transport = transport
         self._runlog = runlog
+        self._shards = shards
         self._clock = clock
-        self._timers = timers or LoopTimers(self._publish_event, clock)
+        self._timers: Timers = (timers or (lambda fire: LoopTimers(fire, clock)))(
+            self.publish_event
+        )
         self._prefetch = prefetch
+        self._heartbeat_timeout = heartbeat_timeout
+        self._wake_interval = wake_interval
+        self._snapshot_every = snapshot_every
         self._runs: dict[str, RunState] = {}
         self._finished: OrderedDict[str, RunState] = OrderedDict()
+        self._snapshotted: dict[str, int] = {}
         self._waiters: dict[str, list[asyncio.Future[RunState]]] = {}
         self._observers: list[Observer] = []
-        self._consumer: Consumer | None = None
-        self._loop_task: asyncio.Task[None] | None = None
+        self._leases: dict[LeaseKey, float] = {}
+        self._consumers: list[Consumer] = []
+        self._loops: list[asyncio.Task[None]] = []
 
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
-        self._consumer = await self._transport.consume(COORDINATOR_QUEUE, prefetch=self._prefetch)
-        self._loop_task = asyncio.create_task(self._consume(self._consumer), name="coordinator")
+        await self._timers.start()
+        for shard in range(self._shards):
+            consumer = await self._transport.consume(shard_queue(shard), prefetch=self._prefetch)
+            self._consumers.append(consumer)
+            self._loops.append(asyncio.create_task(self._consume(consumer), name=f"shard-{shard}"))
+        if self._heartbeat_timeout is not None:
+            self._loops.append(asyncio.create_task(self._check_leases(), name="leases"))
+        if self._wake_interval is not None:
+            self._loops.append(asyncio.create_task(self._wake_shards(), name="wake"))
+        log.info("coordinator started", shards=self._shards)
 
     async def stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.close()
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for consumer in self._consumers:
+            await consumer.close()
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._consumers.clear()
+        self._loops.clear()
         await self._timers.close()
 
     async def __aenter__(self) -> Coordinator:
@@ -91,7 +126,17 @@ class Coordinator:
         """Call ``observer(event, state)`` after every event folded into a live run."""
         self._observers.append(observer)
 
-    # -- commands ------------------------------------------------------------------
+    def forget_all(self) -> None:
+        """Drop every run held in memory; they are rebuilt from their logs when next needed.
+
+        Called when the broker connection was lost: another coordinator may have
+        advanced our runs meanwhile.
+        """
+        self._runs.clear()
+        self._finished.clear()
+        self._leases.clear()
+
+    # -- commands (any process can send them) ---------------------------------------
 
     async def submit(
         self,
@@ -101,29 +146,21 @@ class Coordinator:
         trigger: str = "cli",
         idempotency_key: str | None = None,
     ) -> str:
-        """Start a run; returns its id. The same idempotency key always gives the same run."""
-        if idempotency_key is not None:
-            run_id = uuid.uuid5(uuid.NAMESPACE_URL, f"conveyor:{idempotency_key}").hex
-        else:
-            run_id = uuid.uuid4().hex
-        event = RunSubmitted(
-            run_id=run_id,
-            at=self._clock(),
-            workflow=workflow.model_dump(mode="json", exclude_unset=True),
-            params=params,
+        return await submit_run(
+            self._transport,
+            workflow,
+            params,
+            shards=self._shards,
+            clock=self._clock,
             trigger=trigger,
             idempotency_key=idempotency_key,
         )
-        await self._publish_event(event)
-        return run_id
 
     async def cancel(self, run_id: str, reason: str = "cancelled by user") -> None:
-        await self._publish_event(
-            RunCancelRequested(run_id=run_id, at=self._clock(), reason=reason)
-        )
+        await self.publish_event(RunCancelRequested(run_id=run_id, at=self._clock(), reason=reason))
 
     async def wait(self, run_id: str) -> RunState:
-        """Wait until the run completes; returns its final state."""
+        """Wait until the run completes (in this process); returns its final state."""
         done = self._finished.get(run_id)
         if done is not None:
             return done
@@ -131,8 +168,10 @@ class Coordinator:
         self._waiters.setdefault(run_id, []).append(future)
         return await future
 
-    async def _publish_event(self, event: Event) -> None:
-        await self._transport.publish(COORDINATOR_QUEUE, [encode(event)])
+    async def publish_event(self, event: Event) -> None:
+        await self._transport.publish(
+            shard_queue(shard_of(event.run_id, self._shards)), [encode(event)]
+        )
 
     # -- the loop ------------------------------------------------------------------
 
@@ -140,11 +179,18 @@ class Coordinator:
         async for delivery in consumer:
             try:
                 async with processing(delivery):
-                    event = decode_event(delivery.body)
-                    with structlog.contextvars.bound_contextvars(run_id=event.run_id):
-                        await self.handle(event)
+                    message = decode_coordinator_input(delivery.body)
+                    if isinstance(message, Heartbeat):
+                        self._renew(message)
+                    elif isinstance(message, ShardWake):
+                        await self._sweep(message.shard)
+                    else:
+                        with structlog.contextvars.bound_contextvars(run_id=message.run_id):
+                            await self.handle(message)
             except DecodeError as exc:
                 log.error("dead-lettered an undecodable message", error=str(exc))
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 log.exception("event handling failed; message requeued")
 
@@ -159,7 +205,11 @@ class Coordinator:
                 return
         (appended,) = await self._runlog.append(run_id, [event])
         if not appended:
-            log.debug("duplicate event ignored", event_id=event.id)
+            # Redelivered, or appended by an earlier try whose answer we lost: the log
+            # knows more than we do, so take the state from the log.
+            log.debug("duplicate event", event_id=event.id)
+            if state is not None and not state.finished:
+                await self._reload(run_id)
             return
         if state is None:
             assert isinstance(event, RunSubmitted)
@@ -167,24 +217,63 @@ class Coordinator:
             self._runs[run_id] = state
             log.info("run submitted", workflow=state.workflow.name, tasks=len(state.nodes))
         else:
+            was_finished = state.finished
             fold(state, event)
+            if was_finished and not state.finished:
+                self._finished.pop(run_id, None)
+                self._runs[run_id] = state
         self._notify(event, state)
         await self._effects([event], state)
         await self._advance(state)
+        await self._maybe_snapshot(state)
+
+    async def _reload(self, run_id: str) -> None:
+        self._runs.pop(run_id, None)
+        self._finished.pop(run_id, None)
+        await self._recover(run_id)
 
     async def _recover(self, run_id: str) -> RunState | None:
         """Rebuild a run this coordinator does not hold from its log, and catch up."""
         try:
-            events = await self._runlog.read(run_id)
+            blob, events = await self._runlog.load(run_id)
         except NotFound:
             return None
-        state = replay(events)
+        if blob is not None:
+            state = snapshot.load(blob)
+        else:
+            first = events.pop(0)
+            assert isinstance(first, RunSubmitted)
+            state = new_state(first)
+        for event in events:
+            fold(state, event)
+        self._snapshotted[run_id] = state.events_folded
         self._remember(state)
-        if not state.finished:
-            log.info("run recovered from its log", events=len(events))
-            for due, timer_event in pending_timers(state):
-                self._timers.schedule(due, timer_event)
-            await self._advance(state)
+        if state.finished:
+            return state
+        log.info("run recovered from its log", events=state.events_folded)
+        for due, timer_event in pending_timers(state):
+            await self._timers.schedule(due, timer_event)
+        now = self._clock()
+        republish: list[TaskDispatched] = []
+        for node in state.nodes.values():
+            for index, inst in enumerate(node.instances):
+                key = (run_id, node.spec.name, index, inst.attempt)
+                if inst.status == m.RUNNING and self._heartbeat_timeout is not None:
+                    self._leases[key] = now  # a grace period for its worker's next heartbeat
+                elif inst.status == m.DISPATCHED:
+                    # Its message may never have been published (we died in between);
+                    # publishing it again is harmless: results are idempotent.
+                    republish.append(
+                        TaskDispatched(
+                            run_id=run_id,
+                            at=state.now,
+                            task=node.spec.name,
+                            index=index,
+                            attempt=inst.attempt,
+                        )
+                    )
+        await self._effects(republish, state)
+        await self._advance(state)
         return state
 
     def _remember(self, state: RunState) -> None:
@@ -202,20 +291,22 @@ class Coordinator:
             if not decisions:
                 return
             added = await self._runlog.append(state.run_id, decisions)
-            folded: list[Event] = []
-            for decision, new in zip(decisions, added, strict=True):
-                if new:
-                    fold(state, decision)
-                    folded.append(decision)
-                    self._notify(decision, state)
-            await self._effects(folded, state)
-            if not folded:
+            if not all(added):
+                # Decisions are a function of the state: one already in the log means
+                # our state is behind the log. Start again from the log.
+                log.warning("state behind the log; reloading", run_id=state.run_id)
+                await self._reload(state.run_id)
                 return
+            for decision in decisions:
+                fold(state, decision)
+                self._notify(decision, state)
+            await self._effects(decisions, state)
 
     async def _effects(self, events: Sequence[Event], state: RunState) -> None:
         """Side effects called for by events just made durable."""
         dispatches: dict[str, list[bytes]] = {}
         failures: list[Event] = []
+        reply_to = shard_queue(shard_of(state.run_id, self._shards))
         for event in events:
             if isinstance(event, TaskDispatched):
                 try:
@@ -234,18 +325,29 @@ class Coordinator:
                         )
                     )
                     continue
+                message = _with_reply_to(message, reply_to)
                 pool = state.nodes[event.task].spec.pool
                 dispatches.setdefault(task_queue(pool), []).append(encode(message))
+            elif isinstance(event, TaskStarted) and self._heartbeat_timeout is not None:
+                self._leases[(event.run_id, event.task, event.index, event.attempt)] = self._clock()
             elif isinstance(event, RetryScheduled):
-                for due, timer_event in _retry_timer(event):
-                    self._timers.schedule(due, timer_event)
-            elif isinstance(event, RunSubmitted):
+                fired = TimerFired(
+                    run_id=event.run_id,
+                    at=event.due,
+                    task=event.task,
+                    index=event.index,
+                    attempt=event.attempt,
+                )
+                await self._timers.schedule(event.due, fired)
+            elif isinstance(event, RunSubmitted | RunRetryRequested):
                 for due, timer_event in pending_timers(state):
-                    self._timers.schedule(due, timer_event)
+                    await self._timers.schedule(due, timer_event)
             elif isinstance(event, RunCompleted):
                 await self._completed(state)
+            if self._leases and (outcome := _attempt_outcome(event)) is not None:
+                self._leases.pop(outcome, None)
         for queue, bodies in dispatches.items():
-            await self._transport.publish(queue, bodies)
+            await self._transport.publish(queue, bodies, headers=trace_headers(state.run_id))
         for failure in failures:
             await self._runlog.append(state.run_id, [failure])
             fold(state, failure)
@@ -253,15 +355,24 @@ class Coordinator:
 
     async def _completed(self, state: RunState) -> None:
         log.info("run completed", state=state.status, reason=state.reason)
-        inflight = any(node.inflight for node in state.nodes.values())
-        if inflight or state.status == "cancelled":
-            await self._transport.broadcast(
-                CONTROL_TOPIC, encode(CancelTasks(run_id=state.run_id, reason=state.reason))
-            )
+        await self._transport.broadcast(
+            CONTROL_TOPIC,
+            encode(CancelTasks(run_id=state.run_id, reason=state.reason or state.status)),
+        )
+        for key in [k for k in self._leases if k[0] == state.run_id]:
+            del self._leases[key]
         self._remember(state)
+        await self._runlog.save_snapshot(state.run_id, snapshot.dump(state))
         for future in self._waiters.pop(state.run_id, []):
             if not future.done():
                 future.set_result(state)
+
+    async def _maybe_snapshot(self, state: RunState) -> None:
+        last = self._snapshotted.get(state.run_id, 0)
+        if state.finished or state.events_folded - last < self._snapshot_every:
+            return
+        if await self._runlog.save_snapshot(state.run_id, snapshot.dump(state)):
+            self._snapshotted[state.run_id] = state.events_folded
 
     def _notify(self, event: Event, state: RunState) -> None:
         for observer in self._observers:
@@ -270,6 +381,59 @@ class Coordinator:
             except Exception:
                 log.exception("observer failed")
 
+    # -- liveness --------------------------------------------------------------------
+
+    def _renew(self, beat: Heartbeat) -> None:
+        now = self._clock()
+        for ref in beat.attempts:
+            key = (ref.run_id, ref.task, ref.index, ref.attempt)
+            if key in self._leases:
+                self._leases[key] = now
+
+    async def _check_leases(self) -> None:
+        assert self._heartbeat_timeout is not None
+        timeout = self._heartbeat_timeout
+        while True:
+            await asyncio.sleep(timeout / 4)
+            now = self._clock()
+            expired = [key for key, seen in self._leases.items() if now - seen > timeout]
+            for key in expired:
+                self._leases.pop(key, None)
+                run_id, task, index, attempt = key
+                log.warning(
+                    "attempt lost: no heartbeat",
+                    run_id=run_id,
+                    task=task,
+                    index=index,
+                    attempt=attempt,
+                )
+                await self.publish_event(
+                    TaskFailed(
+                        run_id=run_id,
+                        at=now,
+                        task=task,
+                        index=index,
+                        attempt=attempt,
+                        error=f"no heartbeat from its worker for {timeout:g}s",
+                        reason="lost",
+                    )
+                )
+
+    async def _wake_shards(self) -> None:
+        assert self._wake_interval is not None
+        while True:
+            for shard in range(self._shards):
+                wake = ShardWake(shard=shard, at=self._clock())
+                await self._transport.publish(shard_queue(shard), [encode(wake)])
+            await asyncio.sleep(self._wake_interval)
+
+    async def _sweep(self, shard: int) -> None:
+        """Take up every unfinished run of ``shard`` that this coordinator does not hold."""
+        for run_id in await self._runlog.running():
+            if shard_of(run_id, self._shards) == shard and run_id not in self._runs:
+                with structlog.contextvars.bound_contextvars(run_id=run_id):
+                    await self._recover(run_id)
+
     def run_state(self, run_id: str) -> RunState:
         state = self._runs.get(run_id) or self._finished.get(run_id)
         if state is None:
@@ -277,8 +441,49 @@ class Coordinator:
         return state
 
 
-def _retry_timer(event: RetryScheduled) -> list[tuple[float, Event]]:
-    fired = TimerFired(
-        run_id=event.run_id, at=event.due, task=event.task, index=event.index, attempt=event.attempt
+def _with_reply_to(message: TaskReady, reply_to: str) -> TaskReady:
+    return msgspec.structs.replace(message, reply_to=reply_to)
+
+
+def _attempt_outcome(event: Event) -> LeaseKey | None:
+    if event.kind in ("task_succeeded", "task_failed"):
+        task_event: Any = event
+        return (event.run_id, task_event.task, task_event.index, task_event.attempt)
+    return None
+
+
+async def submit_run(
+    transport: Transport,
+    workflow: Workflow,
+    params: dict[str, Any],
+    *,
+    shards: int,
+    clock: Callable[[], float] = time.time,
+    trigger: str = "cli",
+    idempotency_key: str | None = None,
+) -> str:
+    """Send a run to its coordinator shard; returns the run id.
+
+    The same idempotency key always gives the same run id, and the coordinator appends
+    the submission only once.
+    """
+    if idempotency_key is not None:
+        run_id = uuid.uuid5(uuid.NAMESPACE_URL, f"conveyor:{idempotency_key}").hex
+    else:
+        run_id = uuid.uuid4().hex
+    event = RunSubmitted(
+        run_id=run_id,
+        at=clock(),
+        workflow=workflow.model_dump(mode="json", exclude_unset=True),
+        params=params,
+        trigger=trigger,
+        idempotency_key=idempotency_key,
     )
-    return [(event.due, fired)]
+    await transport.publish(shard_queue(shard_of(run_id, shards)), [encode(event)])
+    return run_id
+
+
+def trace_headers(run_id: str) -> dict[str, str]:
+    """W3C trace context for a dispatch: the run is the trace, each dispatch a span."""
+    trace_id = run_id if len(run_id) == 32 else uuid.uuid5(uuid.NAMESPACE_URL, run_id).hex
+    return {"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"}

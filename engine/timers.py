@@ -1,6 +1,6 @@
 """Timers that turn 'at time T' into an event delivered to the coordinator.
 
-A due timer publishes its event on the coordinator queue, so it takes the same path
+A due timer publishes its event to the coordinator, so it takes the same path
 (append, fold, decide) as every other event, and a duplicate firing is harmless: the
 event's id is stable.
 """
@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
+import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from contracts.codec import decode_event, encode
 from contracts.events import Event
 
 log = structlog.get_logger("conveyor.timers")
 
+Fire = Callable[[Event], Awaitable[None]]
+
 
 class Timers(Protocol):
-    def schedule(self, due: float, event: Event) -> None: ...
+    async def start(self) -> None: ...
+
+    async def schedule(self, due: float, event: Event) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -27,15 +35,16 @@ class Timers(Protocol):
 class LoopTimers:
     """Timers on the event loop; enough for one process (embedded mode, tests)."""
 
-    def __init__(
-        self, fire: Callable[[Event], Awaitable[None]], clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, fire: Fire, clock: Callable[[], float]) -> None:
         self._fire = fire
         self._clock = clock
         self._handles: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def schedule(self, due: float, event: Event) -> None:
+    async def start(self) -> None:
+        return None
+
+    async def schedule(self, due: float, event: Event) -> None:
         if event.id in self._handles:
             return
         delay = max(0.0, due - self._clock())
@@ -64,3 +73,73 @@ class LoopTimers:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+# Claim due timers: push their score forward by a lease, so a coordinator that dies
+# between claiming and publishing does not lose them; they come due again.
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, member in ipairs(due) do
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[2], member)
+end
+return due
+"""
+
+
+class RedisTimers:
+    """Timers in a Redis sorted set, shared by every coordinator; they survive restarts."""
+
+    KEY = "cv:timers"
+
+    def __init__(
+        self,
+        url: str,
+        fire: Fire,
+        clock: Callable[[], float],
+        *,
+        poll_interval: float = 0.05,
+        claim_lease: float = 30.0,
+    ) -> None:
+        self._redis: Any = aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self._claim = self._redis.register_script(_CLAIM)
+        self._fire = fire
+        self._clock = clock
+        self._poll = poll_interval
+        self._lease = claim_lease
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="redis-timers")
+
+    async def schedule(self, due: float, event: Event) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self._redis.zadd(self.KEY, {encode(event): due}, nx=True)
+                return
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("Redis unavailable; retrying timer", error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                now = self._clock()
+                members = await self._claim(keys=[self.KEY], args=[now, now + self._lease, 500])
+                for member in members:
+                    await self._fire(decode_event(member))
+                    await self._redis.zrem(self.KEY, member)
+                if not members:
+                    await asyncio.sleep(self._poll)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("timer poll failed; retrying", error=str(exc))
+                await asyncio.sleep(0.5)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._redis.aclose()

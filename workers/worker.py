@@ -1,9 +1,17 @@
 """The worker: takes task messages from its pool's queue, runs them, reports outcomes.
 
-Stateless: everything it knows arrives in the message. A message is acked only after
-the outcome event has been published (and so is durable at the broker). Stopping
-hands back unfinished work: after the grace period, running steps are killed and
-their messages requeued for another worker.
+Stateless: everything it knows arrives in the message, and every event it produces
+goes to the queue the message names (``reply_to``: its run's coordinator shard).
+
+A task message is acked once the attempt's ``TaskStarted`` is confirmed by the
+broker. From then on the coordinator owns the attempt's liveness through this
+worker's heartbeats: a worker that dies or hangs stops beating and the attempt is
+declared lost and run again. So a step may run longer than the broker's consumer
+timeout, and a message is never held for the length of a step.
+
+Stopping (SIGTERM): take no more tasks, let running steps finish within the grace
+period, then kill the rest and hand them back (reported as ``lost``, so they run
+again at once elsewhere).
 """
 
 from __future__ import annotations
@@ -19,15 +27,17 @@ import structlog
 
 from contracts.codec import DecodeError, decode_control, decode_task, encode
 from contracts.events import Event, TaskFailed, TaskStarted, TaskSucceeded
-from contracts.messages import TaskReady
-from contracts.ports import Consumer, Delivery, TaskLogStore, Transport, processing
-from contracts.topology import CONTROL_TOPIC, COORDINATOR_QUEUE, task_queue
+from contracts.messages import AttemptRef, Heartbeat, TaskReady
+from contracts.ports import Consumer, Delivery, Listener, TaskLogStore, Transport, processing
+from contracts.topology import CONTROL_TOPIC, task_queue
 from workers.executors import Executor, StepOutcome, default_executors
 from workers.logbuffer import LogBuffer
 
 log = structlog.get_logger("conveyor.worker")
 
 _counter = 0
+
+AttemptKey = tuple[str, str, int, int]
 
 
 def _worker_name() -> str:
@@ -47,6 +57,7 @@ class Worker:
         name: str | None = None,
         executors: dict[str, Executor] | None = None,
         clock: Callable[[], float] = time.time,
+        heartbeat_interval: float | None = None,
     ) -> None:
         self._transport = transport
         self._pool = pool
@@ -54,13 +65,16 @@ class Worker:
         self.name = name or _worker_name()
         self._executors = executors or default_executors()
         self._clock = clock
+        self._heartbeat_interval = heartbeat_interval
         self._logs = LogBuffer(logs, clock)
+        self._slots = asyncio.Semaphore(concurrency)
         self._consumer: Consumer | None = None
+        self._listener: Listener | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._handlers: set[asyncio.Task[None]] = set()
-        self._running: dict[tuple[str, str, int, int], asyncio.Task[None]] = {}
-        self._cancelled: dict[tuple[str, str, int, int], str] = {}
-        self._listener: Any = None
+        self._running: dict[AttemptKey, tuple[asyncio.Task[None], str]] = {}
+        self._cancelled: dict[AttemptKey, str] = {}
+        self._stopping = False
 
     async def start(self) -> None:
         self._logs.start()
@@ -73,21 +87,33 @@ class Worker:
             asyncio.create_task(self._consume(self._consumer), name=f"worker-{self.name}"),
             asyncio.create_task(self._control(self._listener), name=f"control-{self.name}"),
         ]
+        if self._heartbeat_interval is not None:
+            self._loops.append(asyncio.create_task(self._beat(), name=f"heartbeat-{self.name}"))
         log.info("worker started", worker=self.name, pool=self._pool, concurrency=self._concurrency)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking tasks; let running ones finish for ``grace`` seconds, then hand back."""
-        for loop in self._loops:
-            loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._stopping = True
+        if self._consumer is not None:
+            await self._consumer.close()  # messages not started yet go back to the queue
+        consume = self._loops[0] if self._loops else None
+        if consume is not None:
+            consume.cancel()
+            await asyncio.gather(consume, return_exceptions=True)
         running = list(self._handlers)
         if running:
+            log.info(
+                "waiting for running steps", worker=self.name, running=len(running), grace=grace
+            )
             _done, late = await asyncio.wait(running, timeout=grace)
-            for task in late:
-                task.cancel()
+            for key, (task, _reply) in list(self._running.items()):
+                if task in late:
+                    self._cancelled[key] = "handed back: the worker stopped"
+                    task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        if self._consumer is not None:
-            await self._consumer.close()
+        for loop in self._loops[1:]:
+            loop.cancel()
+        await asyncio.gather(*self._loops[1:], return_exceptions=True)
         if self._listener is not None:
             await self._listener.aclose()
         await self._logs.close()
@@ -106,45 +132,56 @@ class Worker:
 
     async def _consume(self, consumer: Consumer) -> None:
         async for delivery in consumer:
+            await self._slots.acquire()
+            if self._stopping:
+                self._slots.release()
+                await delivery.nack(requeue=True)
+                return
             handler = asyncio.create_task(self._handle(delivery))
             self._handlers.add(handler)
-            handler.add_done_callback(self._handlers.discard)
+            handler.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        self._handlers.discard(task)
+        self._slots.release()
 
     async def _handle(self, delivery: Delivery) -> None:
         try:
             async with processing(delivery):
                 message = decode_task(delivery.body)
-                with structlog.contextvars.bound_contextvars(
-                    run_id=message.run_id,
-                    task=message.task,
-                    index=message.index,
-                    attempt=message.attempt,
-                ):
-                    await self._execute(message)
+                await self._publish(message, self._started(message))
+            # Acked: the attempt is ours now, kept alive by heartbeats.
+            with structlog.contextvars.bound_contextvars(
+                run_id=message.run_id,
+                task=message.task,
+                index=message.index,
+                attempt=message.attempt,
+                traceparent=delivery.headers.get("traceparent"),
+            ):
+                await self._execute(message)
         except DecodeError as exc:
             log.error("dead-lettered an undecodable task message", error=str(exc))
         except asyncio.CancelledError:
-            log.info("task handed back for another worker")
             raise
         except Exception:
-            log.exception("task handling failed; message requeued")
+            log.exception("task handling failed")
+
+    def _started(self, message: TaskReady) -> TaskStarted:
+        return TaskStarted(
+            run_id=message.run_id,
+            at=self._clock(),
+            task=message.task,
+            index=message.index,
+            attempt=message.attempt,
+            worker=self.name,
+        )
 
     async def _execute(self, message: TaskReady) -> None:
         key = message.key
         current = asyncio.current_task()
         assert current is not None
-        self._running[key] = current
+        self._running[key] = (current, message.reply_to)
         try:
-            await self._publish(
-                TaskStarted(
-                    run_id=message.run_id,
-                    at=self._clock(),
-                    task=message.task,
-                    index=message.index,
-                    attempt=message.attempt,
-                    worker=self.name,
-                )
-            )
             emit = self._logs.emitter(message.run_id, message.task, message.index, message.attempt)
             started = time.monotonic()
             log.info("step started", kind=message.step.kind)
@@ -153,16 +190,20 @@ class Worker:
             except asyncio.CancelledError:
                 reason = self._cancelled.pop(key, None)
                 if reason is None:
-                    raise  # shutdown: hand the message back
+                    raise
                 current.uncancel()
+                handed_back = reason.startswith("handed back")
                 outcome = StepOutcome(
-                    ok=False, error=f"cancelled: {reason}", reason="cancelled", retryable=False
+                    ok=False,
+                    error=reason if handed_back else f"cancelled: {reason}",
+                    reason="lost" if handed_back else "cancelled",
+                    retryable=handed_back,
                 )
             duration = time.monotonic() - started
             if not outcome.ok:
                 emit("system", f"step failed ({outcome.reason}): {outcome.error}")
             await self._logs.flush()
-            await self._publish(self._outcome_event(message, outcome, duration))
+            await self._publish(message, self._outcome_event(message, outcome, duration))
             log.info(
                 "step finished",
                 ok=outcome.ok,
@@ -202,18 +243,33 @@ class Worker:
             exit_code=outcome.exit_code,
         )
 
-    async def _publish(self, event: Event) -> None:
-        await self._transport.publish(COORDINATOR_QUEUE, [encode(event)])
+    async def _publish(self, message: TaskReady, event: Event) -> None:
+        if not message.reply_to:
+            raise DecodeError("task message has no reply_to queue")
+        await self._transport.publish(message.reply_to, [encode(event)])
 
-    async def _control(self, listener: Any) -> None:
+    async def _beat(self) -> None:
+        assert self._heartbeat_interval is not None
+        while True:
+            await asyncio.sleep(self._heartbeat_interval)
+            by_queue: dict[str, list[AttemptRef]] = {}
+            for (run_id, task, index, attempt), (_t, reply_to) in self._running.items():
+                by_queue.setdefault(reply_to, []).append(AttemptRef(run_id, task, index, attempt))
+            for queue, attempts in by_queue.items():
+                beat = Heartbeat(worker=self.name, at=self._clock(), attempts=attempts)
+                try:
+                    await self._transport.publish(queue, [encode(beat)])
+                except Exception as exc:
+                    log.warning("heartbeat failed", error=str(exc))
+
+    async def _control(self, listener: Listener) -> None:
         async for body in listener:
             try:
                 command = decode_control(body)
             except DecodeError as exc:
                 log.warning("ignored an undecodable control message", error=str(exc))
                 continue
-            for key, task in list(self._running.items()):
-                run_id, task_name = key[0], key[1]
-                if run_id == command.run_id and command.task in (None, task_name):
+            for key, (task, _reply) in list(self._running.items()):
+                if key[0] == command.run_id and command.task in (None, key[1]):
                     self._cancelled[key] = command.reason or "cancelled"
                     task.cancel()

@@ -176,9 +176,7 @@ class RedisRunLog:
     async def runs(
         self, *, state: str | None = None, workflow: str | None = None, limit: int = 50
     ) -> list[RunSummary]:
-        if state and workflow:
-            source = f"{PREFIX}:runs:state:{state}"
-        elif state:
+        if (state and workflow) or state:
             source = f"{PREFIX}:runs:state:{state}"
         elif workflow:
             source = f"{PREFIX}:runs:wf:{workflow}"

@@ -18,6 +18,7 @@ publishes of one call are pipelined). Deliveries are settled by the caller
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -93,11 +94,9 @@ class RabbitConsumer:
 
     async def close(self) -> None:
         self._inbox.put_nowait(None)
-        try:
-            # Closing the channel returns its unacked deliveries to the queue.
+        # Closing the channel returns its unacked deliveries to the queue.
+        with contextlib.suppress(*_RETRYABLE):
             await self._channel.close()
-        except _RETRYABLE:
-            pass
 
 
 class _Listener:
@@ -140,10 +139,8 @@ class _Listener:
         self._inbox.put_nowait(None)
         self._ready.cancel()
         if self._channel is not None:
-            try:
+            with contextlib.suppress(*_RETRYABLE):
                 await self._channel.close()
-            except _RETRYABLE:
-                pass
 
 
 class RabbitTransport:

@@ -13,7 +13,7 @@ import pytest
 
 from contracts.codec import encode
 from contracts.events import Event, TaskStarted, TaskSucceeded
-from contracts.topology import COORDINATOR_QUEUE
+from contracts.topology import shard_queue
 from contracts.validation import parse_workflow, resolve_params
 from engine.embedded import EmbeddedEngine
 from engine.state.model import RunState
@@ -245,14 +245,14 @@ async def test_a_redelivered_result_has_no_second_effect(engine: EmbeddedEngine)
     state = await run(engine, "name: dup\ntasks:\n  - name: a\n    script: echo 1\n")
     before = await engine.store.read(state.run_id)
     result = next(e for e in before if isinstance(e, TaskSucceeded))
-    await engine.transport.publish(COORDINATOR_QUEUE, [encode(result)])
+    await engine.transport.publish(shard_queue(0), [encode(result)])
     # Drain: a later, distinct run completing proves the duplicate was handled first.
     await run(engine, "name: after\ntasks:\n  - name: a\n    script: echo 2\n")
     assert await engine.store.read(state.run_id) == before
 
 
 async def test_undecodable_messages_are_dead_lettered_not_fatal(engine: EmbeddedEngine) -> None:
-    await engine.transport.publish(COORDINATOR_QUEUE, [b"\x00garbage"])
+    await engine.transport.publish(shard_queue(0), [b"\x00garbage"])
     state = await run(engine, "name: still-alive\ntasks:\n  - name: a\n    script: echo ok\n")
     assert state.status == "succeeded"
-    assert engine.transport.dead_letters_of(COORDINATOR_QUEUE) == [b"\x00garbage"]
+    assert engine.transport.dead_letters_of(shard_queue(0)) == [b"\x00garbage"]

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from contracts.events import Event, RetryScheduled, TaskDispatched
 from contracts.validation import workflow_from_data
-from engine.state import model as m
 from engine.state import fold, replay, snapshot
+from engine.state import model as m
 from tests.engine.sim import Sim
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
-
-import uuid
-from typing import Any
 
 from contracts.errors import ConveyorError
 from contracts.ports import processing
