@@ -19,13 +19,17 @@ from rich.table import Table
 
 from contracts.codec import to_builtins
 from contracts.errors import ConveyorError, InvalidInput, NotFound, Problem
+from contracts.ports import RunStore
 from contracts.spec import Workflow
 from contracts.validation import load_workflow, resolve_params
+from engine.cli_cluster import register as register_cluster_commands
+from engine.cluster import open_store
 from engine.embedded import EmbeddedEngine, default_worker_count
 from engine.logging import LogFormat, configure_logging
 from engine.progress import LiveProgress, summary
 from engine.report import run_report
 from engine.runlog.sqlite import SqliteRunLog
+from engine.settings import Settings
 from engine.state import replay
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_INVALID = 0, 1, 2
@@ -75,8 +79,9 @@ def main_options(
     configure_logging(log_level, fmt)
 
 
-def _store(home: Path) -> SqliteRunLog:
-    return SqliteRunLog(home / "conveyor.db")
+def _store(home: Path) -> RunStore:
+    """Redis when ``CONVEYOR_REDIS_URL`` is set (the distributed engine), else the local file."""
+    return open_store(Settings(home=home))
 
 
 def _run_async(coro: Coroutine[Any, Any, T]) -> T:
@@ -113,7 +118,7 @@ def parse_param_args(values: list[str]) -> dict[str, str]:
     return given
 
 
-def _load(file: Path, params: list[str]) -> tuple[Workflow, dict[str, Any]]:
+def load_for_run(file: Path, params: list[str]) -> tuple[Workflow, dict[str, Any]]:
     workflow = load_workflow(file)
     values = resolve_params(workflow, parse_param_args(params), from_text=True, source="-p")
     return workflow, values
@@ -137,7 +142,7 @@ def run(
 ) -> None:
     """Run a workflow here and now (embedded: no servers), with live progress."""
     try:
-        workflow, params = _load(file, param or [])
+        workflow, params = load_for_run(file, param or [])
     except InvalidInput as exc:
         raise _fail_input(exc) from None
     # Python steps import their modules relative to the workflow and the current directory.
@@ -146,7 +151,7 @@ def run(
             sys.path.insert(0, path)
 
     async def go() -> Any:
-        store = _store(home)
+        store = SqliteRunLog(home / "conveyor.db")  # `run` is always embedded
         try:
             async with EmbeddedEngine(store, workers=workers or default_worker_count()) as engine:
                 if as_json:
@@ -251,27 +256,46 @@ def logs(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id or a unique prefix.")],
     task: Annotated[str | None, typer.Argument(help="Only this task.")] = None,
     attempt: Annotated[int | None, typer.Option(help="Only this attempt.")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines until the run ends.")
+    ] = False,
     home: HomeOption = DEFAULT_HOME,
 ) -> None:
     """Print the output lines of a run's steps, per task attempt."""
 
-    async def go() -> Any:
+    def show(lines: list[Any]) -> None:
+        for line in lines:
+            if attempt is not None and line.attempt != attempt:
+                continue
+            label = f"{line.task}[{line.index}]#{line.attempt}"
+            sys.stdout.write(f"{label} {line.stream}| {line.text}\n")
+        sys.stdout.flush()
+
+    async def go() -> None:
         store = _store(home)
         try:
             full = await store.find_run(run_id)
-            return await store.read_lines(full, task)
+            printed: set[tuple[Any, ...]] = set()
+            while True:
+                finished = replay(await store.read(full)).finished if follow else True
+                lines = await store.read_lines(full, task)
+                fresh = [ln for ln in lines if _line_key(ln) not in printed]
+                printed.update(_line_key(ln) for ln in fresh)
+                show(fresh)
+                if finished:
+                    return
+                await asyncio.sleep(0.5)
         finally:
             await store.close()
 
     try:
-        lines = _run_async(go())
+        _run_async(go())
     except NotFound as exc:
         raise _fail_input(exc) from None
-    for line in lines:
-        if attempt is not None and line.attempt != attempt:
-            continue
-        label = f"{line.task}[{line.index}]#{line.attempt}"
-        sys.stdout.write(f"{label} {line.stream}| {line.text}\n")
+
+
+def _line_key(line: Any) -> tuple[Any, ...]:
+    return (line.task, line.index, line.attempt, line.stream, line.at, line.text)
 
 
 @app.command()
@@ -283,6 +307,9 @@ def events(
     _full, items = _read_events(home, run_id)
     for event in items:
         sys.stdout.write(json.dumps(to_builtins(event), separators=(",", ":")) + "\n")
+
+
+register_cluster_commands(app, out, err, _fail_input)
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import aio_pika
@@ -153,8 +153,12 @@ class RabbitTransport:
         self._declared: set[str] = set()
         self._exchanges: dict[str, AbstractExchange] = {}
         self._retry_max = publish_retry_max
-        self._lock = asyncio.Lock()
         self._closing = False
+        self._reconnect_hooks: list[Callable[[], None]] = []
+
+    def on_reconnect(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` after the connection was lost and made again."""
+        self._reconnect_hooks.append(hook)
 
     def _connection_or_fail(self) -> AbstractRobustConnection:
         if self._connection is None:
@@ -186,6 +190,8 @@ class RabbitTransport:
 
     async def _on_reconnect(self, *_args: Any) -> None:
         log.info("reconnected to RabbitMQ; re-declaring topology")
+        for hook in self._reconnect_hooks:
+            hook()
         if self._publish_channel is not None:
             try:
                 await self._declare_topology(self._publish_channel)

@@ -1,0 +1,279 @@
+"""``conveyor`` commands of the distributed engine: processes, submitting, controlling runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from contracts.codec import encode
+from contracts.errors import ConveyorError, InvalidInput, NotFound, Problem
+from contracts.events import RunCancelRequested, RunRetryRequested
+from contracts.topology import shard_of, shard_queue
+from engine import cluster
+from engine.coordinator import submit_run
+from engine.progress import LiveProgress, summary
+from engine.report import run_report
+from engine.settings import Settings
+from engine.state import replay
+
+AmqpOption = Annotated[
+    str | None, typer.Option("--amqp-url", envvar="CONVEYOR_AMQP_URL", help="RabbitMQ URL.")
+]
+RedisOption = Annotated[
+    str | None, typer.Option("--redis-url", envvar="CONVEYOR_REDIS_URL", help="Redis URL.")
+]
+ShardsOption = Annotated[
+    int | None,
+    typer.Option("--shards", envvar="CONVEYOR_SHARDS", min=1, help="Coordinator shard queues."),
+]
+
+
+def settings_from(
+    amqp_url: str | None, redis_url: str | None, shards: int | None = None
+) -> Settings:
+    values: dict[str, Any] = {}
+    if amqp_url:
+        values["amqp_url"] = amqp_url
+    if redis_url:
+        values["redis_url"] = redis_url
+    if shards:
+        values["shards"] = shards
+    return Settings(**values)
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
+    @app.command()
+    def coordinator(
+        amqp_url: AmqpOption = None, redis_url: RedisOption = None, shards: ShardsOption = None
+    ) -> None:
+        """Run a coordinator (several may run: each shard has one active, the rest stand by)."""
+        settings = settings_from(amqp_url, redis_url, shards)
+
+        async def go() -> None:
+            cluster.require(settings, "amqp_url", "redis_url")
+            store = cluster.open_store(settings)
+            async with cluster.transport(settings) as t:
+                c = cluster.build_coordinator(settings, t, store)
+                await c.start()
+                err.print(f"coordinator running ({settings.shards} shards); Ctrl-C to stop")
+                await _until_signalled()
+                await c.stop()
+            await store.close()
+
+        try:
+            asyncio.run(go())
+        except InvalidInput as exc:
+            raise fail(exc) from None
+
+    @app.command()
+    def worker(
+        pool: Annotated[str, typer.Option(help="Pool (queue) to take tasks from.")] = "default",
+        concurrency: Annotated[int, typer.Option(min=1, help="Steps run at once.")] = 4,
+        grace: Annotated[
+            float | None, typer.Option(help="Seconds running steps get to finish on SIGTERM.")
+        ] = None,
+        amqp_url: AmqpOption = None,
+        redis_url: RedisOption = None,
+    ) -> None:
+        """Run a worker: take tasks of one pool, run them, report back. SIGTERM stops it cleanly."""
+        settings = settings_from(amqp_url, redis_url)
+        # Python steps import their modules from the worker's directory, as with `python -m`.
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+
+        async def go() -> None:
+            cluster.require(settings, "amqp_url", "redis_url")
+            store = cluster.open_store(settings)
+            async with cluster.transport(settings) as t:
+                w = cluster.build_worker(settings, t, store, pool, concurrency)
+                await w.start()
+                err.print(
+                    f"worker {w.name} on pool {pool!r} (concurrency {concurrency}); Ctrl-C to stop"
+                )
+                await _until_signalled()
+                await w.stop(grace=settings.worker_grace if grace is None else grace)
+            await store.close()
+
+        try:
+            asyncio.run(go())
+        except InvalidInput as exc:
+            raise fail(exc) from None
+
+    @app.command()
+    def submit(
+        file: Annotated[Path, typer.Argument(help="Workflow YAML file.")],
+        param: Annotated[
+            list[str] | None, typer.Option("--param", "-p", help="Parameter override, key=value.")
+        ] = None,
+        wait: Annotated[
+            bool, typer.Option("--wait", help="Show progress; exit like `conveyor run`.")
+        ] = False,
+        as_json: Annotated[
+            bool, typer.Option("--json", help="With --wait: print the result as JSON.")
+        ] = False,
+        idempotency_key: Annotated[
+            str | None, typer.Option(help="Submitting twice with the same key starts one run.")
+        ] = None,
+        amqp_url: AmqpOption = None,
+        redis_url: RedisOption = None,
+        shards: ShardsOption = None,
+    ) -> None:
+        """Submit a workflow to the distributed engine; prints the run id."""
+        from engine.cli import load_for_run
+
+        settings = settings_from(amqp_url, redis_url, shards)
+        try:
+            cluster.require(settings, "amqp_url", "redis_url")
+            workflow, params = load_for_run(file, param or [])
+        except InvalidInput as exc:
+            raise fail(exc) from None
+
+        async def go() -> Any:
+            store = cluster.open_store(settings)
+            try:
+                async with cluster.transport(settings) as t:
+                    run_id = await submit_run(
+                        t, workflow, params, shards=settings.shards, idempotency_key=idempotency_key
+                    )
+                if not wait:
+                    return run_id
+                if as_json:
+                    return await cluster.watch_run(store, run_id)
+                err.print(f"run {run_id}")
+                with LiveProgress(err) as progress:
+                    return await cluster.watch_run(store, run_id, progress)
+            finally:
+                await store.close()
+
+        result = asyncio.run(go())
+        if not wait:
+            sys.stdout.write(result + "\n")
+            return
+        if as_json:
+            out.print_json(data=run_report(result))
+        else:
+            out.print(summary(result))
+        raise typer.Exit(0 if result.status == "succeeded" else 1)
+
+    @app.command()
+    def cancel(
+        run_id: Annotated[str, typer.Argument(metavar="RUN")],
+        amqp_url: AmqpOption = None,
+        redis_url: RedisOption = None,
+        shards: ShardsOption = None,
+    ) -> None:
+        """Cancel a running run: its running steps are killed."""
+        settings = settings_from(amqp_url, redis_url, shards)
+
+        async def go() -> str:
+            cluster.require(settings, "amqp_url", "redis_url")
+            store = cluster.open_store(settings)
+            try:
+                full = await store.find_run(run_id)
+                state = replay(await store.read(full))
+                if state.finished:
+                    raise InvalidInput([Problem(f"run {full} already {state.status}")])
+                async with cluster.transport(settings) as t:
+                    event = RunCancelRequested(run_id=full, at=_now())
+                    await t.publish(shard_queue(shard_of(full, settings.shards)), [encode(event)])
+                return full
+            finally:
+                await store.close()
+
+        try:
+            full = asyncio.run(go())
+        except (InvalidInput, NotFound) as exc:
+            raise fail(exc) from None
+        out.print(f"cancel requested for {full}")
+
+    @app.command()
+    def retry(
+        run_id: Annotated[str, typer.Argument(metavar="RUN")],
+        wait: Annotated[bool, typer.Option("--wait")] = False,
+        amqp_url: AmqpOption = None,
+        redis_url: RedisOption = None,
+        shards: ShardsOption = None,
+    ) -> None:
+        """Re-run the failed tasks of a finished run and their dependents; keep the successes."""
+        settings = settings_from(amqp_url, redis_url, shards)
+
+        async def go() -> Any:
+            cluster.require(settings, "amqp_url", "redis_url")
+            store = cluster.open_store(settings)
+            try:
+                full = await store.find_run(run_id)
+                state = replay(await store.read(full))
+                if not state.finished:
+                    raise InvalidInput([Problem(f"run {full} is still running")])
+                if state.status == "succeeded":
+                    raise InvalidInput([Problem(f"run {full} succeeded: nothing to retry")])
+                async with cluster.transport(settings) as t:
+                    event = RunRetryRequested(run_id=full, at=_now(), round=state.round + 1)
+                    await t.publish(shard_queue(shard_of(full, settings.shards)), [encode(event)])
+                if wait:
+                    # Wait for the new round to complete.
+                    while True:
+                        final = await cluster.watch_run(store, full)
+                        if final.round > state.round:
+                            return final
+                        await asyncio.sleep(0.2)
+                return full
+            finally:
+                await store.close()
+
+        try:
+            result = asyncio.run(go())
+        except (InvalidInput, NotFound) as exc:
+            raise fail(exc) from None
+        if wait:
+            out.print(summary(result))
+            raise typer.Exit(0 if result.status == "succeeded" else 1)
+        out.print(f"retry requested for {result}")
+
+    @app.command("dead-letters")
+    def dead_letters(
+        show: Annotated[int, typer.Option(help="Print up to this many messages.")] = 0,
+        amqp_url: AmqpOption = None,
+    ) -> None:
+        """Count (and show) the messages parked in the dead-letter queue."""
+        settings = settings_from(amqp_url, None)
+
+        async def go() -> tuple[int, list[Any]]:
+            async with cluster.transport(settings) as t:
+                return await t.dead_letter_count(), await t.dead_letters(show) if show else []
+
+        try:
+            count, messages = asyncio.run(go())
+        except InvalidInput as exc:
+            raise fail(exc) from None
+        out.print(f"{count} dead-lettered message(s)")
+        for body, headers in messages:
+            sys.stdout.write(
+                json.dumps({"headers": dict(headers), "body": body.decode("utf-8", "replace")})
+                + "\n"
+            )
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+__all__ = ["ConveyorError", "register"]

@@ -1,0 +1,39 @@
+"""Configuration from flags and the environment (``CONVEYOR_*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.topology import DEFAULT_SHARDS
+
+
+class Settings(BaseSettings):
+    """Where the services are and how the engine paces itself.
+
+    With ``amqp_url`` and ``redis_url`` set, commands work against the distributed
+    engine; without them, against the local embedded store under ``home``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore")
+
+    amqp_url: str | None = Field(
+        default=None, description="RabbitMQ URL, e.g. amqp://guest:guest@localhost:5672/"
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis URL, e.g. redis://localhost:6379/0"
+    )
+    home: Path = Field(default=Path(".conveyor"), description="Local store of embedded runs.")
+    shards: int = Field(
+        default=DEFAULT_SHARDS, ge=1, le=1024, description="Coordinator shard queues."
+    )
+    heartbeat_interval: float = Field(default=2.0, gt=0)
+    heartbeat_timeout: float = Field(default=15.0, gt=0)
+    wake_interval: float = Field(default=5.0, gt=0)
+    worker_grace: float = Field(default=30.0, ge=0)
+
+    @property
+    def distributed(self) -> bool:
+        return bool(self.redis_url)
