@@ -44,7 +44,7 @@ def open_store(settings: Settings) -> RunStore:
 async def transport(settings: Settings) -> AsyncIterator[RabbitTransport]:
     require(settings, "amqp_url")
     assert settings.amqp_url
-    t = RabbitTransport(settings.amqp_url)
+    t = RabbitTransport(settings.amqp_url, heartbeat=settings.amqp_heartbeat)
     await t.start()
     try:
         yield t

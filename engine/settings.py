@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     shards: int = Field(
         default=DEFAULT_SHARDS, ge=1, le=1024, description="Coordinator shard queues."
     )
+    amqp_heartbeat: float = Field(default=10.0, gt=0, description="AMQP connection heartbeat (s).")
     heartbeat_interval: float = Field(default=2.0, gt=0)
     heartbeat_timeout: float = Field(default=15.0, gt=0)
     wake_interval: float = Field(default=5.0, gt=0)

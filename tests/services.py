@@ -66,7 +66,9 @@ class LocalRabbit:
     base: Path
     port: int = field(default_factory=free_port)
     dist_port: int = field(default_factory=free_port)
-    consumer_timeout_ms: int = 15_000
+    # Tiny, so any message held unacked for long makes a test fail. (RabbitMQ 3.10 checks
+    # once a minute, so only holds of more than about a minute are caught.)
+    consumer_timeout_ms: int = 1_000
     proc: subprocess.Popen[bytes] | None = None
 
     @property

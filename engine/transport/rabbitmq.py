@@ -33,6 +33,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+from yarl import URL
 
 from contracts.errors import ConveyorError
 from contracts.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, is_shard_queue
@@ -146,8 +147,15 @@ class _Listener:
 class RabbitTransport:
     """Implements ``contracts.ports.Transport`` on RabbitMQ."""
 
-    def __init__(self, url: str, *, publish_retry_max: float = 2.0) -> None:
-        self._url = url
+    def __init__(
+        self, url: str, *, heartbeat: float | None = None, publish_retry_max: float = 2.0
+    ) -> None:
+        # The AMQP heartbeat is how the broker notices a frozen peer and returns the
+        # messages it held to the queue; the URL's own setting wins.
+        parsed = URL(url)
+        if heartbeat is not None and "heartbeat" not in parsed.query:
+            parsed = parsed.update_query(heartbeat=max(1, round(heartbeat)))
+        self._url = str(parsed)
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractChannel | None = None
         self._declared: set[str] = set()
