@@ -1,0 +1,15 @@
+# The image of Conveyor's processes (coordinator, worker). Workflows' Python steps
+# import from the working directory, /work: mount or copy your modules there.
+FROM python:3.11-slim
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY contracts ./contracts
+COPY engine ./engine
+COPY workers ./workers
+COPY conveyor ./conveyor
+RUN pip install --no-cache-dir . && useradd --create-home conveyor
+COPY examples /work
+WORKDIR /work
+USER conveyor
+ENTRYPOINT ["conveyor"]
+CMD ["--help"]
