@@ -16,6 +16,7 @@ not renewed within ``heartbeat_timeout`` is declared lost and runs again.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections import OrderedDict
@@ -25,7 +26,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from contracts.codec import DecodeError, decode_coordinator_input, encode
+from contracts.codec import decode_coordinator_input, encode
 from contracts.errors import ConveyorError, ExpressionError, NotFound
 from contracts.events import (
     Event,
@@ -54,6 +55,8 @@ log = structlog.get_logger("conveyor.coordinator")
 
 Observer = Callable[[Event, RunState], None]
 LeaseKey = tuple[str, str, int, int]
+POISON_LIMIT = 5
+"""Failures of one message before it is dead-lettered rather than retried again."""
 TimersFactory = Callable[[Callable[[Event], Any]], Timers]
 
 
@@ -88,6 +91,7 @@ class Coordinator:
         self._waiters: dict[str, list[asyncio.Future[RunState]]] = {}
         self._observers: list[Observer] = []
         self._leases: dict[LeaseKey, float] = {}
+        self._failures: dict[bytes, int] = {}
         self._consumers: list[Consumer] = []
         self._loops: list[asyncio.Task[None]] = []
 
@@ -186,13 +190,42 @@ class Coordinator:
                         await self._sweep(message.shard)
                     else:
                         with structlog.contextvars.bound_contextvars(run_id=message.run_id):
-                            await self.handle(message)
-            except DecodeError as exc:
-                log.error("dead-lettered an undecodable message", error=str(exc))
+                            await self._handle_guarded(message, delivery.body)
+            except ConveyorError as exc:
+                if exc.retryable:
+                    log.exception("event handling failed; message requeued")
+                else:
+                    log.error("dead-lettered a message", error=exc.message)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("event handling failed; message requeued")
+
+    async def _handle_guarded(self, event: Event, body: bytes) -> None:
+        """Handle an event; one that keeps failing is dead-lettered instead of looping."""
+        key = hashlib.blake2b(body, digest_size=16).digest()
+        try:
+            await self.handle(event)
+        except ConveyorError as exc:
+            if not exc.retryable:
+                raise
+            self._count_failure(key, exc)
+            raise
+        except Exception as exc:
+            self._count_failure(key, exc)
+            raise
+        self._failures.pop(key, None)
+
+    def _count_failure(self, key: bytes, exc: Exception) -> None:
+        count = self._failures.get(key, 0) + 1
+        if count < POISON_LIMIT:
+            self._failures[key] = count
+            return
+        self._failures.pop(key, None)
+        raise ConveyorError(
+            f"handling failed {count} times, dead-lettered: {type(exc).__name__}: {exc}",
+            retryable=False,
+        ) from exc
 
     async def handle(self, event: Event) -> None:
         """Append, fold, decide and act for one incoming event."""

@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from contracts.ports import RunStore
+from contracts.ports import RunStore, Transport
 from contracts.spec import Workflow
-from engine.coordinator import Coordinator, Observer
+from engine.coordinator import Coordinator, Observer, TimersFactory
 from engine.runlog.memory import MemoryRunLog
 from engine.state.model import RunState
 from engine.transport.memory import MemoryTransport
@@ -34,10 +34,17 @@ class EmbeddedEngine:
         workers: int | None = None,
         clock: Callable[[], float] = time.time,
         worker_grace: float = 5.0,
+        transport: Transport | None = None,
+        timers: TimersFactory | None = None,
+        shards: int = 1,
     ) -> None:
+        """The defaults are all in memory; pass real adapters to run the same engine on
+        RabbitMQ and Redis within one process (as the behaviour tests do)."""
         self.store: RunStore = store if store is not None else MemoryRunLog()
-        self.transport = MemoryTransport()
-        self.coordinator = Coordinator(self.transport, self.store, clock=clock)
+        self.transport: Any = transport if transport is not None else MemoryTransport()
+        self.coordinator = Coordinator(
+            self.transport, self.store, clock=clock, timers=timers, shards=shards
+        )
         self._worker_count = workers or default_worker_count()
         self._clock = clock
         self._grace = worker_grace

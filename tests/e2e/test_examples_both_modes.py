@@ -1,0 +1,65 @@
+"""Every example workflow gives the same result embedded and distributed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contracts.validation import load_workflow, resolve_params
+from engine.embedded import EmbeddedEngine
+from engine.runlog.redis import RedisRunLog
+from engine.state.model import RunState
+from engine.timers import RedisTimers
+from engine.transport.rabbitmq import RabbitTransport
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+CASES = {"hello.yaml": {"who": "both"}, "diamond.yaml": {"base": 5}, "batch.yaml": {"size": 6}}
+
+
+def outcome(state: RunState) -> dict[str, Any]:
+    return {
+        name: (node.status, node.outputs() if node.status == "succeeded" else None)
+        for name, node in state.nodes.items()
+    } | {"run": state.status}
+
+
+async def run_distributed(
+    amqp_url: str, redis_url: str, file: str, params: dict[str, Any]
+) -> RunState:
+    workflow = load_workflow(EXAMPLES / file)
+    store = RedisRunLog(redis_url)
+    transport = RabbitTransport(amqp_url)
+    await transport.start()
+    try:
+        async with EmbeddedEngine(
+            store,
+            workers=2,
+            transport=transport,
+            timers=lambda fire: RedisTimers(redis_url, fire, time.time),
+            shards=2,
+        ) as engine:
+            return await asyncio.wait_for(
+                engine.run(workflow, resolve_params(workflow, params)), 60
+            )
+    finally:
+        await store.close()
+
+
+async def run_embedded(file: str, params: dict[str, Any]) -> RunState:
+    workflow = load_workflow(EXAMPLES / file)
+    async with EmbeddedEngine(workers=2) as engine:
+        return await asyncio.wait_for(engine.run(workflow, resolve_params(workflow, params)), 60)
+
+
+@pytest.mark.parametrize(("file", "params"), CASES.items(), ids=CASES.keys())
+async def test_example_same_result_in_both_modes(
+    file: str, params: dict[str, Any], amqp_url: str, redis_url: str
+) -> None:
+    embedded = await run_embedded(file, params)
+    distributed = await run_distributed(amqp_url, redis_url, file, params)
+    assert embedded.status == "succeeded"
+    assert outcome(distributed) == outcome(embedded)
