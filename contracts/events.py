@@ -72,9 +72,19 @@ class TaskStarted(TaskEvent, tag="task_started", frozen=True, kw_only=True):
     worker: str = ""
 
 
+class ArtifactRef(msgspec.Struct, frozen=True, kw_only=True):
+    """Where an artifact is stored and how to check it: events carry these, never the bytes."""
+
+    uri: str
+    size: int
+    sha256: str
+    kind: Literal["file", "dir"] = "file"
+
+
 class TaskSucceeded(TaskEvent, tag="task_succeeded", frozen=True, kw_only=True):
     result: Any = None
     outputs: dict[str, Any] = msgspec.field(default_factory=dict)
+    artifacts: dict[str, ArtifactRef] = msgspec.field(default_factory=dict)
     duration: float = 0.0
 
 

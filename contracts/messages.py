@@ -9,11 +9,23 @@ import msgspec
 MESSAGE_VERSION = 1
 
 
+class ContainerSpec(msgspec.Struct, frozen=True, kw_only=True):
+    image: str
+    command: list[str] | None = None
+    args: list[str] = msgspec.field(default_factory=list)
+    script: str | None = None
+    user: str | None = None
+    network: str | None = None
+    cpus: float | None = None
+    memory: str | None = None
+    pull: str = "if-not-present"
+
+
 class StepSpec(msgspec.Struct, frozen=True, kw_only=True):
     """A step with every template already rendered: what a worker needs, nothing more."""
 
     kind: str
-    """``script``, ``command`` or ``python``."""
+    """``script``, ``command``, ``python`` or ``container``."""
     source: str | None = None
     interpreter: str | None = None
     argv: list[str] | None = None
@@ -24,6 +36,11 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True):
     workdir: str | None = None
     outputs: dict[str, str] = msgspec.field(default_factory=dict)
     timeout: float | None = None
+    container: ContainerSpec | None = None
+    artifacts_out: dict[str, str] = msgspec.field(default_factory=dict)
+    """Output artifacts: name -> path (relative to the working directory)."""
+    artifacts_in: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Input artifacts: path -> an artifact reference, a list of them, or a URL."""
 
 
 class TaskReady(msgspec.Struct, tag="task_ready", frozen=True, kw_only=True):

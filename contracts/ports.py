@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
 
 from contracts.errors import ConveyorError
-from contracts.events import Event
+from contracts.events import ArtifactRef, Event
 
 
 class Delivery(Protocol):
@@ -161,3 +162,21 @@ class TaskLogStore(Protocol):
 
 class RunStore(RunLog, TaskLogStore, Protocol):
     """A backend holding both run logs and task logs (the embedded SQLite file, Redis)."""
+
+
+class ArtifactStore(Protocol):
+    """Where artifacts and oversized results live; events carry only references."""
+
+    async def put_path(self, key: str, local: Path) -> ArtifactRef:
+        """Store a file or a directory; raises a non-retryable StepError past the size limit."""
+        ...
+
+    async def get_path(self, ref: ArtifactRef, local: Path) -> None:
+        """Fetch an artifact to ``local`` (a directory artifact becomes a directory)."""
+        ...
+
+    async def fetch_url(self, url: str, local: Path) -> None: ...
+
+    async def put_bytes(self, key: str, data: bytes) -> ArtifactRef: ...
+
+    async def get_bytes(self, ref: ArtifactRef) -> bytes: ...

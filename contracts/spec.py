@@ -120,6 +120,7 @@ class RetryPolicy(Model):
 
 
 Interpreter = Literal["sh", "bash", "python"]
+STEP_KINDS = ("script", "command", "python", "container")
 
 
 class Script(Model):
@@ -132,6 +133,45 @@ class Script(Model):
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
         return {"source": value} if isinstance(value, str) else value
+
+
+PullPolicy = Literal["always", "if-not-present", "never"]
+
+
+class Container(Model):
+    """A step run in a container image, on Docker or Podman, without Kubernetes.
+
+    ``script`` is Argo's script template: the source is written to a file mounted
+    into the container and run with ``command`` (default ``[sh]``). The task's
+    ``env`` and ``workdir`` apply inside the container; the working directory is a
+    fresh host directory mounted there, so named outputs and output artifacts written
+    relative to it are read after the step.
+    """
+
+    image: str = Field(min_length=1)
+    command: list[str] | None = None
+    args: list[str] = Field(default_factory=list)
+    script: str | None = None
+    user: str | None = None
+    network: str | None = Field(default=None, description="none, host, bridge, or a network name.")
+    cpus: float | None = Field(default=None, gt=0)
+    memory: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?[bkmgBKMG]?$")
+    pull: PullPolicy = "if-not-present"
+
+
+class Artifacts(Model):
+    """Files passed between tasks through the artifact store.
+
+    ``out``: name -> path the step writes (a file or a directory), uploaded after the
+    step. ``in``: path -> what to put there before the step: an upstream task's
+    artifact (``tasks.a.artifacts.report``; a fan-out task's gives one file per item
+    in a directory) or a URL any configured filesystem can read.
+    """
+
+    out: dict[Name, str] = Field(default_factory=dict)
+    in_: dict[str, str] = Field(default_factory=dict, alias="in")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class Task(Model):
@@ -147,6 +187,8 @@ class Task(Model):
         pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
         description="module:function run inside the worker process.",
     )
+    container: Container | None = None
+    artifacts: Artifacts = Artifacts()
     args: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments of a python step (templated)."
     )
@@ -178,11 +220,11 @@ class Task(Model):
 
     @model_validator(mode="after")
     def _one_step(self) -> Task:
-        kinds = [k for k in ("script", "command", "python") if getattr(self, k) is not None]
+        kinds = [k for k in STEP_KINDS if getattr(self, k) is not None]
         if len(kinds) != 1:
             found = ", ".join(kinds) if kinds else "none"
             raise ValueError(
-                f"a task needs exactly one of script, command, python (found: {found})"
+                f"a task needs exactly one of script, command, python, container (found: {found})"
             )
         if self.args and self.python is None:
             raise ValueError("'args' applies only to python steps")
@@ -192,7 +234,7 @@ class Task(Model):
 
     @property
     def kind(self) -> str:
-        return "script" if self.script else "command" if self.command else "python"
+        return next(k for k in STEP_KINDS if getattr(self, k) is not None)
 
     @property
     def fans_out(self) -> bool:

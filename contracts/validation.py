@@ -19,7 +19,7 @@ from contracts.graph import ancestors, find_cycle
 from contracts.spec import ParamType, Task, Workflow, check_type
 from contracts.yamlsource import Path, SourceMap, format_path, load_yaml
 
-TASK_FIELDS = frozenset({"outputs", "state", "attempts"})
+TASK_FIELDS = frozenset({"outputs", "state", "attempts", "artifacts"})
 RUN_FIELDS = frozenset({"id", "workflow"})
 
 
@@ -175,6 +175,20 @@ def _check_task_expressions(
     templates((*at, "args"), task.args)
     templates((*at, "env"), task.env)
     templates((*at, "workdir"), task.workdir)
+    if task.container is not None:
+        templates((*at, "container", "image"), task.container.image)
+        templates((*at, "container", "command"), task.container.command)
+        templates((*at, "container", "args"), task.container.args)
+        templates((*at, "container", "script"), task.container.script)
+    for path, source in task.artifacts.in_.items():
+        if "{{" not in source and "://" not in source:
+            problems.append(
+                smap.problem(
+                    (*at, "artifacts", "in", path),
+                    "an input artifact is a template ({{ tasks.a.artifacts.x }}) or a URL",
+                )
+            )
+        templates((*at, "artifacts", "in", path), source)
     return problems
 
 
@@ -223,6 +237,12 @@ def _check_reference(
             source_task = workflow.task(name)
             if path[3] != "result" and path[3] not in source_task.outputs:
                 return f"task {name!r} has no output {path[3]!r}"
+        if (
+            len(path) >= 4
+            and path[2] == "artifacts"
+            and path[3] not in workflow.task(name).artifacts.out
+        ):
+            return f"task {name!r} has no output artifact {path[3]!r}"
     return None
 
 

@@ -31,6 +31,7 @@ from engine.report import run_report
 from engine.runlog.sqlite import SqliteRunLog
 from engine.settings import Settings
 from engine.state import replay
+from workers.artifacts import FsspecArtifactStore
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -153,7 +154,13 @@ def run(
     async def go() -> Any:
         store = SqliteRunLog(home / "conveyor.db")  # `run` is always embedded
         try:
-            async with EmbeddedEngine(store, workers=workers or default_worker_count()) as engine:
+            settings = Settings(home=home)
+            artifacts = FsspecArtifactStore(
+                settings.artifact_store_url(), max_bytes=settings.artifact_max_bytes
+            )
+            async with EmbeddedEngine(
+                store, workers=workers or default_worker_count(), artifacts=artifacts
+            ) as engine:
                 if as_json:
                     return await engine.run(workflow, params)
                 with LiveProgress(err) as progress:

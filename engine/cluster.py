@@ -19,6 +19,7 @@ from engine.state import fold, new_state
 from engine.state.model import RunState
 from engine.timers import RedisTimers
 from engine.transport.rabbitmq import RabbitTransport
+from workers.artifacts import FsspecArtifactStore
 from workers.worker import Worker
 
 
@@ -52,6 +53,10 @@ async def transport(settings: Settings) -> AsyncIterator[RabbitTransport]:
         await t.close()
 
 
+def open_artifacts(settings: Settings) -> FsspecArtifactStore:
+    return FsspecArtifactStore(settings.artifact_store_url(), max_bytes=settings.artifact_max_bytes)
+
+
 def build_coordinator(settings: Settings, t: RabbitTransport, store: RunStore) -> Coordinator:
     require(settings, "redis_url")
     assert settings.redis_url
@@ -63,6 +68,7 @@ def build_coordinator(settings: Settings, t: RabbitTransport, store: RunStore) -
         timers=lambda fire: RedisTimers(url, fire, time.time),
         heartbeat_timeout=settings.heartbeat_timeout,
         wake_interval=settings.wake_interval,
+        artifacts=open_artifacts(settings),
     )
     t.on_reconnect(coordinator.forget_all)
     return coordinator
@@ -72,7 +78,12 @@ def build_worker(
     settings: Settings, t: RabbitTransport, store: RunStore, pool: str, concurrency: int
 ) -> Worker:
     return Worker(
-        t, store, pool=pool, concurrency=concurrency, heartbeat_interval=settings.heartbeat_interval
+        t,
+        store,
+        pool=pool,
+        concurrency=concurrency,
+        heartbeat_interval=settings.heartbeat_interval,
+        artifacts=open_artifacts(settings),
     )
 
 

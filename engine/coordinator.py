@@ -41,9 +41,10 @@ from contracts.events import (
     TimerFired,
 )
 from contracts.messages import CancelTasks, Heartbeat, ShardWake, TaskReady
-from contracts.ports import Consumer, RunLog, Transport, processing
+from contracts.ports import ArtifactStore, Consumer, RunLog, Transport, processing
 from contracts.spec import Workflow
 from contracts.topology import CONTROL_TOPIC, shard_of, shard_queue, task_queue
+from engine.claims import hydrate
 from engine.state import decide, fold, new_state, snapshot
 from engine.state import model as m
 from engine.state.context import render_task
@@ -73,6 +74,7 @@ class Coordinator:
         heartbeat_timeout: float | None = None,
         wake_interval: float | None = None,
         snapshot_every: int = 500,
+        artifacts: ArtifactStore | None = None,
     ) -> None:
         self._transport = transport
         self._runlog = runlog
@@ -85,6 +87,7 @@ class Coordinator:
         self._heartbeat_timeout = heartbeat_timeout
         self._wake_interval = wake_interval
         self._snapshot_every = snapshot_every
+        self._artifacts = artifacts
         self._runs: dict[str, RunState] = {}
         self._finished: OrderedDict[str, RunState] = OrderedDict()
         self._snapshotted: dict[str, int] = {}
@@ -251,7 +254,7 @@ class Coordinator:
             log.info("run submitted", workflow=state.workflow.name, tasks=len(state.nodes))
         else:
             was_finished = state.finished
-            fold(state, event)
+            fold(state, await hydrate(event, self._artifacts))
             if was_finished and not state.finished:
                 self._finished.pop(run_id, None)
                 self._runs[run_id] = state
@@ -278,7 +281,7 @@ class Coordinator:
             assert isinstance(first, RunSubmitted)
             state = new_state(first)
         for event in events:
-            fold(state, event)
+            fold(state, await hydrate(event, self._artifacts))
         self._snapshotted[run_id] = state.events_folded
         self._remember(state)
         if state.finished:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from contracts.ports import RunStore, Transport
+from contracts.ports import ArtifactStore, RunStore, Transport
 from contracts.spec import Workflow
 from engine.coordinator import Coordinator, Observer, TimersFactory
 from engine.runlog.memory import MemoryRunLog
@@ -37,13 +37,20 @@ class EmbeddedEngine:
         transport: Transport | None = None,
         timers: TimersFactory | None = None,
         shards: int = 1,
+        artifacts: ArtifactStore | None = None,
     ) -> None:
         """The defaults are all in memory; pass real adapters to run the same engine on
         RabbitMQ and Redis within one process (as the behaviour tests do)."""
         self.store: RunStore = store if store is not None else MemoryRunLog()
         self.transport: Any = transport if transport is not None else MemoryTransport()
+        self.artifacts = artifacts
         self.coordinator = Coordinator(
-            self.transport, self.store, clock=clock, timers=timers, shards=shards
+            self.transport,
+            self.store,
+            clock=clock,
+            timers=timers,
+            shards=shards,
+            artifacts=artifacts,
         )
         self._worker_count = workers or default_worker_count()
         self._clock = clock
@@ -73,7 +80,13 @@ class EmbeddedEngine:
         for pool in sorted(pools - set(self._workers)):
             started = []
             for _ in range(self._worker_count):
-                worker = Worker(self.transport, self.store, pool=pool, clock=self._clock)
+                worker = Worker(
+                    self.transport,
+                    self.store,
+                    pool=pool,
+                    clock=self._clock,
+                    artifacts=self.artifacts,
+                )
                 await worker.start()
                 started.append(worker)
             self._workers[pool] = started

@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     heartbeat_timeout: float = Field(default=15.0, gt=0)
     wake_interval: float = Field(default=5.0, gt=0)
     worker_grace: float = Field(default=30.0, ge=0)
+    artifacts_url: str | None = Field(
+        default=None,
+        description="Artifact store: a directory or any fsspec URL (s3://bucket/prefix, ...). "
+        "Default: HOME/artifacts, which only works when every process shares that disk.",
+    )
+    artifact_max_bytes: int = Field(default=1 << 30, gt=0)
+
+    def artifact_store_url(self) -> str:
+        return self.artifacts_url or str((self.home / "artifacts").resolve())
 
     @property
     def distributed(self) -> bool:

@@ -19,19 +19,31 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from contracts.codec import DecodeError, decode_control, decode_task, encode
+from contracts.errors import StepError
 from contracts.events import Event, TaskFailed, TaskStarted, TaskSucceeded
 from contracts.messages import AttemptRef, Heartbeat, TaskReady
-from contracts.ports import Consumer, Delivery, Listener, TaskLogStore, Transport, processing
+from contracts.ports import (
+    ArtifactStore,
+    Consumer,
+    Delivery,
+    Listener,
+    TaskLogStore,
+    Transport,
+    processing,
+)
 from contracts.topology import CONTROL_TOPIC, task_queue
-from workers.executors import Executor, StepOutcome, default_executors
+from workers.executors import ContainerExecutor, Executor, StepOutcome, default_executors
 from workers.logbuffer import LogBuffer
+from workers.staging import stage_inputs, store_outputs
 
 log = structlog.get_logger("conveyor.worker")
 
@@ -58,12 +70,14 @@ class Worker:
         executors: dict[str, Executor] | None = None,
         clock: Callable[[], float] = time.time,
         heartbeat_interval: float | None = None,
+        artifacts: ArtifactStore | None = None,
     ) -> None:
         self._transport = transport
         self._pool = pool
         self._concurrency = concurrency
         self.name = name or _worker_name()
-        self._executors = executors or default_executors()
+        self._executors = executors or default_executors(worker=self.name)
+        self._artifacts = artifacts
         self._clock = clock
         self._heartbeat_interval = heartbeat_interval
         self._logs = LogBuffer(logs, clock)
@@ -78,6 +92,9 @@ class Worker:
 
     async def start(self) -> None:
         self._logs.start()
+        containers = self._executors.get("container")
+        if isinstance(containers, ContainerExecutor):
+            await containers.remove_orphans()
         self._listener = self._transport.listen(CONTROL_TOPIC)
         await self._listener.ready()
         self._consumer = await self._transport.consume(
@@ -215,14 +232,32 @@ class Worker:
             self._cancelled.pop(key, None)
 
     async def _run_step(self, message: TaskReady, emit: Callable[[str, str], None]) -> StepOutcome:
-        executor = self._executors.get(message.step.kind)
+        step = message.step
+        executor = self._executors.get(step.kind)
         if executor is None:
             return StepOutcome(
-                ok=False,
-                error=f"this worker cannot run {message.step.kind!r} steps",
-                reason="start",
+                ok=False, error=f"this worker cannot run {step.kind!r} steps", reason="start"
             )
-        return await executor.run(message, emit)
+        with tempfile.TemporaryDirectory(prefix="conveyor-step-") as scratch:
+            # A container's workdir names a path inside it; on the host it is the scratch dir.
+            if step.workdir and step.kind != "container":
+                workdir = Path(step.workdir)
+            else:
+                workdir = Path(scratch) / "work"
+            try:
+                workdir.mkdir(parents=True, exist_ok=True)
+                await stage_inputs(message, workdir, self._artifacts)
+                outcome = await executor.run(message, emit, workdir)
+                if outcome.ok:
+                    await store_outputs(message, workdir, self._artifacts, outcome)
+            except StepError as exc:
+                emit("system", exc.message)
+                return StepOutcome(
+                    ok=False, error=exc.message, reason=exc.kind, retryable=exc.retryable
+                )
+            except OSError as exc:
+                return StepOutcome(ok=False, error=f"working directory: {exc}", reason="start")
+            return outcome
 
     def _outcome_event(self, message: TaskReady, outcome: StepOutcome, duration: float) -> Event:
         common: dict[str, Any] = {
@@ -234,7 +269,12 @@ class Worker:
             "duration": duration,
         }
         if outcome.ok:
-            return TaskSucceeded(**common, result=outcome.result, outputs=outcome.outputs)
+            return TaskSucceeded(
+                **common,
+                result=outcome.result,
+                outputs=outcome.outputs,
+                artifacts=outcome.artifacts,
+            )
         return TaskFailed(
             **common,
             error=outcome.error,

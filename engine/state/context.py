@@ -6,7 +6,8 @@ from typing import Any
 
 from contracts.errors import ExpressionError
 from contracts.expressions import as_text, render_value
-from contracts.messages import StepSpec, TaskReady
+from contracts.messages import ContainerSpec, StepSpec, TaskReady
+from contracts.spec import Container
 from contracts.validation import expression_of
 from engine.state.model import Node, RunState
 
@@ -19,6 +20,7 @@ def upstream_context(state: RunState, node: Node) -> dict[str, Any]:
                 "state": state.nodes[name].status,
                 "outputs": state.nodes[name].outputs(),
                 "attempts": state.nodes[name].attempts(),
+                "artifacts": state.nodes[name].artifacts(),
             }
             for name in node.ancestors
         }
@@ -75,7 +77,28 @@ def render_task(state: RunState, task: str, index: int, attempt: int) -> TaskRea
         workdir=as_text(render_value(spec.workdir, names)) if spec.workdir else None,
         outputs=dict(spec.outputs),
         timeout=spec.timeout,
+        container=_container(spec.container, names) if spec.container else None,
+        artifacts_out=dict(spec.artifacts.out),
+        artifacts_in={
+            path: render_value(source, names) for path, source in spec.artifacts.in_.items()
+        },
     )
     return TaskReady(
         run_id=state.run_id, task=task, index=index, attempt=attempt, step=step, item=item
+    )
+
+
+def _container(container: Container, names: dict[str, Any]) -> ContainerSpec:
+    return ContainerSpec(
+        image=as_text(render_value(container.image, names)),
+        command=[as_text(render_value(c, names)) for c in container.command]
+        if container.command
+        else None,
+        args=[as_text(render_value(a, names)) for a in container.args],
+        script=as_text(render_value(container.script, names)) if container.script else None,
+        user=container.user,
+        network=container.network,
+        cpus=container.cpus,
+        memory=container.memory,
+        pull=container.pull,
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from contracts.events import (
     Event,
     RetryScheduled,
@@ -168,6 +170,7 @@ def _on_succeeded(state: RunState, event: TaskSucceeded) -> None:
     inst.status = m.SUCCEEDED
     inst.result = event.result
     inst.outputs = event.outputs or None
+    inst.artifacts = msgspec.to_builtins(event.artifacts) if event.artifacts else None
     inst.error = None
     inst.finished_at = event.at
     node.inflight -= 1

@@ -36,6 +36,7 @@ class Instance:
     due: float | None = None
     lost: int = 0
     """Attempts lost with their worker; they do not count against the retry limit."""
+    artifacts: dict[str, Any] | None = None
 
 
 MAX_LOST_ATTEMPTS = 5
@@ -85,6 +86,14 @@ class Node:
             return {"result": None, **dict.fromkeys(names)}
         inst = self.instances[0]
         return {"result": inst.result, **{n: (inst.outputs or {}).get(n) for n in names}}
+
+    def artifacts(self) -> dict[str, Any]:
+        """What downstream tasks see as ``tasks.<name>.artifacts`` (a list per fan-out)."""
+        names = list(self.spec.artifacts.out)
+        if self.spec.fans_out:
+            return {n: [(i.artifacts or {}).get(n) for i in self.instances] for n in names}
+        inst = self.instances[0] if self.instances else None
+        return {n: ((inst.artifacts or {}).get(n) if inst else None) for n in names}
 
     def attempts(self) -> int | list[int]:
         if self.spec.fans_out:

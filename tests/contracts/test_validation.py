@@ -160,7 +160,7 @@ BAD = [
             script: echo
             command: [echo]
         """,
-        "a task needs exactly one of script, command, python (found: script, command)",
+        "a task needs exactly one of script, command, python, container (found: script, command)",
         id="two-step-kinds",
     ),
     pytest.param(

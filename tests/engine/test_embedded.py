@@ -182,6 +182,9 @@ async def test_cancel_stops_running_steps(engine: EmbeddedEngine, tmp_path: Path
     running = started_event(engine, "s")
     run_id = await engine.submit(workflow, {})
     await asyncio.wait_for(running.wait(), 10)
+    async with asyncio.timeout(10):
+        while not (tmp_path / "pid").exists():  # the step's process is up once it wrote this
+            await asyncio.sleep(0.01)
     await engine.coordinator.cancel(run_id)
     async with asyncio.timeout(2):
         state = await engine.coordinator.wait(run_id)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ def message(**step: Any) -> TaskReady:
 
 async def run_process(**step: Any) -> tuple[StepOutcome, Lines]:
     lines = Lines()
-    outcome = await ProcessExecutor().run(message(**step), lines)
+    with tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(step["workdir"]) if step.get("workdir") else Path(scratch)
+        outcome = await ProcessExecutor().run(message(**step), lines, workdir)
     return outcome, lines
 
 
@@ -136,6 +139,7 @@ async def test_cancelling_kills_the_step(tmp_path: Path) -> None:
                 kind="script", source=f"echo $$ > {pidfile}; echo go; sleep 60", interpreter="sh"
             ),
             lines,
+            tmp_path,
         )
     )
     await lines.first.wait()
@@ -151,7 +155,7 @@ async def run_python(
 ) -> tuple[StepOutcome, Lines]:
     lines = Lines()
     outcome = await PythonExecutor().run(
-        message(kind="python", target=target, args=args, timeout=timeout), lines
+        message(kind="python", target=target, args=args, timeout=timeout), lines, Path(".")
     )
     return outcome, lines
 

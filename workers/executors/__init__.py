@@ -1,10 +1,13 @@
 """Step executors: each runs one kind of step and reports an outcome."""
 
 from workers.executors.base import Executor, LogEmitter, StepOutcome
+from workers.executors.container import ContainerExecutor, ContainerRuntime
 from workers.executors.process import ProcessExecutor
 from workers.executors.python import PythonExecutor
 
 __all__ = [
+    "ContainerExecutor",
+    "ContainerRuntime",
     "Executor",
     "LogEmitter",
     "ProcessExecutor",
@@ -14,6 +17,13 @@ __all__ = [
 ]
 
 
-def default_executors() -> dict[str, Executor]:
+def default_executors(
+    worker: str = "", runtime: ContainerRuntime | None = None
+) -> dict[str, Executor]:
     process = ProcessExecutor()
-    return {"script": process, "command": process, "python": PythonExecutor()}
+    return {
+        "script": process,
+        "command": process,
+        "python": PythonExecutor(),
+        "container": ContainerExecutor(runtime, worker=worker),
+    }

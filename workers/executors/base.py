@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from contracts.events import ArtifactRef
 from contracts.messages import TaskReady
 
 LogEmitter = Callable[[str, str], None]
@@ -26,11 +27,12 @@ class StepOutcome:
     """On failure: ``error``, ``timeout``, ``start`` or ``cancelled``."""
     retryable: bool = True
     exit_code: int | None = None
+    artifacts: dict[str, ArtifactRef] = field(default_factory=dict)
 
 
 class Executor(Protocol):
-    async def run(self, task: TaskReady, emit: LogEmitter) -> StepOutcome:
-        """Run the step to the end. On cancellation, stop it (kill what it started) first."""
+    async def run(self, task: TaskReady, emit: LogEmitter, workdir: Path) -> StepOutcome:
+        """Run the step to the end in ``workdir``; on cancellation, stop what it started first."""
         ...
 
 

@@ -33,14 +33,12 @@ class ProcessExecutor:
     def __init__(self, kill_grace: float = 0.0) -> None:
         self._kill_grace = kill_grace
 
-    async def run(self, task: TaskReady, emit: LogEmitter) -> StepOutcome:
+    async def run(self, task: TaskReady, emit: LogEmitter, workdir: Path) -> StepOutcome:
         step = task.step
-        with tempfile.TemporaryDirectory(prefix="conveyor-step-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="conveyor-script-") as scratch:
             scratch_dir = Path(scratch)
-            workdir = Path(step.workdir) if step.workdir else scratch_dir / "work"
-            workdir.mkdir(parents=True, exist_ok=True)
             argv = self._argv(step, scratch_dir)
-            env = {**os.environ, **_conveyor_env(task), **step.env}
+            env = {**os.environ, **conveyor_env(task), **step.env}
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *argv,
@@ -65,8 +63,8 @@ class ProcessExecutor:
                 )
             stdout_parts: list[str] = []
             readers = asyncio.gather(
-                _pump(proc.stdout, "stdout", emit, stdout_parts),
-                _pump(proc.stderr, "stderr", emit, None),
+                pump(proc.stdout, "stdout", emit, stdout_parts),
+                pump(proc.stderr, "stderr", emit, None),
             )
             try:
                 async with asyncio.timeout(step.timeout):
@@ -116,7 +114,7 @@ class ProcessExecutor:
         return [*INTERPRETERS.get(interpreter, [interpreter]), str(script)]
 
 
-async def _pump(
+async def pump(
     stream: asyncio.StreamReader | None, name: str, emit: LogEmitter, keep: list[str] | None
 ) -> None:
     if stream is None:
@@ -148,7 +146,7 @@ async def _kill_tree(proc: asyncio.subprocess.Process) -> None:
     await proc.wait()
 
 
-def _conveyor_env(task: TaskReady) -> dict[str, str]:
+def conveyor_env(task: TaskReady) -> dict[str, str]:
     return {
         "CONVEYOR_RUN_ID": task.run_id,
         "CONVEYOR_TASK": task.task,

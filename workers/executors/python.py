@@ -7,6 +7,7 @@ import importlib
 import inspect
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from contracts.errors import StepError
@@ -22,7 +23,7 @@ class PythonExecutor:
     thread cannot be killed, so its result is discarded when it eventually returns.
     """
 
-    async def run(self, task: TaskReady, emit: LogEmitter) -> StepOutcome:
+    async def run(self, task: TaskReady, emit: LogEmitter, workdir: Path) -> StepOutcome:
         step = task.step
         assert step.target
         try:

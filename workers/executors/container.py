@@ -1,0 +1,319 @@
+"""Container steps on the Docker or Podman command line: no Kubernetes needed.
+
+Each container is named and labelled with its run, task, item, attempt and worker, so
+a timeout or cancel can stop and remove it, and a worker starting after a crash can
+remove the containers its dead predecessor left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import socket
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import structlog
+
+from contracts.messages import ContainerSpec, TaskReady
+from workers.executors.base import (
+    MAX_RESULT_BYTES,
+    LogEmitter,
+    StepOutcome,
+    parse_result,
+    read_outputs,
+)
+from workers.executors.process import conveyor_env, pump
+
+log = structlog.get_logger("conveyor.container")
+
+CONTAINER_WORKDIR = "/work"
+SCRIPT_PATH = "/conveyor/step"
+PULL_FLAG = {"always": "always", "if-not-present": "missing", "never": "never"}
+LABEL = "conveyor"
+
+
+@dataclass
+class ContainerRuntime:
+    """Which CLI runs containers, and the extra flags this machine needs.
+
+    ``global_args`` go before the subcommand (``podman --runtime runc run ...``),
+    ``run_args`` after it (``... run --ulimit nofile=1024:1024 ...``).
+    """
+
+    binary: str | None = None
+    global_args: list[str] = field(default_factory=list)
+    run_args: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_env(cls) -> ContainerRuntime:
+        return cls(
+            binary=os.environ.get("CONVEYOR_CONTAINER_RUNTIME") or None,
+            global_args=shlex.split(os.environ.get("CONVEYOR_CONTAINER_GLOBAL_ARGS", "")),
+            run_args=shlex.split(os.environ.get("CONVEYOR_CONTAINER_RUN_ARGS", "")),
+        )
+
+    def resolve(self) -> str | None:
+        """The runtime binary: as configured, else Podman or Docker, whichever is found."""
+        if self.binary:
+            return shutil.which(self.binary)
+        return shutil.which("podman") or shutil.which("docker")
+
+    def base(self) -> list[str]:
+        binary = self.resolve()
+        if binary is None:
+            raise FileNotFoundError(self.binary or "podman or docker")
+        return [binary, *self.global_args]
+
+
+class ContainerExecutor:
+    def __init__(self, runtime: ContainerRuntime | None = None, worker: str = "") -> None:
+        self.runtime = runtime or ContainerRuntime.from_env()
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+
+    async def run(self, task: TaskReady, emit: LogEmitter, workdir: Path) -> StepOutcome:
+        spec = task.step.container
+        assert spec is not None
+        try:
+            base = self.runtime.base()
+        except FileNotFoundError as exc:
+            return StepOutcome(
+                ok=False,
+                error=f"container runtime not found: {exc} (install Podman or Docker, or set "
+                "CONVEYOR_CONTAINER_RUNTIME)",
+                reason="start",
+                retryable=False,
+            )
+        suffix = f"{task.index}-{task.attempt}-{uuid.uuid4().hex[:6]}"
+        name = f"conveyor-{task.run_id[:12]}-{_safe(task.task)}-{suffix}"
+        argv = [
+            *base,
+            "run",
+            *self._run_flags(task, spec, name, workdir),
+            spec.image,
+            *self._command(spec, workdir),
+        ]
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        stdout_parts: list[str] = []
+        stderr_tail: list[str] = []
+
+        def emit_err(stream: str, text: str) -> None:
+            stderr_tail.append(text)
+            del stderr_tail[:-20]
+            emit(stream, text)
+
+        readers = asyncio.gather(
+            pump(proc.stdout, "stdout", emit, stdout_parts),
+            pump(proc.stderr, "stderr", emit_err, None),
+        )
+        try:
+            async with asyncio.timeout(task.step.timeout):
+                await readers
+                code = await proc.wait()
+        except TimeoutError:
+            await self._stop(base, name, proc, readers)
+            return StepOutcome(
+                ok=False,
+                error=f"timed out after {task.step.timeout:g}s (container removed)",
+                reason="timeout",
+            )
+        except asyncio.CancelledError:
+            await self._stop(base, name, proc, readers)
+            raise
+        oom = await self._oom_killed(base, name)
+        await self._remove(base, name)
+        if code != 0:
+            return self._failure(code, oom, spec, stderr_tail)
+        stdout = "".join(stdout_parts)
+        if len(stdout.encode()) > MAX_RESULT_BYTES:
+            return StepOutcome(
+                ok=False, error="result is over the size limit; write a file", retryable=False
+            )
+        outputs, problem = read_outputs(workdir, task.step.outputs)
+        if problem:
+            return StepOutcome(ok=False, error=problem, exit_code=0)
+        return StepOutcome(ok=True, result=parse_result(stdout), outputs=outputs, exit_code=0)
+
+    def _run_flags(
+        self, task: TaskReady, spec: ContainerSpec, name: str, workdir: Path
+    ) -> list[str]:
+        inner = task.step.workdir or CONTAINER_WORKDIR
+        flags = [
+            "--name",
+            name,
+            "--label",
+            f"{LABEL}.run={task.run_id}",
+            "--label",
+            f"{LABEL}.task={task.task}",
+            "--label",
+            f"{LABEL}.index={task.index}",
+            "--label",
+            f"{LABEL}.attempt={task.attempt}",
+            "--label",
+            f"{LABEL}.worker={self.worker}",
+            "--label",
+            f"{LABEL}.host={socket.gethostname()}",
+            "-v",
+            f"{workdir}:{inner}",
+            "-w",
+            inner,
+            f"--pull={PULL_FLAG.get(spec.pull, 'missing')}",
+        ]
+        env = {**conveyor_env(task), **task.step.env}
+        for key, value in env.items():
+            flags += ["-e", f"{key}={value}"]
+        if spec.script is not None:
+            script = workdir.parent / "conveyor-step"
+            script.write_text(spec.script, encoding="utf-8")
+            flags += ["-v", f"{script}:{SCRIPT_PATH}:ro"]
+        if spec.user:
+            flags += ["--user", spec.user]
+        if spec.network:
+            flags += ["--network", spec.network]
+        if spec.cpus:
+            flags += ["--cpus", str(spec.cpus)]
+        if spec.memory:
+            flags += ["--memory", spec.memory, "--memory-swap", spec.memory]
+        return [*flags, *self.runtime.run_args]
+
+    @staticmethod
+    def _command(spec: ContainerSpec, workdir: Path) -> list[str]:
+        if spec.script is not None:
+            return [*(spec.command or ["sh"]), SCRIPT_PATH, *spec.args]
+        return [*(spec.command or []), *spec.args]
+
+    def _failure(self, code: int, oom: bool, spec: ContainerSpec, stderr: list[str]) -> StepOutcome:
+        text = "\n".join(stderr).lower()
+        if oom or (code == 137 and spec.memory):
+            return StepOutcome(
+                ok=False,
+                error=f"OOM-killed: the container went over its memory limit ({spec.memory})",
+                reason="error",
+                exit_code=137,
+            )
+        if code in (125, 126, 127) and (
+            "image not known" in text
+            or "manifest unknown" in text
+            or "no such image" in text
+            or "unable to find image" in text
+            or ("pull" in text and "not found" in text)
+        ):
+            return StepOutcome(
+                ok=False,
+                error=f"image not found: {spec.image} (pull policy {spec.pull})",
+                reason="start",
+                retryable=False,
+                exit_code=code,
+            )
+        if "permission denied" in text:
+            return StepOutcome(
+                ok=False,
+                error=f"permission denied: {stderr[-1] if stderr else ''}".strip(),
+                reason="start" if code in (125, 126) else "error",
+                retryable=False,
+                exit_code=code,
+            )
+        if code in (125, 126, 127):
+            detail = stderr[-1] if stderr else f"exit code {code}"
+            return StepOutcome(
+                ok=False,
+                error=f"container could not start: {detail}",
+                reason="start",
+                retryable=False,
+                exit_code=code,
+            )
+        return StepOutcome(ok=False, error=f"exit code {code}", reason="error", exit_code=code)
+
+    async def _oom_killed(self, base: list[str], name: str) -> bool:
+        done = await _quiet(*base, "inspect", "--format", "{{.State.OOMKilled}}", name)
+        return done.strip().lower() == "true"
+
+    async def _remove(self, base: list[str], name: str) -> None:
+        await _quiet(*base, "rm", "-f", name)
+
+    async def _stop(
+        self,
+        base: list[str],
+        name: str,
+        proc: asyncio.subprocess.Process,
+        readers: asyncio.Future[Any],
+    ) -> None:
+        await _quiet(*base, "kill", name)
+        await self._remove(base, name)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        await asyncio.gather(readers, return_exceptions=True)
+
+    async def remove_orphans(self) -> int:
+        """Remove containers of workers on this host that are no longer alive."""
+        try:
+            base = self.runtime.base()
+        except FileNotFoundError:
+            return 0
+        listing = await _quiet(
+            *base,
+            "ps",
+            "-a",
+            "--filter",
+            f"label={LABEL}.host={socket.gethostname()}",
+            "--format",
+            "{{.Names}} {{.Labels}}",
+        )
+        removed = 0
+        for line in listing.splitlines():
+            name, _, labels = line.partition(" ")
+            owner = _label(labels, f"{LABEL}.worker")
+            if owner and owner != self.worker and not _alive(owner):
+                await self._remove(base, name)
+                log.warning("removed an orphaned container", container=name, owner=owner)
+                removed += 1
+        return removed
+
+
+def _label(labels: str, key: str) -> str | None:
+    # `--format {{.Labels}}` prints map[k:v k2:v2] (podman) or k=v,k2=v2 (docker).
+    text = labels.strip().removeprefix("map[").removesuffix("]")
+    for part in text.replace(",", " ").split():
+        for sep in ("=", ":"):
+            k, s, v = part.partition(sep)
+            if s and k == key:
+                return v
+    return None
+
+
+def _alive(worker: str) -> bool:
+    """A worker name is host:pid[:n]; alive if that pid still runs on this host."""
+    parts = worker.split(":")
+    try:
+        return psutil.pid_exists(int(parts[1]))
+    except (IndexError, ValueError):
+        return True
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:40]
+
+
+async def _quiet(*argv: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    out, _ = await proc.communicate()
+    return out.decode(errors="replace")
+
+
+__all__ = ["ContainerExecutor", "ContainerRuntime", "json"]

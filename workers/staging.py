@@ -1,0 +1,101 @@
+"""Around a step: input artifacts in, output artifacts out, oversized values by reference.
+
+Results and output parameters larger than ``INLINE_LIMIT`` go to the artifact store
+and travel as ``{"$claim": <reference>}`` (the claim-check pattern); the coordinator
+swaps them back before use, so the run log never holds big payloads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from contracts.errors import StepError
+from contracts.events import ArtifactRef
+from contracts.messages import TaskReady
+from contracts.ports import ArtifactStore
+from workers.executors.base import StepOutcome
+
+INLINE_LIMIT = 64 * 1024
+CLAIM = "$claim"
+
+
+def inside(workdir: Path, relative: str) -> Path:
+    """``workdir / relative``, refusing paths that escape the working directory."""
+    target = (workdir / relative).resolve()
+    if not target.is_relative_to(workdir.resolve()):
+        raise StepError(f"artifact path {relative!r} leaves the working directory", retryable=False)
+    return target
+
+
+def _store(store: ArtifactStore | None) -> ArtifactStore:
+    if store is None:
+        raise StepError(
+            "this step uses artifacts but no artifact store is configured", kind="start"
+        )
+    return store
+
+
+async def stage_inputs(task: TaskReady, workdir: Path, store: ArtifactStore | None) -> None:
+    for relative, source in task.step.artifacts_in.items():
+        target = inside(workdir, relative)
+        if isinstance(source, str):
+            if "://" not in source:
+                raise StepError(
+                    f"input artifact {relative!r}: {source!r} is not a URL", retryable=False
+                )
+            await _store(store).fetch_url(source, target)
+        elif isinstance(source, list):
+            target.mkdir(parents=True, exist_ok=True)
+            for index, ref in enumerate(source):
+                if ref is not None:
+                    await _store(store).get_path(_ref(ref), target / str(index))
+        elif isinstance(source, dict):
+            await _store(store).get_path(_ref(source), target)
+        elif source is None:
+            raise StepError(
+                f"input artifact {relative!r}: the upstream task produced none", retryable=False
+            )
+        else:
+            raise StepError(
+                f"input artifact {relative!r}: not an artifact: {source!r}", retryable=False
+            )
+
+
+def _ref(data: Any) -> ArtifactRef:
+    try:
+        return msgspec.convert(data, ArtifactRef)
+    except msgspec.ValidationError as exc:
+        raise StepError(f"not an artifact reference: {data!r}", retryable=False) from exc
+
+
+def _key(task: TaskReady, name: str) -> str:
+    return f"runs/{task.run_id}/{task.task}/{task.index}/{task.attempt}/{name}"
+
+
+async def store_outputs(
+    task: TaskReady, workdir: Path, store: ArtifactStore | None, outcome: StepOutcome
+) -> None:
+    """Upload output artifacts and move oversized values out of line, in place."""
+    for name, relative in task.step.artifacts_out.items():
+        source = inside(workdir, relative)
+        if not source.exists():
+            raise StepError(
+                f"output artifact {name!r}: the step did not write {relative!r}", retryable=False
+            )
+        outcome.artifacts[name] = await _store(store).put_path(_key(task, name), source)
+    outcome.result = await _claim_if_large(task, "result", outcome.result, store)
+    for name, value in list(outcome.outputs.items()):
+        outcome.outputs[name] = await _claim_if_large(task, f"output-{name}", value, store)
+
+
+async def _claim_if_large(
+    task: TaskReady, name: str, value: Any, store: ArtifactStore | None
+) -> Any:
+    data = msgspec.json.encode(value)
+    if len(data) <= INLINE_LIMIT or store is None:
+        return value
+    ref = await store.put_bytes(_key(task, f"{name}.json"), data)
+    return {CLAIM: msgspec.to_builtins(ref)}
