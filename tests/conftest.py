@@ -33,3 +33,17 @@ def amqp_url(services: Services) -> str:
 @pytest.fixture(scope="session")
 def redis_url(services: Services) -> str:
     return services.redis_url()
+
+
+@pytest.fixture(scope="session")
+def container_runtime() -> object:
+    from tests.containers import runtime_for_tests
+
+    return runtime_for_tests()
+
+
+@pytest.fixture(scope="session")
+def busybox_image(container_runtime: object) -> str:
+    from tests.containers import build_image
+
+    return build_image(container_runtime)  # type: ignore[arg-type]

@@ -28,8 +28,9 @@ class FsspecArtifactStore:
     """Implements ``contracts.ports.ArtifactStore``."""
 
     def __init__(
-        self, url: str, *, max_bytes: int = DEFAULT_MAX_BYTES, **storage_options: Any
+        self, url: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES, **storage_options: Any
     ) -> None:
+        url = str(url)
         if "://" not in url:
             url = Path(url).resolve().as_uri()
         self.url = url.rstrip("/")

@@ -107,7 +107,7 @@ class ContainerExecutor:
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
-        stdout_parts: list[str] = []
+        stdout_parts: list[bytes] = []
         stderr_tail: list[str] = []
 
         def emit_err(stream: str, text: str) -> None:
@@ -137,7 +137,7 @@ class ContainerExecutor:
         await self._remove(base, name)
         if code != 0:
             return self._failure(code, oom, spec, stderr_tail)
-        stdout = "".join(stdout_parts)
+        stdout = b"".join(stdout_parts).decode("utf-8", errors="replace")
         if len(stdout.encode()) > MAX_RESULT_BYTES:
             return StepOutcome(
                 ok=False, error="result is over the size limit; write a file", retryable=False

@@ -61,7 +61,7 @@ class ProcessExecutor:
                 return StepOutcome(
                     ok=False, error=f"workdir {str(workdir)!r} is not a directory", reason="start"
                 )
-            stdout_parts: list[str] = []
+            stdout_parts: list[bytes] = []
             readers = asyncio.gather(
                 pump(proc.stdout, "stdout", emit, stdout_parts),
                 pump(proc.stderr, "stderr", emit, None),
@@ -85,7 +85,7 @@ class ProcessExecutor:
             if code != 0:
                 detail = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
                 return StepOutcome(ok=False, error=detail, reason="error", exit_code=code)
-            stdout = "".join(stdout_parts)
+            stdout = b"".join(stdout_parts).decode("utf-8", errors="replace")
             if len(stdout.encode()) > MAX_RESULT_BYTES:
                 return StepOutcome(
                     ok=False,
@@ -114,22 +114,35 @@ class ProcessExecutor:
         return [*INTERPRETERS.get(interpreter, [interpreter]), str(script)]
 
 
+MAX_LINE = 1 << 16
+
+
 async def pump(
-    stream: asyncio.StreamReader | None, name: str, emit: LogEmitter, keep: list[str] | None
+    stream: asyncio.StreamReader | None, name: str, emit: LogEmitter, keep: list[bytes] | None
 ) -> None:
+    """Emit a stream's lines as they come; keep its bytes whole if asked.
+
+    Reads chunks and splits them itself: ``readline`` drops data on lines longer than
+    its limit, and a step's result is often one long JSON line.
+    """
     if stream is None:
         return
+    pending = b""
     while True:
-        try:
-            line = await stream.readline()
-        except ValueError:  # a line longer than the reader's limit: take what is there
-            line = await stream.read(1 << 16)
-        if not line:
+        chunk = await stream.read(1 << 16)
+        if not chunk:
+            if pending:
+                emit(name, pending.decode("utf-8", errors="replace"))
             return
-        text = line.decode("utf-8", errors="replace")
         if keep is not None:
-            keep.append(text)
-        emit(name, text.rstrip("\n"))
+            keep.append(chunk)
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            emit(name, line.decode("utf-8", errors="replace"))
+        if len(pending) > MAX_LINE:  # an endless line is logged in pieces
+            emit(name, pending.decode("utf-8", errors="replace"))
+            pending = b""
 
 
 async def _kill_tree(proc: asyncio.subprocess.Process) -> None:

@@ -1,0 +1,219 @@
+"""Container steps on a real runtime (Podman here; Docker works the same way)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contracts.messages import ContainerSpec, StepSpec, TaskReady
+from workers.executors import ContainerExecutor, ContainerRuntime, StepOutcome
+
+
+class Lines:
+    def __init__(self) -> None:
+        self.lines: list[tuple[float, str, str]] = []
+        self.first = asyncio.Event()
+
+    def __call__(self, stream: str, text: str) -> None:
+        self.lines.append((time.monotonic(), stream, text))
+        self.first.set()
+
+    def of(self, stream: str) -> list[str]:
+        return [text for _t, s, text in self.lines if s == stream]
+
+
+def task(
+    image: str,
+    *,
+    timeout: float | None = None,
+    outputs: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+    run_id: str = "r" * 32,
+    **container: Any,
+) -> TaskReady:
+    return TaskReady(
+        run_id=run_id,
+        task="c",
+        attempt=1,
+        step=StepSpec(
+            kind="container",
+            container=ContainerSpec(image=image, **container),
+            outputs=outputs or {},
+            env=env or {},
+            timeout=timeout,
+        ),
+    )
+
+
+async def run(runtime: ContainerRuntime, message: TaskReady) -> tuple[StepOutcome, Lines]:
+    lines = Lines()
+    with tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(scratch) / "work"
+        workdir.mkdir()
+        outcome = await ContainerExecutor(runtime, worker="test:1").run(message, lines, workdir)
+    return outcome, lines
+
+
+def containers_of(runtime: ContainerRuntime, run_id: str) -> list[str]:
+    done = subprocess.run(
+        [
+            *runtime.base(),
+            "ps",
+            "-a",
+            "--filter",
+            f"label=conveyor.run={run_id}",
+            "--format",
+            "{{.Names}}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.split()
+
+
+async def test_command_env_result_and_outputs(
+    container_runtime: ContainerRuntime, busybox_image: str
+) -> None:
+    outcome, lines = await run(
+        container_runtime,
+        task(
+            busybox_image,
+            command=["sh", "-c"],
+            args=['echo "$GREETING $CONVEYOR_TASK" >&2; echo 7 > n.txt; echo \'{"ok": true}\''],
+            env={"GREETING": "hello"},
+            outputs={"n": "n.txt"},
+        ),
+    )
+    assert outcome.ok, outcome.error
+    assert outcome.result == {"ok": True} and outcome.outputs == {"n": 7}
+    assert lines.of("stderr") == ["hello c"]
+
+
+async def test_inline_script_in_an_image(
+    container_runtime: ContainerRuntime, busybox_image: str
+) -> None:
+    outcome, _ = await run(
+        container_runtime, task(busybox_image, script="for i in 1 2 3; do echo $i; done | wc -l")
+    )
+    assert outcome.ok and outcome.result == 3
+
+
+async def test_exit_codes_are_failures(
+    container_runtime: ContainerRuntime, busybox_image: str
+) -> None:
+    outcome, _ = await run(container_runtime, task(busybox_image, command=["sh", "-c", "exit 3"]))
+    assert not outcome.ok and outcome.exit_code == 3 and outcome.reason == "error"
+
+
+async def test_logs_stream_while_the_container_runs(
+    container_runtime: ContainerRuntime, busybox_image: str
+) -> None:
+    outcome, lines = await run(
+        container_runtime,
+        task(busybox_image, script="echo first; sleep 1; echo second; echo third"),
+    )
+    assert outcome.ok
+    stamps = {text: t for t, s, text in lines.lines if s == "stdout"}
+    assert lines.of("stdout") == ["first", "second", "third"]
+    assert stamps["second"] - stamps["first"] > 0.7  # 'first' arrived before the step ended
+
+
+async def test_timeout_stops_and_removes_the_container(
+    container_runtime: ContainerRuntime, busybox_image: str
+) -> None:
+    run_id = "t" * 32
+    outcome, _ = await run(
+        container_runtime, task(busybox_image, script="sleep 60", timeout=1, run_id=run_id)
+    )
+    assert outcome.reason == "timeout"
+    assert containers_of(container_runtime, run_id) == []
+
+
+async def test_cancel_stops_and_removes_the_container(
+    container_runtime: ContainerRuntime, busybox_image: str
+) -> None:
+    run_id = "k" * 32
+    lines = Lines()
+    with tempfile.TemporaryDirectory() as scratch:
+        step = asyncio.create_task(
+            ContainerExecutor(container_runtime, worker="test:1").run(
+                task(busybox_image, script="echo up; sleep 60", run_id=run_id), lines, Path(scratch)
+            )
+        )
+        await asyncio.wait_for(lines.first.wait(), 30)
+        assert containers_of(container_runtime, run_id) != []
+        step.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await step
+    assert containers_of(container_runtime, run_id) == []
+
+
+async def test_memory_limit_kill_is_reported_as_oom(
+    container_runtime: ContainerRuntime, busybox_image: str
+) -> None:
+    # Grow a string until the 16 MiB limit stops it.
+    hog = "awk 'BEGIN { s = \"x\"; while (1) s = s s }'"
+    outcome, _ = await run(
+        container_runtime, task(busybox_image, script=hog, memory="16m", timeout=60)
+    )
+    if outcome.ok or outcome.exit_code not in (137,):
+        pytest.skip(f"this runtime does not enforce memory limits here (exit {outcome.exit_code})")
+    assert "OOM-killed" in outcome.error and outcome.exit_code == 137
+
+
+async def test_image_not_found(container_runtime: ContainerRuntime) -> None:
+    outcome, _ = await run(
+        container_runtime, task("localhost/no-such-image:nope", command=["true"], pull="never")
+    )
+    assert not outcome.ok and outcome.reason == "start" and not outcome.retryable
+    assert "image not found: localhost/no-such-image:nope" in outcome.error
+
+
+async def test_missing_runtime(busybox_image: str) -> None:
+    outcome, _ = await run(
+        ContainerRuntime(binary="no-such-runtime-xyz"), task(busybox_image, command=["true"])
+    )
+    assert (
+        not outcome.ok
+        and outcome.reason == "start"
+        and "container runtime not found" in outcome.error
+    )
+
+
+async def test_a_new_worker_removes_containers_of_dead_workers(
+    container_runtime: ContainerRuntime, busybox_image: str
+) -> None:
+    import socket
+
+    dead_owner = f"{socket.gethostname()}:999999:1"  # no such pid
+    subprocess.run(
+        [
+            *container_runtime.base(),
+            "run",
+            "-d",
+            "--name",
+            "conveyor-orphan-test",
+            "--label",
+            "conveyor.run=orphan",
+            "--label",
+            f"conveyor.worker={dead_owner}",
+            "--label",
+            f"conveyor.host={socket.gethostname()}",
+            *container_runtime.run_args,
+            busybox_image,
+            "sleep",
+            "60",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    assert containers_of(container_runtime, "orphan") == ["conveyor-orphan-test"]
+    removed = await ContainerExecutor(container_runtime, worker="test:1").remove_orphans()
+    assert removed >= 1
+    assert containers_of(container_runtime, "orphan") == []
