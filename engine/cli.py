@@ -316,6 +316,84 @@ def events(
         sys.stdout.write(json.dumps(to_builtins(event), separators=(",", ":")) + "\n")
 
 
+artifact_app = typer.Typer(help="Fetch artifacts of runs.", no_args_is_help=True)
+app.add_typer(artifact_app, name="artifact")
+
+
+@app.command()
+def artifacts(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id or a unique prefix.")],
+    task: Annotated[str | None, typer.Argument(help="Only this task.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    home: HomeOption = DEFAULT_HOME,
+) -> None:
+    """List the artifacts a run's tasks produced (name, item, size, sha256, where)."""
+    _full, events = _read_events(home, run_id)
+    rows = _artifact_rows(replay(events), task)
+    if as_json:
+        out.print_json(data=rows)
+        return
+    table = Table()
+    for column in ("task", "item", "name", "kind", "size", "sha256", "uri"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["task"],
+            str(row["index"]),
+            row["name"],
+            row["kind"],
+            str(row["size"]),
+            row["sha256"][:12],
+            row["uri"],
+        )
+    out.print(table)
+
+
+def _artifact_rows(state: Any, task: str | None) -> list[dict[str, Any]]:
+    rows = []
+    for node in state.nodes.values():
+        if task is not None and node.spec.name != task:
+            continue
+        for index, inst in enumerate(node.instances):
+            for name, ref in (inst.artifacts or {}).items():
+                rows.append({"task": node.spec.name, "index": index, "name": name, **ref})
+    return rows
+
+
+@artifact_app.command("get")
+def artifact_get(
+    run_id: Annotated[str, typer.Argument(metavar="RUN")],
+    task: Annotated[str, typer.Argument()],
+    name: Annotated[str, typer.Argument(help="Output artifact name.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write it.")],
+    index: Annotated[int, typer.Option(help="Item of a fan-out task.")] = 0,
+    home: HomeOption = DEFAULT_HOME,
+) -> None:
+    """Fetch one artifact (a directory artifact is written as a directory)."""
+    import msgspec
+
+    from contracts.events import ArtifactRef
+
+    _full, events = _read_events(home, run_id)
+    matches = [
+        r for r in _artifact_rows(replay(events), task) if r["name"] == name and r["index"] == index
+    ]
+    if not matches:
+        raise _fail_input(NotFound(f"no artifact {name!r} of task {task!r} item {index}"))
+    ref = msgspec.convert(
+        {k: matches[0][k] for k in ("uri", "size", "sha256", "kind")}, ArtifactRef
+    )
+    settings = Settings(home=home)
+    store = FsspecArtifactStore(
+        settings.artifact_store_url(), max_bytes=settings.artifact_max_bytes
+    )
+    try:
+        _run_async(store.get_path(ref, output))
+    except ConveyorError as exc:
+        raise _fail_input(exc) from None
+    out.print(f"{output} ({ref.size} bytes, sha256 {ref.sha256[:12]})")
+
+
 register_cluster_commands(app, out, err, _fail_input)
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,8 +16,15 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 
-def conveyor(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CONVEYOR_HOME": str(cwd / ".conveyor"), "CONVEYOR_LOG_LEVEL": "warning"}
+def conveyor(
+    *args: str, cwd: Path, timeout: float = 120, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "CONVEYOR_HOME": str(cwd / ".conveyor"),
+        "CONVEYOR_LOG_LEVEL": "warning",
+        **(extra_env or {}),
+    }
     return subprocess.run(
         [sys.executable, "-m", "conveyor", *args],
         cwd=cwd,
@@ -146,6 +154,65 @@ def test_unknown_run_is_an_input_error(tmp_path: Path) -> None:
 
 
 def test_every_command_has_help(tmp_path: Path) -> None:
-    for command in ("run", "validate", "schema", "runs", "show", "logs", "events"):
+    for command in (
+        "run",
+        "validate",
+        "schema",
+        "runs",
+        "show",
+        "logs",
+        "events",
+        "artifacts",
+        "coordinator",
+        "worker",
+        "submit",
+        "cancel",
+        "retry",
+        "dead-letters",
+    ):
         done = conveyor(command, "--help", cwd=tmp_path)
         assert done.returncode == 0 and "Usage" in done.stdout, command
+
+
+def test_container_example_and_its_artifacts(
+    tmp_path: Path, busybox_image: str, container_runtime: object
+) -> None:
+    runtime: Any = container_runtime
+    env = {
+        "CONVEYOR_CONTAINER_RUNTIME": runtime.resolve(),
+        "CONVEYOR_CONTAINER_GLOBAL_ARGS": " ".join(runtime.global_args),
+        "CONVEYOR_CONTAINER_RUN_ARGS": " ".join(runtime.run_args),
+    }
+    done = conveyor(
+        "run",
+        str(EXAMPLES / "containers.yaml"),
+        "-p",
+        f"image={busybox_image}",
+        "--json",
+        cwd=tmp_path,
+        extra_env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["tasks"][-1]["outputs"]["result"] == {"chunks": 4, "words": 200}
+    listed = json.loads(conveyor("artifacts", result["run_id"], "--json", cwd=tmp_path).stdout)
+    assert {(r["task"], r["name"]) for r in listed} >= {
+        ("make", "input"),
+        ("split", "parts"),
+        ("count", "count"),
+    }
+    assert sum(1 for r in listed if r["task"] == "count") == 4
+    got = conveyor(
+        "artifact",
+        "get",
+        result["run_id"],
+        "count",
+        "count",
+        "--index",
+        "3",
+        "-o",
+        str(tmp_path / "c3.txt"),
+        cwd=tmp_path,
+    )
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "c3.txt").read_text().strip() == "50"

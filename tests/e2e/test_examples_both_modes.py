@@ -15,6 +15,7 @@ from engine.runlog.redis import RedisRunLog
 from engine.state.model import RunState
 from engine.timers import RedisTimers
 from engine.transport.rabbitmq import RabbitTransport
+from workers.artifacts import FsspecArtifactStore
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CASES = {"hello.yaml": {"who": "both"}, "diamond.yaml": {"base": 5}, "batch.yaml": {"size": 6}}
@@ -63,3 +64,40 @@ async def test_example_same_result_in_both_modes(
     distributed = await run_distributed(amqp_url, redis_url, file, params)
     assert embedded.status == "succeeded"
     assert outcome(distributed) == outcome(embedded)
+
+
+async def test_container_and_script_steps_mix_in_both_modes(
+    amqp_url: str,
+    redis_url: str,
+    busybox_image: str,
+    container_runtime: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("CONVEYOR_CONTAINER_RUNTIME", container_runtime.resolve())
+    monkeypatch.setenv("CONVEYOR_CONTAINER_GLOBAL_ARGS", " ".join(container_runtime.global_args))
+    monkeypatch.setenv("CONVEYOR_CONTAINER_RUN_ARGS", " ".join(container_runtime.run_args))
+    workflow = load_workflow(EXAMPLES / "containers.yaml")
+    params = resolve_params(workflow, {"image": busybox_image, "lines": 30, "chunk": 7})
+
+    async with EmbeddedEngine(workers=2, artifacts=FsspecArtifactStore(tmp_path / "a")) as engine:
+        embedded = await asyncio.wait_for(engine.run(workflow, params), 120)
+
+    store = RedisRunLog(redis_url)
+    transport = RabbitTransport(amqp_url)
+    await transport.start()
+    try:
+        async with EmbeddedEngine(
+            store,
+            workers=2,
+            transport=transport,
+            timers=lambda fire: RedisTimers(redis_url, fire, time.time),
+            shards=2,
+            artifacts=FsspecArtifactStore(tmp_path / "b"),
+        ) as engine:
+            distributed = await asyncio.wait_for(engine.run(workflow, params), 120)
+    finally:
+        await store.close()
+    assert embedded.status == "succeeded", embedded.reason
+    assert outcome(distributed) == outcome(embedded)
+    assert embedded.nodes["merge"].outputs()["result"] == {"chunks": 5, "words": 150}
