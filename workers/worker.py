@@ -133,6 +133,9 @@ class Worker:
         await asyncio.gather(*self._loops[1:], return_exceptions=True)
         if self._listener is not None:
             await self._listener.aclose()
+        containers = self._executors.get("container")
+        if isinstance(containers, ContainerExecutor):
+            await containers.drain()
         await self._logs.close()
         log.info("worker stopped", worker=self.name)
 

@@ -77,6 +77,7 @@ class ContainerExecutor:
     def __init__(self, runtime: ContainerRuntime | None = None, worker: str = "") -> None:
         self.runtime = runtime or ContainerRuntime.from_env()
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        self._removals: set[asyncio.Task[None]] = set()
 
     async def run(self, task: TaskReady, emit: LogEmitter, workdir: Path) -> StepOutcome:
         spec = task.step.container
@@ -133,8 +134,9 @@ class ContainerExecutor:
         except asyncio.CancelledError:
             await self._stop(base, name, proc, readers)
             raise
-        oom = await self._oom_killed(base, name)
-        await self._remove(base, name)
+        # Ask the runtime only when the exit code hints at it: each call costs a process.
+        oom = code == 137 and await self._oom_killed(base, name)
+        self._remove_later(base, name)
         if code != 0:
             return self._failure(code, oom, spec, stderr_tail)
         stdout = b"".join(stdout_parts).decode("utf-8", errors="replace")
@@ -243,6 +245,16 @@ class ContainerExecutor:
 
     async def _remove(self, base: list[str], name: str) -> None:
         await _quiet(*base, "rm", "-f", name)
+
+    def _remove_later(self, base: list[str], name: str) -> None:
+        """Remove an exited container off the step's critical path."""
+        task = asyncio.get_running_loop().create_task(self._remove(base, name))
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+
+    async def drain(self) -> None:
+        """Wait for pending removals (the worker calls this when it stops)."""
+        await asyncio.gather(*self._removals, return_exceptions=True)
 
     async def _stop(
         self,
