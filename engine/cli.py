@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 the run failed or was cancelled, 2 invalid input.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import sys
@@ -119,15 +120,39 @@ def parse_param_args(values: list[str]) -> dict[str, str]:
     return given
 
 
+def load_target(target: Path) -> Workflow:
+    """A workflow from a YAML file, or from ``module:attribute`` (a Python workflow)."""
+    text = str(target)
+    if target.exists() or ":" not in text or text.endswith((".yaml", ".yml")):
+        return load_workflow(target)
+    module_name, _, attribute = text.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # an import runs arbitrary code; report whatever it raised
+        raise InvalidInput(
+            [Problem(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}")], source=text
+        ) from exc
+    found = getattr(module, attribute, None)
+    spec = getattr(found, "spec", found)
+    if not isinstance(spec, Workflow):
+        raise InvalidInput(
+            [Problem(f"{text} is not a workflow (decorate it with @conveyor.workflow)")],
+            source=text,
+        )
+    return spec
+
+
 def load_for_run(file: Path, params: list[str]) -> tuple[Workflow, dict[str, Any]]:
-    workflow = load_workflow(file)
+    workflow = load_target(file)
     values = resolve_params(workflow, parse_param_args(params), from_text=True, source="-p")
     return workflow, values
 
 
 @app.command()
 def run(
-    file: Annotated[Path, typer.Argument(help="Workflow YAML file.")],
+    file: Annotated[Path, typer.Argument(help="Workflow YAML file, or module:workflow.")],
     param: Annotated[
         list[str] | None,
         typer.Option("--param", "-p", help="Parameter override, key=value (repeatable)."),
@@ -178,10 +203,25 @@ def run(
 
 
 @app.command()
+def export(
+    target: Annotated[Path, typer.Argument(metavar="MODULE:WORKFLOW", help="A Python workflow.")],
+) -> None:
+    """Print a workflow (e.g. one written in Python) as YAML."""
+    import yaml
+
+    try:
+        workflow = load_target(target)
+    except InvalidInput as exc:
+        raise _fail_input(exc) from None
+    data = workflow.model_dump(mode="json", exclude_defaults=True, by_alias=True)
+    sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+@app.command()
 def validate(file: Annotated[Path, typer.Argument(help="Workflow YAML file.")]) -> None:
     """Check a workflow file without running anything."""
     try:
-        workflow = load_workflow(file)
+        workflow = load_target(file)
     except InvalidInput as exc:
         raise _fail_input(exc) from None
     out.print(f"{file}: ok (workflow {workflow.name!r}, {len(workflow.tasks)} tasks)")

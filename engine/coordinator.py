@@ -470,6 +470,9 @@ class Coordinator:
                 with structlog.contextvars.bound_contextvars(run_id=run_id):
                     await self._recover(run_id)
 
+    def is_finished(self, run_id: str) -> bool:
+        return run_id in self._finished
+
     def run_state(self, run_id: str) -> RunState:
         state = self._runs.get(run_id) or self._finished.get(run_id)
         if state is None:

@@ -38,12 +38,14 @@ class EmbeddedEngine:
         timers: TimersFactory | None = None,
         shards: int = 1,
         artifacts: ArtifactStore | None = None,
+        executors: Callable[[str], dict[str, Any]] | None = None,
     ) -> None:
         """The defaults are all in memory; pass real adapters to run the same engine on
         RabbitMQ and Redis within one process (as the behaviour tests do)."""
         self.store: RunStore = store if store is not None else MemoryRunLog()
         self.transport: Any = transport if transport is not None else MemoryTransport()
         self.artifacts = artifacts
+        self._executors = executors
         self.coordinator = Coordinator(
             self.transport,
             self.store,
@@ -78,14 +80,17 @@ class EmbeddedEngine:
 
     async def ensure_pools(self, pools: set[str]) -> None:
         for pool in sorted(pools - set(self._workers)):
-            started = []
+            started: list[Worker] = []
             for _ in range(self._worker_count):
+                name = f"embedded:{os.getpid()}:{pool}:{len(started)}"
                 worker = Worker(
                     self.transport,
                     self.store,
                     pool=pool,
+                    name=name,
                     clock=self._clock,
                     artifacts=self.artifacts,
+                    executors=self._executors(name) if self._executors else None,
                 )
                 await worker.start()
                 started.append(worker)
@@ -103,3 +108,9 @@ class EmbeddedEngine:
             self.coordinator.observe(observer)
         run_id = await self.submit(workflow, params)
         return await self.coordinator.wait(run_id)
+
+    def idle(self) -> bool:
+        """Nothing queued, nothing being handled, no step running (in-memory transport only)."""
+        return self.transport.pending() == 0 and all(
+            w.busy == 0 for pool in self._workers.values() for w in pool
+        )

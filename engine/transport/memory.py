@@ -175,6 +175,11 @@ class MemoryTransport:
         return _Listener(self, topic)
 
     # Introspection for tests and `conveyor` diagnostics.
+    def pending(self) -> int:
+        """Messages queued or delivered but not settled, over all queues."""
+        queued = sum(len(q.messages) for q in self._queues.values())
+        return queued + sum(len(c._unsettled) for c in self._consumers)
+
     def depth(self, queue: str) -> int:
         return len(self._queue(queue).messages)
 

@@ -40,7 +40,7 @@ class PythonExecutor:
             return StepOutcome(ok=False, error=message, reason="start", retryable=False)
         try:
             async with asyncio.timeout(step.timeout):
-                if inspect.iscoroutinefunction(function):
+                if inspect.iscoroutinefunction(function) or getattr(function, "is_async", False):
                     result = await function(**step.args)
                 else:
                     result = await asyncio.to_thread(function, **step.args)

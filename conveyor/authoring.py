@@ -1,0 +1,506 @@
+"""Typed Python authoring: tasks are decorated functions, a workflow wires them by calling.
+
+    from conveyor import task, workflow
+
+    @task(retry=2)
+    def numbers(n: int) -> list[int]:
+        return list(range(n))
+
+    @task
+    def square(x: int) -> int:
+        return x * x
+
+    @task
+    def total(values: list[int]) -> int:
+        return sum(values)
+
+    @workflow
+    def squares(n: int = 5) -> None:
+        total(square.map(numbers(n)))
+
+Calling tasks inside a workflow function records nodes instead of running them; the
+result is the same ``Workflow`` spec a YAML file gives (``squares.spec``), so there is
+one engine. Wiring is type-checked as it is recorded: passing a ``list[int]`` result
+where a task expects ``str`` is an error naming both tasks. Outside a workflow a task
+is an ordinary function whose inputs and output are validated by pydantic; that is
+how workers run it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import re
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar, get_args, get_origin
+
+from pydantic import TypeAdapter, ValidationError
+
+from contracts.errors import InvalidInput, NonRetryableError, Problem
+from contracts.spec import Workflow
+from contracts.validation import workflow_from_data
+
+T = TypeVar("T")
+_building: contextvars.ContextVar[_Builder | None] = contextvars.ContextVar(
+    "conveyor_building", default=None
+)
+_TASK_REF = re.compile(r"\{\{[^}]*?\btasks(?:\.([A-Za-z_][\w-]*)|\[['\"]([^'\"]+)['\"]\])")
+
+
+@dataclass(frozen=True)
+class Ref(Generic[T]):
+    """The output of a task (or a workflow parameter) while a workflow is being built.
+
+    Formatting it gives its template (``f"echo {ref}"``), so refs can be used inside
+    script sources and commands too.
+    """
+
+    expression: str
+    type: Any
+    producer: str | None
+    """The task that produces it; None for a workflow parameter."""
+
+    def __format__(self, spec: str) -> str:
+        return "{{ " + self.expression + " }}"
+
+    def __str__(self) -> str:
+        return self.__format__("")
+
+    def __getitem__(self, key: str | int) -> Ref[Any]:
+        return Ref(f"{self.expression}[{key!r}]", Any, self.producer)
+
+    def output(self, name: str) -> Ref[Any]:
+        """A named output parameter of the producing task."""
+        if self.producer is None:
+            raise TypeError("parameters have no named outputs")
+        return Ref(f"{task_expression(self.producer)}.outputs.{name}", Any, self.producer)
+
+    def artifact(self, name: str) -> Ref[Any]:
+        if self.producer is None:
+            raise TypeError("parameters have no artifacts")
+        return Ref(f"{task_expression(self.producer)}.artifacts.{name}", Any, self.producer)
+
+
+@dataclass
+class _Builder:
+    workflow: str
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)
+
+    def unique(self, base: str) -> str:
+        name, n = base, 1
+        while name in self.names:
+            n += 1
+            name = f"{base}_{n}"
+        self.names.add(name)
+        return name
+
+    def add(self, node: dict[str, Any], refs: list[Ref[Any]], extra_depends: list[str] = ()) -> str:  # type: ignore[assignment]
+        node["name"] = self.unique(node["name"])
+        depends = {r.producer for r in refs if r.producer} | set(extra_depends)
+        depends |= set(_referenced_tasks(node))
+        depends.discard(node["name"])
+        if depends:
+            node["depends"] = sorted(depends)
+        self.tasks.append(node)
+        return str(node["name"])
+
+
+def task_expression(name: str) -> str:
+    """How expressions name a task: ``tasks.a``, or ``tasks['my-task']`` when needed."""
+    return f"tasks.{name}" if name.isidentifier() else f"tasks[{name!r}]"
+
+
+def _referenced_tasks(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [a or b for a, b in _TASK_REF.findall(value)]
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _referenced_tasks(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in _referenced_tasks(v)]
+    return []
+
+
+def _current(what: str) -> _Builder:
+    builder = _building.get()
+    if builder is None:
+        raise RuntimeError(f"{what} can only be used inside a @workflow function")
+    return builder
+
+
+# -- types ---------------------------------------------------------------------------
+
+
+def type_name(tp: Any) -> str:
+    if tp is Any or tp is inspect.Parameter.empty:
+        return "Any"
+    if isinstance(tp, type) and not get_args(tp):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def compatible(source: Any, target: Any) -> bool:
+    """Whether a value of type ``source`` may be passed where ``target`` is declared."""
+    if (
+        source is Any
+        or target is Any
+        or target is inspect.Parameter.empty
+        or source is inspect.Parameter.empty
+    ):
+        return True
+    if source == target:
+        return True
+    t_origin, s_origin = get_origin(target), get_origin(source)
+    if t_origin in (typing.Union, types.UnionType):
+        return any(compatible(source, arm) for arm in get_args(target))
+    if s_origin in (typing.Union, types.UnionType):
+        return all(compatible(arm, target) for arm in get_args(source))
+    if target is float and source is int:
+        return True
+    if t_origin is not None or s_origin is not None:
+        if (s_origin or source) != (t_origin or target):
+            return False
+        s_args, t_args = get_args(source), get_args(target)
+        if not s_args or not t_args:
+            return True
+        return len(s_args) == len(t_args) and all(
+            compatible(s, t) for s, t in zip(s_args, t_args, strict=True)
+        )
+    if isinstance(source, type) and isinstance(target, type):
+        return issubclass(source, target)
+    return False
+
+
+def _element_type(tp: Any) -> Any:
+    if get_origin(tp) in (list, tuple, typing.Sequence) and get_args(tp):
+        return get_args(tp)[0]
+    return Any
+
+
+_PARAM_TYPES: dict[Any, str] = {
+    str: "str",
+    int: "int",
+    float: "float",
+    bool: "bool",
+    list: "list",
+    dict: "dict",
+}
+
+
+def _param_type(tp: Any) -> str:
+    return _PARAM_TYPES.get(get_origin(tp) or tp, "any")
+
+
+# -- tasks ---------------------------------------------------------------------------
+
+
+class TaskFunction(Generic[T]):
+    """A function that is a task: a node when called in a workflow, validated code otherwise."""
+
+    def __init__(self, fn: Callable[..., Any], options: dict[str, Any]) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.options = options
+        self.name: str = options.pop("name", None) or fn.__name__
+        hints = typing.get_type_hints(fn, include_extras=False)
+        self.signature = inspect.signature(fn)
+        self.__signature__ = self.signature
+        self.param_types = {p: hints.get(p, Any) for p in self.signature.parameters}
+        self.return_type = hints.get("return", Any)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self._adapters = {p: TypeAdapter(t) for p, t in self.param_types.items() if t is not Any}
+        self._out = (
+            TypeAdapter(self.return_type)
+            if self.return_type not in (Any, None, type(None))
+            else None
+        )
+
+    @property
+    def target(self) -> str:
+        module = self.fn.__module__
+        if self.fn.__qualname__ != self.fn.__name__ or module == "__main__":
+            raise InvalidInput(
+                [
+                    Problem(
+                        f"task {self.name!r} must be a module-level function "
+                        "of an importable module"
+                    )
+                ]
+            )
+        return f"{module}:{self.fn.__name__}"
+
+    # Running (on a worker, or directly in a unit test).
+    def _validated_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        bound = self.signature.bind(**kwargs)
+        try:
+            return {
+                k: self._adapters[k].validate_python(v) if k in self._adapters else v
+                for k, v in bound.arguments.items()
+            }
+        except ValidationError as exc:
+            raise NonRetryableError(f"task {self.name!r}: invalid arguments: {exc}") from exc
+
+    def _dump(self, value: Any) -> Any:
+        return (
+            self._out.dump_python(self._out.validate_python(value), mode="json")
+            if self._out
+            else value
+        )
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        bound = self.signature.bind(*args, **kwargs)
+        values = self._validated_args(dict(bound.arguments))
+        if self.is_async:
+
+            async def go() -> Any:
+                return self._dump(await self.fn(**values))
+
+            return go()
+        return self._dump(self.fn(**values))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _building.get() is None:
+            return self.run(*args, **kwargs)
+        return self._record(args, kwargs, mapped=None, when=None)
+
+    # Building.
+    def map(self, over: Any, /, **kwargs: Any) -> Ref[list[Any]]:
+        """Fan out: one instance per item of ``over`` (a list, or a task's list output).
+
+        ``over`` feeds the task's first parameter; other parameters come as keywords.
+        """
+        _current("map")
+        return self._record((), kwargs, mapped=over, when=None)
+
+    def with_options(self, **options: Any) -> _Configured:
+        """This task with per-call options: ``when``, ``name``, ``retry``, ``timeout``, ..."""
+        return _Configured(self, options)
+
+    def _record(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        mapped: Any,
+        when: str | None,
+        overrides: dict[str, Any] | None = None,
+    ) -> Ref[Any]:
+        builder = _current(self.name)
+        params = list(self.signature.parameters)
+        assigned = dict(zip(params, args, strict=False))
+        assigned.update(kwargs)
+        options = {**self.options, **(overrides or {})}
+        name = options.pop("name", None) or self.name
+        refs: list[Ref[Any]] = []
+        node: dict[str, Any] = {"name": name, "python": self.target}
+        item_param: str | None = None
+        if mapped is not None:
+            if not params:
+                raise TypeError(f"task {self.name!r} takes no parameters to map over")
+            item_param = next(p for p in params if p not in assigned)
+            if isinstance(mapped, Ref):
+                refs.append(mapped)
+                element = _element_type(mapped.type)
+                self._check(item_param, element, mapped, name, mapped_over=True)
+                node["items"] = mapped.expression
+            else:
+                node["items"] = list(mapped)
+            assigned[item_param] = Ref("item", Any, None)
+        args_spec: dict[str, Any] = {}
+        for pname, value in assigned.items():
+            if pname not in self.signature.parameters:
+                raise TypeError(f"task {self.name!r} has no parameter {pname!r}")
+            if isinstance(value, Ref):
+                if pname != item_param:
+                    self._check(pname, value.type, value, name)
+                    refs.append(value)
+                args_spec[pname] = str(value)
+            else:
+                args_spec[pname] = value
+        missing = [
+            p
+            for p, prm in self.signature.parameters.items()
+            if p not in assigned and prm.default is inspect.Parameter.empty
+        ]
+        if missing:
+            raise InvalidInput(
+                [Problem(f"task {name!r} is missing arguments: {', '.join(missing)}")]
+            )
+        if args_spec:
+            node["args"] = args_spec
+        _apply_options(node, options, when)
+        recorded = builder.add(node, refs)
+        result_type = list[self.return_type] if mapped is not None else self.return_type  # type: ignore[name-defined]
+        return Ref(f"{task_expression(recorded)}.outputs.result", result_type, recorded)
+
+    def _check(
+        self, param: str, source_type: Any, source: Ref[Any], name: str, mapped_over: bool = False
+    ) -> None:
+        expected = self.param_types.get(param, Any)
+        if compatible(source_type, expected):
+            return
+        origin = (
+            f"task {source.producer!r}"
+            if source.producer
+            else f"parameter {source.expression.split('.')[-1]!r}"
+        )
+        what = "items of " if mapped_over else ""
+        raise InvalidInput(
+            [
+                Problem(
+                    f"type mismatch: task {name!r} parameter {param!r} expects "
+                    f"{type_name(expected)}, but {what}{origin} gives {type_name(source_type)}"
+                )
+            ]
+        )
+
+
+@dataclass
+class _Configured:
+    task: TaskFunction[Any]
+    options: dict[str, Any]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Ref[Any]:
+        return self.task._record(args, kwargs, mapped=None, when=None, overrides=self.options)
+
+    def map(self, over: Any, /, **kwargs: Any) -> Ref[list[Any]]:
+        return self.task._record((), kwargs, mapped=over, when=None, overrides=self.options)
+
+
+_OPTION_KEYS = {
+    "retry",
+    "timeout",
+    "pool",
+    "parallelism",
+    "continue_on_failure",
+    "trigger",
+    "when",
+    "env",
+    "workdir",
+}
+
+
+def _apply_options(node: dict[str, Any], options: dict[str, Any], when: str | None) -> None:
+    unknown = set(options) - _OPTION_KEYS - {"outputs", "artifacts"}
+    if unknown:
+        raise TypeError(f"unknown task options: {', '.join(sorted(unknown))}")
+    for key, value in options.items():
+        if key == "retry" and isinstance(value, int):
+            node["retry"] = {"limit": value}
+        elif key == "when" and isinstance(value, Ref):
+            node["when"] = value.expression
+        elif value is not None:
+            node[key] = value
+    if when is not None:
+        node["when"] = when
+
+
+def task(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+    """Make a function a task. Options: retry, timeout, pool, parallelism, when,
+    continue_on_failure, trigger, name."""
+    if fn is not None:
+        return TaskFunction(fn, dict(options))
+    return lambda f: TaskFunction(f, dict(options))
+
+
+def _step(kind: str, name: str, body: dict[str, Any], options: dict[str, Any]) -> Ref[Any]:
+    builder = _current(kind)
+    node: dict[str, Any] = {"name": name, **body}
+    _apply_options(node, dict(options), None)
+    recorded = builder.add(node, [])
+    return Ref(f"{task_expression(recorded)}.outputs.result", Any, recorded)
+
+
+def script(name: str, source: str, *, interpreter: str = "sh", **options: Any) -> Ref[Any]:
+    """A script step; refs formatted into ``source`` become templates and dependencies."""
+    return _step(
+        "script", name, {"script": {"source": source, "interpreter": interpreter}}, options
+    )
+
+
+def command(name: str, argv: list[Any], **options: Any) -> Ref[Any]:
+    return _step("command", name, {"command": [str(a) for a in argv]}, options)
+
+
+def container(
+    name: str,
+    image: str,
+    *,
+    command: list[str] | None = None,
+    args: list[Any] = (),  # type: ignore[assignment]
+    script: str | None = None,
+    **options: Any,
+) -> Ref[Any]:
+    body: dict[str, Any] = {"image": image}
+    if command is not None:
+        body["command"] = command
+    if args:
+        body["args"] = [str(a) for a in args]
+    if script is not None:
+        body["script"] = script
+    for key in ("user", "network", "cpus", "memory", "pull"):
+        if key in options:
+            body[key] = options.pop(key)
+    return _step("container", name, {"container": body}, options)
+
+
+# -- workflows -------------------------------------------------------------------------
+
+
+class WorkflowFunction:
+    """A function whose calls to tasks describe a workflow; ``.spec`` is the result."""
+
+    def __init__(self, fn: Callable[..., Any], name: str | None, options: dict[str, Any]) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.name = name or fn.__name__.replace("_", "-")
+        self.options = options
+        self._spec: Workflow | None = None
+
+    @property
+    def spec(self) -> Workflow:
+        if self._spec is None:
+            self._spec = self.build()
+        return self._spec
+
+    def build(self) -> Workflow:
+        hints = typing.get_type_hints(self.fn)
+        params: dict[str, Any] = {}
+        refs: dict[str, Ref[Any]] = {}
+        for pname, prm in inspect.signature(self.fn).parameters.items():
+            tp = hints.get(pname, Any)
+            entry: dict[str, Any] = {"type": _param_type(tp)}
+            if prm.default is not inspect.Parameter.empty:
+                entry["default"] = prm.default
+            params[pname] = entry
+            refs[pname] = Ref(f"params.{pname}", tp, None)
+        builder = _Builder(self.name)
+        token = _building.set(builder)
+        try:
+            self.fn(**refs)
+        finally:
+            _building.reset(token)
+        data: dict[str, Any] = {"name": self.name, "tasks": builder.tasks}
+        if params:
+            data["params"] = params
+        if self.fn.__doc__:
+            data["description"] = inspect.cleandoc(self.fn.__doc__).splitlines()[0]
+        data.update(self.options)
+        return workflow_from_data(data, source=f"{self.fn.__module__}.{self.fn.__qualname__}")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+
+def workflow(
+    fn: Callable[..., Any] | None = None, *, name: str | None = None, **options: Any
+) -> Any:
+    """Make a function a workflow. Its parameters (with types and defaults) are the
+    workflow's parameters. Options: timeout, description."""
+    if fn is not None:
+        return WorkflowFunction(fn, name, options)
+    return lambda f: WorkflowFunction(f, name, options)

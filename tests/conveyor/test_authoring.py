@@ -1,0 +1,161 @@
+"""Typed Python workflows: same spec as YAML, checked wiring, runnable and testable."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typedflows import double, numbers, pipeline, shout, slow_retry
+
+from contracts.errors import InvalidInput
+from contracts.validation import parse_workflow
+from conveyor import task, workflow
+from conveyor.testing import FakeClock, run_workflow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_workflow_function_produces_a_checked_spec() -> None:
+    spec = pipeline.spec
+    names = [t.name for t in spec.tasks]
+    assert names == ["numbers", "double", "add_up", "label", "echo-total", "confirm"]
+    assert spec.task("double").items == "tasks.numbers.outputs.result"
+    assert spec.task("double").args == {"x": "{{ item }}"}
+    assert spec.task("label").depends == ["add_up"]
+    assert spec.task("confirm").depends == ["add_up", "echo-total"]  # found in the f-strings
+    assert spec.params["n"].type == "int" and spec.params["n"].default == 4
+    assert spec.timeout == 600
+
+
+def test_type_mismatch_is_reported_at_definition_with_both_tasks() -> None:
+    @workflow
+    def wrong(n: int = 3) -> None:
+        shout(double(n))
+
+    with pytest.raises(InvalidInput) as info:
+        _ = wrong.spec
+    assert "task 'shout' parameter 'text' expects str, but task 'double' gives int" in str(
+        info.value
+    )
+
+
+def test_mapping_over_something_that_is_not_a_list_of_the_right_type() -> None:
+    @workflow
+    def wrong(n: int = 3) -> None:
+        shout.map(numbers(n))
+
+    with pytest.raises(InvalidInput, match="expects str, but items of task 'numbers' gives int"):
+        _ = wrong.spec
+
+
+def test_parameters_are_type_checked_too() -> None:
+    @workflow
+    def wrong(word: str = "x") -> None:
+        double(word)
+
+    with pytest.raises(InvalidInput, match="expects int, but parameter 'word' gives str"):
+        _ = wrong.spec
+
+
+def test_tasks_validate_inputs_and_outputs_when_called_directly() -> None:
+    assert double(4) == 8
+    assert double("4") == 8  # pydantic's lax mode, as on a worker
+    with pytest.raises(Exception, match="invalid arguments"):
+        double("four")
+
+
+def test_unknown_options_and_missing_arguments() -> None:
+    with pytest.raises(TypeError, match="unknown task options: colour"):
+
+        @workflow
+        def bad() -> None:
+            double.with_options(colour="red")(1)
+
+        _ = bad.spec
+
+    @workflow
+    def missing() -> None:
+        double()
+
+    with pytest.raises(InvalidInput, match="missing arguments: x"):
+        _ = missing.spec
+
+
+def test_python_workflow_and_its_yaml_export_run_identically() -> None:
+    exported = yaml.safe_dump(
+        pipeline.spec.model_dump(mode="json", exclude_defaults=True, by_alias=True)
+    )
+    from_yaml = parse_workflow(exported)
+    assert from_yaml == pipeline.spec
+    a = run_workflow(pipeline, {"n": 5})
+    b = run_workflow(from_yaml, {"n": 5})
+    assert a.succeeded and b.succeeded
+    for name in [t.name for t in pipeline.spec.tasks]:
+        assert (a.task(name).state, a.task(name).outputs) == (
+            b.task(name).state,
+            b.task(name).outputs,
+        )
+    assert a.task("label").result == "total=20"
+
+
+def test_fake_clock_makes_long_backoff_and_run_timeouts_instant() -> None:
+    clock = FakeClock()
+    result = run_workflow(slow_retry, clock=clock, timeout=10)
+    assert result.status == "failed" and "timed out after 1800s" in result.reason
+    assert clock.now - 1_700_000_000.0 == pytest.approx(1800.0)
+    assert result.attempts_of("flaky") == ["failed"]  # the retry an hour later never came
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conveyor", *args],
+        cwd=cwd,
+        env={
+            **os.environ,
+            "CONVEYOR_HOME": str(cwd / ".conveyor"),
+            "CONVEYOR_LOG_LEVEL": "warning",
+            "PYTHONPATH": str(ROOT),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_runs_and_exports_python_workflows(tmp_path: Path) -> None:
+    examples = ROOT / "examples"
+    done = cli("run", "scoring:scoring", "-p", "size=3", "--json", cwd=examples)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert [t["state"] for t in result["tasks"]] == [
+        "succeeded",
+        "succeeded",
+        "succeeded",
+        "skipped",
+    ]
+    exported = cli("export", "scoring:scoring", cwd=examples)
+    assert exported.returncode == 0, exported.stderr
+    assert yaml.safe_load(exported.stdout)["tasks"][1]["items"] == "tasks.make_batch.outputs.result"
+    missing = cli("run", "no_such_module_q:wf", cwd=tmp_path)
+    assert missing.returncode == 2 and "cannot import 'no_such_module_q'" in missing.stderr
+    not_a_workflow = cli("export", "json:dumps", cwd=tmp_path)
+    assert not_a_workflow.returncode == 2 and "is not a workflow" in not_a_workflow.stderr
+
+
+def test_tasks_must_be_importable_by_workers() -> None:
+    def local() -> int:
+        return 1
+
+    inner = task(local)
+
+    @workflow
+    def uses_local() -> None:
+        inner()
+
+    with pytest.raises(InvalidInput, match="module-level function"):
+        _ = uses_local.spec
