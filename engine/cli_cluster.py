@@ -265,7 +265,9 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
         out.print(f"{count} dead-lettered message(s)")
         for body, headers in messages:
             sys.stdout.write(
-                json.dumps({"headers": dict(headers), "body": body.decode("utf-8", "replace")})
+                json.dumps(
+                    {"headers": dict(headers), "body": body.decode("utf-8", "replace")}, default=str
+                )
                 + "\n"
             )
 

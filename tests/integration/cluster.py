@@ -119,7 +119,7 @@ class Cluster:
     async def finished(self, run_id: str, timeout: float = 60) -> RunState:
         events = await self.wait_until(
             run_id,
-            lambda ev: bool(ev) and ev[-1].kind == "run_completed",
+            lambda ev: bool(ev) and replay(ev).finished,
             timeout,
             "the run to complete",
         )
