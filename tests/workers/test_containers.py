@@ -56,7 +56,9 @@ async def run(runtime: ContainerRuntime, message: TaskReady) -> tuple[StepOutcom
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(scratch) / "work"
         workdir.mkdir()
-        outcome = await ContainerExecutor(runtime, worker="test:1").run(message, lines, workdir)
+        executor = ContainerExecutor(runtime, worker="test:1")
+        outcome = await executor.run(message, lines, workdir)
+        await executor.drain()  # removals run in the background
     return outcome, lines
 
 
