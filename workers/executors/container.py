@@ -290,6 +290,7 @@ class ContainerExecutor:
             name, _, labels = line.partition(" ")
             owner = _label(labels, f"{LABEL}.worker")
             if owner and owner != self.worker and not _alive(owner):
+                await _quiet(*base, "kill", name)  # rm -f alone waits out a stop timeout
                 await self._remove(base, name)
                 log.warning("removed an orphaned container", container=name, owner=owner)
                 removed += 1
