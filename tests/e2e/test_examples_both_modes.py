@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,19 @@ from engine.transport.rabbitmq import RabbitTransport
 from workers.artifacts import FsspecArtifactStore
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-CASES = {"hello.yaml": {"who": "both"}, "diamond.yaml": {"base": 5}, "batch.yaml": {"size": 6}}
+CASES = {
+    "hello.yaml": {"who": "both"},
+    "diamond.yaml": {"base": 5},
+    "batch.yaml": {"size": 6},
+    "scoring:scoring": {"size": 6},  # the typed Python example
+}
+
+
+def load(name: str) -> Any:
+    if ":" in name:
+        module, _, attribute = name.partition(":")
+        return getattr(importlib.import_module(module), attribute).spec
+    return load_workflow(EXAMPLES / name)
 
 
 def outcome(state: RunState) -> dict[str, Any]:
@@ -31,7 +44,7 @@ def outcome(state: RunState) -> dict[str, Any]:
 async def run_distributed(
     amqp_url: str, redis_url: str, file: str, params: dict[str, Any]
 ) -> RunState:
-    workflow = load_workflow(EXAMPLES / file)
+    workflow = load(file)
     store = RedisRunLog(redis_url)
     transport = RabbitTransport(amqp_url)
     await transport.start()
@@ -51,7 +64,7 @@ async def run_distributed(
 
 
 async def run_embedded(file: str, params: dict[str, Any]) -> RunState:
-    workflow = load_workflow(EXAMPLES / file)
+    workflow = load(file)
     async with EmbeddedEngine(workers=2) as engine:
         return await asyncio.wait_for(engine.run(workflow, resolve_params(workflow, params)), 60)
 

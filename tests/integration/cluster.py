@@ -26,6 +26,8 @@ from engine.state.model import RunState
 from engine.transport.rabbitmq import RabbitTransport
 
 SHARDS = 2
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
 HEARTBEAT_TIMEOUT = 1.5
 
 
@@ -47,6 +49,8 @@ class Cluster:
             "CONVEYOR_AMQP_HEARTBEAT": "1",
             "CONVEYOR_LOG_LEVEL": "info",
             "PYTHONUNBUFFERED": "1",
+            # Python steps of the examples import their module by name.
+            "PYTHONPATH": os.pathsep.join([str(EXAMPLES), str(ROOT)]),
         }
 
     async def reset(self) -> None:

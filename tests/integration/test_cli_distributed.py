@@ -107,3 +107,16 @@ async def test_dead_letters_are_counted(cluster: Cluster) -> None:
                 break
             await asyncio.sleep(0.2)
     assert "not an event" in done.stdout
+
+
+async def test_submit_a_python_workflow(cluster: Cluster) -> None:
+    done = cli(cluster, "submit", "scoring:scoring", "-p", "size=4", "--wait", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert [t["state"] for t in result["tasks"]] == [
+        "succeeded",
+        "succeeded",
+        "succeeded",
+        "skipped",
+    ]
+    assert result["tasks"][2]["outputs"]["result"]["items"] == 4
