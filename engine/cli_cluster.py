@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +17,8 @@ from rich.console import Console
 
 from contracts.codec import encode
 from contracts.errors import ConveyorError, InvalidInput, NotFound, Problem
-from contracts.events import RunCancelRequested, RunRetryRequested
+from contracts.events import Event, RunCancelRequested, RunRetryRequested
+from contracts.ports import RunStore
 from contracts.topology import shard_of, shard_queue
 from engine import cluster
 from engine.coordinator import submit_run
@@ -23,6 +26,7 @@ from engine.progress import LiveProgress, summary
 from engine.report import run_report
 from engine.settings import Settings
 from engine.state import replay
+from engine.state.model import RunState
 
 AmqpOption = Annotated[
     str | None, typer.Option("--amqp-url", envvar="CONVEYOR_AMQP_URL", help="RabbitMQ URL.")
@@ -182,17 +186,14 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
         settings = settings_from(amqp_url, redis_url, shards)
 
         async def go() -> str:
-            cluster.require(settings, "amqp_url", "redis_url")
+            def command(state: RunState) -> Event:
+                if state.finished:
+                    raise InvalidInput([Problem(f"run {state.run_id} already {state.status}")])
+                return RunCancelRequested(run_id=state.run_id, at=time.time())
+
             store = cluster.open_store(settings)
             try:
-                full = await store.find_run(run_id)
-                state = replay(await store.read(full))
-                if state.finished:
-                    raise InvalidInput([Problem(f"run {full} already {state.status}")])
-                async with cluster.transport(settings) as t:
-                    event = RunCancelRequested(run_id=full, at=_now())
-                    await t.publish(shard_queue(shard_of(full, settings.shards)), [encode(event)])
-                return full
+                return (await _send_command(settings, store, run_id, command)).run_id
             finally:
                 await store.close()
 
@@ -214,18 +215,17 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
         settings = settings_from(amqp_url, redis_url, shards)
 
         async def go() -> Any:
-            cluster.require(settings, "amqp_url", "redis_url")
+            def command(state: RunState) -> Event:
+                if not state.finished:
+                    raise InvalidInput([Problem(f"run {state.run_id} is still running")])
+                if state.status == "succeeded":
+                    raise InvalidInput([Problem(f"run {state.run_id} succeeded: nothing to retry")])
+                return RunRetryRequested(run_id=state.run_id, at=time.time(), round=state.round + 1)
+
             store = cluster.open_store(settings)
             try:
-                full = await store.find_run(run_id)
-                state = replay(await store.read(full))
-                if not state.finished:
-                    raise InvalidInput([Problem(f"run {full} is still running")])
-                if state.status == "succeeded":
-                    raise InvalidInput([Problem(f"run {full} succeeded: nothing to retry")])
-                async with cluster.transport(settings) as t:
-                    event = RunRetryRequested(run_id=full, at=_now(), round=state.round + 1)
-                    await t.publish(shard_queue(shard_of(full, settings.shards)), [encode(event)])
+                state = await _send_command(settings, store, run_id, command)
+                full = state.run_id
                 if wait:
                     # Wait for the new round to complete.
                     while True:
@@ -272,10 +272,21 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
             )
 
 
-def _now() -> float:
-    import time
+async def _send_command(
+    settings: Settings, store: RunStore, run_id: str, command: Callable[[RunState], Event]
+) -> RunState:
+    """Send the event ``command`` makes from the run's current state to the run's shard.
 
-    return time.time()
+    ``command`` raises InvalidInput when the run is in no state for it. Returns the
+    state the command was made from.
+    """
+    cluster.require(settings, "amqp_url", "redis_url")
+    full = await store.find_run(run_id)
+    state = replay(await store.read(full))
+    event = command(state)
+    async with cluster.transport(settings) as t:
+        await t.publish(shard_queue(shard_of(full, settings.shards)), [encode(event)])
+    return state
 
 
 __all__ = ["ConveyorError", "register"]

@@ -42,9 +42,9 @@ def outcome(state: RunState) -> dict[str, Any]:
 
 
 async def run_distributed(
-    amqp_url: str, redis_url: str, file: str, params: dict[str, Any]
+    amqp_url: str, redis_url: str, workflow: Any, params: dict[str, Any], artifacts: Any = None
 ) -> RunState:
-    workflow = load(file)
+    """The engine in this process, on real RabbitMQ and Redis."""
     store = RedisRunLog(redis_url)
     transport = RabbitTransport(amqp_url)
     await transport.start()
@@ -55,9 +55,10 @@ async def run_distributed(
             transport=transport,
             timers=lambda fire: RedisTimers(redis_url, fire, time.time),
             shards=2,
+            artifacts=artifacts,
         ) as engine:
             return await asyncio.wait_for(
-                engine.run(workflow, resolve_params(workflow, params)), 60
+                engine.run(workflow, resolve_params(workflow, params)), 120
             )
     finally:
         await store.close()
@@ -74,7 +75,7 @@ async def test_example_same_result_in_both_modes(
     file: str, params: dict[str, Any], amqp_url: str, redis_url: str
 ) -> None:
     embedded = await run_embedded(file, params)
-    distributed = await run_distributed(amqp_url, redis_url, file, params)
+    distributed = await run_distributed(amqp_url, redis_url, load(file), params)
     assert embedded.status == "succeeded"
     assert outcome(distributed) == outcome(embedded)
 
@@ -96,21 +97,9 @@ async def test_container_and_script_steps_mix_in_both_modes(
     async with EmbeddedEngine(workers=2, artifacts=FsspecArtifactStore(tmp_path / "a")) as engine:
         embedded = await asyncio.wait_for(engine.run(workflow, params), 120)
 
-    store = RedisRunLog(redis_url)
-    transport = RabbitTransport(amqp_url)
-    await transport.start()
-    try:
-        async with EmbeddedEngine(
-            store,
-            workers=2,
-            transport=transport,
-            timers=lambda fire: RedisTimers(redis_url, fire, time.time),
-            shards=2,
-            artifacts=FsspecArtifactStore(tmp_path / "b"),
-        ) as engine:
-            distributed = await asyncio.wait_for(engine.run(workflow, params), 120)
-    finally:
-        await store.close()
+    distributed = await run_distributed(
+        amqp_url, redis_url, workflow, params, FsspecArtifactStore(tmp_path / "b")
+    )
     assert embedded.status == "succeeded", embedded.reason
     assert outcome(distributed) == outcome(embedded)
     assert embedded.nodes["merge"].outputs()["result"] == {"chunks": 5, "words": 150}
