@@ -1,0 +1,236 @@
+"""Conveyor's benchmark suite: ``python -m benchmarks [--json] [--only NAME ...]``.
+
+Starts (or reuses, from ``CONVEYOR_AMQP_URL`` / ``CONVEYOR_REDIS_URL``) RabbitMQ and
+Redis like the test fixtures do, runs each benchmark side by side on the same
+servers, prints a table, and with ``--json`` prints one JSON object as its last line.
+
+- ``raw_amqp_msgs_per_s``: a raw aio-pika loop, persistent 200-byte messages,
+  publisher confirms pipelined 256 deep, prefetch 256, acks: the broker's limit here.
+- ``raw_amqp_rtt_p50_ms`` / ``_p99_ms``: ping-pong through two queues, 2,000 trips.
+- ``embedded_fanout_10k_tasks_per_s``: 1 -> 10,000 -> 1 no-op Python steps, embedded.
+- ``fanout_10k_tasks_per_s``: the same on RabbitMQ + Redis (coordinator and workers in
+  this process), submit to completion.
+- ``chain_100_hop_p50_ms`` / ``_p99_ms``: distributed, 100 no-op steps in a chain; time
+  from one step's result to the next step's start, from the run log's timestamps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from contracts.events import TaskStarted, TaskSucceeded  # noqa: E402
+from contracts.validation import workflow_from_data  # noqa: E402
+from engine.embedded import EmbeddedEngine  # noqa: E402
+from engine.logging import configure_logging  # noqa: E402
+from engine.runlog.redis import RedisRunLog  # noqa: E402
+from engine.timers import RedisTimers  # noqa: E402
+from engine.transport.rabbitmq import RabbitTransport  # noqa: E402
+
+
+def fanout(n: int) -> Any:
+    return workflow_from_data(
+        {
+            "name": f"fanout-{n}",
+            "tasks": [
+                {"name": "start", "python": "steps:noop"},
+                {
+                    "name": "each",
+                    "depends": ["start"],
+                    "items": list(range(n)),
+                    "python": "steps:noop",
+                    "args": {"i": "{{ item }}"},
+                },
+                {
+                    "name": "end",
+                    "depends": ["each"],
+                    "python": "steps:count",
+                    "args": {"values": "{{ tasks.each.outputs.result }}"},
+                },
+            ],
+        }
+    )
+
+
+def chain(n: int) -> Any:
+    tasks = [{"name": "s0", "python": "steps:noop"}]
+    tasks += [
+        {"name": f"s{i}", "depends": [f"s{i - 1}"], "python": "steps:noop"} for i in range(1, n)
+    ]
+    return workflow_from_data({"name": f"chain-{n}", "tasks": tasks})
+
+
+async def raw_amqp(url: str, count: int = 20_000) -> dict[str, float]:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        pub = await connection.channel(publisher_confirms=True)
+        sub = await connection.channel()
+        await sub.set_qos(prefetch_count=256)
+        queue = await sub.declare_queue("bench.raw", durable=True)
+        await queue.purge()
+        body = b"x" * 200
+        done = asyncio.Event()
+        received = 0
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal received
+            await message.ack()
+            received += 1
+            if received == count:
+                done.set()
+
+        await queue.consume(on_message)
+        started = time.perf_counter()
+        window = 256
+        for offset in range(0, count, window):
+            await asyncio.gather(
+                *[
+                    pub.default_exchange.publish(
+                        aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                        routing_key="bench.raw",
+                    )
+                    for _ in range(min(window, count - offset))
+                ]
+            )
+        await done.wait()
+        rate = count / (time.perf_counter() - started)
+
+        ping = await sub.declare_queue("bench.ping", durable=True)
+        pong = await sub.declare_queue("bench.pong", durable=True)
+        replies: asyncio.Queue[None] = asyncio.Queue()
+
+        async def echo(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await message.ack()
+            await pub.default_exchange.publish(
+                aio_pika.Message(message.body), routing_key="bench.pong"
+            )
+
+        async def back(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await message.ack()
+            replies.put_nowait(None)
+
+        await ping.consume(echo)
+        await pong.consume(back)
+        trips = []
+        for _ in range(2000):
+            started = time.perf_counter()
+            await pub.default_exchange.publish(aio_pika.Message(body), routing_key="bench.ping")
+            await replies.get()
+            trips.append(time.perf_counter() - started)
+        trips.sort()
+    return {
+        "raw_amqp_msgs_per_s": rate,
+        "raw_amqp_rtt_p50_ms": statistics.median(trips) * 1000,
+        "raw_amqp_rtt_p99_ms": trips[int(len(trips) * 0.99)] * 1000,
+    }
+
+
+async def embedded_fanout(n: int = 10_000) -> dict[str, float]:
+    workflow = fanout(n)
+    async with EmbeddedEngine(workers=os.cpu_count() or 2) as engine:
+        started = time.perf_counter()
+        state = await engine.run(workflow, {})
+        took = time.perf_counter() - started
+    assert state.status == "succeeded", state.reason
+    return {f"embedded_fanout_{n // 1000}k_tasks_per_s": (n + 2) / took}
+
+
+async def _distributed(
+    amqp_url: str, redis_url: str, workflow: Any, workers: int
+) -> tuple[Any, float, list[Any]]:
+    store = RedisRunLog(redis_url)
+    await store._redis.flushdb()
+    transport = RabbitTransport(amqp_url)
+    await transport.start()
+    try:
+        async with EmbeddedEngine(
+            store,
+            workers=workers,
+            transport=transport,
+            timers=lambda fire: RedisTimers(redis_url, fire, time.time),
+            shards=1,
+        ) as engine:
+            started = time.perf_counter()
+            state = await engine.run(workflow, {})
+            took = time.perf_counter() - started
+            events = await store.read(state.run_id)
+    finally:
+        await store.close()
+    assert state.status == "succeeded", state.reason
+    return state, took, events
+
+
+async def distributed_fanout(amqp_url: str, redis_url: str, n: int = 10_000) -> dict[str, float]:
+    _state, took, _events = await _distributed(amqp_url, redis_url, fanout(n), workers=8)
+    return {f"fanout_{n // 1000}k_tasks_per_s": (n + 2) / took}
+
+
+async def distributed_chain(amqp_url: str, redis_url: str, n: int = 100) -> dict[str, float]:
+    _state, _took, events = await _distributed(amqp_url, redis_url, chain(n), workers=2)
+    done = {e.task: e.at for e in events if isinstance(e, TaskSucceeded)}
+    started = {e.task: e.at for e in events if isinstance(e, TaskStarted)}
+    hops = sorted(started[f"s{i}"] - done[f"s{i - 1}"] for i in range(1, n))
+    return {
+        "chain_100_hop_p50_ms": statistics.median(hops) * 1000,
+        "chain_100_hop_p99_ms": hops[int(len(hops) * 0.99)] * 1000,
+    }
+
+
+async def main(args: argparse.Namespace) -> dict[str, float]:
+    configure_logging("error", "console")
+    amqp_url = os.environ.get("CONVEYOR_AMQP_URL")
+    redis_url = os.environ.get("CONVEYOR_REDIS_URL")
+    services = None
+    if not (amqp_url and redis_url):
+        from tests.services import Services
+
+        services = Services()
+        amqp_url = amqp_url or services.amqp_url()
+        redis_url = redis_url or services.redis_url()
+    benches: dict[str, Callable[[], Awaitable[dict[str, float]]]] = {
+        "raw": lambda: raw_amqp(amqp_url),
+        "embedded": embedded_fanout,
+        "fanout": lambda: distributed_fanout(amqp_url, redis_url),
+        "chain": lambda: distributed_chain(amqp_url, redis_url),
+    }
+    results: dict[str, float] = {}
+    try:
+        for name, bench in benches.items():
+            if args.only and name not in args.only:
+                continue
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            results.update(await bench())
+    finally:
+        if services is not None:
+            services.close()
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="End with one JSON object of the figures."
+    )
+    parser.add_argument("--only", nargs="*", help="raw, embedded, fanout, chain")
+    figures = asyncio.run(main(parser.parse_args()))
+    width = max(len(k) for k in figures)
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value:12.1f}")
+    if "--json" in sys.argv:
+        print(json.dumps({k: round(v, 2) for k, v in figures.items()}))
