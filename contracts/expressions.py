@@ -227,10 +227,16 @@ def templates_in(value: Any) -> Iterator[Template]:
             yield from templates_in(item)
 
 
+@lru_cache(maxsize=4096)
+def template(source: str) -> Template:
+    """A parsed template, shared: the same strings are rendered for every item of a fan-out."""
+    return Template(source)
+
+
 def render_value(value: Any, names: Mapping[str, Any]) -> Any:
     """Render every template inside a nested structure, keeping its shape."""
     if isinstance(value, str):
-        return Template(value).render(names) if "{{" in value else value
+        return template(value).render(names) if "{{" in value else value
     if isinstance(value, list | tuple):
         return [render_value(item, names) for item in value]
     if isinstance(value, dict):

@@ -17,6 +17,7 @@ again at once elsewhere).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import tempfile
@@ -241,14 +242,24 @@ class Worker:
             return StepOutcome(
                 ok=False, error=f"this worker cannot run {step.kind!r} steps", reason="start"
             )
-        with tempfile.TemporaryDirectory(prefix="conveyor-step-") as scratch:
+        # Python steps without files to move get no scratch directory: making and removing
+        # one costs more than a small step itself.
+        needs_dir = step.kind != "python" or step.artifacts_in or step.artifacts_out
+        with (
+            tempfile.TemporaryDirectory(prefix="conveyor-step-")
+            if needs_dir
+            else contextlib.nullcontext(os.getcwd())
+        ) as scratch:
             # A container's workdir names a path inside it; on the host it is the scratch dir.
             if step.workdir and step.kind != "container":
                 workdir = Path(step.workdir)
-            else:
+            elif needs_dir:
                 workdir = Path(scratch) / "work"
+            else:
+                workdir = Path(scratch)
             try:
-                workdir.mkdir(parents=True, exist_ok=True)
+                if needs_dir:
+                    workdir.mkdir(parents=True, exist_ok=True)
                 await stage_inputs(message, workdir, self._artifacts)
                 outcome = await executor.run(message, emit, workdir)
                 if outcome.ok:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import traceback
@@ -32,8 +33,7 @@ class PythonExecutor:
             emit("system", exc.message)
             return StepOutcome(ok=False, error=exc.message, reason="start", retryable=False)
         try:
-            signature = inspect.signature(function)
-            signature.bind(**step.args)
+            _signature(function).bind(**step.args)
         except TypeError as exc:
             message = f"{step.target}: arguments do not match the function: {exc}"
             emit("system", message)
@@ -58,6 +58,11 @@ class PythonExecutor:
                 emit("stderr", line)
             return StepOutcome(ok=False, error=f"{type(exc).__name__}: {exc}", reason="error")
         return StepOutcome(ok=True, result=_plain(result))
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature(function: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(function)
 
 
 def load_function(target: str) -> Callable[..., Any]:
