@@ -159,3 +159,20 @@ def test_tasks_must_be_importable_by_workers() -> None:
 
     with pytest.raises(InvalidInput, match="module-level function"):
         _ = uses_local.spec
+
+
+def test_container_steps_from_python() -> None:
+    from conveyor import container
+
+    @workflow
+    def boxed(n: int = 3) -> None:
+        counted = numbers(n)
+        container(
+            "count", "busybox:1.36", script=f"echo {counted} | wc -c", memory="32m", network="none"
+        )
+
+    spec = boxed.spec
+    step = spec.task("count")
+    assert step.kind == "container" and step.depends == ["numbers"]
+    assert step.container is not None and step.container.memory == "32m"
+    assert step.container.script == "echo {{ tasks.numbers.outputs.result }} | wc -c"

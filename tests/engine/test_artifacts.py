@@ -136,3 +136,18 @@ def test_worker_accepts_an_artifact_store(tmp_path: Path) -> None:
     from engine.transport.memory import MemoryTransport
 
     Worker(MemoryTransport(), MemoryRunLog(), artifacts=FsspecArtifactStore(tmp_path))
+
+
+async def test_input_artifacts_from_urls(tmp_path: Path) -> None:
+    source = tmp_path / "words.txt"
+    source.write_text("alpha beta gamma\n")
+    store = FsspecArtifactStore(tmp_path / "store")
+    workflow = parse_workflow(
+        "name: url\ntasks:\n  - name: count\n    script: wc -w < words.txt\n"
+        f"    artifacts: {{in: {{words.txt: '{source.as_uri()}'}}}}\n"
+        "  - name: missing\n    script: cat x\n"
+        f"    artifacts: {{in: {{x: '{(tmp_path / 'nope').as_uri()}'}}}}\n"
+    )
+    state = await run_with({"artifacts": store}, workflow, {})
+    assert state.nodes["count"].outputs()["result"] == 3
+    assert "cannot fetch" in (state.nodes["missing"].instances[0].error or "")

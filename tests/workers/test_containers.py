@@ -219,3 +219,30 @@ async def test_a_new_worker_removes_containers_of_dead_workers(
     removed = await ContainerExecutor(container_runtime, worker="test:1").remove_orphans()
     assert removed >= 1
     assert containers_of(container_runtime, "orphan") == []
+
+
+async def test_user_network_and_cpu_limits_are_applied(
+    container_runtime: ContainerRuntime, busybox_image: str
+) -> None:
+    outcome, _ = await run(
+        container_runtime,
+        task(
+            busybox_image,
+            script="id -u; ls /sys/class/net | sort | tr '\\n' ' '",
+            user="1234",
+            network="none",
+            cpus=0.5,
+        ),
+    )
+    assert outcome.ok, outcome.error
+    uid, interfaces = str(outcome.result).split("\n")
+    assert uid == "1234"
+    assert interfaces.split() == ["lo"]  # no network but loopback
+
+
+async def test_permission_denied_is_reported(
+    container_runtime: ContainerRuntime, busybox_image: str
+) -> None:
+    outcome, _ = await run(container_runtime, task(busybox_image, command=["/etc/hostname"]))
+    assert not outcome.ok and outcome.reason == "start"
+    assert "permission denied" in outcome.error.lower()
