@@ -174,9 +174,87 @@ async def _distributed(
     return state, took, events
 
 
+class CountingTransport(RabbitTransport):
+    """Counts the messages this process publishes and receives."""
+
+    published = 0
+
+    async def publish(self, queue: str, bodies: Any, headers: Any = None) -> None:
+        CountingTransport.published += len(bodies)
+        await super().publish(queue, bodies, headers)
+
+
 async def distributed_fanout(amqp_url: str, redis_url: str, n: int = 10_000) -> dict[str, float]:
-    _state, took, _events = await _distributed(amqp_url, redis_url, fanout(n), workers=8)
-    return {f"fanout_{n // 1000}k_tasks_per_s": (n + 2) / took}
+    """Coordinator in this process; two worker processes of concurrency 4."""
+    import resource
+    import subprocess
+
+    from engine.coordinator import Coordinator, submit_run
+
+    store = RedisRunLog(redis_url)
+    await store._redis.flushdb()
+    transport = CountingTransport(amqp_url)
+    await transport.start()
+    env = {
+        **os.environ,
+        "CONVEYOR_AMQP_URL": amqp_url,
+        "CONVEYOR_REDIS_URL": redis_url,
+        "CONVEYOR_LOG_LEVEL": "error",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(Path(__file__).resolve().parent)]),
+    }
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "conveyor", "worker", "--concurrency", "4"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
+    coordinator = Coordinator(
+        transport,
+        store,
+        shards=1,
+        heartbeat_timeout=30,
+        timers=lambda fire: RedisTimers(redis_url, fire, time.time),
+    )
+    consumed = 0
+    try:
+        await coordinator.start()
+        info = await store._redis.info("stats")
+        ops_before = info["total_commands_processed"]
+        published_before = CountingTransport.published
+        cpu_before = time.process_time()
+        started = time.perf_counter()
+        run_id = await submit_run(transport, fanout(n), {}, shards=1)
+        state = await coordinator.wait(run_id)
+        took = time.perf_counter() - started
+        cpu = time.process_time() - cpu_before
+        info = await store._redis.info("stats")
+        ops = info["total_commands_processed"] - ops_before
+        events = await store.read(run_id)
+        consumed = sum(1 for e in events if e.kind in ("task_started", "task_succeeded"))
+        assert state.status == "succeeded", state.reason
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=60)
+        await coordinator.stop()
+        await transport.close()
+        await store.close()
+    tasks = n + 2
+    messages = CountingTransport.published - published_before + consumed
+    return {
+        f"fanout_{n // 1000}k_tasks_per_s": tasks / took,
+        f"fanout_{n // 1000}k_coordinator_peak_rss_mb": resource.getrusage(
+            resource.RUSAGE_SELF
+        ).ru_maxrss
+        / 1024,
+        f"fanout_{n // 1000}k_coordinator_cpu_us_per_task": cpu / tasks * 1e6,
+        f"fanout_{n // 1000}k_redis_ops_per_task": ops / tasks,
+        f"fanout_{n // 1000}k_amqp_messages_per_task": messages / tasks,
+    }
 
 
 async def distributed_chain(amqp_url: str, redis_url: str, n: int = 100) -> dict[str, float]:
@@ -188,6 +266,60 @@ async def distributed_chain(amqp_url: str, redis_url: str, n: int = 100) -> dict
         "chain_100_hop_p50_ms": statistics.median(hops) * 1000,
         "chain_100_hop_p99_ms": hops[int(len(hops) * 0.99)] * 1000,
     }
+
+
+def celery(amqp_url: str, redis_url: str, concurrency: int = 8) -> dict[str, float]:
+    """Celery 5: a chord over 10,000 no-ops, and a chain of 100, on the same servers."""
+    import subprocess
+
+    from celery import chain as celery_chain
+    from celery import chord, group
+
+    redis_db1 = redis_url.rsplit("/", 1)[0] + "/1"
+    env = {**os.environ, "BENCH_AMQP_URL": amqp_url, "BENCH_REDIS_URL": redis_db1}
+    os.environ.update({"BENCH_AMQP_URL": amqp_url, "BENCH_REDIS_URL": redis_db1})
+    import celery_app
+
+    celery_app.app.conf.broker_url = amqp_url
+    celery_app.app.conf.result_backend = redis_db1
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "celery_app",
+            "worker",
+            "--loglevel=warning",
+            f"--concurrency={concurrency}",
+            "--pool=prefork",
+            "-Q",
+            "bench.celery",
+        ],
+        cwd=Path(__file__).resolve().parent,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not celery_app.app.control.ping(timeout=1.0):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Celery worker did not start")
+        n = 10_000
+        started = time.perf_counter()
+        result = chord(
+            group(celery_app.noop.s(i) for i in range(n)), celery_app.total.s()
+        ).apply_async()
+        assert result.get(follow_parents=False, timeout=600) == n
+        chord_rate = (n + 1) / (time.perf_counter() - started)
+        started = time.perf_counter()
+        celery_chain(*[celery_app.noop.si(i) for i in range(100)]).apply_async().get(timeout=300)
+        hop = (time.perf_counter() - started) / 100
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    return {"celery_chord_10k_tasks_per_s": chord_rate, "celery_chain_100_hop_p50_ms": hop * 1000}
 
 
 async def main(args: argparse.Namespace) -> dict[str, float]:
@@ -205,7 +337,9 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         "raw": lambda: raw_amqp(amqp_url),
         "embedded": embedded_fanout,
         "fanout": lambda: distributed_fanout(amqp_url, redis_url),
+        "fanout100k": lambda: distributed_fanout(amqp_url, redis_url, 100_000),
         "chain": lambda: distributed_chain(amqp_url, redis_url),
+        "celery": lambda: asyncio.to_thread(celery, amqp_url, redis_url),
     }
     results: dict[str, float] = {}
     try:
@@ -227,7 +361,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--json", action="store_true", help="End with one JSON object of the figures."
     )
-    parser.add_argument("--only", nargs="*", help="raw, embedded, fanout, chain")
+    parser.add_argument(
+        "--only", nargs="*", help="raw, embedded, fanout, fanout100k, chain, celery"
+    )
     figures = asyncio.run(main(parser.parse_args()))
     width = max(len(k) for k in figures)
     for key, value in figures.items():

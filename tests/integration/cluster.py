@@ -16,7 +16,7 @@ from typing import Any
 
 import aio_pika
 
-from contracts.events import Event
+from contracts.events import Event, TaskSucceeded
 from contracts.topology import DEAD_LETTER_QUEUE, shard_queue, task_queue
 from contracts.validation import parse_workflow, resolve_params
 from engine.coordinator import submit_run
@@ -159,3 +159,18 @@ def started(task: str, index: int = 0, attempt: int = 1) -> Callable[[list[Event
 
 def succeeded_count(events: list[Event], task: str) -> int:
     return sum(1 for e in events if e.kind == "task_succeeded" and getattr(e, "task", None) == task)
+
+
+def assert_one_success_in_state(state: RunState, events: list[Event], task: str) -> None:
+    """Each item of ``task`` succeeded exactly once in the state.
+
+    The log may also hold a late success of a superseded attempt (a worker that was
+    cut off and declared lost, then reported): recorded for the record, ignored by
+    the state. Never two successes of the same attempt.
+    """
+    successes = [e for e in events if isinstance(e, TaskSucceeded) and e.task == task]
+    keys = [(e.index, e.attempt) for e in successes]
+    assert len(keys) == len(set(keys)), f"a success of {task} was appended twice"
+    for index, inst in enumerate(state.nodes[task].instances):
+        assert inst.status == "succeeded"
+        assert (index, inst.attempt) in keys
