@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from contracts.codec import encode
-from contracts.errors import ConveyorError, InvalidInput, NotFound, Problem
+from contracts.errors import InvalidInput, NotFound, Problem
 from contracts.events import Event, RunCancelRequested, RunRetryRequested
 from contracts.ports import RunStore
 from contracts.topology import shard_of, shard_queue
@@ -289,4 +289,4 @@ async def _send_command(
     return state
 
 
-__all__ = ["ConveyorError", "register"]
+__all__ = ["register"]

@@ -111,13 +111,13 @@ def test_fake_clock_makes_long_backoff_and_run_timeouts_instant() -> None:
     assert result.attempts_of("flaky") == ["failed"]  # the retry an hour later never came
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "conveyor", *args],
         cwd=cwd,
         env={
             **os.environ,
-            "CONVEYOR_HOME": str(cwd / ".conveyor"),
+            "CONVEYOR_HOME": str(home),
             "CONVEYOR_LOG_LEVEL": "warning",
             "PYTHONPATH": str(ROOT),
         },
@@ -129,7 +129,7 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_cli_runs_and_exports_python_workflows(tmp_path: Path) -> None:
     examples = ROOT / "examples"
-    done = cli("run", "scoring:scoring", "-p", "size=3", "--json", cwd=examples)
+    done = cli("run", "scoring:scoring", "-p", "size=3", "--json", cwd=examples, home=tmp_path)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert [t["state"] for t in result["tasks"]] == [
@@ -138,12 +138,12 @@ def test_cli_runs_and_exports_python_workflows(tmp_path: Path) -> None:
         "succeeded",
         "skipped",
     ]
-    exported = cli("export", "scoring:scoring", cwd=examples)
+    exported = cli("export", "scoring:scoring", cwd=examples, home=tmp_path)
     assert exported.returncode == 0, exported.stderr
     assert yaml.safe_load(exported.stdout)["tasks"][1]["items"] == "tasks.make_batch.outputs.result"
-    missing = cli("run", "no_such_module_q:wf", cwd=tmp_path)
+    missing = cli("run", "no_such_module_q:wf", cwd=tmp_path, home=tmp_path)
     assert missing.returncode == 2 and "cannot import 'no_such_module_q'" in missing.stderr
-    not_a_workflow = cli("export", "json:dumps", cwd=tmp_path)
+    not_a_workflow = cli("export", "json:dumps", cwd=tmp_path, home=tmp_path)
     assert not_a_workflow.returncode == 2 and "is not a workflow" in not_a_workflow.stderr
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shlex
 import shutil
@@ -334,4 +333,4 @@ async def _quiet(*argv: str) -> str:
     return out.decode(errors="replace")
 
 
-__all__ = ["ContainerExecutor", "ContainerRuntime", "json"]
+__all__ = ["ContainerExecutor", "ContainerRuntime"]
