@@ -322,24 +322,38 @@ class Coordinator:
             self._runs[state.run_id] = state
 
     async def _advance(self, state: RunState) -> None:
+        """Decide to a fixpoint, append every decision in one go, then act on them.
+
+        Decisions are folded as they are made (later ones depend on earlier ones) but
+        only acted upon once the whole batch is in the log: the outbox order holds, at
+        one log round trip per incoming event instead of one per decision.
+        """
         while True:
-            decisions = decide(state)
-            if not decisions:
+            batch: list[Event] = []
+            while decisions := decide(state):
+                for decision in decisions:
+                    fold(state, decision)
+                batch.extend(decisions)
+            if not batch:
                 return
-            added = await self._runlog.append(state.run_id, decisions)
+            added = await self._runlog.append(state.run_id, batch)
             if not all(added):
                 # Decisions are a function of the state: one already in the log means
                 # our state is behind the log. Start again from the log.
                 log.warning("state behind the log; reloading", run_id=state.run_id)
                 await self._reload(state.run_id)
                 return
-            for decision in decisions:
-                fold(state, decision)
+            for decision in batch:
                 self._notify(decision, state)
-            await self._effects(decisions, state)
+            if not await self._effects(batch, state):
+                return
 
-    async def _effects(self, events: Sequence[Event], state: RunState) -> None:
-        """Side effects called for by events just made durable."""
+    async def _effects(self, events: Sequence[Event], state: RunState) -> bool:
+        """Side effects called for by events just made durable.
+
+        Returns whether it recorded new facts (steps that could not be rendered), which
+        call for deciding again.
+        """
         dispatches: dict[str, list[bytes]] = {}
         failures: list[Event] = []
         reply_to = shard_queue(shard_of(state.run_id, self._shards))
@@ -388,6 +402,7 @@ class Coordinator:
             await self._runlog.append(state.run_id, [failure])
             fold(state, failure)
             self._notify(failure, state)
+        return bool(failures)
 
     async def _completed(self, state: RunState) -> None:
         log.info("run completed", state=state.status, reason=state.reason)
