@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.state import replay
 from tests.integration.cluster import Cluster, started
 
 pytestmark = pytest.mark.timeout(180)
@@ -120,3 +121,34 @@ async def test_submit_a_python_workflow(cluster: Cluster) -> None:
         "skipped",
     ]
     assert result["tasks"][2]["outputs"]["result"]["items"] == 4
+
+
+async def test_logs_follow_prints_lines_as_they_come_and_ends_with_the_run(
+    cluster: Cluster,
+) -> None:
+    import asyncio
+
+    wf = cluster.workdir / "talk.yaml"
+    wf.write_text(
+        "name: talk\ntasks:\n  - name: t\n    script: |\n"
+        "      for i in 1 2 3; do echo line $i; sleep 1; done\n"
+    )
+    run_id = cli(cluster, "submit", str(wf)).stdout.strip()
+    await cluster.wait_until(run_id, started("t"), 30, "the step to start")
+    follower = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "conveyor",
+        "logs",
+        run_id,
+        "--follow",
+        cwd=cluster.workdir,
+        env={**cluster.env, "CONVEYOR_LOG_LEVEL": "warning"},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    first = await asyncio.wait_for(follower.stdout.readline(), 20)  # type: ignore[union-attr]
+    assert first.decode().strip() == "t[0]#1 stdout| line 1"
+    assert not replay(await cluster.events(run_id)).finished  # it came while the step ran
+    rest, _ = await asyncio.wait_for(follower.communicate(), 30)  # exits when the run ends
+    assert rest.decode().splitlines() == ["t[0]#1 stdout| line 2", "t[0]#1 stdout| line 3"]
+    assert follower.returncode == 0
