@@ -54,6 +54,10 @@ class Consumer(Protocol):
 
     def __aiter__(self) -> AsyncIterator[Delivery]: ...
 
+    def ready(self, limit: int) -> Sequence[Delivery]:
+        """Deliveries that can be had right now without waiting (at most ``limit``)."""
+        ...
+
     async def close(self) -> None:
         """Stop receiving; deliveries not yet settled return to the queue, redelivered."""
         ...

@@ -81,6 +81,20 @@ class MemoryConsumer:
             self._unsettled[id(message)] = message
         return MemoryDelivery(self, message)
 
+    def ready(self, limit: int) -> list[MemoryDelivery]:
+        q = self._queue
+        out: list[MemoryDelivery] = []
+        while (
+            len(out) < limit
+            and not self._closed
+            and q.messages
+            and len(self._unsettled) < self._prefetch
+        ):
+            message = q.messages.popleft()
+            self._unsettled[id(message)] = message
+            out.append(MemoryDelivery(self, message))
+        return out
+
     async def _settle(self, message: _Message, requeue: bool | None) -> None:
         q = self._queue
         async with q.changed:

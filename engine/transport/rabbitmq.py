@@ -93,6 +93,19 @@ class RabbitConsumer:
             raise StopAsyncIteration
         return RabbitDelivery(message)
 
+    def ready(self, limit: int) -> list[RabbitDelivery]:
+        out: list[RabbitDelivery] = []
+        while len(out) < limit:
+            try:
+                message = self._inbox.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            if message is None:  # closing: leave the marker for the iterator
+                self._inbox.put_nowait(None)
+                break
+            out.append(RabbitDelivery(message))
+        return out
+
     async def close(self) -> None:
         self._inbox.put_nowait(None)
         # Closing the channel returns its unacked deliveries to the queue.
