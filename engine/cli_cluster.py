@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +27,7 @@ from engine.report import run_report
 from engine.settings import Settings
 from engine.state import replay
 from engine.state.model import RunState
+from engine.transport.rabbitmq import RabbitTransport
 
 AmqpOption = Annotated[
     str | None, typer.Option("--amqp-url", envvar="CONVEYOR_AMQP_URL", help="RabbitMQ URL.")
@@ -61,6 +62,22 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
+Serve = Callable[[RabbitTransport, RunStore], Awaitable[Callable[[], Awaitable[None]]]]
+
+
+async def _serve_until_signalled(settings: Settings, serve: Serve) -> None:
+    """Connect, start a long-running process with ``serve``, stop it on SIGTERM/SIGINT."""
+    cluster.require(settings, "amqp_url", "redis_url")
+    store = cluster.open_store(settings)
+    try:
+        async with cluster.transport(settings) as t:
+            stop = await serve(t, store)
+            await _until_signalled()
+            await stop()
+    finally:
+        await store.close()
+
+
 def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
     @app.command()
     def coordinator(
@@ -69,19 +86,14 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
         """Run a coordinator (several may run: each shard has one active, the rest stand by)."""
         settings = settings_from(amqp_url, redis_url, shards)
 
-        async def go() -> None:
-            cluster.require(settings, "amqp_url", "redis_url")
-            store = cluster.open_store(settings)
-            async with cluster.transport(settings) as t:
-                c = cluster.build_coordinator(settings, t, store)
-                await c.start()
-                err.print(f"coordinator running ({settings.shards} shards); Ctrl-C to stop")
-                await _until_signalled()
-                await c.stop()
-            await store.close()
+        async def serve(t: RabbitTransport, store: RunStore) -> Callable[[], Awaitable[None]]:
+            c = cluster.build_coordinator(settings, t, store)
+            await c.start()
+            err.print(f"coordinator running ({settings.shards} shards); Ctrl-C to stop")
+            return c.stop
 
         try:
-            asyncio.run(go())
+            asyncio.run(_serve_until_signalled(settings, serve))
         except InvalidInput as exc:
             raise fail(exc) from None
 
@@ -101,21 +113,16 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
 
-        async def go() -> None:
-            cluster.require(settings, "amqp_url", "redis_url")
-            store = cluster.open_store(settings)
-            async with cluster.transport(settings) as t:
-                w = cluster.build_worker(settings, t, store, pool, concurrency)
-                await w.start()
-                err.print(
-                    f"worker {w.name} on pool {pool!r} (concurrency {concurrency}); Ctrl-C to stop"
-                )
-                await _until_signalled()
-                await w.stop(grace=settings.worker_grace if grace is None else grace)
-            await store.close()
+        async def serve(t: RabbitTransport, store: RunStore) -> Callable[[], Awaitable[None]]:
+            w = cluster.build_worker(settings, t, store, pool, concurrency)
+            await w.start()
+            err.print(
+                f"worker {w.name} on pool {pool!r} (concurrency {concurrency}); Ctrl-C to stop"
+            )
+            return lambda: w.stop(grace=settings.worker_grace if grace is None else grace)
 
         try:
-            asyncio.run(go())
+            asyncio.run(_serve_until_signalled(settings, serve))
         except InvalidInput as exc:
             raise fail(exc) from None
 
