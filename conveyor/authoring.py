@@ -34,7 +34,7 @@ import inspect
 import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, get_args, get_origin
 
@@ -99,9 +99,9 @@ class _Builder:
         self.names.add(name)
         return name
 
-    def add(self, node: dict[str, Any], refs: list[Ref[Any]], extra_depends: list[str] = ()) -> str:  # type: ignore[assignment]
+    def add(self, node: dict[str, Any], refs: list[Ref[Any]]) -> str:
         node["name"] = self.unique(node["name"])
-        depends = {r.producer for r in refs if r.producer} | set(extra_depends)
+        depends = {r.producer for r in refs if r.producer}
         depends |= set(_referenced_tasks(node))
         depends.discard(node["name"])
         if depends:
@@ -431,7 +431,7 @@ def container(
     image: str,
     *,
     command: list[str] | None = None,
-    args: list[Any] = (),  # type: ignore[assignment]
+    args: Sequence[Any] = (),
     script: str | None = None,
     **options: Any,
 ) -> Ref[Any]:

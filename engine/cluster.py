@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 from contracts.errors import ConveyorError, InvalidInput, Problem
 from contracts.events import Event
@@ -117,7 +116,3 @@ async def watch_run(
         if deadline is not None and time.monotonic() > deadline:
             raise ConveyorError(f"run {run_id} did not finish in {timeout}s")
         await asyncio.sleep(poll)
-
-
-def params_note(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in params.items())

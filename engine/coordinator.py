@@ -540,12 +540,6 @@ class Coordinator:
     def is_finished(self, run_id: str) -> bool:
         return run_id in self._finished
 
-    def run_state(self, run_id: str) -> RunState:
-        state = self._runs.get(run_id) or self._finished.get(run_id)
-        if state is None:
-            raise ConveyorError(f"run {run_id!r} is not loaded")
-        return state
-
 
 def _with_reply_to(message: TaskReady, reply_to: str) -> TaskReady:
     return msgspec.structs.replace(message, reply_to=reply_to)

@@ -168,9 +168,6 @@ class RedisRunLog:
         )
         return True
 
-    async def forget(self, run_id: str) -> None:
-        self._tail.pop(run_id, None)
-
     # -- index --------------------------------------------------------------------
 
     async def runs(

@@ -30,7 +30,6 @@ class _Queue:
     messages: deque[_Message] = field(default_factory=deque)
     dead: list[_Message] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-    published: int = 0
 
 
 class MemoryDelivery:
@@ -173,7 +172,6 @@ class MemoryTransport:
         q = self._queue(queue)
         async with q.changed:
             q.messages.extend(_Message(body, dict(headers or {})) for body in bodies)
-            q.published += len(bodies)
             q.changed.notify_all()
 
     async def consume(self, queue: str, *, prefetch: int) -> MemoryConsumer:
@@ -194,12 +192,6 @@ class MemoryTransport:
         queued = sum(len(q.messages) for q in self._queues.values())
         return queued + sum(len(c._unsettled) for c in self._consumers)
 
-    def depth(self, queue: str) -> int:
-        return len(self._queue(queue).messages)
-
-    def dead_letters_of(self, queue: str) -> list[bytes]:
-        return [m.body for m in self._queue(queue).dead]
-
     async def dead_letters(self, limit: int = 20) -> list[tuple[bytes, Mapping[str, Any]]]:
         """Every queue's dead letters, like the broker's one dead-letter queue."""
         dead = [m for q in self._queues.values() for m in q.dead]
@@ -207,6 +199,3 @@ class MemoryTransport:
 
     async def dead_letter_count(self) -> int:
         return sum(len(q.dead) for q in self._queues.values())
-
-    def published(self, queue: str) -> int:
-        return self._queue(queue).published

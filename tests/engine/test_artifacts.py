@@ -17,7 +17,6 @@ from engine.embedded import EmbeddedEngine
 from engine.state.model import RunState
 from workers.artifacts import FsspecArtifactStore
 from workers.executors import ContainerRuntime
-from workers.worker import Worker
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "containers.yaml"
 
@@ -128,14 +127,6 @@ async def test_container_example_matches_its_script_twin(
     for name in ("split", "count", "merge"):
         assert in_containers.nodes[name].outputs() == as_scripts.nodes[name].outputs(), name
     assert json.dumps(in_containers.nodes["count"].outputs()["result"]) == "[25, 25, 25, 25, 15]"
-
-
-def test_worker_accepts_an_artifact_store(tmp_path: Path) -> None:
-    # The store is handed in at start-up, like every adapter.
-    from engine.runlog.memory import MemoryRunLog
-    from engine.transport.memory import MemoryTransport
-
-    Worker(MemoryTransport(), MemoryRunLog(), artifacts=FsspecArtifactStore(tmp_path))
 
 
 async def test_input_artifacts_from_urls(tmp_path: Path) -> None:

@@ -39,6 +39,17 @@ tasks:
     script: echo
 """
 
+FAN_OUT_FROM_SRC = """
+name: f
+tasks:
+  - name: src
+    script: echo
+  - name: each
+    depends: [src]
+    items: tasks.src.outputs.result
+    script: echo {{ item }}
+"""
+
 
 @dataclass
 class Case:
@@ -280,49 +291,19 @@ CASES = {
         "succeeded",
     ),
     "fan-out over an upstream list": Case(
-        """
-        name: f
-        tasks:
-          - name: src
-            script: echo
-          - name: each
-            depends: [src]
-            items: tasks.src.outputs.result
-            script: echo {{ item }}
-        """,
+        FAN_OUT_FROM_SRC,
         _fanout_from_upstream,
         {"each": "succeeded"},
         "succeeded",
     ),
     "fan-out over a non-list fails the task": Case(
-        """
-        name: f
-        tasks:
-          - name: src
-            script: echo
-          - name: each
-            depends: [src]
-            items: tasks.src.outputs.result
-            script: echo {{ item }}
-        """,
+        FAN_OUT_FROM_SRC,
         _fanout_not_a_list,
         {"each": "failed"},
         "failed",
     ),
     "fan-out over an empty list succeeds at once": Case(
-        """
-        name: f
-        tasks:
-          - name: src
-            script: echo
-          - name: each
-            depends: [src]
-            items: tasks.src.outputs.result
-            script: echo {{ item }}
-          - name: after
-            depends: [each]
-            script: echo
-        """,
+        FAN_OUT_FROM_SRC + "  - name: after\n    depends: [each]\n    script: echo\n",
         _fanout_empty,
         {"each": "succeeded", "after": "succeeded"},
         "succeeded",

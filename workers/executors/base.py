@@ -47,6 +47,22 @@ def parse_result(text: str) -> Any:
         return text.rstrip("\n")
 
 
+def succeeded(stdout_parts: list[bytes], workdir: Path, outputs: dict[str, str]) -> StepOutcome:
+    """The outcome of a process that exited 0: its stdout as result, its output files read."""
+    data = b"".join(stdout_parts)
+    if len(data) > MAX_RESULT_BYTES:
+        return StepOutcome(
+            ok=False,
+            error=f"result is over the {MAX_RESULT_BYTES}-byte limit; write big data to a file",
+            retryable=False,
+        )
+    values, problem = read_outputs(workdir, outputs)
+    if problem:
+        return StepOutcome(ok=False, error=problem, exit_code=0)
+    result = parse_result(data.decode("utf-8", errors="replace"))
+    return StepOutcome(ok=True, result=result, outputs=values, exit_code=0)
+
+
 def read_outputs(workdir: Path, outputs: dict[str, str]) -> tuple[dict[str, Any], str | None]:
     """Named output parameters from the files a step wrote; an error for a missing one."""
     values: dict[str, Any] = {}

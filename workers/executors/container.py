@@ -22,13 +22,7 @@ import psutil
 import structlog
 
 from contracts.messages import ContainerSpec, TaskReady
-from workers.executors.base import (
-    MAX_RESULT_BYTES,
-    LogEmitter,
-    StepOutcome,
-    parse_result,
-    read_outputs,
-)
+from workers.executors.base import LogEmitter, StepOutcome, succeeded
 from workers.executors.process import conveyor_env, pump
 
 log = structlog.get_logger("conveyor.container")
@@ -138,15 +132,7 @@ class ContainerExecutor:
         self._remove_later(base, name)
         if code != 0:
             return self._failure(code, oom, spec, stderr_tail)
-        stdout = b"".join(stdout_parts).decode("utf-8", errors="replace")
-        if len(stdout.encode()) > MAX_RESULT_BYTES:
-            return StepOutcome(
-                ok=False, error="result is over the size limit; write a file", retryable=False
-            )
-        outputs, problem = read_outputs(workdir, task.step.outputs)
-        if problem:
-            return StepOutcome(ok=False, error=problem, exit_code=0)
-        return StepOutcome(ok=True, result=parse_result(stdout), outputs=outputs, exit_code=0)
+        return succeeded(stdout_parts, workdir, task.step.outputs)
 
     def _run_flags(
         self, task: TaskReady, spec: ContainerSpec, name: str, workdir: Path

@@ -15,13 +15,7 @@ from pathlib import Path
 import psutil
 
 from contracts.messages import StepSpec, TaskReady
-from workers.executors.base import (
-    MAX_RESULT_BYTES,
-    LogEmitter,
-    StepOutcome,
-    parse_result,
-    read_outputs,
-)
+from workers.executors.base import LogEmitter, StepOutcome, succeeded
 
 INTERPRETERS = {"sh": ["sh"], "bash": ["bash"], "python": [sys.executable, "-u"]}
 SUFFIX = {"sh": ".sh", "bash": ".sh", "python": ".py"}
@@ -85,21 +79,7 @@ class ProcessExecutor:
             if code != 0:
                 detail = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
                 return StepOutcome(ok=False, error=detail, reason="error", exit_code=code)
-            stdout = b"".join(stdout_parts).decode("utf-8", errors="replace")
-            if len(stdout.encode()) > MAX_RESULT_BYTES:
-                return StepOutcome(
-                    ok=False,
-                    error=(
-                        f"result is over the {MAX_RESULT_BYTES}-byte limit;"
-                        " write big data to a file"
-                    ),
-                    reason="error",
-                    retryable=False,
-                )
-            outputs, problem = read_outputs(workdir, step.outputs)
-            if problem:
-                return StepOutcome(ok=False, error=problem, reason="error", exit_code=0)
-            return StepOutcome(ok=True, result=parse_result(stdout), outputs=outputs, exit_code=0)
+            return succeeded(stdout_parts, workdir, step.outputs)
 
     def _argv(self, step: StepSpec, scratch: Path) -> list[str]:
         if step.kind == "command":
