@@ -122,10 +122,15 @@ class LogLine(msgspec.Struct, frozen=True, kw_only=True):
 class RunLog(Protocol):
     """The event-sourced log of every run, and the index of runs derived from it."""
 
-    async def append(self, run_id: str, events: Sequence[Event]) -> list[bool]:
+    async def append(
+        self, run_id: str, events: Sequence[Event], *, then: Sequence[Event] = ()
+    ) -> list[bool]:
         """Append events in order; returns, per event, whether it was new.
 
-        An event whose id is already in the log is not appended again.
+        An event whose id is already in the log is not appended again. ``then`` are
+        appended after ``events`` only if every one of ``events`` was new (decisions
+        made on a state that includes them); the returned list covers them too, all
+        False when they were not appended. One round trip either way.
         """
         ...
 

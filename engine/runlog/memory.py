@@ -20,21 +20,24 @@ class MemoryRunLog:
         self._lines: dict[str, list[LogLine]] = {}
         self._snapshots: dict[str, tuple[bytes, int]] = {}
 
-    async def append(self, run_id: str, events: Sequence[Event]) -> list[bool]:
-        log = self._events.setdefault(run_id, [])
+    async def append(
+        self, run_id: str, events: Sequence[Event], *, then: Sequence[Event] = ()
+    ) -> list[bool]:
+        added = [self._add(run_id, event) for event in events]
+        if all(added):
+            return added + [self._add(run_id, event) for event in then]
+        return added + [False] * len(then)
+
+    def _add(self, run_id: str, event: Event) -> bool:
         ids = self._ids.setdefault(run_id, set())
-        added: list[bool] = []
-        for event in events:
-            if event.id in ids:
-                added.append(False)
-                continue
-            ids.add(event.id)
-            log.append(event)
-            added.append(True)
-            row = index_update(self._index.get(run_id), event)
-            if row is not None:
-                self._index[run_id] = row
-        return added
+        if event.id in ids:
+            return False
+        ids.add(event.id)
+        self._events.setdefault(run_id, []).append(event)
+        row = index_update(self._index.get(run_id), event)
+        if row is not None:
+            self._index[run_id] = row
+        return True
 
     async def read(self, run_id: str) -> list[Event]:
         if run_id not in self._events:

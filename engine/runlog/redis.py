@@ -3,7 +3,8 @@
 Keys of one run share the hash tag ``{<run_id>}`` so they land in one Redis Cluster
 slot and a Lua script can touch them atomically:
 
-- ``cv:{R}:events``   stream of encoded events, in order
+- ``cv:{R}:events``   stream of encoded events, in order; one entry per append
+                     (fields "1", "2", ... hold its events)
 - ``cv:{R}:ids``      set of event ids already appended (the idempotency check)
 - ``cv:{R}:summary``  hash: the run's index row
 - ``cv:{R}:snap``     hash: latest state snapshot and the stream id it covers
@@ -44,22 +45,55 @@ MAX_LINES_PER_ATTEMPT = 10_000
 MAX_LINE_CHARS = 8_192
 
 _APPEND = """
-local out = {}
-local last = ''
-for i = 1, #ARGV, 2 do
-  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
-    last = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 1])
-    out[#out + 1] = 1
-  else
-    out[#out + 1] = 0
+-- ARGV[1]: how many of the events gate the rest; then (id, body) pairs.
+-- Appends the events not seen yet; the ones after the gate only if every gating
+-- event was new. A few commands per call, not per event: one membership check, one
+-- SADD and one XADD (several events per stream entry) per 500 events.
+local gate = tonumber(ARGV[1])
+local count = (#ARGV - 1) / 2
+local flags, seen = {}, {}
+for first = 1, count, 500 do
+  local last = math.min(first + 499, count)
+  local chunk = {}
+  for i = first, last do chunk[#chunk + 1] = ARGV[2 * i] end
+  local present = redis.call('SMISMEMBER', KEYS[2], unpack(chunk))
+  for i = first, last do
+    local id = ARGV[2 * i]
+    if present[i - first + 1] == 0 and not seen[id] then flags[i] = 1 else flags[i] = 0 end
+    seen[id] = true
   end
 end
-out[#out + 1] = last
-return out
+for i = 1, gate do
+  if flags[i] == 0 then
+    for j = gate + 1, count do flags[j] = 0 end
+    break
+  end
+end
+local tail = ''
+local ids, fields = {}, {}
+for i = 1, count do
+  if flags[i] == 1 then
+    ids[#ids + 1] = ARGV[2 * i]
+    fields[#fields + 1] = tostring(#ids)
+    fields[#fields + 1] = ARGV[2 * i + 1]
+  end
+  if #ids > 0 and (#ids == 500 or i == count) then
+    redis.call('SADD', KEYS[2], unpack(ids))
+    tail = redis.call('XADD', KEYS[1], '*', unpack(fields))
+    ids, fields = {}, {}
+  end
+end
+flags[#flags + 1] = tail
+return flags
 """
 
 _line_encoder = msgspec.json.Encoder()
 _line_decoder = msgspec.json.Decoder(LogLine)
+
+
+def _events_of(entries: list[tuple[Any, dict[bytes, bytes]]]) -> list[Event]:
+    """A stream entry holds the events of one append, in order."""
+    return [decode_event(body) for _id, fields in entries for body in fields.values()]
 
 
 def key(run_id: str, part: str) -> str:
@@ -94,11 +128,14 @@ class RedisRunLog:
 
     # -- events -----------------------------------------------------------------
 
-    async def append(self, run_id: str, events: Sequence[Event]) -> list[bool]:
-        if not events:
+    async def append(
+        self, run_id: str, events: Sequence[Event], *, then: Sequence[Event] = ()
+    ) -> list[bool]:
+        everything = [*events, *then]
+        if not everything:
             return []
-        argv: list[Any] = []
-        for event in events:
+        argv: list[Any] = [len(events)]
+        for event in everything:
             argv += [event.id, encode(event)]
         keys = [key(run_id, "events"), key(run_id, "ids")]
         result = await self._retrying("append", lambda: self._append(keys=keys, args=argv))
@@ -107,8 +144,8 @@ class RedisRunLog:
             self._tail[run_id] = (
                 result[-1].decode() if isinstance(result[-1], bytes) else result[-1]
             )
-        if any(new and event.kind in _INDEXED for new, event in zip(added, events, strict=True)):
-            await self._retrying("index", lambda: self._update_index(run_id, events, added))
+        if any(new and e.kind in _INDEXED for new, e in zip(added, everything, strict=True)):
+            await self._retrying("index", lambda: self._update_index(run_id, everything, added))
         return added
 
     async def _update_index(self, run_id: str, events: Sequence[Event], added: list[bool]) -> None:
@@ -137,7 +174,7 @@ class RedisRunLog:
         entries = await self._retrying("read", lambda: self._redis.xrange(key(run_id, "events")))
         if not entries:
             raise NotFound(f"no run {run_id!r}")
-        return [decode_event(fields[b"e"]) for _id, fields in entries]
+        return _events_of(entries)
 
     async def load(self, run_id: str) -> tuple[bytes | None, list[Event]]:
         """The latest snapshot of a run (if any) and the events after it."""
@@ -155,7 +192,7 @@ class RedisRunLog:
         if entries:
             last = entries[-1][0]
             self._tail[run_id] = last.decode() if isinstance(last, bytes) else last
-        return blob, [decode_event(fields[b"e"]) for _id, fields in entries]
+        return blob, _events_of(entries)
 
     async def save_snapshot(self, run_id: str, state: bytes) -> bool:
         """Snapshot the state as of the last event this log appended or read for the run."""

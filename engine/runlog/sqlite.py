@@ -65,7 +65,9 @@ class SqliteRunLog:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
 
-    async def append(self, run_id: str, events: Sequence[Event]) -> list[bool]:
+    async def append(
+        self, run_id: str, events: Sequence[Event], *, then: Sequence[Event] = ()
+    ) -> list[bool]:
         db = self._db
         added: list[bool] = []
         db.execute("BEGIN IMMEDIATE")
@@ -73,7 +75,10 @@ class SqliteRunLog:
             row = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?", (run_id,))
             seq = int(row.fetchone()[0])
             summary = self._summary(run_id)
-            for event in events:
+            for position, event in enumerate([*events, *then]):
+                if position == len(events) and not all(added):
+                    added.extend([False] * len(then))
+                    break
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO events (run_id, seq, event_id, body)"
                     " VALUES (?, ?, ?, ?)",

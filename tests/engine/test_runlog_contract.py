@@ -45,6 +45,30 @@ async def test_append_is_ordered_and_idempotent(store: RunStore) -> None:
     assert await store.read("r1") == events
 
 
+async def test_decisions_are_appended_only_after_new_events(store: RunStore) -> None:
+    submit = submitted("r1")
+    dispatch = TaskDispatched(run_id="r1", at=2.0, task="a")
+    result = TaskSucceeded(run_id="r1", at=3.0, task="a", result=1)
+    assert await store.append("r1", [submit], then=[dispatch]) == [True, True]
+    # A redelivered event: what was decided on top of it must not land a second time.
+    later = TaskDispatched(run_id="r1", at=4.0, task="b")
+    assert await store.append("r1", [submit, result], then=[later]) == [False, True, False]
+    assert await store.read("r1") == [submit, dispatch, result]
+    assert await store.append("r1", [], then=[later]) == [True]
+    assert (await store.read("r1"))[-1] == later
+
+
+async def test_large_appends_keep_order_and_ids(store: RunStore) -> None:
+    many = [TaskDispatched(run_id="big", at=2.0, task="each", index=i) for i in range(1_203)]
+    twice = [*many[:3], many[0]]  # the same id twice in one call is one event
+    assert await store.append("big", [submitted("big")], then=many) == [True] * 1_204
+    assert await store.append("big", twice) == [False] * 4
+    extra = TaskDispatched(run_id="big", at=3.0, task="tail")
+    assert await store.append("big", [extra, extra]) == [True, False]
+    events = await store.read("big")
+    assert events == [submitted("big"), *many, extra]
+
+
 async def test_unknown_run_is_not_found(store: RunStore) -> None:
     with pytest.raises(NotFound):
         await store.read("nope")
