@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
 from contracts.errors import ConveyorError
-from contracts.events import EVENT_VERSION, AnyEvent, Event
-from contracts.messages import MESSAGE_VERSION, CancelTasks, Heartbeat, ShardWake, TaskReady
+from contracts.events import EVENT_VERSION, AnyEvent, Event, EventBatch
+from contracts.messages import (
+    MESSAGE_VERSION,
+    CancelTasks,
+    Heartbeat,
+    ShardWake,
+    TaskBatch,
+    TaskReady,
+)
 
 _encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(AnyEvent)
-_task_decoder = msgspec.json.Decoder(TaskReady)
+_task_decoder = msgspec.json.Decoder(TaskReady | TaskBatch)
 _control_decoder = msgspec.json.Decoder(CancelTasks)
-_coordinator_decoder = msgspec.json.Decoder(AnyEvent | Heartbeat | ShardWake)
+_coordinator_decoder = msgspec.json.Decoder(AnyEvent | EventBatch | Heartbeat | ShardWake)
 
 CoordinatorInput = Event | Heartbeat | ShardWake
 
@@ -27,36 +34,65 @@ def encode(value: Any) -> bytes:
     return _encoder.encode(value)
 
 
-def decode_event(data: bytes | str) -> Event:
-    try:
-        event: Event = _event_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise DecodeError(f"undecodable event: {exc}") from exc
+def encode_events(events: list[Event]) -> bytes:
+    """One message for one or more events (a batch only when there are several)."""
+    if len(events) == 1:
+        return _encoder.encode(events[0])
+    return _encoder.encode(EventBatch(events=cast("list[AnyEvent]", events)))
+
+
+def encode_tasks(tasks: list[TaskReady]) -> bytes:
+    """One message for one or more task messages (a batch only when there are several)."""
+    return _encoder.encode(tasks[0] if len(tasks) == 1 else TaskBatch(tasks=tasks))
+
+
+def _check_event_version(event: Event) -> Event:
     if event.v > EVENT_VERSION:
         raise DecodeError(f"event version {event.v} is newer than this engine ({EVENT_VERSION})")
     return event
 
 
-def decode_coordinator_input(data: bytes) -> CoordinatorInput:
-    """What arrives on a coordinator shard queue: an event, a heartbeat or a wake-up."""
+def decode_event(data: bytes | str) -> Event:
     try:
-        message: CoordinatorInput = _coordinator_decoder.decode(data)
+        event: Event = _event_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise DecodeError(f"undecodable event: {exc}") from exc
+    return _check_event_version(event)
+
+
+def decode_coordinator_input(data: bytes) -> list[CoordinatorInput]:
+    """What arrives on a coordinator shard queue: events (one or a batch), a heartbeat or
+    a wake-up."""
+    try:
+        message: Any = _coordinator_decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise DecodeError(f"undecodable coordinator message: {exc}") from exc
-    limit = EVENT_VERSION if isinstance(message, Event) else MESSAGE_VERSION
-    if message.v > limit:
-        raise DecodeError(f"message version {message.v} is newer than this engine ({limit})")
-    return message
+    if isinstance(message, EventBatch):
+        if message.v > EVENT_VERSION:
+            raise DecodeError(f"batch version {message.v} is newer than this engine")
+        return [_check_event_version(event) for event in message.events]
+    if isinstance(message, Event):
+        return [_check_event_version(message)]
+    if message.v > MESSAGE_VERSION:
+        raise DecodeError(
+            f"message version {message.v} is newer than this engine ({MESSAGE_VERSION})"
+        )
+    return [message]
 
 
-def decode_task(data: bytes) -> TaskReady:
+def decode_tasks(data: bytes) -> list[TaskReady]:
+    """A task message or a batch of them."""
     try:
         message = _task_decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise DecodeError(f"undecodable task message: {exc}") from exc
     if message.v > MESSAGE_VERSION:
         raise DecodeError(f"message version {message.v} is newer than this worker")
-    return message
+    tasks = message.tasks if isinstance(message, TaskBatch) else [message]
+    for task in tasks:
+        if task.v > MESSAGE_VERSION:
+            raise DecodeError(f"message version {task.v} is newer than this worker")
+    return tasks
 
 
 def decode_control(data: bytes) -> CancelTasks:

@@ -167,3 +167,13 @@ AnyEvent = (
     | RunCompleted
     | RunRetryRequested
 )
+
+
+class EventBatch(msgspec.Struct, tag="event_batch", frozen=True, kw_only=True):
+    """Several events in one message (a worker's results that were ready together).
+
+    Only a wire envelope: the run log stores the events themselves.
+    """
+
+    v: int = EVENT_VERSION
+    events: list[AnyEvent]

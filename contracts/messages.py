@@ -59,6 +59,17 @@ class TaskReady(msgspec.Struct, tag="task_ready", frozen=True, kw_only=True):
         return (self.run_id, self.task, self.index, self.attempt)
 
 
+class TaskBatch(msgspec.Struct, tag="task_batch", frozen=True, kw_only=True):
+    """Several task messages in one: sent when many tasks of a pool are ready at once.
+
+    A worker accepts the whole batch (one ``TaskStarted`` message for all of it) and runs
+    its tasks as its slots free up.
+    """
+
+    v: int = MESSAGE_VERSION
+    tasks: list[TaskReady]
+
+
 class CancelTasks(msgspec.Struct, tag="cancel_tasks", frozen=True, kw_only=True):
     """Broadcast to workers: stop every running attempt of ``run_id`` (optionally one task)."""
 

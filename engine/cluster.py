@@ -68,6 +68,7 @@ def build_coordinator(settings: Settings, t: RabbitTransport, store: RunStore) -
         heartbeat_timeout=settings.heartbeat_timeout,
         wake_interval=settings.wake_interval,
         artifacts=open_artifacts(settings),
+        dispatch_batch=settings.dispatch_batch,
     )
     t.on_reconnect(coordinator.forget_all)
     return coordinator

@@ -26,7 +26,13 @@ from typing import Any
 import msgspec
 import structlog
 
-from contracts.codec import DecodeError, decode_coordinator_input, encode
+from contracts.codec import (
+    CoordinatorInput,
+    DecodeError,
+    decode_coordinator_input,
+    encode,
+    encode_tasks,
+)
 from contracts.errors import ConveyorError, ExpressionError, NotFound
 from contracts.events import (
     Event,
@@ -59,6 +65,20 @@ LeaseKey = tuple[str, str, int, int]
 POISON_LIMIT = 5
 """Failures of one message before it is dead-lettered rather than retried again."""
 TimersFactory = Callable[[Callable[[Event], Any]], Timers]
+DISPATCH_BATCH = 32
+"""Most tasks carried by one task message."""
+DISPATCH_SPREAD = 32
+"""Batches form only when there are enough ready tasks for this many messages anyway."""
+
+
+def batch_size(ready: int, most: int = DISPATCH_BATCH) -> int:
+    """Tasks per message when ``ready`` tasks of one pool go out together.
+
+    One each while few are ready, so they spread over every free worker slot; more per
+    message only when there are enough to keep ``DISPATCH_SPREAD`` messages going
+    anyway. A message's tasks all run on the worker that takes it.
+    """
+    return max(1, min(most, ready // DISPATCH_SPREAD))
 
 
 class Coordinator:
@@ -75,8 +95,10 @@ class Coordinator:
         wake_interval: float | None = None,
         snapshot_every: int = 500,
         artifacts: ArtifactStore | None = None,
+        dispatch_batch: int = DISPATCH_BATCH,
     ) -> None:
         self._transport = transport
+        self._dispatch_batch = max(1, dispatch_batch)
         self._runlog = runlog
         self._shards = shards
         self._clock = clock
@@ -188,35 +210,55 @@ class Coordinator:
             # appended, folded and decided on together (one log round trip, one decision
             # pass), which is what keeps a big fan-out cheap.
             batch = [delivery, *consumer.ready(self._prefetch - 1)]
-            groups: dict[str, list[tuple[Delivery, Event]]] = {}
+            groups: dict[str, list[Event]] = {}
+            grouped: list[tuple[Delivery, set[str]]] = []
+            singles: list[tuple[Delivery, list[CoordinatorInput] | None]] = []
             for item in batch:
                 try:
-                    message = decode_coordinator_input(item.body)
+                    inputs = decode_coordinator_input(item.body)
                 except DecodeError:
-                    await self._settle_one(item, None)
+                    singles.append((item, None))
                     continue
-                if isinstance(message, Event) and not isinstance(message, RunSubmitted):
-                    groups.setdefault(message.run_id, []).append((item, message))
+                if all(self._groupable(message) for message in inputs):
+                    runs: set[str] = set()
+                    for event in inputs:
+                        assert isinstance(event, Event)
+                        groups.setdefault(event.run_id, []).append(event)
+                        runs.add(event.run_id)
+                    grouped.append((item, runs))
                 else:
-                    await self._settle_one(item, message)
-            for run_id, members in groups.items():
-                if len(members) == 1 or not await self._handle_group(run_id, members):
-                    for item, message in members:
-                        await self._settle_one(item, message)
+                    singles.append((item, inputs))
+            failed = {run_id for run_id, events in groups.items() if not await self._group(events)}
+            for item, runs in grouped:
+                if runs & failed:
+                    await self._settle_one(item, None)  # one by one, carefully
+                else:
+                    await item.ack()
+            for item, decoded in singles:
+                await self._settle_one(item, decoded)
 
-    async def _settle_one(self, delivery: Delivery, message: Any) -> None:
+    def _groupable(self, message: CoordinatorInput) -> bool:
+        """Events of runs held live here; anything else takes the one-by-one path."""
+        return (
+            isinstance(message, Event)
+            and not isinstance(message, RunSubmitted)
+            and message.run_id in self._runs
+        )
+
+    async def _settle_one(self, delivery: Delivery, inputs: list[CoordinatorInput] | None) -> None:
         """Handle one message and settle its delivery (the path every message can take)."""
         try:
             async with processing(delivery):
-                if message is None:
-                    message = decode_coordinator_input(delivery.body)
-                if isinstance(message, Heartbeat):
-                    self._renew(message)
-                elif isinstance(message, ShardWake):
-                    await self._sweep(message.shard)
-                else:
-                    with structlog.contextvars.bound_contextvars(run_id=message.run_id):
-                        await self._handle_guarded(message, delivery.body)
+                if inputs is None:
+                    inputs = decode_coordinator_input(delivery.body)
+                for message in inputs:
+                    if isinstance(message, Heartbeat):
+                        self._renew(message)
+                    elif isinstance(message, ShardWake):
+                        await self._sweep(message.shard)
+                    else:
+                        with structlog.contextvars.bound_contextvars(run_id=message.run_id):
+                            await self._handle_guarded(message, delivery.body)
         except ConveyorError as exc:
             if exc.retryable:
                 log.exception("event handling failed; message requeued")
@@ -227,33 +269,19 @@ class Coordinator:
         except Exception:
             log.exception("event handling failed; message requeued")
 
-    async def _handle_group(self, run_id: str, members: list[tuple[Delivery, Event]]) -> bool:
-        """Handle several events of one run at once; False to fall back to one by one."""
-        state = self._runs.get(run_id)
-        if state is None:
-            return False  # recovery, unknown runs and the like take the careful path
-        events = [event for _d, event in members]
+    async def _group(self, events: list[Event]) -> bool:
+        """Handle several events of one live run at once; False to fall back to one by one."""
+        run_id = events[0].run_id
+        state = self._runs[run_id]
         try:
             with structlog.contextvars.bound_contextvars(run_id=run_id):
-                added = await self._runlog.append(run_id, events)
-                fresh = [event for event, new in zip(events, added, strict=True) if new]
-                for event in fresh:
-                    fold(state, await hydrate(event, self._artifacts))
-                    self._notify(event, state)
-                await self._effects(fresh, state)
-                if len(fresh) != len(events) and not state.finished:
-                    await self._reload(run_id)  # something was in the log already
-                else:
-                    await self._advance(state)
-                    await self._maybe_snapshot(state)
+                await self._apply(state, events)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("batch handling failed; handling its events one by one")
             await self._reload(run_id)
             return False
-        for delivery, _event in members:
-            await delivery.ack()
         return True
 
     async def _handle_guarded(self, event: Event, body: bytes) -> None:
@@ -288,31 +316,40 @@ class Coordinator:
         state = self._runs.get(run_id) or self._finished.get(run_id)
         if state is None:
             state = await self._recover(run_id)
-            if state is None and not isinstance(event, RunSubmitted):
+        if state is None:
+            if not isinstance(event, RunSubmitted):
                 log.warning("event for an unknown run dropped", event_id=event.id)
                 return
-        (appended,) = await self._runlog.append(run_id, [event])
-        if not appended:
-            # Redelivered, or appended by an earlier try whose answer we lost: the log
-            # knows more than we do, so take the state from the log.
-            log.debug("duplicate event", event_id=event.id)
-            if state is not None and not state.finished:
-                await self._reload(run_id)
-            return
-        if state is None:
-            assert isinstance(event, RunSubmitted)
             state = new_state(event)
-            self._runs[run_id] = state
             log.info("run submitted", workflow=state.workflow.name, tasks=len(state.nodes))
+            await self._apply(state, [event], folded=True)
         else:
-            was_finished = state.finished
-            fold(state, await hydrate(event, self._artifacts))
-            if was_finished and not state.finished:
-                self._finished.pop(run_id, None)
-                self._runs[run_id] = state
-        self._notify(event, state)
-        await self._effects([event], state)
-        await self._advance(state)
+            await self._apply(state, [event])
+
+    async def _apply(self, state: RunState, events: list[Event], *, folded: bool = False) -> None:
+        """Fold incoming events, decide, and make both durable in one log round trip.
+
+        The decisions are appended only if every incoming event was new: then the state
+        they were made on is the log's. Otherwise (a redelivery, or an append whose
+        answer was lost) the log knows more than we do, and the run is rebuilt from it.
+        Only once all of it is durable are its side effects carried out (outbox order).
+        """
+        if not folded:
+            for event in events:
+                fold(state, await hydrate(event, self._artifacts))
+        decisions = _decide(state)
+        added = await self._runlog.append(state.run_id, events, then=decisions)
+        if not all(added):
+            log.debug("events already in the log; rebuilding the run from it")
+            await self._reload(state.run_id)
+            return
+        self._remember(state)
+        for event in events:
+            self._notify(event, state)
+        for decision in decisions:
+            self._notify(decision, state)
+        if await self._effects([*events, *decisions], state):
+            await self._advance(state)
         await self._maybe_snapshot(state)
 
     async def _reload(self, run_id: str) -> None:
@@ -372,6 +409,7 @@ class Coordinator:
                 self._finished.popitem(last=False)
         else:
             self._runs[state.run_id] = state
+            self._finished.pop(state.run_id, None)  # a retried run is live again
 
     async def _advance(self, state: RunState) -> None:
         """Decide to a fixpoint, append every decision in one go, then act on them.
@@ -381,11 +419,7 @@ class Coordinator:
         one log round trip per incoming event instead of one per decision.
         """
         while True:
-            batch: list[Event] = []
-            while decisions := decide(state):
-                for decision in decisions:
-                    fold(state, decision)
-                batch.extend(decisions)
+            batch = _decide(state)
             if not batch:
                 return
             added = await self._runlog.append(state.run_id, batch)
@@ -406,7 +440,7 @@ class Coordinator:
         Returns whether it recorded new facts (steps that could not be rendered), which
         call for deciding again.
         """
-        dispatches: dict[str, list[bytes]] = {}
+        dispatches: dict[str, list[TaskReady]] = {}
         failures: list[Event] = []
         reply_to = shard_queue(shard_of(state.run_id, self._shards))
         for event in events:
@@ -429,7 +463,7 @@ class Coordinator:
                     continue
                 message = _with_reply_to(message, reply_to)
                 pool = state.nodes[event.task].spec.pool
-                dispatches.setdefault(task_queue(pool), []).append(encode(message))
+                dispatches.setdefault(task_queue(pool), []).append(message)
             elif isinstance(event, TaskStarted) and self._heartbeat_timeout is not None:
                 self._leases[(event.run_id, event.task, event.index, event.attempt)] = self._clock()
             elif isinstance(event, RetryScheduled):
@@ -448,7 +482,12 @@ class Coordinator:
                 await self._completed(state)
             if self._leases and (outcome := _attempt_outcome(event)) is not None:
                 self._leases.pop(outcome, None)
-        for queue, bodies in dispatches.items():
+        for queue, messages in dispatches.items():
+            size = batch_size(len(messages), self._dispatch_batch)
+            bodies = [
+                encode_tasks(messages[start : start + size])
+                for start in range(0, len(messages), size)
+            ]
             await self._transport.publish(queue, bodies, headers=trace_headers(state.run_id))
         for failure in failures:
             await self._runlog.append(state.run_id, [failure])
@@ -472,7 +511,9 @@ class Coordinator:
 
     async def _maybe_snapshot(self, state: RunState) -> None:
         last = self._snapshotted.get(state.run_id, 0)
-        if state.finished or state.events_folded - last < self._snapshot_every:
+        # A snapshot costs time in proportion to the run's size: spacing them by the
+        # events folded so far keeps the cost per event constant for a huge fan-out.
+        if state.finished or state.events_folded - last < max(self._snapshot_every, last):
             return
         if await self._runlog.save_snapshot(state.run_id, snapshot.dump(state)):
             self._snapshotted[state.run_id] = state.events_folded
@@ -539,6 +580,16 @@ class Coordinator:
 
     def is_finished(self, run_id: str) -> bool:
         return run_id in self._finished
+
+
+def _decide(state: RunState) -> list[Event]:
+    """Decide to a fixpoint, folding each decision (later ones depend on earlier ones)."""
+    batch: list[Event] = []
+    while decisions := decide(state):
+        for decision in decisions:
+            fold(state, decision)
+        batch.extend(decisions)
+    return batch
 
 
 def _with_reply_to(message: TaskReady, reply_to: str) -> TaskReady:

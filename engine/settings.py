@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     heartbeat_timeout: float = Field(default=15.0, gt=0)
     wake_interval: float = Field(default=5.0, gt=0)
     worker_grace: float = Field(default=30.0, ge=0)
+    dispatch_batch: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="Most tasks per task message when many are ready at once (1: never batch; "
+        "a batch's tasks all run on the worker that takes it).",
+    )
     artifacts_url: str | None = Field(
         default=None,
         description="Artifact store: a directory or any fsspec URL (s3://bucket/prefix, ...). "

@@ -3,11 +3,15 @@
 Stateless: everything it knows arrives in the message, and every event it produces
 goes to the queue the message names (``reply_to``: its run's coordinator shard).
 
-A task message is acked once the attempt's ``TaskStarted`` is confirmed by the
-broker. From then on the coordinator owns the attempt's liveness through this
-worker's heartbeats: a worker that dies or hangs stops beating and the attempt is
-declared lost and run again. So a step may run longer than the broker's consumer
-timeout, and a message is never held for the length of a step.
+A task message (one task, or a batch of them when many were ready at once) is
+acked once the ``TaskStarted`` of its attempts is confirmed by the broker. From then
+on the coordinator owns the attempts' liveness through this worker's heartbeats: a
+worker that dies or hangs stops beating and its attempts are declared lost and run
+again. So a step may run longer than the broker's consumer timeout, and a message is
+never held for the length of a step. Attempts of a batch wait for a free slot here;
+the worker takes another message only when a slot is free.
+
+Events go out through an outbox that coalesces those ready together into one message.
 
 Stopping (SIGTERM): take no more tasks, let running steps finish within the grace
 period, then kill the rest and hand them back (reported as ``lost``, so they run
@@ -28,7 +32,7 @@ from typing import Any
 
 import structlog
 
-from contracts.codec import DecodeError, decode_control, decode_task, encode
+from contracts.codec import DecodeError, decode_control, decode_tasks, encode
 from contracts.errors import StepError
 from contracts.events import Event, TaskFailed, TaskStarted, TaskSucceeded
 from contracts.messages import AttemptRef, Heartbeat, TaskReady
@@ -44,6 +48,7 @@ from contracts.ports import (
 from contracts.topology import CONTROL_TOPIC, task_queue
 from workers.executors import ContainerExecutor, Executor, StepOutcome, default_executors
 from workers.logbuffer import LogBuffer
+from workers.outbox import EventOutbox
 from workers.staging import stage_inputs, store_outputs
 
 log = structlog.get_logger("conveyor.worker")
@@ -83,12 +88,19 @@ class Worker:
         self._heartbeat_interval = heartbeat_interval
         self._logs = LogBuffer(logs, clock)
         self._slots = asyncio.Semaphore(concurrency)
+        self._taken = 0
+        """Attempts accepted whose step has not finished: the worker's load."""
+        self._room = asyncio.Event()
+        self._room.set()
+        self._outbox = EventOutbox(transport)
         self._consumer: Consumer | None = None
         self._listener: Listener | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._handlers: set[asyncio.Task[None]] = set()
         self._running: dict[AttemptKey, tuple[asyncio.Task[None], str]] = {}
         self._cancelled: dict[AttemptKey, str] = {}
+        self._reporting: set[AttemptKey] = set()
+        """Attempts whose step has finished and whose outcome is on its way."""
         self._stopping = False
 
     async def start(self) -> None:
@@ -118,17 +130,28 @@ class Worker:
         if consume is not None:
             consume.cancel()
             await asyncio.gather(consume, return_exceptions=True)
-        running = list(self._handlers)
-        if running:
+        if self._handlers:
             log.info(
-                "waiting for running steps", worker=self.name, running=len(running), grace=grace
+                "waiting for running steps",
+                worker=self.name,
+                running=len(self._running),
+                grace=grace,
             )
-            _done, late = await asyncio.wait(running, timeout=grace)
-            for key, (task, _reply) in list(self._running.items()):
-                if task in late:
-                    self._cancelled[key] = "handed back: the worker stopped"
-                    task.cancel()
+            deadline = time.monotonic() + grace
+            while self._handlers and (left := deadline - time.monotonic()) > 0:
+                await asyncio.wait(list(self._handlers), timeout=left)
+            late = list(self._handlers)
+            attempts = {
+                task: key
+                for key, (task, _reply) in self._running.items()
+                if key not in self._reporting
+            }
+            for task in late:
+                if task in attempts:
+                    self._cancelled[attempts[task]] = "handed back: the worker stopped"
+                task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+            await self._outbox.drain()
         for loop in self._loops[1:]:
             loop.cancel()
         await asyncio.gather(*self._loops[1:], return_exceptions=True)
@@ -153,39 +176,67 @@ class Worker:
 
     async def _consume(self, consumer: Consumer) -> None:
         async for delivery in consumer:
-            await self._slots.acquire()
+            await self._room.wait()
             if self._stopping:
-                self._slots.release()
                 await delivery.nack(requeue=True)
                 return
-            handler = asyncio.create_task(self._handle(delivery))
-            self._handlers.add(handler)
-            handler.add_done_callback(self._handler_done)
+            try:
+                tasks = decode_tasks(delivery.body)
+                if not all(task.reply_to for task in tasks):
+                    raise DecodeError("task message has no reply_to queue")
+            except DecodeError as exc:
+                log.error("dead-lettered an undecodable task message", error=str(exc))
+                await delivery.nack(requeue=False)
+                continue
+            self._load(len(tasks))
+            self._spawn(self._accept(delivery, tasks))
 
-    def _handler_done(self, task: asyncio.Task[None]) -> None:
-        self._handlers.discard(task)
-        self._slots.release()
+    def _load(self, change: int) -> None:
+        self._taken += change
+        if self._taken < self._concurrency:
+            self._room.set()
+        else:
+            self._room.clear()
 
-    async def _handle(self, delivery: Delivery) -> None:
+    def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
+        handler = asyncio.create_task(coroutine)
+        self._handlers.add(handler)
+        handler.add_done_callback(self._handlers.discard)
+        return handler
+
+    async def _accept(self, delivery: Delivery, tasks: list[TaskReady]) -> None:
+        """Report the attempts started, ack their message, then run them."""
+        by_queue: dict[str, list[Event]] = {}
+        for task in tasks:
+            by_queue.setdefault(task.reply_to, []).append(self._started(task))
         try:
             async with processing(delivery):
-                message = decode_task(delivery.body)
-                await self._publish(message, self._started(message))
-            # Acked: the attempt is ours now, kept alive by heartbeats.
-            with structlog.contextvars.bound_contextvars(
-                run_id=message.run_id,
-                task=message.task,
-                index=message.index,
-                attempt=message.attempt,
-                traceparent=delivery.headers.get("traceparent"),
-            ):
-                await self._execute(message)
-        except DecodeError as exc:
-            log.error("dead-lettered an undecodable task message", error=str(exc))
-        except asyncio.CancelledError:
-            raise
+                for queue, events in by_queue.items():
+                    await self._outbox.send(queue, events)
         except Exception:
-            log.exception("task handling failed")
+            log.exception("could not take a task message; it was requeued")
+            self._load(-len(tasks))
+            return
+        # Acked: the attempts are ours now, kept alive by heartbeats.
+        traceparent = delivery.headers.get("traceparent")
+        for task in tasks:
+            attempt = self._spawn(self._attempt(task, traceparent))
+            self._running[task.key] = (attempt, task.reply_to)
+
+    async def _attempt(self, message: TaskReady, traceparent: str | None) -> None:
+        with structlog.contextvars.bound_contextvars(
+            run_id=message.run_id,
+            task=message.task,
+            index=message.index,
+            attempt=message.attempt,
+            traceparent=traceparent,
+        ):
+            try:
+                await self._execute(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("task handling failed")
 
     def _started(self, message: TaskReady) -> TaskStarted:
         return TaskStarted(
@@ -201,13 +252,15 @@ class Worker:
         key = message.key
         current = asyncio.current_task()
         assert current is not None
-        self._running[key] = (current, message.reply_to)
+        finished = False
         try:
             emit = self._logs.emitter(message.run_id, message.task, message.index, message.attempt)
-            started = time.monotonic()
-            log.info("step started", kind=message.step.kind)
             try:
-                outcome = await self._run_step(message, emit)
+                async with self._slots:
+                    started = time.monotonic()
+                    log.info("step started", kind=message.step.kind)
+                    outcome = await self._run_step(message, emit)
+                    duration = time.monotonic() - started
             except asyncio.CancelledError:
                 reason = self._cancelled.pop(key, None)
                 if reason is None:
@@ -220,20 +273,28 @@ class Worker:
                     reason="lost" if handed_back else "cancelled",
                     retryable=handed_back,
                 )
-            duration = time.monotonic() - started
+                duration = 0.0
+            finished = True
+            self._load(-1)
+            self._reporting.add(key)  # nothing left to cancel; heartbeats go on until sent
             if not outcome.ok:
                 emit("system", f"step failed ({outcome.reason}): {outcome.error}")
-            await self._logs.flush()
-            await self._publish(message, self._outcome_event(message, outcome, duration))
             log.info(
                 "step finished",
                 ok=outcome.ok,
                 reason=outcome.reason if not outcome.ok else None,
                 duration=round(duration, 3),
             )
+            await self._logs.flush()
+            await self._outbox.send(
+                message.reply_to, [self._outcome_event(message, outcome, duration)]
+            )
         finally:
+            if not finished:
+                self._load(-1)
             self._running.pop(key, None)
             self._cancelled.pop(key, None)
+            self._reporting.discard(key)
 
     async def _run_step(self, message: TaskReady, emit: Callable[[str, str], None]) -> StepOutcome:
         step = message.step
@@ -297,11 +358,6 @@ class Worker:
             exit_code=outcome.exit_code,
         )
 
-    async def _publish(self, message: TaskReady, event: Event) -> None:
-        if not message.reply_to:
-            raise DecodeError("task message has no reply_to queue")
-        await self._transport.publish(message.reply_to, [encode(event)])
-
     async def _beat(self) -> None:
         assert self._heartbeat_interval is not None
         while True:
@@ -324,6 +380,8 @@ class Worker:
                 log.warning("ignored an undecodable control message", error=str(exc))
                 continue
             for key, (task, _reply) in list(self._running.items()):
+                if key in self._reporting:
+                    continue
                 if key[0] == command.run_id and command.task in (None, key[1]):
                     self._cancelled[key] = command.reason or "cancelled"
                     task.cancel()

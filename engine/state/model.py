@@ -40,6 +40,8 @@ class Instance:
 
 
 MAX_LOST_ATTEMPTS = 5
+DISPATCH_WINDOW = 4096
+"""Most instances of a task without ``parallelism`` in flight at once."""
 
 
 @dataclass(slots=True)
@@ -68,7 +70,14 @@ class Node:
     @property
     def capacity(self) -> int:
         cap = self.spec.parallelism
-        return (cap - self.inflight) if cap is not None else len(self.instances)
+        if cap is not None:
+            return cap - self.inflight
+        # Without a limit a fan-out is dispatched in windows: at most DISPATCH_WINDOW in
+        # flight, topped up once half of it has drained, so 100,000 items neither flood
+        # the broker and the log at once nor trickle out one at a time.
+        if self.inflight > DISPATCH_WINDOW // 2:
+            return 0
+        return DISPATCH_WINDOW - self.inflight
 
     @property
     def has_pending(self) -> bool:

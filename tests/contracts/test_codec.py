@@ -4,7 +4,15 @@ import msgspec
 import pytest
 
 from contracts import codec
-from contracts.codec import DecodeError, decode_event, decode_task, encode
+from contracts.codec import (
+    DecodeError,
+    decode_coordinator_input,
+    decode_event,
+    decode_tasks,
+    encode,
+    encode_events,
+    encode_tasks,
+)
 from contracts.events import (
     RetryScheduled,
     RunCompleted,
@@ -13,7 +21,7 @@ from contracts.events import (
     TaskFailed,
     TaskSucceeded,
 )
-from contracts.messages import StepSpec, TaskReady
+from contracts.messages import Heartbeat, StepSpec, TaskReady
 
 EVENTS = [
     RunSubmitted(run_id="r", at=1.0, workflow={"name": "w"}, params={"n": 1}),
@@ -59,5 +67,33 @@ def test_task_messages_round_trip() -> None:
         step=StepSpec(kind="command", argv=["echo"]),
         item={"a": 1},
     )
-    assert decode_task(encode(message)) == message
+    assert decode_tasks(encode(message)) == [message]
     assert codec.to_builtins(message)["step"]["argv"] == ["echo"]
+
+
+def test_several_tasks_travel_as_one_batch_message() -> None:
+    tasks = [
+        TaskReady(run_id="r", task="t", index=i, step=StepSpec(kind="python", target="m:f"))
+        for i in range(3)
+    ]
+    assert b"task_batch" in encode_tasks(tasks)
+    assert decode_tasks(encode_tasks(tasks)) == tasks
+    assert b"task_batch" not in encode_tasks(tasks[:1])
+    assert decode_tasks(encode_tasks(tasks[:1])) == tasks[:1]
+    newer = msgspec.json.decode(encode_tasks(tasks))
+    newer["tasks"][1]["v"] = 9
+    with pytest.raises(DecodeError, match="newer"):
+        decode_tasks(msgspec.json.encode(newer))
+
+
+def test_several_events_travel_as_one_batch_message() -> None:
+    assert decode_coordinator_input(encode_events(EVENTS)) == EVENTS
+    assert decode_coordinator_input(encode_events(EVENTS[:1])) == EVENTS[:1]
+    beat = Heartbeat(worker="w", at=1.0, attempts=[])
+    assert decode_coordinator_input(encode(beat)) == [beat]
+    newer = msgspec.json.decode(encode_events(EVENTS))
+    newer["events"][2]["v"] = 9
+    with pytest.raises(DecodeError, match="newer"):
+        decode_coordinator_input(msgspec.json.encode(newer))
+    with pytest.raises(DecodeError):
+        decode_coordinator_input(b'{"type":"event_batch","events":[{"type":"nope"}]}')
