@@ -23,6 +23,7 @@ from contracts.errors import ConveyorError, InvalidInput, NotFound, Problem
 from contracts.ports import RunStore
 from contracts.spec import Workflow
 from contracts.validation import load_workflow, resolve_params
+from engine import loop
 from engine.cli_cluster import register as register_cluster_commands
 from engine.cluster import open_store
 from engine.embedded import EmbeddedEngine, default_worker_count
@@ -87,7 +88,7 @@ def _store(home: Path) -> RunStore:
 
 
 def _run_async(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    return loop.run(coro)
 
 
 def _print_error(exc: ConveyorError) -> None:

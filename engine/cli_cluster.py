@@ -20,7 +20,7 @@ from contracts.errors import InvalidInput, NotFound, Problem
 from contracts.events import Event, RunCancelRequested, RunRetryRequested
 from contracts.ports import RunStore
 from contracts.topology import shard_of, shard_queue
-from engine import cluster
+from engine import cluster, loop
 from engine.coordinator import submit_run
 from engine.progress import LiveProgress, summary
 from engine.report import run_report
@@ -56,9 +56,9 @@ def settings_from(
 
 async def _until_signalled() -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
+    running = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        running.add_signal_handler(sig, stop.set)
     await stop.wait()
 
 
@@ -93,7 +93,7 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
             return c.stop
 
         try:
-            asyncio.run(_serve_until_signalled(settings, serve))
+            loop.run(_serve_until_signalled(settings, serve))
         except InvalidInput as exc:
             raise fail(exc) from None
 
@@ -122,7 +122,7 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
             return lambda: w.stop(grace=settings.worker_grace if grace is None else grace)
 
         try:
-            asyncio.run(_serve_until_signalled(settings, serve))
+            loop.run(_serve_until_signalled(settings, serve))
         except InvalidInput as exc:
             raise fail(exc) from None
 
@@ -172,7 +172,7 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
             finally:
                 await store.close()
 
-        result = asyncio.run(go())
+        result = loop.run(go())
         if not wait:
             sys.stdout.write(result + "\n")
             return
@@ -205,7 +205,7 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
                 await store.close()
 
         try:
-            full = asyncio.run(go())
+            full = loop.run(go())
         except (InvalidInput, NotFound) as exc:
             raise fail(exc) from None
         out.print(f"cancel requested for {full}")
@@ -245,7 +245,7 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
                 await store.close()
 
         try:
-            result = asyncio.run(go())
+            result = loop.run(go())
         except (InvalidInput, NotFound) as exc:
             raise fail(exc) from None
         if wait:
@@ -266,7 +266,7 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
                 return await t.dead_letter_count(), await t.dead_letters(show) if show else []
 
         try:
-            count, messages = asyncio.run(go())
+            count, messages = loop.run(go())
         except InvalidInput as exc:
             raise fail(exc) from None
         out.print(f"{count} dead-lettered message(s)")
