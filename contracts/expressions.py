@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -66,6 +67,18 @@ class Reference:
         return ".".join(self.path)
 
 
+_local = threading.local()
+
+
+def _evaluator(names: dict[str, Any]) -> EvalWithCompoundTypes:
+    """One evaluator per thread, reused: building one costs more than a small evaluation."""
+    evaluator: EvalWithCompoundTypes | None = getattr(_local, "evaluator", None)
+    if evaluator is None:
+        evaluator = _local.evaluator = EvalWithCompoundTypes(functions=FUNCTIONS)
+    evaluator.names = names
+    return evaluator
+
+
 class Expression:
     """A parsed expression; parse once, evaluate many times."""
 
@@ -90,7 +103,7 @@ class Expression:
         ]
 
     def evaluate(self, names: Mapping[str, Any]) -> Any:
-        evaluator = EvalWithCompoundTypes(names=dict(names), functions=FUNCTIONS)
+        evaluator = _evaluator(names if isinstance(names, dict) else dict(names))
         try:
             return evaluator.eval(self.source, previously_parsed=self._body)
         except InvalidExpression as exc:

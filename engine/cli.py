@@ -160,7 +160,9 @@ def run(
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", "-w", min=1, help="Worker slots (default: CPU count)."),
+        typer.Option(
+            "--workers", "-w", min=1, help="Steps run at once (default: CPU count + 4, at most 32)."
+        ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a machine-readable result only.")

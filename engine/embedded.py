@@ -21,7 +21,13 @@ from workers.worker import Worker
 
 
 def default_worker_count() -> int:
-    return max(1, os.cpu_count() or 1)
+    """Steps that may run at once: CPU count + 4, at most 32.
+
+    Python steps run in threads and most steps wait on I/O more than they compute, so
+    a few more slots than cores (the rule of Python's own thread pools) keeps the CPU
+    busy; pass ``workers`` (``--workers``) for CPU-bound scripts.
+    """
+    return min(32, (os.cpu_count() or 1) + 4)
 
 
 class EmbeddedEngine:
@@ -79,22 +85,22 @@ class EmbeddedEngine:
         await self.stop()
 
     async def ensure_pools(self, pools: set[str]) -> None:
+        # One worker per pool with all the slots: its outbox then carries the results of
+        # steps that finish together in one message.
         for pool in sorted(pools - set(self._workers)):
-            started: list[Worker] = []
-            for _ in range(self._worker_count):
-                name = f"embedded:{os.getpid()}:{pool}:{len(started)}"
-                worker = Worker(
-                    self.transport,
-                    self.store,
-                    pool=pool,
-                    name=name,
-                    clock=self._clock,
-                    artifacts=self.artifacts,
-                    executors=self._executors(name) if self._executors else None,
-                )
-                await worker.start()
-                started.append(worker)
-            self._workers[pool] = started
+            name = f"embedded:{os.getpid()}:{pool}"
+            worker = Worker(
+                self.transport,
+                self.store,
+                pool=pool,
+                name=name,
+                concurrency=self._worker_count,
+                clock=self._clock,
+                artifacts=self.artifacts,
+                executors=self._executors(name) if self._executors else None,
+            )
+            await worker.start()
+            self._workers[pool] = [worker]
 
     async def submit(self, workflow: Workflow, params: dict[str, Any], **kwargs: Any) -> str:
         await self.ensure_pools({task.pool for task in workflow.tasks})

@@ -37,6 +37,8 @@ class EventOutbox:
 
     async def _flush(self, queue: str) -> None:
         try:
+            # One loop tick first: whatever else finishes in this tick rides along.
+            await asyncio.sleep(0)
             while waiting := self._pending.pop(queue, None):
                 events = [event for batch, _future in waiting for event in batch]
                 bodies = [

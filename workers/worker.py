@@ -56,6 +56,7 @@ log = structlog.get_logger("conveyor.worker")
 _counter = 0
 
 AttemptKey = tuple[str, str, int, int]
+_CURRENT_DIR = Path(".")
 
 
 def _worker_name() -> str:
@@ -93,6 +94,9 @@ class Worker:
         self._room = asyncio.Event()
         self._room.set()
         self._outbox = EventOutbox(transport)
+        # Bound once: resolving the module's lazy logger on every call costs more than a
+        # no-op step.
+        self._log = log.bind(worker=self.name)
         self._consumer: Consumer | None = None
         self._listener: Listener | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -205,38 +209,47 @@ class Worker:
         return handler
 
     async def _accept(self, delivery: Delivery, tasks: list[TaskReady]) -> None:
-        """Report the attempts started, ack their message, then run them."""
+        """Report the attempts started, ack their message, then let them run.
+
+        The attempts exist (and can be cancelled) from the start; they wait until their
+        ``TaskStarted`` is confirmed, and vanish quietly if the message went back.
+        """
+        accepted: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        traceparent = delivery.headers.get("traceparent")
         by_queue: dict[str, list[Event]] = {}
         for task in tasks:
+            attempt = self._spawn(self._attempt(task, traceparent, accepted))
+            self._running[task.key] = (attempt, task.reply_to)
             by_queue.setdefault(task.reply_to, []).append(self._started(task))
         try:
             async with processing(delivery):
                 for queue, events in by_queue.items():
                     await self._outbox.send(queue, events)
-        except Exception:
-            log.exception("could not take a task message; it was requeued")
-            self._load(-len(tasks))
-            return
+        except BaseException:
+            accepted.set_result(False)
+            self._log.exception("could not take a task message; it was requeued")
+            raise
         # Acked: the attempts are ours now, kept alive by heartbeats.
-        traceparent = delivery.headers.get("traceparent")
-        for task in tasks:
-            attempt = self._spawn(self._attempt(task, traceparent))
-            self._running[task.key] = (attempt, task.reply_to)
+        accepted.set_result(True)
 
-    async def _attempt(self, message: TaskReady, traceparent: str | None) -> None:
-        with structlog.contextvars.bound_contextvars(
+    async def _attempt(
+        self, message: TaskReady, traceparent: str | None, accepted: asyncio.Future[bool]
+    ) -> None:
+        # Each attempt is its own asyncio task with its own context: what is bound here
+        # goes with it and needs no unbinding.
+        structlog.contextvars.bind_contextvars(
             run_id=message.run_id,
             task=message.task,
             index=message.index,
             attempt=message.attempt,
             traceparent=traceparent,
-        ):
-            try:
-                await self._execute(message)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("task handling failed")
+        )
+        try:
+            await self._execute(message, accepted)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._log.exception("task handling failed")
 
     def _started(self, message: TaskReady) -> TaskStarted:
         return TaskStarted(
@@ -248,7 +261,7 @@ class Worker:
             worker=self.name,
         )
 
-    async def _execute(self, message: TaskReady) -> None:
+    async def _execute(self, message: TaskReady, accepted: asyncio.Future[bool]) -> None:
         key = message.key
         current = asyncio.current_task()
         assert current is not None
@@ -256,9 +269,11 @@ class Worker:
         try:
             emit = self._logs.emitter(message.run_id, message.task, message.index, message.attempt)
             try:
+                if not await asyncio.shield(accepted):
+                    return  # its message went back to the queue
                 async with self._slots:
                     started = time.monotonic()
-                    log.info("step started", kind=message.step.kind)
+                    self._log.info("step started", kind=message.step.kind)
                     outcome = await self._run_step(message, emit)
                     duration = time.monotonic() - started
             except asyncio.CancelledError:
@@ -279,7 +294,7 @@ class Worker:
             self._reporting.add(key)  # nothing left to cancel; heartbeats go on until sent
             if not outcome.ok:
                 emit("system", f"step failed ({outcome.reason}): {outcome.error}")
-            log.info(
+            self._log.info(
                 "step finished",
                 ok=outcome.ok,
                 reason=outcome.reason if not outcome.ok else None,
@@ -309,7 +324,7 @@ class Worker:
         with (
             tempfile.TemporaryDirectory(prefix="conveyor-step-")
             if needs_dir
-            else contextlib.nullcontext(os.getcwd())
+            else contextlib.nullcontext(".")
         ) as scratch:
             # A container's workdir names a path inside it; on the host it is the scratch dir.
             if step.workdir and step.kind != "container":
@@ -317,7 +332,7 @@ class Worker:
             elif needs_dir:
                 workdir = Path(scratch) / "work"
             else:
-                workdir = Path(scratch)
+                workdir = _CURRENT_DIR
             try:
                 if needs_dir:
                     workdir.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from contracts.events import RetryScheduled, RunCompleted, TaskExpanded, TaskSkipped
+from engine.state.model import DISPATCH_WINDOW
 from tests.engine.sim import Sim
 
 CHAIN = """
@@ -461,3 +462,26 @@ def test_retrying_a_failed_run_reruns_failed_and_downstream_and_keeps_successes(
     # A second retry of a succeeded run changes nothing.
     assert sim.send(RunRetryRequested(run_id=sim.run_id, at=sim.now, round=2)) == []
     assert sim.state.status == "succeeded"
+
+
+def test_a_huge_fan_out_is_dispatched_in_windows() -> None:
+    n = DISPATCH_WINDOW + 904
+    s = Sim(
+        f"""
+        name: huge
+        tasks:
+          - name: m
+            items: "{{{{ [i for i in range({n})] }}}}"
+            command: [echo, "{{{{ item }}}}"]
+        """
+    )
+    assert len(s.dispatched()) == DISPATCH_WINDOW
+    half = DISPATCH_WINDOW // 2
+    for i in range(half - 1):
+        s.ok("m", i)
+        assert s.last_decisions == []  # topped up only once half the window has drained
+    s.ok("m", half - 1)
+    assert s.dispatched() == [("m", i, 1) for i in range(DISPATCH_WINDOW, n)]
+    for i in range(half, n):
+        s.ok("m", i)
+    assert s.state.status == "succeeded"

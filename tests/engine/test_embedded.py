@@ -17,6 +17,7 @@ from contracts.codec import encode
 from contracts.events import Event, TaskStarted, TaskSucceeded
 from contracts.topology import DEAD_LETTER_QUEUE, shard_of, shard_queue, task_queue
 from contracts.validation import parse_workflow, resolve_params
+from engine.coordinator import batch_size
 from engine.embedded import EmbeddedEngine
 from engine.runlog.redis import RedisRunLog
 from engine.state.model import RunState
@@ -329,3 +330,49 @@ async def test_a_message_that_keeps_failing_is_dead_lettered(
         while encode(poison) not in [b for b, _h in await engine.transport.dead_letters(100)]:
             await asyncio.sleep(0.05)  # dead-lettering happens on the coordinator's own loop
     assert attempts == 5
+
+
+async def test_a_big_fan_out_travels_in_batches_and_a_small_one_does_not(
+    engine: EmbeddedEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: dict[str, int] = {}
+    real_publish = engine.transport.publish
+
+    async def counting(queue: str, bodies: Any, headers: Any = None) -> None:
+        sent[queue] = sent.get(queue, 0) + len(bodies)
+        await real_publish(queue, bodies, headers)
+
+    monkeypatch.setattr(engine.transport, "publish", counting)
+    fan_out = """
+        name: fan-{n}
+        tasks:
+          - name: each
+            items: "{{{{ [i for i in range({n})] }}}}"
+            python: teststeps:add
+            args: {{a: "{{{{ item }}}}", b: 1}}
+          - name: total
+            depends: [each]
+            python: teststeps:total
+            args: {{values: "{{{{ tasks.each.outputs.result }}}}"}}
+        """
+    state = await run(engine, fan_out.format(n=300))
+    assert state.status == "succeeded", state.reason
+    assert state.nodes["total"].instances[0].result == sum(range(1, 301))
+    events = await engine.store.read(state.run_id)
+    started = [(e.task, e.index) for e in events if isinstance(e, TaskStarted)]
+    assert sorted(started) == sorted({*started}) and len(started) == 301, "each ran once"
+    batched = sent.pop(task_queue("default"))
+    assert batched <= 301 // 8, f"{batched} task messages for 301 tasks"
+    assert sum(sent.values()) < 2 * 301 // 3, "started and results were coalesced"
+
+    sent.clear()
+    state = await run(engine, fan_out.format(n=8))
+    assert state.status == "succeeded", state.reason
+    assert sent[task_queue("default")] == 9, "few ready tasks go one per message"
+
+
+def test_ready_tasks_are_batched_only_when_there_are_many() -> None:
+    assert [batch_size(n) for n in (1, 8, 63)] == [1, 1, 1]
+    assert batch_size(64) == 2
+    assert batch_size(10_000) == 32
+    assert batch_size(10_000, most=1) == 1

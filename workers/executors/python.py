@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import importlib
 import inspect
@@ -32,18 +33,22 @@ class PythonExecutor:
         except StepError as exc:
             emit("system", exc.message)
             return StepOutcome(ok=False, error=exc.message, reason="start", retryable=False)
-        try:
-            _signature(function).bind(**step.args)
-        except TypeError as exc:
-            message = f"{step.target}: arguments do not match the function: {exc}"
+        mismatch = _argument_mismatch(function, tuple(step.args))
+        if mismatch is not None:
+            message = f"{step.target}: arguments do not match the function: {mismatch}"
             emit("system", message)
             return StepOutcome(ok=False, error=message, reason="start", retryable=False)
         try:
             async with asyncio.timeout(step.timeout):
-                if inspect.iscoroutinefunction(function) or getattr(function, "is_async", False):
+                if _is_async(function):
                     result = await function(**step.args)
                 else:
-                    result = await asyncio.to_thread(function, **step.args)
+                    # The thread gets a copy of the context, so log lines from the step
+                    # carry the run and task ids.
+                    call = functools.partial(contextvars.copy_context().run, function)
+                    result = await asyncio.get_running_loop().run_in_executor(
+                        None, functools.partial(call, **step.args)
+                    )
         except TimeoutError:
             return StepOutcome(
                 ok=False, error=f"timed out after {step.timeout:g}s", reason="timeout"
@@ -60,9 +65,22 @@ class PythonExecutor:
         return StepOutcome(ok=True, result=_plain(result))
 
 
+@functools.lru_cache(maxsize=4096)
+def _argument_mismatch(function: Callable[..., Any], names: tuple[str, ...]) -> str | None:
+    """Why ``function`` cannot be called with these keyword arguments, if it cannot.
+
+    Depends on the names only, so it is worked out once per function and set of names.
+    """
+    try:
+        inspect.signature(function).bind(**dict.fromkeys(names))
+    except TypeError as exc:
+        return str(exc)
+    return None
+
+
 @functools.lru_cache(maxsize=1024)
-def _signature(function: Callable[..., Any]) -> inspect.Signature:
-    return inspect.signature(function)
+def _is_async(function: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(function) or bool(getattr(function, "is_async", False))
 
 
 def load_function(target: str) -> Callable[..., Any]:
