@@ -384,6 +384,71 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
     return results
 
 
+TARGETS: list[tuple[str, str, Callable[[dict[str, float]], float], float]] = [
+    # (name, what, ratio from the figures, the ratio it must reach)
+    (
+        "fanout_10k_vs_raw",
+        "fanout_10k_tasks_per_s / raw_amqp_msgs_per_s >= 0.30",
+        lambda f: f["fanout_10k_tasks_per_s"] / f["raw_amqp_msgs_per_s"],
+        0.30,
+    ),
+    (
+        "fanout_10k_vs_celery",
+        "fanout_10k_tasks_per_s / celery_chord_10k_tasks_per_s >= 3",
+        lambda f: f["fanout_10k_tasks_per_s"] / f["celery_chord_10k_tasks_per_s"],
+        3.0,
+    ),
+    (
+        "chain_hop_vs_celery",
+        "celery_chain_100_hop_p50_ms / chain_100_hop_p50_ms >= 1",
+        lambda f: f["celery_chain_100_hop_p50_ms"] / f["chain_100_hop_p50_ms"],
+        1.0,
+    ),
+    (
+        "chain_hop_vs_raw_rtt",
+        "2 x raw_amqp_rtt_p50_ms / chain_100_hop_p50_ms >= 1",
+        lambda f: 2 * f["raw_amqp_rtt_p50_ms"] / f["chain_100_hop_p50_ms"],
+        1.0,
+    ),
+    (
+        "chain_hop_p99_vs_raw",
+        "5 x raw_amqp_rtt_p99_ms / chain_100_hop_p99_ms >= 1",
+        lambda f: 5 * f["raw_amqp_rtt_p99_ms"] / f["chain_100_hop_p99_ms"],
+        1.0,
+    ),
+    (
+        "fanout_100k_vs_10k",
+        "fanout_100k_tasks_per_s / fanout_10k_tasks_per_s >= 0.8",
+        lambda f: f["fanout_100k_tasks_per_s"] / f["fanout_10k_tasks_per_s"],
+        0.8,
+    ),
+    (
+        "fanout_100k_rss_headroom",
+        "400 / fanout_100k_coordinator_peak_rss_mb >= 1",
+        lambda f: 400 / f["fanout_100k_coordinator_peak_rss_mb"],
+        1.0,
+    ),
+    (
+        "embedded_vs_3000",
+        "embedded_fanout_10k_tasks_per_s / 3000 >= 1",
+        lambda f: f["embedded_fanout_10k_tasks_per_s"] / 3000,
+        1.0,
+    ),
+]
+
+
+def check_targets(figures: dict[str, float]) -> list[tuple[str, str, float, bool]]:
+    """The targets whose figures this run measured: (name, rule, ratio, met)."""
+    out = []
+    for name, rule, ratio, needed in TARGETS:
+        try:
+            value = ratio(figures)
+        except KeyError:
+            continue  # a benchmark left out with --only
+        out.append((name, rule, value, value >= needed))
+    return out
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -394,9 +459,17 @@ if __name__ == "__main__":
     parser.add_argument(
         "--only", nargs="*", help="raw, embedded, fanout, fanout100k, chain, celery"
     )
+    began = time.monotonic()
     figures = loop.run(main(parser.parse_args()))
+    print(f"benchmarks took {time.monotonic() - began:.0f} s", file=sys.stderr)
     width = max(len(k) for k in figures)
     for key, value in figures.items():
         print(f"{key:<{width}}  {value:12.1f}")
+    targets = check_targets(figures)
+    if targets:
+        print("\ntargets (ratios within this run):")
+        for name, rule, value, met in targets:
+            print(f"  {'met    ' if met else 'NOT MET'}  {value:6.2f}  {rule}")
+            figures[name] = value
     if "--json" in sys.argv:
-        print(json.dumps({k: round(v, 2) for k, v in figures.items()}))
+        print(json.dumps({k: round(v, 3) for k, v in figures.items()}))
