@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -344,8 +345,12 @@ def celery(amqp_url: str, redis_url: str, concurrency: int = 8) -> dict[str, flo
         assert result.get(follow_parents=False, timeout=600) == n
         chord_rate = (n + 1) / (time.perf_counter() - started)
         started = time.perf_counter()
-        celery_chain(*[celery_app.noop.si(i) for i in range(100)]).apply_async().get(timeout=300)
+        chained = celery_chain(*[celery_app.noop.si(i) for i in range(100)]).apply_async()
+        chained.get(timeout=300)
         hop = (time.perf_counter() - started) / 100
+        # Results hold a Redis subscription; let them go while Redis is still up.
+        del result, chained
+        gc.collect()
     finally:
         worker.terminate()
         worker.wait(timeout=30)

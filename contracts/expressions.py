@@ -82,7 +82,7 @@ def _evaluator(names: dict[str, Any]) -> EvalWithCompoundTypes:
 class Expression:
     """A parsed expression; parse once, evaluate many times."""
 
-    __slots__ = ("_body", "_tree", "source")
+    __slots__ = ("_body", "_name", "_tree", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source.strip()
@@ -91,6 +91,9 @@ class Expression:
         self._tree = _parse(self.source)
         # simpleeval walks an expression statement, not an ast.Expression module.
         self._body = ast.Expr(value=self._tree.body)
+        # A bare name (``item``) is looked up directly: the commonest template there is.
+        body = self._tree.body
+        self._name = body.id if isinstance(body, ast.Name) else None
 
     def references(self) -> list[Reference]:
         return list(_references(self._tree))
@@ -103,6 +106,8 @@ class Expression:
         ]
 
     def evaluate(self, names: Mapping[str, Any]) -> Any:
+        if self._name is not None and self._name in names:
+            return names[self._name]
         evaluator = _evaluator(names if isinstance(names, dict) else dict(names))
         try:
             return evaluator.eval(self.source, previously_parsed=self._body)

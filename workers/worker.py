@@ -269,7 +269,8 @@ class Worker:
         try:
             emit = self._logs.emitter(message.run_id, message.task, message.index, message.attempt)
             try:
-                if not await asyncio.shield(accepted):
+                ok = accepted.result() if accepted.done() else await asyncio.shield(accepted)
+                if not ok:
                     return  # its message went back to the queue
                 async with self._slots:
                     started = time.monotonic()

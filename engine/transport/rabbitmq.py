@@ -187,6 +187,8 @@ class RabbitTransport:
         return self._connection
 
     async def start(self) -> None:
+        if self._connection is not None:
+            return  # started already (by whoever handed it over)
         delay = 0.1
         while True:
             try:
