@@ -359,6 +359,13 @@ def celery(amqp_url: str, redis_url: str, concurrency: int = 8) -> dict[str, flo
 
 async def main(args: argparse.Namespace) -> dict[str, float]:
     configure_logging("error", "console")
+    results: dict[str, float] = {}
+    if not args.only or "embedded" in args.only:
+        # Embedded mode needs no servers: measured before any are started.
+        print("running embedded ...", file=sys.stderr, flush=True)
+        results.update(await embedded_fanout())
+    if args.only and set(args.only) <= {"embedded"}:
+        return results
     amqp_url = os.environ.get("CONVEYOR_AMQP_URL")
     redis_url = os.environ.get("CONVEYOR_REDIS_URL")
     services = None
@@ -370,13 +377,11 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         redis_url = redis_url or services.redis_url()
     benches: dict[str, Callable[[], Awaitable[dict[str, float]]]] = {
         "raw": lambda: raw_amqp(amqp_url),
-        "embedded": embedded_fanout,
         "fanout": lambda: distributed_fanout(amqp_url, redis_url),
         "fanout100k": lambda: distributed_fanout(amqp_url, redis_url, 100_000),
         "chain": lambda: distributed_chain(amqp_url, redis_url),
         "celery": lambda: asyncio.to_thread(celery, amqp_url, redis_url),
     }
-    results: dict[str, float] = {}
     try:
         for name, bench in benches.items():
             if args.only and name not in args.only:
