@@ -44,6 +44,11 @@ from engine.timers import RedisTimers  # noqa: E402
 from engine.transport.rabbitmq import RabbitTransport  # noqa: E402
 
 
+def _size(n: int) -> str:
+    """10000 -> ``10k``: how figures name the size of a run."""
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
 def fanout(n: int) -> Any:
     return workflow_from_data(
         {
@@ -151,7 +156,7 @@ async def embedded_fanout(n: int = 10_000, rounds: int = 3) -> dict[str, float]:
             state = await engine.run(workflow, {})
             rates.append((n + 2) / (time.perf_counter() - started))
         assert state.status == "succeeded", state.reason
-    return {f"embedded_fanout_{n // 1000}k_tasks_per_s": statistics.median(rates)}
+    return {f"embedded_fanout_{_size(n)}_tasks_per_s": statistics.median(rates)}
 
 
 async def _distributed(
@@ -225,7 +230,9 @@ async def distributed_fanout(amqp_url: str, redis_url: str, n: int = 10_000) -> 
         "CONVEYOR_AMQP_URL": amqp_url,
         "CONVEYOR_REDIS_URL": redis_url,
         "CONVEYOR_LOG_LEVEL": "error",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(Path(__file__).resolve().parent)]),
+        "PYTHONPATH": os.pathsep.join(
+            [str(ROOT), str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")]
+        ),
     }
     workers = [
         subprocess.Popen(
@@ -277,14 +284,14 @@ async def distributed_fanout(amqp_url: str, redis_url: str, n: int = 10_000) -> 
         await store.close()
     tasks = n + 2
     return {
-        f"fanout_{n // 1000}k_tasks_per_s": tasks / took,
-        f"fanout_{n // 1000}k_coordinator_peak_rss_mb": resource.getrusage(
+        f"fanout_{_size(n)}_tasks_per_s": tasks / took,
+        f"fanout_{_size(n)}_coordinator_peak_rss_mb": resource.getrusage(
             resource.RUSAGE_SELF
         ).ru_maxrss
         / 1024,
-        f"fanout_{n // 1000}k_coordinator_cpu_us_per_task": cpu / tasks * 1e6,
-        f"fanout_{n // 1000}k_redis_ops_per_task": ops / tasks,
-        f"fanout_{n // 1000}k_amqp_messages_per_task": messages / tasks,
+        f"fanout_{_size(n)}_coordinator_cpu_us_per_task": cpu / tasks * 1e6,
+        f"fanout_{_size(n)}_redis_ops_per_task": ops / tasks,
+        f"fanout_{_size(n)}_amqp_messages_per_task": messages / tasks,
     }
 
 

@@ -1,0 +1,26 @@
+"""The benchmark suite's own logic: it must keep running and judge targets correctly."""
+
+from __future__ import annotations
+
+from benchmarks.__main__ import check_targets, embedded_fanout
+
+
+def test_targets_are_judged_as_ratios_within_one_run() -> None:
+    figures = {
+        "raw_amqp_msgs_per_s": 1000.0,
+        "fanout_10k_tasks_per_s": 299.0,
+        "celery_chord_10k_tasks_per_s": 99.0,
+        "embedded_fanout_10k_tasks_per_s": 3000.0,
+    }
+    judged = {name: (round(value, 3), met) for name, _rule, value, met in check_targets(figures)}
+    assert judged == {
+        "fanout_10k_vs_raw": (0.299, False),
+        "fanout_10k_vs_celery": (3.02, True),
+        "embedded_vs_3000": (1.0, True),
+    }, "targets whose figures were not measured are left out"
+
+
+async def test_the_embedded_benchmark_runs_a_real_fan_out() -> None:
+    figures = await embedded_fanout(200, rounds=1)
+    assert list(figures) == ["embedded_fanout_200_tasks_per_s"]
+    assert figures["embedded_fanout_200_tasks_per_s"] > 0
