@@ -54,18 +54,18 @@ def fanout(n: int) -> Any:
         {
             "name": f"fanout-{n}",
             "tasks": [
-                {"name": "start", "python": "steps:noop"},
+                {"name": "start", "python": "benchsteps:noop"},
                 {
                     "name": "each",
                     "depends": ["start"],
                     "items": list(range(n)),
-                    "python": "steps:noop",
+                    "python": "benchsteps:noop",
                     "args": {"i": "{{ item }}"},
                 },
                 {
                     "name": "end",
                     "depends": ["each"],
-                    "python": "steps:count",
+                    "python": "benchsteps:count",
                     "args": {"values": "{{ tasks.each.outputs.result }}"},
                 },
             ],
@@ -74,9 +74,9 @@ def fanout(n: int) -> Any:
 
 
 def chain(n: int) -> Any:
-    tasks = [{"name": "s0", "python": "steps:noop"}]
+    tasks = [{"name": "s0", "python": "benchsteps:noop"}]
     tasks += [
-        {"name": f"s{i}", "depends": [f"s{i - 1}"], "python": "steps:noop"} for i in range(1, n)
+        {"name": f"s{i}", "depends": [f"s{i - 1}"], "python": "benchsteps:noop"} for i in range(1, n)
     ]
     return workflow_from_data({"name": f"chain-{n}", "tasks": tasks})
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import psutil
 import pytest
 
@@ -35,9 +36,8 @@ async def engine(request: pytest.FixtureRequest) -> AsyncIterator[EmbeddedEngine
     amqp_url, redis_url = request.getfixturevalue("amqp_url"), request.getfixturevalue("redis_url")
     store = RedisRunLog(redis_url)
     await store._redis.flushdb()
+    await purge(amqp_url)
     transport = RabbitTransport(amqp_url)
-    await transport.start()
-    await purge(transport)
     async with EmbeddedEngine(
         store,
         workers=4,
@@ -50,11 +50,12 @@ async def engine(request: pytest.FixtureRequest) -> AsyncIterator[EmbeddedEngine
     await store.close()
 
 
-async def purge(transport: RabbitTransport) -> None:
-    channel = await transport._connection_or_fail().channel()
-    for name in [shard_queue(0), shard_queue(1), task_queue("default"), DEAD_LETTER_QUEUE]:
-        await channel.queue_delete(name)
-    await channel.close()
+async def purge(amqp_url: str) -> None:
+    """Start from empty queues (the engine declares them again as it starts)."""
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        for name in [shard_queue(0), shard_queue(1), task_queue("default"), DEAD_LETTER_QUEUE]:
+            await channel.queue_delete(name)
 
 
 async def run(engine: EmbeddedEngine, text: str, **params: Any) -> RunState:
