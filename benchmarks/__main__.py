@@ -76,7 +76,8 @@ def fanout(n: int) -> Any:
 def chain(n: int) -> Any:
     tasks = [{"name": "s0", "python": "benchsteps:noop"}]
     tasks += [
-        {"name": f"s{i}", "depends": [f"s{i - 1}"], "python": "benchsteps:noop"} for i in range(1, n)
+        {"name": f"s{i}", "depends": [f"s{i - 1}"], "python": "benchsteps:noop"}
+        for i in range(1, n)
     ]
     return workflow_from_data({"name": f"chain-{n}", "tasks": tasks})
 
