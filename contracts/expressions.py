@@ -18,9 +18,26 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import simpleeval
 from simpleeval import EvalWithCompoundTypes, InvalidExpression
 
 from contracts.errors import ExpressionError
+
+MAX_ITEMS = 1_000_000
+"""The longest sequence an expression may build, and the most items a fan-out may have."""
+
+# simpleeval's own guard (10,000) would stop ``[i for i in range(100_000)]``; its
+# limits are module settings meant to be adjusted.
+simpleeval.MAX_COMPREHENSION_LENGTH = MAX_ITEMS
+
+
+def _range(*args: int) -> range:
+    """``range`` that refuses to describe more than MAX_ITEMS numbers (``list(range(10**12))``
+    would otherwise exhaust the coordinator's memory)."""
+    numbers = range(*args)
+    if len(numbers) > MAX_ITEMS:
+        raise ValueError(f"range of {len(numbers):,} numbers; at most {MAX_ITEMS:,}")
+    return numbers
 
 
 def _from_json(text: str) -> Any:
@@ -45,7 +62,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "sorted": sorted,
     "any": any,
     "all": all,
-    "range": range,
+    "range": _range,
     "list": list,
     "from_json": _from_json,
     "to_json": _to_json,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from contracts.errors import ExpressionError
-from contracts.expressions import as_text, render_value
+from contracts.expressions import MAX_ITEMS, as_text, render_value
 from contracts.messages import ContainerSpec, StepSpec, TaskReady
 from contracts.spec import Container
 from contracts.validation import expression_of
@@ -48,8 +48,12 @@ def evaluate_items(state: RunState, node: Node) -> list[Any]:
         # An upstream result that is JSON text but was not parsed (e.g. with a trailing
         # banner) is not a list; we do not guess.
         raise ExpressionError(f"items must be a list, got a string: {value[:80]!r}")
+    if isinstance(value, range | tuple):
+        value = list(value)
     if not isinstance(value, list):
         raise ExpressionError(f"items must be a list, got {type(value).__name__}")
+    if len(value) > MAX_ITEMS:
+        raise ExpressionError(f"{len(value):,} items; a task fans out over {MAX_ITEMS:,} at most")
     return value
 
 

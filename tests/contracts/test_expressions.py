@@ -4,7 +4,7 @@ import pytest
 
 from contracts.durations import parse_duration
 from contracts.errors import ExpressionError
-from contracts.expressions import Expression, Template, render_value
+from contracts.expressions import MAX_ITEMS, Expression, Template, render_value
 
 NAMES = {
     "params": {"n": 3, "name": "x"},
@@ -55,6 +55,21 @@ def test_runtime_errors_are_expression_errors() -> None:
         Expression("params.missing").evaluate(NAMES)
     with pytest.raises(ExpressionError, match="ZeroDivisionError"):
         Expression("params.n / 0").evaluate(NAMES)
+
+
+def test_sequences_up_to_a_million_items_and_no_more() -> None:
+    assert len(Expression("[i for i in range(100_000)]").evaluate(NAMES)) == 100_000
+    assert len(Expression("list(range(MAX))").evaluate({"MAX": MAX_ITEMS})) == MAX_ITEMS
+    with pytest.raises(ExpressionError, match="range of 1,000,001 numbers"):
+        Expression("list(range(n))").evaluate({"n": MAX_ITEMS + 1})
+    with pytest.raises(ExpressionError, match="range of"):
+        Expression("[i for i in range(10 ** 12)]").evaluate(NAMES)
+
+
+def test_a_bare_name_is_looked_up_and_a_missing_one_is_an_error() -> None:
+    assert Expression("item").evaluate(NAMES) == {"id": 7}
+    with pytest.raises(ExpressionError, match="nope"):
+        Expression("nope").evaluate(NAMES)
 
 
 def test_references_are_extracted_statically() -> None:

@@ -471,7 +471,7 @@ def test_a_huge_fan_out_is_dispatched_in_windows() -> None:
         name: huge
         tasks:
           - name: m
-            items: "{{{{ [i for i in range({n})] }}}}"
+            items: "range({n})"
             command: [echo, "{{{{ item }}}}"]
         """
     )
