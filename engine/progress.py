@@ -113,7 +113,10 @@ class LiveProgress:
         self._state = state
         if self._live is not None:
             now = time.monotonic()
-            if now - self._last_draw > 0.05 or isinstance(event, RunCompleted):
+            # Drawing walks every instance (retries): big fan-outs are redrawn less often.
+            size = sum(len(node.instances) for node in state.nodes.values())
+            interval = 0.05 if size < 10_000 else 0.5
+            if now - self._last_draw > interval or isinstance(event, RunCompleted):
                 self._last_draw = now
                 self._live.update(progress_table(state, state.now))
             return
