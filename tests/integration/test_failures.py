@@ -59,6 +59,39 @@ tasks:
 """
 
 
+async def test_worker_killed_in_a_batched_fan_out_loses_nothing(cluster: Cluster) -> None:
+    cluster.coordinator()
+    victim = cluster.worker(concurrency=4)
+    run_id = await cluster.submit(
+        """
+        name: batched
+        tasks:
+          - name: each
+            items: "range(600)"
+            python: tests.steps.teststeps:slow_identity
+            args: {value: "{{ item }}", seconds: 0.02}
+          - name: total
+            depends: [each]
+            python: tests.steps.teststeps:total
+            args: {values: "{{ tasks.each.outputs.result }}"}
+        """
+    )
+    await cluster.wait_until(
+        run_id, lambda ev: succeeded_count(ev, "each") >= 60, 60, "60 items to finish"
+    )
+    cluster.kill(victim)  # with batches it took but had not finished
+    killed_at = time.monotonic()
+    cluster.worker(concurrency=4)
+    state = await cluster.finished(run_id, timeout=120)
+    report("worker SIGKILL in a 600-item fan-out -> run completed", time.monotonic() - killed_at)
+    assert state.status == "succeeded", state.reason
+    assert state.nodes["total"].outputs()["result"] == sum(range(600))
+    events = await cluster.events(run_id)
+    assert_one_success_in_state(state, events, "each")
+    lost = [e for e in events if isinstance(e, TaskFailed)]
+    assert lost and all(e.reason == "lost" for e in lost), "the victim's attempts ran again"
+
+
 async def test_worker_killed_mid_step_the_task_runs_again(cluster: Cluster) -> None:
     cluster.coordinator()
     victim = cluster.worker()

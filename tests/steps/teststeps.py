@@ -53,3 +53,8 @@ def pid() -> int:
 
 def total(values: list[int]) -> int:
     return sum(values)
+
+
+async def slow_identity(value: int, seconds: float) -> int:
+    await asyncio.sleep(seconds)
+    return value
