@@ -8,24 +8,27 @@ servers, prints a table, and with ``--json`` prints one JSON object as its last 
   publisher confirms pipelined 256 deep, prefetch 256, acks: the broker's limit here.
 - ``raw_amqp_rtt_p50_ms`` / ``_p99_ms``: ping-pong through two queues, 2,000 trips.
 - ``embedded_fanout_10k_tasks_per_s``: 1 -> 10,000 -> 1 no-op Python steps, embedded.
-- ``fanout_10k_tasks_per_s``: the same on RabbitMQ + Redis (coordinator and workers in
-  this process), submit to completion.
-- ``chain_100_hop_p50_ms`` / ``_p99_ms``: distributed, 100 no-op steps in a chain; time
-  from one step's result to the next step's start, from the run log's timestamps;
-  percentiles over the hops of three chains.
+- ``fanout_10k_tasks_per_s``: the same on RabbitMQ + Redis (a coordinator in this
+  process, two ``conveyor worker --concurrency 4`` processes), submit to completion;
+  ``fanout_100k_*`` the same at 100,000 items.
+- ``chain_100_hop_p50_ms`` / ``_p99_ms``: the same cluster, 100 no-op steps in a chain;
+  time from one step's result to the next step's start, from the run log's
+  timestamps; percentiles over the hops of three chains.
+- ``celery_*``: Celery 5 on the same servers, prefork concurrency 8.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,31 +164,6 @@ async def embedded_fanout(n: int = 10_000, rounds: int = 3) -> dict[str, float]:
     return {f"embedded_fanout_{_size(n)}_tasks_per_s": statistics.median(rates)}
 
 
-async def _distributed(
-    amqp_url: str, redis_url: str, workflow: Any, workers: int
-) -> tuple[Any, float, list[Any]]:
-    store = RedisRunLog(redis_url)
-    await store._redis.flushdb()
-    transport = RabbitTransport(amqp_url)
-    await transport.start()
-    try:
-        async with EmbeddedEngine(
-            store,
-            workers=workers,
-            transport=transport,
-            timers=lambda fire: RedisTimers(redis_url, fire, time.time),
-            shards=1,
-        ) as engine:
-            started = time.perf_counter()
-            state = await engine.run(workflow, {})
-            took = time.perf_counter() - started
-            events = await store.read(state.run_id)
-    finally:
-        await store.close()
-    assert state.status == "succeeded", state.reason
-    return state, took, events
-
-
 class CountingTransport(RabbitTransport):
     """Counts the messages this process publishes and receives."""
 
@@ -216,12 +194,12 @@ class CountingTransport(RabbitTransport):
         return consumer
 
 
-async def distributed_fanout(amqp_url: str, redis_url: str, n: int = 10_000) -> dict[str, float]:
-    """Coordinator in this process; two worker processes of concurrency 4."""
-    import resource
+@contextlib.asynccontextmanager
+async def _cluster(amqp_url: str, redis_url: str) -> AsyncIterator[tuple[Any, Any, Any]]:
+    """A coordinator in this process, two ``conveyor worker --concurrency 4`` processes."""
     import subprocess
 
-    from engine.coordinator import Coordinator, submit_run
+    from engine.coordinator import Coordinator
 
     store = RedisRunLog(redis_url)
     await store._redis.flushdb()
@@ -232,6 +210,7 @@ async def distributed_fanout(amqp_url: str, redis_url: str, n: int = 10_000) -> 
         "CONVEYOR_AMQP_URL": amqp_url,
         "CONVEYOR_REDIS_URL": redis_url,
         "CONVEYOR_LOG_LEVEL": "error",
+        "CONVEYOR_SHARDS": "1",
         "PYTHONPATH": os.pathsep.join(
             [str(ROOT), str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")]
         ),
@@ -252,9 +231,26 @@ async def distributed_fanout(amqp_url: str, redis_url: str, n: int = 10_000) -> 
         heartbeat_timeout=30,
         timers=lambda fire: RedisTimers(redis_url, fire, time.time),
     )
-    messages = 0
     try:
         await coordinator.start()
+        yield coordinator, transport, store
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=60)
+        await coordinator.stop()
+        await transport.close()
+        await store.close()
+
+
+async def distributed_fanout(amqp_url: str, redis_url: str, n: int = 10_000) -> dict[str, float]:
+    """Submit to completion, worker start-up included."""
+    import resource
+
+    from engine.coordinator import submit_run
+
+    async with _cluster(amqp_url, redis_url) as (coordinator, transport, store):
         info = await store._redis.info("stats")
         ops_before = info["total_commands_processed"]
         published_before = CountingTransport.published
@@ -276,14 +272,6 @@ async def distributed_fanout(amqp_url: str, redis_url: str, n: int = 10_000) -> 
             - received_before
         )
         assert state.status == "succeeded", state.reason
-    finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.wait(timeout=60)
-        await coordinator.stop()
-        await transport.close()
-        await store.close()
     tasks = n + 2
     return {
         f"fanout_{_size(n)}_tasks_per_s": tasks / took,
@@ -300,13 +288,20 @@ async def distributed_fanout(amqp_url: str, redis_url: str, n: int = 10_000) -> 
 async def distributed_chain(
     amqp_url: str, redis_url: str, n: int = 100, rounds: int = 3
 ) -> dict[str, float]:
-    """``rounds`` chains of ``n``; percentiles over all their hops (99 hops alone are noisy)."""
+    """``rounds`` chains of ``n`` on the same cluster as the fan-out; percentiles over all
+    their hops (99 hops alone are noisy)."""
+    from engine.coordinator import submit_run
+
     hops: list[float] = []
-    for _ in range(rounds):
-        _state, _took, events = await _distributed(amqp_url, redis_url, chain(n), workers=2)
-        done = {e.task: e.at for e in events if isinstance(e, TaskSucceeded)}
-        started = {e.task: e.at for e in events if isinstance(e, TaskStarted)}
-        hops += [started[f"s{i}"] - done[f"s{i - 1}"] for i in range(1, n)]
+    async with _cluster(amqp_url, redis_url) as (coordinator, transport, store):
+        for _ in range(rounds):
+            run_id = await submit_run(transport, chain(n), {}, shards=1)
+            state = await coordinator.wait(run_id)
+            assert state.status == "succeeded", state.reason
+            events = await store.read(run_id)
+            done = {e.task: e.at for e in events if isinstance(e, TaskSucceeded)}
+            started = {e.task: e.at for e in events if isinstance(e, TaskStarted)}
+            hops += [started[f"s{i}"] - done[f"s{i - 1}"] for i in range(1, n)]
     hops.sort()
     return {
         "chain_100_hop_p50_ms": statistics.median(hops) * 1000,

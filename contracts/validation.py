@@ -7,14 +7,14 @@ in the document and, where the YAML tells us, the line.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path as FsPath
 from typing import Any
 
 from pydantic import ValidationError
 
 from contracts.errors import ExpressionError, InvalidInput, Problem
-from contracts.expressions import ROOT_NAMES, Expression, Reference, Template
+from contracts.expressions import ROOT_NAMES, Expression, Reference, Template, template
 from contracts.graph import ancestors, find_cycle
 from contracts.spec import ParamType, Task, Workflow, check_type
 from contracts.yamlsource import Path, SourceMap, format_path, load_yaml
@@ -190,6 +190,42 @@ def _check_task_expressions(
             )
         templates((*at, "artifacts", "in", path), source)
     return problems
+
+
+def upstream_names(task: Task) -> frozenset[str] | None:
+    """The upstream tasks a task's expressions name (``tasks.<name>``), or None when one
+    of them uses ``tasks`` as a whole or with a computed key."""
+    names: set[str] = set()
+    for expression in _expressions(task):
+        for ref in expression.references():
+            if ref.path[0] != "tasks":
+                continue
+            if len(ref.path) < 2:
+                return None
+            names.add(ref.path[1])
+    return frozenset(names)
+
+
+def _expressions(task: Task) -> Iterator[Expression]:
+    """Every expression of a (valid) task: ``when``, ``items`` and all templates."""
+    if task.when is not None:
+        yield expression_of(task.when)
+    if isinstance(task.items, str):
+        yield expression_of(task.items)
+    values: list[Any] = [task.command, task.args, task.env, task.workdir, task.artifacts.in_]
+    if task.script is not None:
+        values.append(task.script.source)
+    if task.container is not None:
+        c = task.container
+        values += [c.image, c.command, c.args, c.script]
+    while values:
+        value = values.pop()
+        if isinstance(value, str) and "{{" in value:
+            yield from template(value).expressions
+        elif isinstance(value, list):
+            values.extend(value)
+        elif isinstance(value, dict):
+            values.extend(value.values())
 
 
 def _strip_braces(text: str) -> str:

@@ -8,13 +8,20 @@ from contracts.errors import ExpressionError
 from contracts.expressions import MAX_ITEMS, as_text, render_value
 from contracts.messages import ContainerSpec, StepSpec, TaskReady
 from contracts.spec import Container
-from contracts.validation import expression_of
+from contracts.validation import expression_of, upstream_names
 from engine.state.model import Node, RunState
 
 
 def upstream_context(state: RunState, node: Node) -> dict[str, Any]:
-    """Names visible to a task's expressions: params, run, and its upstream tasks."""
+    """Names visible to a task's expressions: params, run, and its upstream tasks.
+
+    Only the upstream tasks its expressions name are built (all of them if one uses
+    ``tasks`` as a whole): the last step of a long chain, or a task after a big
+    fan-out it does not read, costs nothing for them.
+    """
     if node.context is None:
+        named = upstream_names(node.spec)
+        visible = node.ancestors if named is None else node.ancestors & named
         tasks = {
             name: {
                 "state": state.nodes[name].status,
@@ -22,7 +29,7 @@ def upstream_context(state: RunState, node: Node) -> dict[str, Any]:
                 "attempts": state.nodes[name].attempts(),
                 "artifacts": state.nodes[name].artifacts(),
             }
-            for name in node.ancestors
+            for name in visible
         }
         node.context = {
             "params": state.params,

@@ -9,7 +9,13 @@ import pytest
 
 from contracts.errors import InvalidInput
 from contracts.spec import Workflow
-from contracts.validation import coerce_param, load_workflow, parse_workflow, resolve_params
+from contracts.validation import (
+    coerce_param,
+    load_workflow,
+    parse_workflow,
+    resolve_params,
+    upstream_names,
+)
 
 
 def parse(text: str) -> Workflow:
@@ -341,3 +347,30 @@ def test_typed_params_reject_wrong_python_types() -> None:
 )
 def test_coerce_param(kind: str, raw: str, value: object) -> None:
     assert coerce_param(kind, raw) == value  # type: ignore[arg-type]
+
+
+def test_upstream_names_are_the_tasks_a_task_reads() -> None:
+    workflow = parse_workflow(
+        """
+        name: refs
+        tasks:
+          - name: a
+            command: [echo, a]
+          - name: b-c
+            command: [echo, b]
+          - name: d
+            depends: [a, b-c]
+            when: tasks.a.state == 'succeeded'
+            command: [echo, "{{ tasks['b-c'].outputs.result }}", "{{ params }}"]
+          - name: e
+            depends: [d]
+            command: [echo, "{{ to_json(tasks) }}"]
+          - name: f
+            depends: [d]
+            command: [echo, f]
+        """.replace("\n        ", "\n")
+    )
+    by_name = {t.name: t for t in workflow.tasks}
+    assert upstream_names(by_name["d"]) == {"a", "b-c"}
+    assert upstream_names(by_name["e"]) is None  # the whole of tasks
+    assert upstream_names(by_name["f"]) == frozenset()
