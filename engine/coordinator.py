@@ -334,11 +334,18 @@ class Coordinator:
         answer was lost) the log knows more than we do, and the run is rebuilt from it.
         Only once all of it is durable are its side effects carried out (outbox order).
         """
-        if not folded:
-            for event in events:
-                fold(state, await hydrate(event, self._artifacts))
-        decisions = _decide(state)
-        added = await self._runlog.append(state.run_id, events, then=decisions)
+        try:
+            if not folded:
+                for event in events:
+                    fold(state, await hydrate(event, self._artifacts))
+            decisions = _decide(state)
+            added = await self._runlog.append(state.run_id, events, then=decisions)
+        except BaseException:
+            # The state may now be ahead of the log: never keep it. Whoever handles
+            # these events again starts from the log.
+            self._runs.pop(state.run_id, None)
+            self._finished.pop(state.run_id, None)
+            raise
         if not all(added):
             log.debug("events already in the log; rebuilding the run from it")
             await self._reload(state.run_id)

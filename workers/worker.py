@@ -225,10 +225,13 @@ class Worker:
             async with processing(delivery):
                 for queue, events in by_queue.items():
                     await self._outbox.send(queue, events)
-        except BaseException:
+        except asyncio.CancelledError:
+            accepted.set_result(False)
+            raise
+        except Exception:
             accepted.set_result(False)
             self._log.exception("could not take a task message; it was requeued")
-            raise
+            return
         # Acked: the attempts are ours now, kept alive by heartbeats.
         accepted.set_result(True)
 

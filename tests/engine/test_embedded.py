@@ -378,3 +378,36 @@ def test_ready_tasks_are_batched_only_when_there_are_many() -> None:
     assert batch_size(64) == 2
     assert batch_size(10_000) == 32
     assert batch_size(10_000, most=1) == 1
+
+
+async def test_a_failed_append_loses_no_decision(
+    engine: EmbeddedEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_append = engine.store.append
+    failures = 0
+
+    async def append_failing_twice(run_id: str, events: Any, *, then: Any = ()) -> list[bool]:
+        # Once in the batch path, once more in the one-by-one path it falls back to.
+        nonlocal failures
+        if failures < 2 and any(isinstance(e, TaskSucceeded) and e.task == "a" for e in events):
+            failures += 1
+            raise RuntimeError("the log is unwell")
+        return await real_append(run_id, events, then=then)
+
+    monkeypatch.setattr(engine.store, "append", append_failing_twice)
+    state = await run(
+        engine,
+        """
+        name: after-a-failed-append
+        tasks:
+          - name: a
+            script: echo 1
+          - name: b
+            depends: [a]
+            script: echo 2
+        """,
+    )
+    assert failures == 2
+    assert state.status == "succeeded", state.reason
+    events = await engine.store.read(state.run_id)
+    assert [e.task for e in events if isinstance(e, TaskSucceeded)] == ["a", "b"]
