@@ -82,6 +82,25 @@ class Cluster:
     def coordinator(self) -> subprocess.Popen[bytes]:
         return self._spawn("coordinator", name="coordinator")
 
+    async def wait_for_shard_consumers(self, count: int, timeout: float = 30) -> None:
+        """Until every shard queue has ``count`` consumers registered (with a single
+        active consumer per queue, the first one registered is the active one)."""
+        deadline = time.monotonic() + timeout
+        async with await aio_pika.connect(self.amqp_url) as connection:
+            channel = await connection.channel()
+            while True:
+                counts = []
+                for shard in range(SHARDS):
+                    with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
+                        queue = await channel.declare_queue(shard_queue(shard), passive=True)
+                        counts.append(queue.declaration_result.consumer_count or 0)
+                    if channel.is_closed:  # a passive declare of a missing queue closes it
+                        channel = await connection.channel()
+                if len(counts) == SHARDS and min(counts) >= count:
+                    return
+                assert time.monotonic() < deadline, f"shard consumers {counts}, wanted {count}"
+                await asyncio.sleep(0.05)
+
     def worker(self, concurrency: int = 2, grace: float = 10.0) -> subprocess.Popen[bytes]:
         return self._spawn(
             "worker", "--concurrency", str(concurrency), "--grace", str(grace), name="worker"

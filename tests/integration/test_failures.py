@@ -115,7 +115,7 @@ async def test_worker_killed_mid_step_the_task_runs_again(cluster: Cluster) -> N
 
 async def test_coordinator_killed_mid_run_a_standby_resumes(cluster: Cluster) -> None:
     active = cluster.coordinator()
-    await asyncio.sleep(0)  # both are spawned; the first to register becomes active per shard
+    await cluster.wait_for_shard_consumers(1)  # it holds every shard; the next one waits
     cluster.coordinator()
     cluster.worker(concurrency=3)
     run_id = await cluster.submit(CHAIN.format(sleep=1))
