@@ -253,7 +253,7 @@ def templates_in(value: Any) -> Iterator[Template]:
     """Every template inside a nested structure of strings, lists and dicts."""
     if isinstance(value, str):
         if "{{" in value:
-            yield Template(value)
+            yield template(value)
     elif isinstance(value, list | tuple):
         for item in value:
             yield from templates_in(item)

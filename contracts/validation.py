@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from functools import lru_cache
 from pathlib import Path as FsPath
 from typing import Any
 
 from pydantic import ValidationError
 
 from contracts.errors import ExpressionError, InvalidInput, Problem
-from contracts.expressions import ROOT_NAMES, Expression, Reference, Template, template
+from contracts.expressions import ROOT_NAMES, Expression, Reference, Template, templates_in
 from contracts.graph import ancestors, find_cycle
 from contracts.spec import ParamType, Task, Workflow, check_type
 from contracts.yamlsource import Path, SourceMap, format_path, load_yaml
@@ -218,14 +219,8 @@ def _expressions(task: Task) -> Iterator[Expression]:
     if task.container is not None:
         c = task.container
         values += [c.image, c.command, c.args, c.script]
-    while values:
-        value = values.pop()
-        if isinstance(value, str) and "{{" in value:
-            yield from template(value).expressions
-        elif isinstance(value, list):
-            values.extend(value)
-        elif isinstance(value, dict):
-            values.extend(value.values())
+    for found in templates_in(values):
+        yield from found.expressions
 
 
 def _strip_braces(text: str) -> str:
@@ -236,7 +231,9 @@ def _strip_braces(text: str) -> str:
     return stripped
 
 
+@lru_cache(maxsize=1024)
 def expression_of(text: str) -> Expression:
+    """The parsed ``when`` or ``items`` of a task (shared: parsed once per text)."""
     return Expression(_strip_braces(text))
 
 
