@@ -339,6 +339,8 @@ class Coordinator:
                 for event in events:
                     fold(state, await hydrate(event, self._artifacts))
             decisions = _decide(state)
+            if not events and not decisions:
+                return
             added = await self._runlog.append(state.run_id, events, then=decisions)
         except BaseException:
             # The state may now be ahead of the log: never keep it. Whoever handles
@@ -347,6 +349,8 @@ class Coordinator:
             self._finished.pop(state.run_id, None)
             raise
         if not all(added):
+            # Decisions are a function of the state: one already in the log means our
+            # state was behind the log.
             log.debug("events already in the log; rebuilding the run from it")
             await self._reload(state.run_id)
             return
@@ -356,7 +360,7 @@ class Coordinator:
         for decision in decisions:
             self._notify(decision, state)
         if await self._effects([*events, *decisions], state):
-            await self._advance(state)
+            await self._apply(state, [])  # steps that could not be rendered failed: decide again
         await self._maybe_snapshot(state)
 
     async def _reload(self, run_id: str) -> None:
@@ -405,7 +409,7 @@ class Coordinator:
                         )
                     )
         await self._effects(republish, state)
-        await self._advance(state)
+        await self._apply(state, [])
         return state
 
     def _remember(self, state: RunState) -> None:
@@ -417,29 +421,6 @@ class Coordinator:
         else:
             self._runs[state.run_id] = state
             self._finished.pop(state.run_id, None)  # a retried run is live again
-
-    async def _advance(self, state: RunState) -> None:
-        """Decide to a fixpoint, append every decision in one go, then act on them.
-
-        Decisions are folded as they are made (later ones depend on earlier ones) but
-        only acted upon once the whole batch is in the log: the outbox order holds, at
-        one log round trip per incoming event instead of one per decision.
-        """
-        while True:
-            batch = _decide(state)
-            if not batch:
-                return
-            added = await self._runlog.append(state.run_id, batch)
-            if not all(added):
-                # Decisions are a function of the state: one already in the log means
-                # our state is behind the log. Start again from the log.
-                log.warning("state behind the log; reloading", run_id=state.run_id)
-                await self._reload(state.run_id)
-                return
-            for decision in batch:
-                self._notify(decision, state)
-            if not await self._effects(batch, state):
-                return
 
     async def _effects(self, events: Sequence[Event], state: RunState) -> bool:
         """Side effects called for by events just made durable.
