@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 import structlog
 
+from contracts.events import FailureReason
 from contracts.messages import ContainerSpec, TaskReady
 from workers.executors.base import LogEmitter, StepOutcome, succeeded
 from workers.executors.process import conveyor_env, pump
@@ -28,6 +29,9 @@ from workers.executors.process import conveyor_env, pump
 log = structlog.get_logger("conveyor.container")
 
 CONTAINER_WORKDIR = "/work"
+_NOT_STARTED = (125, 126, 127)
+"""Exit codes of the runtime itself (125), or of a command that could not run (126, 127)."""
+_IMAGE_MISSING = ("image not known", "manifest unknown", "no such image", "unable to find image")
 SCRIPT_PATH = "/conveyor/step"
 PULL_FLAG = {"always": "always", "if-not-present": "missing", "never": "never"}
 LABEL = "conveyor"
@@ -184,6 +188,14 @@ class ContainerExecutor:
 
     def _failure(self, code: int, oom: bool, spec: ContainerSpec, stderr: list[str]) -> StepOutcome:
         text = "\n".join(stderr).lower()
+        last = stderr[-1] if stderr else ""
+
+        def refused(error: str, reason: FailureReason = "start") -> StepOutcome:
+            # Retrying cannot help: the same image, command or permissions fail again.
+            return StepOutcome(
+                ok=False, error=error, reason=reason, retryable=False, exit_code=code
+            )
+
         if oom or (code == 137 and spec.memory):
             return StepOutcome(
                 ok=False,
@@ -191,37 +203,19 @@ class ContainerExecutor:
                 reason="error",
                 exit_code=137,
             )
-        if code in (125, 126, 127) and (
-            "image not known" in text
-            or "manifest unknown" in text
-            or "no such image" in text
-            or "unable to find image" in text
+        not_started = code in _NOT_STARTED
+        if not_started and (
+            any(marker in text for marker in _IMAGE_MISSING)
             or ("pull" in text and "not found" in text)
         ):
-            return StepOutcome(
-                ok=False,
-                error=f"image not found: {spec.image} (pull policy {spec.pull})",
-                reason="start",
-                retryable=False,
-                exit_code=code,
-            )
+            return refused(f"image not found: {spec.image} (pull policy {spec.pull})")
         if "permission denied" in text:
-            return StepOutcome(
-                ok=False,
-                error=f"permission denied: {stderr[-1] if stderr else ''}".strip(),
-                reason="start" if code in (125, 126) else "error",
-                retryable=False,
-                exit_code=code,
+            return refused(
+                f"permission denied: {last}".strip(), "start" if code in (125, 126) else "error"
             )
-        if code in (125, 126, 127):
-            detail = stderr[-1] if stderr else f"exit code {code}"
-            return StepOutcome(
-                ok=False,
-                error=f"container could not start: {detail}",
-                reason="start",
-                retryable=False,
-                exit_code=code,
-            )
+        if not_started:
+            detail = last if stderr else f"exit code {code}"
+            return refused(f"container could not start: {detail}")
         return StepOutcome(ok=False, error=f"exit code {code}", reason="error", exit_code=code)
 
     async def _oom_killed(self, base: list[str], name: str) -> bool:
