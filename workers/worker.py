@@ -89,9 +89,8 @@ class Worker:
         self._heartbeat_interval = heartbeat_interval
         self._logs = LogBuffer(logs, clock)
         self._slots = asyncio.Semaphore(concurrency)
-        self._taken = 0
-        """Attempts accepted whose step has not finished: the worker's load."""
         self._room = asyncio.Event()
+        """Set while fewer attempts are taken (and not finished) than there are slots."""
         self._room.set()
         self._outbox = EventOutbox(transport)
         # Bound once: resolving the module's lazy logger on every call costs more than a
@@ -192,12 +191,10 @@ class Worker:
                 log.error("dead-lettered an undecodable task message", error=str(exc))
                 await delivery.nack(requeue=False)
                 continue
-            self._load(len(tasks))
-            self._spawn(self._accept(delivery, tasks))
+            self._take(delivery, tasks)
 
-    def _load(self, change: int) -> None:
-        self._taken += change
-        if self._taken < self._concurrency:
+    def _update_room(self) -> None:
+        if len(self._running) - len(self._reporting) < self._concurrency:
             self._room.set()
         else:
             self._room.clear()
@@ -208,18 +205,26 @@ class Worker:
         handler.add_done_callback(self._handlers.discard)
         return handler
 
-    async def _accept(self, delivery: Delivery, tasks: list[TaskReady]) -> None:
-        """Report the attempts started, ack their message, then let them run.
+    def _take(self, delivery: Delivery, tasks: list[TaskReady]) -> None:
+        """Start the attempts of a message; they run once ``_accept`` has reported them.
 
         The attempts exist (and can be cancelled) from the start; they wait until their
         ``TaskStarted`` is confirmed, and vanish quietly if the message went back.
         """
         accepted: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         traceparent = delivery.headers.get("traceparent")
-        by_queue: dict[str, list[Event]] = {}
         for task in tasks:
             attempt = self._spawn(self._attempt(task, traceparent, accepted))
             self._running[task.key] = (attempt, task.reply_to)
+        self._update_room()
+        self._spawn(self._accept(delivery, tasks, accepted))
+
+    async def _accept(
+        self, delivery: Delivery, tasks: list[TaskReady], accepted: asyncio.Future[bool]
+    ) -> None:
+        """Report the attempts started, then ack their message."""
+        by_queue: dict[str, list[Event]] = {}
+        for task in tasks:
             by_queue.setdefault(task.reply_to, []).append(self._started(task))
         try:
             async with processing(delivery):
@@ -268,7 +273,6 @@ class Worker:
         key = message.key
         current = asyncio.current_task()
         assert current is not None
-        finished = False
         try:
             emit = self._logs.emitter(message.run_id, message.task, message.index, message.attempt)
             try:
@@ -293,9 +297,8 @@ class Worker:
                     retryable=handed_back,
                 )
                 duration = 0.0
-            finished = True
-            self._load(-1)
             self._reporting.add(key)  # nothing left to cancel; heartbeats go on until sent
+            self._update_room()
             if not outcome.ok:
                 emit("system", f"step failed ({outcome.reason}): {outcome.error}")
             self._log.info(
@@ -309,11 +312,10 @@ class Worker:
                 message.reply_to, [self._outcome_event(message, outcome, duration)]
             )
         finally:
-            if not finished:
-                self._load(-1)
             self._running.pop(key, None)
             self._cancelled.pop(key, None)
             self._reporting.discard(key)
+            self._update_room()
 
     async def _run_step(self, message: TaskReady, emit: Callable[[str, str], None]) -> StepOutcome:
         step = message.step
