@@ -175,23 +175,30 @@ class CountingTransport(RabbitTransport):
         await super().publish(queue, bodies, headers)
 
     async def consume(self, queue: str, *, prefetch: int) -> Any:
-        consumer = await super().consume(queue, prefetch=prefetch)
-        inbox_get = consumer._inbox.get
-        inbox_get_nowait = consumer._inbox.get_nowait
+        return _CountingConsumer(await super().consume(queue, prefetch=prefetch))
 
-        async def get() -> Any:
-            message = await inbox_get()
-            CountingTransport.received += message is not None
-            return message
 
-        def get_nowait() -> Any:
-            message = inbox_get_nowait()
-            CountingTransport.received += message is not None
-            return message
+class _CountingConsumer:
+    """A consumer that counts what it hands out (into ``CountingTransport.received``)."""
 
-        consumer._inbox.get = get  # type: ignore[method-assign]
-        consumer._inbox.get_nowait = get_nowait  # type: ignore[method-assign]
-        return consumer
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __aiter__(self) -> _CountingConsumer:
+        return self
+
+    async def __anext__(self) -> Any:
+        delivery = await self._inner.__anext__()
+        CountingTransport.received += 1
+        return delivery
+
+    def ready(self, limit: int) -> Any:
+        deliveries = self._inner.ready(limit)
+        CountingTransport.received += len(deliveries)
+        return deliveries
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 @contextlib.asynccontextmanager
