@@ -63,16 +63,16 @@ class EmbeddedEngine:
         self._worker_count = workers or default_worker_count()
         self._clock = clock
         self._grace = worker_grace
-        self._workers: dict[str, list[Worker]] = {}
+        self._workers: dict[str, Worker] = {}
+        """One worker per pool, with all the slots."""
 
     async def start(self) -> None:
         await self.transport.start()
         await self.coordinator.start()
 
     async def stop(self) -> None:
-        for pool in self._workers.values():
-            for worker in pool:
-                await worker.stop(grace=self._grace)
+        for worker in self._workers.values():
+            await worker.stop(grace=self._grace)
         self._workers.clear()
         await self.coordinator.stop()
         await self.transport.close()
@@ -100,7 +100,7 @@ class EmbeddedEngine:
                 executors=self._executors(name) if self._executors else None,
             )
             await worker.start()
-            self._workers[pool] = [worker]
+            self._workers[pool] = worker
 
     async def submit(self, workflow: Workflow, params: dict[str, Any], **kwargs: Any) -> str:
         await self.ensure_pools({task.pool for task in workflow.tasks})
@@ -118,5 +118,5 @@ class EmbeddedEngine:
     def idle(self) -> bool:
         """Nothing queued, nothing being handled, no step running (in-memory transport only)."""
         return self.transport.pending() == 0 and all(
-            w.busy == 0 for pool in self._workers.values() for w in pool
+            worker.busy == 0 for worker in self._workers.values()
         )
