@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from contracts.events import TaskStarted, TaskSucceeded  # noqa: E402
 from contracts.validation import workflow_from_data  # noqa: E402
-from engine import loop  # noqa: E402
-from engine.embedded import EmbeddedEngine  # noqa: E402
-from engine.logging import configure_logging  # noqa: E402
+from conveyor import loop  # noqa: E402
+from conveyor.embedded import EmbeddedEngine  # noqa: E402
+from conveyor.logsetup import configure_logging  # noqa: E402
 from engine.runlog.redis import RedisRunLog  # noqa: E402
 from engine.timers import RedisTimers  # noqa: E402
 from engine.transport.rabbitmq import RabbitTransport  # noqa: E402
@@ -255,7 +255,7 @@ async def distributed_fanout(amqp_url: str, redis_url: str, n: int = 10_000) -> 
     """Submit to completion, worker start-up included."""
     import resource
 
-    from engine.coordinator import submit_run
+    from engine.client import Client
 
     async with _cluster(amqp_url, redis_url) as (coordinator, transport, store):
         info = await store._redis.info("stats")
@@ -264,7 +264,7 @@ async def distributed_fanout(amqp_url: str, redis_url: str, n: int = 10_000) -> 
         received_before = CountingTransport.received
         cpu_before = time.process_time()
         started = time.perf_counter()
-        run_id = await submit_run(transport, fanout(n), {}, shards=1)
+        run_id = await Client(store, transport, shards=1).submit(fanout(n), {})
         state = await coordinator.wait(run_id)
         took = time.perf_counter() - started
         cpu = time.process_time() - cpu_before
@@ -297,12 +297,12 @@ async def distributed_chain(
 ) -> dict[str, float]:
     """``rounds`` chains of ``n`` on the same cluster as the fan-out; percentiles over all
     their hops (99 hops alone are noisy)."""
-    from engine.coordinator import submit_run
+    from engine.client import Client
 
     hops: list[float] = []
     async with _cluster(amqp_url, redis_url) as (coordinator, transport, store):
         for _ in range(rounds):
-            run_id = await submit_run(transport, chain(n), {}, shards=1)
+            run_id = await Client(store, transport, shards=1).submit(chain(n), {})
             state = await coordinator.wait(run_id)
             assert state.status == "succeeded", state.reason
             events = await store.read(run_id)

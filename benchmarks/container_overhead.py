@@ -20,7 +20,7 @@ from pathlib import Path
 
 from contracts.messages import ContainerSpec, StepSpec, TaskReady
 from contracts.validation import parse_workflow
-from engine.embedded import EmbeddedEngine
+from conveyor.embedded import EmbeddedEngine
 from workers.executors import ContainerExecutor, ContainerRuntime
 
 

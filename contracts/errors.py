@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from contracts.vocabulary import FailureKind
+
 
 class ConveyorError(Exception):
     """Root of every error Conveyor raises on purpose.
@@ -58,11 +60,13 @@ class ReplayDivergence(ConveyorError):
 
 
 class StepError(ConveyorError):
-    """A step failed. ``kind`` is one of the failure kinds a retry policy can select."""
+    """A step failed; ``kind`` says how, for the retry policy to select."""
 
     retryable = True
 
-    def __init__(self, message: str, *, kind: str = "error", retryable: bool | None = None) -> None:
+    def __init__(
+        self, message: str, *, kind: FailureKind = FailureKind.ERROR, retryable: bool | None = None
+    ) -> None:
         super().__init__(message, retryable=retryable)
         self.kind = kind
 
@@ -71,7 +75,7 @@ class NonRetryableError(StepError):
     """Raise from a Python step to fail the task without further retries."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, kind="error", retryable=False)
+        super().__init__(message, kind=FailureKind.ERROR, retryable=False)
 
 
 class NotFound(ConveyorError):

@@ -11,11 +11,9 @@ from typing import Any, ClassVar, Literal
 
 import msgspec
 
-EVENT_VERSION = 1
+from contracts.vocabulary import FailureKind, RunStatus
 
-FailureReason = Literal["error", "timeout", "start", "expression", "cancelled", "lost"]
-"""``lost``: the worker vanished (no heartbeat) or handed the task back on shutdown."""
-RunOutcome = Literal["succeeded", "failed", "cancelled"]
+EVENT_VERSION = 1
 
 
 class Event(msgspec.Struct, tag_field="type", kw_only=True, frozen=True):
@@ -90,7 +88,7 @@ class TaskSucceeded(TaskEvent, tag="task_succeeded", frozen=True, kw_only=True):
 
 class TaskFailed(TaskEvent, tag="task_failed", frozen=True, kw_only=True):
     error: str
-    reason: FailureReason = "error"
+    reason: FailureKind = FailureKind.ERROR
     retryable: bool = True
     exit_code: int | None = None
     duration: float = 0.0
@@ -100,7 +98,7 @@ class TaskFailedByEngine(TaskEvent, tag="task_errored", frozen=True, kw_only=Tru
     """The engine failed a task itself, e.g. its ``when`` or ``items`` could not be evaluated."""
 
     error: str
-    reason: FailureReason = "expression"
+    reason: FailureKind = FailureKind.EXPRESSION
     decided: ClassVar[bool] = True
 
 
@@ -129,7 +127,7 @@ class RunTimedOut(Event, tag="run_timed_out", frozen=True, kw_only=True):
 
 
 class RunCompleted(Event, tag="run_completed", frozen=True, kw_only=True):
-    state: RunOutcome
+    state: RunStatus
     reason: str = ""
     round: int = 0
     """Which completion this is: a retried run completes once per round."""

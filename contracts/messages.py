@@ -6,6 +6,8 @@ from typing import Any
 
 import msgspec
 
+from contracts.vocabulary import AttemptRef
+
 MESSAGE_VERSION = 1
 
 
@@ -55,8 +57,8 @@ class TaskReady(msgspec.Struct, tag="task_ready", frozen=True, kw_only=True):
     """Queue for this attempt's events (its run's coordinator shard)."""
 
     @property
-    def key(self) -> tuple[str, str, int, int]:
-        return (self.run_id, self.task, self.index, self.attempt)
+    def ref(self) -> AttemptRef:
+        return AttemptRef(self.run_id, self.task, self.index, self.attempt)
 
 
 class TaskBatch(msgspec.Struct, tag="task_batch", frozen=True, kw_only=True):
@@ -77,13 +79,6 @@ class CancelTasks(msgspec.Struct, tag="cancel_tasks", frozen=True, kw_only=True)
     run_id: str
     task: str | None = None
     reason: str = "cancelled"
-
-
-class AttemptRef(msgspec.Struct, frozen=True, array_like=True):
-    run_id: str
-    task: str
-    index: int
-    attempt: int
 
 
 class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True, kw_only=True):

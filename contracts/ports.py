@@ -95,6 +95,19 @@ class Transport(Protocol):
     def listen(self, topic: str) -> Listener: ...
 
 
+class Timers(Protocol):
+    """Events due at a time (retry backoff): delivered to the coordinator when due.
+
+    Scheduling the same event (by id) twice keeps one timer.
+    """
+
+    async def start(self) -> None: ...
+
+    async def schedule(self, due: float, event: Event) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class RunSummary(msgspec.Struct, kw_only=True):
     """A row of the run index: enough to list and filter runs without reading their logs."""
 
@@ -134,7 +147,21 @@ class RunLog(Protocol):
         """
         ...
 
-    async def read(self, run_id: str) -> list[Event]: ...
+    async def read(self, run_id: str, after: int = 0) -> list[Event]:
+        """The run's events from position ``after`` on (0-based; ``after`` events skipped).
+
+        A follower passes how many events it has seen so far and gets only what is
+        new. Raises NotFound for a run with no events (checked when ``after`` is 0).
+        """
+        ...
+
+    async def wait_for_events(self, run_id: str, after: int, timeout: float) -> bool:
+        """Wait until the run's log holds more than ``after`` events; False on timeout.
+
+        Pushed where the backend can push (in-process appends, Redis stream reads);
+        polled where it cannot (another process writing the same SQLite file).
+        """
+        ...
 
     async def load(self, run_id: str) -> tuple[bytes | None, list[Event]]:
         """The run's latest state snapshot, if any, and the events after it."""

@@ -13,13 +13,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contracts.durations import Duration
+from contracts.vocabulary import RetryableKind
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 ParamType = Literal["str", "int", "float", "bool", "list", "dict", "any"]
-FailureKind = Literal["error", "timeout", "start"]
-Trigger = Literal["all_succeeded", "all_done"]
+TriggerRule = Literal["all_succeeded", "all_done"]
 
 _PARAM_KEYS = {"type", "default", "description"}
 
@@ -95,7 +95,7 @@ class Backoff(Model):
     jitter: float = Field(default=0.1, ge=0.0, le=1.0)
 
 
-_DEFAULT_RETRY_ON: tuple[FailureKind, ...] = ("error", "timeout")
+_DEFAULT_RETRY_ON: tuple[RetryableKind, ...] = ("error", "timeout")
 
 
 class RetryPolicy(Model):
@@ -103,7 +103,7 @@ class RetryPolicy(Model):
 
     limit: int = Field(default=0, ge=0, le=100, description="Retries after the first attempt.")
     backoff: Backoff = Backoff()
-    on: list[FailureKind] = Field(default_factory=lambda: list(_DEFAULT_RETRY_ON))
+    on: list[RetryableKind] = Field(default_factory=lambda: list(_DEFAULT_RETRY_ON))
 
     @model_validator(mode="before")
     @classmethod
@@ -208,7 +208,7 @@ class Task(Model):
     retry: RetryPolicy = RetryPolicy()
     timeout: Duration | None = None
     continue_on_failure: bool = False
-    trigger: Trigger = "all_succeeded"
+    trigger_rule: TriggerRule = "all_succeeded"
     pool: Name = "default"
 
     @field_validator("outputs")
@@ -217,6 +217,16 @@ class Task(Model):
         if "result" in value:
             raise ValueError("'result' is reserved for the step's own result")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_trigger_name(cls, data: Any) -> Any:
+        # Run logs recorded before the rename hold ``trigger``; they must replay as they ran.
+        if isinstance(data, dict) and "trigger" in data and "trigger_rule" not in data:
+            data = {k: v for k, v in data.items() if k != "trigger"} | {
+                "trigger_rule": data["trigger"]
+            }
+        return data
 
     @model_validator(mode="after")
     def _one_step(self) -> Task:

@@ -3,8 +3,9 @@
 from contracts.errors import ConveyorError, NonRetryableError, StepError
 from contracts.spec import Workflow
 from contracts.validation import load_workflow, parse_workflow
-from conveyor.authoring import Ref, command, container, script, task, workflow
-from engine.embedded import EmbeddedEngine
+from conveyor.authoring import Ref, task, workflow
+from conveyor.embedded import EmbeddedEngine
+from conveyor.steps import command, container, script
 
 __all__ = [
     "ConveyorError",

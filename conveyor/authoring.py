@@ -31,24 +31,23 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-import re
-import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, get_args, get_origin
+from typing import Any, Generic, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from contracts.errors import InvalidInput, NonRetryableError, Problem
+from contracts.errors import ExpressionError, InvalidInput, NonRetryableError, Problem
+from contracts.expressions import Template, templates_in
 from contracts.spec import Workflow
 from contracts.validation import workflow_from_data
+from conveyor.typing_rules import compatible, element_type, param_type, type_name
 
 T = TypeVar("T")
 _building: contextvars.ContextVar[_Builder | None] = contextvars.ContextVar(
     "conveyor_building", default=None
 )
-_TASK_REF = re.compile(r"\{\{[^}]*?\btasks(?:\.([A-Za-z_][\w-]*)|\[['\"]([^'\"]+)['\"]\])")
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ class _Builder:
     def add(self, node: dict[str, Any], refs: list[Ref[Any]]) -> str:
         node["name"] = self.unique(node["name"])
         depends = {r.producer for r in refs if r.producer}
-        depends |= set(_referenced_tasks(node))
+        depends |= _referenced_tasks(node)
         depends.discard(node["name"])
         if depends:
             node["depends"] = sorted(depends)
@@ -115,84 +114,33 @@ def task_expression(name: str) -> str:
     return f"tasks.{name}" if name.isidentifier() else f"tasks[{name!r}]"
 
 
-def _referenced_tasks(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [a or b for a, b in _TASK_REF.findall(value)]
-    if isinstance(value, dict):
-        return [n for v in value.values() for n in _referenced_tasks(v)]
-    if isinstance(value, list):
-        return [n for v in value for n in _referenced_tasks(v)]
-    return []
+def _referenced_tasks(value: Any) -> set[str]:
+    """Tasks the templates inside ``value`` name (``{{ tasks.a.outputs.x }}``), read
+    from their syntax trees. A template that does not parse names nothing here:
+    validating the finished workflow reports it with its place."""
+    names: set[str] = set()
+    for found in _templates(value):
+        for expression in found.expressions:
+            names.update(
+                ref.path[1]
+                for ref in expression.references()
+                if ref.path[0] == "tasks" and len(ref.path) > 1
+            )
+    return names
 
 
-def _current(what: str) -> _Builder:
+def _templates(value: Any) -> list[Template]:
+    try:
+        return list(templates_in(value))
+    except ExpressionError:
+        return []
+
+
+def current_builder(what: str) -> _Builder:
     builder = _building.get()
     if builder is None:
         raise RuntimeError(f"{what} can only be used inside a @workflow function")
     return builder
-
-
-# -- types ---------------------------------------------------------------------------
-
-
-def type_name(tp: Any) -> str:
-    if tp is Any or tp is inspect.Parameter.empty:
-        return "Any"
-    if isinstance(tp, type) and not get_args(tp):
-        return tp.__name__
-    return str(tp).replace("typing.", "")
-
-
-def compatible(source: Any, target: Any) -> bool:
-    """Whether a value of type ``source`` may be passed where ``target`` is declared."""
-    if (
-        source is Any
-        or target is Any
-        or target is inspect.Parameter.empty
-        or source is inspect.Parameter.empty
-    ):
-        return True
-    if source == target:
-        return True
-    t_origin, s_origin = get_origin(target), get_origin(source)
-    if t_origin in (typing.Union, types.UnionType):
-        return any(compatible(source, arm) for arm in get_args(target))
-    if s_origin in (typing.Union, types.UnionType):
-        return all(compatible(arm, target) for arm in get_args(source))
-    if target is float and source is int:
-        return True
-    if t_origin is not None or s_origin is not None:
-        if (s_origin or source) != (t_origin or target):
-            return False
-        s_args, t_args = get_args(source), get_args(target)
-        if not s_args or not t_args:
-            return True
-        return len(s_args) == len(t_args) and all(
-            compatible(s, t) for s, t in zip(s_args, t_args, strict=True)
-        )
-    if isinstance(source, type) and isinstance(target, type):
-        return issubclass(source, target)
-    return False
-
-
-def _element_type(tp: Any) -> Any:
-    if get_origin(tp) in (list, tuple, typing.Sequence) and get_args(tp):
-        return get_args(tp)[0]
-    return Any
-
-
-_PARAM_TYPES: dict[Any, str] = {
-    str: "str",
-    int: "int",
-    float: "float",
-    bool: "bool",
-    list: "list",
-    dict: "dict",
-}
-
-
-def _param_type(tp: Any) -> str:
-    return _PARAM_TYPES.get(get_origin(tp) or tp, "any")
 
 
 # -- tasks ---------------------------------------------------------------------------
@@ -273,7 +221,7 @@ class TaskFunction(Generic[T]):
 
         ``over`` feeds the task's first parameter; other parameters come as keywords.
         """
-        _current("map")
+        current_builder("map")
         return self._record((), kwargs, mapped=over, when=None)
 
     def with_options(self, **options: Any) -> _Configured:
@@ -289,7 +237,7 @@ class TaskFunction(Generic[T]):
         when: str | None,
         overrides: dict[str, Any] | None = None,
     ) -> Ref[Any]:
-        builder = _current(self.name)
+        builder = current_builder(self.name)
         params = list(self.signature.parameters)
         assigned = dict(zip(params, args, strict=False))
         assigned.update(kwargs)
@@ -304,7 +252,7 @@ class TaskFunction(Generic[T]):
             item_param = next(p for p in params if p not in assigned)
             if isinstance(mapped, Ref):
                 refs.append(mapped)
-                element = _element_type(mapped.type)
+                element = element_type(mapped.type)
                 self._check(item_param, element, mapped, name, mapped_over=True)
                 node["items"] = mapped.expression
             else:
@@ -332,7 +280,7 @@ class TaskFunction(Generic[T]):
             )
         if args_spec:
             node["args"] = args_spec
-        _apply_options(node, options, when)
+        apply_options(node, options, when)
         recorded = builder.add(node, refs)
         result_type = list[self.return_type] if mapped is not None else self.return_type  # type: ignore[name-defined]
         return Ref(f"{task_expression(recorded)}.outputs.result", result_type, recorded)
@@ -377,14 +325,14 @@ _OPTION_KEYS = {
     "pool",
     "parallelism",
     "continue_on_failure",
-    "trigger",
+    "trigger_rule",
     "when",
     "env",
     "workdir",
 }
 
 
-def _apply_options(node: dict[str, Any], options: dict[str, Any], when: str | None) -> None:
+def apply_options(node: dict[str, Any], options: dict[str, Any], when: str | None) -> None:
     unknown = set(options) - _OPTION_KEYS - {"outputs", "artifacts"}
     if unknown:
         raise TypeError(f"unknown task options: {', '.join(sorted(unknown))}")
@@ -401,51 +349,10 @@ def _apply_options(node: dict[str, Any], options: dict[str, Any], when: str | No
 
 def task(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
     """Make a function a task. Options: retry, timeout, pool, parallelism, when,
-    continue_on_failure, trigger, name."""
+    continue_on_failure, trigger_rule, name."""
     if fn is not None:
         return TaskFunction(fn, dict(options))
     return lambda f: TaskFunction(f, dict(options))
-
-
-def _step(kind: str, name: str, body: dict[str, Any], options: dict[str, Any]) -> Ref[Any]:
-    builder = _current(kind)
-    node: dict[str, Any] = {"name": name, **body}
-    _apply_options(node, dict(options), None)
-    recorded = builder.add(node, [])
-    return Ref(f"{task_expression(recorded)}.outputs.result", Any, recorded)
-
-
-def script(name: str, source: str, *, interpreter: str = "sh", **options: Any) -> Ref[Any]:
-    """A script step; refs formatted into ``source`` become templates and dependencies."""
-    return _step(
-        "script", name, {"script": {"source": source, "interpreter": interpreter}}, options
-    )
-
-
-def command(name: str, argv: list[Any], **options: Any) -> Ref[Any]:
-    return _step("command", name, {"command": [str(a) for a in argv]}, options)
-
-
-def container(
-    name: str,
-    image: str,
-    *,
-    command: list[str] | None = None,
-    args: Sequence[Any] = (),
-    script: str | None = None,
-    **options: Any,
-) -> Ref[Any]:
-    body: dict[str, Any] = {"image": image}
-    if command is not None:
-        body["command"] = command
-    if args:
-        body["args"] = [str(a) for a in args]
-    if script is not None:
-        body["script"] = script
-    for key in ("user", "network", "cpus", "memory", "pull"):
-        if key in options:
-            body[key] = options.pop(key)
-    return _step("container", name, {"container": body}, options)
 
 
 # -- workflows -------------------------------------------------------------------------
@@ -473,7 +380,7 @@ class WorkflowFunction:
         refs: dict[str, Ref[Any]] = {}
         for pname, prm in inspect.signature(self.fn).parameters.items():
             tp = hints.get(pname, Any)
-            entry: dict[str, Any] = {"type": _param_type(tp)}
+            entry: dict[str, Any] = {"type": param_type(tp)}
             if prm.default is not inspect.Parameter.empty:
                 entry["default"] = prm.default
             params[pname] = entry

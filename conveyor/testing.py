@@ -22,14 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.events import Event, TaskFailed, TaskSucceeded
-from contracts.messages import TaskReady
 from contracts.ports import LogLine
 from contracts.spec import Workflow
 from contracts.validation import resolve_params
-from engine.embedded import EmbeddedEngine
+from contracts.vocabulary import FailureKind
+from conveyor.embedded import EmbeddedEngine
 from engine.state.model import Node, RunState
-from workers.executors import StepOutcome, default_executors
-from workers.executors.base import Executor, LogEmitter
+from workers.executors import DEFAULT_MIDDLEWARE, Middleware, Proceed, StepCall, StepOutcome
 
 EPOCH = 1_700_000_000.0
 
@@ -79,40 +78,37 @@ Fake = Any
 ``item=`` (other fan-out steps) whose return value is the result."""
 
 
-class _HarnessExecutor:
-    def __init__(
-        self,
-        real: Executor,
-        fakes: Mapping[str, Fake],
-        failures: Mapping[str, int | Callable[[int, int], bool]],
-    ) -> None:
-        self._real = real
-        self._fakes = fakes
-        self._failures = failures
+def harness(
+    fakes: Mapping[str, Fake], failures: Mapping[str, int | Callable[[int, int], bool]]
+) -> Middleware:
+    """Executor middleware: forced failures first, then fakes, else the real step."""
 
-    async def run(self, task: TaskReady, emit: LogEmitter, workdir: Any) -> StepOutcome:
-        rule = self._failures.get(task.task)
+    async def middleware(call: StepCall, proceed: Proceed) -> StepOutcome:
+        task, emit = call.task, call.emit
+        rule = failures.get(task.task)
         if rule is not None:
             fail = rule(task.index, task.attempt) if callable(rule) else task.attempt <= rule
             if fail:
                 emit("system", f"forced failure of attempt {task.attempt} (conveyor.testing)")
-                return StepOutcome(ok=False, error="forced failure", reason="error")
-        if task.task in self._fakes:
-            fake = self._fakes[task.task]
-            if callable(fake):
-                kwargs = dict(task.step.args) if task.step.kind == "python" else {}
-                if task.item is not None and "item" in inspect.signature(fake).parameters:
-                    kwargs["item"] = task.item
-                value = fake(**kwargs)
-                if inspect.isawaitable(value):
-                    value = await value
-            else:
-                value = fake
-            emit("system", "faked (conveyor.testing)")
-            return StepOutcome(
-                ok=True, result=getattr(value, "model_dump", lambda **_: value)(mode="json")
-            )
-        return await self._real.run(task, emit, workdir)
+                return StepOutcome(ok=False, error="forced failure", reason=FailureKind.ERROR)
+        if task.task not in fakes:
+            return await proceed(call)
+        fake = fakes[task.task]
+        if callable(fake):
+            kwargs = dict(task.step.args) if task.step.kind == "python" else {}
+            if task.item is not None and "item" in inspect.signature(fake).parameters:
+                kwargs["item"] = task.item
+            value = fake(**kwargs)
+            if inspect.isawaitable(value):
+                value = await value
+        else:
+            value = fake
+        emit("system", "faked (conveyor.testing)")
+        return StepOutcome(
+            ok=True, result=getattr(value, "model_dump", lambda **_: value)(mode="json")
+        )
+
+    return middleware
 
 
 @dataclass
@@ -205,14 +201,11 @@ async def run_workflow_async(
         timers.append(ManualTimers(fire, clock))
         return timers[-1]
 
-    def make_executors(worker: str) -> dict[str, Any]:
-        return {
-            kind: _HarnessExecutor(real, fakes or {}, failures or {})
-            for kind, real in default_executors(worker=worker).items()
-        }
-
     async with EmbeddedEngine(
-        workers=workers, clock=clock, timers=make_timers, executors=make_executors
+        workers=workers,
+        clock=clock,
+        timers=make_timers,
+        middleware=(*DEFAULT_MIDDLEWARE, harness(fakes or {}, failures or {})),
     ) as engine:
         run_id = await engine.submit(spec, resolve_params(spec, dict(params or {})))
         done = asyncio.ensure_future(engine.coordinator.wait(run_id))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
@@ -22,14 +22,6 @@ from contracts.events import Event
 log = structlog.get_logger("conveyor.timers")
 
 Fire = Callable[[Event], Awaitable[None]]
-
-
-class Timers(Protocol):
-    async def start(self) -> None: ...
-
-    async def schedule(self, due: float, event: Event) -> None: ...
-
-    async def close(self) -> None: ...
 
 
 class LoopTimers:

@@ -53,8 +53,10 @@ def imports_of(package: str) -> dict[str, set[str]]:
                 "os",
             },
         ),
+        # The deciding side and the doing side stand side by side: only the
+        # composition wing (conveyor/) wires them together.
         ("workers", {"engine", "conveyor"}),
-        ("engine", {"conveyor"}),
+        ("engine", {"workers", "conveyor"}),
     ],
 )
 def test_import_direction(package: str, forbidden: set[str]) -> None:
@@ -64,3 +66,100 @@ def test_import_direction(package: str, forbidden: set[str]) -> None:
         if names & forbidden
     }
     assert offenders == {}
+
+
+PACKAGES = ("contracts", "engine", "workers", "conveyor")
+
+
+def _module_name(file: Path) -> str:
+    parts = list(file.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the modules of ours it imports (anywhere in it, lazily or not)."""
+    files = {_module_name(f): f for p in PACKAGES for f in (ROOT / p).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for module, file in files.items():
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Import):
+                edges.update(alias.name for alias in node.names if alias.name in files)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    submodule = f"{node.module}.{alias.name}"
+                    if submodule in files:
+                        edges.add(submodule)
+                    elif node.module in files:
+                        edges.add(node.module)
+        edges.discard(module)
+        graph[module] = edges
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for other in graph[module]:
+            if other not in index:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in stack:
+                low[module] = min(low[module], index[other])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in graph:
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_check_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+
+
+def test_step_timeouts_are_enforced_in_one_place() -> None:
+    """Only the executor chain reads a step's timeout; no executor keeps its own clock."""
+    readers = sorted(
+        str(file.relative_to(ROOT))
+        for file in (ROOT / "workers").rglob("*.py")
+        if any(
+            isinstance(node, ast.Attribute)
+            and node.attr == "timeout"
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "step"
+            for node in ast.walk(ast.parse(file.read_text()))
+        )
+    )
+    assert readers == ["workers/executors/chain.py"]
+
+
+def test_no_module_is_too_big_to_hold() -> None:
+    sizes = {
+        str(file.relative_to(ROOT)): len(file.read_text().splitlines())
+        for package in PACKAGES
+        for file in (ROOT / package).rglob("*.py")
+    }
+    assert {name: size for name, size in sizes.items() if size > 450} == {}

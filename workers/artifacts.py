@@ -19,6 +19,7 @@ import fsspec
 
 from contracts.errors import StepError
 from contracts.events import ArtifactRef
+from contracts.vocabulary import FailureKind
 
 DEFAULT_MAX_BYTES = 1 << 30
 CHUNK = 1 << 20
@@ -105,7 +106,9 @@ class FsspecArtifactStore:
                         )
                     target.write(chunk)
         except (FileNotFoundError, OSError, ValueError) as exc:
-            raise StepError(f"cannot fetch {url}: {exc}", kind="start", retryable=False) from exc
+            raise StepError(
+                f"cannot fetch {url}: {exc}", kind=FailureKind.START, retryable=False
+            ) from exc
 
     async def put_bytes(self, key: str, data: bytes) -> ArtifactRef:
         return await asyncio.to_thread(self._put_bytes, key, data)

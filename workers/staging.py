@@ -16,6 +16,7 @@ from contracts.errors import StepError
 from contracts.events import ArtifactRef
 from contracts.messages import TaskReady
 from contracts.ports import ArtifactStore
+from contracts.vocabulary import FailureKind
 from workers.executors.base import StepOutcome
 
 INLINE_LIMIT = 64 * 1024
@@ -33,7 +34,7 @@ def inside(workdir: Path, relative: str) -> Path:
 def _store(store: ArtifactStore | None) -> ArtifactStore:
     if store is None:
         raise StepError(
-            "this step uses artifacts but no artifact store is configured", kind="start"
+            "this step uses artifacts but no artifact store is configured", kind=FailureKind.START
         )
     return store
 

@@ -26,7 +26,8 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ import structlog
 from contracts.codec import DecodeError, decode_control, decode_tasks, encode
 from contracts.errors import StepError
 from contracts.events import Event, TaskFailed, TaskStarted, TaskSucceeded
-from contracts.messages import AttemptRef, Heartbeat, TaskReady
+from contracts.messages import Heartbeat, TaskReady
 from contracts.ports import (
     ArtifactStore,
     Consumer,
@@ -46,7 +47,16 @@ from contracts.ports import (
     processing,
 )
 from contracts.topology import CONTROL_TOPIC, task_queue
-from workers.executors import ContainerExecutor, Executor, StepOutcome, default_executors
+from contracts.vocabulary import AttemptRef, FailureKind
+from workers.executors import (
+    DEFAULT_MIDDLEWARE,
+    Executor,
+    ExecutorChain,
+    Middleware,
+    StepCall,
+    StepOutcome,
+    default_executors,
+)
 from workers.logbuffer import LogBuffer
 from workers.outbox import EventOutbox
 from workers.staging import stage_inputs, store_outputs
@@ -55,8 +65,28 @@ log = structlog.get_logger("conveyor.worker")
 
 _counter = 0
 
-AttemptKey = tuple[str, str, int, int]
 _CURRENT_DIR = Path(".")
+
+
+@dataclass(frozen=True, slots=True)
+class Interruption:
+    """Why an attempt's handler was cancelled from outside the step."""
+
+    kind: FailureKind
+    message: str
+
+    def outcome(self) -> StepOutcome:
+        # A step handed back did not fail: it runs again at once, elsewhere.
+        handed_back = self.kind == FailureKind.LOST
+        return StepOutcome(
+            ok=False,
+            error=self.message if handed_back else f"cancelled: {self.message}",
+            reason=self.kind,
+            retryable=handed_back,
+        )
+
+
+HANDED_BACK = Interruption(FailureKind.LOST, "handed back: the worker stopped")
 
 
 def _worker_name() -> str:
@@ -75,6 +105,7 @@ class Worker:
         concurrency: int = 1,
         name: str | None = None,
         executors: dict[str, Executor] | None = None,
+        middleware: Sequence[Middleware] = DEFAULT_MIDDLEWARE,
         clock: Callable[[], float] = time.time,
         heartbeat_interval: float | None = None,
         artifacts: ArtifactStore | None = None,
@@ -83,7 +114,7 @@ class Worker:
         self._pool = pool
         self._concurrency = concurrency
         self.name = name or _worker_name()
-        self._executors = executors or default_executors(worker=self.name)
+        self._steps = ExecutorChain(executors or default_executors(worker=self.name), middleware)
         self._artifacts = artifacts
         self._clock = clock
         self._heartbeat_interval = heartbeat_interval
@@ -100,17 +131,15 @@ class Worker:
         self._listener: Listener | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._handlers: set[asyncio.Task[None]] = set()
-        self._running: dict[AttemptKey, tuple[asyncio.Task[None], str]] = {}
-        self._cancelled: dict[AttemptKey, str] = {}
-        self._reporting: set[AttemptKey] = set()
+        self._running: dict[AttemptRef, tuple[asyncio.Task[None], str]] = {}
+        self._cancelled: dict[AttemptRef, Interruption] = {}
+        self._reporting: set[AttemptRef] = set()
         """Attempts whose step has finished and whose outcome is on its way."""
         self._stopping = False
 
     async def start(self) -> None:
         self._logs.start()
-        containers = self._executors.get("container")
-        if isinstance(containers, ContainerExecutor):
-            await containers.remove_orphans()
+        await self._steps.start()
         self._listener = self._transport.listen(CONTROL_TOPIC)
         await self._listener.ready()
         self._consumer = await self._transport.consume(
@@ -151,7 +180,7 @@ class Worker:
             }
             for task in late:
                 if task in attempts:
-                    self._cancelled[attempts[task]] = "handed back: the worker stopped"
+                    self._cancelled[attempts[task]] = HANDED_BACK
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
             await self._outbox.drain()
@@ -160,9 +189,7 @@ class Worker:
         await asyncio.gather(*self._loops[1:], return_exceptions=True)
         if self._listener is not None:
             await self._listener.aclose()
-        containers = self._executors.get("container")
-        if isinstance(containers, ContainerExecutor):
-            await containers.drain()
+        await self._steps.stop()
         await self._logs.close()
         log.info("worker stopped", worker=self.name)
 
@@ -215,7 +242,7 @@ class Worker:
         traceparent = delivery.headers.get("traceparent")
         for task in tasks:
             attempt = self._spawn(self._attempt(task, traceparent, accepted))
-            self._running[task.key] = (attempt, task.reply_to)
+            self._running[task.ref] = (attempt, task.reply_to)
         self._update_room()
         self._spawn(self._accept(delivery, tasks, accepted))
 
@@ -250,10 +277,9 @@ class Worker:
             task=message.task,
             index=message.index,
             attempt=message.attempt,
-            traceparent=traceparent,
         )
         try:
-            await self._execute(message, accepted)
+            await self._execute(message, traceparent, accepted)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -269,8 +295,10 @@ class Worker:
             worker=self.name,
         )
 
-    async def _execute(self, message: TaskReady, accepted: asyncio.Future[bool]) -> None:
-        key = message.key
+    async def _execute(
+        self, message: TaskReady, traceparent: str | None, accepted: asyncio.Future[bool]
+    ) -> None:
+        ref = message.ref
         current = asyncio.current_task()
         assert current is not None
         try:
@@ -281,49 +309,33 @@ class Worker:
                     return  # its message went back to the queue
                 async with self._slots:
                     started = time.monotonic()
-                    self._log.info("step started", kind=message.step.kind)
-                    outcome = await self._run_step(message, emit)
+                    outcome = await self._run_step(message, emit, traceparent)
                     duration = time.monotonic() - started
             except asyncio.CancelledError:
-                reason = self._cancelled.pop(key, None)
-                if reason is None:
+                interruption = self._cancelled.pop(ref, None)
+                if interruption is None:
                     raise
                 current.uncancel()
-                handed_back = reason.startswith("handed back")
-                outcome = StepOutcome(
-                    ok=False,
-                    error=reason if handed_back else f"cancelled: {reason}",
-                    reason="lost" if handed_back else "cancelled",
-                    retryable=handed_back,
-                )
+                outcome = interruption.outcome()
                 duration = 0.0
-            self._reporting.add(key)  # nothing left to cancel; heartbeats go on until sent
+            self._reporting.add(ref)  # nothing left to cancel; heartbeats go on until sent
             self._update_room()
             if not outcome.ok:
                 emit("system", f"step failed ({outcome.reason}): {outcome.error}")
-            self._log.info(
-                "step finished",
-                ok=outcome.ok,
-                reason=outcome.reason if not outcome.ok else None,
-                duration=round(duration, 3),
-            )
             await self._logs.flush()
             await self._outbox.send(
                 message.reply_to, [self._outcome_event(message, outcome, duration)]
             )
         finally:
-            self._running.pop(key, None)
-            self._cancelled.pop(key, None)
-            self._reporting.discard(key)
+            self._running.pop(ref, None)
+            self._cancelled.pop(ref, None)
+            self._reporting.discard(ref)
             self._update_room()
 
-    async def _run_step(self, message: TaskReady, emit: Callable[[str, str], None]) -> StepOutcome:
+    async def _run_step(
+        self, message: TaskReady, emit: Callable[[str, str], None], traceparent: str | None
+    ) -> StepOutcome:
         step = message.step
-        executor = self._executors.get(step.kind)
-        if executor is None:
-            return StepOutcome(
-                ok=False, error=f"this worker cannot run {step.kind!r} steps", reason="start"
-            )
         # Python steps without files to move get no scratch directory: making and removing
         # one costs more than a small step itself.
         needs_dir = step.kind != "python" or step.artifacts_in or step.artifacts_out
@@ -343,7 +355,7 @@ class Worker:
                 if needs_dir:
                     workdir.mkdir(parents=True, exist_ok=True)
                 await stage_inputs(message, workdir, self._artifacts)
-                outcome = await executor.run(message, emit, workdir)
+                outcome = await self._steps.run(StepCall(message, emit, workdir, traceparent))
                 if outcome.ok:
                     await store_outputs(message, workdir, self._artifacts, outcome)
             except StepError as exc:
@@ -352,7 +364,9 @@ class Worker:
                     ok=False, error=exc.message, reason=exc.kind, retryable=exc.retryable
                 )
             except OSError as exc:
-                return StepOutcome(ok=False, error=f"working directory: {exc}", reason="start")
+                return StepOutcome(
+                    ok=False, error=f"working directory: {exc}", reason=FailureKind.START
+                )
             return outcome
 
     def _outcome_event(self, message: TaskReady, outcome: StepOutcome, duration: float) -> Event:
@@ -374,7 +388,7 @@ class Worker:
         return TaskFailed(
             **common,
             error=outcome.error,
-            reason=outcome.reason,  # type: ignore[arg-type]
+            reason=outcome.reason,
             retryable=outcome.retryable,
             exit_code=outcome.exit_code,
         )
@@ -384,8 +398,8 @@ class Worker:
         while True:
             await asyncio.sleep(self._heartbeat_interval)
             by_queue: dict[str, list[AttemptRef]] = {}
-            for (run_id, task, index, attempt), (_t, reply_to) in self._running.items():
-                by_queue.setdefault(reply_to, []).append(AttemptRef(run_id, task, index, attempt))
+            for ref, (_t, reply_to) in self._running.items():
+                by_queue.setdefault(reply_to, []).append(ref)
             for queue, attempts in by_queue.items():
                 beat = Heartbeat(worker=self.name, at=self._clock(), attempts=attempts)
                 try:
@@ -400,9 +414,11 @@ class Worker:
             except DecodeError as exc:
                 log.warning("ignored an undecodable control message", error=str(exc))
                 continue
-            for key, (task, _reply) in list(self._running.items()):
-                if key in self._reporting:
+            for ref, (task, _reply) in list(self._running.items()):
+                if ref in self._reporting:
                     continue
-                if key[0] == command.run_id and command.task in (None, key[1]):
-                    self._cancelled[key] = command.reason or "cancelled"
+                if ref.run_id == command.run_id and command.task in (None, ref.task):
+                    self._cancelled[ref] = Interruption(
+                        FailureKind.CANCELLED, command.reason or "cancelled"
+                    )
                     task.cancel()

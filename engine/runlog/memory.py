@@ -8,6 +8,7 @@ from contracts.errors import NotFound
 from contracts.events import Event
 from contracts.ports import LogLine, RunSummary
 from engine.runlog.index import index_update
+from engine.runlog.notify import AppendSignal
 
 
 class MemoryRunLog:
@@ -19,14 +20,19 @@ class MemoryRunLog:
         self._index: dict[str, RunSummary] = {}
         self._lines: dict[str, list[LogLine]] = {}
         self._snapshots: dict[str, tuple[bytes, int]] = {}
+        self._appended = AppendSignal()
 
     async def append(
         self, run_id: str, events: Sequence[Event], *, then: Sequence[Event] = ()
     ) -> list[bool]:
         added = [self._add(run_id, event) for event in events]
         if all(added):
-            return added + [self._add(run_id, event) for event in then]
-        return added + [False] * len(then)
+            added += [self._add(run_id, event) for event in then]
+        else:
+            added += [False] * len(then)
+        if any(added):
+            self._appended.notify(run_id)
+        return added
 
     def _add(self, run_id: str, event: Event) -> bool:
         ids = self._ids.setdefault(run_id, set())
@@ -39,10 +45,17 @@ class MemoryRunLog:
             self._index[run_id] = row
         return True
 
-    async def read(self, run_id: str) -> list[Event]:
+    async def read(self, run_id: str, after: int = 0) -> list[Event]:
         if run_id not in self._events:
+            if after:
+                return []
             raise NotFound(f"no run {run_id!r}")
-        return list(self._events[run_id])
+        return self._events[run_id][after:]
+
+    async def wait_for_events(self, run_id: str, after: int, timeout: float) -> bool:
+        if len(self._events.get(run_id, ())) <= after:
+            await self._appended.wait(run_id, timeout)
+        return len(self._events.get(run_id, ())) > after
 
     async def load(self, run_id: str) -> tuple[bytes | None, list[Event]]:
         events = await self.read(run_id)

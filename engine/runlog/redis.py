@@ -43,13 +43,18 @@ T = TypeVar("T")
 PREFIX = "cv"
 MAX_LINES_PER_ATTEMPT = 10_000
 MAX_LINE_CHARS = 8_192
+MAX_BLOCK_MS = 4_000
+"""Longest blocking read of a follower: under the client's 5 s socket timeout."""
 
 _APPEND = """
 -- ARGV[1]: how many of the events gate the rest; then (id, body) pairs.
 -- Appends the events not seen yet; the ones after the gate only if every gating
 -- event was new. A few commands per call, not per event: one membership check, one
 -- SADD and one XADD (several events per stream entry) per 500 events.
+-- An entry's id is 0-<events in the log after it>, so a reader that has seen N events
+-- asks for the entries after 0-N (the id set's size is the count of events so far).
 local gate = tonumber(ARGV[1])
+local total = redis.call('SCARD', KEYS[2])
 local count = (#ARGV - 1) / 2
 local flags, seen = {}, {}
 for first = 1, count, 500 do
@@ -79,7 +84,8 @@ for i = 1, count do
   end
   if #ids > 0 and (#ids == 500 or i == count) then
     redis.call('SADD', KEYS[2], unpack(ids))
-    tail = redis.call('XADD', KEYS[1], '*', unpack(fields))
+    total = total + #ids
+    tail = redis.call('XADD', KEYS[1], '0-' .. total, unpack(fields))
     ids, fields = {}, {}
   end
 end
@@ -91,9 +97,23 @@ _line_encoder = msgspec.json.Encoder()
 _line_decoder = msgspec.json.Decoder(LogLine)
 
 
-def _events_of(entries: list[tuple[Any, dict[bytes, bytes]]]) -> list[Event]:
-    """A stream entry holds the events of one append, in order."""
-    return [decode_event(body) for _id, fields in entries for body in fields.values()]
+def _events_of(entries: list[tuple[Any, dict[bytes, bytes]]], after: int = 0) -> list[Event]:
+    """A stream entry holds the events of one append, in order; skip those before ``after``.
+
+    Entry ``0-E`` holds the events at positions ``E - len(fields)`` up to ``E``.
+    """
+    events: list[Event] = []
+    for entry_id, fields in entries:
+        end = _position(entry_id)
+        bodies = list(fields.values())
+        skip = max(0, after - (end - len(bodies)))
+        events.extend(decode_event(body) for body in bodies[skip:])
+    return events
+
+
+def _position(entry_id: bytes | str) -> int:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.partition("-")[2])
 
 
 def key(run_id: str, part: str) -> str:
@@ -122,9 +142,6 @@ class RedisRunLog:
                 log.warning("Redis unavailable; retrying", op=what, error=str(exc), delay=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max)
-
-    async def ping(self) -> bool:
-        return bool(await self._redis.ping())
 
     # -- events -----------------------------------------------------------------
 
@@ -170,11 +187,22 @@ class RedisRunLog:
         raw = await self._redis.hgetall(key(run_id, "summary"))
         return _summary_from(run_id, raw) if raw else None
 
-    async def read(self, run_id: str) -> list[Event]:
-        entries = await self._retrying("read", lambda: self._redis.xrange(key(run_id, "events")))
-        if not entries:
+    async def read(self, run_id: str, after: int = 0) -> list[Event]:
+        entries = await self._retrying(
+            "read", lambda: self._redis.xrange(key(run_id, "events"), min=f"0-{after + 1}")
+        )
+        if not entries and not after:
             raise NotFound(f"no run {run_id!r}")
-        return _events_of(entries)
+        return _events_of(entries, after)
+
+    async def wait_for_events(self, run_id: str, after: int, timeout: float) -> bool:
+        streams = {key(run_id, "events"): f"0-{after}"}
+        # Blocking 0 ms would mean forever; and a block must end before the socket timeout.
+        block = min(int(timeout * 1000), MAX_BLOCK_MS) or None
+        found = await self._retrying(
+            "wait", lambda: self._redis.xread(streams, count=1, block=block)
+        )
+        return bool(found)
 
     async def load(self, run_id: str) -> tuple[bytes | None, list[Event]]:
         """The latest snapshot of a run (if any) and the events after it."""

@@ -8,6 +8,7 @@ dying; appends are batched into one transaction per call.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,10 @@ from contracts.errors import NotFound
 from contracts.events import Event
 from contracts.ports import LogLine, RunSummary
 from engine.runlog.index import index_update
+from engine.runlog.notify import AppendSignal
+
+POLL_INTERVAL = 0.05
+"""How often a follower looks for events appended by another process."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -64,6 +69,7 @@ class SqliteRunLog:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._appended = AppendSignal()
 
     async def append(
         self, run_id: str, events: Sequence[Event], *, then: Sequence[Event] = ()
@@ -107,19 +113,38 @@ class SqliteRunLog:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        if any(added):
+            self._appended.notify(run_id)
         return added
 
     def _summary(self, run_id: str) -> RunSummary | None:
         row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return _row_to_summary(row) if row else None
 
-    async def read(self, run_id: str) -> list[Event]:
+    async def read(self, run_id: str, after: int = 0) -> list[Event]:
         rows = self._db.execute(
-            "SELECT body FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+            "SELECT body FROM events WHERE run_id = ? AND seq > ? ORDER BY seq", (run_id, after)
         ).fetchall()
-        if not rows:
+        if not rows and not after:
             raise NotFound(f"no run {run_id!r}")
         return [decode_event(body) for (body,) in rows]
+
+    def _count(self, run_id: str) -> int:
+        row = self._db.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return int(row[0])
+
+    async def wait_for_events(self, run_id: str, after: int, timeout: float) -> bool:
+        # Appends in this process wake the waiter at once; another process's appends
+        # (the file is shared) are seen at the next poll.
+        deadline = time.monotonic() + timeout
+        while (count := self._count(run_id)) <= after:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await self._appended.wait(run_id, min(left, POLL_INTERVAL))
+        return count > after
 
     async def load(self, run_id: str) -> tuple[bytes | None, list[Event]]:
         row = self._db.execute(

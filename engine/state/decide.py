@@ -23,7 +23,7 @@ from contracts.events import (
     TaskSkipped,
     TimerFired,
 )
-from engine.state import model as m
+from contracts.vocabulary import FailureKind, RunStatus, TaskStatus
 from engine.state.context import evaluate_items, evaluate_when
 from engine.state.model import Node, RunState
 
@@ -37,7 +37,7 @@ def decide(state: RunState) -> list[Event]:
             RunCompleted(
                 run_id=state.run_id,
                 at=now,
-                state="cancelled",
+                state=RunStatus.CANCELLED,
                 reason=state.cancel_reason,
                 round=state.round,
             )
@@ -48,7 +48,7 @@ def decide(state: RunState) -> list[Event]:
             RunCompleted(
                 run_id=state.run_id,
                 at=now,
-                state="failed",
+                state=RunStatus.FAILED,
                 reason=f"run timed out after {limit:g}s",
                 round=state.round,
             )
@@ -59,7 +59,7 @@ def decide(state: RunState) -> list[Event]:
     for task, index in state.retry_due:
         node = state.nodes[task]
         attempt = node.instances[index].attempt + 1
-        if node.instances[index].reason == "lost":
+        if node.instances[index].reason == FailureKind.LOST:
             delay = 0.0  # the step did not fail; its worker went away
         else:
             delay = node.spec.retry.delay_before(
@@ -98,14 +98,14 @@ def _evaluate(state: RunState, node: Node) -> Event:
         )
 
     rnd = state.round
-    if spec.trigger == "all_succeeded":
+    if spec.trigger_rule == "all_succeeded":
         for dep in spec.depends:
             upstream = state.nodes[dep]
-            if upstream.status == m.SUCCEEDED:
+            if upstream.status == TaskStatus.SUCCEEDED:
                 continue
-            if upstream.status == m.FAILED and upstream.spec.continue_on_failure:
+            if upstream.status == TaskStatus.FAILED and upstream.spec.continue_on_failure:
                 continue
-            verb = {m.FAILED: "failed", m.SKIPPED: "was skipped"}.get(
+            verb = {TaskStatus.FAILED: "failed", TaskStatus.SKIPPED: "was skipped"}.get(
                 upstream.status, upstream.status
             )
             return skip(f"upstream task {dep!r} {verb}")
@@ -142,7 +142,7 @@ def _dispatches(state: RunState, node: Node) -> list[Event]:
     index = node.next_index
     while slots > 0 and index < len(node.instances):
         inst = node.instances[index]
-        if inst.status == m.PENDING:
+        if inst.status == TaskStatus.PENDING:
             out.append(
                 TaskDispatched(
                     run_id=state.run_id,
@@ -159,7 +159,9 @@ def _dispatches(state: RunState, node: Node) -> list[Event]:
 
 def _completion(state: RunState) -> RunCompleted:
     failed = [
-        n for n in state.nodes.values() if n.status == m.FAILED and not n.spec.continue_on_failure
+        n
+        for n in state.nodes.values()
+        if n.status == TaskStatus.FAILED and not n.spec.continue_on_failure
     ]
     if failed:
         names = ", ".join(n.spec.name for n in failed)
@@ -167,11 +169,13 @@ def _completion(state: RunState) -> RunCompleted:
         return RunCompleted(
             run_id=state.run_id,
             at=state.now,
-            state="failed",
+            state=RunStatus.FAILED,
             reason=f"failed tasks: {names} ({first})",
             round=state.round,
         )
-    return RunCompleted(run_id=state.run_id, at=state.now, state="succeeded", round=state.round)
+    return RunCompleted(
+        run_id=state.run_id, at=state.now, state=RunStatus.SUCCEEDED, round=state.round
+    )
 
 
 def _jitter_unit(run_id: str, task: str, index: int, attempt: int) -> float:
@@ -191,10 +195,10 @@ def pending_timers(state: RunState) -> list[tuple[float, Event]]:
         due = state.deadline_base + state.workflow.timeout
         timers.append((due, RunTimedOut(run_id=state.run_id, at=due)))
     for node in state.nodes.values():
-        if node.status != m.RUNNING:
+        if node.status != TaskStatus.RUNNING:
             continue
         for index, inst in enumerate(node.instances):
-            if inst.status == m.RETRY_WAIT and inst.due is not None:
+            if inst.status == TaskStatus.RETRY_WAIT and inst.due is not None:
                 fired = TimerFired(
                     run_id=state.run_id,
                     at=inst.due,

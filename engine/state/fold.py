@@ -32,6 +32,7 @@ from contracts.events import (
 )
 from contracts.graph import ancestors, downstream
 from contracts.spec import Workflow
+from contracts.vocabulary import IN_FLIGHT, TERMINAL, FailureKind, RunStatus, TaskStatus
 from engine.state import model as m
 from engine.state.context import evaluate_items
 from engine.state.model import Instance, Node, RunState
@@ -76,7 +77,7 @@ def fold(state: RunState, event: Event) -> RunState:
     return state
 
 
-def _finish_node(state: RunState, node: Node, status: str, at: float) -> None:
+def _finish_node(state: RunState, node: Node, status: TaskStatus, at: float) -> None:
     node.status = status
     node.finished_at = at
     state.open_nodes -= 1
@@ -85,14 +86,14 @@ def _finish_node(state: RunState, node: Node, status: str, at: float) -> None:
     for child_name in state.downstream[node.spec.name]:
         child = state.nodes[child_name]
         child.deps_left -= 1
-        if child.deps_left == 0 and child.status == m.PENDING:
+        if child.deps_left == 0 and child.status == TaskStatus.PENDING:
             state.evaluable[child_name] = None
 
 
 def _instance_finished(state: RunState, node: Node, at: float) -> None:
     node.done += 1
     if node.done == len(node.instances):
-        _finish_node(state, node, m.FAILED if node.failed else m.SUCCEEDED, at)
+        _finish_node(state, node, TaskStatus.FAILED if node.failed else TaskStatus.SUCCEEDED, at)
     elif node.has_pending:
         state.dispatchable[node.spec.name] = None
 
@@ -110,7 +111,7 @@ def _current(state: RunState, task: str, index: int, attempt: int) -> tuple[Node
 
 def _on_expanded(state: RunState, event: TaskExpanded) -> None:
     node = state.nodes.get(event.task)
-    if node is None or node.status != m.PENDING:
+    if node is None or node.status != TaskStatus.PENDING:
         return
     state.evaluable.pop(event.task, None)
     node.items = evaluate_items(state, node) if node.spec.fans_out else None
@@ -124,11 +125,11 @@ def _on_expanded(state: RunState, event: TaskExpanded) -> None:
             else Instance()
             for i in range(event.count)
         ]
-    node.done = sum(1 for inst in node.instances if inst.status == m.SUCCEEDED)
-    node.status = m.RUNNING
+    node.done = sum(1 for inst in node.instances if inst.status == TaskStatus.SUCCEEDED)
+    node.status = TaskStatus.RUNNING
     node.started_at = event.at
     if node.done == event.count:
-        _finish_node(state, node, m.SUCCEEDED, event.at)
+        _finish_node(state, node, TaskStatus.SUCCEEDED, event.at)
     else:
         state.dispatchable[event.task] = None
 
@@ -138,13 +139,16 @@ def _on_dispatched(state: RunState, event: TaskDispatched) -> None:
     if node is None or not 0 <= event.index < len(node.instances):
         return
     inst = node.instances[event.index]
-    if event.attempt != inst.attempt + 1 or inst.status not in (m.PENDING, m.RETRY_WAIT):
+    if event.attempt != inst.attempt + 1 or inst.status not in (
+        TaskStatus.PENDING,
+        TaskStatus.RETRY_WAIT,
+    ):
         return
-    if inst.status == m.PENDING:
+    if inst.status == TaskStatus.PENDING:
         node.next_index = max(node.next_index, event.index + 1)
     elif event.index in node.retry_ready:
         node.retry_ready.remove(event.index)
-    inst.status = m.DISPATCHED
+    inst.status = TaskStatus.DISPATCHED
     inst.attempt = event.attempt
     inst.due = None
     node.inflight += 1
@@ -157,17 +161,17 @@ def _on_started(state: RunState, event: TaskStarted) -> None:
     if found is None:
         return
     _node, inst = found
-    if inst.status == m.DISPATCHED:
-        inst.status = m.RUNNING
+    if inst.status == TaskStatus.DISPATCHED:
+        inst.status = TaskStatus.RUNNING
         inst.started_at = event.at
 
 
 def _on_succeeded(state: RunState, event: TaskSucceeded) -> None:
     found = _current(state, event.task, event.index, event.attempt)
-    if found is None or found[1].status not in m.IN_FLIGHT:
+    if found is None or found[1].status not in IN_FLIGHT:
         return
     node, inst = found
-    inst.status = m.SUCCEEDED
+    inst.status = TaskStatus.SUCCEEDED
     inst.result = event.result
     inst.outputs = event.outputs or None
     inst.artifacts = msgspec.to_builtins(event.artifacts) if event.artifacts else None
@@ -179,7 +183,7 @@ def _on_succeeded(state: RunState, event: TaskSucceeded) -> None:
 
 def _on_failed(state: RunState, event: TaskFailed) -> None:
     found = _current(state, event.task, event.index, event.attempt)
-    if found is None or found[1].status not in m.IN_FLIGHT:
+    if found is None or found[1].status not in IN_FLIGHT:
         return
     node, inst = found
     node.inflight -= 1
@@ -187,7 +191,7 @@ def _on_failed(state: RunState, event: TaskFailed) -> None:
     inst.reason = event.reason
     inst.finished_at = event.at
     policy = node.spec.retry
-    if event.reason == "lost" and inst.lost < m.MAX_LOST_ATTEMPTS:
+    if event.reason == FailureKind.LOST and inst.lost < m.MAX_LOST_ATTEMPTS:
         inst.lost += 1
         retry = True
     else:
@@ -197,12 +201,12 @@ def _on_failed(state: RunState, event: TaskFailed) -> None:
             and event.attempt - inst.lost <= policy.limit
         )
     if retry:
-        inst.status = m.RETRY_DUE
+        inst.status = TaskStatus.RETRY_DUE
         state.retry_due[(event.task, event.index)] = None
         if node.has_pending and node.capacity > 0:
             state.dispatchable[event.task] = None
         return
-    inst.status = m.FAILED
+    inst.status = TaskStatus.FAILED
     node.failed += 1
     if node.error is None:
         where = f"[{event.index}]" if node.spec.fans_out else ""
@@ -212,11 +216,11 @@ def _on_failed(state: RunState, event: TaskFailed) -> None:
 
 def _on_engine_failure(state: RunState, event: TaskFailedByEngine) -> None:
     node = state.nodes.get(event.task)
-    if node is None or node.status != m.PENDING:
+    if node is None or node.status != TaskStatus.PENDING:
         return
     state.evaluable.pop(event.task, None)
     node.error = f"{event.task}: {event.error}"
-    _finish_node(state, node, m.FAILED, event.at)
+    _finish_node(state, node, TaskStatus.FAILED, event.at)
 
 
 def _on_retry_scheduled(state: RunState, event: RetryScheduled) -> None:
@@ -224,10 +228,10 @@ def _on_retry_scheduled(state: RunState, event: RetryScheduled) -> None:
     if node is None or not 0 <= event.index < len(node.instances):
         return
     inst = node.instances[event.index]
-    if inst.status != m.RETRY_DUE or inst.attempt + 1 != event.attempt:
+    if inst.status != TaskStatus.RETRY_DUE or inst.attempt + 1 != event.attempt:
         return
     state.retry_due.pop((event.task, event.index), None)
-    inst.status = m.RETRY_WAIT
+    inst.status = TaskStatus.RETRY_WAIT
     inst.due = event.due
 
 
@@ -236,7 +240,7 @@ def _on_timer(state: RunState, event: TimerFired) -> None:
     if node is None or not 0 <= event.index < len(node.instances):
         return
     inst = node.instances[event.index]
-    if inst.status != m.RETRY_WAIT or inst.attempt + 1 != event.attempt:
+    if inst.status != TaskStatus.RETRY_WAIT or inst.attempt + 1 != event.attempt:
         return
     if event.index not in node.retry_ready:
         node.retry_ready.append(event.index)
@@ -246,11 +250,11 @@ def _on_timer(state: RunState, event: TimerFired) -> None:
 
 def _on_skipped(state: RunState, event: TaskSkipped) -> None:
     node = state.nodes.get(event.task)
-    if node is None or node.status != m.PENDING:
+    if node is None or node.status != TaskStatus.PENDING:
         return
     state.evaluable.pop(event.task, None)
     node.error = event.reason
-    _finish_node(state, node, m.SKIPPED, event.at)
+    _finish_node(state, node, TaskStatus.SKIPPED, event.at)
 
 
 def _on_cancel(state: RunState, event: RunCancelRequested) -> None:
@@ -264,23 +268,23 @@ def _on_timed_out(state: RunState, event: RunTimedOut) -> None:
 
 def _on_retry_run(state: RunState, event: RunRetryRequested) -> None:
     """Reopen a finished run: tasks that did not succeed go back to pending."""
-    if not state.finished or state.status == m.SUCCEEDED or event.round != state.round + 1:
+    if not state.finished or state.status == RunStatus.SUCCEEDED or event.round != state.round + 1:
         return
     state.round = event.round
-    state.status = m.RUNNING
+    state.status = RunStatus.RUNNING
     state.reason = ""
     state.finished_at = None
     state.cancel_reason = None
     state.timed_out = False
     state.deadline_base = event.at
-    reopened = [n for n in state.nodes.values() if n.status != m.SUCCEEDED]
+    reopened = [n for n in state.nodes.values() if n.status != TaskStatus.SUCCEEDED]
     for node in reopened:
         # Instances keep their attempt numbers, so new attempts get new event ids.
         kept = [
-            Instance(attempt=i.attempt, lost=i.lost) if i.status != m.SUCCEEDED else i
+            Instance(attempt=i.attempt, lost=i.lost) if i.status != TaskStatus.SUCCEEDED else i
             for i in node.instances
         ]
-        node.status = m.PENDING
+        node.status = TaskStatus.PENDING
         node.error = None
         node.finished_at = None
         node.inflight = 0
@@ -293,12 +297,12 @@ def _on_retry_run(state: RunState, event: RunRetryRequested) -> None:
         node.done = node.failed = 0
     for node in reopened:
         node.deps_left = sum(
-            1 for dep in node.spec.depends if state.nodes[dep].status != m.SUCCEEDED
+            1 for dep in node.spec.depends if state.nodes[dep].status != TaskStatus.SUCCEEDED
         )
         if node.deps_left == 0:
             state.evaluable[node.spec.name] = None
     for node in state.nodes.values():
-        if node.status == m.SUCCEEDED:
+        if node.status == TaskStatus.SUCCEEDED:
             node.context = None
     state.open_nodes = len(reopened)
 
@@ -309,10 +313,10 @@ def _on_completed(state: RunState, event: RunCompleted) -> None:
     state.finished_at = event.at
     for node in state.nodes.values():
         for inst in node.instances:
-            if inst.status not in m.TERMINAL:
-                inst.status = m.CANCELLED
-        if node.status not in m.TERMINAL:
-            node.status = m.CANCELLED
+            if inst.status not in TERMINAL:
+                inst.status = TaskStatus.CANCELLED
+        if node.status not in TERMINAL:
+            node.status = TaskStatus.CANCELLED
             node.finished_at = event.at
     state.evaluable.clear()
     state.dispatchable.clear()

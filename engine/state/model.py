@@ -6,31 +6,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.spec import Task, Workflow
+from contracts.vocabulary import FailureKind, RunStatus, TaskStatus
 
-# Instance statuses. An instance is one execution slot of a task: the task itself, or
-# one item of a fan-out. Its attempts are numbered from 1.
-PENDING = "pending"
-DISPATCHED = "dispatched"
-RUNNING = "running"
-RETRY_DUE = "retry_due"  # failed, may retry; the retry is not scheduled yet
-RETRY_WAIT = "retry_wait"  # retry scheduled, waiting for its timer
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-SKIPPED = "skipped"
-CANCELLED = "cancelled"
-
-TERMINAL = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELLED})
-IN_FLIGHT = frozenset({DISPATCHED, RUNNING})
+# An instance is one execution slot of a task: the task itself, or one item of a
+# fan-out. Its attempts are numbered from 1.
 
 
 @dataclass(slots=True)
 class Instance:
-    status: str = PENDING
+    status: TaskStatus = TaskStatus.PENDING
     attempt: int = 0
     result: Any = None
     outputs: dict[str, Any] | None = None
     error: str | None = None
-    reason: str | None = None
+    reason: FailureKind | None = None
     started_at: float | None = None
     finished_at: float | None = None
     due: float | None = None
@@ -51,7 +40,7 @@ class Node:
     spec: Task
     deps_left: int
     ancestors: frozenset[str]
-    status: str = PENDING
+    status: TaskStatus = TaskStatus.PENDING
     items: list[Any] | None = None
     instances: list[Instance] = field(default_factory=list)
     next_index: int = 0
@@ -119,7 +108,7 @@ class RunState:
     now: float
     downstream: dict[str, list[str]]
     nodes: dict[str, Node]
-    status: str = RUNNING
+    status: RunStatus = RunStatus.RUNNING
     finished_at: float | None = None
     reason: str = ""
     open_nodes: int = 0
@@ -138,10 +127,4 @@ class RunState:
 
     @property
     def finished(self) -> bool:
-        return self.status != RUNNING
-
-    def instance(self, task: str, index: int) -> Instance | None:
-        node = self.nodes.get(task)
-        if node is None or not 0 <= index < len(node.instances):
-            return None
-        return node.instances[index]
+        return self.status != RunStatus.RUNNING

@@ -269,7 +269,7 @@ def test_a_valid_workflow_with_every_feature_parses() -> None:
           - name: c
             depends: [b]
             when: tasks.b.state == 'succeeded' and len(tasks.b.outputs.result) > 0
-            trigger: all_done
+            trigger_rule: all_done
             continue_on_failure: true
             script: {interpreter: python, source: "print({{ tasks.a.outputs.count }})"}
         """

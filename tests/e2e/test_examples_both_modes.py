@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from contracts.validation import load_workflow, resolve_params
-from engine.embedded import EmbeddedEngine
+from conveyor.embedded import EmbeddedEngine
 from engine.runlog.redis import RedisRunLog
 from engine.state.model import RunState
 from engine.timers import RedisTimers

@@ -22,7 +22,7 @@ from contracts.events import (
 )
 from contracts.spec import Workflow
 from contracts.validation import parse_workflow, resolve_params
-from engine.state import decide, fold, new_state
+from engine.state import fold, new_state, settle
 from engine.state.model import RunState
 
 
@@ -64,14 +64,11 @@ class Sim:
         return self._advance()
 
     def _advance(self) -> list[Event]:
-        made: list[Event] = []
-        while decisions := decide(self.state):
-            for decision in decisions:
-                assert decision.id not in self.ids, f"decided twice: {decision.id}"
-                self.ids.add(decision.id)
-                self.log.append(decision)
-                fold(self.state, decision)
-            made.extend(decisions)
+        made = settle(self.state)
+        for decision in made:
+            assert decision.id not in self.ids, f"decided twice: {decision.id}"
+            self.ids.add(decision.id)
+            self.log.append(decision)
         self.last_decisions = made
         return made
 

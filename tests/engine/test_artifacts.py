@@ -13,7 +13,7 @@ import pytest
 from contracts.codec import encode
 from contracts.events import TaskSucceeded
 from contracts.validation import load_workflow, parse_workflow, resolve_params, workflow_from_data
-from engine.embedded import EmbeddedEngine
+from conveyor.embedded import EmbeddedEngine
 from engine.state.model import RunState
 from workers.artifacts import FsspecArtifactStore
 from workers.executors import ContainerRuntime

@@ -266,7 +266,7 @@ CASES = {
             script: echo
           - name: c
             depends: [b]
-            trigger: all_done
+            trigger_rule: all_done
             when: tasks.b.state == 'skipped'
             script: echo
         """,

@@ -19,8 +19,8 @@ from contracts.codec import encode
 from contracts.events import Event, TaskStarted, TaskSucceeded
 from contracts.topology import DEAD_LETTER_QUEUE, shard_of, shard_queue, task_queue
 from contracts.validation import parse_workflow, resolve_params
-from engine.coordinator import batch_size
-from engine.embedded import EmbeddedEngine
+from conveyor.embedded import EmbeddedEngine
+from engine.effects import batch_size
 from engine.runlog.redis import RedisRunLog
 from engine.state.model import RunState
 from engine.timers import RedisTimers
@@ -188,7 +188,7 @@ async def test_cancel_stops_running_steps(engine: EmbeddedEngine, tmp_path: Path
     async with asyncio.timeout(10):
         while not (tmp_path / "pid").exists():  # the step's process is up once it wrote this
             await asyncio.sleep(0.01)
-    await engine.coordinator.cancel(run_id)
+    await engine.client.cancel(run_id)
     async with asyncio.timeout(2):
         state = await engine.coordinator.wait(run_id)
         pid = int((tmp_path / "pid").read_text())

@@ -10,8 +10,8 @@ import pytest
 import structlog
 
 from contracts.validation import parse_workflow
-from engine.embedded import EmbeddedEngine
-from engine.logging import configure_logging
+from conveyor.embedded import EmbeddedEngine
+from conveyor.logsetup import configure_logging
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from contracts.events import Event, RetryScheduled, TaskDispatched
 from contracts.validation import workflow_from_data
+from contracts.vocabulary import TERMINAL, TaskStatus
 from engine.state import fold, replay, snapshot
-from engine.state import model as m
 from tests.engine.sim import Sim
 
 
@@ -33,7 +33,7 @@ def workflows(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.integers(0, 4)) == 0:
             task["continue_on_failure"] = True
         if draw(st.integers(0, 4)) == 0:
-            task["trigger"] = "all_done"
+            task["trigger_rule"] = "all_done"
         if draw(st.integers(0, 5)) == 0:
             task["when"] = draw(st.sampled_from(["True", "False", "params.go"]))
         tasks.append(task)
@@ -104,13 +104,16 @@ def test_random_dags_always_terminate_with_every_task_final(
     state = sim.state
     assert state.finished, "run did not finish"
     for node in state.nodes.values():
-        assert node.status in m.TERMINAL, (node.spec.name, node.status)
+        assert node.status in TERMINAL, (node.spec.name, node.status)
         for inst in node.instances:
-            assert inst.status in m.TERMINAL
+            assert inst.status in TERMINAL
         # A task succeeds at most once per item.
         assert node.done <= len(node.instances)
     if state.status == "succeeded":
-        assert all(n.status != m.FAILED or n.spec.continue_on_failure for n in state.nodes.values())
+        assert all(
+            n.status != TaskStatus.FAILED or n.spec.continue_on_failure
+            for n in state.nodes.values()
+        )
     # A snapshot taken anywhere, plus the events after it, gives the same state.
     cut = data.draw(st.integers(1, len(sim.log)), label="snapshot at")
     resumed = snapshot.load(snapshot.dump(replay(sim.log[:cut])))

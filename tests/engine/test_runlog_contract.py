@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -122,3 +123,41 @@ async def test_snapshot_then_tail(store: RunStore) -> None:
     blob, events = await store.load("r")
     assert blob == b"state-after-2" and events == [later]
     assert await store.running() == ["r"]
+
+
+async def test_read_after_a_position_returns_only_what_is_new(store: RunStore) -> None:
+    first = [submitted("r1"), TaskDispatched(run_id="r1", at=2.0, task="a")]
+    later = [
+        TaskSucceeded(run_id="r1", at=3.0, task="a", result=1),
+        TaskDispatched(run_id="r1", at=4.0, task="b"),
+        TaskSucceeded(run_id="r1", at=5.0, task="b", result=2),
+    ]
+    await store.append("r1", first)
+    await store.append("r1", later[:1], then=later[1:])
+    everything = [*first, *later]
+    for seen in range(len(everything) + 1):
+        assert await store.read("r1", after=seen) == everything[seen:]
+    # A repeated append adds nothing, so positions stay where they were.
+    await store.append("r1", later)
+    assert await store.read("r1", after=len(everything)) == []
+
+
+async def test_a_follower_waits_for_new_events(store: RunStore) -> None:
+    await store.append("r1", [submitted("r1")])
+    assert await store.wait_for_events("r1", after=0, timeout=0.01) is True
+    assert await store.wait_for_events("r1", after=1, timeout=0.05) is False
+
+    waiting = asyncio.create_task(store.wait_for_events("r1", after=1, timeout=10))
+    await asyncio.sleep(0)  # let it start waiting before the append
+    assert not waiting.done()
+    await store.append("r1", [TaskDispatched(run_id="r1", at=2.0, task="a")])
+    assert await asyncio.wait_for(waiting, 5) is True
+    assert await store.read("r1", after=1) == [TaskDispatched(run_id="r1", at=2.0, task="a")]
+
+
+async def test_a_follower_of_a_run_not_yet_started_waits_for_it(store: RunStore) -> None:
+    assert await store.read("later", after=1) == []
+    waiting = asyncio.create_task(store.wait_for_events("later", after=0, timeout=10))
+    await asyncio.sleep(0)
+    await store.append("later", [submitted("later")])
+    assert await asyncio.wait_for(waiting, 5) is True

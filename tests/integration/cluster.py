@@ -10,7 +10,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import aio_pika
 from contracts.events import Event, TaskSucceeded
 from contracts.topology import DEAD_LETTER_QUEUE, shard_queue, task_queue
 from contracts.validation import parse_workflow, resolve_params
-from engine.coordinator import submit_run
+from engine.client import Client
 from engine.runlog.redis import RedisRunLog
 from engine.state import replay
 from engine.state.model import RunState
@@ -106,16 +107,20 @@ class Cluster:
             "worker", "--concurrency", str(concurrency), "--grace", str(grace), name="worker"
         )
 
-    async def submit(self, yaml_text: str, **params: Any) -> str:
-        workflow = parse_workflow(textwrap.dedent(yaml_text))
+    @asynccontextmanager
+    async def client(self) -> AsyncIterator[Client]:
+        """The client every command goes through, on this cluster."""
         transport = RabbitTransport(self.amqp_url)
         await transport.start()
         try:
-            return await submit_run(
-                transport, workflow, resolve_params(workflow, params), shards=SHARDS
-            )
+            yield Client(self.store, transport, shards=SHARDS)
         finally:
             await transport.close()
+
+    async def submit(self, yaml_text: str, **params: Any) -> str:
+        workflow = parse_workflow(textwrap.dedent(yaml_text))
+        async with self.client() as client:
+            return await client.submit(workflow, resolve_params(workflow, params))
 
     async def events(self, run_id: str) -> list[Event]:
         try:

@@ -183,20 +183,9 @@ async def test_cancel_kills_running_steps_within_two_seconds(
         """
     )
     await cluster.wait_until(run_id, started("step"), 30, "the step to start")
-    from engine.cli_cluster import settings_from
-    from engine.coordinator import Coordinator
-
     asked = time.monotonic()
-    transport = __import__(
-        "engine.transport.rabbitmq", fromlist=["RabbitTransport"]
-    ).RabbitTransport(cluster.amqp_url)
-    await transport.start()
-    try:
-        await Coordinator(
-            transport, cluster.store, shards=settings_from(None, None, 2).shards
-        ).cancel(run_id)
-    finally:
-        await transport.close()
+    async with cluster.client() as client:
+        await client.cancel(run_id)
     state = await cluster.finished(run_id, timeout=2)
     pid = int(pidfile.read_text())
     while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:

@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 from contracts.messages import ContainerSpec, StepSpec, TaskReady
-from workers.executors import ContainerExecutor, ContainerRuntime, StepOutcome
+from workers.executors import (
+    ContainerExecutor,
+    ContainerRuntime,
+    ExecutorChain,
+    StepCall,
+    StepOutcome,
+)
 
 
 class Lines:
@@ -57,7 +63,10 @@ async def run(runtime: ContainerRuntime, message: TaskReady) -> tuple[StepOutcom
         workdir = Path(scratch) / "work"
         workdir.mkdir()
         executor = ContainerExecutor(runtime, worker="test:1")
-        outcome = await executor.run(message, lines, workdir)
+        # Through the chain, as a worker runs steps: the chain enforces timeouts.
+        outcome = await ExecutorChain({"container": executor}).run(
+            StepCall(message, lines, workdir)
+        )
         await executor.drain()  # removals run in the background
     return outcome, lines
 

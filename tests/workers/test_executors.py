@@ -10,7 +10,13 @@ import psutil
 import pytest
 
 from contracts.messages import StepSpec, TaskReady
-from workers.executors import ProcessExecutor, PythonExecutor, StepOutcome
+from workers.executors import (
+    ExecutorChain,
+    ProcessExecutor,
+    PythonExecutor,
+    StepCall,
+    StepOutcome,
+)
 
 
 class Lines:
@@ -35,7 +41,9 @@ async def run_process(**step: Any) -> tuple[StepOutcome, Lines]:
     lines = Lines()
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(step["workdir"]) if step.get("workdir") else Path(scratch)
-        outcome = await ProcessExecutor().run(message(**step), lines, workdir)
+        # Through the chain, as a worker runs steps: the chain enforces timeouts.
+        chain = ExecutorChain({step["kind"]: ProcessExecutor()})
+        outcome = await chain.run(StepCall(message(**step), lines, workdir))
     return outcome, lines
 
 
@@ -154,8 +162,11 @@ async def run_python(
     target: str, timeout: float | None = None, **args: Any
 ) -> tuple[StepOutcome, Lines]:
     lines = Lines()
-    outcome = await PythonExecutor().run(
-        message(kind="python", target=target, args=args, timeout=timeout), lines, Path(".")
+    chain = ExecutorChain({"python": PythonExecutor()})
+    outcome = await chain.run(
+        StepCall(
+            message(kind="python", target=target, args=args, timeout=timeout), lines, Path(".")
+        )
     )
     return outcome, lines
 

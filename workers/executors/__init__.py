@@ -1,17 +1,29 @@
 """Step executors: each runs one kind of step and reports an outcome."""
 
 from workers.executors.base import Executor, LogEmitter, StepOutcome
+from workers.executors.chain import (
+    DEFAULT_MIDDLEWARE,
+    ExecutorChain,
+    Middleware,
+    Proceed,
+    StepCall,
+)
 from workers.executors.container import ContainerExecutor, ContainerRuntime
 from workers.executors.process import ProcessExecutor
 from workers.executors.python import PythonExecutor
 
 __all__ = [
+    "DEFAULT_MIDDLEWARE",
     "ContainerExecutor",
     "ContainerRuntime",
     "Executor",
+    "ExecutorChain",
     "LogEmitter",
+    "Middleware",
+    "Proceed",
     "ProcessExecutor",
     "PythonExecutor",
+    "StepCall",
     "StepOutcome",
     "default_executors",
 ]

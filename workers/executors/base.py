@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from contracts.events import ArtifactRef
 from contracts.messages import TaskReady
+from contracts.vocabulary import FailureKind
 
 LogEmitter = Callable[[str, str], None]
 """``emit(stream, text)``: record one line of a step's output."""
@@ -23,16 +24,25 @@ class StepOutcome:
     result: Any = None
     outputs: dict[str, Any] = field(default_factory=dict)
     error: str = ""
-    reason: str = "error"
-    """On failure: ``error``, ``timeout``, ``start`` or ``cancelled``."""
+    reason: FailureKind = FailureKind.ERROR
     retryable: bool = True
     exit_code: int | None = None
     artifacts: dict[str, ArtifactRef] = field(default_factory=dict)
 
 
 class Executor(Protocol):
+    """Runs one kind of step. Started before the first step, stopped after the last."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
     async def run(self, task: TaskReady, emit: LogEmitter, workdir: Path) -> StepOutcome:
-        """Run the step to the end in ``workdir``; on cancellation, stop what it started first."""
+        """Run the step to the end in ``workdir``; on cancellation, stop what it started first.
+
+        Time limits are not the executor's business: the chain cancels it (see
+        ``workers.executors.chain.enforce_timeout``).
+        """
         ...
 
 

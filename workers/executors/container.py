@@ -21,8 +21,8 @@ from typing import Any
 import psutil
 import structlog
 
-from contracts.events import FailureReason
 from contracts.messages import ContainerSpec, TaskReady
+from contracts.vocabulary import FailureKind
 from workers.executors.base import LogEmitter, StepOutcome, succeeded
 from workers.executors.process import conveyor_env, pump
 
@@ -86,7 +86,7 @@ class ContainerExecutor:
                 ok=False,
                 error=f"container runtime not found: {exc} (install Podman or Docker, or set "
                 "CONVEYOR_CONTAINER_RUNTIME)",
-                reason="start",
+                reason=FailureKind.START,
                 retryable=False,
             )
         suffix = f"{task.index}-{task.attempt}-{uuid.uuid4().hex[:6]}"
@@ -118,17 +118,9 @@ class ContainerExecutor:
             pump(proc.stderr, "stderr", emit_err, None),
         )
         try:
-            async with asyncio.timeout(task.step.timeout):
-                await readers
-                code = await proc.wait()
-        except TimeoutError:
-            await self._stop(base, name, proc, readers)
-            return StepOutcome(
-                ok=False,
-                error=f"timed out after {task.step.timeout:g}s (container removed)",
-                reason="timeout",
-            )
-        except asyncio.CancelledError:
+            await readers
+            code = await proc.wait()
+        except asyncio.CancelledError:  # cancelled or timed out: stop and remove it
             await self._stop(base, name, proc, readers)
             raise
         # Ask the runtime only when the exit code hints at it: each call costs a process.
@@ -190,7 +182,7 @@ class ContainerExecutor:
         text = "\n".join(stderr).lower()
         last = stderr[-1] if stderr else ""
 
-        def refused(error: str, reason: FailureReason = "start") -> StepOutcome:
+        def refused(error: str, reason: FailureKind = FailureKind.START) -> StepOutcome:
             # Retrying cannot help: the same image, command or permissions fail again.
             return StepOutcome(
                 ok=False, error=error, reason=reason, retryable=False, exit_code=code
@@ -200,7 +192,7 @@ class ContainerExecutor:
             return StepOutcome(
                 ok=False,
                 error=f"OOM-killed: the container went over its memory limit ({spec.memory})",
-                reason="error",
+                reason=FailureKind.ERROR,
                 exit_code=137,
             )
         not_started = code in _NOT_STARTED
@@ -211,12 +203,15 @@ class ContainerExecutor:
             return refused(f"image not found: {spec.image} (pull policy {spec.pull})")
         if "permission denied" in text:
             return refused(
-                f"permission denied: {last}".strip(), "start" if code in (125, 126) else "error"
+                f"permission denied: {last}".strip(),
+                FailureKind.START if code in (125, 126) else FailureKind.ERROR,
             )
         if not_started:
             detail = last if stderr else f"exit code {code}"
             return refused(f"container could not start: {detail}")
-        return StepOutcome(ok=False, error=f"exit code {code}", reason="error", exit_code=code)
+        return StepOutcome(
+            ok=False, error=f"exit code {code}", reason=FailureKind.ERROR, exit_code=code
+        )
 
     async def _oom_killed(self, base: list[str], name: str) -> bool:
         done = await _quiet(*base, "inspect", "--format", "{{.State.OOMKilled}}", name)
@@ -230,6 +225,14 @@ class ContainerExecutor:
         task = asyncio.get_running_loop().create_task(self._remove(base, name))
         self._removals.add(task)
         task.add_done_callback(self._removals.discard)
+
+    async def start(self) -> None:
+        """Remove containers a crashed worker of this host left behind."""
+        await self.remove_orphans()
+
+    async def stop(self) -> None:
+        """Wait for containers being removed in the background."""
+        await self.drain()
 
     async def drain(self) -> None:
         """Wait for pending removals (the worker calls this when it stops)."""

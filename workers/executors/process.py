@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 
 from contracts.messages import StepSpec, TaskReady
+from contracts.vocabulary import FailureKind
 from workers.executors.base import LogEmitter, StepOutcome, succeeded
 
 INTERPRETERS = {"sh": ["sh"], "bash": ["bash"], "python": [sys.executable, "-u"]}
@@ -24,8 +25,11 @@ SUFFIX = {"sh": ".sh", "bash": ".sh", "python": ".py"}
 class ProcessExecutor:
     """Runs a step as a process group; timeouts and cancels kill the whole tree."""
 
-    def __init__(self, kill_grace: float = 0.0) -> None:
-        self._kill_grace = kill_grace
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
 
     async def run(self, task: TaskReady, emit: LogEmitter, workdir: Path) -> StepOutcome:
         step = task.step
@@ -45,15 +49,19 @@ class ProcessExecutor:
                 )
             except FileNotFoundError:
                 return StepOutcome(
-                    ok=False, error=f"cannot start {argv[0]!r}: not found", reason="start"
+                    ok=False, error=f"cannot start {argv[0]!r}: not found", reason=FailureKind.START
                 )
             except PermissionError:
                 return StepOutcome(
-                    ok=False, error=f"cannot start {argv[0]!r}: permission denied", reason="start"
+                    ok=False,
+                    error=f"cannot start {argv[0]!r}: permission denied",
+                    reason=FailureKind.START,
                 )
             except NotADirectoryError:
                 return StepOutcome(
-                    ok=False, error=f"workdir {str(workdir)!r} is not a directory", reason="start"
+                    ok=False,
+                    error=f"workdir {str(workdir)!r} is not a directory",
+                    reason=FailureKind.START,
                 )
             stdout_parts: list[bytes] = []
             readers = asyncio.gather(
@@ -61,24 +69,15 @@ class ProcessExecutor:
                 pump(proc.stderr, "stderr", emit, None),
             )
             try:
-                async with asyncio.timeout(step.timeout):
-                    await readers
-                    code = await proc.wait()
-            except TimeoutError:
-                await _kill_tree(proc)
-                await asyncio.gather(readers, return_exceptions=True)
-                return StepOutcome(
-                    ok=False,
-                    error=f"timed out after {step.timeout:g}s (process tree killed)",
-                    reason="timeout",
-                )
-            except asyncio.CancelledError:
+                await readers
+                code = await proc.wait()
+            except asyncio.CancelledError:  # cancelled or timed out: the whole tree goes
                 await _kill_tree(proc)
                 await asyncio.gather(readers, return_exceptions=True)
                 raise
             if code != 0:
                 detail = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
-                return StepOutcome(ok=False, error=detail, reason="error", exit_code=code)
+                return StepOutcome(ok=False, error=detail, reason=FailureKind.ERROR, exit_code=code)
             return succeeded(stdout_parts, workdir, step.outputs)
 
     def _argv(self, step: StepSpec, scratch: Path) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from contracts.errors import StepError
 from contracts.messages import TaskReady
+from contracts.vocabulary import FailureKind
 from workers.executors.base import LogEmitter, StepOutcome
 
 
@@ -21,9 +22,15 @@ class PythonExecutor:
     """Calls the function with the step's rendered ``args`` as keyword arguments.
 
     Coroutine functions run on the worker's loop; plain functions in a thread so a
-    slow one does not stall the worker. A timed-out coroutine is cancelled; a timed-out
-    thread cannot be killed, so its result is discarded when it eventually returns.
+    slow one does not stall the worker. A cancelled (or timed-out) coroutine stops; a
+    thread cannot be stopped, so its result is discarded when it eventually returns.
     """
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
 
     async def run(self, task: TaskReady, emit: LogEmitter, workdir: Path) -> StepOutcome:
         step = task.step
@@ -32,27 +39,24 @@ class PythonExecutor:
             function = load_function(step.target)
         except StepError as exc:
             emit("system", exc.message)
-            return StepOutcome(ok=False, error=exc.message, reason="start", retryable=False)
+            return StepOutcome(
+                ok=False, error=exc.message, reason=FailureKind.START, retryable=False
+            )
         mismatch = _argument_mismatch(function, tuple(step.args))
         if mismatch is not None:
             message = f"{step.target}: arguments do not match the function: {mismatch}"
             emit("system", message)
-            return StepOutcome(ok=False, error=message, reason="start", retryable=False)
+            return StepOutcome(ok=False, error=message, reason=FailureKind.START, retryable=False)
         try:
-            async with asyncio.timeout(step.timeout):
-                if _is_async(function):
-                    result = await function(**step.args)
-                else:
-                    # The thread gets a copy of the context, so log lines from the step
-                    # carry the run and task ids.
-                    call = functools.partial(contextvars.copy_context().run, function)
-                    result = await asyncio.get_running_loop().run_in_executor(
-                        None, functools.partial(call, **step.args)
-                    )
-        except TimeoutError:
-            return StepOutcome(
-                ok=False, error=f"timed out after {step.timeout:g}s", reason="timeout"
-            )
+            if _is_async(function):
+                result = await function(**step.args)
+            else:
+                # The thread gets a copy of the context, so log lines from the step
+                # carry the run and task ids.
+                call = functools.partial(contextvars.copy_context().run, function)
+                result = await asyncio.get_running_loop().run_in_executor(
+                    None, functools.partial(call, **step.args)
+                )
         except StepError as exc:
             emit("stderr", traceback.format_exc().rstrip())
             return StepOutcome(
@@ -61,7 +65,9 @@ class PythonExecutor:
         except Exception as exc:
             for line in traceback.format_exc().rstrip().splitlines():
                 emit("stderr", line)
-            return StepOutcome(ok=False, error=f"{type(exc).__name__}: {exc}", reason="error")
+            return StepOutcome(
+                ok=False, error=f"{type(exc).__name__}: {exc}", reason=FailureKind.ERROR
+            )
         return StepOutcome(ok=True, result=_plain(result))
 
 
@@ -89,11 +95,11 @@ def load_function(target: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except Exception as exc:  # an import can fail in any way its module's code can
         raise StepError(
-            f"cannot import {module_name!r}: {type(exc).__name__}: {exc}", kind="start"
+            f"cannot import {module_name!r}: {type(exc).__name__}: {exc}", kind=FailureKind.START
         ) from exc
     function = getattr(module, attr, None)
     if function is None or not callable(function):
-        raise StepError(f"{module_name!r} has no function {attr!r}", kind="start")
+        raise StepError(f"{module_name!r} has no function {attr!r}", kind=FailureKind.START)
     return function  # type: ignore[no-any-return]
 
 

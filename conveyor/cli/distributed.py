@@ -1,4 +1,5 @@
-"""``conveyor`` commands of the distributed engine: processes, submitting, controlling runs."""
+"""``conveyor`` commands of the distributed engine: its processes, and starting and
+steering runs on it through the client."""
 
 from __future__ import annotations
 
@@ -7,51 +8,31 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from contracts.codec import encode
-from contracts.errors import InvalidInput, NotFound, Problem
-from contracts.events import Event, RunCancelRequested, RunRetryRequested
+from contracts.errors import InvalidInput, NotFound
 from contracts.ports import RunStore
-from contracts.topology import shard_of, shard_queue
-from engine import cluster, loop
-from engine.coordinator import submit_run
-from engine.progress import LiveProgress, summary
-from engine.report import run_report
-from engine.settings import Settings
-from engine.state import replay
-from engine.state.model import RunState
+from contracts.vocabulary import RunStatus
+from conveyor import loop
+from conveyor import wiring as cluster
+from conveyor.cli.common import (
+    AmqpOption,
+    RedisOption,
+    ShardsOption,
+    err,
+    fail_input,
+    load_for_run,
+    out,
+    settings_from,
+)
+from conveyor.progress import LiveProgress, summary
+from conveyor.report import run_report
+from conveyor.settings import Settings
 from engine.transport.rabbitmq import RabbitTransport
-
-AmqpOption = Annotated[
-    str | None, typer.Option("--amqp-url", envvar="CONVEYOR_AMQP_URL", help="RabbitMQ URL.")
-]
-RedisOption = Annotated[
-    str | None, typer.Option("--redis-url", envvar="CONVEYOR_REDIS_URL", help="Redis URL.")
-]
-ShardsOption = Annotated[
-    int | None,
-    typer.Option("--shards", envvar="CONVEYOR_SHARDS", min=1, help="Coordinator shard queues."),
-]
-
-
-def settings_from(
-    amqp_url: str | None, redis_url: str | None, shards: int | None = None
-) -> Settings:
-    values: dict[str, Any] = {}
-    if amqp_url:
-        values["amqp_url"] = amqp_url
-    if redis_url:
-        values["redis_url"] = redis_url
-    if shards:
-        values["shards"] = shards
-    return Settings(**values)
 
 
 async def _until_signalled() -> None:
@@ -78,7 +59,7 @@ async def _serve_until_signalled(settings: Settings, serve: Serve) -> None:
         await store.close()
 
 
-def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
+def register(app: typer.Typer) -> None:
     @app.command()
     def coordinator(
         amqp_url: AmqpOption = None, redis_url: RedisOption = None, shards: ShardsOption = None
@@ -95,7 +76,7 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
         try:
             loop.run(_serve_until_signalled(settings, serve))
         except InvalidInput as exc:
-            raise fail(exc) from None
+            raise fail_input(exc) from None
 
     @app.command()
     def worker(
@@ -124,7 +105,7 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
         try:
             loop.run(_serve_until_signalled(settings, serve))
         except InvalidInput as exc:
-            raise fail(exc) from None
+            raise fail_input(exc) from None
 
     @app.command()
     def submit(
@@ -146,31 +127,23 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
         shards: ShardsOption = None,
     ) -> None:
         """Submit a workflow to the distributed engine; prints the run id."""
-        from engine.cli import load_for_run
-
         settings = settings_from(amqp_url, redis_url, shards)
         try:
             cluster.require(settings, "amqp_url", "redis_url")
             workflow, params = load_for_run(file, param or [])
         except InvalidInput as exc:
-            raise fail(exc) from None
+            raise fail_input(exc) from None
 
         async def go() -> Any:
-            store = cluster.open_store(settings)
-            try:
-                async with cluster.transport(settings) as t:
-                    run_id = await submit_run(
-                        t, workflow, params, shards=settings.shards, idempotency_key=idempotency_key
-                    )
+            async with cluster.open_client(settings, steer=True) as client:
+                run_id = await client.submit(workflow, params, idempotency_key=idempotency_key)
                 if not wait:
                     return run_id
                 if as_json:
-                    return await cluster.watch_run(store, run_id)
+                    return await client.watch(run_id)
                 err.print(f"run {run_id}")
                 with LiveProgress(err) as progress:
-                    return await cluster.watch_run(store, run_id, progress)
-            finally:
-                await store.close()
+                    return await client.watch(run_id, progress)
 
         result = loop.run(go())
         if not wait:
@@ -180,7 +153,7 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
             out.print_json(data=run_report(result))
         else:
             out.print(summary(result))
-        raise typer.Exit(0 if result.status == "succeeded" else 1)
+        raise typer.Exit(0 if result.status == RunStatus.SUCCEEDED else 1)
 
     @app.command()
     def cancel(
@@ -193,21 +166,13 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
         settings = settings_from(amqp_url, redis_url, shards)
 
         async def go() -> str:
-            def command(state: RunState) -> Event:
-                if state.finished:
-                    raise InvalidInput([Problem(f"run {state.run_id} already {state.status}")])
-                return RunCancelRequested(run_id=state.run_id, at=time.time())
-
-            store = cluster.open_store(settings)
-            try:
-                return (await _send_command(settings, store, run_id, command)).run_id
-            finally:
-                await store.close()
+            async with cluster.open_client(settings, steer=True) as client:
+                return await client.cancel(run_id)
 
         try:
             full = loop.run(go())
         except (InvalidInput, NotFound) as exc:
-            raise fail(exc) from None
+            raise fail_input(exc) from None
         out.print(f"cancel requested for {full}")
 
     @app.command()
@@ -222,35 +187,19 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
         settings = settings_from(amqp_url, redis_url, shards)
 
         async def go() -> Any:
-            def command(state: RunState) -> Event:
-                if not state.finished:
-                    raise InvalidInput([Problem(f"run {state.run_id} is still running")])
-                if state.status == "succeeded":
-                    raise InvalidInput([Problem(f"run {state.run_id} succeeded: nothing to retry")])
-                return RunRetryRequested(run_id=state.run_id, at=time.time(), round=state.round + 1)
-
-            store = cluster.open_store(settings)
-            try:
-                state = await _send_command(settings, store, run_id, command)
-                full = state.run_id
+            async with cluster.open_client(settings, steer=True) as client:
+                before = await client.retry(run_id)
                 if wait:
-                    # Wait for the new round to complete.
-                    while True:
-                        final = await cluster.watch_run(store, full)
-                        if final.round > state.round:
-                            return final
-                        await asyncio.sleep(0.2)
-                return full
-            finally:
-                await store.close()
+                    return await client.watch(before.run_id, past_round=before.round)
+                return before.run_id
 
         try:
             result = loop.run(go())
         except (InvalidInput, NotFound) as exc:
-            raise fail(exc) from None
+            raise fail_input(exc) from None
         if wait:
             out.print(summary(result))
-            raise typer.Exit(0 if result.status == "succeeded" else 1)
+            raise typer.Exit(0 if result.status == RunStatus.SUCCEEDED else 1)
         out.print(f"retry requested for {result}")
 
     @app.command("dead-letters")
@@ -259,7 +208,7 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
         amqp_url: AmqpOption = None,
     ) -> None:
         """Count (and show) the messages parked in the dead-letter queue."""
-        settings = settings_from(amqp_url, None)
+        settings = settings_from(amqp_url)
 
         async def go() -> tuple[int, list[Any]]:
             async with cluster.transport(settings) as t:
@@ -268,7 +217,7 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
         try:
             count, messages = loop.run(go())
         except InvalidInput as exc:
-            raise fail(exc) from None
+            raise fail_input(exc) from None
         out.print(f"{count} dead-lettered message(s)")
         for body, headers in messages:
             sys.stdout.write(
@@ -277,23 +226,6 @@ def register(app: typer.Typer, out: Console, err: Console, fail: Any) -> None:
                 )
                 + "\n"
             )
-
-
-async def _send_command(
-    settings: Settings, store: RunStore, run_id: str, command: Callable[[RunState], Event]
-) -> RunState:
-    """Send the event ``command`` makes from the run's current state to the run's shard.
-
-    ``command`` raises InvalidInput when the run is in no state for it. Returns the
-    state the command was made from.
-    """
-    cluster.require(settings, "amqp_url", "redis_url")
-    full = await store.find_run(run_id)
-    state = replay(await store.read(full))
-    event = command(state)
-    async with cluster.transport(settings) as t:
-        await t.publish(shard_queue(shard_of(full, settings.shards)), [encode(event)])
-    return state
 
 
 __all__ = ["register"]

@@ -13,25 +13,25 @@ from rich.table import Table
 from rich.text import Text
 
 from contracts.events import Event, RunCompleted
-from engine.report import run_report, task_report
-from engine.state import model as m
+from contracts.vocabulary import TaskStatus
+from conveyor.report import run_report, task_report
 from engine.state.model import RunState
 
-STYLE = {
-    m.SUCCEEDED: "green",
-    m.FAILED: "red",
-    m.SKIPPED: "yellow",
-    m.CANCELLED: "magenta",
-    m.RUNNING: "cyan",
-    m.PENDING: "dim",
+STYLE: dict[str, str] = {
+    TaskStatus.SUCCEEDED: "green",
+    TaskStatus.FAILED: "red",
+    TaskStatus.SKIPPED: "yellow",
+    TaskStatus.CANCELLED: "magenta",
+    TaskStatus.RUNNING: "cyan",
+    TaskStatus.PENDING: "dim",
 }
 SYMBOL = {
-    m.SUCCEEDED: "✓",
-    m.FAILED: "✗",
-    m.SKIPPED: "↷",
-    m.CANCELLED: "⊘",
-    m.RUNNING: "▶",
-    m.PENDING: "·",
+    TaskStatus.SUCCEEDED: "✓",
+    TaskStatus.FAILED: "✗",
+    TaskStatus.SKIPPED: "↷",
+    TaskStatus.CANCELLED: "⊘",
+    TaskStatus.RUNNING: "▶",
+    TaskStatus.PENDING: "·",
 }
 
 
@@ -126,7 +126,7 @@ class LiveProgress:
             return
         self._printed[node.spec.name] = node.status
         note = f" ({len(node.instances)} items)" if node.spec.fans_out and node.instances else ""
-        if node.error and node.status in (m.FAILED, m.SKIPPED):
+        if node.error and node.status in (TaskStatus.FAILED, TaskStatus.SKIPPED):
             note += f": {node.error}"
         self._console.print(f"{SYMBOL.get(node.status, '')} {node.spec.name}: {node.status}{note}")
 

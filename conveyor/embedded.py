@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from contracts.ports import ArtifactStore, RunStore, Transport
 from contracts.spec import Workflow
+from engine.client import Client
 from engine.coordinator import Coordinator, Observer, TimersFactory
 from engine.runlog.memory import MemoryRunLog
 from engine.state.model import RunState
 from engine.transport.memory import MemoryTransport
+from workers.executors import DEFAULT_MIDDLEWARE, Middleware
 from workers.worker import Worker
 
 
@@ -44,14 +46,14 @@ class EmbeddedEngine:
         timers: TimersFactory | None = None,
         shards: int = 1,
         artifacts: ArtifactStore | None = None,
-        executors: Callable[[str], dict[str, Any]] | None = None,
+        middleware: Sequence[Middleware] = DEFAULT_MIDDLEWARE,
     ) -> None:
         """The defaults are all in memory; pass real adapters to run the same engine on
         RabbitMQ and Redis within one process (as the behaviour tests do)."""
         self.store: RunStore = store if store is not None else MemoryRunLog()
         self.transport: Any = transport if transport is not None else MemoryTransport()
         self.artifacts = artifacts
-        self._executors = executors
+        self._middleware = middleware
         self.coordinator = Coordinator(
             self.transport,
             self.store,
@@ -60,6 +62,8 @@ class EmbeddedEngine:
             shards=shards,
             artifacts=artifacts,
         )
+        self.client = Client(self.store, self.transport, shards=shards, clock=clock)
+        """Every way of steering this engine's runs: submit, cancel, retry, resume, watch."""
         self._worker_count = workers or default_worker_count()
         self._clock = clock
         self._grace = worker_grace
@@ -97,14 +101,14 @@ class EmbeddedEngine:
                 concurrency=self._worker_count,
                 clock=self._clock,
                 artifacts=self.artifacts,
-                executors=self._executors(name) if self._executors else None,
+                middleware=self._middleware,
             )
             await worker.start()
             self._workers[pool] = worker
 
     async def submit(self, workflow: Workflow, params: dict[str, Any], **kwargs: Any) -> str:
         await self.ensure_pools({task.pool for task in workflow.tasks})
-        return await self.coordinator.submit(workflow, params, **kwargs)
+        return await self.client.submit(workflow, params, **kwargs)
 
     async def run(
         self, workflow: Workflow, params: dict[str, Any], *, observer: Observer | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.state import model as m
+from contracts.vocabulary import TaskStatus
 from engine.state.model import Node, RunState
 
 
@@ -21,7 +21,7 @@ def task_report(node: Node) -> dict[str, Any]:
         "attempts": max(attempts) if attempts else 0,
         "retries": sum(max(0, a - 1) for a in attempts),
         "duration": duration,
-        "outputs": node.outputs() if node.status == m.SUCCEEDED or node.instances else {},
+        "outputs": node.outputs() if node.status == TaskStatus.SUCCEEDED or node.instances else {},
     }
     if node.spec.fans_out:
         report["items"] = len(node.instances)

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from contracts.errors import ConveyorError, InvalidInput, Problem
-from contracts.events import Event
+from contracts.errors import InvalidInput, Problem
 from contracts.ports import RunStore
+from conveyor.settings import Settings
+from engine.client import Client
 from engine.coordinator import Coordinator
 from engine.runlog.redis import RedisRunLog
 from engine.runlog.sqlite import SqliteRunLog
-from engine.settings import Settings
-from engine.state import fold, new_state
-from engine.state.model import RunState
 from engine.timers import RedisTimers
 from engine.transport.rabbitmq import RabbitTransport
 from workers.artifacts import FsspecArtifactStore
@@ -52,6 +49,23 @@ async def transport(settings: Settings) -> AsyncIterator[RabbitTransport]:
         await t.close()
 
 
+@asynccontextmanager
+async def open_client(settings: Settings, *, steer: bool = False) -> AsyncIterator[Client]:
+    """A client on the home ``settings`` name: Redis (and RabbitMQ) when configured, else
+    the local file. With ``steer`` it can also send commands, which needs the broker."""
+    if steer:
+        require(settings, "amqp_url", "redis_url")
+    store = open_store(settings)
+    try:
+        if not steer:
+            yield Client(store, shards=settings.shards)
+            return
+        async with transport(settings) as t:
+            yield Client(store, t, shards=settings.shards)
+    finally:
+        await store.close()
+
+
 def open_artifacts(settings: Settings) -> FsspecArtifactStore:
     return FsspecArtifactStore(settings.artifact_store_url(), max_bytes=settings.artifact_max_bytes)
 
@@ -85,35 +99,3 @@ def build_worker(
         heartbeat_interval=settings.heartbeat_interval,
         artifacts=open_artifacts(settings),
     )
-
-
-async def watch_run(
-    store: RunStore,
-    run_id: str,
-    observer: Callable[[Event, RunState], None] | None = None,
-    *,
-    poll: float = 0.2,
-    timeout: float | None = None,
-) -> RunState:
-    """Follow a run's log until it finishes, folding events as they appear."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    state: RunState | None = None
-    seen = 0
-    while True:
-        try:
-            events = await store.read(run_id)
-        except ConveyorError:
-            events = []
-        for event in events[seen:]:
-            if state is None:
-                state = new_state(event)  # type: ignore[arg-type]
-            else:
-                fold(state, event)
-            if observer is not None:
-                observer(event, state)
-        seen = len(events)
-        if state is not None and state.finished:
-            return state
-        if deadline is not None and time.monotonic() > deadline:
-            raise ConveyorError(f"run {run_id} did not finish in {timeout}s")
-        await asyncio.sleep(poll)

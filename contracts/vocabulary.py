@@ -1,0 +1,75 @@
+"""The engine's vocabulary as types: states of runs and tasks, kinds of failure, attempts.
+
+Every component names these the same way, from a step's outcome through the events
+to the retry policy; nobody compares free text. The values are the words stored in
+run logs and shown to users, so they never change meaning.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+import msgspec
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class TaskStatus(StrEnum):
+    """The state of a task, or of one instance of it (the task itself, or one item)."""
+
+    PENDING = "pending"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    RETRY_DUE = "retry_due"
+    """Failed, may retry; the retry is not scheduled yet."""
+    RETRY_WAIT = "retry_wait"
+    """Retry scheduled, waiting for its timer."""
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset(
+    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED}
+)
+IN_FLIGHT = frozenset({TaskStatus.DISPATCHED, TaskStatus.RUNNING})
+
+
+class FailureKind(StrEnum):
+    """Why an attempt failed."""
+
+    ERROR = "error"
+    """The step ran and failed (non-zero exit, an exception)."""
+    TIMEOUT = "timeout"
+    START = "start"
+    """The step could not be started (missing image, program, function, bad arguments)."""
+    EXPRESSION = "expression"
+    """Its inputs, ``when`` or ``items`` could not be evaluated."""
+    CANCELLED = "cancelled"
+    LOST = "lost"
+    """Its worker vanished (no heartbeat) or handed it back when stopping: runs again."""
+
+
+RetryableKind = Literal["error", "timeout", "start"]
+"""The failure kinds a retry policy may select (``FailureKind`` values; written as text so a
+workflow file's error names the words a user types)."""
+
+
+class AttemptRef(msgspec.Struct, frozen=True, array_like=True):
+    """One attempt of one instance of a task: the key of leases, heartbeats and fencing."""
+
+    run_id: str
+    task: str
+    index: int
+    attempt: int
+
+
+CLAIM_KEY = "$claim"
+"""A value stored in the artifact store travels as ``{"$claim": <reference>}``."""

@@ -1,0 +1,121 @@
+"""What every command shares: consoles, exit codes, options, error printing, loading input."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from contracts.errors import ConveyorError, InvalidInput, Problem
+from contracts.spec import Workflow
+from contracts.validation import load_workflow, resolve_params
+from conveyor.settings import Settings
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_INVALID = 0, 1, 2
+
+out = Console(highlight=False, soft_wrap=False)
+err = Console(stderr=True, highlight=False)
+
+DEFAULT_HOME = Path(".conveyor")
+HomeOption = Annotated[
+    Path,
+    typer.Option(
+        "--home",
+        envvar="CONVEYOR_HOME",
+        help="Directory of the local run store (embedded mode).",
+        show_default=True,
+    ),
+]
+AmqpOption = Annotated[
+    str | None, typer.Option("--amqp-url", envvar="CONVEYOR_AMQP_URL", help="RabbitMQ URL.")
+]
+RedisOption = Annotated[
+    str | None, typer.Option("--redis-url", envvar="CONVEYOR_REDIS_URL", help="Redis URL.")
+]
+ShardsOption = Annotated[
+    int | None,
+    typer.Option("--shards", envvar="CONVEYOR_SHARDS", min=1, help="Coordinator shard queues."),
+]
+
+
+def settings_from(
+    amqp_url: str | None = None,
+    redis_url: str | None = None,
+    shards: int | None = None,
+    home: Path | None = None,
+) -> Settings:
+    values: dict[str, Any] = {}
+    if amqp_url:
+        values["amqp_url"] = amqp_url
+    if redis_url:
+        values["redis_url"] = redis_url
+    if shards:
+        values["shards"] = shards
+    if home is not None:
+        values["home"] = home
+    return Settings(**values)
+
+
+def print_error(exc: ConveyorError) -> None:
+    # Plain writes: error lines must not be wrapped, so they can be grepped and clicked.
+    lines = exc.message.splitlines() or [type(exc).__name__]
+    if len(lines) == 1:
+        sys.stderr.write(f"error: {lines[0]}\n")
+    else:
+        sys.stderr.write(
+            f"error: {len(lines)} problems\n" + "".join(f"  {line}\n" for line in lines)
+        )
+
+
+def fail_input(exc: ConveyorError) -> typer.Exit:
+    print_error(exc)
+    return typer.Exit(EXIT_INVALID)
+
+
+def parse_param_args(values: list[str]) -> dict[str, str]:
+    given: dict[str, str] = {}
+    problems = []
+    for raw in values:
+        key, sep, value = raw.partition("=")
+        if not sep or not key.strip():
+            problems.append(Problem(f"expected key=value, got {raw!r}", path="-p"))
+            continue
+        given[key.strip()] = value
+    if problems:
+        raise InvalidInput(problems, source="command line")
+    return given
+
+
+def load_target(target: Path) -> Workflow:
+    """A workflow from a YAML file, or from ``module:attribute`` (a Python workflow)."""
+    text = str(target)
+    if target.exists() or ":" not in text or text.endswith((".yaml", ".yml")):
+        return load_workflow(target)
+    module_name, _, attribute = text.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # an import runs arbitrary code; report whatever it raised
+        raise InvalidInput(
+            [Problem(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}")], source=text
+        ) from exc
+    found = getattr(module, attribute, None)
+    spec = getattr(found, "spec", found)
+    if not isinstance(spec, Workflow):
+        raise InvalidInput(
+            [Problem(f"{text} is not a workflow (decorate it with @conveyor.workflow)")],
+            source=text,
+        )
+    return spec
+
+
+def load_for_run(file: Path, params: list[str]) -> tuple[Workflow, dict[str, Any]]:
+    workflow = load_target(file)
+    values = resolve_params(workflow, parse_param_args(params), from_text=True, source="-p")
+    return workflow, values

@@ -1,0 +1,196 @@
+"""Commands that read runs: list, show, logs, events, artifacts. They change nothing.
+
+Each reads through the client, from the local file or from Redis when
+``CONVEYOR_REDIS_URL`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+import typer
+from rich.table import Table
+
+from contracts.codec import to_builtins
+from contracts.errors import ConveyorError, NotFound
+from contracts.events import ArtifactRef
+from contracts.ports import LogLine
+from conveyor import loop
+from conveyor.cli.common import DEFAULT_HOME, HomeOption, fail_input, out, settings_from
+from conveyor.progress import summary
+from conveyor.report import run_report
+from conveyor.wiring import open_artifacts, open_client
+from engine.client import Client
+from engine.state.model import RunState
+
+T = TypeVar("T")
+LINES_INTERVAL = 0.5
+"""How often ``logs --follow`` looks for new output lines."""
+RunArgument = Annotated[str, typer.Argument(metavar="RUN", help="Run id or a unique prefix.")]
+
+
+def _read(home: Path, read: Callable[[Client], Awaitable[T]]) -> T:
+    """Run ``read`` with a client on the home; a run that is not there is bad input."""
+
+    async def go() -> T:
+        async with open_client(settings_from(home=home)) as client:
+            return await read(client)
+
+    try:
+        return loop.run(go())
+    except NotFound as exc:
+        raise fail_input(exc) from None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def runs(
+        state: Annotated[str | None, typer.Option(help="Only runs in this state.")] = None,
+        workflow: Annotated[str | None, typer.Option(help="Only runs of this workflow.")] = None,
+        limit: Annotated[int, typer.Option(min=1)] = 20,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+        home: HomeOption = DEFAULT_HOME,
+    ) -> None:
+        """List recent runs, newest first."""
+        rows = _read(home, lambda c: c.runs(state=state, workflow=workflow, limit=limit))
+        if as_json:
+            out.print_json(data=to_builtins(rows))
+            return
+        table = Table()
+        for column in ("run", "workflow", "state", "submitted", "duration"):
+            table.add_column(column)
+        for row in rows:
+            when = datetime.fromtimestamp(row.submitted_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            took = f"{row.finished_at - row.submitted_at:.2f}s" if row.finished_at else ""
+            table.add_row(row.run_id[:12], row.workflow, row.state, when, took)
+        out.print(table)
+
+    @app.command()
+    def show(
+        run_id: RunArgument,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+        home: HomeOption = DEFAULT_HOME,
+    ) -> None:
+        """Show a run: tasks, states, attempts, durations, outputs."""
+        state = _read(home, lambda c: c.state(run_id))
+        if as_json:
+            out.print_json(data=run_report(state))
+        else:
+            out.print(summary(state))
+
+    @app.command()
+    def logs(
+        run_id: RunArgument,
+        task: Annotated[str | None, typer.Argument(help="Only this task.")] = None,
+        attempt: Annotated[int | None, typer.Option(help="Only this attempt.")] = None,
+        follow: Annotated[
+            bool, typer.Option("--follow", "-f", help="Keep printing new lines until the run ends.")
+        ] = False,
+        home: HomeOption = DEFAULT_HOME,
+    ) -> None:
+        """Print the output lines of a run's steps, per task attempt."""
+        printed: set[tuple[Any, ...]] = set()
+
+        def show_new(lines: list[LogLine]) -> None:
+            for line in lines:
+                key = (line.task, line.index, line.attempt, line.stream, line.at, line.text)
+                if key in printed or (attempt is not None and line.attempt != attempt):
+                    continue
+                printed.add(key)
+                label = f"{line.task}[{line.index}]#{line.attempt}"
+                sys.stdout.write(f"{label} {line.stream}| {line.text}\n")
+            sys.stdout.flush()
+
+        async def read(client: Client) -> None:
+            full = await client.find(run_id)
+            if not follow:
+                show_new(await client.lines(full, task))
+                return
+            # The run's log (followed from a cursor) says when it has ended; its lines
+            # are printed as they come meanwhile.
+            ended = asyncio.create_task(client.watch(full))
+            while not ended.done():
+                show_new(await client.lines(full, task))
+                await asyncio.wait({ended}, timeout=LINES_INTERVAL)
+            show_new(await client.lines(full, task))
+            ended.result()
+
+        _read(home, read)
+
+    @app.command()
+    def events(run_id: RunArgument, home: HomeOption = DEFAULT_HOME) -> None:
+        """Print a run's raw event log as JSON lines (for debugging and audits)."""
+        for event in _read(home, lambda c: c.events(run_id)):
+            sys.stdout.write(json.dumps(to_builtins(event), separators=(",", ":")) + "\n")
+
+    artifact_app = typer.Typer(help="Fetch artifacts of runs.", no_args_is_help=True)
+    app.add_typer(artifact_app, name="artifact")
+
+    @app.command()
+    def artifacts(
+        run_id: RunArgument,
+        task: Annotated[str | None, typer.Argument(help="Only this task.")] = None,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+        home: HomeOption = DEFAULT_HOME,
+    ) -> None:
+        """List the artifacts a run's tasks produced (name, item, size, sha256, where)."""
+        rows = _artifact_rows(_read(home, lambda c: c.state(run_id)), task)
+        if as_json:
+            out.print_json(data=rows)
+            return
+        table = Table()
+        for column in ("task", "item", "name", "kind", "size", "sha256", "uri"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(
+                row["task"],
+                str(row["index"]),
+                row["name"],
+                row["kind"],
+                str(row["size"]),
+                row["sha256"][:12],
+                row["uri"],
+            )
+        out.print(table)
+
+    @artifact_app.command("get")
+    def artifact_get(
+        run_id: RunArgument,
+        task: Annotated[str, typer.Argument()],
+        name: Annotated[str, typer.Argument(help="Output artifact name.")],
+        output: Annotated[Path, typer.Option("--output", "-o", help="Where to write it.")],
+        index: Annotated[int, typer.Option(help="Item of a fan-out task.")] = 0,
+        home: HomeOption = DEFAULT_HOME,
+    ) -> None:
+        """Fetch one artifact (a directory artifact is written as a directory)."""
+        rows = _artifact_rows(_read(home, lambda c: c.state(run_id)), task)
+        matches = [r for r in rows if r["name"] == name and r["index"] == index]
+        if not matches:
+            raise fail_input(NotFound(f"no artifact {name!r} of task {task!r} item {index}"))
+        ref = msgspec.convert(
+            {k: matches[0][k] for k in ("uri", "size", "sha256", "kind")}, ArtifactRef
+        )
+        store = open_artifacts(settings_from(home=home))
+        try:
+            loop.run(store.get_path(ref, output))
+        except ConveyorError as exc:
+            raise fail_input(exc) from None
+        out.print(f"{output} ({ref.size} bytes, sha256 {ref.sha256[:12]})")
+
+
+def _artifact_rows(state: RunState, task: str | None) -> list[dict[str, Any]]:
+    rows = []
+    for node in state.nodes.values():
+        if task is not None and node.spec.name != task:
+            continue
+        for index, inst in enumerate(node.instances):
+            for name, ref in (inst.artifacts or {}).items():
+                rows.append({"task": node.spec.name, "index": index, "name": name, **ref})
+    return rows

@@ -1,0 +1,208 @@
+"""The client: the one way to start, steer and watch runs.
+
+The command line, the embedded engine, the tests (and every trigger and API to come)
+submit, cancel, retry and resume runs here, and read them here, against either home:
+the embedded one (in-memory transport, SQLite or memory log) or the distributed one
+(RabbitMQ, Redis). A command is an event sent to the run's coordinator shard; the
+coordinator records it in the run's log, which is the only place anyone learns what
+happened. Nothing here touches a run's state except by reading its log.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from contracts.codec import encode
+from contracts.errors import ConveyorError, InvalidInput, NotFound, Problem
+from contracts.events import (
+    Event,
+    RunCancelRequested,
+    RunRetryRequested,
+    RunSubmitted,
+)
+from contracts.messages import ShardWake
+from contracts.ports import LogLine, RunStore, RunSummary, Transport
+from contracts.spec import Workflow
+from contracts.topology import DEFAULT_SHARDS, shard_of, shard_queue
+from contracts.vocabulary import RunStatus
+from engine.state import fold, new_state, snapshot
+from engine.state.model import RunState
+
+Observer = Callable[[Event, RunState], None]
+FOLLOW_WAIT = 2.0
+"""Longest single wait of a follower for new events before it looks again."""
+
+
+class Client:
+    """``Client(store, transport)``: reads come from ``store``; commands go over ``transport``.
+
+    Without a transport the client can only read (``show``, ``runs``, ``logs`` on a
+    home whose engine is not running here).
+    """
+
+    def __init__(
+        self,
+        store: RunStore,
+        transport: Transport | None = None,
+        *,
+        shards: int = DEFAULT_SHARDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self._transport = transport
+        self._shards = shards
+        self._clock = clock
+
+    # -- commands --------------------------------------------------------------------
+
+    async def submit(
+        self,
+        workflow: Workflow,
+        params: dict[str, Any],
+        *,
+        trigger: str = "cli",
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Send a run to its coordinator shard; returns the run id.
+
+        The same idempotency key always gives the same run id, and the coordinator
+        appends the submission only once.
+        """
+        if idempotency_key is not None:
+            run_id = uuid.uuid5(uuid.NAMESPACE_URL, f"conveyor:{idempotency_key}").hex
+        else:
+            run_id = uuid.uuid4().hex
+        event = RunSubmitted(
+            run_id=run_id,
+            at=self._clock(),
+            workflow=workflow.model_dump(mode="json", exclude_unset=True),
+            params=params,
+            trigger=trigger,
+            idempotency_key=idempotency_key,
+        )
+        await self._send(run_id, encode(event))
+        return run_id
+
+    async def cancel(self, run: str, reason: str = "cancelled by user") -> str:
+        """Ask a running run to stop (its running steps are killed); returns its full id."""
+        state = await self.state(run)
+        if state.finished:
+            raise InvalidInput([Problem(f"run {state.run_id} already {state.status}")])
+        await self._send(
+            state.run_id,
+            encode(RunCancelRequested(run_id=state.run_id, at=self._clock(), reason=reason)),
+        )
+        return state.run_id
+
+    async def retry(self, run: str) -> RunState:
+        """Re-run the failed part of a finished run; returns the state it was retried from."""
+        state = await self.state(run)
+        if not state.finished:
+            raise InvalidInput([Problem(f"run {state.run_id} is still running")])
+        if state.status == RunStatus.SUCCEEDED:
+            raise InvalidInput([Problem(f"run {state.run_id} succeeded: nothing to retry")])
+        event = RunRetryRequested(run_id=state.run_id, at=self._clock(), round=state.round + 1)
+        await self._send(state.run_id, encode(event))
+        return state
+
+    async def resume(self, run: str) -> str:
+        """Have the run's coordinator take up an unfinished run (after its process died)."""
+        state = await self.state(run)
+        if state.finished:
+            raise InvalidInput([Problem(f"run {state.run_id} already {state.status}")])
+        shard = shard_of(state.run_id, self._shards)
+        await self._send(state.run_id, encode(ShardWake(shard=shard, at=self._clock())))
+        return state.run_id
+
+    async def _send(self, run_id: str, body: bytes) -> None:
+        if self._transport is None:
+            raise ConveyorError("this client has no transport: it can read runs, not steer them")
+        await self._transport.publish(shard_queue(shard_of(run_id, self._shards)), [body])
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def find(self, run: str) -> str:
+        """The full id of a run given its id or a unique prefix; raises NotFound."""
+        return await self.store.find_run(run)
+
+    async def runs(
+        self, *, state: str | None = None, workflow: str | None = None, limit: int = 50
+    ) -> list[RunSummary]:
+        return await self.store.runs(state=state, workflow=workflow, limit=limit)
+
+    async def events(self, run: str, after: int = 0) -> list[Event]:
+        return await self.store.read(await self.find(run), after)
+
+    async def lines(self, run: str, task: str | None = None) -> list[LogLine]:
+        return await self.store.read_lines(await self.find(run), task)
+
+    async def state(self, run: str) -> RunState:
+        """The run's state now: its latest snapshot with the events after it folded in."""
+        run_id = await self.find(run)
+        blob, events = await self.store.load(run_id)
+        state = snapshot.load(blob) if blob is not None else _first_state(run_id, events.pop(0))
+        for event in events:
+            fold(state, event)
+        return state
+
+    async def follow(
+        self, run_id: str, after: int = 0, *, timeout: float | None = None
+    ) -> AsyncIterator[list[Event]]:
+        """Each batch of new events of the run from position ``after`` on, as appended.
+
+        Ends only when ``timeout`` seconds have passed: the caller stops when it has seen
+        what it wanted. Waits on the log (pushed or polled, as the backend can), never
+        re-reads what it has seen.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen = after
+        while True:
+            try:
+                events = await self.store.read(run_id, seen)
+            except NotFound:
+                events = []  # submitted, not yet recorded by its coordinator
+            if events:
+                seen += len(events)
+                yield events
+                continue
+            wait = FOLLOW_WAIT
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    return
+            await self.store.wait_for_events(run_id, seen, wait)
+
+    async def watch(
+        self,
+        run_id: str,
+        observer: Observer | None = None,
+        *,
+        timeout: float | None = None,
+        past_round: int = -1,
+    ) -> RunState:
+        """Follow a run until it has finished (a round after ``past_round``); its final state.
+
+        ``observer(event, state)`` sees every event with the state it produced.
+        """
+        state: RunState | None = None
+        async for events in self.follow(run_id, timeout=timeout):
+            for event in events:
+                if state is None:
+                    state = _first_state(run_id, event)
+                else:
+                    fold(state, event)
+                if observer is not None:
+                    observer(event, state)
+            # Only once caught up: a retried run's log holds an earlier completion.
+            if state is not None and state.finished and state.round > past_round:
+                return state
+        raise ConveyorError(f"run {run_id} did not finish in {timeout}s", retryable=True)
+
+
+def _first_state(run_id: str, event: Event) -> RunState:
+    if not isinstance(event, RunSubmitted):
+        raise ConveyorError(f"the log of run {run_id} does not start with its submission")
+    return new_state(event)

@@ -1,0 +1,150 @@
+"""Side effects of durable events: task messages, timers, leases, completion notices.
+
+Carried out only after the events that call for them are in the log (outbox order),
+so a coordinator that dies in between repeats them on recovery instead of losing them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+
+import msgspec
+
+from contracts.codec import encode, encode_tasks
+from contracts.errors import ExpressionError
+from contracts.events import (
+    Event,
+    RetryScheduled,
+    RunCompleted,
+    RunRetryRequested,
+    RunSubmitted,
+    TaskDispatched,
+    TaskFailed,
+    TaskStarted,
+    TaskSucceeded,
+    TimerFired,
+)
+from contracts.messages import CancelTasks, TaskReady
+from contracts.ports import Timers, Transport
+from contracts.topology import CONTROL_TOPIC, shard_of, shard_queue, task_queue
+from contracts.vocabulary import AttemptRef, FailureKind
+from engine.leases import Leases
+from engine.state.context import render_task
+from engine.state.decide import pending_timers
+from engine.state.model import RunState
+
+DISPATCH_BATCH = 32
+"""Most tasks carried by one task message."""
+DISPATCH_SPREAD = 32
+"""Batches form only when there are enough ready tasks for this many messages anyway."""
+
+
+def batch_size(ready: int, most: int = DISPATCH_BATCH) -> int:
+    """Tasks per message when ``ready`` tasks of one pool go out together.
+
+    One each while few are ready, so they spread over every free worker slot; more per
+    message only when there are enough to keep ``DISPATCH_SPREAD`` messages going
+    anyway. A message's tasks all run on the worker that takes it.
+    """
+    return max(1, min(most, ready // DISPATCH_SPREAD))
+
+
+def trace_headers(run_id: str) -> dict[str, str]:
+    """W3C trace context for a dispatch: the run is the trace, each dispatch a span."""
+    trace_id = run_id if len(run_id) == 32 else uuid.uuid5(uuid.NAMESPACE_URL, run_id).hex
+    return {"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"}
+
+
+class Effects:
+    def __init__(
+        self,
+        transport: Transport,
+        timers: Timers,
+        leases: Leases | None,
+        *,
+        shards: int,
+        clock: Callable[[], float],
+        dispatch_batch: int = DISPATCH_BATCH,
+    ) -> None:
+        self._transport = transport
+        self._timers = timers
+        self._leases = leases
+        self._shards = shards
+        self._clock = clock
+        self._dispatch_batch = max(1, dispatch_batch)
+
+    async def carry_out(self, events: Sequence[Event], state: RunState) -> list[Event]:
+        """Carry out what ``events`` (just made durable) call for.
+
+        Returns the failures of steps that could not be rendered: new facts for the
+        caller to record, which call for deciding again.
+        """
+        dispatches: dict[str, list[TaskReady]] = {}
+        failures: list[Event] = []
+        reply_to = shard_queue(shard_of(state.run_id, self._shards))
+        leases = self._leases
+        for event in events:
+            if isinstance(event, TaskDispatched):
+                try:
+                    message = render_task(state, event.task, event.index, event.attempt)
+                except ExpressionError as exc:
+                    failures.append(_unrenderable(event, exc))
+                    continue
+                message = msgspec.structs.replace(message, reply_to=reply_to)
+                pool = state.nodes[event.task].spec.pool
+                dispatches.setdefault(task_queue(pool), []).append(message)
+            elif isinstance(event, TaskStarted) and leases is not None:
+                leases.grant(_ref(event), self._clock())
+            elif isinstance(event, RetryScheduled):
+                fired = TimerFired(
+                    run_id=event.run_id,
+                    at=event.due,
+                    task=event.task,
+                    index=event.index,
+                    attempt=event.attempt,
+                )
+                await self._timers.schedule(event.due, fired)
+            elif isinstance(event, RunSubmitted | RunRetryRequested):
+                await self.arm_timers(state)
+            elif isinstance(event, RunCompleted):
+                await self._completed(state)
+            if leases and isinstance(event, TaskSucceeded | TaskFailed):
+                leases.release(_ref(event))
+        for queue, messages in dispatches.items():
+            size = batch_size(len(messages), self._dispatch_batch)
+            bodies = [
+                encode_tasks(messages[start : start + size])
+                for start in range(0, len(messages), size)
+            ]
+            await self._transport.publish(queue, bodies, headers=trace_headers(state.run_id))
+        return failures
+
+    async def arm_timers(self, state: RunState) -> None:
+        for due, timer_event in pending_timers(state):
+            await self._timers.schedule(due, timer_event)
+
+    async def _completed(self, state: RunState) -> None:
+        await self._transport.broadcast(
+            CONTROL_TOPIC,
+            encode(CancelTasks(run_id=state.run_id, reason=state.reason or state.status)),
+        )
+        if self._leases is not None:
+            self._leases.release_run(state.run_id)
+
+
+def _ref(event: TaskStarted | TaskSucceeded | TaskFailed) -> AttemptRef:
+    return AttemptRef(event.run_id, event.task, event.index, event.attempt)
+
+
+def _unrenderable(event: TaskDispatched, exc: ExpressionError) -> TaskFailed:
+    return TaskFailed(
+        run_id=event.run_id,
+        at=event.at,
+        task=event.task,
+        index=event.index,
+        attempt=event.attempt,
+        error=f"cannot render inputs: {exc.message}",
+        reason=FailureKind.EXPRESSION,
+        retryable=False,
+    )

@@ -1,0 +1,131 @@
+"""Shard intake: taking messages off a coordinator shard queue and settling each once.
+
+Whatever has arrived together is handled together: events of one run held live are
+appended, folded and decided on in one go (one log round trip, one decision pass),
+which is what keeps a big fan-out cheap. Anything else (a submission, a run not held
+here, heartbeats, wake-ups, a group that failed) takes the one-by-one path, where a
+message that keeps failing is dead-lettered instead of looping forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Protocol
+
+import structlog
+
+from contracts.codec import CoordinatorInput, DecodeError, decode_coordinator_input
+from contracts.errors import ConveyorError
+from contracts.events import Event, RunSubmitted
+from contracts.ports import Consumer, Delivery, processing
+
+log = structlog.get_logger("conveyor.coordinator")
+
+POISON_LIMIT = 5
+"""Failures of one message before it is dead-lettered rather than retried again."""
+
+
+class Handler(Protocol):
+    def holds(self, run_id: str) -> bool:
+        """Whether the run is live in memory here (its events may be grouped)."""
+        ...
+
+    async def handle_group(self, events: list[Event]) -> bool:
+        """Handle events of one live run together; False to fall back to one by one."""
+        ...
+
+    async def handle(self, message: CoordinatorInput) -> None:
+        """Handle one message; raise to have it requeued (or dead-lettered if not retryable)."""
+        ...
+
+
+class ShardIntake:
+    def __init__(self, handler: Handler, prefetch: int) -> None:
+        self._handler = handler
+        self._prefetch = prefetch
+        self._failures: dict[bytes, int] = {}
+
+    async def consume(self, consumer: Consumer) -> None:
+        async for delivery in consumer:
+            batch = [delivery, *consumer.ready(self._prefetch - 1)]
+            groups: dict[str, list[Event]] = {}
+            grouped: list[tuple[Delivery, set[str]]] = []
+            singles: list[tuple[Delivery, list[CoordinatorInput] | None]] = []
+            for item in batch:
+                try:
+                    inputs = decode_coordinator_input(item.body)
+                except DecodeError:
+                    singles.append((item, None))
+                    continue
+                events = [m for m in inputs if isinstance(m, Event) and self._groupable(m)]
+                if len(events) == len(inputs):
+                    runs: set[str] = set()
+                    for event in events:
+                        groups.setdefault(event.run_id, []).append(event)
+                        runs.add(event.run_id)
+                    grouped.append((item, runs))
+                else:
+                    singles.append((item, inputs))
+            failed = {
+                run_id
+                for run_id, events in groups.items()
+                if not await self._handler.handle_group(events)
+            }
+            for item, runs in grouped:
+                if runs & failed:
+                    await self._settle_one(item, None)  # one by one, carefully
+                else:
+                    await item.ack()
+            for item, decoded in singles:
+                await self._settle_one(item, decoded)
+
+    def _groupable(self, event: Event) -> bool:
+        return not isinstance(event, RunSubmitted) and self._handler.holds(event.run_id)
+
+    async def _settle_one(self, delivery: Delivery, inputs: list[CoordinatorInput] | None) -> None:
+        """Handle one message and settle its delivery (the path every message can take)."""
+        try:
+            async with processing(delivery):
+                if inputs is None:
+                    inputs = decode_coordinator_input(delivery.body)
+                for message in inputs:
+                    await self._guarded(message, delivery.body)
+        except ConveyorError as exc:
+            if exc.retryable:
+                log.exception("event handling failed; message requeued")
+            else:
+                log.error("dead-lettered a message", error=exc.message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event handling failed; message requeued")
+
+    async def _guarded(self, message: CoordinatorInput, body: bytes) -> None:
+        """Handle a message; one that keeps failing is dead-lettered instead of looping."""
+        if not isinstance(message, Event):
+            await self._handler.handle(message)
+            return
+        key = hashlib.blake2b(body, digest_size=16).digest()
+        try:
+            with structlog.contextvars.bound_contextvars(run_id=message.run_id):
+                await self._handler.handle(message)
+        except ConveyorError as exc:
+            if exc.retryable:
+                self._count_failure(key, exc)
+            raise
+        except Exception as exc:
+            self._count_failure(key, exc)
+            raise
+        self._failures.pop(key, None)
+
+    def _count_failure(self, key: bytes, exc: Exception) -> None:
+        count = self._failures.get(key, 0) + 1
+        if count < POISON_LIMIT:
+            self._failures[key] = count
+            return
+        self._failures.pop(key, None)
+        raise ConveyorError(
+            f"handling failed {count} times, dead-lettered: {type(exc).__name__}: {exc}",
+            retryable=False,
+        ) from exc

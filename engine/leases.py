@@ -1,0 +1,48 @@
+"""Leases on started attempts: a worker's heartbeats renew them; an expired one is lost.
+
+The coordinator grants a lease when an attempt starts (or, on recovery, to every
+attempt the log says is running, as a grace period for its worker's next beat) and
+releases it when the attempt's outcome arrives. An attempt whose lease is not renewed
+within the timeout is declared lost and runs again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from contracts.vocabulary import AttemptRef
+
+
+class Leases:
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._renewed: dict[AttemptRef, float] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._renewed)
+
+    def grant(self, ref: AttemptRef, now: float) -> None:
+        self._renewed[ref] = now
+
+    def renew(self, refs: Iterable[AttemptRef], now: float) -> None:
+        """Renew the leases of these attempts; one not held here is not taken up."""
+        for ref in refs:
+            if ref in self._renewed:
+                self._renewed[ref] = now
+
+    def release(self, ref: AttemptRef) -> None:
+        self._renewed.pop(ref, None)
+
+    def release_run(self, run_id: str) -> None:
+        for ref in [ref for ref in self._renewed if ref.run_id == run_id]:
+            del self._renewed[ref]
+
+    def clear(self) -> None:
+        self._renewed.clear()
+
+    def expire(self, now: float) -> list[AttemptRef]:
+        """Remove and return the leases not renewed for longer than the timeout."""
+        expired = [ref for ref, seen in self._renewed.items() if now - seen > self.timeout]
+        for ref in expired:
+            del self._renewed[ref]
+        return expired

@@ -1,0 +1,135 @@
+"""The executor chain: executors by step kind, wrapped by middleware.
+
+Whatever applies to every kind of step (its time limit, the log context and trace of
+the attempt, a test's fakes) is written once as middleware around the executors, so
+no executor enforces it on its own and the worker special-cases none of them.
+
+A middleware gets the step's typed input and the rest of the chain::
+
+    async def middleware(call: StepCall, proceed: Proceed) -> StepOutcome:
+        ...                      # before
+        outcome = await proceed(call)
+        ...                      # after
+        return outcome
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from contracts.messages import TaskReady
+from contracts.vocabulary import FailureKind
+from workers.executors.base import Executor, LogEmitter, StepOutcome
+
+log = structlog.get_logger("conveyor.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class StepCall:
+    """One attempt of a step, as it goes through the chain."""
+
+    task: TaskReady
+    emit: LogEmitter
+    workdir: Path
+    traceparent: str | None = None
+
+
+Proceed = Callable[[StepCall], Awaitable[StepOutcome]]
+Middleware = Callable[[StepCall, Proceed], Awaitable[StepOutcome]]
+
+
+async def enforce_timeout(call: StepCall, proceed: Proceed) -> StepOutcome:
+    """The one place a step's ``timeout`` is enforced, for every kind of step.
+
+    The executor is cancelled when time is up, and stops what it started (kills the
+    process tree, removes the container) before the timeout is reported.
+    """
+    limit = call.task.step.timeout
+    if limit is None:
+        return await proceed(call)
+    try:
+        async with asyncio.timeout(limit):
+            return await proceed(call)
+    except TimeoutError:
+        return StepOutcome(
+            ok=False, error=f"timed out after {limit:g}s", reason=FailureKind.TIMEOUT
+        )
+
+
+async def trace_attempt(call: StepCall, proceed: Proceed) -> StepOutcome:
+    """Log lines of the attempt carry its ids and trace; its start and end are logged."""
+    task = call.task
+    with structlog.contextvars.bound_contextvars(
+        run_id=task.run_id,
+        task=task.task,
+        index=task.index,
+        attempt=task.attempt,
+        traceparent=call.traceparent,
+    ):
+        log.info("step started", kind=task.step.kind)
+        started = time.monotonic()
+        outcome = await proceed(call)
+        log.info(
+            "step finished",
+            ok=outcome.ok,
+            reason=None if outcome.ok else outcome.reason,
+            duration=round(time.monotonic() - started, 3),
+        )
+        return outcome
+
+
+DEFAULT_MIDDLEWARE: tuple[Middleware, ...] = (trace_attempt, enforce_timeout)
+
+
+class ExecutorChain:
+    """Runs a step with the executor of its kind, through the middleware, outermost first."""
+
+    def __init__(
+        self, executors: dict[str, Executor], middleware: Sequence[Middleware] = DEFAULT_MIDDLEWARE
+    ) -> None:
+        self._executors = executors
+        self._middleware = tuple(middleware)
+        self._proceed = self._build()
+
+    def _build(self) -> Proceed:
+        proceed: Proceed = self._execute
+        for middleware in reversed(self._middleware):
+            proceed = _link(middleware, proceed)
+        return proceed
+
+    def _unique(self) -> list[Executor]:
+        # One executor may serve several kinds (scripts and commands are both processes).
+        return list({id(e): e for e in self._executors.values()}.values())
+
+    async def start(self) -> None:
+        for executor in self._unique():
+            await executor.start()
+
+    async def stop(self) -> None:
+        for executor in self._unique():
+            await executor.stop()
+
+    async def run(self, call: StepCall) -> StepOutcome:
+        return await self._proceed(call)
+
+    async def _execute(self, call: StepCall) -> StepOutcome:
+        kind = call.task.step.kind
+        executor = self._executors.get(kind)
+        if executor is None:
+            return StepOutcome(
+                ok=False, error=f"this worker cannot run {kind!r} steps", reason=FailureKind.START
+            )
+        return await executor.run(call.task, call.emit, call.workdir)
+
+
+def _link(middleware: Middleware, proceed: Proceed) -> Proceed:
+    async def linked(call: StepCall) -> StepOutcome:
+        return await middleware(call, proceed)
+
+    return linked
