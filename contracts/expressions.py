@@ -115,13 +115,6 @@ class Expression:
     def references(self) -> list[Reference]:
         return list(_references(self._tree))
 
-    def functions(self) -> list[str]:
-        return [
-            node.func.id
-            for node in ast.walk(self._tree)
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-        ]
-
     def evaluate(self, names: Mapping[str, Any]) -> Any:
         if self._name is not None and self._name in names:
             return names[self._name]
@@ -229,10 +222,6 @@ class Template:
     @property
     def expressions(self) -> list[Expression]:
         return self._parts
-
-    @property
-    def is_static(self) -> bool:
-        return not self._parts
 
     def render(self, names: Mapping[str, Any]) -> Any:
         if self._whole is not None:

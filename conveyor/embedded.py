@@ -6,11 +6,13 @@ inspected after the process has gone.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from contracts.events import Event, TaskDispatched
 from contracts.ports import ArtifactStore, RunStore, Transport
 from contracts.spec import Workflow
 from engine.client import Client
@@ -69,12 +71,17 @@ class EmbeddedEngine:
         self._grace = worker_grace
         self._workers: dict[str, Worker] = {}
         """One worker per pool, with all the slots."""
+        self._pools_lock = asyncio.Lock()
+        self._starting: set[asyncio.Task[None]] = set()
+        # Runs started by any client (or taken up on resume) get their pools' workers.
+        self.coordinator.observe(self._start_pool_for)
 
     async def start(self) -> None:
         await self.transport.start()
         await self.coordinator.start()
 
     async def stop(self) -> None:
+        await asyncio.gather(*self._starting, return_exceptions=True)
         for worker in self._workers.values():
             await worker.stop(grace=self._grace)
         self._workers.clear()
@@ -91,20 +98,35 @@ class EmbeddedEngine:
     async def ensure_pools(self, pools: set[str]) -> None:
         # One worker per pool with all the slots: its outbox then carries the results of
         # steps that finish together in one message.
-        for pool in sorted(pools - set(self._workers)):
-            name = f"embedded:{os.getpid()}:{pool}"
-            worker = Worker(
-                self.transport,
-                self.store,
-                pool=pool,
-                name=name,
-                concurrency=self._worker_count,
-                clock=self._clock,
-                artifacts=self.artifacts,
-                middleware=self._middleware,
-            )
-            await worker.start()
-            self._workers[pool] = worker
+        async with self._pools_lock:
+            for pool in sorted(pools - set(self._workers)):
+                await self._start_worker(pool)
+
+    async def _start_worker(self, pool: str) -> None:
+        name = f"embedded:{os.getpid()}:{pool}"
+        worker = Worker(
+            self.transport,
+            self.store,
+            pool=pool,
+            name=name,
+            concurrency=self._worker_count,
+            clock=self._clock,
+            artifacts=self.artifacts,
+            middleware=self._middleware,
+        )
+        await worker.start()
+        self._workers[pool] = worker
+
+    def _start_pool_for(self, event: Event, state: RunState) -> None:
+        if not isinstance(event, TaskDispatched):
+            return
+        pool = state.nodes[event.task].spec.pool
+        if pool in self._workers:
+            return
+        # Its message waits in the pool's queue until the worker is up.
+        starting = asyncio.get_running_loop().create_task(self.ensure_pools({pool}))
+        self._starting.add(starting)
+        starting.add_done_callback(self._starting.discard)
 
     async def submit(self, workflow: Workflow, params: dict[str, Any], **kwargs: Any) -> str:
         await self.ensure_pools({task.pool for task in workflow.tasks})

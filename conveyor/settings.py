@@ -50,7 +50,3 @@ class Settings(BaseSettings):
 
     def artifact_store_url(self) -> str:
         return self.artifacts_url or str((self.home / "artifacts").resolve())
-
-    @property
-    def distributed(self) -> bool:
-        return bool(self.redis_url)

@@ -8,12 +8,11 @@ import msgspec
 
 from contracts.events import ArtifactRef, Event, TaskSucceeded
 from contracts.ports import ArtifactStore
-
-CLAIM = "$claim"
+from contracts.vocabulary import CLAIM_KEY
 
 
 def is_claim(value: Any) -> bool:
-    return isinstance(value, dict) and len(value) == 1 and CLAIM in value
+    return isinstance(value, dict) and len(value) == 1 and CLAIM_KEY in value
 
 
 async def hydrate(event: Event, store: ArtifactStore | None) -> Event:
@@ -27,7 +26,7 @@ async def hydrate(event: Event, store: ArtifactStore | None) -> Event:
     async def value(v: Any) -> Any:
         if not is_claim(v):
             return v
-        ref = msgspec.convert(v[CLAIM], ArtifactRef)
+        ref = msgspec.convert(v[CLAIM_KEY], ArtifactRef)
         return msgspec.json.decode(await store.get_bytes(ref))
 
     outputs = {name: await value(v) for name, v in event.outputs.items()}

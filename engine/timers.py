@@ -13,11 +13,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.codec import decode_event, encode
 from contracts.events import Event
+from engine.redis_retry import retrying
 
 log = structlog.get_logger("conveyor.timers")
 
@@ -104,15 +103,7 @@ class RedisTimers:
         self._task = asyncio.create_task(self._run(), name="redis-timers")
 
     async def schedule(self, due: float, event: Event) -> None:
-        delay = 0.05
-        while True:
-            try:
-                await self._redis.zadd(self.KEY, {encode(event): due}, nx=True)
-                return
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                log.warning("Redis unavailable; retrying timer", error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        await retrying("timer", lambda: self._redis.zadd(self.KEY, {encode(event): due}, nx=True))
 
     async def _run(self) -> None:
         while True:

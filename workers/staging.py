@@ -16,11 +16,10 @@ from contracts.errors import StepError
 from contracts.events import ArtifactRef
 from contracts.messages import TaskReady
 from contracts.ports import ArtifactStore
-from contracts.vocabulary import FailureKind
+from contracts.vocabulary import CLAIM_KEY, FailureKind
 from workers.executors.base import StepOutcome
 
 INLINE_LIMIT = 64 * 1024
-CLAIM = "$claim"
 
 
 def inside(workdir: Path, relative: str) -> Path:
@@ -99,4 +98,4 @@ async def _claim_if_large(
     if len(data) <= INLINE_LIMIT or store is None:
         return value
     ref = await store.put_bytes(_key(task, f"{name}.json"), data)
-    return {CLAIM: msgspec.to_builtins(ref)}
+    return {CLAIM_KEY: msgspec.to_builtins(ref)}

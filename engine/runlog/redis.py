@@ -15,26 +15,24 @@ The index across runs lives in sorted sets scored by submission time:
 ``cv:runs``, ``cv:runs:state:<state>``, ``cv:runs:wf:<workflow>``. They are caches:
 ``rebuild_index`` recreates them from the runs' summaries.
 
-While Redis is unreachable every call waits and retries with backoff; a caller that
-acks its input only after the call returns therefore never loses anything.
+While Redis is unreachable every call waits and retries with backoff
+(``engine.redis_retry``).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.codec import decode_event, encode
 from contracts.errors import NotFound
 from contracts.events import Event
 from contracts.ports import LogLine, RunSummary
+from engine.redis_retry import retrying
 from engine.runlog.index import index_update
 
 log = structlog.get_logger("conveyor.redis")
@@ -134,14 +132,7 @@ class RedisRunLog:
         self._tail: dict[str, str] = {}
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        delay = 0.05
-        while True:
-            try:
-                return await call()
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                log.warning("Redis unavailable; retrying", op=what, error=str(exc), delay=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_max)
+        return await retrying(what, call, most=self._retry_max)
 
     # -- events -----------------------------------------------------------------
 

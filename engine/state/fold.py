@@ -98,15 +98,20 @@ def _instance_finished(state: RunState, node: Node, at: float) -> None:
         state.dispatchable[node.spec.name] = None
 
 
-def _current(state: RunState, task: str, index: int, attempt: int) -> tuple[Node, Instance] | None:
-    """The node and instance an event is about, if the event is for the live attempt."""
+def _slot(state: RunState, task: str, index: int) -> tuple[Node, Instance] | None:
+    """The node and instance an event names, if both exist."""
     node = state.nodes.get(task)
     if node is None or not 0 <= index < len(node.instances):
         return None
-    inst = node.instances[index]
-    if inst.attempt != attempt:
+    return node, node.instances[index]
+
+
+def _current(state: RunState, task: str, index: int, attempt: int) -> tuple[Node, Instance] | None:
+    """The node and instance an event is about, if the event is for the live attempt."""
+    found = _slot(state, task, index)
+    if found is None or found[1].attempt != attempt:
         return None  # fencing: a superseded (or future) attempt changes nothing
-    return node, inst
+    return found
 
 
 def _on_expanded(state: RunState, event: TaskExpanded) -> None:
@@ -135,10 +140,10 @@ def _on_expanded(state: RunState, event: TaskExpanded) -> None:
 
 
 def _on_dispatched(state: RunState, event: TaskDispatched) -> None:
-    node = state.nodes.get(event.task)
-    if node is None or not 0 <= event.index < len(node.instances):
+    found = _slot(state, event.task, event.index)
+    if found is None:
         return
-    inst = node.instances[event.index]
+    node, inst = found
     if event.attempt != inst.attempt + 1 or inst.status not in (
         TaskStatus.PENDING,
         TaskStatus.RETRY_WAIT,
@@ -224,10 +229,10 @@ def _on_engine_failure(state: RunState, event: TaskFailedByEngine) -> None:
 
 
 def _on_retry_scheduled(state: RunState, event: RetryScheduled) -> None:
-    node = state.nodes.get(event.task)
-    if node is None or not 0 <= event.index < len(node.instances):
+    found = _slot(state, event.task, event.index)
+    if found is None:
         return
-    inst = node.instances[event.index]
+    _node, inst = found
     if inst.status != TaskStatus.RETRY_DUE or inst.attempt + 1 != event.attempt:
         return
     state.retry_due.pop((event.task, event.index), None)
@@ -236,10 +241,10 @@ def _on_retry_scheduled(state: RunState, event: RetryScheduled) -> None:
 
 
 def _on_timer(state: RunState, event: TimerFired) -> None:
-    node = state.nodes.get(event.task)
-    if node is None or not 0 <= event.index < len(node.instances):
+    found = _slot(state, event.task, event.index)
+    if found is None:
         return
-    inst = node.instances[event.index]
+    node, inst = found
     if inst.status != TaskStatus.RETRY_WAIT or inst.attempt + 1 != event.attempt:
         return
     if event.index not in node.retry_ready:

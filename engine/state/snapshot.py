@@ -13,6 +13,7 @@ import msgspec
 
 from contracts.graph import ancestors, downstream
 from contracts.spec import Workflow
+from contracts.vocabulary import FailureKind, RunStatus, TaskStatus
 from engine.state.model import Instance, Node, RunState
 
 SNAPSHOT_VERSION = 1
@@ -78,7 +79,8 @@ def load(blob: bytes) -> RunState:
         )
         for f in _NODE_FIELDS:
             setattr(node, f, saved[f])
-        node.instances = [Instance(*values) for values in saved["instances"]]
+        node.status = TaskStatus(node.status)
+        node.instances = [_instance(values) for values in saved["instances"]]
         nodes[task.name] = node
     state = RunState(
         run_id=data["run_id"],
@@ -91,7 +93,17 @@ def load(blob: bytes) -> RunState:
     )
     for f in _STATE_FIELDS:
         setattr(state, f, data[f])
+    state.status = RunStatus(state.status)
     state.evaluable = dict.fromkeys(data["evaluable"])
     state.dispatchable = dict.fromkeys(data["dispatchable"])
     state.retry_due = {(task, index): None for task, index in data["retry_due"]}
     return state
+
+
+def _instance(values: list[Any]) -> Instance:
+    # Statuses and failure kinds come back as text; the state holds them as their types.
+    inst = Instance(*values)
+    inst.status = TaskStatus(inst.status)
+    if inst.reason is not None:
+        inst.reason = FailureKind(inst.reason)
+    return inst

@@ -79,10 +79,9 @@ class RabbitConsumer:
         self._channel = channel
         self._queue = queue
         self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
-        self._tag: str | None = None
 
     async def start(self) -> None:
-        self._tag = await self._queue.consume(self._inbox.put, no_ack=False)
+        await self._queue.consume(self._inbox.put, no_ack=False)
 
     def __aiter__(self) -> AsyncIterator[RabbitDelivery]:
         return self

@@ -5,58 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import textwrap
-import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import psutil
 import pytest
 
 from contracts.codec import encode
 from contracts.events import Event, TaskStarted, TaskSucceeded
-from contracts.topology import DEAD_LETTER_QUEUE, shard_of, shard_queue, task_queue
+from contracts.topology import shard_of, shard_queue, task_queue
 from contracts.validation import parse_workflow, resolve_params
 from conveyor.embedded import EmbeddedEngine
 from engine.effects import batch_size
-from engine.runlog.redis import RedisRunLog
 from engine.state.model import RunState
-from engine.timers import RedisTimers
-from engine.transport.rabbitmq import RabbitTransport
-
-
-@pytest.fixture(params=["memory", "rabbitmq+redis"])
-async def engine(request: pytest.FixtureRequest) -> AsyncIterator[EmbeddedEngine]:
-    """The whole engine in one process: on the in-memory twins, and on real servers."""
-    if request.param == "memory":
-        async with EmbeddedEngine(workers=4, worker_grace=0.2) as e:
-            yield e
-        return
-    amqp_url, redis_url = request.getfixturevalue("amqp_url"), request.getfixturevalue("redis_url")
-    store = RedisRunLog(redis_url)
-    await store._redis.flushdb()
-    await purge(amqp_url)
-    transport = RabbitTransport(amqp_url)
-    async with EmbeddedEngine(
-        store,
-        workers=4,
-        worker_grace=0.2,
-        transport=transport,
-        timers=lambda fire: RedisTimers(redis_url, fire, time.time),
-        shards=2,
-    ) as e:
-        yield e
-    await store.close()
-
-
-async def purge(amqp_url: str) -> None:
-    """Start from empty queues (the engine declares them again as it starts)."""
-    async with await aio_pika.connect(amqp_url) as connection:
-        channel = await connection.channel()
-        for name in [shard_queue(0), shard_queue(1), task_queue("default"), DEAD_LETTER_QUEUE]:
-            await channel.queue_delete(name)
 
 
 async def run(engine: EmbeddedEngine, text: str, **params: Any) -> RunState:

@@ -1,0 +1,129 @@
+"""The client: every way of steering and reading a run, against both homes."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from contracts.errors import InvalidInput, NotFound
+from contracts.events import Event, RunCompleted, RunSubmitted, TaskStarted
+from contracts.validation import parse_workflow
+from contracts.vocabulary import RunStatus, TaskStatus
+from conveyor.embedded import EmbeddedEngine
+from engine.client import Client
+from engine.runlog.memory import MemoryRunLog
+
+
+def flow(text: str):  # type: ignore[no-untyped-def]
+    return parse_workflow(textwrap.dedent(text))
+
+
+FLAKY = """
+    name: flaky
+    tasks:
+      - name: a
+        script: echo a
+      - name: b
+        depends: [a]
+        script: test -f {marker}
+"""
+
+
+async def test_submit_watch_and_read_back(engine: EmbeddedEngine) -> None:
+    client = engine.client
+    run_id = await client.submit(flow("name: one\ntasks: [{name: a, script: echo 1}]"), {})
+    seen: list[Event] = []
+    final = await client.watch(run_id, lambda event, _state: seen.append(event), timeout=30)
+    assert final.status == RunStatus.SUCCEEDED
+    assert isinstance(seen[0], RunSubmitted) and isinstance(seen[-1], RunCompleted)
+    # The watcher saw the log exactly, in order, each event once.
+    assert seen == await client.events(run_id)
+    assert (await client.state(run_id[:10])).status == RunStatus.SUCCEEDED
+    assert [row.run_id for row in await client.runs(workflow="one")] == [run_id]
+
+
+async def test_follow_from_a_cursor_yields_only_what_is_new(engine: EmbeddedEngine) -> None:
+    client = engine.client
+    run_id = await client.submit(flow("name: two\ntasks: [{name: a, script: echo 1}]"), {})
+    await client.watch(run_id, timeout=30)
+    everything = await client.events(run_id)
+    batches = client.follow(run_id, after=2, timeout=0.2)
+    tail = [event async for batch in batches for event in batch]
+    assert tail == everything[2:]
+
+
+async def test_cancel_and_its_refusals(engine: EmbeddedEngine) -> None:
+    client = engine.client
+    started = asyncio.Event()
+    engine.coordinator.observe(
+        lambda event, _s: started.set() if isinstance(event, TaskStarted) else None
+    )
+    run_id = await client.submit(flow("name: long\ntasks: [{name: s, script: sleep 30}]"), {})
+    await asyncio.wait_for(started.wait(), 10)
+    with pytest.raises(InvalidInput, match="still running"):
+        await client.retry(run_id)
+    assert await client.cancel(run_id[:12]) == run_id
+    final = await client.watch(run_id, timeout=10)
+    assert final.status == RunStatus.CANCELLED
+    assert final.nodes["s"].status == TaskStatus.CANCELLED
+    with pytest.raises(InvalidInput, match="already cancelled"):
+        await client.cancel(run_id)
+    with pytest.raises(NotFound):
+        await client.cancel("no-such-run")
+
+
+async def test_retry_reruns_the_failed_part_and_watch_waits_for_the_new_round(
+    engine: EmbeddedEngine, tmp_path: Path
+) -> None:
+    client = engine.client
+    marker = tmp_path / "fixed"
+    run_id = await client.submit(flow(FLAKY.format(marker=marker)), {})
+    failed = await client.watch(run_id, timeout=30)
+    assert failed.status == RunStatus.FAILED
+    marker.touch()
+    before = await client.retry(run_id)
+    assert before.round == 0
+    again = await client.watch(run_id, past_round=before.round, timeout=30)
+    assert again.status == RunStatus.SUCCEEDED and again.round == 1
+    # The task that had succeeded kept its one attempt.
+    assert again.nodes["a"].instances[0].attempt == 1
+    with pytest.raises(InvalidInput, match="nothing to retry"):
+        await client.retry(run_id)
+
+
+async def test_resume_takes_up_a_run_its_coordinator_lost() -> None:
+    """A run whose coordinator forgot it (its process died) is finished after resume."""
+    store = MemoryRunLog()
+    async with EmbeddedEngine(store, workers=2) as first:
+        run_id = await first.client.submit(
+            flow("name: r\ntasks: [{name: a, script: echo a}, {name: b, script: echo b}]"),
+            {},
+        )
+        await first.client.watch(run_id, timeout=30)
+    # Cut the log back to its submission: what a coordinator that died straight after
+    # recording it would leave behind.
+    submitted = (await store.read(run_id))[:1]
+    cut = MemoryRunLog()
+    await cut.append(run_id, submitted)
+    async with EmbeddedEngine(cut, workers=2) as second:
+        await second.ensure_pools({"default"})
+        assert (await second.client.state(run_id)).status == RunStatus.RUNNING
+        assert await second.client.resume(run_id[:8]) == run_id
+        final = await second.client.watch(run_id, timeout=30)
+    assert final.status == RunStatus.SUCCEEDED
+    with pytest.raises(InvalidInput, match="already succeeded"):
+        await Client(cut).resume(run_id)
+
+
+async def test_a_client_without_a_transport_reads_but_does_not_steer() -> None:
+    store = MemoryRunLog()
+    async with EmbeddedEngine(store) as engine:
+        run_id = await engine.client.submit(flow("name: x\ntasks: [{name: a, script: 'true'}]"), {})
+        await engine.client.watch(run_id, timeout=30)
+    reader = Client(store)
+    assert (await reader.state(run_id)).status == RunStatus.SUCCEEDED
+    with pytest.raises(Exception, match="no transport"):
+        await reader.submit(flow("name: y\ntasks: [{name: a, script: 'true'}]"), {})
