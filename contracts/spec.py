@@ -8,15 +8,39 @@ the single source of truth: YAML files and the Python authoring API both produce
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from contracts.durations import Duration
 from contracts.vocabulary import RetryableKind
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+
+def _inside_the_step(path: str) -> str:
+    # A step's files are read from its own directory only: never the worker's others.
+    parts = PurePosixPath(path).parts
+    if not path.strip() or PurePosixPath(path).is_absolute() or ".." in parts:
+        raise ValueError(
+            f"{path!r} must be a relative path inside the step's working directory"
+            " (not absolute, no '..')"
+        )
+    return path
+
+
+StepPath = Annotated[str, AfterValidator(_inside_the_step)]
+"""A file or directory a step writes or reads, relative to its working directory."""
 
 ParamType = Literal["str", "int", "float", "bool", "list", "dict", "any"]
 TriggerRule = Literal["all_succeeded", "all_done"]
@@ -168,8 +192,8 @@ class Artifacts(Model):
     in a directory) or a URL any configured filesystem can read.
     """
 
-    out: dict[Name, str] = Field(default_factory=dict)
-    in_: dict[str, str] = Field(default_factory=dict, alias="in")
+    out: dict[Name, StepPath] = Field(default_factory=dict)
+    in_: dict[StepPath, str] = Field(default_factory=dict, alias="in")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -194,7 +218,7 @@ class Task(Model):
     )
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str | None = None
-    outputs: dict[Name, str] = Field(
+    outputs: dict[Name, StepPath] = Field(
         default_factory=dict,
         description="Named output parameters: name -> file the step writes (relative to workdir).",
     )

@@ -24,13 +24,42 @@ TASK_FIELDS = frozenset({"outputs", "state", "attempts", "artifacts"})
 RUN_FIELDS = frozenset({"id", "workflow"})
 
 
-def load_workflow(path: str | FsPath) -> Workflow:
+MAX_WORKFLOW_BYTES = 4 << 20
+"""Largest workflow file read by default (``CONVEYOR_MAX_WORKFLOW_BYTES``)."""
+
+
+def load_workflow(path: str | FsPath, *, max_bytes: int = MAX_WORKFLOW_BYTES) -> Workflow:
+    """Read, parse and check a workflow file; refused before parsing when over ``max_bytes``."""
     file = FsPath(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as handle:
+            raw = handle.read(max_bytes + 1)
     except OSError as exc:
         raise InvalidInput(
             [Problem(f"cannot read workflow: {exc.strerror}")], source=str(file)
+        ) from None
+    if len(raw) > max_bytes:
+        raise InvalidInput(
+            [
+                Problem(
+                    f"workflow file is over the {max_bytes:,}-byte limit"
+                    " (raise it with CONVEYOR_MAX_WORKFLOW_BYTES)"
+                )
+            ],
+            source=str(file),
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InvalidInput(
+            [
+                Problem(
+                    f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at byte offset {exc.start}",
+                    line=line,
+                )
+            ],
+            source=str(file),
         ) from None
     return parse_workflow(text, source=str(file))
 

@@ -57,10 +57,44 @@ class SourceMap:
         return Problem(message=message, path=format_path(path), line=self.line_of(path))
 
 
+MAX_EXPANDED_NODES = 1_000_000
+"""Most values a document may hold once its aliases are expanded (refuses alias bombs)."""
+
+
+def expanded_size(node: yaml.Node | None, limit: int) -> int:
+    """How many nodes the document holds with every alias expanded, counting to ``limit``.
+
+    An alias reuses its anchor's node, so a few lines of anchors can stand for billions
+    of values; counting stops as soon as the limit is passed.
+    """
+    count = 0
+    pending = [node] if node is not None else []
+    while pending and count <= limit:
+        current = pending.pop()
+        count += 1
+        if isinstance(current, yaml.MappingNode):
+            for key, value in current.value:
+                pending.append(key)
+                pending.append(value)
+        elif isinstance(current, yaml.SequenceNode):
+            pending.extend(current.value)
+    return count
+
+
 def load_yaml(text: str, source: str | None = None) -> tuple[Any, SourceMap]:
     """Parse YAML text into plain data plus a source map; duplicate keys are errors."""
     try:
         node = yaml.compose(text, Loader=Loader)
+        if expanded_size(node, MAX_EXPANDED_NODES) > MAX_EXPANDED_NODES:
+            raise InvalidInput(
+                [
+                    Problem(
+                        f"its aliases expand to over {MAX_EXPANDED_NODES:,} values"
+                        " (refused as an alias bomb)"
+                    )
+                ],
+                source=source,
+            )
         data = yaml.load(text, Loader=Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark

@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.topology import DEFAULT_SHARDS
+from contracts.validation import MAX_WORKFLOW_BYTES
 
 
 class Settings(BaseSettings):
@@ -47,6 +48,9 @@ class Settings(BaseSettings):
         "Default: HOME/artifacts, which only works when every process shares that disk.",
     )
     artifact_max_bytes: int = Field(default=1 << 30, gt=0)
+    max_workflow_bytes: int = Field(
+        default=MAX_WORKFLOW_BYTES, gt=0, description="Largest workflow file read."
+    )
 
     def artifact_store_url(self) -> str:
         return self.artifacts_url or str((self.home / "artifacts").resolve())

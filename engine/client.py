@@ -78,7 +78,7 @@ class Client:
         event = RunSubmitted(
             run_id=run_id,
             at=self._clock(),
-            workflow=workflow.model_dump(mode="json", exclude_unset=True),
+            workflow=workflow.model_dump(mode="json", exclude_unset=True, by_alias=True),
             params=params,
             trigger=trigger,
             idempotency_key=idempotency_key,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+from fsspec.registry import known_implementations, registry
 
 from contracts.errors import StepError
 from contracts.events import ArtifactRef
@@ -23,6 +24,23 @@ from contracts.vocabulary import FailureKind
 
 DEFAULT_MAX_BYTES = 1 << 30
 CHUNK = 1 << 20
+
+
+def backend_problem(url: str) -> str | None:
+    """Why no filesystem here can serve ``url`` (an unknown scheme, a package that is not
+    installed), or None when one can. Imports the backend, opens nothing."""
+    if "://" not in url:
+        return None  # a local path
+    for scheme in url.split("://", 1)[0].split("::"):
+        known = known_implementations.get(scheme)
+        if known is None and scheme not in registry:
+            return f"no filesystem serves {scheme}:// URLs (unknown scheme)"
+        try:
+            fsspec.get_filesystem_class(scheme)
+        except ImportError as exc:
+            need = (known or {}).get("err") or str(exc)
+            return f"{scheme}:// URLs need a package that is not installed: {need}"
+    return None
 
 
 class FsspecArtifactStore:
@@ -106,8 +124,15 @@ class FsspecArtifactStore:
                         )
                     target.write(chunk)
         except (FileNotFoundError, OSError, ValueError) as exc:
+            problem = backend_problem(url) or str(exc)
             raise StepError(
-                f"cannot fetch {url}: {exc}", kind=FailureKind.START, retryable=False
+                f"cannot fetch {url}: {problem}", kind=FailureKind.START, retryable=False
+            ) from exc
+        except ImportError as exc:
+            raise StepError(
+                f"cannot fetch {url}: {backend_problem(url) or exc}",
+                kind=FailureKind.START,
+                retryable=False,
             ) from exc
 
     async def put_bytes(self, key: str, data: bytes) -> ArtifactRef:

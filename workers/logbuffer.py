@@ -61,7 +61,11 @@ class LogBuffer:
             if not self._pending:
                 return
             batch, self._pending = self._pending, []
-            await self._store.write_lines(batch)
+            try:
+                await self._store.write_lines(batch)
+            except Exception:
+                # Lines are not worth an outcome: the step's result still goes out.
+                log.exception("output lines could not be stored; they are lost", lines=len(batch))
 
     async def _run(self) -> None:
         while True:

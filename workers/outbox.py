@@ -41,11 +41,11 @@ class EventOutbox:
             await asyncio.sleep(0)
             while waiting := self._pending.pop(queue, None):
                 events = [event for batch, _future in waiting for event in batch]
-                bodies = [
-                    encode_events(events[start : start + MAX_EVENTS_PER_MESSAGE])
-                    for start in range(0, len(events), MAX_EVENTS_PER_MESSAGE)
-                ]
                 try:
+                    bodies = [
+                        encode_events(events[start : start + MAX_EVENTS_PER_MESSAGE])
+                        for start in range(0, len(events), MAX_EVENTS_PER_MESSAGE)
+                    ]
                     await self._transport.publish(queue, bodies)
                 except Exception as exc:
                     for _batch, future in waiting:

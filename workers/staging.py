@@ -17,17 +17,14 @@ from contracts.events import ArtifactRef
 from contracts.messages import TaskReady
 from contracts.ports import ArtifactStore
 from contracts.vocabulary import CLAIM_KEY, FailureKind
-from workers.executors.base import StepOutcome
+from workers.executors.base import StepOutcome, confined
 
 INLINE_LIMIT = 64 * 1024
 
 
 def inside(workdir: Path, relative: str) -> Path:
     """``workdir / relative``, refusing paths that escape the working directory."""
-    target = (workdir / relative).resolve()
-    if not target.is_relative_to(workdir.resolve()):
-        raise StepError(f"artifact path {relative!r} leaves the working directory", retryable=False)
-    return target
+    return confined(workdir, relative, "artifact path")
 
 
 def _store(store: ArtifactStore | None) -> ArtifactStore:

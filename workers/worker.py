@@ -323,9 +323,7 @@ class Worker:
             if not outcome.ok:
                 emit("system", f"step failed ({outcome.reason}): {outcome.error}")
             await self._logs.flush()
-            await self._outbox.send(
-                message.reply_to, [self._outcome_event(message, outcome, duration)]
-            )
+            await self._report(message, self._outcome_event(message, outcome, duration))
         finally:
             self._running.pop(ref, None)
             self._cancelled.pop(ref, None)
@@ -367,7 +365,31 @@ class Worker:
                 return StepOutcome(
                     ok=False, error=f"working directory: {exc}", reason=FailureKind.START
                 )
+            except Exception as exc:
+                # Whatever goes wrong handling an attempt is the attempt's failure, with
+                # its reason: never a run left waiting for an outcome that will not come.
+                self._log.exception("step handling failed")
+                error = f"{type(exc).__name__}: {exc}"
+                emit("system", f"the worker failed handling this step: {error}")
+                return StepOutcome(ok=False, error=error, reason=FailureKind.ERROR)
             return outcome
+
+    async def _report(self, message: TaskReady, event: Event) -> None:
+        """Send an attempt's outcome; one that cannot be sent is reported as a failure."""
+        try:
+            await self._outbox.send(message.reply_to, [event])
+        except Exception as exc:
+            self._log.exception("could not send the step's outcome")
+            failed = TaskFailed(
+                run_id=message.run_id,
+                at=self._clock(),
+                task=message.task,
+                index=message.index,
+                attempt=message.attempt,
+                error=f"its outcome could not be sent: {type(exc).__name__}: {exc}",
+                retryable=False,
+            )
+            await self._outbox.send(message.reply_to, [failed])
 
     def _outcome_event(self, message: TaskReady, outcome: StepOutcome, duration: float) -> Event:
         common: dict[str, Any] = {

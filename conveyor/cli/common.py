@@ -95,7 +95,7 @@ def load_target(target: Path) -> Workflow:
     """A workflow from a YAML file, or from ``module:attribute`` (a Python workflow)."""
     text = str(target)
     if target.exists() or ":" not in text or text.endswith((".yaml", ".yml")):
-        return load_workflow(target)
+        return load_workflow(target, max_bytes=Settings().max_workflow_bytes)
     module_name, _, attribute = text.partition(":")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())

@@ -51,7 +51,7 @@ _STATE_FIELDS = [
 def dump(state: RunState) -> bytes:
     data: dict[str, Any] = {name: getattr(state, name) for name in _STATE_FIELDS}
     data["v"] = SNAPSHOT_VERSION
-    data["workflow"] = state.workflow.model_dump(mode="json", exclude_unset=True)
+    data["workflow"] = state.workflow.model_dump(mode="json", exclude_unset=True, by_alias=True)
     data["evaluable"] = list(state.evaluable)
     data["dispatchable"] = list(state.dispatchable)
     data["retry_due"] = [list(key) for key in state.retry_due]

@@ -55,3 +55,35 @@ def test_folded_and_snapshotted_states_hold_typed_statuses() -> None:
         assert type(inst.status) is TaskStatus and inst.status is TaskStatus.FAILED
         assert inst.reason is FailureKind.TIMEOUT
         assert type(restored.nodes["a"].status) is TaskStatus
+
+
+def test_the_workflow_in_a_log_uses_the_file_s_own_words() -> None:
+    """``artifacts.in`` is stored as ``in`` (it once leaked as ``in_``); both read back."""
+    import asyncio
+
+    from contracts.validation import parse_workflow
+    from engine.client import Client
+    from engine.runlog.memory import MemoryRunLog
+    from engine.transport.memory import MemoryTransport
+
+    workflow = parse_workflow(
+        "name: w\ntasks:\n  - name: t\n    script: cat x\n"
+        "    artifacts: {in: {x: 'file:///tmp/x'}}\n"
+    )
+
+    async def submitted() -> bytes:
+        transport = MemoryTransport()
+        await transport.start()
+        await Client(MemoryRunLog(), transport, shards=1).submit(workflow, {})
+        consumer = await transport.consume("conveyor.events.0", prefetch=1)
+        return consumer.ready(1)[0].body
+
+    body = asyncio.run(submitted())
+    assert b'"in":{"x":"file:///tmp/x"}' in body and b'"in_"' not in body
+    event = decode_event(body)
+    assert isinstance(event, RunSubmitted)
+    old = {**event.workflow}
+    old["tasks"] = [{**t, "artifacts": {"in_": t["artifacts"]["in"]}} for t in old["tasks"]]
+    for stored in (event.workflow, old):
+        again = replay([RunSubmitted(run_id="r", at=1.0, workflow=stored, params={})])
+        assert again.workflow.tasks[0].artifacts.in_ == {"x": "file:///tmp/x"}

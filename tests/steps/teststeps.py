@@ -58,3 +58,8 @@ def total(values: list[int]) -> int:
 async def slow_identity(value: int, seconds: float) -> int:
     await asyncio.sleep(seconds)
     return value
+
+
+def opaque() -> object:
+    """A result the wire cannot carry."""
+    return object()

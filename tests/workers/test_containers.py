@@ -106,6 +106,24 @@ async def test_command_env_result_and_outputs(
     assert lines.of("stderr") == ["hello c"]
 
 
+async def test_an_output_linked_to_a_host_file_is_refused(
+    container_runtime: ContainerRuntime, busybox_image: str
+) -> None:
+    # Inside the container the link names the container's file; the worker reading the
+    # mounted directory would follow it to the host's.
+    outcome, _ = await run(
+        container_runtime,
+        task(
+            busybox_image,
+            script="ln -s /etc/hostname host.txt; ln -s /proc/self/environ env.txt",
+            outputs={"host": "host.txt", "env": "env.txt"},
+        ),
+    )
+    assert not outcome.ok
+    assert "leads outside the step's working directory" in outcome.error
+    assert outcome.outputs == {}
+
+
 async def test_inline_script_in_an_image(
     container_runtime: ContainerRuntime, busybox_image: str
 ) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from contracts.errors import StepError
 from contracts.events import ArtifactRef
 from contracts.messages import TaskReady
 from contracts.vocabulary import FailureKind
@@ -73,17 +74,36 @@ def succeeded(stdout_parts: list[bytes], workdir: Path, outputs: dict[str, str])
     return StepOutcome(ok=True, result=result, outputs=values, exit_code=0)
 
 
+def confined(workdir: Path, relative: str, what: str) -> Path:
+    """``workdir / relative`` with every symlink resolved, refused if it lands outside.
+
+    A step controls its directory: a link it made to ``/etc/shadow`` or to
+    ``/proc/self/environ`` must not make the worker read that file for it.
+    """
+    root = workdir.resolve()
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root):
+        raise StepError(
+            f"{what} {relative!r} leads outside the step's working directory",
+            kind=FailureKind.ERROR,
+            retryable=False,
+        )
+    return target
+
+
 def read_outputs(workdir: Path, outputs: dict[str, str]) -> tuple[dict[str, Any], str | None]:
     """Named output parameters from the files a step wrote; an error for a missing one."""
     values: dict[str, Any] = {}
     for name, relative in outputs.items():
-        path = workdir / relative
         try:
+            path = confined(workdir, relative, f"output {name!r}:")
             data = path.read_bytes()
         except FileNotFoundError:
             return values, f"output {name!r}: the step did not write {relative!r}"
         except OSError as exc:
             return values, f"output {name!r}: cannot read {relative!r}: {exc.strerror}"
+        except StepError as exc:
+            return values, exc.message
         if len(data) > MAX_RESULT_BYTES:
             return (
                 values,
