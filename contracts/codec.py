@@ -12,6 +12,7 @@ from contracts.messages import (
     MESSAGE_VERSION,
     CancelTasks,
     Heartbeat,
+    ResumeRun,
     ShardWake,
     TaskBatch,
     TaskReady,
@@ -21,9 +22,11 @@ _encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(AnyEvent)
 _task_decoder = msgspec.json.Decoder(TaskReady | TaskBatch)
 _control_decoder = msgspec.json.Decoder(CancelTasks)
-_coordinator_decoder = msgspec.json.Decoder(AnyEvent | EventBatch | Heartbeat | ShardWake)
+_coordinator_decoder = msgspec.json.Decoder(
+    AnyEvent | EventBatch | Heartbeat | ShardWake | ResumeRun
+)
 
-CoordinatorInput = Event | Heartbeat | ShardWake
+CoordinatorInput = Event | Heartbeat | ShardWake | ResumeRun
 
 
 class DecodeError(ConveyorError):

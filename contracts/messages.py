@@ -97,3 +97,15 @@ class ShardWake(msgspec.Struct, tag="shard_wake", frozen=True, kw_only=True):
     v: int = MESSAGE_VERSION
     shard: int
     at: float
+
+
+class ResumeRun(msgspec.Struct, tag="resume_run", frozen=True, kw_only=True):
+    """Take up this unfinished run from its log (its coordinator process died).
+
+    Not logged: it changes nothing a log records, it only makes a coordinator that
+    does not hold the run rebuild it and carry on.
+    """
+
+    v: int = MESSAGE_VERSION
+    run_id: str
+    at: float

@@ -27,7 +27,6 @@ NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
-
 def _inside_the_step(path: str) -> str:
     # A step's files are read from its own directory only: never the worker's others.
     parts = PurePosixPath(path).parts

@@ -49,6 +49,7 @@ class EmbeddedEngine:
         shards: int = 1,
         artifacts: ArtifactStore | None = None,
         middleware: Sequence[Middleware] = DEFAULT_MIDDLEWARE,
+        run_steps: bool = True,
     ) -> None:
         """The defaults are all in memory; pass real adapters to run the same engine on
         RabbitMQ and Redis within one process (as the behaviour tests do)."""
@@ -74,7 +75,9 @@ class EmbeddedEngine:
         self._pools_lock = asyncio.Lock()
         self._starting: set[asyncio.Task[None]] = set()
         # Runs started by any client (or taken up on resume) get their pools' workers.
-        self.coordinator.observe(self._start_pool_for)
+        if run_steps:
+            self.coordinator.observe(self._start_pool_for)
+        self._run_steps = run_steps
 
     async def start(self) -> None:
         await self.transport.start()
@@ -96,6 +99,8 @@ class EmbeddedEngine:
         await self.stop()
 
     async def ensure_pools(self, pools: set[str]) -> None:
+        if not self._run_steps:
+            return
         # One worker per pool with all the slots: its outbox then carries the results of
         # steps that finish together in one message.
         async with self._pools_lock:

@@ -15,7 +15,7 @@ from engine.runlog.redis import RedisRunLog
 from engine.runlog.sqlite import SqliteRunLog
 from engine.timers import RedisTimers
 from engine.transport.rabbitmq import RabbitTransport
-from workers.artifacts import FsspecArtifactStore
+from workers.artifacts import FsspecArtifactStore, backend_problem
 from workers.worker import Worker
 
 
@@ -67,7 +67,13 @@ async def open_client(settings: Settings, *, steer: bool = False) -> AsyncIterat
 
 
 def open_artifacts(settings: Settings) -> FsspecArtifactStore:
-    return FsspecArtifactStore(settings.artifact_store_url(), max_bytes=settings.artifact_max_bytes)
+    """The artifact store the settings name; a URL no installed filesystem serves is
+    invalid input, said before anything starts."""
+    url = settings.artifact_store_url()
+    problem = backend_problem(url)
+    if problem is not None:
+        raise InvalidInput([Problem(f"{url}: {problem}")], source="CONVEYOR_ARTIFACTS_URL")
+    return FsspecArtifactStore(url, max_bytes=settings.artifact_max_bytes)
 
 
 def build_coordinator(settings: Settings, t: RabbitTransport, store: RunStore) -> Coordinator:

@@ -23,7 +23,7 @@ from contracts.events import (
     RunRetryRequested,
     RunSubmitted,
 )
-from contracts.messages import ShardWake
+from contracts.messages import ResumeRun
 from contracts.ports import LogLine, RunStore, RunSummary, Transport
 from contracts.spec import Workflow
 from contracts.topology import DEFAULT_SHARDS, shard_of, shard_queue
@@ -113,8 +113,7 @@ class Client:
         state = await self.state(run)
         if state.finished:
             raise InvalidInput([Problem(f"run {state.run_id} already {state.status}")])
-        shard = shard_of(state.run_id, self._shards)
-        await self._send(state.run_id, encode(ShardWake(shard=shard, at=self._clock())))
+        await self._send(state.run_id, encode(ResumeRun(run_id=state.run_id, at=self._clock())))
         return state.run_id
 
     async def _send(self, run_id: str, body: bytes) -> None:

@@ -27,7 +27,7 @@ import structlog
 from contracts.codec import CoordinatorInput, encode
 from contracts.errors import NotFound
 from contracts.events import Event, RunCompleted, RunSubmitted, TaskDispatched, TaskFailed
-from contracts.messages import Heartbeat, ShardWake
+from contracts.messages import Heartbeat, ResumeRun, ShardWake
 from contracts.ports import ArtifactStore, Consumer, RunLog, Timers, Transport
 from contracts.topology import shard_of, shard_queue
 from contracts.vocabulary import AttemptRef, FailureKind, TaskStatus
@@ -87,7 +87,7 @@ class Coordinator:
         self._runs: dict[str, RunState] = {}
         self._finished: OrderedDict[str, RunState] = OrderedDict()
         self._snapshotted: dict[str, int] = {}
-        self._waiters: dict[str, list[asyncio.Future[RunState]]] = {}
+        self._waiters: dict[str, list[tuple[int, asyncio.Future[RunState]]]] = {}
         self._observers: list[Observer] = []
         self._consumers: list[Consumer] = []
         self._loops: list[asyncio.Task[None]] = []
@@ -140,13 +140,14 @@ class Coordinator:
         if self._leases is not None:
             self._leases.clear()
 
-    async def wait(self, run_id: str) -> RunState:
-        """Wait until the run completes (in this process); returns its final state."""
+    async def wait(self, run_id: str, *, past_round: int = -1) -> RunState:
+        """Wait until the run completes here, in a round after ``past_round`` (a retried
+        run completes once per round); returns its final state."""
         done = self._finished.get(run_id)
-        if done is not None:
+        if done is not None and done.round > past_round:
             return done
         future: asyncio.Future[RunState] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(run_id, []).append(future)
+        self._waiters.setdefault(run_id, []).append((past_round, future))
         return await future
 
     def is_finished(self, run_id: str) -> bool:
@@ -182,6 +183,10 @@ class Coordinator:
                 self._leases.renew(message.attempts, self._clock())
         elif isinstance(message, ShardWake):
             await self._sweep(message.shard)
+        elif isinstance(message, ResumeRun):
+            if message.run_id not in self._runs:
+                with structlog.contextvars.bound_contextvars(run_id=message.run_id):
+                    await self._recover(message.run_id)
         else:
             await self.handle_event(message)
 
@@ -239,7 +244,7 @@ class Coordinator:
 
     async def _carry_out(self, durable: list[Event], state: RunState) -> None:
         failures = await self._effects.carry_out(durable, state)
-        if any(isinstance(event, RunCompleted) for event in durable):
+        if state.finished and any(isinstance(event, RunCompleted) for event in durable):
             await self._completed(state)
         if not failures:
             return
@@ -253,8 +258,11 @@ class Coordinator:
     async def _completed(self, state: RunState) -> None:
         log.info("run completed", state=state.status, reason=state.reason)
         await self._runlog.save_snapshot(state.run_id, snapshot.dump(state))
-        for future in self._waiters.pop(state.run_id, []):
-            if not future.done():
+        waiting = self._waiters.pop(state.run_id, [])
+        for past_round, future in waiting:
+            if state.round <= past_round:
+                self._waiters.setdefault(state.run_id, []).append((past_round, future))
+            elif not future.done():
                 future.set_result(state)
 
     # -- runs held in memory ------------------------------------------------------------

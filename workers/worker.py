@@ -277,9 +277,10 @@ class Worker:
             task=message.task,
             index=message.index,
             attempt=message.attempt,
+            traceparent=traceparent,
         )
         try:
-            await self._execute(message, traceparent, accepted)
+            await self._execute(message, accepted)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -295,9 +296,7 @@ class Worker:
             worker=self.name,
         )
 
-    async def _execute(
-        self, message: TaskReady, traceparent: str | None, accepted: asyncio.Future[bool]
-    ) -> None:
+    async def _execute(self, message: TaskReady, accepted: asyncio.Future[bool]) -> None:
         ref = message.ref
         current = asyncio.current_task()
         assert current is not None
@@ -309,7 +308,7 @@ class Worker:
                     return  # its message went back to the queue
                 async with self._slots:
                     started = time.monotonic()
-                    outcome = await self._run_step(message, emit, traceparent)
+                    outcome = await self._run_step(message, emit)
                     duration = time.monotonic() - started
             except asyncio.CancelledError:
                 interruption = self._cancelled.pop(ref, None)
@@ -330,9 +329,7 @@ class Worker:
             self._reporting.discard(ref)
             self._update_room()
 
-    async def _run_step(
-        self, message: TaskReady, emit: Callable[[str, str], None], traceparent: str | None
-    ) -> StepOutcome:
+    async def _run_step(self, message: TaskReady, emit: Callable[[str, str], None]) -> StepOutcome:
         step = message.step
         # Python steps without files to move get no scratch directory: making and removing
         # one costs more than a small step itself.
@@ -353,7 +350,7 @@ class Worker:
                 if needs_dir:
                     workdir.mkdir(parents=True, exist_ok=True)
                 await stage_inputs(message, workdir, self._artifacts)
-                outcome = await self._steps.run(StepCall(message, emit, workdir, traceparent))
+                outcome = await self._steps.run(StepCall(message, emit, workdir, self._log))
                 if outcome.ok:
                     await store_outputs(message, workdir, self._artifacts, outcome)
             except StepError as exc:

@@ -9,18 +9,17 @@ All of them reach runs through the one client (``engine.client``).
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from contracts.errors import ConveyorError, InvalidInput, NotFound
 from contracts.spec import Workflow
 from contracts.vocabulary import RunStatus
-from conveyor import loop
-from conveyor.cli import distributed, inspect
+from conveyor import loop, preflight
+from conveyor.cli import control, distributed, inspect
 from conveyor.cli.common import (
     DEFAULT_HOME,
     EXIT_INVALID,
@@ -33,14 +32,15 @@ from conveyor.cli.common import (
     load_target,
     out,
     print_error,
+    settings_from,
 )
-from conveyor.embedded import EmbeddedEngine, default_worker_count
+from conveyor.local import EXIT_INTERRUPTED, drive, local_engine
 from conveyor.logsetup import LogFormat, configure_logging
+from conveyor.preflight import step_import_paths, use_import_paths
 from conveyor.progress import LiveProgress, summary
 from conveyor.report import run_report
-from conveyor.settings import Settings
-from engine.runlog.sqlite import SqliteRunLog
-from workers.artifacts import FsspecArtifactStore
+from conveyor.wiring import open_artifacts
+from engine.state.model import RunState
 
 app = typer.Typer(
     name="conveyor",
@@ -90,39 +90,44 @@ def run(
     ] = False,
     home: HomeOption = DEFAULT_HOME,
 ) -> None:
-    """Run a workflow here and now (embedded: no servers), with live progress."""
+    """Run a workflow here and now (embedded: no servers), with live progress.
+
+    Ctrl-C cancels the run (its steps are killed; exit 130); a second Ctrl-C exits at
+    once. A run whose process died is finished by ``conveyor resume``.
+    """
+    settings = settings_from(home=home)
+    # Python steps import from the workflow's folder first, then CONVEYOR_PYTHON_PATH,
+    # then the current directory.
+    use_import_paths(step_import_paths(file if file.is_file() else None))
     try:
         workflow, params = load_for_run(file, param or [])
+        preflight.check(workflow, str(file))
+        open_artifacts(settings)
     except InvalidInput as exc:
         raise fail_input(exc) from None
-    # Python steps import their modules relative to the workflow and the current directory.
-    for path in (str(file.resolve().parent), os.getcwd()):
-        if path not in sys.path:
-            sys.path.insert(0, path)
 
-    async def go() -> Any:
-        store = SqliteRunLog(home / "conveyor.db")  # `run` is always embedded
-        try:
-            settings = Settings(home=home)
-            artifacts = FsspecArtifactStore(
-                settings.artifact_store_url(), max_bytes=settings.artifact_max_bytes
-            )
-            async with EmbeddedEngine(
-                store, workers=workers or default_worker_count(), artifacts=artifacts
-            ) as engine:
-                if as_json:
-                    return await engine.run(workflow, params)
-                with LiveProgress(err) as progress:
-                    return await engine.run(workflow, params, observer=progress)
-        finally:
-            await store.close()
+    def interrupted() -> None:
+        err.print("interrupted: cancelling the run (Ctrl-C again to quit at once)")
 
-    state = loop.run(go())
+    async def go() -> tuple[RunState, bool]:
+        async with local_engine(settings, workers=workers) as engine:
+
+            async def start() -> tuple[str, int]:
+                return await engine.submit(workflow, params), -1
+
+            if as_json:
+                return await drive(engine, home, start, on_interrupt=interrupted)
+            with LiveProgress(err) as progress:
+                return await drive(engine, home, start, observer=progress, on_interrupt=interrupted)
+
+    state, was_interrupted = loop.run(go())
     if as_json:
         out.print_json(data=run_report(state))
     else:
         out.print(summary(state))
         out.print(f"inspect: conveyor show {state.run_id[:12]} · conveyor logs {state.run_id[:12]}")
+    if was_interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
     raise typer.Exit(EXIT_OK if state.status == RunStatus.SUCCEEDED else EXIT_RUN_FAILED)
 
 
@@ -143,9 +148,12 @@ def export(
 
 @app.command()
 def validate(file: Annotated[Path, typer.Argument(help="Workflow YAML file.")]) -> None:
-    """Check a workflow file without running anything."""
+    """Check a workflow file without running anything (and what it needs here: artifact
+    filesystems, Python step modules)."""
+    use_import_paths(step_import_paths(file if file.is_file() else None))
     try:
         workflow = load_target(file)
+        preflight.check(workflow, str(file))
     except InvalidInput as exc:
         raise fail_input(exc) from None
     out.print(f"{file}: ok (workflow {workflow.name!r}, {len(workflow.tasks)} tasks)")
@@ -160,6 +168,7 @@ def schema() -> None:
 
 
 inspect.register(app)
+control.register(app)
 distributed.register(app)
 
 

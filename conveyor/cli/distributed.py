@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -14,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from contracts.errors import InvalidInput, NotFound
+from contracts.errors import InvalidInput
 from contracts.ports import RunStore
 from contracts.vocabulary import RunStatus
 from conveyor import loop
@@ -29,6 +28,7 @@ from conveyor.cli.common import (
     out,
     settings_from,
 )
+from conveyor.preflight import PATH_VARIABLE, step_import_paths, use_import_paths
 from conveyor.progress import LiveProgress, summary
 from conveyor.report import run_report
 from conveyor.settings import Settings
@@ -85,14 +85,21 @@ def register(app: typer.Typer) -> None:
         grace: Annotated[
             float | None, typer.Option(help="Seconds running steps get to finish on SIGTERM.")
         ] = None,
+        python_path: Annotated[
+            str | None,
+            typer.Option(
+                "--python-path",
+                envvar=PATH_VARIABLE,
+                help="Folders Python steps import from (separated by ':'), before the current"
+                " directory.",
+            ),
+        ] = None,
         amqp_url: AmqpOption = None,
         redis_url: RedisOption = None,
     ) -> None:
         """Run a worker: take tasks of one pool, run them, report back. SIGTERM stops it cleanly."""
         settings = settings_from(amqp_url, redis_url)
-        # Python steps import their modules from the worker's directory, as with `python -m`.
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
+        use_import_paths(step_import_paths(None, python_path or ""))
 
         async def serve(t: RabbitTransport, store: RunStore) -> Callable[[], Awaitable[None]]:
             w = cluster.build_worker(settings, t, store, pool, concurrency)
@@ -154,53 +161,6 @@ def register(app: typer.Typer) -> None:
         else:
             out.print(summary(result))
         raise typer.Exit(0 if result.status == RunStatus.SUCCEEDED else 1)
-
-    @app.command()
-    def cancel(
-        run_id: Annotated[str, typer.Argument(metavar="RUN")],
-        amqp_url: AmqpOption = None,
-        redis_url: RedisOption = None,
-        shards: ShardsOption = None,
-    ) -> None:
-        """Cancel a running run: its running steps are killed."""
-        settings = settings_from(amqp_url, redis_url, shards)
-
-        async def go() -> str:
-            async with cluster.open_client(settings, steer=True) as client:
-                return await client.cancel(run_id)
-
-        try:
-            full = loop.run(go())
-        except (InvalidInput, NotFound) as exc:
-            raise fail_input(exc) from None
-        out.print(f"cancel requested for {full}")
-
-    @app.command()
-    def retry(
-        run_id: Annotated[str, typer.Argument(metavar="RUN")],
-        wait: Annotated[bool, typer.Option("--wait")] = False,
-        amqp_url: AmqpOption = None,
-        redis_url: RedisOption = None,
-        shards: ShardsOption = None,
-    ) -> None:
-        """Re-run the failed tasks of a finished run and their dependents; keep the successes."""
-        settings = settings_from(amqp_url, redis_url, shards)
-
-        async def go() -> Any:
-            async with cluster.open_client(settings, steer=True) as client:
-                before = await client.retry(run_id)
-                if wait:
-                    return await client.watch(before.run_id, past_round=before.round)
-                return before.run_id
-
-        try:
-            result = loop.run(go())
-        except (InvalidInput, NotFound) as exc:
-            raise fail_input(exc) from None
-        if wait:
-            out.print(summary(result))
-            raise typer.Exit(0 if result.status == RunStatus.SUCCEEDED else 1)
-        out.print(f"retry requested for {result}")
 
     @app.command("dead-letters")
     def dead_letters(

@@ -16,10 +16,12 @@ A middleware gets the step's typed input and the rest of the chain::
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import structlog
 
@@ -27,7 +29,7 @@ from contracts.messages import TaskReady
 from contracts.vocabulary import FailureKind
 from workers.executors.base import Executor, LogEmitter, StepOutcome
 
-log = structlog.get_logger("conveyor.worker")
+_log = structlog.get_logger("conveyor.worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +39,16 @@ class StepCall:
     task: TaskReady
     emit: LogEmitter
     workdir: Path
-    traceparent: str | None = None
+    log: Any = _log
+    """The worker's logger, bound once (resolving a lazy logger per step costs more than
+    a small step); its context already names the run, task, item, attempt and trace."""
 
 
 Proceed = Callable[[StepCall], Awaitable[StepOutcome]]
-Middleware = Callable[[StepCall, Proceed], Awaitable[StepOutcome]]
+
+
+class Middleware(Protocol):
+    def __call__(self, call: StepCall, proceed: Proceed) -> Awaitable[StepOutcome]: ...
 
 
 async def enforce_timeout(call: StepCall, proceed: Proceed) -> StepOutcome:
@@ -63,25 +70,17 @@ async def enforce_timeout(call: StepCall, proceed: Proceed) -> StepOutcome:
 
 
 async def trace_attempt(call: StepCall, proceed: Proceed) -> StepOutcome:
-    """Log lines of the attempt carry its ids and trace; its start and end are logged."""
-    task = call.task
-    with structlog.contextvars.bound_contextvars(
-        run_id=task.run_id,
-        task=task.task,
-        index=task.index,
-        attempt=task.attempt,
-        traceparent=call.traceparent,
-    ):
-        log.info("step started", kind=task.step.kind)
-        started = time.monotonic()
-        outcome = await proceed(call)
-        log.info(
-            "step finished",
-            ok=outcome.ok,
-            reason=None if outcome.ok else outcome.reason,
-            duration=round(time.monotonic() - started, 3),
-        )
-        return outcome
+    """The attempt's start and end, with how long it took and how it ended."""
+    call.log.info("step started", kind=call.task.step.kind)
+    started = time.monotonic()
+    outcome = await proceed(call)
+    call.log.info(
+        "step finished",
+        ok=outcome.ok,
+        reason=None if outcome.ok else outcome.reason,
+        duration=round(time.monotonic() - started, 3),
+    )
+    return outcome
 
 
 DEFAULT_MIDDLEWARE: tuple[Middleware, ...] = (trace_attempt, enforce_timeout)
@@ -94,14 +93,12 @@ class ExecutorChain:
         self, executors: dict[str, Executor], middleware: Sequence[Middleware] = DEFAULT_MIDDLEWARE
     ) -> None:
         self._executors = executors
-        self._middleware = tuple(middleware)
-        self._proceed = self._build()
-
-    def _build(self) -> Proceed:
         proceed: Proceed = self._execute
-        for middleware in reversed(self._middleware):
-            proceed = _link(middleware, proceed)
-        return proceed
+        for layer in reversed(tuple(middleware)):
+            # A partial, not a wrapper coroutine: each layer costs one frame per step.
+            proceed = functools.partial(layer, proceed=proceed)
+        self.run: Proceed = proceed
+        """Run one step through the middleware, outermost first, to its executor."""
 
     def _unique(self) -> list[Executor]:
         # One executor may serve several kinds (scripts and commands are both processes).
@@ -115,21 +112,13 @@ class ExecutorChain:
         for executor in self._unique():
             await executor.stop()
 
-    async def run(self, call: StepCall) -> StepOutcome:
-        return await self._proceed(call)
-
-    async def _execute(self, call: StepCall) -> StepOutcome:
+    def _execute(self, call: StepCall) -> Awaitable[StepOutcome]:
         kind = call.task.step.kind
         executor = self._executors.get(kind)
         if executor is None:
-            return StepOutcome(
-                ok=False, error=f"this worker cannot run {kind!r} steps", reason=FailureKind.START
-            )
-        return await executor.run(call.task, call.emit, call.workdir)
+            return _refused(f"this worker cannot run {kind!r} steps")
+        return executor.run(call.task, call.emit, call.workdir)
 
 
-def _link(middleware: Middleware, proceed: Proceed) -> Proceed:
-    async def linked(call: StepCall) -> StepOutcome:
-        return await middleware(call, proceed)
-
-    return linked
+async def _refused(error: str) -> StepOutcome:
+    return StepOutcome(ok=False, error=error, reason=FailureKind.START)

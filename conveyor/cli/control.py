@@ -1,0 +1,176 @@
+"""Steering runs that exist: cancel, retry, resume, with the same words in both homes.
+
+With ``CONVEYOR_AMQP_URL`` and ``CONVEYOR_REDIS_URL`` set the command goes to the
+distributed engine through the client. Otherwise the run lives in the local home and
+this process drives it (``conveyor.local``): resume and retry run it here to its end,
+with progress; cancel interrupts the process running it, or records the cancellation
+if none is.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from contracts.errors import InvalidInput, NotFound, Problem
+from contracts.vocabulary import RunStatus
+from conveyor import loop
+from conveyor.cli.common import (
+    DEFAULT_HOME,
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    AmqpOption,
+    HomeOption,
+    RedisOption,
+    ShardsOption,
+    err,
+    fail_input,
+    out,
+    settings_from,
+)
+from conveyor.local import EXIT_INTERRUPTED, drive, interrupt_holder, local_engine
+from conveyor.progress import LiveProgress, summary
+from conveyor.settings import Settings
+from conveyor.wiring import open_client
+from engine.client import Client
+from engine.state.model import RunState
+
+RunArgument = Annotated[str, typer.Argument(metavar="RUN", help="Run id or a unique prefix.")]
+WaitOption = Annotated[
+    bool,
+    typer.Option(
+        "--wait/--no-wait",
+        help="Distributed: follow the run to its end. (A local run is always run to its end.)",
+    ),
+]
+
+
+def _distributed(settings: Settings) -> bool:
+    return bool(settings.amqp_url and settings.redis_url)
+
+
+def _finish(state: RunState, interrupted: bool = False) -> None:
+    out.print(summary(state))
+    if interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    raise typer.Exit(EXIT_OK if state.status == RunStatus.SUCCEEDED else EXIT_RUN_FAILED)
+
+
+def _steer(settings: Settings, run: str, command: str, wait: bool) -> RunState | str:
+    """Send ``command`` to a run on the distributed engine; its full id, or its end."""
+
+    async def go() -> RunState | str:
+        async with open_client(settings, steer=True) as client:
+            if command == "cancel":
+                return await client.cancel(run)
+            past = -1
+            if command == "retry":
+                before = await client.retry(run)
+                run_id, past = before.run_id, before.round
+            else:
+                run_id = await client.resume(run)
+            if not wait:
+                return run_id
+            with LiveProgress(err) as progress:
+                return await client.watch(run_id, progress, past_round=past)
+
+    return loop.run(go())
+
+
+def _drive_locally(settings: Settings, run: str, command: str) -> tuple[RunState, bool]:
+    async def go() -> tuple[RunState, bool]:
+        async with local_engine(settings) as engine:
+            client: Client = engine.client
+            run_id = await client.find(run)
+
+            async def start() -> tuple[str, int]:
+                if command == "retry":
+                    return run_id, (await client.retry(run_id)).round
+                return await client.resume(run_id), -1
+
+            with LiveProgress(err) as progress:
+                return await drive(engine, settings.home, start, observer=progress)
+
+    return loop.run(go())
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def cancel(
+        run: RunArgument,
+        home: HomeOption = DEFAULT_HOME,
+        amqp_url: AmqpOption = None,
+        redis_url: RedisOption = None,
+        shards: ShardsOption = None,
+    ) -> None:
+        """Cancel a running run: its running steps are killed, it ends as cancelled."""
+        settings = settings_from(amqp_url, redis_url, shards, home)
+        try:
+            if _distributed(settings):
+                full = _steer(settings, run, "cancel", wait=False)
+                out.print(f"cancel requested for {full}")
+                return
+            full, pid = _cancel_locally(settings, run)
+        except (InvalidInput, NotFound) as exc:
+            raise fail_input(exc) from None
+        if pid is not None:
+            out.print(f"cancel requested for {full} (interrupted process {pid}, which runs it)")
+        else:
+            out.print(f"cancelled {full} (no process was running it)")
+
+    @app.command()
+    def retry(
+        run: RunArgument,
+        wait: WaitOption = False,
+        home: HomeOption = DEFAULT_HOME,
+        amqp_url: AmqpOption = None,
+        redis_url: RedisOption = None,
+        shards: ShardsOption = None,
+    ) -> None:
+        """Re-run the failed tasks of a finished run and their dependents; keep the successes."""
+        _control(run, "retry", wait, settings_from(amqp_url, redis_url, shards, home))
+
+    @app.command()
+    def resume(
+        run: RunArgument,
+        wait: WaitOption = False,
+        home: HomeOption = DEFAULT_HOME,
+        amqp_url: AmqpOption = None,
+        redis_url: RedisOption = None,
+        shards: ShardsOption = None,
+    ) -> None:
+        """Finish a run whose process died (SIGKILL, power loss): what was not done runs."""
+        _control(run, "resume", wait, settings_from(amqp_url, redis_url, shards, home))
+
+
+def _control(run: str, command: str, wait: bool, settings: Settings) -> None:
+    result: Any
+    try:
+        if _distributed(settings):
+            result = _steer(settings, run, command, wait)
+            if isinstance(result, str):
+                out.print(f"{command} requested for {result}")
+                return
+            _finish(result)
+        result, interrupted = _drive_locally(settings, run, command)
+    except (InvalidInput, NotFound) as exc:
+        raise fail_input(exc) from None
+    _finish(result, interrupted)
+
+
+def _cancel_locally(settings: Settings, run: str) -> tuple[str, int | None]:
+    async def go() -> tuple[str, int | None]:
+        async with local_engine(settings, run_steps=False) as engine:
+            state = await engine.client.state(run)
+            if state.finished:
+                raise InvalidInput([Problem(f"run {state.run_id} already {state.status}")])
+            pid = interrupt_holder(settings.home, state.run_id)
+            if pid is not None:
+                return state.run_id, pid
+            # Nobody runs it: record the cancellation here, running nothing.
+            await engine.client.cancel(state.run_id)
+            await engine.coordinator.wait(state.run_id)
+            return state.run_id, None
+
+    return loop.run(go())

@@ -1,0 +1,164 @@
+"""Runs of the local (embedded) home: driven by the process that steers them.
+
+Without servers, a run advances only while a ``conveyor`` process runs its engine.
+That process holds the run's lock (a file under ``HOME/locks``, locked with
+``flock`` so it is released however the process ends). Another command can then
+tell whether the run is in hand:
+
+- held: the run is going; ``conveyor cancel`` interrupts the process that holds it,
+  which cancels the run as a first Ctrl-C does;
+- free and unfinished: the process died; ``conveyor resume`` takes the lock and
+  finishes the run, ``conveyor cancel`` records the cancellation without running
+  anything.
+
+Ctrl-C while a run is driven here: the first stops dispatching, kills the running
+steps and records the run as cancelled (exit 130); a second exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import structlog
+
+from contracts.errors import InvalidInput, Problem
+from conveyor.embedded import EmbeddedEngine, default_worker_count
+from conveyor.settings import Settings
+from conveyor.wiring import open_artifacts
+from engine.coordinator import Observer
+from engine.runlog.sqlite import SqliteRunLog
+from engine.state.model import RunState
+
+log = structlog.get_logger("conveyor.local")
+
+EXIT_INTERRUPTED = 130
+INTERRUPTED = "interrupted (Ctrl-C)"
+
+
+class RunLock:
+    """The lock of one run in a local home; held while a process drives the run."""
+
+    def __init__(self, home: Path, run_id: str) -> None:
+        self.path = home / "locks" / f"{run_id}.lock"
+        self._handle: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock if no live process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            return False
+        os.ftruncate(handle, 0)
+        os.write(handle, str(os.getpid()).encode())
+        self._handle = handle
+        return True
+
+    def holder(self) -> int | None:
+        """The pid of the live process driving the run, if any."""
+        if not self.path.exists():
+            return None
+        if self.acquire():
+            self.release()
+            return None
+        with contextlib.suppress(OSError, ValueError):
+            return int(self.path.read_text().strip())
+        return None
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            os.close(self._handle)
+            self._handle = None
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        if not self.acquire():
+            raise InvalidInput(
+                [Problem(f"run {self.path.stem} is being run by process {self.holder()}")]
+            )
+        try:
+            yield
+        finally:
+            self.release()
+
+
+async def drive(
+    engine: EmbeddedEngine,
+    home: Path,
+    start: Callable[[], Awaitable[tuple[str, int]]],
+    *,
+    observer: Observer | None = None,
+    on_interrupt: Callable[[], None] = lambda: None,
+) -> tuple[RunState, bool]:
+    """Start a run with ``start`` and drive it to its end here.
+
+    ``start`` returns the run id and the round after which it counts as ended (-1; a
+    retry's previous round). Returns the final state and whether it was interrupted
+    (Ctrl-C or SIGINT).
+    """
+    if observer is not None:
+        engine.coordinator.observe(observer)
+    run_id, past_round = await start()
+    lock = RunLock(home, run_id)
+    with lock.held():
+        interrupted = asyncio.Event()
+        running = asyncio.get_running_loop()
+
+        def interrupt() -> None:
+            if interrupted.is_set():
+                os._exit(EXIT_INTERRUPTED)  # the second Ctrl-C: at once, whatever is running
+            interrupted.set()
+            on_interrupt()
+            cancel = running.create_task(engine.client.cancel(run_id, INTERRUPTED))
+            cancel.add_done_callback(_log_failure)
+
+        running.add_signal_handler(signal.SIGINT, interrupt)
+        try:
+            state = await engine.coordinator.wait(run_id, past_round=past_round)
+        finally:
+            running.remove_signal_handler(signal.SIGINT)
+    return state, interrupted.is_set()
+
+
+def _log_failure(task: asyncio.Task[str]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("could not cancel the run", error=str(task.exception()))
+
+
+def interrupt_holder(home: Path, run_id: str) -> int | None:
+    """Ask the process driving a local run to cancel it; its pid, or None if none does."""
+    pid = RunLock(home, run_id).holder()
+    if pid is not None:
+        os.kill(pid, signal.SIGINT)
+    return pid
+
+
+@contextlib.asynccontextmanager
+async def local_engine(
+    settings: Settings, *, workers: int | None = None, run_steps: bool = True
+) -> AsyncIterator[EmbeddedEngine]:
+    """An embedded engine on the local home's run log and artifact store.
+
+    Without ``run_steps`` it starts no workers: enough to record what the run's log
+    calls for (a cancellation) without running anything.
+    """
+    store = SqliteRunLog(settings.home / "conveyor.db")
+    try:
+        async with EmbeddedEngine(
+            store,
+            workers=workers or default_worker_count(),
+            artifacts=open_artifacts(settings),
+            run_steps=run_steps,
+        ) as engine:
+            yield engine
+    finally:
+        await store.close()
