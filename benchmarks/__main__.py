@@ -164,6 +164,32 @@ async def embedded_fanout(n: int = 10_000, rounds: int = 3) -> dict[str, float]:
     return {f"embedded_fanout_{_size(n)}_tasks_per_s": statistics.median(rates)}
 
 
+async def python_step_isolation(n: int = 2_000, rounds: int = 3) -> dict[str, float]:
+    """What running a blocking Python step in a child process (so its timeout can stop
+    it) costs against the in-thread path: the same fan-out, with and without a timeout."""
+    rates: dict[str, list[float]] = {"thread": [], "child": []}
+    for _ in range(rounds):
+        for path, timeout in (("thread", None), ("child", "1h")):
+            workflow = fanout(n)
+            tasks = [t.model_dump(exclude_unset=True) for t in workflow.tasks]
+            if timeout is not None:
+                for task in tasks:
+                    task["timeout"] = timeout
+            workflow = workflow_from_data({"name": f"isolation-{path}", "tasks": tasks})
+            async with EmbeddedEngine() as engine:
+                started = time.perf_counter()
+                state = await engine.run(workflow, {})
+                rates[path].append((n + 2) / (time.perf_counter() - started))
+            assert state.status == "succeeded", state.reason
+    thread = statistics.median(rates["thread"])
+    child = statistics.median(rates["child"])
+    return {
+        "python_step_thread_tasks_per_s": thread,
+        "python_step_child_process_tasks_per_s": child,
+        "python_step_child_process_cost_us_per_task": (1 / child - 1 / thread) * 1e6,
+    }
+
+
 class CountingTransport(RabbitTransport):
     """Counts the messages this process publishes and receives."""
 
@@ -384,7 +410,10 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         # Embedded mode needs no servers: measured before any are started.
         print("running embedded ...", file=sys.stderr, flush=True)
         results.update(await embedded_fanout())
-    if args.only and set(args.only) <= {"embedded"}:
+    if not args.only or "isolation" in args.only:
+        print("running isolation ...", file=sys.stderr, flush=True)
+        results.update(await python_step_isolation())
+    if args.only and set(args.only) <= {"embedded", "isolation"}:
         return results
     amqp_url = os.environ.get("CONVEYOR_AMQP_URL")
     redis_url = os.environ.get("CONVEYOR_REDIS_URL")
@@ -487,7 +516,7 @@ if __name__ == "__main__":
         "--json", action="store_true", help="End with one JSON object of the figures."
     )
     parser.add_argument(
-        "--only", nargs="*", help="raw, embedded, fanout, fanout100k, chain, celery"
+        "--only", nargs="*", help="raw, embedded, isolation, fanout, fanout100k, chain, celery"
     )
     began = time.monotonic()
     figures = loop.run(main(parser.parse_args()))

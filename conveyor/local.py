@@ -126,7 +126,14 @@ async def drive(
             state = await engine.coordinator.wait(run_id, past_round=past_round)
         finally:
             running.remove_signal_handler(signal.SIGINT)
+            # Shutting down may wait for a step that cannot be stopped: a Ctrl-C from
+            # here on quits at once.
+            signal.signal(signal.SIGINT, _quit_at_once)
     return state, interrupted.is_set()
+
+
+def _quit_at_once(_signal: int, _frame: object) -> None:
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _log_failure(task: asyncio.Task[str]) -> None:

@@ -63,3 +63,21 @@ async def slow_identity(value: int, seconds: float) -> int:
 def opaque() -> object:
     """A result the wire cannot carry."""
     return object()
+
+
+def sleep_after_pid(path: str, seconds: float) -> str:
+    """Write this process's id to ``path``, say so, then block (not a coroutine)."""
+    with open(path, "w") as out:
+        out.write(str(os.getpid()))
+    print("sleeping", flush=True)
+    time.sleep(seconds)
+    return "woke"
+
+
+def chatty(n: int) -> int:
+    import sys
+
+    for i in range(n):
+        print(f"line {i}")
+    print("to stderr", file=sys.stderr)
+    return n

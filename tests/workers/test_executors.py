@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +200,71 @@ async def test_python_steps_that_cannot_start() -> None:
 async def test_python_timeout() -> None:
     outcome, _ = await run_python("teststeps:slow", timeout=0.1, seconds=30)
     assert outcome.reason == "timeout"
+
+
+async def test_a_blocking_function_is_stopped_when_its_time_is_up(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    started = time.monotonic()
+    outcome, lines = await run_python(
+        "teststeps:sleep_after_pid", timeout=1.0, path=str(pidfile), seconds=30
+    )
+    assert outcome.reason == "timeout"
+    assert time.monotonic() - started < 10
+    assert lines.of("stdout") == ["sleeping"]
+    pid = int(pidfile.read_text())
+    assert pid != os.getpid()  # it ran in a child process ...
+    assert _gone(pid)  # ... which is gone
+
+
+async def test_a_blocking_function_is_stopped_when_cancelled(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    lines = Lines()
+    executor = PythonExecutor()
+    step = asyncio.create_task(
+        ExecutorChain({"python": executor}).run(
+            StepCall(
+                message(
+                    kind="python",
+                    target="teststeps:sleep_after_pid",
+                    args={"path": str(pidfile), "seconds": 30},
+                    timeout=60,
+                ),
+                lines,
+                Path("."),
+            )
+        )
+    )
+    await lines.first.wait()  # it printed: it is running
+    step.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await step
+    assert _gone(int(pidfile.read_text()))
+    await executor.stop()
+
+
+async def test_a_child_process_is_reused_and_its_output_recorded() -> None:
+    executor = PythonExecutor()
+    chain = ExecutorChain({"python": executor})
+    pids = []
+    for n in (2, 3):
+        lines = Lines()
+        outcome = await chain.run(
+            StepCall(
+                message(kind="python", target="teststeps:chatty", args={"n": n}, timeout=30),
+                lines,
+                Path("."),
+            )
+        )
+        assert outcome.ok and outcome.result == n
+        assert lines.of("stdout") == [f"line {i}" for i in range(n)]
+        assert lines.of("stderr") == ["to stderr"]
+        pid = await chain.run(
+            StepCall(message(kind="python", target="teststeps:pid", timeout=30), Lines(), Path("."))
+        )
+        pids.append(pid.result)
+    assert pids[0] == pids[1] != os.getpid()
+    refused = await chain.run(
+        StepCall(message(kind="python", target="teststeps:refuse", timeout=30), Lines(), Path("."))
+    )
+    assert not refused.ok and not refused.retryable and refused.error == "bad input, do not retry"
+    await executor.stop()

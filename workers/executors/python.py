@@ -1,4 +1,16 @@
-"""Python function steps (``module:function``), run inside the worker process."""
+"""Python function steps (``module:function``).
+
+Where each runs, so that a timeout or a cancel really ends it:
+
+- a coroutine function on the worker's event loop (cancelling it stops it);
+- a plain function with a ``timeout`` in a child process kept for such steps
+  (``workers.executors.pyprocess``), killed when its time is up or its run is
+  cancelled;
+- a plain function without a timeout in one of the worker's daemon threads, the fast
+  path (no process hop, no copy of arguments and result). A cancel reports the step
+  cancelled at once; the thread itself runs on until it returns or the process exits,
+  which it does not hold up.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +19,9 @@ import contextvars
 import functools
 import importlib
 import inspect
+import queue
+import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -16,21 +31,21 @@ from contracts.errors import StepError
 from contracts.messages import TaskReady
 from contracts.vocabulary import FailureKind
 from workers.executors.base import LogEmitter, StepOutcome
+from workers.executors.pyprocess import ChildDied, ChildPool
 
 
 class PythonExecutor:
-    """Calls the function with the step's rendered ``args`` as keyword arguments.
+    """Calls the function with the step's rendered ``args`` as keyword arguments."""
 
-    Coroutine functions run on the worker's loop; plain functions in a thread so a
-    slow one does not stall the worker. A cancelled (or timed-out) coroutine stops; a
-    thread cannot be stopped, so its result is discarded when it eventually returns.
-    """
+    def __init__(self) -> None:
+        self._threads = DaemonThreads()
+        self._children = ChildPool()
 
     async def start(self) -> None:
         return None
 
     async def stop(self) -> None:
-        return None
+        await self._children.close()
 
     async def run(self, task: TaskReady, emit: LogEmitter, workdir: Path) -> StepOutcome:
         step = task.step
@@ -47,16 +62,13 @@ class PythonExecutor:
             message = f"{step.target}: arguments do not match the function: {mismatch}"
             emit("system", message)
             return StepOutcome(ok=False, error=message, reason=FailureKind.START, retryable=False)
+        if step.timeout is not None and not _is_async(function):
+            return await self._in_child(step.target, step.args, emit)
         try:
             if _is_async(function):
                 result = await function(**step.args)
             else:
-                # The thread gets a copy of the context, so log lines from the step
-                # carry the run and task ids.
-                call = functools.partial(contextvars.copy_context().run, function)
-                result = await asyncio.get_running_loop().run_in_executor(
-                    None, functools.partial(call, **step.args)
-                )
+                result = await self._threads.call(function, step.args)
         except StepError as exc:
             emit("stderr", traceback.format_exc().rstrip())
             return StepOutcome(
@@ -69,6 +81,76 @@ class PythonExecutor:
                 ok=False, error=f"{type(exc).__name__}: {exc}", reason=FailureKind.ERROR
             )
         return StepOutcome(ok=True, result=_plain(result))
+
+    async def _in_child(self, target: str, args: dict[str, Any], emit: LogEmitter) -> StepOutcome:
+        request = {"target": target, "args": args, "path": sys.path}
+        try:
+            answer = await self._children.run(request, emit)
+        except ChildDied as exc:
+            return StepOutcome(ok=False, error=str(exc), reason=FailureKind.ERROR)
+        if answer["ok"]:
+            return StepOutcome(ok=True, result=answer.get("result"))
+        for line in answer.get("traceback", "").rstrip().splitlines():
+            emit("stderr", line)
+        kind = str(answer.get("kind", FailureKind.ERROR))
+        return StepOutcome(
+            ok=False,
+            error=answer["error"],
+            reason=FailureKind(kind) if kind in set(FailureKind) else FailureKind.ERROR,
+            retryable=answer.get("retryable", True),
+        )
+
+
+class DaemonThreads:
+    """Threads for plain functions, kept for reuse, that never hold up the process's exit.
+
+    (The event loop's default executor joins its threads at exit: a cancelled step that
+    sleeps for an hour would keep a finished ``conveyor run`` waiting for an hour.)
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], None]] | None] = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    async def call(self, function: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        # The thread gets a copy of the context, so log lines from the step carry the
+        # run and task ids.
+        context = contextvars.copy_context()
+
+        def job() -> None:
+            try:
+                result = context.run(function, **kwargs)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
+
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+            else:
+                threading.Thread(target=self._serve, daemon=True, name="conveyor-step").start()
+        self._jobs.put((job,))
+        return await future
+
+    def _serve(self) -> None:
+        while True:
+            (job,) = self._jobs.get()  # type: ignore[misc]
+            job()
+            with self._lock:
+                self._idle += 1
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return  # cancelled meanwhile: the result is not wanted
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 @functools.lru_cache(maxsize=4096)
