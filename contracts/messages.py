@@ -109,3 +109,5 @@ class ResumeRun(msgspec.Struct, tag="resume_run", frozen=True, kw_only=True):
     v: int = MESSAGE_VERSION
     run_id: str
     at: float
+    steps_lost: bool = False
+    """The steps it was running died with it (a local run's process): run them again."""

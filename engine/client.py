@@ -108,12 +108,16 @@ class Client:
         await self._send(state.run_id, encode(event))
         return state
 
-    async def resume(self, run: str) -> str:
-        """Have the run's coordinator take up an unfinished run (after its process died)."""
+    async def resume(self, run: str, *, steps_lost: bool = False) -> str:
+        """Have the run's coordinator take up an unfinished run (after its process died).
+
+        ``steps_lost``: the steps it was running died too (a local run), so they run again.
+        """
         state = await self.state(run)
         if state.finished:
             raise InvalidInput([Problem(f"run {state.run_id} already {state.status}")])
-        await self._send(state.run_id, encode(ResumeRun(run_id=state.run_id, at=self._clock())))
+        resume = ResumeRun(run_id=state.run_id, at=self._clock(), steps_lost=steps_lost)
+        await self._send(state.run_id, encode(resume))
         return state.run_id
 
     async def _send(self, run_id: str, body: bytes) -> None:

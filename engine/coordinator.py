@@ -184,9 +184,8 @@ class Coordinator:
         elif isinstance(message, ShardWake):
             await self._sweep(message.shard)
         elif isinstance(message, ResumeRun):
-            if message.run_id not in self._runs:
-                with structlog.contextvars.bound_contextvars(run_id=message.run_id):
-                    await self._recover(message.run_id)
+            with structlog.contextvars.bound_contextvars(run_id=message.run_id):
+                await self._resume(message)
         else:
             await self.handle_event(message)
 
@@ -327,6 +326,30 @@ class Coordinator:
         await self._carry_out(republish, state)
         await self._apply(state, [])
         return state
+
+    async def _resume(self, message: ResumeRun) -> None:
+        state = self._runs.get(message.run_id)
+        if state is None:
+            state = await self._recover(message.run_id)
+        if state is None or state.finished or not message.steps_lost:
+            return
+        # Nothing will ever report on attempts that ran in a process that is gone.
+        lost: list[Event] = [
+            TaskFailed(
+                run_id=state.run_id,
+                at=message.at,
+                task=node.spec.name,
+                index=index,
+                attempt=inst.attempt,
+                error="its process ended while it ran",
+                reason=FailureKind.LOST,
+            )
+            for node in state.nodes.values()
+            for index, inst in enumerate(node.instances)
+            if inst.status == TaskStatus.RUNNING
+        ]
+        if lost:
+            await self._apply(state, lost)
 
     async def _maybe_snapshot(self, state: RunState) -> None:
         last = self._snapshotted.get(state.run_id, 0)

@@ -87,7 +87,7 @@ def _drive_locally(settings: Settings, run: str, command: str) -> tuple[RunState
             async def start() -> tuple[str, int]:
                 if command == "retry":
                     return run_id, (await client.retry(run_id)).round
-                return await client.resume(run_id), -1
+                return await client.resume(run_id, steps_lost=True), -1
 
             with LiveProgress(err) as progress:
                 return await drive(engine, settings.home, start, observer=progress)

@@ -1,0 +1,146 @@
+"""Steering local runs as a user does: Ctrl-C, kill -9 then resume, cancel, retry."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.e2e.test_cli import conveyor
+
+pytestmark = pytest.mark.timeout(120)
+
+LONG = """
+name: long
+tasks:
+  - name: first
+    script: echo first
+  - name: wait
+    depends: [first]
+    script: |
+      echo $$ > {pidfile}
+      test -f {flag} && echo fixed && exit 0
+      exec sleep 60
+"""
+
+
+def start(tmp_path: Path, text: str) -> tuple[subprocess.Popen[str], Path]:
+    wf = tmp_path / "wf.yaml"
+    pidfile = tmp_path / "step.pid"
+    wf.write_text(text.format(pidfile=pidfile, flag=tmp_path / "fixed"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "run", str(wf)],
+        cwd=tmp_path,
+        env={**os.environ, "CONVEYOR_HOME": str(tmp_path / ".conveyor")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the step did not start"
+        time.sleep(0.05)
+    return proc, pidfile
+
+
+def only_run(tmp_path: Path) -> dict[str, object]:
+    listed = json.loads(conveyor("runs", "--json", cwd=tmp_path).stdout)
+    assert len(listed) == 1
+    return listed[0]  # type: ignore[no-any-return]
+
+
+def gone(pid: int, within: float = 5) -> bool:
+    deadline = time.monotonic() + within
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_ctrl_c_cancels_the_run_kills_its_steps_and_exits_130(tmp_path: Path) -> None:
+    proc, pidfile = start(tmp_path, LONG)
+    asked = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    took = time.monotonic() - asked
+    assert proc.returncode == 130, out + err
+    assert took < 5, f"exited {took:.1f}s after Ctrl-C"
+    assert "interrupted: cancelling the run" in err
+    assert gone(int(pidfile.read_text()))
+    run = only_run(tmp_path)
+    assert run["state"] == "cancelled" and run["reason"] == "interrupted (Ctrl-C)"
+    # The run is over, so following its log ends at once.
+    follow = conveyor("logs", str(run["run_id"]), "-f", cwd=tmp_path, timeout=20)
+    assert follow.returncode == 0 and "first[0]#1 stdout| first" in follow.stdout
+
+
+def test_a_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
+    proc, _pidfile = start(tmp_path, LONG)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=10)
+    assert proc.returncode == 130
+
+
+def test_a_killed_run_is_resumed_and_finishes_what_was_not_done(tmp_path: Path) -> None:
+    proc, pidfile = start(tmp_path, LONG)
+    step_pid = int(pidfile.read_text())
+    proc.kill()  # SIGKILL: no chance to record anything
+    proc.wait()
+    os.kill(step_pid, signal.SIGKILL)  # its step went down with the machine, say
+    run = only_run(tmp_path)
+    assert run["state"] == "running"
+    (tmp_path / "fixed").touch()
+    resumed = conveyor("resume", str(run["run_id"])[:8], cwd=tmp_path, timeout=60)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    events = [
+        json.loads(line)
+        for line in conveyor("events", str(run["run_id"]), cwd=tmp_path).stdout.splitlines()
+    ]
+    done = [(e["task"], e["attempt"]) for e in events if e["type"] == "task_succeeded"]
+    assert done == [("first", 1), ("wait", 2)]  # first kept; the lost attempt ran again
+    lost = [e for e in events if e["type"] == "task_failed"]
+    assert [e["reason"] for e in lost] == ["lost"]
+    again = conveyor("resume", str(run["run_id"]), cwd=tmp_path)
+    assert again.returncode == 2 and "already succeeded" in again.stderr
+
+
+def test_cancel_interrupts_the_process_running_a_local_run(tmp_path: Path) -> None:
+    proc, pidfile = start(tmp_path, LONG)
+    run = only_run(tmp_path)
+    cancelled = conveyor("cancel", str(run["run_id"]), cwd=tmp_path)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"interrupted process {proc.pid}" in cancelled.stdout
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert gone(int(pidfile.read_text()))
+    assert only_run(tmp_path)["state"] == "cancelled"
+
+
+def test_cancel_records_a_run_nobody_runs_and_retry_reruns_it(tmp_path: Path) -> None:
+    proc, pidfile = start(tmp_path, LONG)
+    step_pid = int(pidfile.read_text())
+    proc.kill()
+    proc.wait()
+    os.kill(step_pid, signal.SIGKILL)
+    run_id = str(only_run(tmp_path)["run_id"])
+    cancelled = conveyor("cancel", run_id, cwd=tmp_path)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "no process was running it" in cancelled.stdout
+    assert only_run(tmp_path)["state"] == "cancelled"
+    refused = conveyor("cancel", run_id, cwd=tmp_path)
+    assert refused.returncode == 2 and "already cancelled" in refused.stderr
+
+    (tmp_path / "fixed").touch()
+    retried = conveyor("retry", run_id, cwd=tmp_path, timeout=60)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert only_run(tmp_path)["state"] == "succeeded"
