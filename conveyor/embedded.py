@@ -21,6 +21,7 @@ from engine.runlog.memory import MemoryRunLog
 from engine.state.model import RunState
 from engine.transport.memory import MemoryTransport
 from workers.executors import DEFAULT_MIDDLEWARE, Middleware
+from workers.staging import MAX_VALUE_BYTES
 from workers.worker import Worker
 
 
@@ -50,6 +51,7 @@ class EmbeddedEngine:
         artifacts: ArtifactStore | None = None,
         middleware: Sequence[Middleware] = DEFAULT_MIDDLEWARE,
         run_steps: bool = True,
+        max_result_bytes: int = MAX_VALUE_BYTES,
     ) -> None:
         """The defaults are all in memory; pass real adapters to run the same engine on
         RabbitMQ and Redis within one process (as the behaviour tests do)."""
@@ -57,6 +59,7 @@ class EmbeddedEngine:
         self.transport: Any = transport if transport is not None else MemoryTransport()
         self.artifacts = artifacts
         self._middleware = middleware
+        self._max_result_bytes = max_result_bytes
         self.coordinator = Coordinator(
             self.transport,
             self.store,
@@ -118,6 +121,7 @@ class EmbeddedEngine:
             clock=self._clock,
             artifacts=self.artifacts,
             middleware=self._middleware,
+            max_result_bytes=self._max_result_bytes,
         )
         await worker.start()
         self._workers[pool] = worker

@@ -165,6 +165,7 @@ async def local_engine(
             workers=workers or default_worker_count(),
             artifacts=open_artifacts(settings),
             run_steps=run_steps,
+            max_result_bytes=settings.max_result_bytes,
         ) as engine:
             yield engine
     finally:

@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.topology import DEFAULT_SHARDS
 from contracts.validation import MAX_WORKFLOW_BYTES
+from workers.staging import MAX_VALUE_BYTES
 
 
 class Settings(BaseSettings):
@@ -48,6 +49,12 @@ class Settings(BaseSettings):
         "Default: HOME/artifacts, which only works when every process shares that disk.",
     )
     artifact_max_bytes: int = Field(default=1 << 30, gt=0)
+    max_result_bytes: int = Field(
+        default=MAX_VALUE_BYTES,
+        gt=0,
+        description="Largest result or output parameter of a step (over 64 KiB they travel"
+        " through the artifact store).",
+    )
     max_workflow_bytes: int = Field(
         default=MAX_WORKFLOW_BYTES, gt=0, description="Largest workflow file read."
     )

@@ -104,4 +104,5 @@ def build_worker(
         concurrency=concurrency,
         heartbeat_interval=settings.heartbeat_interval,
         artifacts=open_artifacts(settings),
+        max_result_bytes=settings.max_result_bytes,
     )

@@ -20,6 +20,10 @@ from contracts.vocabulary import CLAIM_KEY, FailureKind
 from workers.executors.base import StepOutcome, confined
 
 INLINE_LIMIT = 64 * 1024
+MAX_VALUE_BYTES = 64 << 20
+"""Largest result or output parameter a step may give (``CONVEYOR_MAX_RESULT_BYTES``):
+anything over ``INLINE_LIMIT`` goes to the artifact store, but every consumer of the
+value still holds it whole in memory."""
 
 
 def inside(workdir: Path, relative: str) -> Path:
@@ -73,7 +77,11 @@ def _key(task: TaskReady, name: str) -> str:
 
 
 async def store_outputs(
-    task: TaskReady, workdir: Path, store: ArtifactStore | None, outcome: StepOutcome
+    task: TaskReady,
+    workdir: Path,
+    store: ArtifactStore | None,
+    outcome: StepOutcome,
+    max_value_bytes: int = MAX_VALUE_BYTES,
 ) -> None:
     """Upload output artifacts and move oversized values out of line, in place."""
     for name, relative in task.step.artifacts_out.items():
@@ -83,15 +91,24 @@ async def store_outputs(
                 f"output artifact {name!r}: the step did not write {relative!r}", retryable=False
             )
         outcome.artifacts[name] = await _store(store).put_path(_key(task, name), source)
-    outcome.result = await _claim_if_large(task, "result", outcome.result, store)
+    outcome.result = await _claim_if_large(task, "result", outcome.result, store, max_value_bytes)
     for name, value in list(outcome.outputs.items()):
-        outcome.outputs[name] = await _claim_if_large(task, f"output-{name}", value, store)
+        outcome.outputs[name] = await _claim_if_large(
+            task, f"output-{name}", value, store, max_value_bytes
+        )
 
 
 async def _claim_if_large(
-    task: TaskReady, name: str, value: Any, store: ArtifactStore | None
+    task: TaskReady, name: str, value: Any, store: ArtifactStore | None, most: int
 ) -> Any:
+    """The value itself when small; else a claim on it in the artifact store."""
     data = msgspec.json.encode(value)
+    if len(data) > most:
+        raise StepError(
+            f"{name} is {len(data):,} bytes, over the {most:,}-byte ceiling"
+            " (CONVEYOR_MAX_RESULT_BYTES); write big data to an output artifact",
+            retryable=False,
+        )
     if len(data) <= INLINE_LIMIT or store is None:
         return value
     ref = await store.put_bytes(_key(task, f"{name}.json"), data)

@@ -59,7 +59,7 @@ from workers.executors import (
 )
 from workers.logbuffer import LogBuffer
 from workers.outbox import EventOutbox
-from workers.staging import stage_inputs, store_outputs
+from workers.staging import MAX_VALUE_BYTES, stage_inputs, store_outputs
 
 log = structlog.get_logger("conveyor.worker")
 
@@ -109,6 +109,7 @@ class Worker:
         clock: Callable[[], float] = time.time,
         heartbeat_interval: float | None = None,
         artifacts: ArtifactStore | None = None,
+        max_result_bytes: int = MAX_VALUE_BYTES,
     ) -> None:
         self._transport = transport
         self._pool = pool
@@ -116,6 +117,7 @@ class Worker:
         self.name = name or _worker_name()
         self._steps = ExecutorChain(executors or default_executors(worker=self.name), middleware)
         self._artifacts = artifacts
+        self._max_result_bytes = max_result_bytes
         self._clock = clock
         self._heartbeat_interval = heartbeat_interval
         self._logs = LogBuffer(logs, clock)
@@ -352,7 +354,9 @@ class Worker:
                 await stage_inputs(message, workdir, self._artifacts)
                 outcome = await self._steps.run(StepCall(message, emit, workdir, self._log))
                 if outcome.ok:
-                    await store_outputs(message, workdir, self._artifacts, outcome)
+                    await store_outputs(
+                        message, workdir, self._artifacts, outcome, self._max_result_bytes
+                    )
             except StepError as exc:
                 emit("system", exc.message)
                 return StepOutcome(

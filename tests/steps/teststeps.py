@@ -81,3 +81,7 @@ def chatty(n: int) -> int:
         print(f"line {i}")
     print("to stderr", file=sys.stderr)
     return n
+
+
+def numbers(n: int) -> list[int]:
+    return list(range(n))

@@ -16,8 +16,6 @@ from contracts.vocabulary import FailureKind
 LogEmitter = Callable[[str, str], None]
 """``emit(stream, text)``: record one line of a step's output."""
 
-MAX_RESULT_BYTES = 1 << 20
-
 
 @dataclass
 class StepOutcome:
@@ -61,12 +59,6 @@ def parse_result(text: str) -> Any:
 def succeeded(stdout_parts: list[bytes], workdir: Path, outputs: dict[str, str]) -> StepOutcome:
     """The outcome of a process that exited 0: its stdout as result, its output files read."""
     data = b"".join(stdout_parts)
-    if len(data) > MAX_RESULT_BYTES:
-        return StepOutcome(
-            ok=False,
-            error=f"result is over the {MAX_RESULT_BYTES}-byte limit; write big data to a file",
-            retryable=False,
-        )
     values, problem = read_outputs(workdir, outputs)
     if problem:
         return StepOutcome(ok=False, error=problem, exit_code=0)
@@ -104,10 +96,5 @@ def read_outputs(workdir: Path, outputs: dict[str, str]) -> tuple[dict[str, Any]
             return values, f"output {name!r}: cannot read {relative!r}: {exc.strerror}"
         except StepError as exc:
             return values, exc.message
-        if len(data) > MAX_RESULT_BYTES:
-            return (
-                values,
-                f"output {name!r}: {len(data)} bytes is over the {MAX_RESULT_BYTES}-byte limit",
-            )
         values[name] = parse_result(data.decode("utf-8", errors="replace"))
     return values, None
