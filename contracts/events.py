@@ -92,6 +92,8 @@ class TaskFailed(TaskEvent, tag="task_failed", frozen=True, kw_only=True):
     retryable: bool = True
     exit_code: int | None = None
     duration: float = 0.0
+    stderr_tail: list[str] = msgspec.field(default_factory=list)
+    """The last lines the attempt wrote to stderr: what a person reads first."""
 
 
 class TaskFailedByEngine(TaskEvent, tag="task_errored", frozen=True, kw_only=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console, Group
@@ -84,41 +85,61 @@ def progress_table(state: RunState, now: float) -> Table:
 
 
 class LiveProgress:
-    """An observer for the coordinator: redraws a task table as events arrive.
+    """An observer for the coordinator: a task table that stays current.
 
-    On a terminal it is a live table; elsewhere it prints one line per task that
-    starts or finishes, which reads well in CI logs.
+    On a terminal it is a live table, redrawn ten times a second whether events arrive
+    or not, so a long step's time keeps counting; elsewhere it prints one line per
+    task that starts or finishes, which reads well in CI logs.
     """
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, clock: Callable[[], float] = time.time) -> None:
         self._console = console
+        self._clock = clock
         self._live: Live | None = None
         self._state: RunState | None = None
-        self._last_draw = 0.0
+        self._table: Table | None = None
+        self._built = 0.0
         self._printed: dict[str, str] = {}
 
     def __enter__(self) -> LiveProgress:
         if self._console.is_terminal:
-            self._live = Live(console=self._console, refresh_per_second=10, transient=False)
+            self._live = Live(
+                console=self._console,
+                refresh_per_second=10,
+                transient=False,
+                get_renderable=self.render,
+            )
             self._live.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
-            if self._state is not None:
-                self._live.update(progress_table(self._state, time.time()))
+            self._table = None  # the final state, drawn whole
+            self._live.refresh()
             self._live.__exit__(None, None, None)
+
+    def render(self) -> Table | Text:
+        """The table as of now (called by the live display's refresh)."""
+        state = self._state
+        if state is None:
+            return Text("")
+        now = self._clock()
+        # Building walks every instance (retries): big fan-outs are rebuilt less often.
+        size = sum(len(node.instances) for node in state.nodes.values())
+        interval = 0.0 if size < 10_000 else 0.5
+        if self._table is None or now - self._built >= interval:
+            try:
+                self._table = progress_table(state, now if not state.finished else state.now)
+                self._built = now
+            except RuntimeError:  # the state changed under the drawing thread; next time
+                pass
+        return self._table if self._table is not None else Text("")
 
     def __call__(self, event: Event, state: RunState) -> None:
         self._state = state
         if self._live is not None:
-            now = time.monotonic()
-            # Drawing walks every instance (retries): big fan-outs are redrawn less often.
-            size = sum(len(node.instances) for node in state.nodes.values())
-            interval = 0.05 if size < 10_000 else 0.5
-            if now - self._last_draw > interval or isinstance(event, RunCompleted):
-                self._last_draw = now
-                self._live.update(progress_table(state, state.now))
+            if isinstance(event, RunCompleted):
+                self._table = None
             return
         task = getattr(event, "task", None)
         node = state.nodes.get(task) if task is not None else None
@@ -141,11 +162,15 @@ def summary(state: RunState) -> Group:
     table.add_column("outputs / error", overflow="fold")
     for node in state.nodes.values():
         row = task_report(node)
-        detail = row.get("error") or (
+        detail: Text | str = row.get("error") or (
             " ".join(f"{k}={_short(v)}" for k, v in row["outputs"].items())
             if row["outputs"]
             else ""
         )
+        if row.get("stderr_tail"):
+            detail = Text.assemble(
+                str(detail), *(("\n" + line, "dim") for line in row["stderr_tail"])
+            )
         attempts = str(row["attempts"])
         if node.spec.fans_out:
             attempts = f"{row['items']} items, {row['retries']} retries"

@@ -29,6 +29,16 @@ def task_report(node: Node) -> dict[str, Any]:
         report["items_failed"] = node.failed
     if node.error:
         report["error"] = node.error
+        tail = next(
+            (
+                i.stderr_tail
+                for i in node.instances
+                if i.status == TaskStatus.FAILED and i.stderr_tail
+            ),
+            None,
+        )
+        if tail:
+            report["stderr_tail"] = tail
     return report
 
 

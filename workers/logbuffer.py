@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable
 
 import structlog
@@ -11,6 +12,22 @@ import structlog
 from contracts.ports import LogLine, TaskLogStore
 
 log = structlog.get_logger("conveyor.worker")
+
+STDERR_TAIL = 5
+"""Lines of a failed attempt's stderr that travel with its failure, for the summary."""
+
+
+class AttemptLines:
+    """Records one attempt's output lines; keeps the last few of its stderr at hand."""
+
+    __slots__ = ("_emit", "stderr_tail")
+
+    def __init__(self, emit: Callable[[str, str], None], tail: deque[str]) -> None:
+        self._emit = emit
+        self.stderr_tail = tail
+
+    def __call__(self, stream: str, text: str) -> None:
+        self._emit(stream, text)
 
 
 class LogBuffer:
@@ -36,10 +53,12 @@ class LogBuffer:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="log-flusher")
 
-    def emitter(
-        self, run_id: str, task: str, index: int, attempt: int
-    ) -> Callable[[str, str], None]:
+    def emitter(self, run_id: str, task: str, index: int, attempt: int) -> AttemptLines:
+        tail: deque[str] = deque(maxlen=STDERR_TAIL)
+
         def emit(stream: str, text: str) -> None:
+            if stream == "stderr":
+                tail.append(text)
             self._pending.append(
                 LogLine(
                     run_id=run_id,
@@ -54,7 +73,7 @@ class LogBuffer:
             if len(self._pending) >= self._max_lines:
                 self._wake.set()
 
-        return emit
+        return AttemptLines(emit, tail)
 
     async def flush(self) -> None:
         async with self._lock:

@@ -324,7 +324,8 @@ class Worker:
             if not outcome.ok:
                 emit("system", f"step failed ({outcome.reason}): {outcome.error}")
             await self._logs.flush()
-            await self._report(message, self._outcome_event(message, outcome, duration))
+            event = self._outcome_event(message, outcome, duration, list(emit.stderr_tail))
+            await self._report(message, event)
         finally:
             self._running.pop(ref, None)
             self._cancelled.pop(ref, None)
@@ -392,7 +393,9 @@ class Worker:
             )
             await self._outbox.send(message.reply_to, [failed])
 
-    def _outcome_event(self, message: TaskReady, outcome: StepOutcome, duration: float) -> Event:
+    def _outcome_event(
+        self, message: TaskReady, outcome: StepOutcome, duration: float, stderr_tail: list[str]
+    ) -> Event:
         common: dict[str, Any] = {
             "run_id": message.run_id,
             "at": self._clock(),
@@ -414,6 +417,7 @@ class Worker:
             reason=outcome.reason,
             retryable=outcome.retryable,
             exit_code=outcome.exit_code,
+            stderr_tail=stderr_tail,
         )
 
     async def _beat(self) -> None:

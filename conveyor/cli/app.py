@@ -8,6 +8,7 @@ All of them reach runs through the one client (``engine.client``).
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from conveyor.cli.common import (
     EXIT_OK,
     EXIT_RUN_FAILED,
     HomeOption,
+    JsonOption,
     err,
     fail_input,
     load_for_run,
@@ -51,6 +53,12 @@ app = typer.Typer(
 )
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        out.print(f"conveyor {importlib.metadata.version('conveyor')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     log_level: Annotated[
@@ -65,6 +73,12 @@ def main_options(
             "--log-format", help="auto (console on a terminal, else JSON), console, json."
         ),
     ] = "auto",
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     if log_format not in ("auto", "console", "json"):
         raise typer.BadParameter("use auto, console or json", param_hint="--log-format")
@@ -85,9 +99,7 @@ def run(
             "--workers", "-w", min=1, help="Steps run at once (default: CPU count + 4, at most 32)."
         ),
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print a machine-readable result only.")
-    ] = False,
+    as_json: JsonOption = False,
     home: HomeOption = DEFAULT_HOME,
 ) -> None:
     """Run a workflow here and now (embedded: no servers), with live progress.
@@ -96,6 +108,8 @@ def run(
     once. A run whose process died is finished by ``conveyor resume``.
     """
     settings = settings_from(home=home)
+    if not home.exists():
+        sys.stderr.write(f"creating the local home {home} (runs are kept there)\n")
     # Python steps import from the workflow's folder first, then CONVEYOR_PYTHON_PATH,
     # then the current directory.
     use_import_paths(step_import_paths(file if file.is_file() else None))

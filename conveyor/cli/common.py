@@ -37,6 +37,12 @@ AmqpOption = Annotated[
 RedisOption = Annotated[
     str | None, typer.Option("--redis-url", envvar="CONVEYOR_REDIS_URL", help="Redis URL.")
 ]
+JsonOption = Annotated[
+    bool,
+    typer.Option(
+        "--json/--no-json", help="Print the result as JSON (for scripts) instead of tables."
+    ),
+]
 ShardsOption = Annotated[
     int | None,
     typer.Option("--shards", envvar="CONVEYOR_SHARDS", min=1, help="Coordinator shard queues."),
@@ -63,12 +69,16 @@ def settings_from(
 
 def print_error(exc: ConveyorError) -> None:
     # Plain writes: error lines must not be wrapped, so they can be grepped and clicked.
-    lines = exc.message.splitlines() or [type(exc).__name__]
-    if len(lines) == 1:
-        sys.stderr.write(f"error: {lines[0]}\n")
+    problems = (
+        [p.render(exc.source) for p in exc.problems]
+        if isinstance(exc, InvalidInput)
+        else [exc.message or type(exc).__name__]
+    )
+    if len(problems) == 1:
+        sys.stderr.write(f"error: {problems[0]}\n")
     else:
         sys.stderr.write(
-            f"error: {len(lines)} problems\n" + "".join(f"  {line}\n" for line in lines)
+            f"error: {len(problems)} problems\n" + "".join(f"  {problem}\n" for problem in problems)
         )
 
 
@@ -84,6 +94,9 @@ def parse_param_args(values: list[str]) -> dict[str, str]:
         key, sep, value = raw.partition("=")
         if not sep or not key.strip():
             problems.append(Problem(f"expected key=value, got {raw!r}", path="-p"))
+            continue
+        if key.strip() in given:
+            problems.append(Problem(f"parameter {key.strip()!r} is given twice", path="-p"))
             continue
         given[key.strip()] = value
     if problems:

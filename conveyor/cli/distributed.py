@@ -121,10 +121,10 @@ def register(app: typer.Typer) -> None:
             list[str] | None, typer.Option("--param", "-p", help="Parameter override, key=value.")
         ] = None,
         wait: Annotated[
-            bool, typer.Option("--wait", help="Show progress; exit like `conveyor run`.")
+            bool, typer.Option("--wait/--no-wait", help="Show progress; exit like `conveyor run`.")
         ] = False,
         as_json: Annotated[
-            bool, typer.Option("--json", help="With --wait: print the result as JSON.")
+            bool, typer.Option("--json/--no-json", help="With --wait: print the result as JSON.")
         ] = False,
         idempotency_key: Annotated[
             str | None, typer.Option(help="Submitting twice with the same key starts one run.")

@@ -19,11 +19,19 @@ import typer
 from rich.table import Table
 
 from contracts.codec import to_builtins
-from contracts.errors import ConveyorError, NotFound
+from contracts.errors import ConveyorError, InvalidInput, NotFound, Problem
 from contracts.events import ArtifactRef
 from contracts.ports import LogLine
+from contracts.vocabulary import RunStatus
 from conveyor import loop
-from conveyor.cli.common import DEFAULT_HOME, HomeOption, fail_input, out, settings_from
+from conveyor.cli.common import (
+    DEFAULT_HOME,
+    HomeOption,
+    JsonOption,
+    fail_input,
+    out,
+    settings_from,
+)
 from conveyor.progress import summary
 from conveyor.report import run_report
 from conveyor.wiring import open_artifacts, open_client
@@ -43,23 +51,40 @@ def _read(home: Path, read: Callable[[Client], Awaitable[T]]) -> T:
         async with open_client(settings_from(home=home)) as client:
             return await read(client)
 
+    if not _home_exists(home):
+        raise fail_input(
+            InvalidInput(
+                [
+                    Problem(
+                        f"no runs here: {home / 'conveyor.db'} does not exist (pass --home or"
+                        " set CONVEYOR_HOME to where the runs were made; with"
+                        " CONVEYOR_REDIS_URL set, runs are read from Redis)"
+                    )
+                ]
+            )
+        )
     try:
         return loop.run(go())
-    except NotFound as exc:
+    except (NotFound, InvalidInput) as exc:
         raise fail_input(exc) from None
+
+
+def _home_exists(home: Path) -> bool:
+    return bool(settings_from(home=home).redis_url) or (home / "conveyor.db").exists()
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def runs(
-        state: Annotated[str | None, typer.Option(help="Only runs in this state.")] = None,
+        state: Annotated[RunStatus | None, typer.Option(help="Only runs in this state.")] = None,
         workflow: Annotated[str | None, typer.Option(help="Only runs of this workflow.")] = None,
-        limit: Annotated[int, typer.Option(min=1)] = 20,
-        as_json: Annotated[bool, typer.Option("--json")] = False,
+        limit: Annotated[int, typer.Option(min=1, help="At most this many runs.")] = 20,
+        as_json: JsonOption = False,
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
         """List recent runs, newest first."""
-        rows = _read(home, lambda c: c.runs(state=state, workflow=workflow, limit=limit))
+        status = None if state is None else str(state)
+        rows = _read(home, lambda c: c.runs(state=status, workflow=workflow, limit=limit))
         if as_json:
             out.print_json(data=to_builtins(rows))
             return
@@ -75,7 +100,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def show(
         run_id: RunArgument,
-        as_json: Annotated[bool, typer.Option("--json")] = False,
+        as_json: JsonOption = False,
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
         """Show a run: tasks, states, attempts, durations, outputs."""
@@ -91,7 +116,10 @@ def register(app: typer.Typer) -> None:
         task: Annotated[str | None, typer.Argument(help="Only this task.")] = None,
         attempt: Annotated[int | None, typer.Option(help="Only this attempt.")] = None,
         follow: Annotated[
-            bool, typer.Option("--follow", "-f", help="Keep printing new lines until the run ends.")
+            bool,
+            typer.Option(
+                "--follow/--no-follow", "-f", help="Keep printing new lines until the run ends."
+            ),
         ] = False,
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
@@ -110,6 +138,12 @@ def register(app: typer.Typer) -> None:
 
         async def read(client: Client) -> None:
             full = await client.find(run_id)
+            if task is not None:
+                tasks = list((await client.state(full)).nodes)
+                if task not in tasks:
+                    raise InvalidInput(
+                        [Problem(f"run {full} has no task {task!r}; its tasks: {', '.join(tasks)}")]
+                    )
             if not follow:
                 show_new(await client.lines(full, task))
                 return
@@ -137,7 +171,7 @@ def register(app: typer.Typer) -> None:
     def artifacts(
         run_id: RunArgument,
         task: Annotated[str | None, typer.Argument(help="Only this task.")] = None,
-        as_json: Annotated[bool, typer.Option("--json")] = False,
+        as_json: JsonOption = False,
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
         """List the artifacts a run's tasks produced (name, item, size, sha256, where)."""
@@ -163,7 +197,7 @@ def register(app: typer.Typer) -> None:
     @artifact_app.command("get")
     def artifact_get(
         run_id: RunArgument,
-        task: Annotated[str, typer.Argument()],
+        task: Annotated[str, typer.Argument(help="The task that produced it.")],
         name: Annotated[str, typer.Argument(help="Output artifact name.")],
         output: Annotated[Path, typer.Option("--output", "-o", help="Where to write it.")],
         index: Annotated[int, typer.Option(help="Item of a fan-out task.")] = 0,

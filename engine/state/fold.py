@@ -194,6 +194,7 @@ def _on_failed(state: RunState, event: TaskFailed) -> None:
     node.inflight -= 1
     inst.error = event.error
     inst.reason = event.reason
+    inst.stderr_tail = event.stderr_tail or None
     inst.finished_at = event.at
     policy = node.spec.retry
     if event.reason == FailureKind.LOST and inst.lost < m.MAX_LOST_ATTEMPTS:

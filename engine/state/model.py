@@ -26,6 +26,8 @@ class Instance:
     lost: int = 0
     """Attempts lost with their worker; they do not count against the retry limit."""
     artifacts: dict[str, Any] | None = None
+    stderr_tail: list[str] | None = None
+    """Of a failed attempt: the last lines it wrote to stderr."""
 
 
 MAX_LOST_ATTEMPTS = 5

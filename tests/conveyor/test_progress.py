@@ -1,0 +1,61 @@
+"""What a person watching a run sees: live progress and the summary."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from contracts.events import (
+    Event,
+    RunSubmitted,
+    TaskDispatched,
+    TaskExpanded,
+    TaskFailed,
+    TaskStarted,
+)
+from conveyor.progress import LiveProgress, summary
+from engine.state import replay
+
+
+def render_text(renderable: object) -> str:
+    console = Console(file=io.StringIO(), width=120, force_terminal=False)
+    console.print(renderable)
+    return console.file.getvalue()  # type: ignore[attr-defined, no-any-return]
+
+
+LOG: list[Event] = [
+    RunSubmitted(
+        run_id="r" * 32,
+        at=100.0,
+        workflow={"name": "w", "tasks": [{"name": "slow", "script": "sleep 60"}]},
+        params={},
+    ),
+    TaskExpanded(run_id="r" * 32, at=100.0, task="slow", index=-1, attempt=0, count=1),
+    TaskDispatched(run_id="r" * 32, at=100.0, task="slow"),
+    TaskStarted(run_id="r" * 32, at=100.0, task="slow"),
+]
+
+
+def test_the_live_view_keeps_counting_while_a_step_runs_without_events() -> None:
+    now = [105.0]
+    progress = LiveProgress(Console(file=io.StringIO()), clock=lambda: now[0])
+    state = replay(LOG)
+    progress(LOG[-1], state)
+    assert "5.00s" in render_text(progress.render())
+    now[0] = 112.5  # no event in between: only time passed
+    assert "12.50s" in render_text(progress.render())
+
+
+def test_the_summary_shows_what_a_failed_step_wrote_last() -> None:
+    failed = TaskFailed(
+        run_id="r" * 32,
+        at=101.0,
+        task="slow",
+        error="exit code 3",
+        retryable=False,
+        stderr_tail=["reading config", "config file /etc/app.conf not found"],
+    )
+    text = render_text(summary(replay([*LOG, failed])))
+    assert "slow: exit code 3" in text
+    assert "config file /etc/app.conf not found" in text

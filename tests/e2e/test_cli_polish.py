@@ -1,0 +1,111 @@
+"""The command line as a new user meets it: clear refusals, help everywhere, no surprises."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import typer.main
+
+from conveyor.cli.app import app
+from tests.e2e.test_cli import conveyor
+
+FAILING = """
+name: failing
+tasks:
+  - name: boom
+    script: |
+      echo "reading config" >&2
+      echo "config file /etc/app.conf not found" >&2
+      exit 3
+"""
+
+
+def test_version(tmp_path: Path) -> None:
+    done = conveyor("--version", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("conveyor ")
+
+
+def test_unknown_choices_are_refused_with_the_valid_ones(tmp_path: Path) -> None:
+    (tmp_path / "f.yaml").write_text(FAILING)
+    ran = conveyor("run", "f.yaml", "--json", cwd=tmp_path)
+    assert ran.returncode == 1
+    run_id = json.loads(ran.stdout)["run_id"]
+    logs = conveyor("logs", run_id, "nosuchtask", cwd=tmp_path)
+    assert logs.returncode == 2
+    assert f"run {run_id} has no task 'nosuchtask'; its tasks: boom" in logs.stderr
+    runs = conveyor("runs", "--state", "bogus", cwd=tmp_path)
+    assert runs.returncode == 2
+    said = " ".join(runs.stderr.replace("│", " ").split())
+    assert "'bogus' is not one of 'running', 'succeeded', 'failed', 'cancelled'" in said
+
+
+def test_a_failed_run_shows_what_its_step_wrote_last(tmp_path: Path) -> None:
+    (tmp_path / "f.yaml").write_text(FAILING)
+    ran = conveyor("run", "f.yaml", cwd=tmp_path)
+    assert ran.returncode == 1
+    assert "config file /etc/app.conf not found" in ran.stdout
+    run_id = json.loads(conveyor("runs", "--json", cwd=tmp_path).stdout)[0]["run_id"]
+    shown = json.loads(conveyor("show", run_id, "--json", cwd=tmp_path).stdout)
+    assert shown["tasks"][0]["stderr_tail"] == [
+        "reading config",
+        "config file /etc/app.conf not found",
+    ]
+
+
+def test_homes_are_never_a_silent_surprise(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    listed = conveyor("runs", "--home", str(missing), cwd=tmp_path)
+    assert listed.returncode == 2 and "no runs here" in listed.stderr
+    assert not missing.exists()  # reading does not create it
+    (tmp_path / "ok.yaml").write_text("name: ok\ntasks: [{name: a, script: 'true'}]\n")
+    ran = conveyor("run", "ok.yaml", "--home", str(missing), cwd=tmp_path)
+    assert ran.returncode == 0
+    assert f"creating the local home {missing}" in ran.stderr
+
+
+def test_bad_parameters_and_files(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "name: p\nparams: {a: {type: str}}\ntasks: [{name: t, script: 'true'}]\n"
+    )
+    twice = conveyor("run", "p.yaml", "-p", "a=1", "-p", "a=2", cwd=tmp_path)
+    assert twice.returncode == 2 and "parameter 'a' is given twice" in twice.stderr
+    (tmp_path / "latin.yaml").write_bytes(b"name: w\n# caf\xe9\ntasks: []\n")
+    latin = conveyor("validate", "latin.yaml", cwd=tmp_path)
+    assert latin.returncode == 2
+    assert "latin.yaml:2: not UTF-8 text: byte 0xe9 at byte offset 13" in latin.stderr
+
+
+def test_the_problem_count_matches_the_problems_listed(tmp_path: Path) -> None:
+    (tmp_path / "two.yaml").write_text(
+        "name: two\ntasks:\n  - {name: a, script: x, bogus: 1}\n  - {name: b, script: y, nope: 2}\n"
+    )
+    done = conveyor("validate", "two.yaml", cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert lines[0] == "error: 2 problems"
+    assert len(lines) == 3 and all(line.startswith("  two.yaml:") for line in lines[1:])
+
+
+def _options(command: click.Command, name: str = "conveyor") -> list[tuple[str, click.Parameter]]:
+    found = [(name, p) for p in command.params]
+    for sub_name, sub in getattr(command, "commands", {}).items():
+        found += _options(sub, f"{name} {sub_name}")
+    return found
+
+
+def test_every_option_has_help_and_booleans_read_both_ways() -> None:
+    params = _options(typer.main.get_command(app))
+    assert len(params) > 40
+    no_help = [f"{cmd} {p.name}" for cmd, p in params if not getattr(p, "help", None)]
+    assert no_help == []
+    one_way = [
+        f"{cmd} {'/'.join(p.opts)}"
+        for cmd, p in params
+        if isinstance(p, click.Option)
+        and p.is_flag
+        and not p.secondary_opts
+        and p.name != "version"
+    ]
+    assert one_way == []
