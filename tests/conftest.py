@@ -47,3 +47,23 @@ def busybox_image(container_runtime: object) -> str:
     from tests.containers import build_image
 
     return build_image(container_runtime)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scratch_inside_the_test_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Scratch files of steps, scripts and artifacts (and of every process the tests
+    start, some of which are killed on purpose) go under pytest's own temporary
+    directory, which pytest rotates, never loose in /tmp."""
+    import os
+    import tempfile
+
+    scratch = tmp_path_factory.mktemp("scratch")
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(scratch)
+    tempfile.tempdir = None  # re-read TMPDIR
+    yield
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
+    tempfile.tempdir = None

@@ -174,7 +174,9 @@ class Services:
     """Lazily started servers, shared by a whole test session."""
 
     def __init__(self) -> None:
-        self._tmp = Path(tempfile.mkdtemp(prefix="conveyor-services-"))
+        # In the system's /tmp, not the test run's scratch: RabbitMQ switches to its own
+        # user, which cannot enter pytest's private directories. Removed on close.
+        self._tmp = Path(tempfile.mkdtemp(prefix="conveyor-services-", dir="/tmp"))
         os.chmod(self._tmp, 0o755)
         self.rabbit: LocalRabbit | None = None
         self.redis: LocalRedis | None = None

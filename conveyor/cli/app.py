@@ -34,6 +34,7 @@ from conveyor.cli.common import (
     load_target,
     out,
     print_error,
+    say,
     settings_from,
 )
 from conveyor.local import EXIT_INTERRUPTED, drive, local_engine
@@ -55,7 +56,7 @@ app = typer.Typer(
 
 def _print_version(asked: bool) -> None:
     if asked:
-        out.print(f"conveyor {importlib.metadata.version('conveyor')}")
+        say(f"conveyor {importlib.metadata.version('conveyor')}")
         raise typer.Exit()
 
 
@@ -139,7 +140,7 @@ def run(
         out.print_json(data=run_report(state))
     else:
         out.print(summary(state))
-        out.print(f"inspect: conveyor show {state.run_id[:12]} · conveyor logs {state.run_id[:12]}")
+        say(f"inspect: conveyor show {state.run_id[:12]} · conveyor logs {state.run_id[:12]}")
     if was_interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
     raise typer.Exit(EXIT_OK if state.status == RunStatus.SUCCEEDED else EXIT_RUN_FAILED)
@@ -170,7 +171,7 @@ def validate(file: Annotated[Path, typer.Argument(help="Workflow YAML file.")]) 
         preflight.check(workflow, str(file))
     except InvalidInput as exc:
         raise fail_input(exc) from None
-    out.print(f"{file}: ok (workflow {workflow.name!r}, {len(workflow.tasks)} tasks)")
+    say(f"{file}: ok (workflow {workflow.name!r}, {len(workflow.tasks)} tasks)")
 
 
 @app.command()

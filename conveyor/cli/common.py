@@ -67,6 +67,11 @@ def settings_from(
     return Settings(**values)
 
 
+def say(text: str) -> None:
+    """One line for a person (and for grep): never wrapped, unlike tables."""
+    sys.stdout.write(text + "\n")
+
+
 def print_error(exc: ConveyorError) -> None:
     # Plain writes: error lines must not be wrapped, so they can be grepped and clicked.
     problems = (

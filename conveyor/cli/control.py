@@ -27,6 +27,7 @@ from conveyor.cli.common import (
     err,
     fail_input,
     out,
+    say,
     settings_from,
 )
 from conveyor.local import EXIT_INTERRUPTED, drive, interrupt_holder, local_engine
@@ -109,15 +110,15 @@ def register(app: typer.Typer) -> None:
         try:
             if _distributed(settings):
                 full = _steer(settings, run, "cancel", wait=False)
-                out.print(f"cancel requested for {full}")
+                say(f"cancel requested for {full}")
                 return
             full, pid = _cancel_locally(settings, run)
         except (InvalidInput, NotFound) as exc:
             raise fail_input(exc) from None
         if pid is not None:
-            out.print(f"cancel requested for {full} (interrupted process {pid}, which runs it)")
+            say(f"cancel requested for {full} (interrupted process {pid}, which runs it)")
         else:
-            out.print(f"cancelled {full} (no process was running it)")
+            say(f"cancelled {full} (no process was running it)")
 
     @app.command()
     def retry(
@@ -150,7 +151,7 @@ def _control(run: str, command: str, wait: bool, settings: Settings) -> None:
         if _distributed(settings):
             result = _steer(settings, run, command, wait)
             if isinstance(result, str):
-                out.print(f"{command} requested for {result}")
+                say(f"{command} requested for {result}")
                 return
             _finish(result)
         result, interrupted = _drive_locally(settings, run, command)

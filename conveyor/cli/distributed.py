@@ -26,6 +26,7 @@ from conveyor.cli.common import (
     fail_input,
     load_for_run,
     out,
+    say,
     settings_from,
 )
 from conveyor.preflight import PATH_VARIABLE, step_import_paths, use_import_paths
@@ -178,7 +179,7 @@ def register(app: typer.Typer) -> None:
             count, messages = loop.run(go())
         except InvalidInput as exc:
             raise fail_input(exc) from None
-        out.print(f"{count} dead-lettered message(s)")
+        say(f"{count} dead-lettered message(s)")
         for body, headers in messages:
             sys.stdout.write(
                 json.dumps(

@@ -30,6 +30,7 @@ from conveyor.cli.common import (
     JsonOption,
     fail_input,
     out,
+    say,
     settings_from,
 )
 from conveyor.progress import summary
@@ -216,7 +217,7 @@ def register(app: typer.Typer) -> None:
             loop.run(store.get_path(ref, output))
         except ConveyorError as exc:
             raise fail_input(exc) from None
-        out.print(f"{output} ({ref.size} bytes, sha256 {ref.sha256[:12]})")
+        say(f"{output} ({ref.size} bytes, sha256 {ref.sha256[:12]})")
 
 
 def _artifact_rows(state: RunState, task: str | None) -> list[dict[str, Any]]:
