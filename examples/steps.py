@@ -18,3 +18,16 @@ def report(scores: list[int], ids: list[int]) -> dict[str, object]:
         "mean": round(statistics.fmean(scores), 2) if scores else 0.0,
         "best_id": ids[scores.index(max(scores))] if scores else None,
     }
+
+
+def number(n: int) -> int:
+    return n
+
+
+def double(n: int) -> int:
+    return 2 * n
+
+
+def summarize(values: list[int]) -> dict[str, int]:
+    """Fan-in: the results of every item, in item order."""
+    return {"count": len(values), "total": sum(values)}

@@ -1,0 +1,116 @@
+"""Every snippet in the README and the docs works: workflows validate (and run where
+they can here), Python examples run, and every ``conveyor`` command line parses."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from contracts.validation import parse_workflow
+from conveyor.cli.app import app
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def blocks(file: Path, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", file.read_text(), re.S | re.M)
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conveyor", *args],
+        cwd=cwd,
+        env={**os.environ, "CONVEYOR_HOME": str(cwd / ".conveyor"), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+YAML = [(f.name, i, text) for f in DOCS for i, text in enumerate(blocks(f, "yaml"))]
+
+
+@pytest.mark.parametrize(("doc", "index", "text"), YAML, ids=[f"{d}-{i}" for d, i, _ in YAML])
+def test_every_workflow_snippet_is_a_valid_workflow(doc: str, index: int, text: str) -> None:
+    assert parse_workflow(text, source=f"{doc} yaml block {index}").tasks
+
+
+def test_the_readme_workflow_runs(tmp_path: Path) -> None:
+    (readme,) = blocks(ROOT / "README.md", "yaml")
+    (tmp_path / "readme.yaml").write_text(readme)
+    done = run_cli(
+        "run", "readme.yaml", cwd=tmp_path, env={"CONVEYOR_PYTHON_PATH": str(ROOT / "examples")}
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_readme_python_workflow_runs(tmp_path: Path) -> None:
+    (code,) = blocks(ROOT / "README.md", "python")
+    (tmp_path / "readme_flow.py").write_text(code)
+    done = run_cli("run", "readme_flow:scoring", "-p", "size=5", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert '"result": 6.0' in done.stdout  # the mean of 0, 1, 4, 9, 16
+
+
+def test_the_tutorial_runs_as_written(tmp_path: Path) -> None:
+    code = blocks(ROOT / "docs" / "tutorial.md", "python")
+    *flow, tests = code
+    (tmp_path / "flow.py").write_text("\n\n".join(flow))
+    (tmp_path / "test_flow.py").write_text(tests)
+    for line in blocks(ROOT / "docs" / "tutorial.md", "sh")[0].splitlines():
+        words = shlex.split(line.split("#")[0])
+        assert words[0] == "conveyor"
+        done = run_cli(*words[1:], cwd=tmp_path)
+        assert done.returncode == 0, line + "\n" + done.stdout + done.stderr
+    tested = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_flow.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "2 passed" in tested.stdout
+
+
+def command_lines() -> list[tuple[str, str]]:
+    found = []
+    for file in DOCS:
+        for block in blocks(file, "sh"):
+            for line in block.splitlines():
+                for part in line.split("#")[0].split(";"):
+                    part = part.strip().rstrip("&").strip()
+                    while re.match(r"^[A-Z_]+=\S+ ", part):  # VAR=value before a command
+                        part = part.split(" ", 1)[1]
+                    if part.startswith(("conveyor ", "python3 -m conveyor ")):
+                        found.append((file.name, part))
+    return found
+
+
+COMMANDS = command_lines()
+
+
+@pytest.mark.parametrize(("doc", "line"), COMMANDS, ids=[line for _d, line in COMMANDS])
+def test_every_command_line_in_the_docs_parses(doc: str, line: str) -> None:
+    words = shlex.split(line)
+    words = words[words.index("conveyor") + 1 :]
+    words = ["0123456789ab" if w in ("RUN", "<run>") else w for w in words]
+    # --help after the words: a name or option the command lacks is still a usage error
+    # (exit 2), while a complete command line only prints its help (exit 0).
+    result = CliRunner().invoke(app, [*words, "--help"])
+    assert result.exit_code == 0, f"{doc}: `{line}` does not parse: {result.output}"
+    assert "Usage: conveyor" in result.output and "Commands" not in result.output, line
+
+
+def test_the_docs_have_command_lines_to_check() -> None:
+    assert len(COMMANDS) >= 15
