@@ -109,8 +109,6 @@ def run(
     once. A run whose process died is finished by ``conveyor resume``.
     """
     settings = settings_from(home=home)
-    if not home.exists():
-        sys.stderr.write(f"creating the local home {home} (runs are kept there)\n")
     # Python steps import from the workflow's folder first, then CONVEYOR_PYTHON_PATH,
     # then the current directory.
     use_import_paths(step_import_paths(file if file.is_file() else None))
@@ -120,6 +118,8 @@ def run(
         open_artifacts(settings)
     except InvalidInput as exc:
         raise fail_input(exc) from None
+    if not home.exists():
+        sys.stderr.write(f"creating the local home {home} (runs are kept there)\n")
 
     def interrupted() -> None:
         err.print("interrupted: cancelling the run (Ctrl-C again to quit at once)")

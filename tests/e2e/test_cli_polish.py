@@ -107,3 +107,40 @@ def test_every_option_has_help_and_booleans_read_both_ways() -> None:
     ]
     assert one_way == []
     assert any(p.secondary_opts == ["--no-json"] for _cmd, p in params)  # the check sees flags
+
+
+def test_validate_checks_what_the_steps_need_here(tmp_path: Path) -> None:
+    (tmp_path / "needs.yaml").write_text(
+        "name: needs\ntasks:\n"
+        "  - name: fetch\n    script: cat in\n    artifacts: {in: {in: 's3://bucket/key'}}\n"
+        "  - name: compute\n    python: no_such_module_here:run\n"
+    )
+    done = conveyor("validate", "needs.yaml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert (
+        "tasks[0].artifacts.in.in: s3:// URLs need a package that is not installed" in done.stderr
+    )
+    assert "Install s3fs" in done.stderr
+    assert "tasks[1].python: cannot import 'no_such_module_here' for task 'compute'" in done.stderr
+
+
+def test_a_bad_artifact_store_url_is_invalid_input(tmp_path: Path) -> None:
+    (tmp_path / "ok.yaml").write_text("name: ok\ntasks: [{name: a, script: 'true'}]\n")
+    done = conveyor(
+        "run", "ok.yaml", cwd=tmp_path, extra_env={"CONVEYOR_ARTIFACTS_URL": "nosuch://bucket/x"}
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: CONVEYOR_ARTIFACTS_URL")
+    assert "no filesystem serves nosuch:// URLs" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_python_steps_import_from_the_workflow_s_folder_first(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "helpers.py").write_text("def which() -> str:\n    return 'next to the workflow'\n")
+    (tmp_path / "helpers.py").write_text("def which() -> str:\n    return 'current directory'\n")
+    (flows / "wf.yaml").write_text("name: wf\ntasks: [{name: a, python: 'helpers:which'}]\n")
+    done = conveyor("run", "flows/wf.yaml", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["tasks"][0]["outputs"]["result"] == "next to the workflow"
