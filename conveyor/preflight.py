@@ -23,7 +23,8 @@ PATH_VARIABLE = "CONVEYOR_PYTHON_PATH"
 
 def step_import_paths(workflow_file: Path | None, extra: str | None = None) -> list[str]:
     """Where Python steps are imported from, first match wins: the workflow's own folder,
-    then ``CONVEYOR_PYTHON_PATH`` (or ``extra``), then the current directory."""
+    then ``CONVEYOR_PYTHON_PATH`` (or ``extra``), then the current directory (all after
+    the installed packages)."""
     paths: list[str] = []
     if workflow_file is not None:
         paths.append(str(workflow_file.resolve().parent))
@@ -34,9 +35,15 @@ def step_import_paths(workflow_file: Path | None, extra: str | None = None) -> l
 
 
 def use_import_paths(paths: Iterable[str]) -> None:
-    """Put ``paths`` first on the import path, in their order."""
+    """Let Python steps import from ``paths``, in their order, *after* the engine's own.
+
+    The step folders come last, so a file beside a workflow (a ``uvloop.py``, a
+    ``yaml.py``) can never stand in for a module the engine imports; the current
+    directory, which ``python -m`` puts first, moves back with them.
+    """
     ordered = list(paths)
-    sys.path[:] = ordered + [p for p in sys.path if p not in ordered]
+    engine = [p for p in sys.path if p not in ordered and p not in ("", os.getcwd())]
+    sys.path[:] = engine + ordered
 
 
 def problems(workflow: Workflow, *, modules: bool = True) -> list[Problem]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +147,27 @@ def test_python_steps_import_from_the_workflow_s_folder_first(tmp_path: Path) ->
     done = conveyor("run", "flows/wf.yaml", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["tasks"][0]["outputs"]["result"] == "next to the workflow"
+
+
+def test_a_module_beside_the_workflow_never_stands_in_for_the_engine_s(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    marker = tmp_path / "hijacked"
+    for folder in (flows, tmp_path):
+        for name in ("uvloop", "yaml", "msgspec"):
+            (folder / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write('{name} ')\n")
+    (flows / "ok.yaml").write_text("name: ok\ntasks: [{name: a, script: 'true'}]\n")
+    # The installed command, as users run it. (`python -m` puts the current directory
+    # first on the import path before any of Conveyor's code runs: Python's own rule.)
+    conveyor_command = shutil.which("conveyor")
+    assert conveyor_command is not None
+    done = subprocess.run(
+        [conveyor_command, "run", "flows/ok.yaml"],
+        cwd=tmp_path,
+        env={**os.environ, "CONVEYOR_HOME": str(tmp_path / ".conveyor")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists(), marker.read_text()
