@@ -11,6 +11,17 @@ import structlog
 LogFormat = Literal["auto", "console", "json"]
 
 
+class _Stderr:
+    """The process's stderr as it is when a line is written, not when logging was set up
+    (test runners and tools swap ``sys.stderr``; a logger bound once must follow)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "warning", fmt: LogFormat = "auto") -> None:
     """Human-readable lines on a terminal, JSON lines otherwise (or as asked). Logs go to stderr."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
@@ -31,6 +42,6 @@ def configure_logging(level: str = "warning", fmt: LogFormat = "auto") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )

@@ -370,9 +370,10 @@ class Worker:
             except Exception as exc:
                 # Whatever goes wrong handling an attempt is the attempt's failure, with
                 # its reason: never a run left waiting for an outcome that will not come.
-                self._log.exception("step handling failed")
                 error = f"{type(exc).__name__}: {exc}"
                 emit("system", f"the worker failed handling this step: {error}")
+                with contextlib.suppress(Exception):  # not even a broken log stream
+                    self._log.exception("step handling failed")
                 return StepOutcome(ok=False, error=error, reason=FailureKind.ERROR)
             return outcome
 
@@ -381,7 +382,8 @@ class Worker:
         try:
             await self._outbox.send(message.reply_to, [event])
         except Exception as exc:
-            self._log.exception("could not send the step's outcome")
+            with contextlib.suppress(Exception):
+                self._log.exception("could not send the step's outcome")
             failed = TaskFailed(
                 run_id=message.run_id,
                 at=self._clock(),
