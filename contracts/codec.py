@@ -30,7 +30,8 @@ CoordinatorInput = Event | Heartbeat | ShardWake | ResumeRun
 
 
 class DecodeError(ConveyorError):
-    """Bytes that are not a message we understand. Never retryable: park it, do not loop."""
+    """Bytes that are not a message we understand (malformed, unknown, or nested too
+    deeply to decode). Never retryable: park it, do not loop."""
 
 
 def encode(value: Any) -> bytes:
@@ -58,7 +59,7 @@ def _check_event_version(event: Event) -> Event:
 def decode_event(data: bytes | str) -> Event:
     try:
         event: Event = _event_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         raise DecodeError(f"undecodable event: {exc}") from exc
     return _check_event_version(event)
 
@@ -68,7 +69,7 @@ def decode_coordinator_input(data: bytes) -> list[CoordinatorInput]:
     a wake-up."""
     try:
         message: Any = _coordinator_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         raise DecodeError(f"undecodable coordinator message: {exc}") from exc
     if isinstance(message, EventBatch):
         if message.v > EVENT_VERSION:
@@ -87,7 +88,7 @@ def decode_tasks(data: bytes) -> list[TaskReady]:
     """A task message or a batch of them."""
     try:
         message = _task_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         raise DecodeError(f"undecodable task message: {exc}") from exc
     if message.v > MESSAGE_VERSION:
         raise DecodeError(f"message version {message.v} is newer than this worker")
@@ -101,7 +102,7 @@ def decode_tasks(data: bytes) -> list[TaskReady]:
 def decode_control(data: bytes) -> CancelTasks:
     try:
         return _control_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         raise DecodeError(f"undecodable control message: {exc}") from exc
 
 

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import structlog
 
-from contracts.codec import CoordinatorInput, DecodeError, decode_coordinator_input
+from contracts.codec import CoordinatorInput, decode_coordinator_input
 from contracts.errors import ConveyorError
 from contracts.events import Event, RunSubmitted
 from contracts.ports import Consumer, Delivery, processing
@@ -55,7 +55,7 @@ class ShardIntake:
             for item in batch:
                 try:
                     inputs = decode_coordinator_input(item.body)
-                except DecodeError:
+                except Exception:  # the one-by-one path dead-letters it with the reason
                     singles.append((item, None))
                     continue
                 events = [m for m in inputs if isinstance(m, Event) and self._groupable(m)]

@@ -262,12 +262,34 @@ async def test_a_redelivered_result_has_no_second_effect(engine: EmbeddedEngine)
     assert await engine.store.read(state.run_id) == before
 
 
-async def test_undecodable_messages_are_dead_lettered_not_fatal(engine: EmbeddedEngine) -> None:
-    await engine.transport.publish(shard_queue(0), [b"\x00garbage"])
-    state = await run(engine, "name: still-alive\ntasks:\n  - name: a\n    script: echo ok\n")
-    assert state.status == "succeeded"
+DEEP = (
+    b'{"type":"task_succeeded","run_id":"r","at":1,"task":"a","result":'
+    + b"[" * 5000
+    + b"]" * 5000
+    + b"}"
+)
+
+
+@pytest.mark.parametrize("poison", [b"\x00garbage", DEEP], ids=["garbage", "nested-5000-deep"])
+async def test_undecodable_messages_are_dead_lettered_not_fatal(
+    engine: EmbeddedEngine, poison: bytes
+) -> None:
+    for shard in range(engine.coordinator._shards):
+        await engine.transport.publish(shard_queue(shard), [poison])
+    # Every shard still takes runs: no consumer died on the message.
+    shards = engine.coordinator._shards
+    keys = {}
+    for n in range(100):
+        run_id = uuid.uuid5(uuid.NAMESPACE_URL, f"conveyor:alive-{n}").hex
+        keys.setdefault(shard_of(run_id, shards), f"alive-{n}")
+    assert len(keys) == shards
+    workflow = parse_workflow("name: still-alive\ntasks:\n  - name: a\n    script: echo ok\n")
+    for key in keys.values():
+        run_id = await engine.submit(workflow, {}, idempotency_key=key)
+        state = await asyncio.wait_for(engine.coordinator.wait(run_id), 30)
+        assert state.status == "succeeded"
     dead = [body for body, _headers in await engine.transport.dead_letters(100)]
-    assert b"\x00garbage" in dead
+    assert poison in dead
 
 
 async def test_a_message_that_keeps_failing_is_dead_lettered(
