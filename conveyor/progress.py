@@ -16,6 +16,7 @@ from rich.text import Text
 from contracts.events import Event, RunCompleted
 from contracts.vocabulary import TaskStatus
 from conveyor.report import run_report, task_report
+from conveyor.terminal import displayable, plain
 from engine.state.model import RunState
 
 STYLE: dict[str, str] = {
@@ -149,7 +150,9 @@ class LiveProgress:
         note = f" ({len(node.instances)} items)" if node.spec.fans_out and node.instances else ""
         if node.error and node.status in (TaskStatus.FAILED, TaskStatus.SKIPPED):
             note += f": {node.error}"
-        self._console.print(f"{SYMBOL.get(node.status, '')} {node.spec.name}: {node.status}{note}")
+        self._console.print(
+            plain(f"{SYMBOL.get(node.status, '')} {node.spec.name}: {node.status}{note}")
+        )
 
 
 def summary(state: RunState) -> Group:
@@ -162,15 +165,17 @@ def summary(state: RunState) -> Group:
     table.add_column("outputs / error", overflow="fold")
     for node in state.nodes.values():
         row = task_report(node)
-        detail: Text | str = row.get("error") or (
-            " ".join(f"{k}={_short(v)}" for k, v in row["outputs"].items())
-            if row["outputs"]
-            else ""
-        )
-        if row.get("stderr_tail"):
-            detail = Text.assemble(
-                str(detail), *(("\n" + line, "dim") for line in row["stderr_tail"])
+        detail = plain(
+            row.get("error")
+            or (
+                " ".join(f"{k}={_short(v)}" for k, v in row["outputs"].items())
+                if row["outputs"]
+                else ""
             )
+        )
+        for line in row.get("stderr_tail", ()):
+            detail.append("\n")
+            detail.append_text(plain(line, "dim"))
         attempts = str(row["attempts"])
         if node.spec.fans_out:
             attempts = f"{row['items']} items, {row['retries']} retries"
@@ -186,6 +191,6 @@ def summary(state: RunState) -> Group:
         ("run ", ""),
         (state.status, f"bold {style}"),
         (f" in {_duration(report['duration'])}", ""),
-        (f": {state.reason}" if state.reason else "", style),
+        (displayable(f": {state.reason}") if state.reason else "", style),
     )
     return Group(table, headline)

@@ -36,6 +36,7 @@ from conveyor.cli.common import (
     print_error,
     say,
     settings_from,
+    write_json,
 )
 from conveyor.local import EXIT_INTERRUPTED, drive, local_engine
 from conveyor.logsetup import LogFormat, configure_logging
@@ -137,7 +138,7 @@ def run(
 
     state, was_interrupted = loop.run(go())
     if as_json:
-        out.print_json(data=run_report(state))
+        write_json(run_report(state))
     else:
         out.print(summary(state))
         say(f"inspect: conveyor show {state.run_id[:12]} · conveyor logs {state.run_id[:12]}")

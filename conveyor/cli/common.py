@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -65,6 +66,11 @@ def settings_from(
     if home is not None:
         values["home"] = home
     return Settings(**values)
+
+
+def write_json(data: Any) -> None:
+    """A result for scripts: plain JSON on stdout (no colouring, at any size)."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def say(text: str) -> None:

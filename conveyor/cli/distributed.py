@@ -28,6 +28,7 @@ from conveyor.cli.common import (
     out,
     say,
     settings_from,
+    write_json,
 )
 from conveyor.preflight import PATH_VARIABLE, step_import_paths, use_import_paths
 from conveyor.progress import LiveProgress, summary
@@ -158,7 +159,7 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write(result + "\n")
             return
         if as_json:
-            out.print_json(data=run_report(result))
+            write_json(run_report(result))
         else:
             out.print(summary(result))
         raise typer.Exit(0 if result.status == RunStatus.SUCCEEDED else 1)

@@ -32,9 +32,11 @@ from conveyor.cli.common import (
     out,
     say,
     settings_from,
+    write_json,
 )
 from conveyor.progress import summary
 from conveyor.report import run_report
+from conveyor.terminal import displayable
 from conveyor.wiring import open_artifacts, open_client
 from engine.client import Client
 from engine.state.model import RunState
@@ -87,7 +89,7 @@ def register(app: typer.Typer) -> None:
         status = None if state is None else str(state)
         rows = _read(home, lambda c: c.runs(state=status, workflow=workflow, limit=limit))
         if as_json:
-            out.print_json(data=to_builtins(rows))
+            write_json(to_builtins(rows))
             return
         table = Table()
         for column in ("run", "workflow", "state", "submitted", "duration"):
@@ -107,7 +109,7 @@ def register(app: typer.Typer) -> None:
         """Show a run: tasks, states, attempts, durations, outputs."""
         state = _read(home, lambda c: c.state(run_id))
         if as_json:
-            out.print_json(data=run_report(state))
+            write_json(run_report(state))
         else:
             out.print(summary(state))
 
@@ -122,6 +124,13 @@ def register(app: typer.Typer) -> None:
                 "--follow/--no-follow", "-f", help="Keep printing new lines until the run ends."
             ),
         ] = False,
+        raw: Annotated[
+            bool,
+            typer.Option(
+                "--raw/--no-raw",
+                help="Write lines exactly as the steps did, escape sequences and all (colours).",
+            ),
+        ] = False,
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
         """Print the output lines of a run's steps, per task attempt."""
@@ -134,7 +143,8 @@ def register(app: typer.Typer) -> None:
                     continue
                 printed.add(key)
                 label = f"{line.task}[{line.index}]#{line.attempt}"
-                sys.stdout.write(f"{label} {line.stream}| {line.text}\n")
+                text = line.text if raw else displayable(line.text)
+                sys.stdout.write(f"{label} {line.stream}| {text}\n")
             sys.stdout.flush()
 
         async def read(client: Client) -> None:
@@ -178,7 +188,7 @@ def register(app: typer.Typer) -> None:
         """List the artifacts a run's tasks produced (name, item, size, sha256, where)."""
         rows = _artifact_rows(_read(home, lambda c: c.state(run_id)), task)
         if as_json:
-            out.print_json(data=rows)
+            write_json(rows)
             return
         table = Table()
         for column in ("task", "item", "name", "kind", "size", "sha256", "uri"):
