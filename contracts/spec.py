@@ -39,6 +39,8 @@ def _inside_the_step(path: str) -> str:
 
 
 StepPath = Annotated[str, AfterValidator(_inside_the_step)]
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+"""An environment variable's name: letters, digits and underscores."""
 """A file or directory a step writes or reads, relative to its working directory."""
 
 ParamType = Literal["str", "int", "float", "bool", "list", "dict", "any"]
@@ -171,7 +173,11 @@ class Container(Model):
     relative to it are read after the step.
     """
 
-    image: str = Field(min_length=1)
+    image: str = Field(
+        min_length=1,
+        pattern=r"^[^-\s]",
+        description="An image reference; never starts with '-' (it would be read as a flag).",
+    )
     command: list[str] | None = None
     args: list[str] = Field(default_factory=list)
     script: str | None = None
@@ -215,8 +221,12 @@ class Task(Model):
     args: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments of a python step (templated)."
     )
-    env: dict[str, str] = Field(default_factory=dict)
-    workdir: str | None = None
+    env: dict[EnvName, str] = Field(default_factory=dict)
+    workdir: str | None = Field(
+        default=None,
+        description="Working directory (a fixed path: templates are refused here, so no value"
+        " from outside can pick a host directory).",
+    )
     outputs: dict[Name, StepPath] = Field(
         default_factory=dict,
         description="Named output parameters: name -> file the step writes (relative to workdir).",
@@ -233,6 +243,16 @@ class Task(Model):
     continue_on_failure: bool = False
     trigger_rule: TriggerRule = "all_succeeded"
     pool: Name = "default"
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir_is_fixed(cls, value: str | None) -> str | None:
+        if value is not None and "{{" in value:
+            raise ValueError(
+                "workdir cannot be templated: a value from outside would choose a host"
+                " directory; pass values to the step as env or args instead"
+            )
+        return value
 
     @field_validator("outputs")
     @classmethod

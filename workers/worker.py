@@ -27,7 +27,6 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ import structlog
 
 from contracts.codec import DecodeError, decode_control, decode_tasks, encode
 from contracts.errors import StepError
-from contracts.events import Event, TaskFailed, TaskStarted, TaskSucceeded
+from contracts.events import Event, TaskFailed, TaskStarted
 from contracts.messages import Heartbeat, TaskReady
 from contracts.ports import (
     ArtifactStore,
@@ -59,6 +58,7 @@ from workers.executors import (
 )
 from workers.logbuffer import LogBuffer
 from workers.outbox import EventOutbox
+from workers.outcomes import HANDED_BACK, Interruption, outcome_event
 from workers.staging import MAX_VALUE_BYTES, stage_inputs, store_outputs
 
 log = structlog.get_logger("conveyor.worker")
@@ -66,27 +66,6 @@ log = structlog.get_logger("conveyor.worker")
 _counter = 0
 
 _CURRENT_DIR = Path(".")
-
-
-@dataclass(frozen=True, slots=True)
-class Interruption:
-    """Why an attempt's handler was cancelled from outside the step."""
-
-    kind: FailureKind
-    message: str
-
-    def outcome(self) -> StepOutcome:
-        # A step handed back did not fail: it runs again at once, elsewhere.
-        handed_back = self.kind == FailureKind.LOST
-        return StepOutcome(
-            ok=False,
-            error=self.message if handed_back else f"cancelled: {self.message}",
-            reason=self.kind,
-            retryable=handed_back,
-        )
-
-
-HANDED_BACK = Interruption(FailureKind.LOST, "handed back: the worker stopped")
 
 
 def _worker_name() -> str:
@@ -324,7 +303,7 @@ class Worker:
             if not outcome.ok:
                 emit("system", f"step failed ({outcome.reason}): {outcome.error}")
             await self._logs.flush()
-            event = self._outcome_event(message, outcome, duration, list(emit.stderr_tail))
+            event = outcome_event(message, outcome, self._clock(), duration, list(emit.stderr_tail))
             await self._report(message, event)
         finally:
             self._running.pop(ref, None)
@@ -394,33 +373,6 @@ class Worker:
                 retryable=False,
             )
             await self._outbox.send(message.reply_to, [failed])
-
-    def _outcome_event(
-        self, message: TaskReady, outcome: StepOutcome, duration: float, stderr_tail: list[str]
-    ) -> Event:
-        common: dict[str, Any] = {
-            "run_id": message.run_id,
-            "at": self._clock(),
-            "task": message.task,
-            "index": message.index,
-            "attempt": message.attempt,
-            "duration": duration,
-        }
-        if outcome.ok:
-            return TaskSucceeded(
-                **common,
-                result=outcome.result,
-                outputs=outcome.outputs,
-                artifacts=outcome.artifacts,
-            )
-        return TaskFailed(
-            **common,
-            error=outcome.error,
-            reason=outcome.reason,
-            retryable=outcome.retryable,
-            exit_code=outcome.exit_code,
-            stderr_tail=stderr_tail,
-        )
 
     async def _beat(self) -> None:
         assert self._heartbeat_interval is not None

@@ -89,12 +89,29 @@ class ContainerExecutor:
                 reason=FailureKind.START,
                 retryable=False,
             )
+        if spec.image.startswith("-") or not spec.image.strip():
+            return StepOutcome(
+                ok=False,
+                error=f"not an image: {spec.image!r}",
+                reason=FailureKind.START,
+                retryable=False,
+            )
+        multiline = sorted(k for k, v in task.step.env.items() if "\n" in v or "\0" in v)
+        if multiline:
+            return StepOutcome(
+                ok=False,
+                error=f"env {', '.join(multiline)}: a container's variables cannot hold line"
+                " breaks; pass such data as a file (an input artifact)",
+                reason=FailureKind.START,
+                retryable=False,
+            )
         suffix = f"{task.index}-{task.attempt}-{uuid.uuid4().hex[:6]}"
         name = f"conveyor-{task.run_id[:12]}-{_safe(task.task)}-{suffix}"
         argv = [
             *base,
             "run",
             *self._run_flags(task, spec, name, workdir),
+            "--",  # whatever the image is, it is not read as a flag
             spec.image,
             *self._command(spec, workdir),
         ]
@@ -155,9 +172,15 @@ class ContainerExecutor:
             inner,
             f"--pull={PULL_FLAG.get(spec.pull, 'missing')}",
         ]
-        env = {**conveyor_env(task), **task.step.env}
-        for key, value in env.items():
-            flags += ["-e", f"{key}={value}"]
+        # Values go in a file only this user can read, never on the runtime's command
+        # line, where `ps` shows them to everyone on the host.
+        env_file = workdir.parent / "conveyor-env"
+        env_file.touch(mode=0o600)
+        env_file.write_text(
+            "".join(f"{k}={v}\n" for k, v in {**conveyor_env(task), **task.step.env}.items()),
+            encoding="utf-8",
+        )
+        flags += ["--env-file", str(env_file)]
         if spec.script is not None:
             script = workdir.parent / "conveyor-step"
             script.write_text(spec.script, encoding="utf-8")

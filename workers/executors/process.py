@@ -36,7 +36,7 @@ class ProcessExecutor:
         with tempfile.TemporaryDirectory(prefix="conveyor-script-") as scratch:
             scratch_dir = Path(scratch)
             argv = self._argv(step, scratch_dir)
-            env = {**os.environ, **conveyor_env(task), **step.env}
+            env = {**step_environment(), **conveyor_env(task), **step.env}
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *argv,
@@ -136,6 +136,21 @@ async def _kill_tree(proc: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(psutil.Error):
             child.kill()
     await proc.wait()
+
+
+PASSED_THROUGH = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR")
+"""What a step sees of the worker's environment, with ``LC_*`` and the names listed in
+``CONVEYOR_STEP_ENV`` (comma-separated): nothing of the worker's own configuration
+(broker and Redis URLs with their passwords) unless an operator lists it."""
+
+
+def step_environment() -> dict[str, str]:
+    extra = {n.strip() for n in os.environ.get("CONVEYOR_STEP_ENV", "").split(",") if n.strip()}
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name in PASSED_THROUGH or name.startswith("LC_") or name in extra
+    }
 
 
 def conveyor_env(task: TaskReady) -> dict[str, str]:
