@@ -63,6 +63,9 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "any": any,
     "all": all,
     "range": _range,
+    # Marks a value spliced into code on purpose (contracts.code_contexts); the value
+    # itself is unchanged.
+    "raw": lambda value: value,
     "list": list,
     "from_json": _from_json,
     "to_json": _to_json,

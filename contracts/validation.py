@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from contracts.code_contexts import splices, unsafe_message
 from contracts.errors import ExpressionError, InvalidInput, Problem
 from contracts.expressions import ROOT_NAMES, Expression, Reference, Template, templates_in
 from contracts.graph import ancestors, find_cycle
@@ -156,7 +157,22 @@ def check_workflow(workflow: Workflow, smap: SourceMap | None = None) -> list[Pr
         return problems
     for i, task in enumerate(workflow.tasks):
         problems.extend(_check_task_expressions(workflow, task, ("tasks", i), deps, smap))
+        problems.extend(
+            smap.problem(splice.path, unsafe_message(splice))
+            for splice in splices(task, ("tasks", i))
+            if not splice.raw
+        )
     return problems
+
+
+def raw_splices(workflow: Workflow) -> list[str]:
+    """Where the workflow splices values into code on purpose (``raw()``), for review."""
+    return [
+        f"{format_path(splice.path)}: {splice.expression}"
+        for i, task in enumerate(workflow.tasks)
+        for splice in splices(task, ("tasks", i))
+        if splice.raw
+    ]
 
 
 def _check_task_expressions(

@@ -341,6 +341,9 @@ def apply_options(node: dict[str, Any], options: dict[str, Any], when: str | Non
             node["retry"] = {"limit": value}
         elif key == "when" and isinstance(value, Ref):
             node["when"] = value.expression
+        elif key == "env" and isinstance(value, dict):
+            # Outputs and parameters reach a step's code as variables, never spliced in.
+            node["env"] = {name: str(v) for name, v in value.items()}
         elif value is not None:
             node[key] = value
     if when is not None:

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         "Default: HOME/artifacts, which only works when every process shares that disk.",
     )
     artifact_max_bytes: int = Field(default=1 << 30, gt=0)
+    artifact_roots: str = Field(
+        default="",
+        description="Local folders (separated by ':') whose files steps may take as input"
+        " artifacts by file:// URL, besides a local artifact store.",
+    )
     max_result_bytes: int = Field(
         default=MAX_VALUE_BYTES,
         gt=0,

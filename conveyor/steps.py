@@ -21,7 +21,10 @@ def _step(kind: str, name: str, body: dict[str, Any], options: dict[str, Any]) -
 
 
 def script(name: str, source: str, *, interpreter: str = "sh", **options: Any) -> Ref[Any]:
-    """A script step; refs formatted into ``source`` become templates and dependencies."""
+    """A script step. Values reach its source as environment variables:
+    ``script("show", 'echo "$N"', env={"N": numbers(5)})`` (refs in ``env`` become
+    templates and dependencies). A ref formatted into the source itself is refused when
+    the workflow is checked: the value would become code."""
     return _step(
         "script", name, {"script": {"source": source, "interpreter": interpreter}}, options
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -73,7 +74,8 @@ def open_artifacts(settings: Settings) -> FsspecArtifactStore:
     problem = backend_problem(url)
     if problem is not None:
         raise InvalidInput([Problem(f"{url}: {problem}")], source="CONVEYOR_ARTIFACTS_URL")
-    return FsspecArtifactStore(url, max_bytes=settings.artifact_max_bytes)
+    roots = [root for root in settings.artifact_roots.split(os.pathsep) if root]
+    return FsspecArtifactStore(url, max_bytes=settings.artifact_max_bytes, readable_roots=roots)
 
 
 def build_coordinator(settings: Settings, t: RabbitTransport, store: RunStore) -> Coordinator:

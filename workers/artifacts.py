@@ -12,6 +12,7 @@ import hashlib
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +48,25 @@ class FsspecArtifactStore:
     """Implements ``contracts.ports.ArtifactStore``."""
 
     def __init__(
-        self, url: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES, **storage_options: Any
+        self,
+        url: str | Path,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        readable_roots: Sequence[str | Path] = (),
+        **storage_options: Any,
     ) -> None:
+        """``readable_roots``: local folders whose files steps may take as input by
+        ``file://`` URL, besides this store itself (when it is local)."""
         url = str(url)
         if "://" not in url:
             url = Path(url).resolve().as_uri()
         self.url = url.rstrip("/")
         self.max_bytes = max_bytes
         self._fs, self._root = fsspec.core.url_to_fs(self.url, **storage_options)
+        roots = [Path(root).resolve() for root in readable_roots]
+        if self.url.startswith("file://"):
+            roots.append(Path(self._root).resolve())
+        self._readable_roots = roots
 
     def _uri(self, key: str) -> str:
         return f"{self.url}/{key}"
@@ -112,6 +124,7 @@ class FsspecArtifactStore:
         await asyncio.to_thread(self._fetch_url, url, local)
 
     def _fetch_url(self, url: str, local: Path) -> None:
+        self._check_local_source(url)
         local.parent.mkdir(parents=True, exist_ok=True)
         try:
             with fsspec.open(url, "rb") as source, open(local, "wb") as target:
@@ -134,6 +147,20 @@ class FsspecArtifactStore:
                 kind=FailureKind.START,
                 retryable=False,
             ) from exc
+
+    def _check_local_source(self, url: str) -> None:
+        """A step may read the worker's own disk only inside the folders allowed for it."""
+        scheme = url.split("://", 1)[0].split("::")[-1] if "://" in url else "file"
+        if scheme not in ("file", "local"):
+            return
+        path = Path(fsspec.core.strip_protocol(url)).resolve()  # links followed
+        if not any(path.is_relative_to(root) for root in self._readable_roots):
+            raise StepError(
+                f"{url} is outside the folders steps may read from this machine (the"
+                " artifact store and CONVEYOR_ARTIFACT_ROOTS)",
+                kind=FailureKind.START,
+                retryable=False,
+            )
 
     async def put_bytes(self, key: str, data: bytes) -> ArtifactRef:
         return await asyncio.to_thread(self._put_bytes, key, data)

@@ -18,6 +18,7 @@ import typer
 
 from contracts.errors import ConveyorError, InvalidInput, NotFound
 from contracts.spec import Workflow
+from contracts.validation import raw_splices
 from contracts.vocabulary import RunStatus
 from conveyor import loop, preflight
 from conveyor.cli import control, distributed, inspect
@@ -172,6 +173,11 @@ def validate(file: Annotated[Path, typer.Argument(help="Workflow YAML file.")]) 
         preflight.check(workflow, str(file))
     except InvalidInput as exc:
         raise fail_input(exc) from None
+    spliced = raw_splices(workflow)
+    if spliced:
+        say(f"values spliced into code on purpose (raw): {len(spliced)}")
+        for place in spliced:
+            say(f"  {place}")
     say(f"{file}: ok (workflow {workflow.name!r}, {len(workflow.tasks)} tasks)")
 
 

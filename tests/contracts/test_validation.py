@@ -96,9 +96,9 @@ BAD = [
         name: x
         tasks:
           - name: a
-            script: echo {{ params.missing }}
+            command: [echo, "{{ params.missing }}"]
         """,
-        "tasks[0].script.source: unknown parameter 'missing' in 'params.missing'",
+        "tasks[0].command[1]: unknown parameter 'missing' in 'params.missing'",
         id="unknown-param-reference",
     ),
     pytest.param(
@@ -121,7 +121,7 @@ BAD = [
             script: echo
           - name: b
             depends: [a]
-            script: echo {{ tasks.a.outputs.nope }}
+            command: [echo, "{{ tasks.a.outputs.nope }}"]
         """,
         "task 'a' has no output 'nope'",
         id="unknown-output",
@@ -153,7 +153,7 @@ BAD = [
         name: x
         tasks:
           - name: a
-            script: echo {{ item }}
+            command: [echo, "{{ item }}"]
         """,
         "'item' is only defined in tasks with 'items'",
         id="item-outside-fanout",
@@ -271,7 +271,8 @@ def test_a_valid_workflow_with_every_feature_parses() -> None:
             when: tasks.b.state == 'succeeded' and len(tasks.b.outputs.result) > 0
             trigger_rule: all_done
             continue_on_failure: true
-            script: {interpreter: python, source: "print({{ tasks.a.outputs.count }})"}
+            env: {COUNT: "{{ tasks.a.outputs.count }}"}
+            script: {interpreter: python, source: "import os; print(os.environ['COUNT'])"}
         """
     )
     assert workflow.timeout == 60

@@ -168,11 +168,23 @@ def test_container_steps_from_python() -> None:
     def boxed(n: int = 3) -> None:
         counted = numbers(n)
         container(
-            "count", "busybox:1.36", script=f"echo {counted} | wc -c", memory="32m", network="none"
+            "count",
+            "busybox:1.36",
+            script='echo "$N" | wc -c',
+            env={"N": counted},
+            memory="32m",
+            network="none",
         )
 
     spec = boxed.spec
     step = spec.task("count")
     assert step.kind == "container" and step.depends == ["numbers"]
     assert step.container is not None and step.container.memory == "32m"
-    assert step.container.script == "echo {{ tasks.numbers.outputs.result }} | wc -c"
+    assert step.env == {"N": "{{ tasks.numbers.outputs.result }}"}
+
+    @workflow
+    def spliced(n: int = 3) -> None:
+        container("count", "busybox:1.36", script=f"echo {numbers(n)} | wc -c")
+
+    with pytest.raises(InvalidInput, match="would splice a value into code"):
+        _ = spliced.spec

@@ -40,3 +40,22 @@ def test_markup_and_escape_sequences_are_shown_as_text(tmp_path: Path) -> None:
     assert "\x1b" not in logs.stdout and "\x07" not in logs.stdout
     raw = conveyor("logs", run_id, "--raw", cwd=tmp_path)
     assert "\x1b[31mred\x1b[0m" in raw.stdout  # asked for: exactly as written
+
+
+def test_a_parameter_from_the_command_line_is_never_run(tmp_path: Path) -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    marker = tmp_path / "PWNED"
+    payload = f"x; touch {marker}; $(touch {marker}) `touch {marker}`"
+    done = conveyor(
+        "run", str(examples / "hello.yaml"), "-p", f"who={payload}", "--json", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["tasks"][0]["outputs"]["result"] == f"hello, {payload}"
+    assert not marker.exists()
+    (tmp_path / "inj.yaml").write_text(
+        "name: inj\nparams: {repo: {type: str}}\n"
+        'tasks:\n  - {name: s, script: "echo {{ params.repo }}"}\n'
+    )
+    refused = conveyor("run", "inj.yaml", "-p", f"repo={payload}", cwd=tmp_path)
+    assert refused.returncode == 2 and "would splice a value into code" in refused.stderr
+    assert not marker.exists()

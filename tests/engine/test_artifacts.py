@@ -130,15 +130,25 @@ async def test_container_example_matches_its_script_twin(
 
 
 async def test_input_artifacts_from_urls(tmp_path: Path) -> None:
-    source = tmp_path / "words.txt"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    source = shared / "words.txt"
     source.write_text("alpha beta gamma\n")
-    store = FsspecArtifactStore(tmp_path / "store")
+    (shared / "escape").symlink_to("/etc/hostname")
+    store = FsspecArtifactStore(tmp_path / "store", readable_roots=[shared])
     workflow = parse_workflow(
         "name: url\ntasks:\n  - name: count\n    script: wc -w < words.txt\n"
         f"    artifacts: {{in: {{words.txt: '{source.as_uri()}'}}}}\n"
         "  - name: missing\n    script: cat x\n"
-        f"    artifacts: {{in: {{x: '{(tmp_path / 'nope').as_uri()}'}}}}\n"
+        f"    artifacts: {{in: {{x: '{(shared / 'nope').as_uri()}'}}}}\n"
+        "  - name: host-file\n    script: cat x\n"
+        "    artifacts: {in: {x: 'file:///etc/hostname'}}\n"
+        "  - name: linked-out\n    script: cat x\n"
+        f"    artifacts: {{in: {{x: '{(shared / 'escape').as_uri()}'}}}}\n"
     )
     state = await run_with({"artifacts": store}, workflow, {})
     assert state.nodes["count"].outputs()["result"] == 3
     assert "cannot fetch" in (state.nodes["missing"].instances[0].error or "")
+    for refused in ("host-file", "linked-out"):
+        error = state.nodes[refused].instances[0].error or ""
+        assert "is outside the folders steps may read from this machine" in error, refused

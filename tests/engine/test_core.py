@@ -48,7 +48,7 @@ tasks:
   - name: each
     depends: [src]
     items: tasks.src.outputs.result
-    script: echo {{ item }}
+    command: [echo, "{{ item }}"]
 """
 
 
@@ -282,7 +282,7 @@ CASES = {
             items: [a, b, c, d]
             parallelism: 2
             retry: 1
-            script: echo {{ item }}
+            command: [echo, "{{ item }}"]
           - name: fanin
             depends: [m]
             command: [echo, "{{ tasks.m.outputs.result }}"]
@@ -339,7 +339,7 @@ def test_fan_in_outputs_are_in_item_order_not_completion_order() -> None:
         tasks:
           - name: m
             items: [1, 2, 3]
-            script: echo {{ item }}
+            command: [echo, "{{ item }}"]
             outputs: {sq: sq.txt}
         """
     )

@@ -46,13 +46,14 @@ async def test_outputs_flow_between_script_command_and_python_steps(engine: Embe
         params: {n: 4}
         tasks:
           - name: numbers
+            env: {N: "{{ params.n }}"}
             script:
               interpreter: python
-              source: "import json; print(json.dumps(list(range({{ params.n }}))))"
+              source: "import json, os; print(json.dumps(list(range(int(os.environ['N'])))))"
           - name: square
             depends: [numbers]
             items: tasks.numbers.outputs.result
-            command: [python3, -c, "print({{ item }} ** 2)"]
+            command: [python3, -c, "import sys; print(int(sys.argv[1]) ** 2)", "{{ item }}"]
           - name: total
             depends: [square]
             python: teststeps:total

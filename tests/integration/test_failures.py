@@ -52,7 +52,8 @@ tasks:
   - name: fan
     depends: [slow]
     items: [1, 2, 3, 4, 5, 6]
-    script: echo $(( {{{{ item }}}} * 2 ))
+    env: {{ITEM: "{{{{ item }}}}"}}
+    script: echo $(( ITEM * 2 ))
   - name: last
     depends: [fan]
     command: [echo, "{{{{ tasks.fan.outputs.result }}}}"]

@@ -85,3 +85,9 @@ def chatty(n: int) -> int:
 
 def numbers(n: int) -> list[int]:
     return list(range(n))
+
+
+def b64(value: str) -> str:
+    import base64
+
+    return base64.b64encode(value.encode()).decode()

@@ -35,7 +35,7 @@ def pipeline(n: int = 4, prefix: str = "total=") -> None:
     doubled = double.map(numbers(n))
     total = add_up(doubled)
     label(total, prefix)
-    echoed = script("echo-total", f"echo {total}")
+    echoed = script("echo-total", 'echo "$TOTAL"', env={"TOTAL": total})
     command("confirm", ["test", f"{echoed}", "=", f"{total}"])
 
 
