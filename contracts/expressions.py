@@ -10,6 +10,7 @@ are extracted statically so a workflow can be checked before anything runs.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 import threading
@@ -31,13 +32,72 @@ MAX_ITEMS = 1_000_000
 simpleeval.MAX_COMPREHENSION_LENGTH = MAX_ITEMS
 
 
+MAX_POWER_BITS = 100_000
+"""The largest integer a power may make (``4000000**4000000`` would take the coordinator
+25 s to compute)."""
+
+_budget = threading.local()
+
+
+def _charge(cells: int) -> None:
+    """Count values built by one evaluation; refuse past MAX_ITEMS in all (so nested
+    comprehensions of lists cannot build a billion values between them)."""
+    spent = getattr(_budget, "spent", 0) + cells
+    if spent > MAX_ITEMS:
+        raise ValueError(f"the expression builds over {MAX_ITEMS:,} values")
+    _budget.spent = spent
+
+
 def _range(*args: int) -> range:
     """``range`` that refuses to describe more than MAX_ITEMS numbers (``list(range(10**12))``
     would otherwise exhaust the coordinator's memory)."""
     numbers = range(*args)
-    if len(numbers) > MAX_ITEMS:
-        raise ValueError(f"range of {len(numbers):,} numbers; at most {MAX_ITEMS:,}")
+    try:
+        length = len(numbers)
+    except OverflowError:  # longer than a C integer can count
+        raise ValueError(f"range of over {MAX_ITEMS:,} numbers") from None
+    if length > MAX_ITEMS:
+        raise ValueError(f"range of {length:,} numbers; at most {MAX_ITEMS:,}")
     return numbers
+
+
+def _list(values: Any = ()) -> list[Any]:
+    out = list(values)
+    _charge(len(out))
+    return out
+
+
+def _sorted(values: Any, **kwargs: Any) -> list[Any]:
+    out = sorted(values, **kwargs)
+    _charge(len(out))
+    return out
+
+
+def _power(base: Any, exponent: Any) -> Any:
+    bounded = isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1
+    if bounded and exponent * abs(base).bit_length() > MAX_POWER_BITS:
+        raise ValueError(f"{base}**{exponent} is too large a number")
+    return base**exponent
+
+
+def _read_key(evaluator: EvalWithCompoundTypes, node: ast.Attribute) -> Any:
+    """``a.b`` reads key ``b`` of mapping ``a``, and nothing else: no methods, so an
+    expression cannot change the run's state it reads (``sorted(x, key=params.pop)``)."""
+    value = evaluator._eval(node.value)
+    if isinstance(value, Mapping):
+        if node.attr in value:
+            return value[node.attr]
+        raise KeyError(node.attr)
+    raise ValueError(f"'.{node.attr}' reads keys of mappings only, not of {type(value).__name__}")
+
+
+def _counted(make: Callable[[Any], Any]) -> Callable[..., Any]:
+    def build(values: Any = ()) -> Any:
+        out = make(values)
+        _charge(len(out))
+        return out
+
+    return build
 
 
 def _from_json(text: str) -> Any:
@@ -59,14 +119,14 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "max": max,
     "sum": sum,
     "round": round,
-    "sorted": sorted,
+    "sorted": _sorted,
     "any": any,
     "all": all,
     "range": _range,
     # Marks a value spliced into code on purpose (contracts.code_contexts); the value
     # itself is unchanged.
     "raw": lambda value: value,
-    "list": list,
+    "list": _list,
     "from_json": _from_json,
     "to_json": _to_json,
 }
@@ -95,7 +155,14 @@ def _evaluator(names: dict[str, Any]) -> EvalWithCompoundTypes:
     evaluator: EvalWithCompoundTypes | None = getattr(_local, "evaluator", None)
     if evaluator is None:
         evaluator = _local.evaluator = EvalWithCompoundTypes(functions=FUNCTIONS)
+        evaluator.operators[ast.Pow] = _power
+        # (simpleeval adds its own list, tuple, set and dict builders; count theirs too.)
+        evaluator.functions.update(
+            list=_list, tuple=_counted(tuple), set=_counted(set), dict=_counted(dict)
+        )
+        evaluator.nodes[ast.Attribute] = functools.partial(_read_key, evaluator)
     evaluator.names = names
+    _budget.spent = 0
     return evaluator
 
 
@@ -126,7 +193,17 @@ class Expression:
             return evaluator.eval(self.source, previously_parsed=self._body)
         except InvalidExpression as exc:
             raise ExpressionError(f"{self.source!r}: {exc}") from exc
-        except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError) as exc:
+        except (
+            TypeError,
+            ValueError,
+            KeyError,
+            IndexError,
+            ZeroDivisionError,
+            OverflowError,
+            MemoryError,
+            RecursionError,
+            AttributeError,
+        ) as exc:
             raise ExpressionError(f"{self.source!r}: {type(exc).__name__}: {exc}") from exc
 
     def __repr__(self) -> str:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from contracts.durations import parse_duration
@@ -103,3 +105,33 @@ def test_durations(text: object, seconds: float) -> None:
 def test_bad_durations(text: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("range(10**20)", "range of over 1,000,000 numbers"),
+        ("range(10**7)", "range of 10,000,000 numbers; at most 1,000,000"),
+        ("4000000**4000000 % 7", "too large a number"),
+        ("[list(range(10**6)) for i in range(10**6)]", "builds over 1,000,000 values"),
+        ("[tuple(range(10**6)) for i in range(10**6)]", "builds over 1,000,000 values"),
+        ("sorted(['x'], key=params.pop)", "KeyError: 'pop'"),
+        ("'abc'.upper", "reads keys of mappings only"),
+    ],
+)
+def test_hostile_expressions_fail_fast_and_change_nothing(source: str, error: str) -> None:
+    import time
+
+    params = {"x": 1}
+    started = time.monotonic()
+    with pytest.raises(ExpressionError, match=re.escape(error)):
+        Expression(source).evaluate({"params": params})
+    assert time.monotonic() - started < 2
+    assert params == {"x": 1}
+
+
+def test_ordinary_expressions_still_work() -> None:
+    names = {"params": {"d": {"k": [3, 1, 2]}}}
+    assert Expression("sorted(params.d.k)").evaluate(names) == [1, 2, 3]
+    assert Expression("2**100 % 7").evaluate(names) == 2**100 % 7
+    assert Expression("len(list(range(1000)))").evaluate(names) == 1000

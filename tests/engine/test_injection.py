@@ -126,3 +126,24 @@ def test_a_template_where_code_is_parsed_is_refused_with_the_safe_form(
 def test_values_as_arguments_and_raw_splices_are_accepted(step: str) -> None:
     text = f"name: w\nparams: {{v: {{type: str}}}}\ntasks:\n  - name: t\n    {step}\n"
     assert parse_workflow(text).tasks
+
+
+async def test_a_hostile_upstream_value_fails_the_task_instead_of_hanging_the_run() -> None:
+    workflow = parse_workflow(
+        textwrap.dedent(
+            """
+            name: huge
+            tasks:
+              - name: count
+                command: [echo, "100000000000000000000"]
+              - name: each
+                depends: [count]
+                items: range(tasks.count.outputs.result)
+                command: [echo, "{{ item }}"]
+            """
+        )
+    )
+    async with EmbeddedEngine(workers=2) as engine:
+        state = await asyncio.wait_for(engine.run(workflow, {}), 30)
+    assert state.status == RunStatus.FAILED
+    assert "range of over 1,000,000 numbers" in (state.nodes["each"].error or "")
