@@ -114,3 +114,14 @@ def test_every_command_line_in_the_docs_parses(doc: str, line: str) -> None:
 
 def test_the_docs_have_command_lines_to_check() -> None:
     assert len(COMMANDS) >= 15
+
+
+def test_nothing_shipped_carries_a_default_password() -> None:
+    shipped = [ROOT / "docker-compose.yml", *sorted((ROOT / "deploy").rglob("*.yaml"))]
+    for file in shipped:
+        text = file.read_text()
+        for weak in ("guest:guest", "change-me", "password123"):
+            assert weak not in text, f"{file.name} holds {weak!r}"
+    compose = (ROOT / "docker-compose.yml").read_text()
+    published = re.findall(r'"(\S+:\d+:\d+)"', compose)
+    assert published and all(port.startswith("127.0.0.1:") for port in published)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -195,6 +196,9 @@ distributed.register(app)
 
 
 def main() -> None:
+    # Everything Conveyor writes (run store, logs, artifacts, scratch) is the user's
+    # alone: run logs hold parameters and results.
+    os.umask(0o077)
     try:
         app()
     except ConveyorError as exc:

@@ -171,3 +171,18 @@ def test_a_module_beside_the_workflow_never_stands_in_for_the_engine_s(tmp_path:
     )
     assert done.returncode == 0, done.stderr
     assert not marker.exists(), marker.read_text()
+
+
+def test_what_a_run_writes_is_readable_by_its_user_only(tmp_path: Path) -> None:
+    (tmp_path / "ok.yaml").write_text(
+        "name: ok\ntasks:\n  - name: a\n    script: echo hi > f.txt\n"
+        "    artifacts: {out: {f: f.txt}}\n"
+    )
+    done = conveyor("run", "ok.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    home = tmp_path / ".conveyor"
+    written = [home, *home.rglob("*")]
+    assert any(p.name == "conveyor.db" for p in written)
+    assert any("artifacts" in p.parts and p.is_file() for p in written)
+    loose = [str(p) for p in written if p.stat().st_mode & 0o077]
+    assert loose == []

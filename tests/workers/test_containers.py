@@ -273,3 +273,17 @@ async def test_permission_denied_is_reported(
     outcome, _ = await run(container_runtime, task(busybox_image, command=["/etc/hostname"]))
     assert not outcome.ok and outcome.reason == "start"
     assert "permission denied" in outcome.error.lower()
+
+
+async def test_steps_run_with_few_capabilities_and_no_new_privileges(
+    container_runtime: ContainerRuntime, busybox_image: str
+) -> None:
+    outcome, lines = await run(
+        container_runtime,
+        task(busybox_image, script="grep -E 'CapEff|NoNewPrivs' /proc/self/status"),
+    )
+    assert outcome.ok, outcome.error
+    status = dict(line.split(":\t") for line in lines.of("stdout"))
+    # CHOWN, DAC_OVERRIDE, FOWNER, SETGID and SETUID: bits 0, 1, 3, 6 and 7.
+    assert int(status["CapEff"], 16) == 0b11001011
+    assert status["NoNewPrivs"].strip() == "1"

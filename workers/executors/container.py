@@ -37,6 +37,12 @@ PULL_FLAG = {"always": "always", "if-not-present": "missing", "never": "never"}
 LABEL = "conveyor"
 
 
+DEFAULT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
+"""What a container step keeps by default: enough for an image's root user to manage
+its own files and drop to another user; no network administration, no raw sockets, no
+kernel modules, no ptrace, no mount (``CONVEYOR_CONTAINER_CAPABILITIES`` to change)."""
+
+
 @dataclass
 class ContainerRuntime:
     """Which CLI runs containers, and the extra flags this machine needs.
@@ -48,14 +54,30 @@ class ContainerRuntime:
     binary: str | None = None
     global_args: list[str] = field(default_factory=list)
     run_args: list[str] = field(default_factory=list)
+    capabilities: list[str] = field(default_factory=lambda: list(DEFAULT_CAPABILITIES))
+    """Capabilities a step keeps; every other one is dropped."""
+    new_privileges: bool = False
+    """Whether a step may gain privileges (setuid programs): off unless asked."""
 
     @classmethod
     def from_env(cls) -> ContainerRuntime:
+        caps = os.environ.get("CONVEYOR_CONTAINER_CAPABILITIES")
         return cls(
             binary=os.environ.get("CONVEYOR_CONTAINER_RUNTIME") or None,
             global_args=shlex.split(os.environ.get("CONVEYOR_CONTAINER_GLOBAL_ARGS", "")),
             run_args=shlex.split(os.environ.get("CONVEYOR_CONTAINER_RUN_ARGS", "")),
+            capabilities=list(DEFAULT_CAPABILITIES)
+            if caps is None
+            else [c.strip().upper() for c in caps.split(",") if c.strip()],
+            new_privileges=os.environ.get("CONVEYOR_CONTAINER_NEW_PRIVILEGES", "") in ("1", "true"),
         )
+
+    def hardening(self) -> list[str]:
+        """Flags that keep a step to what it needs (see docs/security.md)."""
+        flags = ["--cap-drop=ALL", *(f"--cap-add={cap}" for cap in self.capabilities)]
+        if not self.new_privileges:
+            flags.append("--security-opt=no-new-privileges")
+        return flags
 
     def resolve(self) -> str | None:
         """The runtime binary: as configured, else Podman or Docker, whichever is found."""
@@ -193,7 +215,7 @@ class ContainerExecutor:
             flags += ["--cpus", str(spec.cpus)]
         if spec.memory:
             flags += ["--memory", spec.memory, "--memory-swap", spec.memory]
-        return [*flags, *self.runtime.run_args]
+        return [*flags, *self.runtime.hardening(), *self.runtime.run_args]
 
     @staticmethod
     def _command(spec: ContainerSpec, workdir: Path) -> list[str]:
