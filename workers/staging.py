@@ -26,6 +26,23 @@ anything over ``INLINE_LIMIT`` goes to the artifact store, but every consumer of
 value still holds it whole in memory."""
 
 
+MAX_DEPTH = 100
+"""How deeply a result may nest lists and maps: every component that decodes it must be
+able to (JSON decoders stop near a thousand levels)."""
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    pending = [(value, 1)]
+    while pending:
+        current, depth = pending.pop()
+        if isinstance(current, list | tuple | dict):
+            if depth > limit:
+                return True
+            children = current.values() if isinstance(current, dict) else current
+            pending.extend((child, depth + 1) for child in children)
+    return False
+
+
 def inside(workdir: Path, relative: str) -> Path:
     """``workdir / relative``, refusing paths that escape the working directory."""
     return confined(workdir, relative, "artifact path")
@@ -102,6 +119,12 @@ async def _claim_if_large(
     task: TaskReady, name: str, value: Any, store: ArtifactStore | None, most: int
 ) -> Any:
     """The value itself when small; else a claim on it in the artifact store."""
+    if _deeper_than(value, MAX_DEPTH):
+        raise StepError(
+            f"{name} is nested more than {MAX_DEPTH} levels deep; flatten it or write it to"
+            " an output artifact",
+            retryable=False,
+        )
     data = msgspec.json.encode(value)
     if len(data) > most:
         raise StepError(

@@ -91,3 +91,10 @@ def b64(value: str) -> str:
     import base64
 
     return base64.b64encode(value.encode()).decode()
+
+
+def deep(levels: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(levels):
+        value = [value]
+    return value

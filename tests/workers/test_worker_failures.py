@@ -128,3 +128,25 @@ async def test_an_artifact_url_no_backend_serves_fails_the_task(
     )
     assert state.status == RunStatus.FAILED
     assert reason in failure_of(state)
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        "python: teststeps:deep\n            args: {levels: 1000}",
+        "script: python3 -c \"print('[' * 5000 + ']' * 5000)\"",
+    ],
+    ids=["python-result", "printed-json"],
+)
+async def test_a_result_nested_too_deeply_fails_the_attempt(step: str) -> None:
+    state = await run(
+        f"""
+        name: deep
+        tasks:
+          - name: t
+            {step}
+        """
+    )
+    assert state.status == RunStatus.FAILED
+    error = failure_of(state)
+    assert "nested more than 100 levels deep" in error or "RecursionError" in error, error
