@@ -6,29 +6,34 @@ from collections.abc import Mapping, Sequence
 
 
 def find_cycle(deps: Mapping[str, Sequence[str]]) -> list[str] | None:
-    """A dependency cycle as a closed path ``[a, b, ..., a]``, or None."""
+    """A dependency cycle as a closed path ``[a, b, ..., a]``, or None.
+
+    Iterative, so a chain of thousands of tasks cannot exhaust the interpreter's stack.
+    """
     white, grey, black = 0, 1, 2
     colour = dict.fromkeys(deps, white)
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        colour[node] = grey
-        stack.append(node)
-        for dep in deps.get(node, ()):
+    for root in deps:
+        if colour[root] != white:
+            continue
+        path = [root]
+        children = [iter(deps.get(root, ()))]
+        colour[root] = grey
+        while children:
+            dep = next(children[-1], None)
+            if dep is None:
+                colour[path.pop()] = black
+                children.pop()
+                continue
             if dep not in colour:
                 continue
             if colour[dep] == grey:
-                return [*stack[stack.index(dep) :], dep]
-            if colour[dep] == white and (cycle := visit(dep)) is not None:
-                return cycle
-        stack.pop()
-        colour[node] = black
-        return None
-
-    for node in deps:
-        if colour[node] == white and (cycle := visit(node)) is not None:
-            # Report the cycle in dependency-flow order: a -> b means b depends on a.
-            return list(reversed(cycle))
+                cycle = [*path[path.index(dep) :], dep]
+                # In dependency-flow order: a -> b means b depends on a.
+                return list(reversed(cycle))
+            if colour[dep] == white:
+                colour[dep] = grey
+                path.append(dep)
+                children.append(iter(deps.get(dep, ())))
     return None
 
 

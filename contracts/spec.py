@@ -23,6 +23,10 @@ from pydantic import (
 from contracts.durations import Duration
 from contracts.vocabulary import RetryableKind
 
+MAX_TASKS = 2_000
+"""Tasks in one workflow. Each knows its ancestors, so a chain of n tasks costs n²/2;
+work over many things is a fan-out (up to a million items), not many tasks."""
+
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
@@ -302,7 +306,11 @@ class Workflow(Model):
     name: Name
     description: str | None = None
     params: dict[Name, Param] = Field(default_factory=dict)
-    tasks: list[Task] = Field(min_length=1)
+    tasks: list[Task] = Field(
+        min_length=1,
+        max_length=MAX_TASKS,
+        description=f"At most {MAX_TASKS:,} tasks (fan out over items for more work).",
+    )
     timeout: Duration | None = Field(default=None, description="Run timeout.")
 
     def task(self, name: str) -> Task:

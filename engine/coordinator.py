@@ -25,11 +25,12 @@ from typing import Any
 import structlog
 
 from contracts.codec import CoordinatorInput, encode
-from contracts.errors import NotFound
+from contracts.errors import ConveyorError, InvalidInput, NotFound
 from contracts.events import Event, RunCompleted, RunSubmitted, TaskDispatched, TaskFailed
 from contracts.messages import Heartbeat, ResumeRun, ShardWake
 from contracts.ports import ArtifactStore, Consumer, RunLog, Timers, Transport
 from contracts.topology import shard_of, shard_queue
+from contracts.validation import resolve_params, workflow_from_data
 from contracts.vocabulary import AttemptRef, FailureKind, TaskStatus
 from engine.claims import hydrate
 from engine.effects import DISPATCH_BATCH, Effects
@@ -45,6 +46,16 @@ Observer = Callable[[Event, RunState], None]
 TimersFactory = Callable[[Callable[[Event], Any]], Timers]
 FINISHED_KEPT = 256
 """Finished runs kept in memory (late events for them need no log read)."""
+
+
+def _check_submission(event: RunSubmitted) -> None:
+    """A new run's workflow and parameters are checked again here, whoever sent them: a
+    message on the broker is not proof that a client validated it."""
+    try:
+        workflow = workflow_from_data(event.workflow, source=f"run {event.run_id}")
+        resolve_params(workflow, dict(event.params), source="params")
+    except InvalidInput as exc:
+        raise ConveyorError(f"submission refused: {exc.message}", retryable=False) from exc
 
 
 class Coordinator:
@@ -199,6 +210,7 @@ class Coordinator:
             if not isinstance(event, RunSubmitted):
                 log.warning("event for an unknown run dropped", event_id=event.id)
                 return
+            _check_submission(event)
             state = new_state(event)
             log.info("run submitted", workflow=state.workflow.name, tasks=len(state.nodes))
             await self._apply(state, [event], folded=True)

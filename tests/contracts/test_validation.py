@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from contracts.validation import (
     parse_workflow,
     resolve_params,
     upstream_names,
+    workflow_from_data,
 )
 
 
@@ -375,3 +377,22 @@ def test_upstream_names_are_the_tasks_a_task_reads() -> None:
     assert upstream_names(by_name["d"]) == {"a", "b-c"}
     assert upstream_names(by_name["e"]) is None  # the whole of tasks
     assert upstream_names(by_name["f"]) == frozenset()
+
+
+def test_a_long_chain_is_checked_without_recursion_and_the_task_count_is_bounded() -> None:
+    from contracts.spec import MAX_TASKS
+
+    def chain(n: int) -> dict[str, Any]:
+        tasks = [
+            {"name": f"t{i}", "script": "true", **({"depends": [f"t{i + 1}"]} if i < n - 1 else {})}
+            for i in range(n)
+        ]
+        return {"name": "chain", "tasks": tasks}
+
+    assert len(workflow_from_data(chain(MAX_TASKS)).tasks) == MAX_TASKS  # declared in reverse
+    with pytest.raises(InvalidInput, match=f"at most {MAX_TASKS} items"):
+        workflow_from_data(chain(MAX_TASKS + 1))
+    looped = chain(1500)
+    looped["tasks"][-1]["depends"] = ["t0"]
+    with pytest.raises(InvalidInput, match="dependency cycle: t0 -> t1499 -> t1498"):
+        workflow_from_data(looped)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import textwrap
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -396,3 +397,31 @@ async def test_a_failed_append_loses_no_decision(
     assert state.status == "succeeded", state.reason
     events = await engine.store.read(state.run_id)
     assert [e.task for e in events if isinstance(e, TaskSucceeded)] == ["a", "b"]
+
+
+async def test_a_forged_submission_is_checked_again_and_refused(engine: EmbeddedEngine) -> None:
+    """Whoever can publish cannot start a run whose workflow the client would refuse."""
+    from contracts.errors import NotFound
+    from contracts.events import RunSubmitted
+
+    forged = RunSubmitted(
+        run_id="f" * 32,
+        at=time.time(),
+        workflow={
+            "name": "forged",
+            "params": {"v": {"type": "str"}},
+            "tasks": [{"name": "t", "script": "echo {{ params.v }}"}],
+        },
+        params={"v": "$(id)"},
+    )
+    body = encode(forged)
+    await engine.transport.publish(
+        shard_queue(shard_of(forged.run_id, engine.coordinator._shards)), [body]
+    )
+    async with asyncio.timeout(20):
+        while body not in [b for b, _h in await engine.transport.dead_letters(100)]:
+            await asyncio.sleep(0.05)
+    with pytest.raises(NotFound):
+        await engine.store.find_run(forged.run_id)
+    state = await run(engine, "name: after\ntasks:\n  - name: a\n    script: echo ok\n")
+    assert state.status == "succeeded"
