@@ -74,14 +74,24 @@ def decode_coordinator_input(data: bytes) -> list[CoordinatorInput]:
     if isinstance(message, EventBatch):
         if message.v > EVENT_VERSION:
             raise DecodeError(f"batch version {message.v} is newer than this engine")
-        return [_check_event_version(event) for event in message.events]
+        return [_from_the_wire(event) for event in message.events]
     if isinstance(message, Event):
-        return [_check_event_version(message)]
+        return [_from_the_wire(message)]
     if message.v > MESSAGE_VERSION:
         raise DecodeError(
             f"message version {message.v} is newer than this engine ({MESSAGE_VERSION})"
         )
     return [message]
+
+
+def _from_the_wire(event: Event) -> Event:
+    # What the coordinator decides (dispatches, skips, retries, completion) it records
+    # itself: the same kinds arriving as messages are forgeries, never facts.
+    if event.decided:
+        raise DecodeError(
+            f"{event.kind} events are the coordinator's own, not accepted from the wire"
+        )
+    return _check_event_version(event)
 
 
 def decode_tasks(data: bytes) -> list[TaskReady]:

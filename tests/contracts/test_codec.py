@@ -14,14 +14,19 @@ from contracts.codec import (
     encode_tasks,
 )
 from contracts.events import (
+    Event,
+    EventBatch,
     RetryScheduled,
     RunCompleted,
     RunSubmitted,
     TaskDispatched,
     TaskFailed,
+    TaskSkipped,
+    TaskStarted,
     TaskSucceeded,
 )
 from contracts.messages import Heartbeat, StepSpec, TaskReady
+from contracts.vocabulary import RunStatus
 
 EVENTS = [
     RunSubmitted(run_id="r", at=1.0, workflow={"name": "w"}, params={"n": 1}),
@@ -87,13 +92,34 @@ def test_several_tasks_travel_as_one_batch_message() -> None:
 
 
 def test_several_events_travel_as_one_batch_message() -> None:
-    assert decode_coordinator_input(encode_events(EVENTS)) == EVENTS
-    assert decode_coordinator_input(encode_events(EVENTS[:1])) == EVENTS[:1]
+    sent = [e for e in EVENTS if not e.decided]  # what workers and clients send
+    assert decode_coordinator_input(encode_events(sent)) == sent
+    assert decode_coordinator_input(encode_events(sent[:1])) == sent[:1]
     beat = Heartbeat(worker="w", at=1.0, attempts=[])
     assert decode_coordinator_input(encode(beat)) == [beat]
-    newer = msgspec.json.decode(encode_events(EVENTS))
+    newer = msgspec.json.decode(encode_events(sent))
     newer["events"][2]["v"] = 9
     with pytest.raises(DecodeError, match="newer"):
         decode_coordinator_input(msgspec.json.encode(newer))
     with pytest.raises(DecodeError):
         decode_coordinator_input(b'{"type":"event_batch","events":[{"type":"nope"}]}')
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        RunCompleted(run_id="r", at=1.0, state=RunStatus.SUCCEEDED),
+        TaskSkipped(run_id="r", at=1.0, task="a", reason="forged"),
+        TaskDispatched(run_id="r", at=1.0, task="a"),
+    ],
+    ids=lambda e: e.kind,
+)
+def test_the_coordinator_s_own_events_are_refused_from_the_wire(event: Event) -> None:
+    with pytest.raises(DecodeError, match="the coordinator's own"):
+        decode_coordinator_input(encode(event))
+    with pytest.raises(DecodeError, match="the coordinator's own"):
+        decode_coordinator_input(
+            encode(EventBatch(events=[TaskStarted(run_id="r", at=1.0, task="a"), event]))
+        )
+    # What workers and clients send still passes.
+    assert decode_coordinator_input(encode(TaskStarted(run_id="r", at=1.0, task="a")))
