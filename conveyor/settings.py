@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         description="Largest result or output parameter of a step (over 64 KiB they travel"
         " through the artifact store).",
     )
+    signing_keys: str = Field(
+        default="",
+        description="Keys that sign and check messages on the broker:"
+        " role:key-id:secret,... (roles client, worker, coordinator; docs/security.md).",
+    )
     max_workflow_bytes: int = Field(
         default=MAX_WORKFLOW_BYTES, gt=0, description="Largest workflow file read."
     )

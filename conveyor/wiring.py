@@ -7,9 +7,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
+
 from contracts.errors import InvalidInput, Problem
 from contracts.ports import RunStore
+from contracts.signing import KeyRing, Role
 from conveyor.settings import Settings
+from conveyor.signing import SigningTransport
 from engine.client import Client
 from engine.coordinator import Coordinator
 from engine.runlog.redis import RedisRunLog
@@ -18,6 +22,9 @@ from engine.timers import RedisTimers
 from engine.transport.rabbitmq import RabbitTransport
 from workers.artifacts import FsspecArtifactStore, backend_problem
 from workers.worker import Worker
+
+DistributedTransport = RabbitTransport | SigningTransport
+log = structlog.get_logger("conveyor.wiring")
 
 
 def require(settings: Settings, *names: str) -> None:
@@ -39,15 +46,39 @@ def open_store(settings: Settings) -> RunStore:
 
 
 @asynccontextmanager
-async def transport(settings: Settings) -> AsyncIterator[RabbitTransport]:
+async def transport(
+    settings: Settings, role: Role = Role.CLIENT
+) -> AsyncIterator[DistributedTransport]:
+    """The broker, as ``role``: with signing keys configured, every message this process
+    sends is signed and only messages it may receive are opened (``conveyor.signing``)."""
     require(settings, "amqp_url")
     assert settings.amqp_url
+    keys = signing_keys(settings, role)
     t = RabbitTransport(settings.amqp_url, heartbeat=settings.amqp_heartbeat)
-    await t.start()
+    wrapped: DistributedTransport = t
+    if keys is not None:
+        accept = frozenset(Role) if role == Role.COORDINATOR else frozenset({Role.COORDINATOR})
+        wrapped = SigningTransport(t, keys, role, accept)
+    await wrapped.start()
     try:
-        yield t
+        yield wrapped
     finally:
-        await t.close()
+        await wrapped.close()
+
+
+def signing_keys(settings: Settings, role: Role) -> KeyRing | None:
+    if not settings.signing_keys:
+        if role == Role.CLIENT:
+            return None
+        log.warning(
+            "messages on the broker are not authenticated: anyone who can publish to it can"
+            " run steps (set CONVEYOR_SIGNING_KEYS; docs/security.md)"
+        )
+        return None
+    keys = KeyRing.parse(settings.signing_keys)
+    if role not in keys.roles():
+        raise InvalidInput([Problem(f"no key for the {role} role")], source="CONVEYOR_SIGNING_KEYS")
+    return keys
 
 
 @asynccontextmanager
@@ -78,7 +109,7 @@ def open_artifacts(settings: Settings) -> FsspecArtifactStore:
     return FsspecArtifactStore(url, max_bytes=settings.artifact_max_bytes, readable_roots=roots)
 
 
-def build_coordinator(settings: Settings, t: RabbitTransport, store: RunStore) -> Coordinator:
+def build_coordinator(settings: Settings, t: DistributedTransport, store: RunStore) -> Coordinator:
     require(settings, "redis_url")
     assert settings.redis_url
     url = settings.redis_url
@@ -97,7 +128,7 @@ def build_coordinator(settings: Settings, t: RabbitTransport, store: RunStore) -
 
 
 def build_worker(
-    settings: Settings, t: RabbitTransport, store: RunStore, pool: str, concurrency: int
+    settings: Settings, t: DistributedTransport, store: RunStore, pool: str, concurrency: int
 ) -> Worker:
     return Worker(
         t,

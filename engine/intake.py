@@ -15,15 +15,29 @@ from typing import Protocol
 
 import structlog
 
-from contracts.codec import CoordinatorInput, decode_coordinator_input
+from contracts.codec import CoordinatorInput, DecodeError, decode_coordinator_input
 from contracts.errors import ConveyorError
 from contracts.events import Event, RunSubmitted
 from contracts.ports import Consumer, Delivery, processing
+from contracts.signing import SENT_BY, SIGNER_HEADER, Role
 
 log = structlog.get_logger("conveyor.coordinator")
 
 POISON_LIMIT = 5
 """Failures of one message before it is dead-lettered rather than retried again."""
+
+
+def _decode(delivery: Delivery) -> list[CoordinatorInput]:
+    """The messages of a delivery, if its signer may send every one of them."""
+    inputs = decode_coordinator_input(delivery.body)
+    signer = delivery.headers.get(SIGNER_HEADER)
+    if signer is not None:
+        allowed = SENT_BY[Role(signer)]
+        for message in inputs:
+            kind = str(type(message).__struct_config__.tag)
+            if kind not in allowed:
+                raise DecodeError(f"a {signer} may not send {kind}")
+    return inputs
 
 
 class Handler(Protocol):
@@ -54,7 +68,7 @@ class ShardIntake:
             singles: list[tuple[Delivery, list[CoordinatorInput] | None]] = []
             for item in batch:
                 try:
-                    inputs = decode_coordinator_input(item.body)
+                    inputs = _decode(item)
                 except Exception:  # the one-by-one path dead-letters it with the reason
                     singles.append((item, None))
                     continue
@@ -88,7 +102,7 @@ class ShardIntake:
         try:
             async with processing(delivery):
                 if inputs is None:
-                    inputs = decode_coordinator_input(delivery.body)
+                    inputs = _decode(delivery)
                 for message in inputs:
                     await self._guarded(message, delivery.body)
         except ConveyorError as exc:

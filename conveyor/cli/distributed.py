@@ -15,6 +15,7 @@ import typer
 
 from contracts.errors import InvalidInput
 from contracts.ports import RunStore
+from contracts.signing import Role
 from contracts.vocabulary import RunStatus
 from conveyor import loop
 from conveyor import wiring as cluster
@@ -34,7 +35,6 @@ from conveyor.preflight import PATH_VARIABLE, step_import_paths, use_import_path
 from conveyor.progress import LiveProgress, summary
 from conveyor.report import run_report
 from conveyor.settings import Settings
-from engine.transport.rabbitmq import RabbitTransport
 
 
 async def _until_signalled() -> None:
@@ -45,15 +45,15 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
-Serve = Callable[[RabbitTransport, RunStore], Awaitable[Callable[[], Awaitable[None]]]]
+Serve = Callable[[cluster.DistributedTransport, RunStore], Awaitable[Callable[[], Awaitable[None]]]]
 
 
-async def _serve_until_signalled(settings: Settings, serve: Serve) -> None:
+async def _serve_until_signalled(settings: Settings, serve: Serve, role: Role) -> None:
     """Connect, start a long-running process with ``serve``, stop it on SIGTERM/SIGINT."""
     cluster.require(settings, "amqp_url", "redis_url")
     store = cluster.open_store(settings)
     try:
-        async with cluster.transport(settings) as t:
+        async with cluster.transport(settings, role) as t:
             stop = await serve(t, store)
             await _until_signalled()
             await stop()
@@ -69,14 +69,16 @@ def register(app: typer.Typer) -> None:
         """Run a coordinator (several may run: each shard has one active, the rest stand by)."""
         settings = settings_from(amqp_url, redis_url, shards)
 
-        async def serve(t: RabbitTransport, store: RunStore) -> Callable[[], Awaitable[None]]:
+        async def serve(
+            t: cluster.DistributedTransport, store: RunStore
+        ) -> Callable[[], Awaitable[None]]:
             c = cluster.build_coordinator(settings, t, store)
             await c.start()
             err.print(f"coordinator running ({settings.shards} shards); Ctrl-C to stop")
             return c.stop
 
         try:
-            loop.run(_serve_until_signalled(settings, serve))
+            loop.run(_serve_until_signalled(settings, serve, Role.COORDINATOR))
         except InvalidInput as exc:
             raise fail_input(exc) from None
 
@@ -103,7 +105,9 @@ def register(app: typer.Typer) -> None:
         settings = settings_from(amqp_url, redis_url)
         use_import_paths(step_import_paths(None, python_path or ""))
 
-        async def serve(t: RabbitTransport, store: RunStore) -> Callable[[], Awaitable[None]]:
+        async def serve(
+            t: cluster.DistributedTransport, store: RunStore
+        ) -> Callable[[], Awaitable[None]]:
             w = cluster.build_worker(settings, t, store, pool, concurrency)
             await w.start()
             err.print(
@@ -112,7 +116,7 @@ def register(app: typer.Typer) -> None:
             return lambda: w.stop(grace=settings.worker_grace if grace is None else grace)
 
         try:
-            loop.run(_serve_until_signalled(settings, serve))
+            loop.run(_serve_until_signalled(settings, serve, Role.WORKER))
         except InvalidInput as exc:
             raise fail_input(exc) from None
 

@@ -1,0 +1,107 @@
+"""On a broker anyone can publish to, only signed messages move runs (real RabbitMQ,
+Redis and processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from contracts.codec import encode, encode_tasks
+from contracts.events import RunSubmitted, TaskSucceeded
+from contracts.messages import StepSpec, TaskReady
+from contracts.signing import KeyRing, Role
+from contracts.topology import DEAD_LETTER_QUEUE, shard_of, shard_queue, task_queue
+from tests.integration.cluster import SHARDS, Cluster
+from tests.integration.test_cli_distributed import cli
+
+pytestmark = pytest.mark.timeout(180)
+
+KEYS = (
+    "coordinator:k1:coordinator-secret-0001,worker:w1:worker-secret-00000001,"
+    "client:c1:client-secret-00000001"
+)
+
+
+@pytest.fixture
+async def cluster(amqp_url: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
+    c = Cluster(amqp_url, redis_url, tmp_path)
+    await c.reset()
+    c.env["CONVEYOR_SIGNING_KEYS"] = KEYS
+    c.coordinator()
+    c.worker(concurrency=2)
+    yield c
+    await c.close()
+
+
+async def publish_raw(amqp_url: str, queue: str, body: bytes) -> None:
+    """What anyone with access to the broker can do."""
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
+
+
+async def dead_lettered(amqp_url: str, count: int, timeout: float = 30) -> list[bytes]:
+    deadline = time.monotonic() + timeout
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        while True:
+            queue = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True, passive=True)
+            if (queue.declaration_result.message_count or 0) >= count:
+                break
+            assert time.monotonic() < deadline, "forged messages were not dead-lettered"
+            await asyncio.sleep(0.1)
+        bodies = []
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            bodies.append(message.body)
+        return bodies
+
+
+async def test_signed_runs_work_and_forgeries_are_refused(cluster: Cluster, tmp_path: Path) -> None:
+    marker = tmp_path / "PWNED"
+    wf = tmp_path / "wf.yaml"
+    wf.write_text("name: signed\ntasks:\n  - name: a\n    command: [echo, signed]\n")
+    done = cli(cluster, "submit", str(wf), "--wait", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+
+    # 1. An unsigned task message would run a command on a worker.
+    forged_task = TaskReady(
+        run_id=run_id,
+        task="a",
+        attempt=9,
+        step=StepSpec(kind="command", argv=["touch", str(marker)]),
+        reply_to=shard_queue(0),
+    )
+    await publish_raw(cluster.amqp_url, task_queue("default"), encode_tasks([forged_task]))
+    # 2. An unsigned result would make a run succeed with a fake value.
+    forged_result = TaskSucceeded(run_id="r" * 32, at=1.0, task="a", attempt=1, result="fake")
+    shard = shard_queue(shard_of(forged_result.run_id, SHARDS))
+    await publish_raw(cluster.amqp_url, shard, encode(forged_result))
+    # 3. A worker's key does not let it submit runs.
+    worker_only = KeyRing.parse(KEYS)
+    submitted = RunSubmitted(
+        run_id="s" * 32,
+        at=1.0,
+        workflow={"name": "x", "tasks": [{"name": "t", "script": "true"}]},
+        params={},
+    )
+    await publish_raw(
+        cluster.amqp_url,
+        shard_queue(shard_of(submitted.run_id, SHARDS)),
+        worker_only.sign(Role.WORKER, encode(submitted)),
+    )
+
+    dead = await dead_lettered(cluster.amqp_url, 3)
+    assert len(dead) == 3
+    assert not marker.exists()
+    for run in ("r" * 32, "s" * 32):
+        assert await cluster.events(run) == []
+    # The genuine run is intact and the system still works.
+    again = cli(cluster, "submit", str(wf), "--wait")
+    assert again.returncode == 0, again.stdout + again.stderr
