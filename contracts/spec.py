@@ -50,7 +50,7 @@ EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 ParamType = Literal["str", "int", "float", "bool", "list", "dict", "any"]
 TriggerRule = Literal["all_succeeded", "all_done"]
 
-_PARAM_KEYS = {"type", "default", "description"}
+_PARAM_KEYS = {"type", "default", "description", "secret", "from_env"}
 
 
 class Model(BaseModel):
@@ -63,10 +63,20 @@ class Param(Model):
     type: ParamType = "any"
     default: Any = None
     description: str | None = None
+    secret: bool = False
+    from_env: EnvName | None = Field(
+        default=None,
+        description="A secret: the worker reads it from this environment variable when a"
+        " step needs it; it is never given at submit time nor stored.",
+    )
 
     @property
     def required(self) -> bool:
-        return "default" not in self.model_fields_set
+        return "default" not in self.model_fields_set and not self.is_secret
+
+    @property
+    def is_secret(self) -> bool:
+        return self.secret or self.from_env is not None
 
     @model_validator(mode="before")
     @classmethod
@@ -78,6 +88,15 @@ class Param(Model):
 
     @model_validator(mode="after")
     def _default_matches_type(self) -> Param:
+        if self.is_secret:
+            if self.from_env is None:
+                raise ValueError(
+                    "a secret parameter names the worker's environment variable that holds it"
+                    " (from_env: NAME): a value given at submit time would be stored"
+                )
+            if "default" in self.model_fields_set:
+                raise ValueError("a secret parameter has no default")
+            return self
         if not self.required and self.default is not None:
             check_type(self.type, self.default)
         return self

@@ -7,6 +7,7 @@ in the document and, where the YAML tells us, the line.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path as FsPath
@@ -19,6 +20,7 @@ from contracts.errors import ExpressionError, InvalidInput, Problem
 from contracts.expressions import ROOT_NAMES, Expression, Reference, Template, templates_in
 from contracts.graph import ancestors, find_cycle
 from contracts.spec import ParamType, Task, Workflow, check_type
+from contracts.vocabulary import SECRET_MARK
 from contracts.yamlsource import Path, SourceMap, format_path, load_yaml
 
 TASK_FIELDS = frozenset({"outputs", "state", "attempts", "artifacts"})
@@ -155,13 +157,43 @@ def check_workflow(workflow: Workflow, smap: SourceMap | None = None) -> list[Pr
         )
     if problems:
         return problems
+    secrets = {name for name, param in workflow.params.items() if param.is_secret}
     for i, task in enumerate(workflow.tasks):
         problems.extend(_check_task_expressions(workflow, task, ("tasks", i), deps, smap))
+        problems.extend(_check_secret_uses(task, ("tasks", i), secrets, smap))
         problems.extend(
             smap.problem(splice.path, unsafe_message(splice))
             for splice in splices(task, ("tasks", i))
             if not splice.raw
         )
+    return problems
+
+
+def _check_secret_uses(task: Task, at: Path, secrets: set[str], smap: SourceMap) -> list[Problem]:
+    """A secret reaches a step only as an environment variable, where nothing records it."""
+    if not secrets:
+        return []
+    problems = []
+    fields: dict[str, Any] = {
+        "command": task.command,
+        "args": task.args,
+        "when": task.when,
+        "items": task.items,
+        "script": task.script.source if task.script else None,
+        "container": task.container.model_dump() if task.container else None,
+        "artifacts": task.artifacts.in_,
+    }
+    for field, value in fields.items():
+        text = json.dumps(value)
+        for name in secrets:
+            if re.search(rf"params(\.{name}\b|\[['\"]{name}['\"]\])", text):
+                problems.append(
+                    smap.problem(
+                        (*at, field),
+                        f"secret parameter {name!r} can only reach a step through env"
+                        f" (env: {{{name.upper()}: '{{{{ params.{name} }}}}'}})",
+                    )
+                )
     return problems
 
 
@@ -369,6 +401,17 @@ def resolve_params(
             known = ", ".join(sorted(workflow.params)) or "none"
             problems.append(Problem(f"unknown parameter {name!r} (known: {known})", path=name))
     for name, param in workflow.params.items():
+        if param.is_secret:
+            mark = SECRET_MARK.format(name=param.from_env)
+            if name in given and given[name] != mark:
+                problems.append(
+                    Problem(
+                        f"a secret is not given here: the worker reads it from ${param.from_env}",
+                        path=name,
+                    )
+                )
+            resolved[name] = mark
+            continue
         if name in given:
             value = given[name]
             try:

@@ -71,5 +71,11 @@ class AttemptRef(msgspec.Struct, frozen=True, array_like=True):
     attempt: int
 
 
+SECRET_MARK = "\x1esecret:{name}\x1e"
+"""What a secret parameter's value is everywhere but on the worker that runs the step:
+the name of the worker's environment variable that holds it, marked. The worker swaps
+the mark in a step's ``env`` for the value, and masks the value in everything the step
+reports."""
+
 CLAIM_KEY = "$claim"
 """A value stored in the artifact store travels as ``{"$claim": <reference>}``."""

@@ -210,7 +210,14 @@ class Coordinator:
             if not isinstance(event, RunSubmitted):
                 log.warning("event for an unknown run dropped", event_id=event.id)
                 return
-            _check_submission(event)
+            try:
+                _check_submission(event)
+            except ConveyorError as exc:
+                # Whoever waits for this run here learns why it will never start.
+                for _round, waiter in self._waiters.pop(run_id, []):
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                raise
             state = new_state(event)
             log.info("run submitted", workflow=state.workflow.name, tasks=len(state.nodes))
             await self._apply(state, [event], folded=True)

@@ -1,13 +1,8 @@
 """Step executors: each runs one kind of step and reports an outcome."""
 
 from workers.executors.base import Executor, LogEmitter, StepOutcome
-from workers.executors.chain import (
-    DEFAULT_MIDDLEWARE,
-    ExecutorChain,
-    Middleware,
-    Proceed,
-    StepCall,
-)
+from workers.executors.call import Middleware, Proceed, StepCall
+from workers.executors.chain import DEFAULT_MIDDLEWARE, ExecutorChain
 from workers.executors.container import ContainerExecutor, ContainerRuntime
 from workers.executors.process import ProcessExecutor
 from workers.executors.python import PythonExecutor

@@ -18,37 +18,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import Awaitable, Sequence
 
 import structlog
 
-from contracts.messages import TaskReady
 from contracts.vocabulary import FailureKind
-from workers.executors.base import Executor, LogEmitter, StepOutcome
+from workers.executors.base import Executor, StepOutcome
+from workers.executors.call import Middleware, Proceed, StepCall
+from workers.executors.secrets import reveal_secrets
 
 _log = structlog.get_logger("conveyor.worker")
-
-
-@dataclass(frozen=True, slots=True)
-class StepCall:
-    """One attempt of a step, as it goes through the chain."""
-
-    task: TaskReady
-    emit: LogEmitter
-    workdir: Path
-    log: Any = _log
-    """The worker's logger, bound once (resolving a lazy logger per step costs more than
-    a small step); its context already names the run, task, item, attempt and trace."""
-
-
-Proceed = Callable[[StepCall], Awaitable[StepOutcome]]
-
-
-class Middleware(Protocol):
-    def __call__(self, call: StepCall, proceed: Proceed) -> Awaitable[StepOutcome]: ...
 
 
 async def enforce_timeout(call: StepCall, proceed: Proceed) -> StepOutcome:
@@ -83,7 +62,7 @@ async def trace_attempt(call: StepCall, proceed: Proceed) -> StepOutcome:
     return outcome
 
 
-DEFAULT_MIDDLEWARE: tuple[Middleware, ...] = (trace_attempt, enforce_timeout)
+DEFAULT_MIDDLEWARE: tuple[Middleware, ...] = (trace_attempt, reveal_secrets, enforce_timeout)
 
 
 class ExecutorChain:
