@@ -13,6 +13,7 @@ import pytest
 from contracts.codec import encode
 from contracts.events import TaskSucceeded
 from contracts.validation import load_workflow, parse_workflow, resolve_params, workflow_from_data
+from contracts.vocabulary import RunStatus
 from conveyor.embedded import EmbeddedEngine
 from engine.state.model import RunState
 from workers.artifacts import FsspecArtifactStore
@@ -152,3 +153,20 @@ async def test_input_artifacts_from_urls(tmp_path: Path) -> None:
     for refused in ("host-file", "linked-out"):
         error = state.nodes[refused].instances[0].error or ""
         assert "is outside the folders steps may read from this machine" in error, refused
+
+
+async def test_a_directory_artifact_holding_a_link_out_fails_its_reader_not_the_run(
+    tmp_path: Path,
+) -> None:
+    store = FsspecArtifactStore(tmp_path / "store")
+    workflow = parse_workflow(
+        "name: links\ntasks:\n"
+        "  - name: make\n    script: mkdir d && ln -s /etc/hostname d/host\n"
+        "    artifacts: {out: {d: d}}\n"
+        "  - name: read\n    depends: [make]\n    script: cat d/host\n"
+        "    artifacts: {in: {d: '{{ tasks.make.artifacts.d }}'}}\n"
+    )
+    state = await asyncio.wait_for(run_with({"artifacts": store}, workflow, {}), 30)
+    assert state.status == RunStatus.FAILED
+    error = state.nodes["read"].instances[0].error or ""
+    assert "link" in error.lower(), error

@@ -287,3 +287,17 @@ async def test_steps_run_with_few_capabilities_and_no_new_privileges(
     # CHOWN, DAC_OVERRIDE, FOWNER, SETGID and SETUID: bits 0, 1, 3, 6 and 7.
     assert int(status["CapEff"], 16) == 0b11001011
     assert status["NoNewPrivs"].strip() == "1"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["x; echo PWNED", "$(echo PWNED)", "`echo PWNED`", "'\"; echo PWNED; \"'", " lead and trail "],
+    ids=["semicolon", "subshell", "backticks", "quotes", "spaces"],
+)
+async def test_a_value_reaches_a_container_intact_and_never_runs(
+    container_runtime: ContainerRuntime, busybox_image: str, payload: str
+) -> None:
+    step = task(busybox_image, script='printf "%s" "$V"', env={"V": payload})
+    outcome, _ = await run(container_runtime, step)
+    assert outcome.ok, outcome.error
+    assert outcome.result == payload.rstrip("\n")
