@@ -131,6 +131,11 @@ def check_type(expected: ParamType, value: Any) -> Any:
     }[expected]
     if not ok:
         raise ValueError(f"expected {expected}, got {type(value).__name__} {value!r}")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # undecodable bytes smuggled in as surrogates
+            raise ValueError(f"not UTF-8 text (at offset {exc.start})") from None
     return float(value) if expected == "float" else value
 
 

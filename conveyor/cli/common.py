@@ -109,6 +109,18 @@ def parse_param_args(values: list[str]) -> dict[str, str]:
         if key.strip() in given:
             problems.append(Problem(f"parameter {key.strip()!r} is given twice", path="-p"))
             continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # bytes the terminal could not decode
+            byte = ord(value[exc.start]) - 0xDC00
+            problems.append(
+                Problem(
+                    f"parameter {key.strip()!r} is not UTF-8 text: byte 0x{byte & 0xFF:02x}"
+                    f" at offset {exc.start}",
+                    path="-p",
+                )
+            )
+            continue
         given[key.strip()] = value
     if problems:
         raise InvalidInput(problems, source="command line")

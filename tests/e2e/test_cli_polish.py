@@ -6,9 +6,11 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import typer.main
 
 from conveyor.cli.app import app
@@ -186,3 +188,21 @@ def test_what_a_run_writes_is_readable_by_its_user_only(tmp_path: Path) -> None:
     assert any("artifacts" in p.parts and p.is_file() for p in written)
     loose = [str(p) for p in written if p.stat().st_mode & 0o077]
     assert loose == []
+
+
+def test_a_parameter_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    from contracts.errors import InvalidInput
+    from contracts.validation import load_workflow, resolve_params
+
+    hello = Path(__file__).resolve().parents[2] / "examples" / "hello.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor", "run", str(hello), b"-p", b"who=caf\xe9"],
+        cwd=tmp_path,
+        env={**os.environ, "CONVEYOR_HOME": str(tmp_path / ".conveyor")},
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert b"parameter 'who' is not UTF-8 text: byte 0xe9 at offset 3" in done.stderr
+    with pytest.raises(InvalidInput, match="not UTF-8 text"):
+        resolve_params(load_workflow(hello), {"who": "caf\udce9"})
