@@ -301,3 +301,20 @@ async def test_a_value_reaches_a_container_intact_and_never_runs(
     outcome, _ = await run(container_runtime, step)
     assert outcome.ok, outcome.error
     assert outcome.result == payload.rstrip("\n")
+
+
+async def test_a_step_runs_as_the_worker_s_user_unless_its_task_names_one(
+    container_runtime: ContainerRuntime, busybox_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+    import os
+
+    monkeypatch.delenv("CONVEYOR_CONTAINER_USER", raising=False)
+    assert ContainerRuntime.from_env().default_user == f"{os.getuid()}:{os.getgid()}"
+    # (A worker running as root would not tell the difference: run as another user.)
+    runtime = dataclasses.replace(container_runtime, default_user="1234:1234")
+    outcome, _ = await run(runtime, task(busybox_image, script="id -u; touch made-here"))
+    assert outcome.ok, outcome.error
+    assert outcome.result == 1234
+    outcome, _ = await run(runtime, task(busybox_image, script="id -u", user="4242"))
+    assert outcome.ok and outcome.result == 4242

@@ -58,6 +58,10 @@ class ContainerRuntime:
     """Capabilities a step keeps; every other one is dropped."""
     new_privileges: bool = False
     """Whether a step may gain privileges (setuid programs): off unless asked."""
+    default_user: str | None = field(default_factory=lambda: f"{os.getuid()}:{os.getgid()}")
+    """Who a step runs as when its task names no ``user``: the worker's own user, so a
+    step is not root unless the worker is, and can write its mounted directory.
+    ``CONVEYOR_CONTAINER_USER`` changes it; empty means the image's own user."""
 
     @classmethod
     def from_env(cls) -> ContainerRuntime:
@@ -70,6 +74,8 @@ class ContainerRuntime:
             if caps is None
             else [c.strip().upper() for c in caps.split(",") if c.strip()],
             new_privileges=os.environ.get("CONVEYOR_CONTAINER_NEW_PRIVILEGES", "") in ("1", "true"),
+            default_user=os.environ.get("CONVEYOR_CONTAINER_USER", f"{os.getuid()}:{os.getgid()}")
+            or None,
         )
 
     def hardening(self) -> list[str]:
@@ -207,8 +213,9 @@ class ContainerExecutor:
             script = workdir.parent / "conveyor-step"
             script.write_text(spec.script, encoding="utf-8")
             flags += ["-v", f"{script}:{SCRIPT_PATH}:ro"]
-        if spec.user:
-            flags += ["--user", spec.user]
+        user = spec.user or self.runtime.default_user
+        if user:
+            flags += ["--user", user]
         if spec.network:
             flags += ["--network", spec.network]
         if spec.cpus:
