@@ -14,6 +14,7 @@ from contracts.errors import InvalidInput
 from contracts.validation import parse_workflow, resolve_params
 from contracts.vocabulary import RunStatus
 from conveyor.embedded import EmbeddedEngine
+from engine.runlog.redis import RedisRunLog
 
 PAYLOADS = {
     "semicolon": "x; touch {marker}",
@@ -150,7 +151,7 @@ async def test_a_hostile_upstream_value_fails_the_task_instead_of_hanging_the_ru
 
 
 async def test_a_secret_is_nowhere_in_redis(
-    engine: EmbeddedEngine, monkeypatch: pytest.MonkeyPatch
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = "redis-should-never-hold-this-1234"
     monkeypatch.setenv("DEMO_TOKEN", secret)
@@ -169,12 +170,12 @@ async def test_a_secret_is_nowhere_in_redis(
             """
         )
     )
-    state = await asyncio.wait_for(engine.run(workflow, resolve_params(workflow, {})), 60)
+    store = RedisRunLog(redis_url)
+    await store._redis.flushdb()
+    async with EmbeddedEngine(store, workers=2) as engine:
+        state = await asyncio.wait_for(engine.run(workflow, resolve_params(workflow, {})), 60)
     assert state.status == RunStatus.FAILED
     assert state.nodes["leak"].instances[0].stderr_tail == ["err ***"]
-    store = engine.store
-    if not hasattr(store, "_redis"):
-        pytest.skip("the byte-for-byte scan is of Redis (the in-memory twin keeps objects)")
     redis = store._redis
     held = b""
     async for key in redis.scan_iter(match="cv:*"):
@@ -193,3 +194,4 @@ async def test_a_secret_is_nowhere_in_redis(
             held += (await redis.get(key)) or b""
     assert b"out ***" in held and b"err ***" in held  # the scan reads what was stored
     assert secret.encode() not in held
+    await store.close()
