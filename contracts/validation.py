@@ -7,7 +7,6 @@ in the document and, where the YAML tells us, the line.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path as FsPath
@@ -173,28 +172,23 @@ def _check_secret_uses(task: Task, at: Path, secrets: set[str], smap: SourceMap)
     """A secret reaches a step only as an environment variable, where nothing records it."""
     if not secrets:
         return []
-    problems = []
-    fields: dict[str, Any] = {
-        "command": task.command,
-        "args": task.args,
-        "when": task.when,
-        "items": task.items,
-        "script": task.script.source if task.script else None,
-        "container": task.container.model_dump() if task.container else None,
-        "artifacts": task.artifacts.in_,
-    }
-    for field, value in fields.items():
-        text = json.dumps(value)
-        for name in secrets:
-            if re.search(rf"params(\.{name}\b|\[['\"]{name}['\"]\])", text):
-                problems.append(
-                    smap.problem(
-                        (*at, field),
-                        f"secret parameter {name!r} can only reach a step through env"
-                        f" (env: {{{name.upper()}: '{{{{ params.{name} }}}}'}})",
-                    )
-                )
-    return problems
+    used: set[str] = set()
+    try:
+        for expression in _expressions(task, env=False):
+            for ref in expression.references():
+                if ref.path[0] == "params":
+                    # ``params`` as a whole would carry every secret along.
+                    used |= {ref.path[1]} & secrets if len(ref.path) > 1 else secrets
+    except ExpressionError:
+        return []  # reported with its place by the expression checks
+    return [
+        smap.problem(
+            at,
+            f"secret parameter {name!r} can only reach a step through env"
+            f" (env: {{{name.upper()}: '{{{{ params.{name} }}}}'}})",
+        )
+        for name in sorted(used)
+    ]
 
 
 def raw_splices(workflow: Workflow) -> list[str]:
@@ -284,13 +278,16 @@ def upstream_names(task: Task) -> frozenset[str] | None:
     return frozenset(names)
 
 
-def _expressions(task: Task) -> Iterator[Expression]:
-    """Every expression of a (valid) task: ``when``, ``items`` and all templates."""
+def _expressions(task: Task, *, env: bool = True) -> Iterator[Expression]:
+    """Every expression of a (valid) task: ``when``, ``items`` and all templates (those in
+    ``env`` only if asked)."""
     if task.when is not None:
         yield expression_of(task.when)
     if isinstance(task.items, str):
         yield expression_of(task.items)
-    values: list[Any] = [task.command, task.args, task.env, task.workdir, task.artifacts.in_]
+    values: list[Any] = [task.command, task.args, task.workdir, task.artifacts.in_]
+    if env:
+        values.append(task.env)
     if task.script is not None:
         values.append(task.script.source)
     if task.container is not None:

@@ -109,7 +109,7 @@ class DaemonThreads:
     """
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], None]] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._idle = 0
         self._lock = threading.Lock()
 
@@ -133,13 +133,12 @@ class DaemonThreads:
                 self._idle -= 1
             else:
                 threading.Thread(target=self._serve, daemon=True, name="conveyor-step").start()
-        self._jobs.put((job,))
+        self._jobs.put(job)
         return await future
 
     def _serve(self) -> None:
         while True:
-            (job,) = self._jobs.get()  # type: ignore[misc]
-            job()
+            self._jobs.get()()
             with self._lock:
                 self._idle += 1
 
