@@ -76,7 +76,8 @@ class EmbeddedEngine:
         self._workers: dict[str, Worker] = {}
         """One worker per pool, with all the slots."""
         self._pools_lock = asyncio.Lock()
-        self._starting: set[asyncio.Task[None]] = set()
+        self._starting: dict[str, asyncio.Task[None]] = {}
+        """Pools whose worker is being started for a dispatch (one start per pool)."""
         # Runs started by any client (or taken up on resume) get their pools' workers.
         if run_steps:
             self.coordinator.observe(self._start_pool_for)
@@ -87,7 +88,7 @@ class EmbeddedEngine:
         await self.coordinator.start()
 
     async def stop(self) -> None:
-        await asyncio.gather(*self._starting, return_exceptions=True)
+        await asyncio.gather(*self._starting.values(), return_exceptions=True)
         for worker in self._workers.values():
             await worker.stop(grace=self._grace)
         self._workers.clear()
@@ -130,12 +131,12 @@ class EmbeddedEngine:
         if not isinstance(event, TaskDispatched):
             return
         pool = state.nodes[event.task].spec.pool
-        if pool in self._workers:
+        if pool in self._workers or pool in self._starting:
             return
         # Its message waits in the pool's queue until the worker is up.
         starting = asyncio.get_running_loop().create_task(self.ensure_pools({pool}))
-        self._starting.add(starting)
-        starting.add_done_callback(self._starting.discard)
+        self._starting[pool] = starting
+        starting.add_done_callback(lambda _task: self._starting.pop(pool, None))
 
     async def submit(self, workflow: Workflow, params: dict[str, Any], **kwargs: Any) -> str:
         await self.ensure_pools({task.pool for task in workflow.tasks})

@@ -50,38 +50,31 @@ class SigningConsumer:
 
     async def _opened(self) -> AsyncIterator[Delivery]:
         async for delivery in self._inner:
-            opened = await self._open(delivery)
-            if opened is not None:
+            opened = self._open(delivery)
+            if isinstance(opened, str):
+                await self._refuse(delivery, opened)
+            else:
                 yield opened
 
     def ready(self, limit: int) -> Sequence[Delivery]:
         out: list[Delivery] = []
         for delivery in self._inner.ready(limit):
-            opened = self._try_open(delivery)
-            if opened is None:
+            opened = self._open(delivery)
+            if isinstance(opened, str):
                 # Settled off this synchronous path, as soon as the loop runs.
-                task = asyncio.get_running_loop().create_task(
-                    self._refuse(delivery, "unsigned or forged")
-                )
+                task = asyncio.get_running_loop().create_task(self._refuse(delivery, opened))
                 self._refusing.add(task)
                 task.add_done_callback(self._refusing.discard)
             else:
                 out.append(opened)
         return out
 
-    def _try_open(self, delivery: Delivery) -> OpenedDelivery | None:
-        try:
-            role, body = self._keys.open(delivery.body, self._accept)
-        except SignatureError:
-            return None
-        return OpenedDelivery(delivery, body, role)
-
-    async def _open(self, delivery: Delivery) -> Delivery | None:
+    def _open(self, delivery: Delivery) -> OpenedDelivery | str:
+        """The delivery opened, or why it does not open."""
         try:
             role, body = self._keys.open(delivery.body, self._accept)
         except SignatureError as exc:
-            await self._refuse(delivery, exc.message)
-            return None
+            return exc.message
         return OpenedDelivery(delivery, body, role)
 
     async def _refuse(self, delivery: Delivery, why: str) -> None:
