@@ -125,3 +125,17 @@ def test_nothing_shipped_carries_a_default_password() -> None:
     compose = (ROOT / "docker-compose.yml").read_text()
     published = re.findall(r'"(\S+:\d+:\d+)"', compose)
     assert published and all(port.startswith("127.0.0.1:") for port in published)
+
+
+def test_the_readme_python_example_runs_as_the_readme_says(tmp_path: Path) -> None:
+    """`cd examples && conveyor run scoring:scoring`, as written in the README."""
+    assert "`cd examples && conveyor run scoring:scoring`" in (ROOT / "README.md").read_text()
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor", "run", "scoring:scoring"],
+        cwd=ROOT / "examples",
+        env={**os.environ, "CONVEYOR_HOME": str(tmp_path / ".conveyor")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
