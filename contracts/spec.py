@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     ConfigDict,
     Field,
     field_validator,
@@ -21,14 +20,14 @@ from pydantic import (
 )
 
 from contracts.durations import Duration
+from contracts.modelbase import EnvName, Model, Name
+from contracts.triggers import Trigger
 from contracts.vocabulary import RetryableKind
 
 MAX_TASKS = 2_000
 """Tasks in one workflow. Each knows its ancestors, so a chain of n tasks costs n²/2;
 work over many things is a fan-out (up to a million items), not many tasks."""
 
-NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$"
-Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
 def _inside_the_step(path: str) -> str:
@@ -43,18 +42,12 @@ def _inside_the_step(path: str) -> str:
 
 
 StepPath = Annotated[str, AfterValidator(_inside_the_step)]
-EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-"""An environment variable's name: letters, digits and underscores."""
 """A file or directory a step writes or reads, relative to its working directory."""
 
 ParamType = Literal["str", "int", "float", "bool", "list", "dict", "any"]
 TriggerRule = Literal["all_succeeded", "all_done"]
 
 _PARAM_KEYS = {"type", "default", "description", "secret", "from_env"}
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Param(Model):
@@ -336,6 +329,15 @@ class Workflow(Model):
         description=f"At most {MAX_TASKS:,} tasks (fan out over items for more work).",
     )
     timeout: Duration | None = Field(default=None, description="Run timeout.")
+    triggers: list[Trigger] = Field(
+        default_factory=list, description="What starts runs from outside (docs/triggers.md)."
+    )
+
+    def trigger(self, name: str) -> Trigger:
+        for trigger in self.triggers:
+            if trigger.name == name:
+                return trigger
+        raise KeyError(name)
 
     def task(self, name: str) -> Task:
         for task in self.tasks:

@@ -19,6 +19,7 @@ from contracts.errors import ExpressionError, InvalidInput, Problem
 from contracts.expressions import ROOT_NAMES, Expression, Reference, Template, templates_in
 from contracts.graph import ancestors, find_cycle
 from contracts.spec import ParamType, Task, Workflow, check_type
+from contracts.triggers import check_triggers
 from contracts.vocabulary import SECRET_MARK
 from contracts.yamlsource import Path, SourceMap, format_path, load_yaml
 
@@ -154,9 +155,18 @@ def check_workflow(workflow: Workflow, smap: SourceMap | None = None) -> list[Pr
         problems.append(
             smap.problem(("tasks", first, "depends"), "dependency cycle: " + " -> ".join(cycle))
         )
+    secrets = {name for name, param in workflow.params.items() if param.is_secret}
+    problems.extend(
+        check_triggers(
+            workflow.triggers,
+            known=set(workflow.params),
+            required={name for name, param in workflow.params.items() if param.required},
+            secret=secrets,
+            smap=smap,
+        )
+    )
     if problems:
         return problems
-    secrets = {name for name, param in workflow.params.items() if param.is_secret}
     for i, task in enumerate(workflow.tasks):
         problems.extend(_check_task_expressions(workflow, task, ("tasks", i), deps, smap))
         problems.extend(_check_secret_uses(task, ("tasks", i), secrets, smap))

@@ -18,9 +18,10 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from cronsim import CronSim, CronSimError
+from cronsim import CronSim
 
 from contracts.errors import InvalidInput, Problem
+from contracts.triggers import ScheduleTrigger, cron_problem, split_cron
 
 
 class CatchUp(StrEnum):
@@ -46,15 +47,13 @@ class Schedule:
         if self.every is not None and self.every <= 0:
             problems.append(Problem("every must be positive"))
         try:
-            zone = ZoneInfo(self.timezone)
+            ZoneInfo(self.timezone)
         except (ValueError, KeyError, OSError):
             problems.append(Problem(f"unknown time zone {self.timezone!r}"))
-            zone = ZoneInfo("UTC")
         if self.cron is not None:
-            try:
-                CronSim(self.cron, datetime(2000, 1, 1, tzinfo=zone))
-            except CronSimError as exc:
-                problems.append(Problem(f"bad cron expression {self.cron!r}: {exc}"))
+            problem = cron_problem(self.cron)
+            if problem:
+                problems.append(Problem(problem))
         if problems:
             raise InvalidInput(problems, source="schedule")
 
@@ -67,9 +66,24 @@ class Schedule:
                 yield datetime.fromtimestamp(n * step, UTC)
                 n += 1
         assert self.cron is not None
+        seconds, minutes = split_cron(self.cron)
         start = after.astimezone(ZoneInfo(self.timezone))
-        for fire in CronSim(self.cron, start):
-            yield fire.astimezone(UTC)
+        if seconds is None:
+            for fire in CronSim(minutes, start):
+                yield fire.astimezone(UTC)
+            return
+        # Six fields: the minutes that match, each at the listed seconds. Start a second
+        # before the current minute so its own later seconds are found.
+        begin = start.replace(second=0, microsecond=0) - timedelta(seconds=1)
+        for minute in CronSim(minutes, begin):
+            for second in sorted(seconds):
+                fire = (minute + timedelta(seconds=second)).astimezone(UTC)
+                if fire > after:
+                    yield fire
+
+    @classmethod
+    def of(cls, trigger: ScheduleTrigger) -> Schedule:
+        return cls(cron=trigger.cron, every=trigger.every, timezone=trigger.timezone)
 
 
 def due(
