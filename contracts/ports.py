@@ -216,3 +216,64 @@ class ArtifactStore(Protocol):
     async def put_bytes(self, key: str, data: bytes) -> ArtifactRef: ...
 
     async def get_bytes(self, ref: ArtifactRef) -> bytes: ...
+
+
+class TriggerRecord(msgspec.Struct, kw_only=True):
+    """One decision about something that arrived for a trigger, kept to be looked at."""
+
+    at: float
+    workflow: str
+    trigger: str
+    kind: str
+    """webhook, schedule, queue, sensor (or backfill)."""
+    decision: str
+    """accepted, duplicate, filtered, rejected, failed, fired, skipped, buffered."""
+    reason: str = ""
+    run_id: str | None = None
+    key: str | None = None
+    """The delivery id, nominal time, message id or object the decision is about."""
+
+
+class TriggerStore(Protocol):
+    """What the trigger runtime keeps: registered workflows (every version), an inbox of
+    admitted arrivals (deliveries, ticks, objects) until they are handled, the record of
+    decisions, and sensor cursors. Shared by every server replica of one home."""
+
+    async def register(self, name: str, document: bytes) -> int:
+        """Store a workflow document; its version (a document seen before keeps its own)."""
+        ...
+
+    async def workflow(self, name: str, version: int | None = None) -> tuple[int, bytes]:
+        """A registered version (the latest by default); raises NotFound."""
+        ...
+
+    async def workflows(self) -> dict[str, int]:
+        """Every registered workflow's name and latest version."""
+        ...
+
+    async def admit(self, key: str, payload: bytes, *, keep: float) -> bool:
+        """Put an arrival in the inbox unless ``key`` was admitted in the last ``keep``
+        seconds; True if admitted now (False: a duplicate)."""
+        ...
+
+    async def pending(self, *, older_than: float = 0.0) -> list[tuple[str, bytes]]:
+        """Admitted arrivals not yet settled, admitted at least ``older_than`` s ago."""
+        ...
+
+    async def settle(self, key: str) -> None:
+        """The arrival is handled: out of the inbox (its key still deduplicates)."""
+        ...
+
+    async def record(self, record: TriggerRecord) -> None: ...
+
+    async def records(
+        self, workflow: str, trigger: str | None = None, *, limit: int = 100
+    ) -> list[TriggerRecord]:
+        """The latest decisions, newest first."""
+        ...
+
+    async def cursor(self, key: str) -> bytes | None: ...
+
+    async def set_cursor(self, key: str, value: bytes) -> None: ...
+
+    async def close(self) -> None: ...
