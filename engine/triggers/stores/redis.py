@@ -22,8 +22,8 @@ from engine.triggers.stores import RECORDS_KEPT
 PREFIX = "conveyor:{triggers}"
 
 _ADMIT = """
-local until = redis.call('GET', KEYS[1])
-if until and tonumber(until) > tonumber(ARGV[4]) then return 0 end
+local kept = redis.call('GET', KEYS[1])
+if kept and tonumber(kept) > tonumber(ARGV[4]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
