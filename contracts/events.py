@@ -50,7 +50,10 @@ class RunSubmitted(Event, tag="run_submitted", frozen=True, kw_only=True):
     """Snapshot of the workflow spec the run executes, as data."""
     params: dict[str, Any]
     trigger: str = "cli"
+    """What started the run: ``cli``, ``api``, or ``<kind>:<trigger name>``."""
     idempotency_key: str | None = None
+    workflow_version: int | None = None
+    """The registered version of the workflow the run executes (runs started by triggers)."""
 
 
 class TaskExpanded(TaskEvent, tag="task_expanded", frozen=True, kw_only=True):

@@ -65,16 +65,14 @@ class Client:
         *,
         trigger: str = "cli",
         idempotency_key: str | None = None,
+        workflow_version: int | None = None,
     ) -> str:
         """Send a run to its coordinator shard; returns the run id.
 
         The same idempotency key always gives the same run id, and the coordinator
         appends the submission only once.
         """
-        if idempotency_key is not None:
-            run_id = uuid.uuid5(uuid.NAMESPACE_URL, f"conveyor:{idempotency_key}").hex
-        else:
-            run_id = uuid.uuid4().hex
+        run_id = run_id_of(idempotency_key) if idempotency_key is not None else uuid.uuid4().hex
         event = RunSubmitted(
             run_id=run_id,
             at=self._clock(),
@@ -82,6 +80,7 @@ class Client:
             params=params,
             trigger=trigger,
             idempotency_key=idempotency_key,
+            workflow_version=workflow_version,
         )
         await self._send(run_id, encode(event))
         return run_id
@@ -203,6 +202,11 @@ class Client:
             if state is not None and state.finished and state.round > past_round:
                 return state
         raise ConveyorError(f"run {run_id} did not finish in {timeout}s", retryable=True)
+
+
+def run_id_of(idempotency_key: str) -> str:
+    """The run an idempotency key names: the same key always gives the same run."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"conveyor:{idempotency_key}").hex
 
 
 def _first_state(run_id: str, event: Event) -> RunState:

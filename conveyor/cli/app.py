@@ -23,6 +23,7 @@ from contracts.validation import raw_splices
 from contracts.vocabulary import RunStatus
 from conveyor import loop, preflight
 from conveyor.cli import control, distributed, inspect
+from conveyor.cli import server as serving
 from conveyor.cli.common import (
     DEFAULT_HOME,
     EXIT_INVALID,
@@ -193,6 +194,7 @@ def schema() -> None:
 inspect.register(app)
 control.register(app)
 distributed.register(app)
+serving.register(app)
 
 
 def main() -> None:

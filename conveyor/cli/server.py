@@ -1,0 +1,302 @@
+"""``conveyor server`` and the commands around triggers: apply, schedules, backfill and
+trigger-log."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+import typer
+from rich.table import Table
+
+from contracts.errors import InvalidInput, Problem
+from conveyor import loop
+from conveyor.cli.common import (
+    DEFAULT_HOME,
+    AmqpOption,
+    HomeOption,
+    JsonOption,
+    RedisOption,
+    err,
+    fail_input,
+    load_target,
+    out,
+    say,
+    settings_from,
+    write_json,
+)
+from conveyor.server.home import distributed, open_trigger_store, serving
+from conveyor.settings import Settings
+from engine.triggers.firing import encode_arrival
+from engine.triggers.registry import Registry, Served
+from engine.triggers.schedule import Schedule
+from engine.triggers.scheduler import cursor_key, read_cursor, tick_arrival
+
+T = TypeVar("T")
+Target = Annotated[Path, typer.Argument(help="Workflow YAML file, or module:workflow.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(server)
+    app.command()(apply)
+    app.command()(schedules)
+    app.command()(backfill)
+    app.command("trigger-log")(trigger_log)
+
+
+def server(
+    workflows: Annotated[
+        Path | None,
+        typer.Option("--workflows", help="Folder of workflow files to serve (re-read on change)."),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8080,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-w", min=1, help="Steps run at once (embedded).")
+    ] = None,
+    amqp_url: AmqpOption = None,
+    redis_url: RedisOption = None,
+    home: HomeOption = DEFAULT_HOME,
+) -> None:
+    """Serve webhooks, schedules, queue sources and sensors.
+
+    Without CONVEYOR_AMQP_URL/CONVEYOR_REDIS_URL everything runs in this process (runs
+    kept under --home); with them it is a front end to the distributed engine, and
+    several replicas may run at once.
+    """
+    import uvicorn
+
+    from conveyor.server.app import create_app
+
+    settings = settings_from(amqp_url=amqp_url, redis_url=redis_url, home=home)
+    mode = "distributed" if distributed(settings) else f"embedded (runs kept in {home})"
+    if not _loopback(host):
+        err.print(
+            f"listening on {host}: every webhook checks its own signature; nothing else is"
+            " served yet"
+        )
+
+    async def go() -> None:
+        async with serving(settings, workflows_dir=workflows, workers=workers) as runtime:
+            config = uvicorn.Config(
+                create_app(runtime), host=host, port=port, log_level="warning", lifespan="off"
+            )
+            web = uvicorn.Server(config)
+            say(f"conveyor server on http://{host}:{port} · {mode}")
+            say(f"serving: {', '.join(runtime.registry.names()) or 'no workflows yet'}")
+            await web.serve()
+
+    try:
+        loop.run(go())
+    except InvalidInput as exc:
+        raise fail_input(exc) from None
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _with_registry(settings: Settings, job: Callable[[Registry], Awaitable[T]]) -> T:
+    async def go() -> T:
+        store = open_trigger_store(settings)
+        try:
+            registry = Registry(store)
+            await registry.refresh()
+            return await job(registry)
+        finally:
+            await store.close()
+
+    try:
+        return loop.run(go())
+    except InvalidInput as exc:
+        raise fail_input(exc) from None
+
+
+def apply(
+    target: Target,
+    amqp_url: AmqpOption = None,
+    redis_url: RedisOption = None,
+    home: HomeOption = DEFAULT_HOME,
+) -> None:
+    """Register a workflow (a new version if it changed) with the servers of this home."""
+    try:
+        workflow = load_target(target)
+    except InvalidInput as exc:
+        raise fail_input(exc) from None
+    settings = settings_from(amqp_url=amqp_url, redis_url=redis_url, home=home)
+    version = _with_registry(settings, lambda registry: registry.register(workflow))
+    triggers = ", ".join(f"{t.name} ({t.kind})" for t in workflow.triggers) or "none"
+    say(f"{workflow.name}: version {version} registered; triggers: {triggers}")
+
+
+def schedules(
+    as_json: JsonOption = False,
+    amqp_url: AmqpOption = None,
+    redis_url: RedisOption = None,
+    home: HomeOption = DEFAULT_HOME,
+) -> None:
+    """Every schedule: its next and last fire, and its latest decision (why it did not
+    fire, when it did not)."""
+    settings = settings_from(amqp_url=amqp_url, redis_url=redis_url, home=home)
+
+    async def rows(registry: Registry) -> list[dict[str, Any]]:
+        found = []
+        now = datetime.now(UTC)
+        store = registry.store
+        for served in registry.served("schedule"):
+            spec = served.trigger.schedule
+            assert spec is not None
+            key = cursor_key(served.workflow.name, served.trigger.name)
+            cursor = read_cursor(await store.cursor(key))
+            latest = await store.records(served.workflow.name, served.trigger.name, limit=1)
+            found.append(
+                {
+                    "workflow": served.workflow.name,
+                    "trigger": served.trigger.name,
+                    "schedule": spec.cron or f"every {spec.every:g}s",
+                    "timezone": spec.timezone,
+                    "next": next(Schedule.of(spec).fires(now)).isoformat(),
+                    "last_fire": _stamp(cursor.last_fire) if cursor else None,
+                    "last_run": cursor.last_run if cursor else None,
+                    "latest": (
+                        f"{latest[0].decision} {latest[0].key}: {latest[0].reason}".strip(": ")
+                        if latest
+                        else None
+                    ),
+                }
+            )
+        return found
+
+    found = _with_registry(settings, rows)
+    if as_json:
+        write_json(found)
+        return
+    if not found:
+        say("no schedules registered")
+        return
+    table = Table("workflow", "trigger", "schedule", "next", "last fire", "latest decision")
+    for row in found:
+        table.add_row(
+            row["workflow"],
+            row["trigger"],
+            f"{row['schedule']} ({row['timezone']})",
+            row["next"],
+            row["last_fire"] or "never",
+            row["latest"] or "",
+        )
+    out.print(table)
+
+
+def _stamp(value: float | None) -> str | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC).isoformat()
+
+
+def _time(text: str, option: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise fail_input(
+            InvalidInput([Problem(f"not an ISO 8601 time: {text!r}")], source=option)
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def backfill(
+    workflow: Annotated[str, typer.Argument(help="Registered workflow.")],
+    trigger: Annotated[str, typer.Argument(help="Its schedule trigger.")],
+    start: Annotated[str, typer.Option("--from", help="First nominal time (ISO 8601).")],
+    end: Annotated[str, typer.Option("--to", help="Last nominal time (ISO 8601).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show the runs.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Most runs.")] = 1000,
+    amqp_url: AmqpOption = None,
+    redis_url: RedisOption = None,
+    home: HomeOption = DEFAULT_HOME,
+) -> None:
+    """Fire a schedule for each of its nominal times in a range (each gets the run id its
+    scheduled fire would have had, so a time that already ran is not run twice)."""
+    settings = settings_from(amqp_url=amqp_url, redis_url=redis_url, home=home)
+    first, last = _time(start, "--from"), _time(end, "--to")
+    if last < first:
+        raise fail_input(InvalidInput([Problem("--to is before --from")]))
+
+    async def go(registry: Registry) -> list[tuple[str, str, bool]]:
+        latest = registry.latest(workflow)
+        served = None
+        if latest is not None:
+            version, spec = latest
+            for candidate in spec.triggers:
+                if candidate.name == trigger and candidate.schedule is not None:
+                    served = Served(spec, version, candidate)
+        if served is None or served.trigger.schedule is None:
+            raise InvalidInput([Problem(f"no schedule trigger {workflow}/{trigger} registered")])
+        schedule = Schedule.of(served.trigger.schedule)
+        times: list[datetime] = []
+        for nominal in schedule.fires(first - timedelta(microseconds=1)):
+            if nominal > last or len(times) >= limit:
+                break
+            times.append(nominal)
+        store = registry.store
+        result = []
+        now = datetime.now(UTC).timestamp()
+        for nominal in times:
+            arrival = tick_arrival(served, nominal, now)
+            if dry_run:
+                result.append((arrival.key, arrival.run_id, False))
+                continue
+            admitted = await store.admit(
+                arrival.idempotency_key, encode_arrival(arrival), keep=7 * 86400
+            )
+            result.append((arrival.key, arrival.run_id, admitted))
+        return result
+
+    rows = _with_registry(settings, go)
+    for nominal, run_id, admitted in rows:
+        note = "" if dry_run else ("queued" if admitted else "already fired")
+        say(f"{nominal}  {run_id}  {note}".rstrip())
+    queued = sum(1 for _, _, admitted in rows if admitted)
+    if dry_run:
+        say(f"{len(rows)} runs would be started (dry run: nothing was)")
+    else:
+        say(f"{queued} runs queued for the server to start; {len(rows) - queued} had run already")
+
+
+def trigger_log(
+    workflow: Annotated[str, typer.Argument(help="Registered workflow.")],
+    trigger: Annotated[str | None, typer.Argument(help="One of its triggers.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 50,
+    as_json: JsonOption = False,
+    amqp_url: AmqpOption = None,
+    redis_url: RedisOption = None,
+    home: HomeOption = DEFAULT_HOME,
+) -> None:
+    """What arrived for a workflow's triggers and what was decided: accepted, duplicate,
+    filtered, rejected (and why), fired, skipped (and why)."""
+    settings = settings_from(amqp_url=amqp_url, redis_url=redis_url, home=home)
+
+    async def go(registry: Registry) -> list[Any]:
+        return await registry.store.records(workflow, trigger, limit=limit)
+
+    records = _with_registry(settings, go)
+    if as_json:
+        write_json([msgspec.to_builtins(r) for r in records])
+        return
+    table = Table("at", "trigger", "decision", "key", "run", "reason")
+    for r in records:
+        table.add_row(
+            datetime.fromtimestamp(r.at, UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            r.trigger,
+            r.decision,
+            (r.key or "")[:40],
+            (r.run_id or "")[:12],
+            r.reason,
+        )
+    out.print(table)

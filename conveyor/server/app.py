@@ -1,0 +1,67 @@
+"""The HTTP application: webhooks (and, later, the API and the UI) on FastAPI."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from conveyor.server.runtime import TriggerRuntime
+from engine.triggers.webhooks import WebhookRequest
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
+
+
+def problem(status: int, title: str, detail: str = "") -> JSONResponse:
+    """An RFC 9457 problem document."""
+    body = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+def create_app(runtime: TriggerRuntime) -> FastAPI:
+    app = FastAPI(
+        title="Conveyor",
+        version=importlib.metadata.version("conveyor"),
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, object]:
+        return {"status": "ok", "workflows": runtime.registry.names()}
+
+    @app.post("/hooks/{workflow}/{trigger}", status_code=202)
+    async def webhook(workflow: str, trigger: str, request: Request) -> JSONResponse:
+        """Receive a delivery: 202 with the run id once it is durably admitted."""
+        if not (_NAME.match(workflow) and _NAME.match(trigger)):
+            return problem(404, "no such webhook")
+        served = runtime.webhooks.find(workflow, trigger)
+        if served is None:
+            return problem(404, "no such webhook", f"no webhook trigger {workflow}/{trigger}")
+        hook = served.trigger.webhook
+        assert hook is not None
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > hook.max_bytes:
+            answer = await runtime.webhooks.too_large(served, int(declared))
+            return problem(answer.status, "payload too large", answer.body["detail"])
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > hook.max_bytes:
+                answer = await runtime.webhooks.too_large(served, None)
+                return problem(answer.status, "payload too large", answer.body["detail"])
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        answer = await runtime.webhooks.receive(
+            served, WebhookRequest(headers, bytes(body), dict(request.query_params))
+        )
+        if answer.arrival is not None:
+            runtime.handle_later(answer.arrival)
+        if answer.status >= 400:
+            return problem(answer.status, answer.body["error"], answer.body.get("detail", ""))
+        return JSONResponse(answer.body, status_code=answer.status)
+
+    return app

@@ -1,0 +1,92 @@
+"""Composing a server: the embedded engine in this process when no broker is configured,
+else a stateless front end to the distributed engine (any number of replicas)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import structlog
+
+from contracts.errors import InvalidInput, Problem
+from contracts.ports import TriggerStore
+from contracts.signing import Role
+from conveyor import wiring
+from conveyor.local import RunLock, local_engine
+from conveyor.server.runtime import TriggerRuntime
+from conveyor.settings import Settings
+from engine.client import Client
+from engine.triggers.firing import STALE_AFTER
+from engine.triggers.stores.redis import RedisTriggerStore
+from engine.triggers.stores.sqlite import SqliteTriggerStore
+
+log = structlog.get_logger("conveyor.server")
+
+
+def distributed(settings: Settings) -> bool:
+    return bool(settings.amqp_url or settings.redis_url)
+
+
+def open_trigger_store(settings: Settings) -> TriggerStore:
+    if settings.redis_url:
+        return RedisTriggerStore(settings.redis_url)
+    return SqliteTriggerStore(settings.home / "conveyor.db")
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    settings: Settings, *, workflows_dir: Path | None = None, workers: int | None = None
+) -> AsyncIterator[TriggerRuntime]:
+    """A started trigger runtime on the home the settings name; stopped on exit."""
+    store = open_trigger_store(settings)
+    try:
+        if distributed(settings):
+            wiring.require(settings, "amqp_url", "redis_url")
+            run_store = wiring.open_store(settings)
+            try:
+                async with wiring.transport(settings, Role.CLIENT) as t:
+                    client = Client(run_store, t, shards=settings.shards)
+                    async with _runtime(store, client, settings, workflows_dir) as runtime:
+                        yield runtime
+            finally:
+                await run_store.close()
+            return
+        async with local_engine(settings, workers=workers) as engine:
+            await _take_up_unfinished(engine.client, settings.home)
+            async with _runtime(store, engine.client, settings, workflows_dir) as runtime:
+                yield runtime
+    finally:
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def _runtime(
+    store: TriggerStore, client: Client, settings: Settings, workflows_dir: Path | None
+) -> AsyncIterator[TriggerRuntime]:
+    if workflows_dir is not None and not workflows_dir.is_dir():
+        raise InvalidInput([Problem("not a folder")], source=f"--workflows {workflows_dir}")
+    # One embedded server owns its inbox: what is left there is looked at soon.
+    alone = not distributed(settings)
+    runtime = TriggerRuntime(
+        store,
+        client,
+        workflows_dir=workflows_dir,
+        amqp_url=settings.amqp_url,
+        sweep_interval=1.0 if alone else 5.0,
+        stale_after=2.0 if alone else STALE_AFTER,
+    )
+    await runtime.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+
+
+async def _take_up_unfinished(client: Client, home: Path) -> None:
+    """Runs a previous embedded server left unfinished go on here (their steps died with
+    it, so they run again); runs another live process drives are left to it."""
+    for run_id in await client.store.running():
+        if RunLock(home, run_id).holder() is None:
+            log.info("resuming a run left unfinished", run_id=run_id)
+            await client.resume(run_id, steps_lost=True)

@@ -1,0 +1,131 @@
+"""The trigger runtime of one server process: registered workflows, webhooks, schedules,
+sensors and queue sources, and the sweep that finishes what a dead process admitted.
+
+Every replica runs all of it. What could happen twice (two replicas ticking the same
+schedule, a sensor seeing the same object, a redelivered message) is admitted once
+per key by the trigger store and starts the run its key names, so it happens once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import structlog
+
+from contracts.errors import ConveyorError, InvalidInput
+from contracts.ports import TriggerStore
+from conveyor.server.folder import WorkflowFolder
+from engine.client import Client
+from engine.triggers.firing import STALE_AFTER, Arrival, Firing
+from engine.triggers.queues import QueueSources
+from engine.triggers.registry import Registry
+from engine.triggers.scheduler import Scheduler
+from engine.triggers.sensors import Sensors
+from engine.triggers.webhooks import WebhookIntake
+
+log = structlog.get_logger("conveyor.server")
+
+
+def environment_secret(name: str) -> bytes | None:
+    value = os.environ.get(name)
+    return value.encode() if value else None
+
+
+class TriggerRuntime:
+    def __init__(
+        self,
+        store: TriggerStore,
+        client: Client,
+        *,
+        workflows_dir: Path | None = None,
+        amqp_url: str | None = None,
+        refresh_interval: float = 1.0,
+        sweep_interval: float = 5.0,
+        stale_after: float = STALE_AFTER,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.registry = Registry(store)
+        self.firing = Firing(store, client, clock=clock)
+        self.webhooks = WebhookIntake(self.registry, self.firing, environment_secret, clock=clock)
+        self.scheduler = Scheduler(self.registry, self.firing, clock=clock)
+        self.sensors = Sensors(self.registry, self.firing, clock=clock)
+        self.queues = QueueSources(self.registry, self.firing, default_url=amqp_url)
+        self.folder = WorkflowFolder(workflows_dir, self.registry) if workflows_dir else None
+        self._refresh_interval = refresh_interval
+        self._sweep_interval = sweep_interval
+        self._stale_after = stale_after
+        self._loops: list[asyncio.Task[None]] = []
+        self._handling: set[asyncio.Task[object]] = set()
+
+    async def start(self) -> None:
+        if self.folder is not None:
+            await self.folder.load()
+        await self.registry.refresh()
+        await self._apply_registry()
+        self._loops = [
+            self._every(self._refresh_interval, self._refresh, "refresh"),
+            self._every(self._sweep_interval, self._sweep, "sweep"),
+            asyncio.create_task(self.scheduler.run(), name="scheduler"),
+        ]
+        log.info("trigger runtime started", workflows=self.registry.names())
+
+    async def stop(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self.sensors.stop()
+        await self.queues.stop()
+        if self._handling:
+            await asyncio.wait(self._handling, timeout=10)
+
+    def handle_later(self, arrival: Arrival) -> None:
+        """Start the run of an admitted arrival after its sender has had its answer."""
+        task = asyncio.get_running_loop().create_task(self._handle(arrival))
+        self._handling.add(task)
+        task.add_done_callback(self._handling.discard)
+
+    async def _handle(self, arrival: Arrival) -> None:
+        try:
+            await self.firing.handle(arrival)
+        except ConveyorError as exc:
+            # Still in the inbox: the sweep starts it when the engine answers again.
+            log.warning("run not started yet", key=arrival.idempotency_key, error=str(exc))
+
+    async def _refresh(self) -> None:
+        if self.folder is not None:
+            await self.folder.load()
+        if await self.registry.refresh():
+            await self._apply_registry()
+
+    async def _apply_registry(self) -> None:
+        self.scheduler.wake()
+        await self.sensors.apply()
+        await self.queues.apply()
+
+    async def _sweep(self) -> None:
+        await self.firing.sweep(self._stale_after)
+
+    def _every(
+        self, interval: float, job: Callable[[], Awaitable[None]], name: str
+    ) -> asyncio.Task[None]:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    await job()
+                except InvalidInput as exc:
+                    log.error(f"{name} failed", error=str(exc))
+                except (ConveyorError, OSError) as exc:
+                    log.warning(f"{name} failed; trying again", error=str(exc))
+
+        return asyncio.create_task(loop(), name=name)
+
+    async def sweep_now(self) -> int:
+        return await self.firing.sweep(0.0)
+

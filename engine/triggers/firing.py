@@ -1,0 +1,197 @@
+"""From an arrival to a run: admit it durably, then decide and start the run.
+
+Every way in (a webhook delivery, a schedule tick, a sensed object, a queue message)
+becomes an ``Arrival``: what came, for which registered workflow version and trigger,
+under a key that names it. Admission puts it in the trigger store's inbox once per key
+(a redelivery is a duplicate); handling evaluates ``when`` and ``params`` over what
+came, starts the run under a run id derived from the key (so handling twice, by two
+replicas or after a crash, still makes one run), records the decision, and settles
+the arrival. Arrivals left in the inbox by a process that died are handled by
+``sweep``, on any replica.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import structlog
+
+from contracts.errors import ConveyorError, ExpressionError, InvalidInput
+from contracts.expressions import Expression, render_value
+from contracts.ports import TriggerRecord, TriggerStore
+from contracts.spec import Workflow
+from contracts.triggers import ScheduleTrigger, Trigger
+from contracts.validation import resolve_params
+from engine.client import Client, run_id_of
+from engine.triggers.registry import Registry
+
+log = structlog.get_logger("conveyor.triggers")
+
+KEEP_KEYS = 7 * 86400.0
+"""How long a delivery key deduplicates (a sender's redelivery days later is still one
+run)."""
+STALE_AFTER = 10.0
+"""An arrival still in the inbox this long after admission was dropped by its process."""
+
+
+class Arrival(msgspec.Struct, kw_only=True):
+    workflow: str
+    version: int
+    trigger: str
+    kind: str
+    key: str
+    """Names the arrival within its trigger: delivery id, nominal time, object, message id."""
+    names: dict[str, Any]
+    """What the trigger's expressions read: body, headers, query, event, nominal, ..."""
+    at: float
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.kind}:{self.workflow}:{self.trigger}:{self.key}"
+
+    @property
+    def run_id(self) -> str:
+        return run_id_of(self.idempotency_key)
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(Arrival).decode
+
+
+class Firing:
+    """Admits arrivals and turns them into runs, recording every decision."""
+
+    def __init__(
+        self,
+        store: TriggerStore,
+        client: Client,
+        *,
+        clock: Callable[[], float] = time.time,
+        keep: float = KEEP_KEYS,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.workflows = Registry(store)
+        self._clock = clock
+        self._keep = keep
+
+    async def admit(self, arrival: Arrival) -> bool:
+        """Durably take in an arrival; False (and a ``duplicate`` record) if its key was
+        admitted before."""
+        if await self.store.admit(arrival.idempotency_key, _encode(arrival), keep=self._keep):
+            return True
+        await self._record(arrival, "duplicate", f"already received: run {arrival.run_id}")
+        return False
+
+    async def handle(self, arrival: Arrival) -> TriggerRecord:
+        """Decide and start the run of an admitted arrival, record it, settle it.
+
+        Raises only when the run could not be sent (the engine is unreachable): the
+        arrival then stays in the inbox for the next sweep.
+        """
+        try:
+            _, workflow = await self.workflows.get(arrival.workflow, arrival.version)
+            trigger = workflow.trigger(arrival.trigger)
+            params = _params(workflow, trigger, arrival)
+        except (ExpressionError, InvalidInput, KeyError) as exc:
+            record = await self._record(arrival, "failed", _reason(exc))
+            await self.store.settle(arrival.idempotency_key)
+            return record
+        if params is None:
+            record = await self._record(arrival, "filtered", "'when' is false")
+        else:
+            await self.client.submit(
+                workflow,
+                params,
+                trigger=f"{arrival.kind}:{arrival.trigger}",
+                idempotency_key=arrival.idempotency_key,
+                workflow_version=arrival.version,
+            )
+            decision = "fired" if arrival.kind == "schedule" else "accepted"
+            record = await self._record(arrival, decision, run_id=arrival.run_id)
+        await self.store.settle(arrival.idempotency_key)
+        return record
+
+    async def admit_and_handle(self, arrival: Arrival) -> TriggerRecord | None:
+        if not await self.admit(arrival):
+            return None
+        return await self.handle(arrival)
+
+    async def sweep(self, older_than: float = STALE_AFTER) -> int:
+        """Handle arrivals a process admitted and did not get to; how many."""
+        handled = 0
+        for key, payload in await self.store.pending(older_than=older_than):
+            try:
+                arrival = _decode(payload)
+            except msgspec.DecodeError:
+                log.error("unreadable arrival in the trigger inbox", key=key)
+                await self.store.settle(key)
+                continue
+            try:
+                await self.handle(arrival)
+                handled += 1
+            except ConveyorError as exc:
+                log.warning("arrival not handled yet", key=key, error=str(exc))
+        return handled
+
+    async def record(
+        self, arrival: Arrival, decision: str, reason: str = "", *, run_id: str | None = None
+    ) -> TriggerRecord:
+        return await self._record(arrival, decision, reason, run_id=run_id)
+
+    async def _record(
+        self, arrival: Arrival, decision: str, reason: str = "", *, run_id: str | None = None
+    ) -> TriggerRecord:
+        record = TriggerRecord(
+            at=self._clock(),
+            workflow=arrival.workflow,
+            trigger=arrival.trigger,
+            kind=arrival.kind,
+            decision=decision,
+            reason=reason,
+            run_id=run_id,
+            key=arrival.key,
+        )
+        await self.store.record(record)
+        log.info(
+            "trigger decision",
+            workflow=arrival.workflow,
+            trigger=arrival.trigger,
+            decision=decision,
+            reason=reason,
+            run_id=run_id,
+            key=arrival.key,
+        )
+        return record
+
+
+def _params(workflow: Workflow, trigger: Trigger, arrival: Arrival) -> dict[str, Any] | None:
+    """The run's parameters from what arrived, or None when ``when`` says no."""
+    source = trigger.source
+    names = arrival.names
+    when = getattr(source, "when", None)
+    if when is not None and not Expression(when).evaluate(names):
+        return None
+    given: dict[str, Any]
+    if isinstance(source, ScheduleTrigger):
+        given = {name: render_value(value, names) for name, value in source.params.items()}
+    else:
+        given = {name: Expression(text).evaluate(names) for name, text in source.params.items()}
+    return resolve_params(workflow, given, source=f"trigger {trigger.name}")
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"the workflow has no trigger {exc.args[0]!r} (any more)"
+    return str(exc)
+
+
+def encode_arrival(arrival: Arrival) -> bytes:
+    return _encode(arrival)
+
+
+def decode_arrival(payload: bytes) -> Arrival:
+    return _decode(payload)

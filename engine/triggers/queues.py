@@ -1,0 +1,188 @@
+"""Queue sources: each message on another service's RabbitMQ queue starts one run.
+
+A message is acknowledged only after its arrival is admitted (durably) and handled:
+a server killed before that leaves the message on the queue for the next consumer,
+whose admission finds the same key and so makes no second run. The key is the
+message's ``message_id``, else the trigger's ``dedup`` expression, else a digest of
+the body. A message that cannot start a run (not JSON when the params need it, a bad
+parameter) is dead-lettered to ``<queue>.dead`` with the reason in the
+``x-conveyor-reason`` header, then acknowledged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from typing import Any
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from contracts.errors import ConveyorError, ExpressionError
+from contracts.expressions import Expression
+from contracts.triggers import QueueTrigger
+from engine.triggers.firing import Arrival, Firing, encode_arrival
+from engine.triggers.registry import Registry, Served
+
+log = structlog.get_logger("conveyor.queues")
+
+REASON_HEADER = "x-conveyor-reason"
+
+
+def dead_letter_queue(queue: str) -> str:
+    return f"{queue}.dead"
+
+
+def message_names(message: AbstractIncomingMessage) -> dict[str, Any]:
+    text = message.body.decode("utf-8", errors="replace")
+    try:
+        body: Any = json.loads(text) if text.strip() else None
+    except ValueError:
+        body = None
+    headers = {str(k): v if isinstance(v, str | int | float | bool) else str(v)
+               for k, v in (message.headers or {}).items()}
+    return {
+        "body": body,
+        "headers": headers,
+        "routing_key": message.routing_key or "",
+        "message_id": message.message_id,
+        "text": text,
+    }
+
+
+def message_key(spec: QueueTrigger, message: AbstractIncomingMessage, names: dict[str, Any]) -> str:
+    if message.message_id:
+        return f"id:{message.message_id}"[:200]
+    if spec.dedup is not None:
+        value = Expression(spec.dedup).evaluate(names)
+        if value is None or value == "":
+            raise ExpressionError(f"{spec.dedup!r} gave no id")
+        return f"dedup:{value}"[:200]
+    return "sha256:" + hashlib.sha256(message.body).hexdigest()
+
+
+class QueueSources:
+    def __init__(
+        self, registry: Registry, firing: Firing, *, default_url: str | None = None
+    ) -> None:
+        self._registry = registry
+        self._firing = firing
+        self._default_url = default_url
+        self._connections: dict[str, AbstractRobustConnection] = {}
+        self._consuming: dict[tuple[str, int, str], tuple[aio_pika.abc.AbstractChannel, str]] = {}
+
+    async def apply(self) -> None:
+        wanted = {
+            (s.workflow.name, s.version, s.trigger.name): s for s in self._registry.served("queue")
+        }
+        for key in set(self._consuming) - set(wanted):
+            channel, _ = self._consuming.pop(key)
+            await channel.close()
+        for key, served in wanted.items():
+            if key not in self._consuming:
+                try:
+                    self._consuming[key] = await self._consume(served)
+                except (ConveyorError, OSError, aio_pika.exceptions.AMQPError) as exc:
+                    log.error("queue source not started", trigger=key, error=str(exc))
+
+    async def stop(self) -> None:
+        for channel, _ in self._consuming.values():
+            if not channel.is_closed:
+                await channel.close()
+        self._consuming.clear()
+        for connection in self._connections.values():
+            await connection.close()
+        self._connections.clear()
+
+    async def _connection(self, spec: QueueTrigger) -> AbstractRobustConnection:
+        url = os.environ.get(spec.url_env) if spec.url_env else self._default_url
+        if not url:
+            raise ConveyorError(
+                f"queue {spec.queue!r}: no broker to consume from (set CONVEYOR_AMQP_URL, or"
+                f" {spec.url_env or 'url_env'} for another broker)"
+            )
+        if url not in self._connections:
+            self._connections[url] = await aio_pika.connect_robust(url)
+        return self._connections[url]
+
+    async def _consume(self, served: Served) -> tuple[aio_pika.abc.AbstractChannel, str]:
+        spec = served.trigger.queue
+        assert spec is not None
+        connection = await self._connection(spec)
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.set_qos(prefetch_count=spec.prefetch)
+        try:
+            queue = await channel.declare_queue(spec.queue, passive=True)
+        except aio_pika.exceptions.ChannelClosed:
+            channel = await connection.channel(publisher_confirms=True)
+            await channel.set_qos(prefetch_count=spec.prefetch)
+            queue = await channel.declare_queue(spec.queue, durable=True)
+        await channel.declare_queue(dead_letter_queue(spec.queue), durable=True)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await self._on_message(served, spec, channel, message)
+
+        tag = await queue.consume(on_message)
+        log.info("consuming", queue=spec.queue, workflow=served.workflow.name)
+        return channel, tag
+
+    async def _on_message(
+        self,
+        served: Served,
+        spec: QueueTrigger,
+        channel: aio_pika.abc.AbstractChannel,
+        message: AbstractIncomingMessage,
+    ) -> None:
+        names = message_names(message)
+        try:
+            key = message_key(spec, message, names)
+        except ExpressionError as exc:
+            await self._dead_letter(channel, spec, message, f"dedup: {exc}")
+            return
+        arrival = Arrival(
+            workflow=served.workflow.name,
+            version=served.version,
+            trigger=served.trigger.name,
+            kind="queue",
+            key=key,
+            names=names,
+            at=time.time(),
+        )
+        try:
+            if await self._firing.store.admit(
+                arrival.idempotency_key, encode_arrival(arrival), keep=7 * 86400
+            ):
+                record = await self._firing.handle(arrival)
+                if record.decision == "failed":
+                    await self._dead_letter(channel, spec, message, record.reason)
+                    return
+        except (ConveyorError, OSError) as exc:
+            # Admitted but not started: the sweep starts it; the message may go.
+            log.warning("run not started yet", key=arrival.idempotency_key, error=str(exc))
+        await message.ack()
+
+    async def _dead_letter(
+        self,
+        channel: aio_pika.abc.AbstractChannel,
+        spec: QueueTrigger,
+        message: AbstractIncomingMessage,
+        reason: str,
+    ) -> None:
+        headers = dict(message.headers or {})
+        headers[REASON_HEADER] = reason[:1000]
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                message.body,
+                headers=headers,
+                message_id=message.message_id,
+                content_type=message.content_type,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=dead_letter_queue(spec.queue),
+        )
+        await message.ack()
+        log.warning("message dead-lettered", queue=spec.queue, reason=reason)
+
