@@ -1,0 +1,210 @@
+"""Schedules fire each nominal time once across replicas and catch up as declared;
+sensors start one run per new or changed object, across restarts."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from contracts.validation import parse_workflow
+from conveyor.embedded import EmbeddedEngine
+from engine.client import Client
+from engine.triggers.firing import Firing
+from engine.triggers.registry import Registry, Served
+from engine.triggers.scheduler import Scheduler
+from engine.triggers.sensors import Sensors
+from engine.triggers.stores.memory import MemoryTriggerStore
+
+START = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC).timestamp()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def every_second(
+    catchup: str = "latest", overlap: str = "allow", script: str = "true", every: int = 1
+) -> str:
+    return textwrap.dedent(
+        f"""
+        name: ticking
+        params: {{at: {{type: str, default: ""}}}}
+        tasks: [{{name: a, script: "{script}"}}]
+        triggers:
+          - name: tick
+            schedule: {{every: {every}s, catchup: {catchup}, overlap: {overlap},
+                        params: {{at: "{{{{ nominal }}}}"}}}}
+        """
+    )
+
+
+class Replica:
+    def __init__(self, store: MemoryTriggerStore, client: Client, clock: Clock) -> None:
+        self.registry = Registry(store)
+        self.firing = Firing(store, client, clock=clock)
+        self.firing.workflows = self.registry
+        self.scheduler = Scheduler(self.registry, self.firing, clock=clock)
+        self.sensors = Sensors(self.registry, self.firing, clock=clock)
+
+    async def served(self) -> Served:
+        await self.registry.refresh()
+        return next(self.registry.served())
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def engine(clock: Clock) -> AsyncIterator[EmbeddedEngine]:
+    async with EmbeddedEngine(workers=4) as engine:
+        yield engine
+
+
+async def fired_runs(engine: EmbeddedEngine) -> list[str]:
+    return sorted(r.run_id for r in await engine.client.runs(limit=10_000))
+
+
+async def test_two_replicas_fire_each_nominal_time_once(
+    engine: EmbeddedEngine, clock: Clock
+) -> None:
+    store = MemoryTriggerStore(clock)
+    a, b = Replica(store, engine.client, clock), Replica(store, engine.client, clock)
+    await a.registry.register(parse_workflow(every_second()))
+    served_a, served_b = await a.served(), await b.served()
+    await a.scheduler.tick(served_a)  # first sight: starts from now
+    for step in range(20):
+        clock.now += 1
+        # Both replicas wake for the same nominal time, in either order.
+        first, second = (a, b) if step % 2 else (b, a)
+        await first.scheduler.tick(served_a if first is a else served_b)
+        await second.scheduler.tick(served_b if second is b else served_a)
+    records = await store.records("ticking", "tick", limit=100)
+    assert [r.decision for r in records] == ["fired"] * 20
+    assert len({r.key for r in records}) == 20
+    for record in records:
+        assert record.run_id is not None
+        state = await engine.client.watch(record.run_id, timeout=10)
+        assert state.params["at"] == record.key
+    assert len(await fired_runs(engine)) == 20
+
+
+@pytest.mark.parametrize(("catchup", "fired"), [("skip", 0), ("latest", 1), ("all", 10)])
+async def test_after_ten_missed_times_catchup_does_what_it_says(
+    engine: EmbeddedEngine, clock: Clock, catchup: str, fired: int
+) -> None:
+    store = MemoryTriggerStore(clock)
+    replica = Replica(store, engine.client, clock)
+    await replica.registry.register(parse_workflow(every_second(catchup, every=2)))
+    served = await replica.served()
+    await replica.scheduler.tick(served)
+    clock.now += 21.5  # down for ten nominal times (the last 1.5 s ago: missed, not due)
+    await replica.scheduler.tick(served)
+    records = await store.records("ticking", "tick", limit=100)
+    assert sum(r.decision == "fired" for r in records) == fired
+    skipped = [r for r in records if r.decision == "skipped"]
+    assert len(skipped) == 10 - fired
+    assert all("missed while no server ran" in r.reason for r in skipped)
+    for record in records:
+        if record.decision == "fired":
+            assert record.run_id is not None
+            await engine.client.watch(record.run_id, timeout=10)
+    assert len(await fired_runs(engine)) == fired
+    if catchup == "latest":
+        [fire] = [r for r in records if r.decision == "fired"]
+        assert fire.key == datetime.fromtimestamp(START + 20, UTC).isoformat()
+
+
+async def test_overlap_skip_and_buffer_one(engine: EmbeddedEngine, clock: Clock) -> None:
+    for policy in ("skip", "buffer_one"):
+        store = MemoryTriggerStore(clock)
+        replica = Replica(store, engine.client, clock)
+        wf = parse_workflow(every_second(overlap=policy, script="sleep 0.5"))
+        await replica.registry.register(wf)
+        served = await replica.served()
+        await replica.scheduler.tick(served)
+        clock.now += 1
+        await replica.scheduler.tick(served)  # fires; its run sleeps
+        clock.now += 1
+        await replica.scheduler.tick(served)  # the previous run is still going
+        decisions = [r.decision for r in await store.records("ticking", "tick")]
+        expected = "skipped" if policy == "skip" else "buffered"
+        assert decisions == [expected, "fired"], policy
+        first = (await store.records("ticking", "tick"))[-1].run_id
+        assert first is not None
+        await engine.client.watch(first, timeout=10)
+        await replica.scheduler.tick(served)  # previous finished: a buffered fire goes now
+        decisions = [r.decision for r in await store.records("ticking", "tick")]
+        if policy == "buffer_one":
+            assert decisions == ["fired", "buffered", "fired"]
+        else:
+            assert decisions == ["skipped", "fired"]
+        clock.now += 5
+
+
+SENSOR = """
+name: landed
+params: {path: {type: str}}
+tasks:
+  - name: take
+    env: {FILE: "{{ params.path }}"}
+    script: 'test -f "$FILE"'
+triggers:
+  - name: csv
+    sensor: {files: "file://FOLDER/*.csv", interval: 0.1s, params: {path: "event['path']"}}
+"""
+
+
+async def test_a_sensor_starts_one_run_per_new_or_changed_file_across_restarts(
+    engine: EmbeddedEngine, clock: Clock, tmp_path: Path
+) -> None:
+    store = MemoryTriggerStore(clock)
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    first = Replica(store, engine.client, clock)
+    await first.registry.register(parse_workflow(SENSOR.replace("FOLDER", str(inbox))))
+    served = await first.served()
+    for i in range(250):
+        (inbox / f"f{i:03}.csv").write_text(str(i))
+    (inbox / "ignored.txt").write_text("not matched")
+    assert await first.sensors.look(served) == 250
+    assert await first.sensors.look(served) == 0
+    # Files land while the server restarts: a new process over the same store.
+    for i in range(250, 500):
+        (inbox / f"f{i:03}.csv").write_text(str(i))
+    second = Replica(store, engine.client, clock)
+    served = await second.served()
+    assert await second.sensors.look(served) == 250
+    (inbox / "f000.csv").write_text("changed, and longer")
+    assert await second.sensors.look(served) == 1
+    records = await store.records("landed", limit=1000)
+    assert [r.decision for r in records] == ["accepted"] * 501
+    assert len({r.run_id for r in records}) == 501
+    for record in records:
+        assert record.run_id is not None
+        state = await engine.client.watch(record.run_id, timeout=20)
+        assert state.status == "succeeded", state.params  # the step found its file
+    assert len(await engine.client.runs(limit=10_000)) == 501
+
+
+async def test_a_crash_between_admitting_and_saving_the_cursor_makes_no_second_run(
+    engine: EmbeddedEngine, clock: Clock, tmp_path: Path
+) -> None:
+    store = MemoryTriggerStore(clock)
+    (tmp_path / "a.csv").write_text("a")
+    replica = Replica(store, engine.client, clock)
+    await replica.registry.register(parse_workflow(SENSOR.replace("FOLDER", str(tmp_path))))
+    served = await replica.served()
+    assert await replica.sensors.look(served) == 1
+    await store.set_cursor("sensor:landed:csv", b"{}")  # as if the cursor was never saved
+    assert await replica.sensors.look(served) == 0
+    assert len(await engine.client.runs()) == 1
