@@ -29,7 +29,6 @@ MAX_TASKS = 2_000
 work over many things is a fan-out (up to a million items), not many tasks."""
 
 
-
 def _inside_the_step(path: str) -> str:
     # A step's files are read from its own directory only: never the worker's others.
     parts = PurePosixPath(path).parts

@@ -128,4 +128,3 @@ class TriggerRuntime:
 
     async def sweep_now(self) -> int:
         return await self.firing.sweep(0.0)
-

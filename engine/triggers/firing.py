@@ -71,12 +71,14 @@ class Firing:
         *,
         clock: Callable[[], float] = time.time,
         keep: float = KEEP_KEYS,
+        record_timeout: float = 10.0,
     ) -> None:
         self.store = store
         self.client = client
         self.workflows = Registry(store)
         self._clock = clock
         self._keep = keep
+        self._record_timeout = record_timeout
 
     async def admit(self, arrival: Arrival) -> bool:
         """Durably take in an arrival; False (and a ``duplicate`` record) if its key was
@@ -85,6 +87,15 @@ class Firing:
             return True
         await self._record(arrival, "duplicate", f"already received: run {arrival.run_id}")
         return False
+
+    async def check(self, arrival: Arrival) -> str | None:
+        """Why the arrival cannot start a run (a bad body, a bad parameter), or None."""
+        try:
+            _, workflow = await self.workflows.get(arrival.workflow, arrival.version)
+            _params(workflow, workflow.trigger(arrival.trigger), arrival)
+        except (ExpressionError, InvalidInput, KeyError) as exc:
+            return _reason(exc)
+        return None
 
     async def handle(self, arrival: Arrival) -> TriggerRecord:
         """Decide and start the run of an admitted arrival, record it, settle it.
@@ -110,10 +121,24 @@ class Firing:
                 idempotency_key=arrival.idempotency_key,
                 workflow_version=arrival.version,
             )
+            # Sent is not kept: the arrival leaves the inbox only once the run's log
+            # holds it (an embedded engine's queue dies with its process).
+            await self._recorded(arrival.run_id)
             decision = "fired" if arrival.kind == "schedule" else "accepted"
             record = await self._record(arrival, decision, run_id=arrival.run_id)
         await self.store.settle(arrival.idempotency_key)
         return record
+
+    async def _recorded(self, run_id: str) -> None:
+        deadline = time.monotonic() + self._record_timeout
+        store = self.client.store
+        while not await store.wait_for_events(run_id, 0, max(0.0, deadline - time.monotonic())):
+            if time.monotonic() >= deadline:
+                raise ConveyorError(
+                    f"run {run_id} was sent but not recorded within {self._record_timeout:g}s"
+                    " (is a coordinator running?)",
+                    retryable=True,
+                )
 
     async def admit_and_handle(self, arrival: Arrival) -> TriggerRecord | None:
         if not await self.admit(arrival):
@@ -175,11 +200,15 @@ def _params(workflow: Workflow, trigger: Trigger, arrival: Arrival) -> dict[str,
     when = getattr(source, "when", None)
     if when is not None and not Expression(when).evaluate(names):
         return None
-    given: dict[str, Any]
-    if isinstance(source, ScheduleTrigger):
-        given = {name: render_value(value, names) for name, value in source.params.items()}
-    else:
-        given = {name: Expression(text).evaluate(names) for name, text in source.params.items()}
+    given: dict[str, Any] = {}
+    for name, value in source.params.items():
+        try:
+            if isinstance(source, ScheduleTrigger):
+                given[name] = render_value(value, names)
+            else:
+                given[name] = Expression(value).evaluate(names)
+        except ExpressionError as exc:
+            raise ExpressionError(f"param {name!r}: {exc}") from exc
     return resolve_params(workflow, given, source=f"trigger {trigger.name}")
 
 

@@ -42,8 +42,10 @@ def message_names(message: AbstractIncomingMessage) -> dict[str, Any]:
         body: Any = json.loads(text) if text.strip() else None
     except ValueError:
         body = None
-    headers = {str(k): v if isinstance(v, str | int | float | bool) else str(v)
-               for k, v in (message.headers or {}).items()}
+    headers = {
+        str(k): v if isinstance(v, str | int | float | bool) else str(v)
+        for k, v in (message.headers or {}).items()
+    }
     return {
         "body": body,
         "headers": headers,
@@ -151,14 +153,18 @@ class QueueSources:
             names=names,
             at=time.time(),
         )
+        # An invalid message is dead-lettered before anything is admitted for it, so a
+        # redelivery after a crash is dead-lettered too (at least once), never dropped.
+        problem = await self._firing.check(arrival)
+        if problem is not None:
+            await self._firing.record(arrival, "failed", problem)
+            await self._dead_letter(channel, spec, message, problem)
+            return
         try:
             if await self._firing.store.admit(
                 arrival.idempotency_key, encode_arrival(arrival), keep=7 * 86400
             ):
-                record = await self._firing.handle(arrival)
-                if record.decision == "failed":
-                    await self._dead_letter(channel, spec, message, record.reason)
-                    return
+                await self._firing.handle(arrival)
         except (ConveyorError, OSError) as exc:
             # Admitted but not started: the sweep starts it; the message may go.
             log.warning("run not started yet", key=arrival.idempotency_key, error=str(exc))
@@ -185,4 +191,3 @@ class QueueSources:
         )
         await message.ack()
         log.warning("message dead-lettered", queue=spec.queue, reason=reason)
-

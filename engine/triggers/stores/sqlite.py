@@ -153,9 +153,7 @@ class SqliteTriggerStore:
             " ORDER BY seq DESC LIMIT 1 OFFSET ?)",
             (workflow, workflow, RECORDS_KEPT),
         )
-        self._db.execute(
-            "DELETE FROM trigger_inbox WHERE settled = 1 AND keep_until <= ?", (now,)
-        )
+        self._db.execute("DELETE FROM trigger_inbox WHERE settled = 1 AND keep_until <= ?", (now,))
 
     async def records(
         self, workflow: str, trigger: str | None = None, *, limit: int = 100

@@ -1,0 +1,323 @@
+"""Triggers against real servers and processes: `conveyor server` processes killed in the
+middle of a queue's messages and a schedule, and a steady stream of signed webhooks,
+embedded and distributed. Each holds for CONVEYOR_SOAK_SECONDS (60 s by default)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aio_pika
+import httpx
+import pytest
+
+from engine.runlog.sqlite import SqliteRunLog
+from engine.triggers.stores.redis import RedisTriggerStore
+from tests.integration.cluster import Cluster
+from tests.services import free_port, wait_for_port
+
+SOAK = float(os.environ.get("CONVEYOR_SOAK_SECONDS", "60"))
+SECRET = "live secret"
+
+pytestmark = pytest.mark.timeout(int(SOAK) * 4 + 180)
+
+
+class Servers:
+    """``conveyor server`` processes on one home (a folder, or the cluster's services)."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.env = {**env, "TEST_HOOK_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        log = open(self.workdir / f"server-{len(self.procs)}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "conveyor",
+                "--log-level",
+                "info",
+                "server",
+                "--workflows",
+                "flows",
+                "--port",
+                str(port),
+            ],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        wait_for_port(port, 30, proc)
+        return proc, f"http://127.0.0.1:{port}"
+
+    @staticmethod
+    def kill(proc: subprocess.Popen[bytes]) -> None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[Servers]:
+    (tmp_path / "flows").mkdir()
+    s = Servers(tmp_path, dict(os.environ))
+    yield s
+    s.close()
+
+
+async def until(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+# -- a queue source, with its server killed twice ---------------------------------------
+
+ORDERS = """
+name: orders
+params: {order: {type: int}}
+tasks: [{name: take, script: "true"}]
+triggers:
+  - name: created
+    queue: {queue: QUEUE, url_env: TEST_AMQP_URL, params: {order: "body['id']"}}
+"""
+
+
+async def queue_depth(channel: aio_pika.abc.AbstractChannel, name: str) -> int:
+    queue = await channel.declare_queue(name, durable=True)
+    return queue.declaration_result.message_count or 0
+
+
+async def test_a_thousand_messages_survive_two_kills_of_the_server(
+    servers: Servers, amqp_url: str
+) -> None:
+    queue = f"orders.created.{os.getpid()}.{time.monotonic_ns()}"
+    (servers.workdir / "flows" / "orders.yaml").write_text(ORDERS.replace("QUEUE", queue))
+    servers.env["TEST_AMQP_URL"] = amqp_url
+    valid, invalid = 1000, 20
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.declare_queue(queue, durable=True)
+        for i in range(valid):
+            body = json.dumps({"id": i}).encode()
+            await channel.default_exchange.publish(
+                aio_pika.Message(body, message_id=f"order-{i}"), routing_key=queue
+            )
+            if i % 50 == 0:  # some invalid ones in between
+                await channel.default_exchange.publish(
+                    aio_pika.Message(b"not json", message_id=f"bad-{i}"), routing_key=queue
+                )
+        # A redelivered message (same id) is one run.
+        await channel.default_exchange.publish(
+            aio_pika.Message(b'{"id": 0}', message_id="order-0"), routing_key=queue
+        )
+        total = valid + invalid + 1
+        for kill_below in (total * 2 // 3, total // 3):
+            proc, _ = servers.start()
+            await until(lambda k=kill_below: _below(channel, queue, k), 60, "messages to be taken")
+            servers.kill(proc)
+        servers.start()
+        await until(lambda: _below(channel, queue, 1), 120, "the queue to drain")
+        store = SqliteRunLog(servers.workdir / ".conveyor" / "conveyor.db")
+        try:
+
+            async def all_succeeded() -> bool:
+                runs = await store.runs(limit=5000)
+                return len(runs) >= valid and all(r.state == "succeeded" for r in runs)
+
+            await until(all_succeeded, 120, "every run to succeed")
+            runs = await store.runs(limit=5000)
+            assert len(runs) == valid
+        finally:
+            await store.close()
+        dead = await channel.declare_queue(f"{queue}.dead", durable=True)
+        dead_ids, reasons = [], []
+        while (message := await dead.get(fail=False)) is not None:
+            dead_ids.append(message.message_id)
+            reasons.append(str(message.headers["x-conveyor-reason"]))
+            await message.ack()
+        # Each invalid message is dead-lettered (at least once: a kill between the
+        # dead-letter and the ack sends it there again); no valid one is.
+        assert set(dead_ids) == {f"bad-{i}" for i in range(0, valid, 50)}
+        assert all(reason.startswith("param 'order'") for reason in reasons), reasons[:3]
+
+
+async def _below(channel: aio_pika.abc.AbstractChannel, queue: str, count: int) -> bool:
+    return await queue_depth(channel, queue) < count
+
+
+# -- a 1 s schedule on two distributed servers, one killed ------------------------------
+
+TICKING = """
+name: ticking
+params: {at: {type: str, default: ""}}
+tasks: [{name: a, script: "true"}]
+triggers:
+  - name: tick
+    schedule: {every: 1s, catchup: all, params: {at: "{{ nominal }}"}}
+"""
+
+
+@pytest.fixture
+async def cluster(amqp_url: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
+    c = Cluster(amqp_url, redis_url, tmp_path)
+    await c.reset()
+    yield c
+    await c.close()
+
+
+async def test_two_servers_and_a_kill_fire_each_second_exactly_once(
+    servers: Servers, cluster: Cluster, redis_url: str
+) -> None:
+    servers.env.update(cluster.env)
+    (servers.workdir / "flows" / "ticking.yaml").write_text(TICKING)
+    cluster.coordinator()
+    cluster.worker(concurrency=4)
+    first, _ = servers.start()
+    servers.start()
+    began = time.time()
+    await asyncio.sleep(SOAK / 2)
+    servers.kill(first)
+    await asyncio.sleep(SOAK / 2)
+    ended = time.time()
+    store = RedisTriggerStore(redis_url)
+    try:
+        # What a killed server admitted and did not start is started by the other's sweep.
+        await asyncio.sleep(12)
+        records = [r for r in await store.records("ticking", "tick", limit=10_000)]
+    finally:
+        await store.close()
+    fired = [r for r in records if r.decision == "fired"]
+    keys = [r.key for r in fired]
+    assert len(keys) == len(set(keys)), "a nominal time fired twice"
+    seconds = {
+        int(time.mktime(time.strptime(k[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone)
+        for k in keys
+        if k
+    }
+    expected = set(range(int(began) + 2, int(ended) - 1))
+    assert expected <= seconds, f"missed: {sorted(expected - seconds)[:10]}"
+    for record in fired:
+        assert record.run_id is not None
+    # Every fire is one run, recorded by the coordinator.
+    runs = await cluster.store.runs(limit=10_000)
+    assert {r.run_id for r in runs} == {r.run_id for r in fired}
+
+
+# -- signed webhooks at 50/s ------------------------------------------------------------
+
+HOOKED = """
+name: hooked
+params: {n: {type: int}}
+tasks: [{name: a, script: "true"}]
+triggers:
+  - name: push
+    webhook: {preset: github, secret_env: TEST_HOOK_SECRET, params: {n: "body['n']"}}
+"""
+
+
+def signed(n: int) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps({"n": n}).encode()
+    mac = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return body, {"X-Hub-Signature-256": f"sha256={mac}", "X-GitHub-Delivery": f"d-{n}"}
+
+
+async def send_for(url: str, seconds: float, rate: float) -> tuple[list[str], list[int]]:
+    """Signed deliveries at ``rate`` per second (each sent twice), with forged, unsigned
+    and oversized ones among them; the run ids answered, and the refusals' statuses."""
+    run_ids: list[str] = []
+    refused: list[int] = []
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+
+        async def one(n: int) -> None:
+            body, headers = signed(n)
+            first = await http.post("/hooks/hooked/push", content=body, headers=headers)
+            again = await http.post("/hooks/hooked/push", content=body, headers=headers)
+            assert first.status_code == again.status_code == 202
+            assert first.json()["run_id"] == again.json()["run_id"]
+            run_ids.append(first.json()["run_id"])
+            if n % 10 == 0:
+                forged = {**headers, "X-Hub-Signature-256": "sha256=" + "f" * 64}
+                unsigned = {"X-GitHub-Delivery": f"u-{n}"}
+                for bad_body, bad in (
+                    (body, forged),
+                    (body, unsigned),
+                    (b"x" * (2 << 20), headers),
+                ):
+                    answer = await http.post("/hooks/hooked/push", content=bad_body, headers=bad)
+                    refused.append(answer.status_code)
+
+        start = time.monotonic()
+        pending = []
+        n = 0
+        while time.monotonic() - start < seconds:
+            pending.append(asyncio.create_task(one(n)))
+            n += 1
+            await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
+        await asyncio.gather(*pending)
+    return run_ids, refused
+
+
+async def test_fifty_signed_webhooks_a_second_embedded(servers: Servers) -> None:
+    (servers.workdir / "flows" / "hooked.yaml").write_text(HOOKED)
+    _, url = servers.start()
+    run_ids, refused = await send_for(url, SOAK, 50)
+    assert set(refused) == {401, 413}
+    assert len(set(run_ids)) == len(run_ids) >= int(SOAK * 50 * 0.9)
+    store = SqliteRunLog(servers.workdir / ".conveyor" / "conveyor.db")
+    try:
+
+        async def all_ran() -> bool:
+            runs = await store.runs(limit=100_000)
+            return len(runs) >= len(run_ids) and all(r.state == "succeeded" for r in runs)
+
+        await until(all_ran, 120, "every delivery's run")
+        runs = await store.runs(limit=100_000)
+        assert {r.run_id for r in runs} == set(run_ids)
+    finally:
+        await store.close()
+
+
+async def test_fifty_signed_webhooks_a_second_distributed(
+    servers: Servers, cluster: Cluster
+) -> None:
+    servers.env.update(cluster.env)
+    (servers.workdir / "flows" / "hooked.yaml").write_text(HOOKED)
+    cluster.coordinator()
+    cluster.worker(concurrency=8)
+    _, url = servers.start()
+    run_ids, refused = await send_for(url, SOAK, 50)
+    assert set(refused) == {401, 413}
+    assert len(set(run_ids)) == len(run_ids) >= int(SOAK * 50 * 0.9)
+
+    async def all_ran() -> bool:
+        runs = await cluster.store.runs(limit=100_000)
+        return len(runs) >= len(run_ids) and all(r.state == "succeeded" for r in runs)
+
+    await until(all_ran, 120, "every delivery's run")
+    runs = await cluster.store.runs(limit=100_000)
+    assert {r.run_id for r in runs} == set(run_ids)
