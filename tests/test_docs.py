@@ -139,3 +139,48 @@ def test_the_readme_python_example_runs_as_the_readme_says(tmp_path: Path) -> No
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_readme_triggers_quick_start_works_as_written(tmp_path: Path) -> None:
+    """The README's signed-webhook walk-through, line by line, on a free port."""
+    import json
+    import time
+
+    from tests.services import free_port, wait_for_port
+
+    (block,) = [b for b in blocks(ROOT / "README.md", "sh") if "conveyor server" in b]
+    port = str(free_port())
+    server_line, *rest = [line for line in block.replace("8080", port).splitlines() if line]
+    env = {**os.environ, "CONVEYOR_HOME": str(tmp_path / ".conveyor")}
+    words = shlex.split(server_line.rstrip("&"))
+    assert words[0] == "GITHUB_SECRET=s3cret" and words[1] == "conveyor"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", *words[2:]],
+        cwd=ROOT,
+        env={**env, "GITHUB_SECRET": "s3cret"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(int(port), 30, server)
+        script = "set -e\n" + "\n".join(rest)
+        done = subprocess.run(
+            ["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        answer, _ = json.JSONDecoder().raw_decode(done.stdout)
+        assert answer["status"] == "accepted"
+        deadline = time.monotonic() + 30
+        while True:
+            listed = run_cli("runs", "--json", cwd=tmp_path)
+            runs = json.loads(listed.stdout)
+            if runs and runs[0]["state"] == "succeeded":
+                break
+            assert time.monotonic() < deadline, listed.stdout
+            time.sleep(0.2)
+        assert [r["run_id"] for r in runs] == [answer["run_id"]]
+        logs = run_cli("logs", answer["run_id"], "checkout", cwd=tmp_path)
+        assert "checking out acme/shop at 4f2c1e9" in logs.stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
