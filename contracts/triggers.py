@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -121,9 +122,18 @@ class QueueTrigger(Model):
 
 
 class SensorTrigger(Model):
-    """New or changed objects matching a glob under any fsspec URL start runs."""
+    """Starts runs for what it finds, looking every ``interval``: new or changed objects
+    matching a glob under any fsspec URL (``files``), or run requests returned by a
+    Python function (``python``: ``module:function``, called with the sensor's cursor)."""
 
-    files: str = Field(min_length=1, description="fsspec URL with a glob: file:///in/*.csv")
+    files: str | None = Field(
+        default=None, min_length=1, description="fsspec URL with a glob: file:///in/*.csv"
+    )
+    python: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="module:function(cursor) -> SensorResult (trusted code, run by the server).",
+    )
     interval: Duration = Field(default=2.0, description="Seconds between looks.")
     when: str | None = None
     params: dict[Name, str] = Field(default_factory=dict)
@@ -134,6 +144,14 @@ class SensorTrigger(Model):
         if value < 0.1:
             raise ValueError("interval must be at least 100ms")
         return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SensorTrigger:
+        if (self.files is None) == (self.python is None):
+            raise ValueError("a sensor needs exactly one of files and python")
+        if self.python is not None and self.params:
+            raise ValueError("a python sensor's run requests carry their own params")
+        return self
 
 
 class Trigger(Model):
@@ -163,6 +181,23 @@ class Trigger(Model):
         source = getattr(self, self.kind)
         assert source is not None
         return source  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A run a Python sensor asks for: ``key`` names it (the same key is one run, ever),
+    ``params`` are the run's parameters."""
+
+    key: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SensorResult:
+    """What a Python sensor returns: the runs to start and its cursor for next time."""
+
+    runs: list[RunRequest] = field(default_factory=list)
+    cursor: str | None = None
 
 
 # -- cron with an optional seconds field ------------------------------------------------
@@ -215,7 +250,7 @@ def cron_problem(expression: str) -> str | None:
 NAMES_IN_SCOPE: dict[str, frozenset[str]] = {
     "webhook": frozenset({"body", "headers", "query", "text"}),
     "queue": frozenset({"body", "headers", "routing_key", "message_id", "text"}),
-    "sensor": frozenset({"event"}),
+    "sensor": frozenset({"event", "params"}),
     "schedule": frozenset({"nominal", "trigger"}),
 }
 """What each kind of trigger's expressions may read."""
@@ -280,7 +315,8 @@ def check_triggers(
                     " a trigger cannot give it",
                 )
             )
-        for name in sorted(required - given):
+        from_function = trigger.sensor is not None and trigger.sensor.python is not None
+        for name in sorted(set() if from_function else required - given):
             problems.append(
                 smap.problem(
                     (*at, trigger.kind, "params"),

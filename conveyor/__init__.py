@@ -2,7 +2,9 @@
 
 from contracts.errors import ConveyorError, NonRetryableError, StepError
 from contracts.spec import Workflow
+from contracts.triggers import RunRequest, SensorResult
 from contracts.validation import load_workflow, parse_workflow
+from conveyor import triggers
 from conveyor.authoring import Ref, task, workflow
 from conveyor.embedded import EmbeddedEngine
 from conveyor.steps import command, container, script
@@ -12,6 +14,8 @@ __all__ = [
     "EmbeddedEngine",
     "NonRetryableError",
     "Ref",
+    "RunRequest",
+    "SensorResult",
     "StepError",
     "Workflow",
     "command",
@@ -20,5 +24,6 @@ __all__ = [
     "parse_workflow",
     "script",
     "task",
+    "triggers",
     "workflow",
 ]

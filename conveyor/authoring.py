@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from contracts.errors import ExpressionError, InvalidInput, NonRetryableError, Problem
 from contracts.expressions import Template, templates_in
@@ -400,17 +400,25 @@ class WorkflowFunction:
         if self.fn.__doc__:
             data["description"] = inspect.cleandoc(self.fn.__doc__).splitlines()[0]
         data.update(self.options)
+        if "triggers" in data:
+            data["triggers"] = [_as_data(trigger) for trigger in data["triggers"]]
         return workflow_from_data(data, source=f"{self.fn.__module__}.{self.fn.__qualname__}")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
 
 
+def _as_data(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    return value
+
+
 def workflow(
     fn: Callable[..., Any] | None = None, *, name: str | None = None, **options: Any
 ) -> Any:
     """Make a function a workflow. Its parameters (with types and defaults) are the
-    workflow's parameters. Options: timeout, description."""
+    workflow's parameters. Options: timeout, description, triggers (``conveyor.triggers``)."""
     if fn is not None:
         return WorkflowFunction(fn, name, options)
     return lambda f: WorkflowFunction(f, name, options)

@@ -23,7 +23,7 @@ from contracts.errors import ConveyorError, ExpressionError, InvalidInput
 from contracts.expressions import Expression, render_value
 from contracts.ports import TriggerRecord, TriggerStore
 from contracts.spec import Workflow
-from contracts.triggers import ScheduleTrigger, Trigger
+from contracts.triggers import ScheduleTrigger, SensorTrigger, Trigger
 from contracts.validation import resolve_params
 from engine.client import Client, run_id_of
 from engine.triggers.registry import Registry
@@ -201,6 +201,8 @@ def _params(workflow: Workflow, trigger: Trigger, arrival: Arrival) -> dict[str,
     if when is not None and not Expression(when).evaluate(names):
         return None
     given: dict[str, Any] = {}
+    if isinstance(source, SensorTrigger) and source.python is not None:
+        given = dict(names.get("params") or {})  # the sensor function's run request
     for name, value in source.params.items():
         try:
             if isinstance(source, ScheduleTrigger):

@@ -10,6 +10,7 @@ that landed while no server ran is found at the next look after start.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ import fsspec
 import msgspec
 import structlog
 
+from contracts.triggers import SensorResult
 from engine.triggers.firing import Arrival, Firing, encode_arrival
 from engine.triggers.registry import Registry, Served
 
@@ -77,9 +79,12 @@ class Sensors:
             await asyncio.sleep(spec.interval)
 
     async def look(self, served: Served) -> int:
-        """One look: admit and start runs for new or changed objects; how many."""
+        """One look: admit and start runs for what is new; how many."""
         spec = served.trigger.sensor
         assert spec is not None
+        if spec.python is not None:
+            return await self._ask_function(served, spec.python)
+        assert spec.files is not None
         fs, pattern = fsspec.core.url_to_fs(spec.files)
         found: dict[str, dict[str, Any]] = await asyncio.to_thread(fs.glob, pattern, detail=True)
         key = cursor_key(served.workflow.name, served.trigger.name)
@@ -122,3 +127,43 @@ class Sensors:
         if current != seen:
             await self._firing.store.set_cursor(key, msgspec.json.encode(current))
         return started
+
+    async def _ask_function(self, served: Served, target: str) -> int:
+        """Call the sensor function with its cursor; admit the runs it asks for, then keep
+        the cursor it returns (a crash in between asks again from the old cursor, and
+        the same request keys are not admitted twice)."""
+        function = _function(target)
+        key = cursor_key(served.workflow.name, served.trigger.name)
+        raw = await self._firing.store.cursor(key)
+        cursor = raw.decode() if raw is not None else None
+        result = await asyncio.to_thread(function, cursor)
+        if not isinstance(result, SensorResult):
+            raise TypeError(f"{target} returned {type(result).__name__}, not a SensorResult")
+        started = 0
+        now = self._clock()
+        for request in result.runs:
+            arrival = Arrival(
+                workflow=served.workflow.name,
+                version=served.version,
+                trigger=served.trigger.name,
+                kind="sensor",
+                key=str(request.key)[:200],
+                names={"event": {"key": request.key}, "params": dict(request.params)},
+                at=now,
+            )
+            if await self._firing.store.admit(
+                arrival.idempotency_key, encode_arrival(arrival), keep=365 * 86400
+            ):
+                await self._firing.handle(arrival)
+                started += 1
+        if result.cursor is not None and result.cursor != cursor:
+            await self._firing.store.set_cursor(key, result.cursor.encode())
+        return started
+
+
+def _function(target: str) -> Callable[[str | None], Any]:
+    module_name, _, name = target.partition(":")
+    function = getattr(importlib.import_module(module_name), name)
+    if not callable(function):
+        raise TypeError(f"{target} is not a function")
+    return function  # type: ignore[no-any-return]

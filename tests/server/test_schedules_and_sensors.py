@@ -208,3 +208,43 @@ async def test_a_crash_between_admitting_and_saving_the_cursor_makes_no_second_r
     await store.set_cursor("sensor:landed:csv", b"{}")  # as if the cursor was never saved
     assert await replica.sensors.look(served) == 0
     assert len(await engine.client.runs()) == 1
+
+
+async def test_a_python_sensor_starts_the_runs_it_asks_for_once(
+    engine: EmbeddedEngine, clock: Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.steps import sensorfuncs
+
+    numbers = tmp_path / "numbers"
+    numbers.write_text("3 5")
+    monkeypatch.setenv("SENSOR_NUMBERS", str(numbers))
+    sensorfuncs.CALLS.clear()
+    store = MemoryTriggerStore(clock)
+    replica = Replica(store, engine.client, clock)
+    await replica.registry.register(sensorfuncs.numbers_flow.spec)
+    served = await replica.served()
+    assert await replica.sensors.look(served) == 2
+    numbers.write_text("3 5 8")
+    assert await replica.sensors.look(served) == 1
+    # The cursor was lost (a crash before it was kept): asked again, nothing doubles.
+    await store.set_cursor("sensor:numbers:fresh", b"0")
+    assert await replica.sensors.look(served) == 0
+    assert sensorfuncs.CALLS == [None, "2", "0"]
+    results = []
+    for record in await store.records("numbers"):
+        assert record.run_id is not None
+        results.append((await engine.client.watch(record.run_id, timeout=10)).params["n"])
+    assert sorted(results) == [3, 5, 8]
+
+
+def test_python_triggers_check_their_fields_at_once() -> None:
+    from pydantic import ValidationError
+
+    from conveyor import triggers
+
+    with pytest.raises(ValidationError, match="exactly one of cron and every"):
+        triggers.schedule("nightly", cron="0 2 * * *", every=10)
+    with pytest.raises(ValidationError, match="secret_env"):
+        triggers.webhook("push", preset="github")
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        triggers.queue("q", "orders", parms={})
