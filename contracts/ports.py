@@ -94,6 +94,15 @@ class Transport(Protocol):
 
     def listen(self, topic: str) -> Listener: ...
 
+    async def announce(self, routing_key: str, body: bytes) -> None:
+        """Publish a state change on the state-changes topic exchange (durably, to
+        every bound queue; dropped if none is bound)."""
+        ...
+
+    async def bind_announcements(self, queue: str, pattern: str) -> None:
+        """Have durable ``queue`` receive the state changes whose key matches ``pattern``."""
+        ...
+
 
 class Timers(Protocol):
     """Events due at a time (retry backoff): delivered to the coordinator when due.

@@ -21,7 +21,7 @@ from pydantic import (
 
 from contracts.durations import Duration
 from contracts.modelbase import EnvName, Model, Name
-from contracts.triggers import Trigger
+from contracts.triggers import Notify, Trigger
 from contracts.vocabulary import RetryableKind
 
 MAX_TASKS = 2_000
@@ -330,6 +330,10 @@ class Workflow(Model):
     timeout: Duration | None = Field(default=None, description="Run timeout.")
     triggers: list[Trigger] = Field(
         default_factory=list, description="What starts runs from outside (docs/triggers.md)."
+    )
+
+    notify: list[Notify] = Field(
+        default_factory=list, description="Outbound webhooks on run state changes."
     )
 
     def trigger(self, name: str) -> Trigger:

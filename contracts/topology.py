@@ -13,6 +13,24 @@ def task_queue(pool: str) -> str:
     return f"{TASK_QUEUE_PREFIX}{pool}"
 
 
+STATE_CHANGES_EXCHANGE = "conveyor.state-changes"
+"""Topic exchange of run (and task) state changes as CloudEvents, routing key
+``run.<workflow>.<state>`` (``task.<workflow>.<state>``), for other services to bind."""
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """AMQP topic matching: ``*`` is one word, ``#`` zero or more."""
+
+    def match(p: list[str], k: list[str]) -> bool:
+        if not p:
+            return not k
+        if p[0] == "#":
+            return any(match(p[1:], k[i:]) for i in range(len(k) + 1))
+        return bool(k) and (p[0] in ("*", k[0])) and match(p[1:], k[1:])
+
+    return match(pattern.split("."), routing_key.split("."))
+
+
 DEAD_LETTER_EXCHANGE = "conveyor.dlx"
 DEAD_LETTER_QUEUE = "conveyor.dead"
 DEFAULT_SHARDS = 4

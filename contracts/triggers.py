@@ -154,6 +154,21 @@ class SensorTrigger(Model):
         return self
 
 
+NotifyState = Literal["running", "succeeded", "failed", "cancelled"]
+_FINISHED: tuple[NotifyState, ...] = ("succeeded", "failed", "cancelled")
+
+
+class Notify(Model):
+    """An outbound webhook: the run's state changes POSTed as CloudEvents, signed the
+    Standard Webhooks way when a secret is named, retried with backoff."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
+    on: list[NotifyState] = Field(default_factory=lambda: list(_FINISHED))
+    secret_env: EnvName | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    attempts: int = Field(default=5, ge=1, le=20)
+
+
 class Trigger(Model):
     name: Name
     webhook: WebhookTrigger | None = None

@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.topology import DEFAULT_SHARDS
 from contracts.validation import MAX_WORKFLOW_BYTES
+from engine.announce import AnnounceLevel
 from workers.staging import MAX_VALUE_BYTES
 
 
@@ -64,6 +65,11 @@ class Settings(BaseSettings):
         default="",
         description="Keys that sign and check messages on the broker:"
         " role:key-id:secret,... (roles client, worker, coordinator; docs/security.md).",
+    )
+    announce: AnnounceLevel = Field(
+        default=AnnounceLevel.RUNS,
+        description="State changes published on the conveyor.state-changes exchange: runs,"
+        " tasks (every task attempt's too), none.",
     )
     max_workflow_bytes: int = Field(
         default=MAX_WORKFLOW_BYTES, gt=0, description="Largest workflow file read."

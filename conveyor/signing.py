@@ -145,6 +145,12 @@ class SigningTransport:
     def listen(self, topic: str) -> Listener:
         return SigningListener(self.inner.listen(topic), self._keys, self._accept)
 
+    async def announce(self, routing_key: str, body: bytes) -> None:
+        await self.inner.announce(routing_key, self._keys.sign(self._role, body))
+
+    async def bind_announcements(self, queue: str, pattern: str) -> None:
+        await self.inner.bind_announcements(queue, pattern)
+
     def __getattr__(self, name: str) -> Any:
         # The real transport's own operations (dead letters, reconnect hooks).
         return getattr(self.inner, name)

@@ -122,6 +122,7 @@ def build_coordinator(settings: Settings, t: DistributedTransport, store: RunSto
         wake_interval=settings.wake_interval,
         artifacts=open_artifacts(settings),
         dispatch_batch=settings.dispatch_batch,
+        announce=settings.announce,
     )
     t.on_reconnect(coordinator.forget_all)
     return coordinator

@@ -32,6 +32,7 @@ from contracts.ports import ArtifactStore, Consumer, RunLog, Timers, Transport
 from contracts.topology import shard_of, shard_queue
 from contracts.validation import resolve_params, workflow_from_data
 from contracts.vocabulary import AttemptRef, FailureKind, TaskStatus
+from engine.announce import AnnounceLevel, Announcer
 from engine.claims import hydrate
 from engine.effects import DISPATCH_BATCH, Effects
 from engine.intake import ShardIntake
@@ -73,6 +74,7 @@ class Coordinator:
         snapshot_every: int = 500,
         artifacts: ArtifactStore | None = None,
         dispatch_batch: int = DISPATCH_BATCH,
+        announce: AnnounceLevel = AnnounceLevel.RUNS,
     ) -> None:
         self._transport = transport
         self._runlog = runlog
@@ -99,7 +101,8 @@ class Coordinator:
         self._finished: OrderedDict[str, RunState] = OrderedDict()
         self._snapshotted: dict[str, int] = {}
         self._waiters: dict[str, list[tuple[int, asyncio.Future[RunState]]]] = {}
-        self._observers: list[Observer] = []
+        self._announcer = Announcer(transport, announce)
+        self._observers: list[Observer] = [self._announcer]
         self._consumers: list[Consumer] = []
         self._loops: list[asyncio.Task[None]] = []
 
@@ -128,6 +131,7 @@ class Coordinator:
         self._consumers.clear()
         self._loops.clear()
         await self._timers.close()
+        await self._announcer.drain()
 
     async def __aenter__(self) -> Coordinator:
         await self.start()

@@ -10,7 +10,7 @@ from pathlib import Path
 import structlog
 
 from contracts.errors import InvalidInput, Problem
-from contracts.ports import TriggerStore
+from contracts.ports import Transport, TriggerStore
 from contracts.signing import Role
 from conveyor import wiring
 from conveyor.local import RunLock, local_engine
@@ -47,14 +47,16 @@ async def serving(
             try:
                 async with wiring.transport(settings, Role.CLIENT) as t:
                     client = Client(run_store, t, shards=settings.shards)
-                    async with _runtime(store, client, settings, workflows_dir) as runtime:
+                    async with _runtime(store, client, t, settings, workflows_dir) as runtime:
                         yield runtime
             finally:
                 await run_store.close()
             return
         async with local_engine(settings, workers=workers) as engine:
             await _take_up_unfinished(engine.client, settings.home)
-            async with _runtime(store, engine.client, settings, workflows_dir) as runtime:
+            async with _runtime(
+                store, engine.client, engine.transport, settings, workflows_dir
+            ) as runtime:
                 yield runtime
     finally:
         await store.close()
@@ -62,7 +64,11 @@ async def serving(
 
 @contextlib.asynccontextmanager
 async def _runtime(
-    store: TriggerStore, client: Client, settings: Settings, workflows_dir: Path | None
+    store: TriggerStore,
+    client: Client,
+    transport: Transport,
+    settings: Settings,
+    workflows_dir: Path | None,
 ) -> AsyncIterator[TriggerRuntime]:
     if workflows_dir is not None and not workflows_dir.is_dir():
         raise InvalidInput([Problem("not a folder")], source=f"--workflows {workflows_dir}")
@@ -71,6 +77,7 @@ async def _runtime(
     runtime = TriggerRuntime(
         store,
         client,
+        transport=transport,
         workflows_dir=workflows_dir,
         amqp_url=settings.amqp_url,
         sweep_interval=1.0 if alone else 5.0,

@@ -17,10 +17,11 @@ from pathlib import Path
 import structlog
 
 from contracts.errors import ConveyorError, InvalidInput
-from contracts.ports import TriggerStore
+from contracts.ports import Transport, TriggerStore
 from conveyor.server.folder import WorkflowFolder
 from engine.client import Client
 from engine.triggers.firing import STALE_AFTER, Arrival, Firing
+from engine.triggers.notify import FIRST_DELAY, Notifier
 from engine.triggers.queues import QueueSources
 from engine.triggers.registry import Registry
 from engine.triggers.scheduler import Scheduler
@@ -41,11 +42,13 @@ class TriggerRuntime:
         store: TriggerStore,
         client: Client,
         *,
+        transport: Transport | None = None,
         workflows_dir: Path | None = None,
         amqp_url: str | None = None,
         refresh_interval: float = 1.0,
         sweep_interval: float = 5.0,
         stale_after: float = STALE_AFTER,
+        notify_retry_delay: float = FIRST_DELAY,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -56,6 +59,18 @@ class TriggerRuntime:
         self.scheduler = Scheduler(self.registry, self.firing, clock=clock)
         self.sensors = Sensors(self.registry, self.firing, clock=clock)
         self.queues = QueueSources(self.registry, self.firing, default_url=amqp_url)
+        self.notifier = (
+            Notifier(
+                transport,
+                client,
+                store,
+                environment_secret,
+                clock=clock,
+                first_delay=notify_retry_delay,
+            )
+            if transport is not None
+            else None
+        )
         self.folder = WorkflowFolder(workflows_dir, self.registry) if workflows_dir else None
         self._refresh_interval = refresh_interval
         self._sweep_interval = sweep_interval
@@ -68,6 +83,8 @@ class TriggerRuntime:
             await self.folder.load()
         await self.registry.refresh()
         await self._apply_registry()
+        if self.notifier is not None:
+            await self.notifier.start()
         self._loops = [
             self._every(self._refresh_interval, self._refresh, "refresh"),
             self._every(self._sweep_interval, self._sweep, "sweep"),
@@ -81,6 +98,8 @@ class TriggerRuntime:
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self.sensors.stop()
         await self.queues.stop()
+        if self.notifier is not None:
+            await self.notifier.stop()
         if self._handling:
             await asyncio.wait(self._handling, timeout=10)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.errors import ConveyorError
+from contracts.topology import topic_matches
 
 
 @dataclass
@@ -148,6 +149,7 @@ class MemoryTransport:
         self._queues: dict[str, _Queue] = {}
         self._listeners: dict[str, set[_Listener]] = {}
         self._consumers: list[MemoryConsumer] = []
+        self._bindings: list[tuple[str, str]] = []
 
     def _queue(self, name: str) -> _Queue:
         queue = self._queues.get(name)
@@ -185,6 +187,14 @@ class MemoryTransport:
 
     def listen(self, topic: str) -> _Listener:
         return _Listener(self, topic)
+
+    async def announce(self, routing_key: str, body: bytes) -> None:
+        for queue in {q for pattern, q in self._bindings if topic_matches(pattern, routing_key)}:
+            await self.publish(queue, [body], {"routing_key": routing_key})
+
+    async def bind_announcements(self, queue: str, pattern: str) -> None:
+        if (pattern, queue) not in self._bindings:
+            self._bindings.append((pattern, queue))
 
     # Introspection for tests and `conveyor` diagnostics.
     def pending(self) -> int:

@@ -36,7 +36,12 @@ from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 from yarl import URL
 
 from contracts.errors import ConveyorError
-from contracts.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, is_shard_queue
+from contracts.topology import (
+    DEAD_LETTER_EXCHANGE,
+    DEAD_LETTER_QUEUE,
+    STATE_CHANGES_EXCHANGE,
+    is_shard_queue,
+)
 
 log = structlog.get_logger("conveyor.rabbitmq")
 
@@ -172,6 +177,7 @@ class RabbitTransport:
         self._publish_channel: AbstractChannel | None = None
         self._declared: set[str] = set()
         self._exchanges: dict[str, AbstractExchange] = {}
+        self._changes: AbstractExchange | None = None
         self._retry_max = publish_retry_max
         self._closing = False
         self._reconnect_hooks: list[Callable[[], None]] = []
@@ -207,6 +213,9 @@ class RabbitTransport:
         )
         dead = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True)
         await dead.bind(dlx)
+        self._changes = await channel.declare_exchange(
+            STATE_CHANGES_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
         for name in list(self._declared):
             await channel.declare_queue(name, durable=True, arguments=queue_arguments(name))
 
@@ -293,6 +302,26 @@ class RabbitTransport:
 
     def listen(self, topic: str) -> _Listener:
         return _Listener(self, topic)
+
+    async def announce(self, routing_key: str, body: bytes) -> None:
+        """Publish a state change, persistent and confirmed (a notification is not lost
+        by the broker once this returns)."""
+        if self._changes is None:
+            raise ConveyorError("transport not started")
+        message = aio_pika.Message(
+            body,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            content_type="application/cloudevents+json",
+            message_id=uuid.uuid4().hex,
+        )
+        await self._changes.publish(message, routing_key=routing_key)
+
+    async def bind_announcements(self, queue: str, pattern: str) -> None:
+        channel = self._publish_channel
+        if channel is None or self._changes is None:
+            raise ConveyorError("transport not started")
+        declared = await self._ensure_queue(channel, queue)
+        await declared.bind(self._changes, routing_key=pattern)
 
     async def dead_letter_count(self) -> int:
         channel = self._publish_channel

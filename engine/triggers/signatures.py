@@ -142,19 +142,34 @@ def _standard(
     stale = _fresh(stamp, now, tol)
     if stale:
         return Verdict(False, stale)
-    key = secret
-    if key.startswith(b"whsec_"):
-        try:
-            key = base64.b64decode(key[len(b"whsec_") :], validate=True)
-        except binascii.Error:
-            return Verdict(False, "the configured whsec_ secret is not base64")
-    signed = delivery.encode() + b"." + stamp.encode() + b"." + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    try:
+        expected = standard_signature(secret, delivery, stamp, body)
+    except binascii.Error:
+        return Verdict(False, "the configured whsec_ secret is not base64")
     for candidate in signatures.split():
         version, _, value = candidate.partition(",")
         if version == "v1" and _same(value, expected):
             return Verdict(True, delivery_id=delivery)
     return Verdict(False, "signature does not match")
+
+
+def standard_signature(secret: bytes, delivery: str, stamp: str, body: bytes) -> str:
+    """The Standard Webhooks v1 signature (base64); a ``whsec_`` secret is base64 itself."""
+    key = secret
+    if key.startswith(b"whsec_"):
+        key = base64.b64decode(key[len(b"whsec_") :], validate=True)
+    signed = delivery.encode() + b"." + stamp.encode() + b"." + body
+    return base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def standard_headers(secret: bytes, delivery: str, now: float, body: bytes) -> dict[str, str]:
+    """Headers that sign an outgoing webhook the Standard Webhooks way."""
+    stamp = str(int(now))
+    return {
+        "webhook-id": delivery,
+        "webhook-timestamp": stamp,
+        "webhook-signature": "v1," + standard_signature(secret, delivery, stamp, body),
+    }
 
 
 def _generic(

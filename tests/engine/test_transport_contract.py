@@ -151,3 +151,32 @@ async def test_headers_travel_with_messages(transport: Transport, q: str) -> Non
     consumer = await transport.consume(q, prefetch=1)
     delivery = await anext(aiter(consumer))
     assert delivery.headers["traceparent"].startswith("00-aaaa")
+
+
+async def test_announcements_reach_the_queues_bound_to_matching_keys(
+    transport: Transport, q: str
+) -> None:
+    other = f"{q}.other"
+    await transport.bind_announcements(q, f"run.{q}.*")
+    await transport.bind_announcements(other, "task.#")
+    await transport.announce(f"run.{q}.succeeded", b"one")
+    await transport.announce(f"run.{q}-x.failed", b"not bound")
+    await transport.announce(f"task.{q}.running", b"two")
+    for queue, expected in ((q, b"one"), (other, b"two")):
+        consumer = await transport.consume(queue, prefetch=10)
+        delivery = await asyncio.wait_for(anext(aiter(consumer)), 5)
+        assert delivery.body == expected
+        await delivery.ack()
+        assert consumer.ready(10) == []
+        await consumer.close()
+
+
+def test_topic_matching_follows_amqp() -> None:
+    from contracts.topology import topic_matches
+
+    assert topic_matches("run.*.succeeded", "run.etl.succeeded")
+    assert not topic_matches("run.*.succeeded", "run.etl.failed")
+    assert topic_matches("run.#", "run.etl.failed")
+    assert topic_matches("#", "task.etl.running")
+    assert not topic_matches("run.*", "run.etl.failed")
+    assert topic_matches("run.etl.#", "run.etl")

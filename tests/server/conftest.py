@@ -76,7 +76,13 @@ class Server:
 async def server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AsyncIterator[Server]:
     monkeypatch.setenv("TEST_HOOK_SECRET", SECRET)
     async with EmbeddedEngine(workers=4) as engine:
-        runtime = TriggerRuntime(MemoryTriggerStore(), engine.client, sweep_interval=3600)
+        runtime = TriggerRuntime(
+            MemoryTriggerStore(),
+            engine.client,
+            transport=engine.transport,
+            sweep_interval=3600,
+            notify_retry_delay=0.05,
+        )
         await runtime.start()
         transport = httpx.ASGITransport(app=create_app(runtime))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:

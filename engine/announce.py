@@ -1,0 +1,140 @@
+"""Runs talk back: each state change, once durable in the run's log, is published as a
+CloudEvent on the state-changes topic exchange, routing key ``run.<workflow>.<state>``
+(and ``task.<workflow>.<state>`` when task changes are asked for).
+
+Other services bind their own queues to the keys they care about; the server's
+notifier delivers the ``notify:`` webhooks of workflows from one such queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+import structlog
+
+from contracts.events import (
+    Event,
+    RetryScheduled,
+    RunCompleted,
+    RunSubmitted,
+    TaskEvent,
+    TaskFailed,
+    TaskFailedByEngine,
+    TaskSkipped,
+    TaskStarted,
+    TaskSucceeded,
+)
+from contracts.ports import Transport
+from engine.state.model import RunState
+
+log = structlog.get_logger("conveyor.announce")
+
+CLOUDEVENT_TYPE_PREFIX = "dev.conveyor"
+PUBLISH_ATTEMPTS = 5
+
+
+class AnnounceLevel(StrEnum):
+    NONE = "none"
+    RUNS = "runs"
+    """Run state changes: running, succeeded, failed, cancelled."""
+    TASKS = "tasks"
+    """Run and task state changes (every item of a fan-out: a message per change)."""
+
+
+def _task_state(event: Event) -> str | None:
+    if isinstance(event, TaskStarted):
+        return "running"
+    if isinstance(event, TaskSucceeded):
+        return "succeeded"
+    if isinstance(event, TaskFailed | TaskFailedByEngine):
+        return "failed"
+    if isinstance(event, TaskSkipped):
+        return "skipped"
+    if isinstance(event, RetryScheduled):
+        return "retrying"
+    return None
+
+
+def cloud_event(
+    event: Event, state: RunState, level: AnnounceLevel
+) -> tuple[str, dict[str, Any]] | None:
+    """The routing key and CloudEvent (JSON format, spec 1.0) of a state change, or None
+    for an event that changes no state worth announcing at ``level``."""
+    workflow = state.workflow.name
+    data: dict[str, Any] = {"run_id": state.run_id, "workflow": workflow}
+    if isinstance(event, RunSubmitted):
+        kind, new = "run", "running"
+        data["trigger"] = event.trigger
+    elif isinstance(event, RunCompleted):
+        kind, new = "run", str(event.state)
+        data["reason"] = event.reason
+    elif level == AnnounceLevel.TASKS and isinstance(event, TaskEvent):
+        found = _task_state(event)
+        if found is None:
+            return None
+        kind, new = "task", found
+        data.update(task=event.task, index=event.index, attempt=event.attempt)
+        error = getattr(event, "error", None)
+        if error:
+            data["error"] = error
+    else:
+        return None
+    data["state"] = new
+    subject = state.run_id if kind == "run" else f"{state.run_id}/{data['task']}/{data['index']}"
+    document = {
+        "specversion": "1.0",
+        "id": event.id,
+        "source": f"/conveyor/workflows/{workflow}",
+        "type": f"{CLOUDEVENT_TYPE_PREFIX}.{kind}.{new}",
+        "subject": subject,
+        "time": datetime.fromtimestamp(event.at, UTC).isoformat(),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    return f"{kind}.{workflow}.{new}", document
+
+
+class Announcer:
+    """A coordinator observer that publishes state changes in the order they happened,
+    off the coordinator's path (a slow broker delays announcements, never runs)."""
+
+    def __init__(self, transport: Transport, level: AnnounceLevel = AnnounceLevel.RUNS) -> None:
+        self._transport = transport
+        self._level = level
+        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def __call__(self, event: Event, state: RunState) -> None:
+        if self._level == AnnounceLevel.NONE:
+            return
+        found = cloud_event(event, state, self._level)
+        if found is None:
+            return
+        key, document = found
+        self._queue.put_nowait((key, msgspec.json.encode(document)))
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._publish())
+
+    async def _publish(self) -> None:
+        while not self._queue.empty():
+            key, body = self._queue.get_nowait()
+            for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+                try:
+                    await self._transport.announce(key, body)
+                    break
+                except Exception as exc:  # the broker's errors are many; none may stop runs
+                    if attempt == PUBLISH_ATTEMPTS:
+                        log.error("state change not announced", key=key, error=repr(exc))
+                    else:
+                        await asyncio.sleep(0.1 * 2**attempt)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Publish what is queued (at shutdown)."""
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
