@@ -27,7 +27,7 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True):
     """A step with every template already rendered: what a worker needs, nothing more."""
 
     kind: str
-    """``script``, ``command``, ``python`` or ``container``."""
+    """``script``, ``command``, ``python``, ``container``, ``http`` or ``amqp``."""
     source: str | None = None
     interpreter: str | None = None
     argv: list[str] | None = None
@@ -43,6 +43,8 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True):
     """Output artifacts: name -> path (relative to the working directory)."""
     artifacts_in: dict[str, Any] = msgspec.field(default_factory=dict)
     """Input artifacts: path -> an artifact reference, a list of them, or a URL."""
+    call: dict[str, Any] | None = None
+    """An ``http`` or ``amqp`` step's request, rendered."""
 
 
 class TaskReady(msgspec.Struct, tag="task_ready", frozen=True, kw_only=True):

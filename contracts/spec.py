@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from contracts.calls import AmqpCall, HttpCall
 from contracts.durations import Duration
 from contracts.modelbase import EnvName, Model, Name
 from contracts.triggers import Notify, Trigger
@@ -165,7 +166,7 @@ class RetryPolicy(Model):
 
 
 Interpreter = Literal["sh", "bash", "python"]
-STEP_KINDS = ("script", "command", "python", "container")
+STEP_KINDS = ("script", "command", "python", "container", "http", "amqp")
 
 
 class Script(Model):
@@ -237,6 +238,8 @@ class Task(Model):
         description="module:function run inside the worker process.",
     )
     container: Container | None = None
+    http: HttpCall | None = None
+    amqp: AmqpCall | None = None
     artifacts: Artifacts = Artifacts()
     args: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments of a python step (templated)."
@@ -297,7 +300,7 @@ class Task(Model):
         if len(kinds) != 1:
             found = ", ".join(kinds) if kinds else "none"
             raise ValueError(
-                f"a task needs exactly one of script, command, python, container (found: {found})"
+                f"a task needs exactly one of {', '.join(STEP_KINDS)} (found: {found})"
             )
         if self.args and self.python is None:
             raise ValueError("'args' applies only to python steps")

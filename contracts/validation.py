@@ -6,8 +6,7 @@ in the document and, where the YAML tells us, the line.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path as FsPath
 from typing import Any
@@ -18,9 +17,9 @@ from contracts.code_contexts import splices, unsafe_message
 from contracts.errors import ExpressionError, InvalidInput, Problem
 from contracts.expressions import ROOT_NAMES, Expression, Reference, Template, templates_in
 from contracts.graph import ancestors, find_cycle
-from contracts.spec import ParamType, Task, Workflow, check_type
+from contracts.params import coerce_param, resolve_params
+from contracts.spec import Task, Workflow
 from contracts.triggers import check_triggers
-from contracts.vocabulary import SECRET_MARK
 from contracts.yamlsource import Path, SourceMap, format_path, load_yaml
 
 TASK_FIELDS = frozenset({"outputs", "state", "attempts", "artifacts"})
@@ -262,6 +261,9 @@ def _check_task_expressions(
         templates((*at, "container", "command"), task.container.command)
         templates((*at, "container", "args"), task.container.args)
         templates((*at, "container", "script"), task.container.script)
+    for kind, request in (("http", task.http), ("amqp", task.amqp)):
+        if request is not None:
+            templates((*at, kind), request.model_dump(mode="json"))
     for path, source in task.artifacts.in_.items():
         if "{{" not in source and "://" not in source:
             problems.append(
@@ -303,6 +305,9 @@ def _expressions(task: Task, *, env: bool = True) -> Iterator[Expression]:
     if task.container is not None:
         c = task.container
         values += [c.image, c.command, c.args, c.script]
+    for request in (task.http, task.amqp):
+        if request is not None:
+            values.append(request.model_dump(mode="json"))
     for found in templates_in(values):
         yield from found.expressions
 
@@ -363,82 +368,9 @@ def _check_reference(
     return None
 
 
-def coerce_param(kind: ParamType, raw: str) -> Any:
-    """A parameter value typed on the command line, converted to its declared type."""
-    if kind == "str":
-        return raw
-    if kind == "bool":
-        lowered = raw.strip().lower()
-        if lowered in ("true", "yes", "1", "on"):
-            return True
-        if lowered in ("false", "no", "0", "off"):
-            return False
-        raise ValueError(f"expected bool (true/false), got {raw!r}")
-    if kind == "int":
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError(f"expected int, got {raw!r}") from None
-    if kind == "float":
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValueError(f"expected float, got {raw!r}") from None
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        if kind == "any":
-            return raw
-        raise ValueError(f"expected {kind} as JSON, got {raw!r}") from None
-    return check_type(kind, value)
-
-
-def resolve_params(
-    workflow: Workflow,
-    given: Mapping[str, Any],
-    *,
-    from_text: bool = False,
-    source: str = "params",
-) -> dict[str, Any]:
-    """Defaults overlaid with given values, each checked against its declared type."""
-    problems: list[Problem] = []
-    resolved: dict[str, Any] = {}
-    for name in given:
-        if name not in workflow.params:
-            known = ", ".join(sorted(workflow.params)) or "none"
-            problems.append(Problem(f"unknown parameter {name!r} (known: {known})", path=name))
-    for name, param in workflow.params.items():
-        if param.is_secret:
-            mark = SECRET_MARK.format(name=param.from_env)
-            if name in given and given[name] != mark:
-                problems.append(
-                    Problem(
-                        f"a secret is not given here: the worker reads it from ${param.from_env}",
-                        path=name,
-                    )
-                )
-            resolved[name] = mark
-            continue
-        if name in given:
-            value = given[name]
-            try:
-                if from_text and isinstance(value, str):
-                    resolved[name] = coerce_param(param.type, value)
-                else:
-                    resolved[name] = check_type(param.type, value)
-            except ValueError as exc:
-                problems.append(Problem(str(exc), path=name))
-        elif param.required:
-            problems.append(Problem("missing required parameter", path=name))
-        else:
-            resolved[name] = param.default
-    if problems:
-        raise InvalidInput(problems, source=source)
-    return resolved
-
-
 __all__ = [
     "check_workflow",
+    "coerce_param",
     "expression_of",
     "format_path",
     "load_workflow",

@@ -315,7 +315,11 @@ class Worker:
         step = message.step
         # Python steps without files to move get no scratch directory: making and removing
         # one costs more than a small step itself.
-        needs_dir = step.kind != "python" or step.artifacts_in or step.artifacts_out
+        needs_dir = (
+            step.kind in ("script", "command", "container")
+            or step.artifacts_in
+            or step.artifacts_out
+        )
         with (
             tempfile.TemporaryDirectory(prefix="conveyor-step-")
             if needs_dir

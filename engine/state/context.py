@@ -7,7 +7,7 @@ from typing import Any
 from contracts.errors import ExpressionError
 from contracts.expressions import MAX_ITEMS, as_text, render_value
 from contracts.messages import ContainerSpec, StepSpec, TaskReady
-from contracts.spec import Container
+from contracts.spec import Container, Task
 from contracts.validation import expression_of, upstream_names
 from engine.state.model import Node, RunState
 
@@ -93,10 +93,19 @@ def render_task(state: RunState, task: str, index: int, attempt: int) -> TaskRea
         artifacts_in={
             path: render_value(source, names) for path, source in spec.artifacts.in_.items()
         },
+        call=_call(spec, names),
     )
     return TaskReady(
         run_id=state.run_id, task=task, index=index, attempt=attempt, step=step, item=item
     )
+
+
+def _call(spec: Task, names: dict[str, Any]) -> dict[str, Any] | None:
+    request = spec.http or spec.amqp
+    if request is None:
+        return None
+    rendered: dict[str, Any] = render_value(request.model_dump(mode="json"), names)
+    return rendered
 
 
 def _container(container: Container, names: dict[str, Any]) -> ContainerSpec:

@@ -168,7 +168,8 @@ BAD = [
             script: echo
             command: [echo]
         """,
-        "a task needs exactly one of script, command, python, container (found: script, command)",
+        "a task needs exactly one of script, command, python, container, http, amqp"
+        " (found: script, command)",
         id="two-step-kinds",
     ),
     pytest.param(

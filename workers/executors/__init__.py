@@ -2,6 +2,7 @@
 
 from workers.executors.base import Executor, LogEmitter, StepOutcome
 from workers.executors.call import Middleware, Proceed, StepCall
+from workers.executors.calls import AmqpExecutor, HttpExecutor
 from workers.executors.chain import DEFAULT_MIDDLEWARE, ExecutorChain
 from workers.executors.container import ContainerExecutor, ContainerRuntime
 from workers.executors.process import ProcessExecutor
@@ -9,10 +10,12 @@ from workers.executors.python import PythonExecutor
 
 __all__ = [
     "DEFAULT_MIDDLEWARE",
+    "AmqpExecutor",
     "ContainerExecutor",
     "ContainerRuntime",
     "Executor",
     "ExecutorChain",
+    "HttpExecutor",
     "LogEmitter",
     "Middleware",
     "Proceed",
@@ -33,4 +36,6 @@ def default_executors(
         "command": process,
         "python": PythonExecutor(),
         "container": ContainerExecutor(runtime, worker=worker),
+        "http": HttpExecutor(),
+        "amqp": AmqpExecutor(),
     }
