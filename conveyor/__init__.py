@@ -7,7 +7,7 @@ from contracts.validation import load_workflow, parse_workflow
 from conveyor import triggers
 from conveyor.authoring import Ref, task, workflow
 from conveyor.embedded import EmbeddedEngine
-from conveyor.steps import command, container, script
+from conveyor.steps import amqp, command, container, http, script
 
 __all__ = [
     "ConveyorError",
@@ -18,8 +18,10 @@ __all__ = [
     "SensorResult",
     "StepError",
     "Workflow",
+    "amqp",
     "command",
     "container",
+    "http",
     "load_workflow",
     "parse_workflow",
     "script",

@@ -1,4 +1,5 @@
-"""Script, command and container steps in a Python workflow (tasks that are not functions).
+"""Script, command, container, http and amqp steps in a Python workflow (tasks that are
+not functions).
 
 Each records a node in the workflow being built; refs formatted into its text become
 templates and dependencies, as with task calls.
@@ -54,3 +55,48 @@ def container(
         if key in options:
             body[key] = options.pop(key)
     return _step("container", name, {"container": body}, options)
+
+
+def _templated(value: Any) -> Any:
+    """Refs anywhere in a request become templates (and so dependencies)."""
+    if isinstance(value, Ref):
+        return f"{value}"
+    if isinstance(value, dict):
+        return {str(k): _templated(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_templated(v) for v in value]
+    return value
+
+
+def http(
+    name: str,
+    url: Any,
+    *,
+    method: str = "GET",
+    headers: dict[str, Any] | None = None,
+    body: Any = None,
+    expect: list[int] | None = None,
+    **options: Any,
+) -> Ref[Any]:
+    """An HTTP request made by the worker; its result is the parsed response."""
+    request: dict[str, Any] = {"url": _templated(url), "method": method}
+    if headers:
+        request["headers"] = _templated(headers)
+    if body is not None:
+        request["body"] = _templated(body)
+    if expect is not None:
+        request["expect"] = expect
+    return _step("http", name, {"http": request}, options)
+
+
+def amqp(
+    name: str, routing_key: str, *, body: Any = None, reply: bool = True, **options: Any
+) -> Ref[Any]:
+    """A message published to RabbitMQ; with ``reply`` its correlated reply is the result."""
+    request: dict[str, Any] = {"routing_key": routing_key, "reply": reply}
+    if body is not None:
+        request["body"] = _templated(body)
+    for key in ("exchange", "url_env", "wait", "headers"):
+        if key in options:
+            request[key] = options.pop(key)
+    return _step("amqp", name, {"amqp": request}, options)

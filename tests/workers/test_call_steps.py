@@ -183,3 +183,14 @@ async def test_an_amqp_step_gets_the_correlated_reply(
     assert state.nodes["price"].outputs()["result"] == [{"price": 2}, {"price": 10}]
     silence = state.nodes["silence"].instances[0]
     assert silence.status == "failed" and "no reply" in silence.error
+
+
+async def test_a_python_workflow_makes_http_steps_with_refs_as_dependencies(service: str) -> None:
+    from tests.steps.callflows import ask_service
+
+    spec = ask_service.spec
+    assert spec.task("ask").depends == ["double"]
+    async with EmbeddedEngine(workers=2) as engine:
+        state = await engine.run(spec, resolve_params(spec, {"base": service}))
+    result = state.nodes["ask"].outputs()["result"]
+    assert result["query"] == {"m": "4"} and json.loads(result["body"]) == {"m": 4}
