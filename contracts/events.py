@@ -123,6 +123,21 @@ class TaskSkipped(TaskEvent, tag="task_skipped", frozen=True, kw_only=True):
     decided: ClassVar[bool] = True
 
 
+class SignalReceived(Event, tag="signal_received", frozen=True, kw_only=True):
+    """A signal sent to the run (an approval, a webhook, a message): the wait steps
+    waiting for ``name`` succeed with ``data`` as their result, now or when they start."""
+
+    name: str
+    data: Any = None
+    key: str
+    """Names this sending: the same key is the same signal, however often it arrives."""
+    sender: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.run_id}/{self.kind}/{self.name}/{self.key}"
+
+
 class RunCancelRequested(Event, tag="run_cancel_requested", frozen=True, kw_only=True):
     reason: str = "cancelled by user"
 
@@ -166,6 +181,7 @@ AnyEvent = (
     | TimerFired
     | TaskSkipped
     | RunCancelRequested
+    | SignalReceived
     | RunTimedOut
     | RunCompleted
     | RunRetryRequested

@@ -36,7 +36,13 @@ class Role(StrEnum):
 SENT_BY: Mapping[Role, frozenset[str]] = {
     Role.WORKER: frozenset({"task_started", "task_succeeded", "task_failed", "heartbeat"}),
     Role.CLIENT: frozenset(
-        {"run_submitted", "run_cancel_requested", "run_retry_requested", "resume_run"}
+        {
+            "run_submitted",
+            "run_cancel_requested",
+            "run_retry_requested",
+            "resume_run",
+            "signal_received",
+        }
     ),
     Role.COORDINATOR: frozenset({"timer_fired", "run_timed_out", "task_failed", "shard_wake"}),
 }

@@ -166,7 +166,17 @@ class RetryPolicy(Model):
 
 
 Interpreter = Literal["sh", "bash", "python"]
-STEP_KINDS = ("script", "command", "python", "container", "http", "amqp")
+STEP_KINDS = ("script", "command", "python", "container", "http", "amqp", "wait")
+
+
+class Wait(Model):
+    """Suspend the task until the run receives a signal (an approval, a webhook or a
+    message sent to the run), holding no worker slot; the signal's data is the task's
+    result. The task's ``timeout`` bounds the wait."""
+
+    signal: Name | None = Field(
+        default=None, description="The signal's name (default: the task's name)."
+    )
 
 
 class Script(Model):
@@ -240,6 +250,7 @@ class Task(Model):
     container: Container | None = None
     http: HttpCall | None = None
     amqp: AmqpCall | None = None
+    wait: Wait | None = None
     artifacts: Artifacts = Artifacts()
     args: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments of a python step (templated)."
@@ -311,6 +322,11 @@ class Task(Model):
     @property
     def kind(self) -> str:
         return next(k for k in STEP_KINDS if getattr(self, k) is not None)
+
+    @property
+    def signal(self) -> str | None:
+        """The signal a wait step waits for."""
+        return None if self.wait is None else (self.wait.signal or self.name)
 
     @property
     def fans_out(self) -> bool:

@@ -60,6 +60,17 @@ class WebhookTrigger(Model):
         description="Expression giving the delivery id, when the preset has none"
         " (a redelivery with the same id returns the same run).",
     )
+    signal: Name | None = Field(
+        default=None,
+        description="Instead of starting a run, send this signal to the run that ``run``"
+        " names (its params are the signal's data).",
+    )
+    run: str | None = Field(default=None, description="Expression giving the run to signal.")
+
+    @model_validator(mode="after")
+    def _signal_names_its_run(self) -> WebhookTrigger:
+        _check_signal(self.signal, self.run)
+        return self
 
     @model_validator(mode="after")
     def _secret_named(self) -> WebhookTrigger:
@@ -69,6 +80,11 @@ class WebhookTrigger(Model):
                 " variable holding the secret (secret_env), or say preset: none on purpose"
             )
         return self
+
+
+def _check_signal(signal: str | None, run: str | None) -> None:
+    if (signal is None) != (run is None):
+        raise ValueError("a trigger that signals a run names both the signal and the run")
 
 
 class ScheduleTrigger(Model):
@@ -119,6 +135,17 @@ class QueueTrigger(Model):
         default=None, description="Expression giving a message's id when it has no message_id."
     )
     prefetch: int = Field(default=16, ge=1, le=1000)
+    signal: Name | None = Field(
+        default=None,
+        description="Instead of starting a run, send this signal to the run that ``run``"
+        " names (its params are the signal's data).",
+    )
+    run: str | None = Field(default=None, description="Expression giving the run to signal.")
+
+    @model_validator(mode="after")
+    def _signal_names_its_run(self) -> QueueTrigger:
+        _check_signal(self.signal, self.run)
+        return self
 
 
 class SensorTrigger(Model):
@@ -278,9 +305,10 @@ def trigger_expressions(trigger: Trigger) -> Iterator[tuple[tuple[str | int, ...
     when = getattr(source, "when", None)
     if when is not None:
         yield (kind, "when"), when
-    dedup = getattr(source, "dedup", None)
-    if dedup is not None:
-        yield (kind, "dedup"), dedup
+    for field_name in ("dedup", "run"):
+        value = getattr(source, field_name, None)
+        if value is not None:
+            yield (kind, field_name), value
     for name, value in source.params.items():
         if isinstance(source, ScheduleTrigger):
             for part in templates_in(value):
@@ -314,6 +342,8 @@ def check_triggers(
             )
         seen.setdefault(trigger.name, i)
         given = set(trigger.source.params)
+        if getattr(trigger.source, "signal", None) is not None:
+            given = set()  # its params are the signal's data, not the workflow's params
         for name in sorted(given - known):
             problems.append(
                 smap.problem(
@@ -331,7 +361,8 @@ def check_triggers(
                 )
             )
         from_function = trigger.sensor is not None and trigger.sensor.python is not None
-        for name in sorted(set() if from_function else required - given):
+        signals = getattr(trigger.source, "signal", None) is not None
+        for name in sorted(set() if from_function or signals else required - given):
             problems.append(
                 smap.problem(
                     (*at, trigger.kind, "params"),

@@ -25,6 +25,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import msgspec
 import structlog
 
 from contracts.errors import InvalidInput, Problem
@@ -34,10 +35,14 @@ from conveyor.wiring import open_artifacts
 from engine.coordinator import Observer
 from engine.runlog.sqlite import SqliteRunLog
 from engine.state.model import RunState
+from engine.triggers.firing import SIGNAL_KIND, decode_arrival
+from engine.triggers.stores.sqlite import SqliteTriggerStore
 
 log = structlog.get_logger("conveyor.local")
 
 EXIT_INTERRUPTED = 130
+SIGNAL_POLL = 0.2
+"""How often a local run's process looks for signals queued by another command."""
 INTERRUPTED = "interrupted (Ctrl-C)"
 
 
@@ -122,14 +127,45 @@ async def drive(
             cancel.add_done_callback(_log_failure)
 
         running.add_signal_handler(signal.SIGINT, interrupt)
+        relay = running.create_task(_relay_signals(engine, home, run_id))
         try:
             state = await engine.coordinator.wait(run_id, past_round=past_round)
         finally:
+            relay.cancel()
             running.remove_signal_handler(signal.SIGINT)
             # Shutting down may wait for a step that cannot be stopped: a Ctrl-C from
             # here on quits at once.
             signal.signal(signal.SIGINT, _quit_at_once)
     return state, interrupted.is_set()
+
+
+async def _relay_signals(engine: EmbeddedEngine, home: Path, run_id: str) -> None:
+    """Signals for this run that ``conveyor signal``/``approve`` queued in the home's
+    trigger inbox are sent to it from here, the process that drives it."""
+    state = await engine.client.state(run_id)
+    if not any(node.spec.signal for node in state.nodes.values()):
+        return
+    store = SqliteTriggerStore(home / "conveyor.db")
+    try:
+        while True:
+            for key, payload in await store.pending():
+                try:
+                    arrival = decode_arrival(payload)
+                except msgspec.DecodeError:
+                    continue
+                names = arrival.names
+                if arrival.kind != SIGNAL_KIND or names.get("run") != run_id:
+                    continue
+                try:
+                    await engine.client.signal(
+                        run_id, str(names["signal"]), names.get("data"), key=arrival.key
+                    )
+                except InvalidInput as exc:
+                    log.warning("signal refused", run_id=run_id, error=str(exc))
+                await store.settle(key)
+            await asyncio.sleep(SIGNAL_POLL)
+    finally:
+        await store.close()
 
 
 def _quit_at_once(_signal: int, _frame: object) -> None:

@@ -22,6 +22,7 @@ from contracts.events import (
     RunCancelRequested,
     RunRetryRequested,
     RunSubmitted,
+    SignalReceived,
 )
 from contracts.messages import ResumeRun
 from contracts.ports import LogLine, RunStore, RunSummary, Transport
@@ -117,6 +118,35 @@ class Client:
             raise InvalidInput([Problem(f"run {state.run_id} already {state.status}")])
         resume = ResumeRun(run_id=state.run_id, at=self._clock(), steps_lost=steps_lost)
         await self._send(state.run_id, encode(resume))
+        return state.run_id
+
+    async def signal(
+        self, run: str, name: str, data: Any = None, *, key: str | None = None, sender: str = ""
+    ) -> str:
+        """Send a signal to a run: its wait steps waiting for ``name`` succeed with
+        ``data``. ``key`` names this sending (the same key twice is one signal)."""
+        state = await self.state(run)
+        if state.finished:
+            raise InvalidInput([Problem(f"run {state.run_id} already {state.status}")])
+        waits = sorted({n.spec.signal for n in state.nodes.values() if n.spec.signal})
+        if name not in waits:
+            raise InvalidInput(
+                [
+                    Problem(
+                        f"run {state.run_id} waits for no signal {name!r}"
+                        f" (its wait steps wait for: {', '.join(waits) or 'nothing'})"
+                    )
+                ]
+            )
+        event = SignalReceived(
+            run_id=state.run_id,
+            at=self._clock(),
+            name=name,
+            data=data,
+            key=key or uuid.uuid4().hex,
+            sender=sender,
+        )
+        await self._send(state.run_id, encode(event))
         return state.run_id
 
     async def _send(self, run_id: str, body: bytes) -> None:

@@ -31,7 +31,7 @@ from contracts.topology import CONTROL_TOPIC, shard_of, shard_queue, task_queue
 from contracts.vocabulary import AttemptRef, FailureKind
 from engine.leases import Leases
 from engine.state.context import render_task
-from engine.state.decide import pending_timers
+from engine.state.decide import pending_timers, wait_timeouts
 from engine.state.model import RunState
 
 DISPATCH_BATCH = 32
@@ -85,7 +85,11 @@ class Effects:
         reply_to = shard_queue(shard_of(state.run_id, self._shards))
         leases = self._leases
         for event in events:
-            if isinstance(event, TaskDispatched):
+            if isinstance(event, TaskDispatched) and state.nodes[event.task].spec.wait:
+                # A wait step runs nowhere; only its timeout needs arming.
+                for due, timeout in wait_timeouts(state, state.nodes[event.task]):
+                    await self._timers.schedule(due, timeout)
+            elif isinstance(event, TaskDispatched):
                 try:
                     message = render_task(state, event.task, event.index, event.attempt)
                 except ExpressionError as exc:

@@ -22,7 +22,7 @@ from contracts.spec import Workflow
 from contracts.validation import raw_splices
 from contracts.vocabulary import RunStatus
 from conveyor import loop, preflight
-from conveyor.cli import control, distributed, inspect
+from conveyor.cli import control, distributed, inspect, signals
 from conveyor.cli import server as serving
 from conveyor.cli.common import (
     DEFAULT_HOME,
@@ -195,6 +195,7 @@ inspect.register(app)
 control.register(app)
 distributed.register(app)
 serving.register(app)
+signals.register(app)
 
 
 def main() -> None:

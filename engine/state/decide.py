@@ -19,8 +19,10 @@ from contracts.events import (
     RunTimedOut,
     TaskDispatched,
     TaskExpanded,
+    TaskFailed,
     TaskFailedByEngine,
     TaskSkipped,
+    TaskSucceeded,
     TimerFired,
 )
 from contracts.vocabulary import FailureKind, RunStatus, TaskStatus
@@ -73,6 +75,20 @@ def decide(state: RunState) -> list[Event]:
                 index=index,
                 attempt=attempt,
                 due=now + delay,
+            )
+        )
+    for task, index in state.signal_due:
+        inst = state.nodes[task].instances[index]
+        signal = state.nodes[task].spec.signal
+        assert signal is not None
+        out.append(
+            TaskSucceeded(
+                run_id=state.run_id,
+                at=now,
+                task=task,
+                index=index,
+                attempt=inst.attempt,
+                result=state.signals[signal],
             )
         )
     for name in state.dispatchable:
@@ -197,6 +213,7 @@ def pending_timers(state: RunState) -> list[tuple[float, Event]]:
     for node in state.nodes.values():
         if node.status != TaskStatus.RUNNING:
             continue
+        timers.extend(wait_timeouts(state, node))
         for index, inst in enumerate(node.instances):
             if inst.status == TaskStatus.RETRY_WAIT and inst.due is not None:
                 fired = TimerFired(
@@ -208,3 +225,27 @@ def pending_timers(state: RunState) -> list[tuple[float, Event]]:
                 )
                 timers.append((inst.due, fired))
     return timers
+
+
+def wait_timeouts(state: RunState, node: Node) -> list[tuple[float, Event]]:
+    """A waiting instance fails at its task's timeout (ignored if its signal came first)."""
+    spec = node.spec
+    if spec.signal is None or spec.timeout is None:
+        return []
+    found: list[tuple[float, Event]] = []
+    for index, inst in enumerate(node.instances):
+        if inst.status != TaskStatus.RUNNING or inst.started_at is None:
+            continue
+        due = inst.started_at + spec.timeout
+        failure = TaskFailed(
+            run_id=state.run_id,
+            at=due,
+            task=spec.name,
+            index=index,
+            attempt=inst.attempt,
+            error=f"no signal {spec.signal!r} within {spec.timeout:g}s",
+            reason=FailureKind.TIMEOUT,
+            retryable=False,
+        )
+        found.append((due, failure))
+    return found

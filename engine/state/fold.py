@@ -21,6 +21,7 @@ from contracts.events import (
     RunRetryRequested,
     RunSubmitted,
     RunTimedOut,
+    SignalReceived,
     TaskDispatched,
     TaskExpanded,
     TaskFailed,
@@ -159,6 +160,24 @@ def _on_dispatched(state: RunState, event: TaskDispatched) -> None:
     node.inflight += 1
     if node.capacity <= 0 or not node.has_pending:
         state.dispatchable.pop(event.task, None)
+    signal = node.spec.signal
+    if signal is not None:
+        # A wait step runs nowhere: it is waiting from now on (for a signal that may
+        # already have come).
+        inst.status = TaskStatus.RUNNING
+        inst.started_at = event.at
+        if signal in state.signals:
+            state.signal_due[(event.task, event.index)] = None
+
+
+def _on_signal(state: RunState, event: SignalReceived) -> None:
+    state.signals[event.name] = event.data
+    for node in state.nodes.values():
+        if node.spec.signal != event.name:
+            continue
+        for index, inst in enumerate(node.instances):
+            if inst.status == TaskStatus.RUNNING:
+                state.signal_due[(node.spec.name, index)] = None
 
 
 def _on_started(state: RunState, event: TaskStarted) -> None:
@@ -176,6 +195,8 @@ def _on_succeeded(state: RunState, event: TaskSucceeded) -> None:
     if found is None or found[1].status not in IN_FLIGHT:
         return
     node, inst = found
+    if node.spec.wait is not None:
+        state.signal_due.pop((event.task, event.index), None)
     inst.status = TaskStatus.SUCCEEDED
     inst.result = event.result
     inst.outputs = event.outputs or None
@@ -332,6 +353,7 @@ def _on_completed(state: RunState, event: RunCompleted) -> None:
 _HANDLERS: dict[type[Event], Callable[[RunState, Any], None]] = {
     TaskExpanded: _on_expanded,
     TaskDispatched: _on_dispatched,
+    SignalReceived: _on_signal,
     TaskStarted: _on_started,
     TaskSucceeded: _on_succeeded,
     TaskFailed: _on_failed,

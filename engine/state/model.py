@@ -126,6 +126,10 @@ class RunState:
     """How many times the run was retried (``conveyor retry``)."""
     deadline_base: float = 0.0
     """When the run's timeout started counting: submission, or the latest retry."""
+    signals: dict[str, Any] = field(default_factory=dict)
+    """Signals received, by name: the data of the latest."""
+    signal_due: dict[tuple[str, int], None] = field(default_factory=dict)
+    """Waiting instances whose signal has come: to succeed."""
 
     @property
     def finished(self) -> bool:

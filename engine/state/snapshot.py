@@ -45,6 +45,7 @@ _STATE_FIELDS = [
     "events_folded",
     "round",
     "deadline_base",
+    "signals",
 ]
 
 
@@ -55,6 +56,7 @@ def dump(state: RunState) -> bytes:
     data["evaluable"] = list(state.evaluable)
     data["dispatchable"] = list(state.dispatchable)
     data["retry_due"] = [list(key) for key in state.retry_due]
+    data["signal_due"] = [list(key) for key in state.signal_due]
     data["nodes"] = {
         name: {
             **{f: getattr(node, f) for f in _NODE_FIELDS},
@@ -92,11 +94,13 @@ def load(blob: bytes) -> RunState:
         nodes=nodes,
     )
     for f in _STATE_FIELDS:
-        setattr(state, f, data[f])
+        if f in data:  # (snapshots made before a field existed lack it)
+            setattr(state, f, data[f])
     state.status = RunStatus(state.status)
     state.evaluable = dict.fromkeys(data["evaluable"])
     state.dispatchable = dict.fromkeys(data["dispatchable"])
     state.retry_due = {(task, index): None for task, index in data["retry_due"]}
+    state.signal_due = {(task, index): None for task, index in data.get("signal_due", [])}
     return state
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from contracts.errors import ConveyorError, ExpressionError, InvalidInput
+from contracts.errors import ConveyorError, ExpressionError, InvalidInput, NotFound
 from contracts.expressions import Expression, render_value
 from contracts.ports import TriggerRecord, TriggerStore
 from contracts.spec import Workflow
@@ -30,6 +30,8 @@ from engine.triggers.registry import Registry
 
 log = structlog.get_logger("conveyor.triggers")
 
+SIGNAL_KIND = "signal"
+"""Arrivals that carry a signal from the command line to the run's server."""
 KEEP_KEYS = 7 * 86400.0
 """How long a delivery key deduplicates (a sender's redelivery days later is still one
 run)."""
@@ -103,6 +105,8 @@ class Firing:
         Raises only when the run could not be sent (the engine is unreachable): the
         arrival then stays in the inbox for the next sweep.
         """
+        if arrival.kind == SIGNAL_KIND:
+            return await self._forward_signal(arrival)
         try:
             _, workflow = await self.workflows.get(arrival.workflow, arrival.version)
             trigger = workflow.trigger(arrival.trigger)
@@ -111,8 +115,11 @@ class Firing:
             record = await self._record(arrival, "failed", _reason(exc))
             await self.store.settle(arrival.idempotency_key)
             return record
+        signal = getattr(trigger.source, "signal", None)
         if params is None:
             record = await self._record(arrival, "filtered", "'when' is false")
+        elif signal is not None:
+            record = await self._signal(arrival, trigger, signal, params)
         else:
             await self.client.submit(
                 workflow,
@@ -126,6 +133,35 @@ class Firing:
             await self._recorded(arrival.run_id)
             decision = "fired" if arrival.kind == "schedule" else "accepted"
             record = await self._record(arrival, decision, run_id=arrival.run_id)
+        await self.store.settle(arrival.idempotency_key)
+        return record
+
+    async def _signal(
+        self, arrival: Arrival, trigger: Trigger, signal: str, data: dict[str, Any]
+    ) -> TriggerRecord:
+        run_text = getattr(trigger.source, "run", None)
+        assert run_text is not None
+        try:
+            run = str(Expression(run_text).evaluate(arrival.names))
+            run_id = await self.client.signal(
+                run, signal, data, key=arrival.idempotency_key, sender=arrival.idempotency_key
+            )
+        except (ExpressionError, InvalidInput, NotFound) as exc:
+            return await self._record(arrival, "failed", str(exc))
+        return await self._record(arrival, "signalled", f"signal {signal!r}", run_id=run_id)
+
+    async def _forward_signal(self, arrival: Arrival) -> TriggerRecord:
+        """A signal queued by the command line for the server that drives the run."""
+        names = arrival.names
+        try:
+            run_id = await self.client.signal(
+                str(names["run"]), str(names["signal"]), names.get("data"), key=arrival.key
+            )
+            record = await self._record(
+                arrival, "signalled", f"signal {names['signal']!r}", run_id=run_id
+            )
+        except (InvalidInput, NotFound) as exc:
+            record = await self._record(arrival, "failed", str(exc))
         await self.store.settle(arrival.idempotency_key)
         return record
 
@@ -211,6 +247,8 @@ def _params(workflow: Workflow, trigger: Trigger, arrival: Arrival) -> dict[str,
                 given[name] = Expression(value).evaluate(names)
         except ExpressionError as exc:
             raise ExpressionError(f"param {name!r}: {exc}") from exc
+    if getattr(source, "signal", None) is not None:
+        return given  # the signal's data
     return resolve_params(workflow, given, source=f"trigger {trigger.name}")
 
 

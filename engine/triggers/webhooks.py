@@ -121,11 +121,11 @@ class WebhookIntake:
             names=names,
             at=now,
         )
+        # A run id says which run this delivery starts; a signal goes to a run it names.
+        named = {"signal": hook.signal} if hook.signal else {"run_id": arrival.run_id}
         if not await self._firing.admit(arrival):
-            return Answer(202, {"run_id": arrival.run_id, "delivery": key, "status": "duplicate"})
-        return Answer(
-            202, {"run_id": arrival.run_id, "delivery": key, "status": "accepted"}, arrival
-        )
+            return Answer(202, {**named, "delivery": key, "status": "duplicate"})
+        return Answer(202, {**named, "delivery": key, "status": "accepted"}, arrival)
 
 
 def _names(request: WebhookRequest) -> dict[str, Any]:

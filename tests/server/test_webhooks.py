@@ -229,3 +229,51 @@ async def test_an_arrival_left_in_the_inbox_is_started_by_the_sweep(server: Serv
     state = await server.engine.client.watch(arrival.run_id, timeout=10)
     assert state.params["repo"] == "left/over"
     assert await server.runtime.store.pending() == []
+
+
+async def test_a_signed_webhook_can_release_a_waiting_run(server: Server) -> None:
+    import hashlib
+    import hmac
+
+    await server.register(
+        """
+        name: gated
+        tasks:
+          - name: approval
+            wait: {}
+          - name: after
+            depends: [approval]
+            env: {WHO: "{{ tasks.approval.outputs.result.who }}"}
+            script: echo "released by $WHO"
+        triggers:
+          - name: start
+            webhook: {preset: none}
+          - name: approve
+            webhook:
+              preset: hmac
+              secret_env: TEST_HOOK_SECRET
+              signal: approval
+              run: "body['run']"
+              params: {who: "body['who']"}
+        """
+    )
+    started = await server.http.post("/hooks/gated/start")
+    await server.settled()
+    run_id = started.json()["run_id"]
+    for body in (
+        json.dumps({"run": "0" * 32, "who": "x"}).encode(),  # no such run
+        json.dumps({"run": run_id, "who": "grace"}).encode(),
+    ):
+        signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        answer = await server.http.post(
+            "/hooks/gated/approve", content=body, headers={"X-Signature": signature}
+        )
+        assert answer.status_code == 202 and answer.json()["signal"] == "approval"
+        await server.settled()
+    state = await server.engine.client.watch(run_id, timeout=10)
+    assert state.nodes["after"].outputs()["result"] == "released by grace"
+    decisions = [
+        (r.decision, r.run_id) for r in await server.runtime.store.records("gated", "approve")
+    ]
+    assert ("signalled", run_id) in decisions
+    assert any(d == "failed" for d, _ in decisions)
