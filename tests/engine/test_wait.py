@@ -13,8 +13,8 @@ from contracts.events import Event, TaskDispatched
 from contracts.validation import parse_workflow, resolve_params
 from contracts.vocabulary import RunStatus
 from conveyor.embedded import EmbeddedEngine
-from engine.state.replay import replay
 from engine.state.model import RunState
+from engine.state.replay import replay
 
 APPROVAL = """
 name: release
@@ -104,5 +104,3 @@ async def test_a_signal_that_comes_before_the_wait_is_kept(engine: EmbeddedEngin
 def test_wait_steps_check_their_signal_name() -> None:
     with pytest.raises(InvalidInput, match="signal"):
         parse_workflow("name: w\ntasks: [{name: a, wait: {signal: 'not a name'}}]")
-
-
