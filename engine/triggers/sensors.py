@@ -1,7 +1,9 @@
 """File and object sensors: one run per new or changed object under an fsspec URL.
 
-Each look lists the objects matching the glob, and admits every one whose signature
-(size and modification time, or ETag) differs from the sensor's cursor, keyed by
+A local folder is watched (inotify, via watchfiles), so a file is seen as soon as it
+lands; other stores are polled every ``interval``. Each look lists the objects
+matching the glob, and admits every one whose signature (size and modification time,
+or ETag) differs from the sensor's cursor, keyed by
 path and signature; then the cursor is saved. Admission is durable and once per key,
 so a crash between admitting and saving the cursor makes no second run, and an object
 that landed while no server ran is found at the next look after start.
@@ -10,9 +12,12 @@ that landed while no server ran is found at the next look after start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -28,6 +33,25 @@ log = structlog.get_logger("conveyor.sensors")
 
 def cursor_key(workflow: str, trigger: str) -> str:
     return f"sensor:{workflow}:{trigger}"
+
+
+def local_folder(url: str) -> Path | None:
+    """The folder a local glob looks in (the part before its first wildcard)."""
+    fs, pattern = fsspec.core.url_to_fs(url)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol not in ("file", "local"):
+        return None
+    parts = Path(pattern).parts
+    fixed = [p for p in itertools.takewhile(lambda part: not set(part) & set("*?["), parts)]
+    folder = Path(*fixed) if fixed else Path(".")
+    return folder if folder.is_dir() else None
+
+
+async def _changes(folder: Path) -> AsyncGenerator[object, None]:
+    from watchfiles import awatch
+
+    async for changed in awatch(folder, debounce=50, step=20, recursive=True):
+        yield changed
 
 
 def signature(info: dict[str, Any]) -> str:
@@ -71,12 +95,24 @@ class Sensors:
     async def _loop(self, served: Served) -> None:
         spec = served.trigger.sensor
         assert spec is not None
-        while True:
-            try:
-                await self.look(served)
-            except Exception as exc:  # a store that fails now may answer at the next look
-                log.warning("sensor look failed", trigger=served.trigger.name, error=repr(exc))
-            await asyncio.sleep(spec.interval)
+        folder = local_folder(spec.files) if spec.files else None
+        changes = _changes(folder) if folder is not None else None
+        try:
+            while True:
+                try:
+                    await self.look(served)
+                except Exception as exc:  # a store that fails now may answer next time
+                    log.warning("sensor look failed", trigger=served.trigger.name, error=repr(exc))
+                if changes is None:
+                    await asyncio.sleep(spec.interval)
+                    continue
+                # A local folder pushes its changes (inotify): look as soon as one comes,
+                # and every interval anyway (a change made while looking is not missed).
+                with contextlib.suppress(TimeoutError, StopAsyncIteration):
+                    await asyncio.wait_for(anext(changes), spec.interval)
+        finally:
+            if changes is not None:
+                await changes.aclose()
 
     async def look(self, served: Served) -> int:
         """One look: admit and start runs for what is new; how many."""

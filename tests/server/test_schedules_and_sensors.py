@@ -248,3 +248,31 @@ def test_python_triggers_check_their_fields_at_once() -> None:
         triggers.webhook("push", preset="github")
     with pytest.raises(ValidationError, match="Extra inputs"):
         triggers.queue("q", "orders", parms={})
+
+
+async def test_a_local_folder_pushes_new_files_to_its_sensor(
+    server: object, tmp_path: Path
+) -> None:
+    import asyncio
+    import time
+
+    from tests.server.conftest import Server
+
+    assert isinstance(server, Server)
+    slow = SENSOR.replace("FOLDER", str(tmp_path)).replace("interval: 0.1s", "interval: 60s")
+    await server.register(slow)
+    # Files keep landing, one every half second; each must be seen within seconds,
+    # not at the 60 s poll.
+    seen: set[str] = set()
+    for n in range(6):
+        (tmp_path / f"f{n}.csv").write_text(str(n))
+        began = time.monotonic()
+        while f"f{n}.csv" not in seen:
+            assert time.monotonic() - began < 5, f"f{n}.csv was not seen"
+            await asyncio.sleep(0.02)
+            seen = {
+                Path((r.key or "").split("@")[0]).name
+                for r in await server.runtime.store.records("landed")
+            }
+        await asyncio.sleep(0.5)
+    assert len(seen) == 6
