@@ -184,3 +184,18 @@ def test_the_readme_triggers_quick_start_works_as_written(tmp_path: Path) -> Non
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_the_python_sensor_in_the_triggers_doc_works(tmp_path: Path) -> None:
+    (code,) = blocks(ROOT / "docs" / "triggers.md", "python")
+    (tmp_path / "docsensor.py").write_text(code)
+    check = (
+        "import docsensor\n"
+        "result = docsensor.new_orders(None)\n"
+        "assert [r.key for r in result.runs] == ['order-0', 'order-1'] and result.cursor == '2'\n"
+        "assert docsensor.orders.spec.triggers[0].sensor.python == 'docsensor:new_orders'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
