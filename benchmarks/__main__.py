@@ -15,6 +15,8 @@ servers, prints a table, and with ``--json`` prints one JSON object as its last 
   time from one step's result to the next step's start, from the run log's
   timestamps; percentiles over the hops of three chains.
 - ``celery_*``: Celery 5 on the same servers, prefork concurrency 8.
+- ``webhook_*``, ``bare_fastapi_*``: webhook accept latency against a bare FastAPI
+  endpoint, and delivery to first step started (``benchmarks/webhooks.py``).
 """
 
 from __future__ import annotations
@@ -413,7 +415,13 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
     if not args.only or "isolation" in args.only:
         print("running isolation ...", file=sys.stderr, flush=True)
         results.update(await python_step_isolation())
-    if args.only and set(args.only) <= {"embedded", "isolation"}:
+    if not args.only or "webhooks" in args.only:
+        import webhooks
+
+        print("running webhooks ...", file=sys.stderr, flush=True)
+        results.update(await webhooks.accept_latency())
+        results.update(await webhooks.to_first_task_embedded())
+    if args.only and set(args.only) <= {"embedded", "isolation", "webhooks"}:
         return results
     amqp_url = os.environ.get("CONVEYOR_AMQP_URL")
     redis_url = os.environ.get("CONVEYOR_REDIS_URL")
@@ -430,6 +438,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         "fanout100k": lambda: distributed_fanout(amqp_url, redis_url, 100_000),
         "chain": lambda: distributed_chain(amqp_url, redis_url),
         "celery": lambda: asyncio.to_thread(celery, amqp_url, redis_url),
+        "webhooks_distributed": lambda: _webhooks_distributed(amqp_url, redis_url),
     }
     try:
         for name, bench in benches.items():
@@ -441,6 +450,12 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         if services is not None:
             services.close()
     return results
+
+
+async def _webhooks_distributed(amqp_url: str, redis_url: str) -> dict[str, float]:
+    import webhooks
+
+    return await webhooks.to_first_task_distributed(amqp_url, redis_url)
 
 
 TARGETS: list[tuple[str, str, Callable[[dict[str, float]], float], float]] = [
@@ -488,6 +503,30 @@ TARGETS: list[tuple[str, str, Callable[[dict[str, float]], float], float]] = [
         1.0,
     ),
     (
+        "webhook_accept_p50_vs_bare",
+        "2 x bare_fastapi_p50_ms / webhook_accept_p50_ms >= 1",
+        lambda f: 2 * f["bare_fastapi_p50_ms"] / f["webhook_accept_p50_ms"],
+        1.0,
+    ),
+    (
+        "webhook_accept_p99_under_25ms",
+        "25 / webhook_accept_p99_ms >= 1",
+        lambda f: 25 / f["webhook_accept_p99_ms"],
+        1.0,
+    ),
+    (
+        "webhook_to_task_under_50ms",
+        "50 / webhook_to_task_p50_ms >= 1",
+        lambda f: 50 / f["webhook_to_task_p50_ms"],
+        1.0,
+    ),
+    (
+        "webhook_to_task_distributed_under_50ms",
+        "50 / webhook_to_task_distributed_p50_ms >= 1",
+        lambda f: 50 / f["webhook_to_task_distributed_p50_ms"],
+        1.0,
+    ),
+    (
         "embedded_vs_3000",
         "embedded_fanout_10k_tasks_per_s / 3000 >= 1",
         lambda f: f["embedded_fanout_10k_tasks_per_s"] / 3000,
@@ -516,7 +555,10 @@ if __name__ == "__main__":
         "--json", action="store_true", help="End with one JSON object of the figures."
     )
     parser.add_argument(
-        "--only", nargs="*", help="raw, embedded, isolation, fanout, fanout100k, chain, celery"
+        "--only",
+        nargs="*",
+        help="raw, embedded, isolation, webhooks, fanout, fanout100k, chain, celery,"
+        " webhooks_distributed",
     )
     began = time.monotonic()
     figures = loop.run(main(parser.parse_args()))

@@ -24,3 +24,15 @@ async def test_the_embedded_benchmark_runs_a_real_fan_out() -> None:
     figures = await embedded_fanout(200, rounds=1)
     assert list(figures) == ["embedded_fanout_200_tasks_per_s"]
     assert figures["embedded_fanout_200_tasks_per_s"] > 0
+
+
+async def test_the_webhook_benchmark_measures_a_real_server() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from benchmarks import webhooks
+
+    figures = await webhooks.accept_latency(rate=20, seconds=1)
+    assert figures["webhook_accept_p50_ms"] > 0 and figures["bare_fastapi_p50_ms"] > 0
+    assert figures["webhook_accept_p99_ms"] >= figures["webhook_accept_p50_ms"]
