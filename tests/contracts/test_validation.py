@@ -168,7 +168,7 @@ BAD = [
             script: echo
             command: [echo]
         """,
-        "a task needs exactly one of script, command, python, container, http, amqp"
+        "a task needs exactly one of script, command, python, container, http, amqp, wait"
         " (found: script, command)",
         id="two-step-kinds",
     ),

@@ -321,3 +321,98 @@ async def test_fifty_signed_webhooks_a_second_distributed(
     await until(all_ran, 120, "every delivery's run")
     runs = await cluster.store.runs(limit=100_000)
     assert {r.run_id for r in runs} == set(run_ids)
+
+
+# -- 500 files while the server restarts ------------------------------------------------
+
+LANDED = """
+name: landed
+params: {path: {type: str}}
+tasks:
+  - name: take
+    env: {FILE: "{{ params.path }}"}
+    script: 'test -f "$FILE"'
+triggers:
+  - name: csv
+    sensor: {files: "file://FOLDER/*.csv", interval: 0.5s, params: {path: "event['path']"}}
+"""
+
+
+async def test_five_hundred_files_across_a_server_restart(servers: Servers) -> None:
+    inbox = servers.workdir / "inbox"
+    inbox.mkdir()
+    (servers.workdir / "flows" / "landed.yaml").write_text(LANDED.replace("FOLDER", str(inbox)))
+    first, _ = servers.start()
+    for i in range(250):
+        (inbox / f"f{i:03}.csv").write_text(str(i))
+    servers.kill(first)
+    for i in range(250, 500):  # land while no server runs
+        (inbox / f"f{i:03}.csv").write_text(str(i))
+    servers.start()
+    store = SqliteRunLog(servers.workdir / ".conveyor" / "conveyor.db")
+    try:
+
+        async def all_ran() -> bool:
+            runs = await store.runs(limit=5000)
+            return len(runs) >= 500 and all(r.state == "succeeded" for r in runs)
+
+        await until(all_ran, 120, "a run per file")
+        await asyncio.sleep(1.5)  # three more looks: nothing more may start
+        assert len(await store.runs(limit=5000)) == 500
+    finally:
+        await store.close()
+
+
+# -- runs talk back, distributed ----------------------------------------------------------
+
+
+async def test_a_distributed_run_notifies_a_real_receiver(
+    servers: Servers, cluster: Cluster, redis_url: str
+) -> None:
+    import http.server
+    import threading
+
+    got: list[dict[str, str]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["content-length"])
+            got.append({"body": self.rfile.read(length).decode(), **dict(self.headers)})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        servers.env.update(cluster.env)
+        url = f"http://127.0.0.1:{receiver.server_address[1]}/done"
+        (servers.workdir / "flows" / "told.yaml").write_text(
+            HOOKED + f"notify: [{{url: '{url}', secret_env: TEST_HOOK_SECRET}}]\n"
+        )
+        cluster.coordinator()
+        cluster.worker()
+        _, base = servers.start()
+        body, headers = signed(1)
+        async with httpx.AsyncClient(base_url=base) as http_client:
+            answer = await http_client.post("/hooks/hooked/push", content=body, headers=headers)
+        run_id = answer.json()["run_id"]
+
+        async def notified() -> bool:
+            return bool(got)
+
+        await until(notified, 60, "the notification")
+        event = json.loads(got[0]["body"])
+        assert event["type"] == "dev.conveyor.run.succeeded"
+        assert event["data"]["run_id"] == run_id
+        assert "webhook-signature" in {k.lower() for k in got[0]}
+        store = RedisTriggerStore(redis_url)
+        try:
+            [record] = await store.records("hooked", "notify")
+            assert record.decision == "delivered"
+        finally:
+            await store.close()
+    finally:
+        receiver.shutdown()
