@@ -54,7 +54,9 @@ def server(
         typer.Option("--workflows", help="Folder of workflow files to serve (re-read on change)."),
     ] = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8080,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")
+    ] = 8080,
     workers: Annotated[
         int | None, typer.Option("--workers", "-w", min=1, help="Steps run at once (embedded).")
     ] = None,
@@ -215,7 +217,9 @@ def backfill(
     trigger: Annotated[str, typer.Argument(help="Its schedule trigger.")],
     start: Annotated[str, typer.Option("--from", help="First nominal time (ISO 8601).")],
     end: Annotated[str, typer.Option("--to", help="Last nominal time (ISO 8601).")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show the runs.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run/--no-dry-run", help="Only show the runs.")
+    ] = False,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Most runs.")] = 1000,
     amqp_url: AmqpOption = None,
     redis_url: RedisOption = None,
@@ -272,7 +276,9 @@ def backfill(
 def trigger_log(
     workflow: Annotated[str, typer.Argument(help="Registered workflow.")],
     trigger: Annotated[str | None, typer.Argument(help="One of its triggers.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=10_000, help="Most decisions shown, newest first.")
+    ] = 50,
     as_json: JsonOption = False,
     amqp_url: AmqpOption = None,
     redis_url: RedisOption = None,

@@ -195,7 +195,9 @@ class Firing:
                 await self.handle(arrival)
                 handled += 1
             except ConveyorError as exc:
-                log.warning("arrival not handled yet", key=key, error=str(exc))
+                # The engine is not answering: the rest would wait for it too. Next round.
+                log.warning("arrivals not handled yet", key=key, error=str(exc))
+                break
         return handled
 
     async def record(
