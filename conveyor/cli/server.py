@@ -29,6 +29,7 @@ from conveyor.cli.common import (
     settings_from,
     write_json,
 )
+from conveyor.preflight import step_import_paths, use_import_paths
 from conveyor.server.home import distributed, open_trigger_store, serving
 from conveyor.settings import Settings
 from engine.triggers.firing import encode_arrival
@@ -75,6 +76,10 @@ def server(
     from conveyor.server.app import create_app
 
     settings = settings_from(amqp_url=amqp_url, redis_url=redis_url, home=home)
+    # Python steps run here (embedded) and Python sensors import from the workflows'
+    # folder first, then CONVEYOR_PYTHON_PATH, then the current directory.
+    folder = [str(workflows.resolve())] if workflows is not None else []
+    use_import_paths([*folder, *step_import_paths(None)])
     mode = "distributed" if distributed(settings) else f"embedded (runs kept in {home})"
     if not _loopback(host):
         err.print(

@@ -54,7 +54,7 @@ class TriggerRuntime:
         self.store = store
         self.client = client
         self.registry = Registry(store)
-        self.firing = Firing(store, client, clock=clock)
+        self.firing = Firing(store, client, clock=clock, registry=self.registry)
         self.webhooks = WebhookIntake(self.registry, self.firing, environment_secret, clock=clock)
         self.scheduler = Scheduler(self.registry, self.firing, clock=clock)
         self.sensors = Sensors(self.registry, self.firing, clock=clock)

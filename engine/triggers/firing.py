@@ -74,10 +74,11 @@ class Firing:
         clock: Callable[[], float] = time.time,
         keep: float = KEEP_KEYS,
         record_timeout: float = 10.0,
+        registry: Registry | None = None,
     ) -> None:
         self.store = store
         self.client = client
-        self.workflows = Registry(store)
+        self.workflows = registry if registry is not None else Registry(store)
         self._clock = clock
         self._keep = keep
         self._record_timeout = record_timeout

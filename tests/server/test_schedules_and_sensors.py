@@ -49,8 +49,7 @@ def every_second(
 class Replica:
     def __init__(self, store: MemoryTriggerStore, client: Client, clock: Clock) -> None:
         self.registry = Registry(store)
-        self.firing = Firing(store, client, clock=clock)
-        self.firing.workflows = self.registry
+        self.firing = Firing(store, client, clock=clock, registry=self.registry)
         self.scheduler = Scheduler(self.registry, self.firing, clock=clock)
         self.sensors = Sensors(self.registry, self.firing, clock=clock)
 
