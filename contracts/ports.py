@@ -185,9 +185,15 @@ class RunLog(Protocol):
         ...
 
     async def runs(
-        self, *, state: str | None = None, workflow: str | None = None, limit: int = 50
+        self,
+        *,
+        state: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
     ) -> list[RunSummary]:
-        """Most recent first."""
+        """Runs newest first; ``before`` = (submitted_at, run_id) of the last row of the
+        previous page: only runs after it in that order (a cursor)."""
         ...
 
     async def find_run(self, prefix: str) -> str:

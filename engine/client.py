@@ -161,9 +161,14 @@ class Client:
         return await self.store.find_run(run)
 
     async def runs(
-        self, *, state: str | None = None, workflow: str | None = None, limit: int = 50
+        self,
+        *,
+        state: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
     ) -> list[RunSummary]:
-        return await self.store.runs(state=state, workflow=workflow, limit=limit)
+        return await self.store.runs(state=state, workflow=workflow, limit=limit, before=before)
 
     async def events(self, run: str, after: int = 0) -> list[Event]:
         return await self.store.read(await self.find(run), after)

@@ -70,14 +70,21 @@ class MemoryRunLog:
         return [r.run_id for r in self._index.values() if r.state == "running"]
 
     async def runs(
-        self, *, state: str | None = None, workflow: str | None = None, limit: int = 50
+        self,
+        *,
+        state: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
     ) -> list[RunSummary]:
         rows = [
             r
             for r in self._index.values()
-            if (state is None or r.state == state) and (workflow is None or r.workflow == workflow)
+            if (state is None or r.state == state)
+            and (workflow is None or r.workflow == workflow)
+            and (before is None or (r.submitted_at, r.run_id) < before)
         ]
-        rows.sort(key=lambda r: r.submitted_at, reverse=True)
+        rows.sort(key=lambda r: (r.submitted_at, r.run_id), reverse=True)
         return rows[:limit]
 
     async def find_run(self, prefix: str) -> str:

@@ -227,7 +227,12 @@ class RedisRunLog:
     # -- index --------------------------------------------------------------------
 
     async def runs(
-        self, *, state: str | None = None, workflow: str | None = None, limit: int = 50
+        self,
+        *,
+        state: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
     ) -> list[RunSummary]:
         if (state and workflow) or state:
             source = f"{PREFIX}:runs:state:{state}"
@@ -237,8 +242,11 @@ class RedisRunLog:
             source = f"{PREFIX}:runs"
         rows: list[RunSummary] = []
         offset = 0
+        top = "+inf" if before is None else before[0]
         while len(rows) < limit:
-            ids = await self._redis.zrevrange(source, offset, offset + 4 * limit - 1)
+            ids = await self._redis.zrevrangebyscore(
+                source, top, "-inf", start=offset, num=4 * limit
+            )
             if not ids:
                 break
             offset += len(ids)
@@ -249,10 +257,13 @@ class RedisRunLog:
                 if not raw:
                     continue
                 row = _summary_from(run_id.decode(), raw)
+                if before is not None and (row.submitted_at, row.run_id) >= before:
+                    continue
                 if (state is None or row.state == state) and (
                     workflow is None or row.workflow == workflow
                 ):
                     rows.append(row)
+        rows.sort(key=lambda r: (r.submitted_at, r.run_id), reverse=True)
         return rows[:limit]
 
     async def running(self) -> list[str]:

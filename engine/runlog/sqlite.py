@@ -171,11 +171,20 @@ class SqliteRunLog:
         return [str(r[0]) for r in rows]
 
     async def runs(
-        self, *, state: str | None = None, workflow: str | None = None, limit: int = 50
+        self,
+        *,
+        state: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
     ) -> list[RunSummary]:
+        at, after_id = before if before is not None else (None, "")
         query = "SELECT * FROM runs WHERE (? IS NULL OR state = ?) AND (? IS NULL OR workflow = ?)"
-        query += " ORDER BY submitted_at DESC LIMIT ?"
-        rows = self._db.execute(query, (state, state, workflow, workflow, limit)).fetchall()
+        query += " AND (? IS NULL OR submitted_at < ? OR (submitted_at = ? AND run_id < ?))"
+        query += " ORDER BY submitted_at DESC, run_id DESC LIMIT ?"
+        rows = self._db.execute(
+            query, (state, state, workflow, workflow, at, at, at, after_id, limit)
+        ).fetchall()
         return [_row_to_summary(row) for row in rows]
 
     async def find_run(self, prefix: str) -> str:

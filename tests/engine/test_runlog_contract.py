@@ -161,3 +161,23 @@ async def test_a_follower_of_a_run_not_yet_started_waits_for_it(store: RunStore)
     await asyncio.sleep(0)
     await store.append("later", [submitted("later")])
     assert await asyncio.wait_for(waiting, 5) is True
+
+
+async def test_runs_page_with_a_cursor_newest_first(store: RunStore) -> None:
+    # Two runs share a submission time: the cursor still neither skips nor repeats one.
+    times = {"r1": 1.0, "r2": 2.0, "r3": 2.0, "r4": 3.0, "r5": 4.0}
+    for run_id, at in times.items():
+        await store.append(run_id, [submitted(run_id, at=at)])
+    seen: list[str] = []
+    before = None
+    while True:
+        page = await store.runs(limit=2, before=before)
+        if not page:
+            break
+        seen += [r.run_id for r in page]
+        before = (page[-1].submitted_at, page[-1].run_id)
+    assert seen == ["r5", "r4", "r3", "r2", "r1"]
+    assert [r.run_id for r in await store.runs(workflow="wf", limit=10, before=(2.0, "r3"))] == [
+        "r2",
+        "r1",
+    ]
