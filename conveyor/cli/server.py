@@ -13,7 +13,7 @@ import msgspec
 import typer
 from rich.table import Table
 
-from contracts.errors import InvalidInput, Problem
+from contracts.errors import InvalidInput, NotFound, Problem
 from conveyor import loop
 from conveyor.cli.common import (
     DEFAULT_HOME,
@@ -21,7 +21,6 @@ from conveyor.cli.common import (
     HomeOption,
     JsonOption,
     RedisOption,
-    err,
     fail_input,
     load_target,
     out,
@@ -30,6 +29,7 @@ from conveyor.cli.common import (
     write_json,
 )
 from conveyor.preflight import step_import_paths, use_import_paths
+from conveyor.server.auth import Scope, Tokens
 from conveyor.server.home import distributed, open_trigger_store, serving
 from conveyor.settings import Settings
 from engine.triggers.firing import encode_arrival
@@ -41,7 +41,11 @@ T = TypeVar("T")
 Target = Annotated[Path, typer.Argument(help="Workflow YAML file, or module:workflow.")]
 
 
+token_app = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
+
+
 def register(app: typer.Typer) -> None:
+    app.add_typer(token_app, name="token")
     app.command()(server)
     app.command()(apply)
     app.command()(schedules)
@@ -80,21 +84,37 @@ def server(
     # folder first, then CONVEYOR_PYTHON_PATH, then the current directory.
     folder = [str(workflows.resolve())] if workflows is not None else []
     use_import_paths([*folder, *step_import_paths(None)])
-    mode = "distributed" if distributed(settings) else f"embedded (runs kept in {home})"
-    if not _loopback(host):
-        err.print(
-            f"listening on {host}: every webhook checks its own signature; nothing else is"
-            " served yet"
-        )
+    is_distributed = distributed(settings)
+    mode = "distributed" if is_distributed else f"embedded (runs kept in {home})"
 
     async def go() -> None:
         async with serving(settings, workflows_dir=workflows, workers=workers) as runtime:
-            config = uvicorn.Config(
-                create_app(runtime), host=host, port=port, log_level="warning", lifespan="off"
+            has_tokens = await Tokens(runtime.store).any_active()
+            if not has_tokens and not _loopback(host):
+                raise InvalidInput(
+                    [
+                        Problem(
+                            f"refusing to listen on {host} with an open API: make a token first"
+                            " (conveyor token create --scope admin), or listen on 127.0.0.1"
+                        )
+                    ],
+                    source="--host",
+                )
+            open_access = not has_tokens and not is_distributed
+            app = create_app(
+                runtime,
+                open_access=open_access,
+                distributed=is_distributed,
+                artifacts=runtime.artifacts,
             )
+            config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
             web = uvicorn.Server(config)
             say(f"conveyor server on http://{host}:{port} · {mode}")
             say(f"serving: {', '.join(runtime.registry.names()) or 'no workflows yet'}")
+            if open_access:
+                say("the API and UI are open (no token made; loopback only): conveyor token create")
+            elif not has_tokens:
+                say("the API needs a token and none is made: conveyor token create --scope admin")
             await web.serve()
 
     try:
@@ -311,3 +331,48 @@ def trigger_log(
             r.reason,
         )
     out.print(table)
+
+
+@token_app.command("create")
+def token_create(
+    scope: Annotated[str, typer.Option("--scope", help="read, run or admin.")] = "read",
+    name: Annotated[str, typer.Option("--name", help="Who or what holds it.")] = "token",
+    amqp_url: AmqpOption = None,
+    redis_url: RedisOption = None,
+    home: HomeOption = DEFAULT_HOME,
+) -> None:
+    """Make an API token; it is shown once (only its hash is kept)."""
+    settings = settings_from(amqp_url=amqp_url, redis_url=redis_url, home=home)
+    try:
+        level = Scope.parse(scope)
+    except InvalidInput as exc:
+        raise fail_input(exc) from None
+    token = _with_registry(settings, lambda registry: Tokens(registry.store).create(name, level))
+    say(token)
+
+
+@token_app.command("list")
+def token_list(
+    amqp_url: AmqpOption = None, redis_url: RedisOption = None, home: HomeOption = DEFAULT_HOME
+) -> None:
+    """The tokens made (never their secrets)."""
+    settings = settings_from(amqp_url=amqp_url, redis_url=redis_url, home=home)
+    for token in _with_registry(settings, lambda registry: Tokens(registry.store).all()):
+        state = "revoked" if token.revoked is not None else "active"
+        say(f"{token.id}  {token.scope:<5}  {state:<7}  {token.name}")
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(metavar="ID", help="From conveyor token list.")],
+    amqp_url: AmqpOption = None,
+    redis_url: RedisOption = None,
+    home: HomeOption = DEFAULT_HOME,
+) -> None:
+    """Revoke a token at once (servers check tokens on every request)."""
+    settings = settings_from(amqp_url=amqp_url, redis_url=redis_url, home=home)
+    try:
+        _with_registry(settings, lambda registry: Tokens(registry.store).revoke(token_id))
+    except NotFound as exc:
+        raise fail_input(exc) from None
+    say(f"revoked {token_id}")

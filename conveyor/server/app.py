@@ -6,8 +6,14 @@ import importlib.metadata
 import re
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
+from contracts.errors import ConveyorError
+from contracts.ports import ArtifactStore
+from conveyor.server.api import ApiContext, ApiProblem, build_router, problem_of
+from conveyor.server.auth import Tokens
 from conveyor.server.runtime import TriggerRuntime
 from engine.triggers.webhooks import WebhookRequest
 
@@ -22,13 +28,53 @@ def problem(status: int, title: str, detail: str = "") -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
 
-def create_app(runtime: TriggerRuntime) -> FastAPI:
+def create_app(
+    runtime: TriggerRuntime,
+    *,
+    open_access: bool = True,
+    distributed: bool = False,
+    artifacts: ArtifactStore | None = None,
+) -> FastAPI:
+    """The server's application. ``open_access``: the API needs no token (embedded, on
+    loopback, no token made)."""
     app = FastAPI(
         title="Conveyor",
         version=importlib.metadata.version("conveyor"),
         docs_url=None,
         redoc_url=None,
+        openapi_url="/api/v1/openapi.json",
     )
+    app.state.api = ApiContext(
+        runtime=runtime,
+        tokens=Tokens(runtime.store),
+        open=open_access,
+        distributed=distributed,
+        artifacts=artifacts,
+    )
+    app.include_router(build_router())
+
+    @app.exception_handler(ApiProblem)
+    async def api_problem(_request: Request, exc: ApiProblem) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.detail)
+
+    @app.exception_handler(ConveyorError)
+    async def conveyor_error(_request: Request, exc: ConveyorError) -> JSONResponse:
+        status, title, detail = problem_of(exc)
+        if status == 500:
+            status, title, detail = 503, "the engine did not answer", str(exc)
+        return problem(status, title, detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        where = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
+            for e in exc.errors()
+        )
+        return problem(400, "bad request", where)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, object]:

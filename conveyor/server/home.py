@@ -10,7 +10,7 @@ from pathlib import Path
 import structlog
 
 from contracts.errors import InvalidInput, Problem
-from contracts.ports import Transport, TriggerStore
+from contracts.ports import ArtifactStore, Transport, TriggerStore
 from contracts.signing import Role
 from conveyor import wiring
 from conveyor.local import RunLock, local_engine
@@ -47,7 +47,10 @@ async def serving(
             try:
                 async with wiring.transport(settings, Role.CLIENT) as t:
                     client = Client(run_store, t, shards=settings.shards)
-                    async with _runtime(store, client, t, settings, workflows_dir) as runtime:
+                    artifacts = wiring.open_artifacts(settings)
+                    async with _runtime(
+                        store, client, t, settings, workflows_dir, artifacts
+                    ) as runtime:
                         yield runtime
             finally:
                 await run_store.close()
@@ -55,7 +58,7 @@ async def serving(
         async with local_engine(settings, workers=workers) as engine:
             await _take_up_unfinished(engine.client, settings.home)
             async with _runtime(
-                store, engine.client, engine.transport, settings, workflows_dir
+                store, engine.client, engine.transport, settings, workflows_dir, engine.artifacts
             ) as runtime:
                 yield runtime
     finally:
@@ -69,6 +72,7 @@ async def _runtime(
     transport: Transport,
     settings: Settings,
     workflows_dir: Path | None,
+    artifacts: ArtifactStore | None,
 ) -> AsyncIterator[TriggerRuntime]:
     if workflows_dir is not None and not workflows_dir.is_dir():
         raise InvalidInput([Problem("not a folder")], source=f"--workflows {workflows_dir}")
@@ -82,6 +86,7 @@ async def _runtime(
         amqp_url=settings.amqp_url,
         sweep_interval=1.0 if alone else 5.0,
         stale_after=2.0 if alone else STALE_AFTER,
+        artifacts=artifacts,
     )
     await runtime.start()
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 import structlog
 
 from contracts.errors import ConveyorError, InvalidInput
-from contracts.ports import Transport, TriggerStore
+from contracts.ports import ArtifactStore, Transport, TriggerStore
 from conveyor.server.folder import WorkflowFolder
 from engine.client import Client
 from engine.triggers.firing import STALE_AFTER, Arrival, Firing
@@ -49,10 +49,13 @@ class TriggerRuntime:
         sweep_interval: float = 5.0,
         stale_after: float = STALE_AFTER,
         notify_retry_delay: float = FIRST_DELAY,
+        artifacts: ArtifactStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.client = client
+        self.artifacts = artifacts
+        """Where the runs' artifacts are, for the API's downloads."""
         self.registry = Registry(store)
         self.firing = Firing(store, client, clock=clock, registry=self.registry)
         self.webhooks = WebhookIntake(self.registry, self.firing, environment_secret, clock=clock)

@@ -131,7 +131,7 @@ class Firing:
             )
             # Sent is not kept: the arrival leaves the inbox only once the run's log
             # holds it (an embedded engine's queue dies with its process).
-            await self._recorded(arrival.run_id)
+            await self.recorded(arrival.run_id)
             decision = "fired" if arrival.kind == "schedule" else "accepted"
             record = await self._record(arrival, decision, run_id=arrival.run_id)
         await self.store.settle(arrival.idempotency_key)
@@ -166,7 +166,8 @@ class Firing:
         await self.store.settle(arrival.idempotency_key)
         return record
 
-    async def _recorded(self, run_id: str) -> None:
+    async def recorded(self, run_id: str) -> None:
+        """Once the run's log holds it; raises (retryable) if that takes too long."""
         deadline = time.monotonic() + self._record_timeout
         store = self.client.store
         while not await store.wait_for_events(run_id, 0, max(0.0, deadline - time.monotonic())):

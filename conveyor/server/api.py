@@ -1,0 +1,427 @@
+"""The REST API, ``/api/v1``: workflows, runs, items, logs, events, artifacts, trigger
+records, and the actions that steer runs. Errors are RFC 9457 problem documents.
+
+Every request needs a bearer token with a large enough scope (``conveyor token
+create``), unless the server runs open (embedded, on loopback, no token made).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import Response, StreamingResponse
+
+from contracts.codec import to_builtins
+from contracts.errors import InvalidInput, NotFound
+from contracts.events import ArtifactRef
+from contracts.ports import ArtifactStore
+from contracts.validation import resolve_params
+from conveyor.server.auth import Caller, Scope, Tokens
+from conveyor.server.runtime import TriggerRuntime
+from conveyor.server.shapes import items_page, run_shape, summary_shape
+from engine.triggers.scheduler import tick_arrival
+
+RUN_ID = re.compile(r"^[0-9a-f]{4,32}$")
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
+STREAM_POLL = 0.5
+
+
+class ApiProblem(Exception):
+    def __init__(self, status: int, title: str, detail: str = "") -> None:
+        super().__init__(title)
+        self.status, self.title, self.detail = status, title, detail
+
+
+@dataclass
+class ApiContext:
+    runtime: TriggerRuntime
+    tokens: Tokens
+    open: bool
+    """No token needed (embedded, loopback, no token made)."""
+    distributed: bool
+    artifacts: ArtifactStore | None
+
+
+def _context(request: Request) -> ApiContext:
+    context: ApiContext = request.app.state.api
+    return context
+
+
+def needs(scope: Scope) -> Any:
+    async def check(request: Request) -> Caller:
+        context = _context(request)
+        if context.open:
+            return Caller("open", Scope.ADMIN)
+        header = request.headers.get("authorization", "")
+        presented = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        from_cookie = False
+        if not presented:
+            presented = request.cookies.get("conveyor_token", "")
+            from_cookie = bool(presented)
+        if not presented:
+            raise ApiProblem(401, "authentication required", "send Authorization: Bearer TOKEN")
+        if from_cookie and request.method != "GET" and "x-conveyor-ui" not in request.headers:
+            # A cookie alone never steers a run: another site could make the browser send it.
+            raise ApiProblem(403, "forbidden", "actions need the UI's header or a bearer token")
+        caller = await context.tokens.check(presented)
+        if caller is None:
+            raise ApiProblem(401, "invalid token", "unknown, malformed or revoked token")
+        if caller.scope < scope:
+            raise ApiProblem(
+                403,
+                "insufficient scope",
+                f"needs {scope.name.lower()}, token has {caller.scope.name.lower()}",
+            )
+        return caller
+
+    return Depends(check)
+
+
+def _run_id(run: str) -> str:
+    if not RUN_ID.match(run):
+        raise ApiProblem(404, "no such run", "a run id is 4 to 32 hexadecimal digits")
+    return run
+
+
+def _name(value: str, what: str) -> str:
+    if not NAME.match(value):
+        raise ApiProblem(404, f"no such {what}", f"{value!r} is not a {what} name")
+    return value
+
+
+def _artifact_ref(value: Any) -> ArtifactRef:
+    return msgspec.convert(value, ArtifactRef)
+
+
+def build_router() -> APIRouter:
+    api = APIRouter(prefix="/api/v1")
+    read, run_scope, admin = needs(Scope.READ), needs(Scope.RUN), needs(Scope.ADMIN)
+
+    # -- workflows ---------------------------------------------------------------------
+
+    @api.get("/workflows", dependencies=[read])
+    async def workflows(request: Request) -> dict[str, Any]:
+        registry = _context(request).runtime.registry
+        items = []
+        for name in registry.names():
+            latest = registry.latest(name)
+            assert latest is not None
+            version, spec = latest
+            triggers = [
+                {"name": t.name, "kind": t.kind, "enabled": t.enabled} for t in spec.triggers
+            ]
+            items.append(
+                {
+                    "name": name,
+                    "version": version,
+                    "description": spec.description,
+                    "triggers": triggers,
+                }
+            )
+        return {"items": items}
+
+    @api.get("/workflows/{name}", dependencies=[read])
+    async def workflow(
+        request: Request, name: str, version: int | None = Query(None, ge=1)
+    ) -> dict[str, Any]:
+        number, spec = await _context(request).runtime.registry.get(
+            _name(name, "workflow"), version
+        )
+        return {
+            "name": name,
+            "version": number,
+            "document": spec.model_dump(mode="json", exclude_unset=True, by_alias=True),
+        }
+
+    @api.get("/workflows/{name}/triggers/{trigger}/records", dependencies=[read])
+    async def trigger_records(
+        request: Request, name: str, trigger: str, limit: int = Query(100, ge=1, le=1000)
+    ) -> dict[str, Any]:
+        records = await _context(request).runtime.store.records(
+            _name(name, "workflow"), _name(trigger, "trigger"), limit=limit
+        )
+        return {"items": [msgspec.to_builtins(r) for r in records]}
+
+    @api.post("/workflows/{name}/triggers/{trigger}/fire", status_code=202, dependencies=[admin])
+    async def fire(request: Request, name: str, trigger: str) -> dict[str, Any]:
+        """Fire a schedule now, by hand (its run id is that of this nominal time)."""
+        runtime = _context(request).runtime
+        latest = runtime.registry.latest(_name(name, "workflow"))
+        if latest is None:
+            raise ApiProblem(404, "no such workflow")
+        version, spec = latest
+        found = next((t for t in spec.triggers if t.name == trigger), None)
+        if found is None or found.schedule is None:
+            raise ApiProblem(404, "no such schedule", f"{name} has no schedule {trigger!r}")
+        from datetime import UTC, datetime
+
+        from engine.triggers.registry import Served
+
+        arrival = tick_arrival(Served(spec, version, found), datetime.now(UTC), time.time())
+        await runtime.firing.admit_and_handle(arrival)
+        return {"run_id": arrival.run_id, "nominal": arrival.key}
+
+    # -- runs --------------------------------------------------------------------------
+
+    @api.get("/runs", dependencies=[read])
+    async def runs(
+        request: Request,
+        workflow: str | None = Query(None, max_length=63),
+        state: str | None = Query(None, pattern="^(running|succeeded|failed|cancelled)$"),
+        limit: int = Query(50, ge=1, le=500),
+        cursor: str | None = Query(
+            None, max_length=80, description="next_cursor of the previous page"
+        ),
+    ) -> dict[str, Any]:
+        before = None
+        if cursor is not None:
+            at, _, run_id = cursor.partition("~")
+            try:
+                before = (float(at), _run_id(run_id))
+            except (ValueError, ApiProblem):
+                raise ApiProblem(
+                    400, "bad cursor", "use next_cursor from the previous page"
+                ) from None
+        rows = await _context(request).runtime.client.runs(
+            workflow=workflow, state=state, limit=limit, before=before
+        )
+        next_cursor = f"{rows[-1].submitted_at!r}~{rows[-1].run_id}" if len(rows) == limit else None
+        return {"items": [summary_shape(r) for r in rows], "next_cursor": next_cursor}
+
+    @api.post("/runs", status_code=202, dependencies=[run_scope])
+    async def submit(
+        request: Request,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> dict[str, Any]:
+        """Start a run of a registered workflow: {"workflow": NAME, "params": {...}}."""
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ApiProblem(400, "bad request", "the body is not JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("workflow"), str):
+            raise ApiProblem(400, "bad request", 'send {"workflow": NAME, "params": {...}}')
+        params = body.get("params", {})
+        if not isinstance(params, dict):
+            raise ApiProblem(400, "bad request", "params must be an object")
+        runtime = _context(request).runtime
+        version = body.get("version")
+        if version is not None and (not isinstance(version, int) or version < 1):
+            raise ApiProblem(400, "bad request", "version must be a positive integer")
+        number, spec = await runtime.registry.get(_name(body["workflow"], "workflow"), version)
+        resolved = resolve_params(spec, params, source="params")
+        run_id = await runtime.client.submit(
+            spec,
+            resolved,
+            trigger="api",
+            idempotency_key=f"api:{idempotency_key}" if idempotency_key else None,
+            workflow_version=number,
+        )
+        await runtime.firing.recorded(run_id)  # readable as soon as this answers
+        return {"run_id": run_id, "workflow": spec.name, "version": number}
+
+    @api.get("/runs/{run}", dependencies=[read])
+    async def run_detail(request: Request, run: str) -> dict[str, Any]:
+        return run_shape(await _context(request).runtime.client.state(_run_id(run)))
+
+    @api.get("/runs/{run}/tasks/{task}/items", dependencies=[read])
+    async def items(
+        request: Request,
+        run: str,
+        task: str,
+        state: str | None = Query(None, pattern="^[a-z_]{1,20}$"),
+        offset: int = Query(0, ge=0),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> dict[str, Any]:
+        found = await _context(request).runtime.client.state(_run_id(run))
+        node = found.nodes.get(_name(task, "task"))
+        if node is None:
+            raise ApiProblem(404, "no such task", f"run {found.run_id} has no task {task!r}")
+        page, next_offset = items_page(node, state=state, offset=offset, limit=limit)
+        return {"items": page, "total": len(node.instances), "next_offset": next_offset}
+
+    @api.get("/runs/{run}/events", dependencies=[read])
+    async def events(
+        request: Request,
+        run: str,
+        after: int = Query(0, ge=0),
+        limit: int = Query(1000, ge=1, le=10_000),
+    ) -> dict[str, Any]:
+        found = await _context(request).runtime.client.events(_run_id(run), after)
+        page = found[:limit]
+        return {
+            "items": [{"position": after + i + 1, **to_builtins(e)} for i, e in enumerate(page)],
+            "next_after": after + len(page),
+        }
+
+    @api.get("/runs/{run}/events/stream", dependencies=[read])
+    async def event_stream(
+        request: Request, run: str, last_event_id: Annotated[str | None, Header()] = None
+    ) -> StreamingResponse:
+        """Server-Sent Events: each event as it is appended; resumes after Last-Event-ID."""
+        client = _context(request).runtime.client
+        run_id = await client.find(_run_id(run))
+        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+
+        async def stream() -> AsyncIterator[bytes]:
+            position = after
+            async for batch in client.follow(run_id, after):
+                for event in batch:
+                    position += 1
+                    yield (
+                        f"id: {position}\nevent: {event.kind}\ndata: ".encode()
+                        + msgspec.json.encode(to_builtins(event))
+                        + b"\n\n"
+                    )
+                    if event.kind == "run_completed":
+                        return
+                if await request.is_disconnected():
+                    return
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    @api.get("/runs/{run}/logs", dependencies=[read])
+    async def logs(
+        request: Request,
+        run: str,
+        task: str | None = Query(None, max_length=63),
+        index: int | None = Query(None, ge=0),
+        attempt: int | None = Query(None, ge=1),
+        after: int = Query(0, ge=0),
+        limit: int = Query(5000, ge=1, le=50_000),
+    ) -> dict[str, Any]:
+        lines = await _context(request).runtime.client.lines(_run_id(run), task)
+        chosen = [
+            ln
+            for ln in lines
+            if (index is None or ln.index == index) and (attempt is None or ln.attempt == attempt)
+        ]
+        page = chosen[after : after + limit]
+        return {
+            "items": [msgspec.to_builtins(ln) for ln in page],
+            "next_after": after + len(page),
+        }
+
+    @api.get("/runs/{run}/logs/stream", dependencies=[read])
+    async def log_stream(
+        request: Request,
+        run: str,
+        task: str | None = Query(None, max_length=63),
+        last_event_id: Annotated[str | None, Header()] = None,
+    ) -> StreamingResponse:
+        """Server-Sent Events: a task's log lines as they are written, until the run ends."""
+        client = _context(request).runtime.client
+        run_id = await client.find(_run_id(run))
+        seen = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+
+        async def stream() -> AsyncIterator[bytes]:
+            nonlocal seen
+            while not await request.is_disconnected():
+                lines = await client.lines(run_id, task)
+                for line in lines[seen:]:
+                    seen += 1
+                    yield (
+                        f"id: {seen}\ndata: ".encode()
+                        + msgspec.json.encode(msgspec.to_builtins(line))
+                        + b"\n\n"
+                    )
+                if (await client.state(run_id)).finished and len(
+                    await client.lines(run_id, task)
+                ) == seen:
+                    yield b"event: end\ndata: {}\n\n"
+                    return
+                await asyncio.sleep(STREAM_POLL)
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    @api.get("/runs/{run}/artifacts/{task}/{name}", dependencies=[read])
+    async def artifact(
+        request: Request, run: str, task: str, name: str, index: int = Query(0, ge=0)
+    ) -> Response:
+        context = _context(request)
+        found = await context.runtime.client.state(_run_id(run))
+        node = found.nodes.get(_name(task, "task"))
+        if node is None or index >= len(node.instances):
+            raise ApiProblem(404, "no such artifact")
+        raw = (node.instances[index].artifacts or {}).get(_name(name, "artifact"))
+        if raw is None or context.artifacts is None:
+            raise ApiProblem(404, "no such artifact", f"{task}[{index}] has no artifact {name!r}")
+        ref = _artifact_ref(raw)
+        if ref.kind != "file":
+            raise ApiProblem(
+                409, "a directory", "download a directory artifact with conveyor artifact get"
+            )
+        data = await context.artifacts.get_bytes(ref)
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={"content-disposition": f'attachment; filename="{name}"'},
+        )
+
+    # -- actions -----------------------------------------------------------------------
+
+    @api.post("/runs/{run}/cancel", status_code=202, dependencies=[run_scope])
+    async def cancel(request: Request, run: str) -> dict[str, Any]:
+        return {
+            "run_id": await _context(request).runtime.client.cancel(
+                _run_id(run), "cancelled via the API"
+            )
+        }
+
+    @api.post("/runs/{run}/retry", status_code=202, dependencies=[run_scope])
+    async def retry(request: Request, run: str) -> dict[str, Any]:
+        state = await _context(request).runtime.client.retry(_run_id(run))
+        return {"run_id": state.run_id, "round": state.round + 1}
+
+    @api.post("/runs/{run}/resume", status_code=202, dependencies=[run_scope])
+    async def resume(request: Request, run: str) -> dict[str, Any]:
+        context = _context(request)
+        run_id = await context.runtime.client.resume(
+            _run_id(run), steps_lost=not context.distributed
+        )
+        return {"run_id": run_id}
+
+    @api.post("/runs/{run}/signals/{name}", status_code=202, dependencies=[run_scope])
+    async def signal(request: Request, run: str, name: str) -> dict[str, Any]:
+        raw = await request.body()
+        try:
+            data = msgspec.json.decode(raw) if raw.strip() else None
+        except msgspec.DecodeError:
+            raise ApiProblem(400, "bad request", "the body is not JSON") from None
+        run_id = await _context(request).runtime.client.signal(
+            _run_id(run), _name(name, "signal"), data, sender="api"
+        )
+        return {"run_id": run_id, "signal": name}
+
+    @api.post("/runs/{run}/tasks/{task}/approve", status_code=202)
+    async def approve(
+        request: Request, run: str, task: str, caller: Caller = run_scope
+    ) -> dict[str, Any]:
+        client = _context(request).runtime.client
+        state = await client.state(_run_id(run))
+        node = state.nodes.get(_name(task, "task"))
+        if node is None or node.spec.signal is None:
+            raise ApiProblem(404, "no such wait step", f"{task!r} is not a wait step of this run")
+        await client.signal(
+            state.run_id, node.spec.signal, {"approved": True, "by": caller.name}, sender="api"
+        )
+        return {"run_id": state.run_id, "task": task, "approved": True}
+
+    return api
+
+
+def problem_of(exc: Exception) -> tuple[int, str, str]:
+    """Status, title and detail of an error raised under a request."""
+    if isinstance(exc, ApiProblem):
+        return exc.status, exc.title, exc.detail
+    if isinstance(exc, NotFound):
+        return 404, "not found", str(exc)
+    if isinstance(exc, InvalidInput):
+        return 400, "invalid input", str(exc)
+    return 500, "internal error", ""

@@ -1,0 +1,103 @@
+"""What the API and the UI show of a run: small, bounded documents.
+
+A fan-out is one task with counts per state, however many items it has; its items are
+read a page at a time. Nothing here grows with the number of items but the counts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from contracts.ports import RunSummary
+from engine.state.model import Instance, Node, RunState
+
+PREVIEW_CHARS = 2000
+"""Longest result shown inline; the rest is in the event log."""
+
+
+def summary_shape(row: RunSummary) -> dict[str, Any]:
+    return {
+        "run_id": row.run_id,
+        "workflow": row.workflow,
+        "state": row.state,
+        "submitted_at": row.submitted_at,
+        "finished_at": row.finished_at,
+        "reason": row.reason,
+    }
+
+
+def _preview(value: Any) -> Any:
+    text = repr(value) if not isinstance(value, str) else value
+    if len(text) <= PREVIEW_CHARS:
+        return value
+    return text[:PREVIEW_CHARS] + f"... ({len(text):,} characters)"
+
+
+def task_shape(node: Node) -> dict[str, Any]:
+    spec = node.spec
+    shape: dict[str, Any] = {
+        "name": spec.name,
+        "kind": spec.kind,
+        "depends": list(spec.depends),
+        "state": str(node.status),
+        "started_at": node.started_at,
+        "finished_at": node.finished_at,
+        "error": node.error,
+        "fans_out": spec.fans_out,
+    }
+    if spec.signal is not None:
+        shape["waits_for"] = spec.signal
+    if spec.fans_out:
+        counts = Counter(str(inst.status) for inst in node.instances)
+        shape["items"] = {"count": len(node.instances), "by_state": dict(sorted(counts.items()))}
+    else:
+        inst = node.instances[0] if node.instances else None
+        shape["attempt"] = inst.attempt if inst else 0
+        if inst is not None:
+            shape["started_at"] = inst.started_at or node.started_at
+            shape["finished_at"] = inst.finished_at or node.finished_at
+            shape["outputs"] = {name: _preview(value) for name, value in node.outputs().items()}
+            shape["artifacts"] = dict(inst.artifacts or {})
+    return shape
+
+
+def item_shape(index: int, inst: Instance) -> dict[str, Any]:
+    return {
+        "index": index,
+        "state": str(inst.status),
+        "attempt": inst.attempt,
+        "started_at": inst.started_at,
+        "finished_at": inst.finished_at,
+        "result": _preview(inst.result),
+        "error": inst.error,
+        "artifacts": dict(inst.artifacts or {}),
+    }
+
+
+def run_shape(state: RunState) -> dict[str, Any]:
+    return {
+        "run_id": state.run_id,
+        "workflow": state.workflow.name,
+        "state": str(state.status),
+        "submitted_at": state.submitted_at,
+        "finished_at": state.finished_at,
+        "reason": state.reason,
+        "params": state.params,
+        "round": state.round,
+        "tasks": [task_shape(node) for node in state.nodes.values()],
+    }
+
+
+def items_page(
+    node: Node, *, state: str | None, offset: int, limit: int
+) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of a task's items (of one state); the offset of the next page, or None."""
+    page: list[dict[str, Any]] = []
+    index = offset
+    while index < len(node.instances) and len(page) < limit:
+        inst = node.instances[index]
+        if state is None or str(inst.status) == state:
+            page.append(item_shape(index, inst))
+        index += 1
+    return page, (index if index < len(node.instances) else None)
