@@ -194,10 +194,11 @@ async def test_without_a_token_401_and_with_too_small_a_scope_403(
     fire = "/api/v1/workflows/fan/triggers/x/fire"
     assert (await server.http.post(fire, headers=runner)).status_code == 403
     # A cookie alone does not steer runs (another site could make a browser send it).
-    cookie_only = await server.http.post(
-        "/api/v1/runs", json=body, cookies={"conveyor_token": made[Scope.RUN]}
-    )
+    server.http.cookies.set("conveyor_token", made[Scope.RUN])
+    assert (await server.http.get("/api/v1/runs")).status_code == 200  # reading is fine
+    cookie_only = await server.http.post("/api/v1/runs", json=body)
     assert cookie_only.status_code == 403
+    server.http.cookies.clear()
     token_id = made[Scope.READ].split("_")[1]
     await Tokens(server.runtime.store).revoke(token_id)
     assert (await server.http.get("/api/v1/runs", headers=reader)).status_code == 401
