@@ -313,17 +313,23 @@ def build_router() -> APIRouter:
         request: Request,
         run: str,
         task: str | None = Query(None, max_length=63),
+        index: int | None = Query(None, ge=0),
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> StreamingResponse:
-        """Server-Sent Events: a task's log lines as they are written, until the run ends."""
+        """Server-Sent Events: a task's (or one item's) log lines as they are written, until
+        the run ends."""
         client = _context(request).runtime.client
         run_id = await client.find(_run_id(run))
         seen = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
 
+        async def chosen() -> list[Any]:
+            lines = await client.lines(run_id, task)
+            return lines if index is None else [ln for ln in lines if ln.index == index]
+
         async def stream() -> AsyncIterator[bytes]:
             nonlocal seen
             while not await request.is_disconnected():
-                lines = await client.lines(run_id, task)
+                lines = await chosen()
                 for line in lines[seen:]:
                     seen += 1
                     yield (

@@ -7,7 +7,8 @@ import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from contracts.errors import ConveyorError
@@ -15,8 +16,10 @@ from contracts.ports import ArtifactStore
 from conveyor.server.api import ApiContext, ApiProblem, build_router, problem_of
 from conveyor.server.auth import Tokens
 from conveyor.server.runtime import TriggerRuntime
+from conveyor.server.ui import HERE, build_ui
 from engine.triggers.webhooks import WebhookRequest
 
+STATIC = HERE / "static"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 
 
@@ -52,9 +55,13 @@ def create_app(
         artifacts=artifacts,
     )
     app.include_router(build_router())
+    app.include_router(build_ui())
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.exception_handler(ApiProblem)
-    async def api_problem(_request: Request, exc: ApiProblem) -> JSONResponse:
+    async def api_problem(request: Request, exc: ApiProblem) -> Response:
+        if exc.status == 401 and not request.url.path.startswith("/api/"):
+            return RedirectResponse("/login", status_code=303)  # a person, in the UI
         return problem(exc.status, exc.title, exc.detail)
 
     @app.exception_handler(ConveyorError)

@@ -1,0 +1,126 @@
+"""Pictures of a run for the UI, computed here and drawn as SVG by the templates: the
+DAG (a fan-out is one box with its counts per state, however many items) and a
+timeline of the tasks. Pure: the run's state in, positions out."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from engine.state.model import RunState
+
+BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 190, 58, 60, 24, 16
+ROW_H, LABEL_W, BAR_W = 22, 160, 640
+
+
+@dataclass(frozen=True)
+class Box:
+    name: str
+    x: int
+    y: int
+    state: str
+    kind: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def caption(self) -> str:
+        if not self.counts:
+            return f"{self.kind} · {self.state}"
+        total = sum(self.counts.values())
+        done = self.counts.get("succeeded", 0)
+        failed = self.counts.get("failed", 0)
+        text = f"{done:,}/{total:,} done"
+        return text + (f" · {failed:,} failed" if failed else "")
+
+
+@dataclass(frozen=True)
+class Edge:
+    path: str
+
+
+@dataclass(frozen=True)
+class Graph:
+    boxes: list[Box]
+    edges: list[Edge]
+    width: int
+    height: int
+
+
+def dag(state: RunState) -> Graph:
+    """Tasks in columns by depth (the longest chain of dependencies before them)."""
+    depth: dict[str, int] = {}
+    for name, node in state.nodes.items():  # tasks come in a valid order: deps first
+        depth[name] = 1 + max((depth[d] for d in node.spec.depends if d in depth), default=-1)
+    columns: dict[int, list[str]] = {}
+    for name in state.nodes:
+        columns.setdefault(depth[name], []).append(name)
+    boxes: dict[str, Box] = {}
+    for column, names in columns.items():
+        for row, name in enumerate(names):
+            node = state.nodes[name]
+            counts = (
+                dict(Counter(str(i.status) for i in node.instances)) if node.spec.fans_out else {}
+            )
+            boxes[name] = Box(
+                name=name,
+                x=MARGIN + column * (BOX_W + GAP_X),
+                y=MARGIN + row * (BOX_H + GAP_Y),
+                state=str(node.status),
+                kind=f"{node.spec.kind} x{len(node.instances):,}"
+                if node.spec.fans_out
+                else node.spec.kind,
+                counts=counts,
+            )
+    edges = []
+    for name, node in state.nodes.items():
+        child = boxes[name]
+        for dep in node.spec.depends:
+            parent = boxes[dep]
+            x1, y1 = parent.x + BOX_W, parent.y + BOX_H // 2
+            x2, y2 = child.x, child.y + BOX_H // 2
+            bend = (x2 - x1) // 2
+            edges.append(Edge(f"M{x1},{y1} C{x1 + bend},{y1} {x2 - bend},{y2} {x2},{y2}"))
+    width = MARGIN * 2 + (max(columns) + 1) * (BOX_W + GAP_X) - GAP_X
+    height = MARGIN * 2 + max(len(c) for c in columns.values()) * (BOX_H + GAP_Y) - GAP_Y
+    return Graph(list(boxes.values()), edges, width, height)
+
+
+@dataclass(frozen=True)
+class Bar:
+    name: str
+    y: int
+    x: float
+    width: float
+    state: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Timeline:
+    bars: list[Bar]
+    height: int
+    span: float
+    """Seconds from the run's submission to its end (or now)."""
+
+
+def timeline(state: RunState, now: float) -> Timeline:
+    """One bar per task from its first start to its last finish (a fan-out's whole span);
+    an unfinished run's picture ends at ``now``."""
+    begin = state.submitted_at
+    end = state.finished_at or max(now, state.now)
+    span = max(end - begin, 0.001)
+    bars: list[Bar] = []
+    for row, (name, node) in enumerate(state.nodes.items()):
+        starts = [i.started_at for i in node.instances if i.started_at is not None]
+        ends = [i.finished_at for i in node.instances if i.finished_at is not None]
+        if not starts:
+            continue
+        first = min(starts)
+        last = max(ends) if ends and len(ends) == len(node.instances) else end
+        x = (first - begin) / span * BAR_W
+        width = max((last - first) / span * BAR_W, 2.0)
+        label = f"{last - first:.2f}s"
+        if node.spec.fans_out:
+            label += f" · {len(node.instances):,} items"
+        bars.append(Bar(name, row * ROW_H, LABEL_W + x, width, str(node.status), label))
+    return Timeline(bars, max(len(state.nodes), 1) * ROW_H, span)

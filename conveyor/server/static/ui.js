@@ -1,0 +1,117 @@
+// Conveyor's UI: follow a run over the API's event stream, refresh the parts of the
+// page that changed, call the API's actions. No framework, nothing loaded from elsewhere.
+"use strict";
+
+const HEADERS = { "X-Conveyor-UI": "1" };
+
+async function fetchText(url) {
+  const answer = await fetch(url, { headers: HEADERS, credentials: "same-origin" });
+  if (!answer.ok) throw new Error(`${answer.status} ${url}`);
+  return answer.text();
+}
+
+function throttled(fn, wait) {
+  let timer = null;
+  let again = false;
+  return () => {
+    if (timer) { again = true; return; }
+    fn();
+    timer = setTimeout(() => { timer = null; if (again) { again = false; fn(); } }, wait);
+  };
+}
+
+async function refresh(element) {
+  element.innerHTML = await fetchText(element.dataset.refresh);
+  wire(element);
+}
+
+function wireActions(root) {
+  for (const button of root.querySelectorAll("button[data-action]")) {
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      const answer = await fetch(button.dataset.action, {
+        method: "POST", headers: HEADERS, credentials: "same-origin",
+      });
+      if (!answer.ok) {
+        const problem = await answer.json().catch(() => ({}));
+        alert(`${problem.title || answer.status}: ${problem.detail || ""}`);
+      }
+      button.disabled = false;
+      const live = document.getElementById("live");
+      if (live) refresh(live);
+    });
+  }
+}
+
+let logStream = null;
+
+function followLogs(url, index) {
+  const pre = document.getElementById("logs");
+  if (!pre) return;
+  if (logStream) logStream.close();
+  pre.textContent = "";
+  const full = index === undefined ? url : `${url}&index=${index}`;
+  logStream = new EventSource(full, { withCredentials: true });
+  logStream.onmessage = (message) => {
+    const line = JSON.parse(message.data);
+    const where = `${line.task}[${line.index}]#${line.attempt} ${line.stream}| `;
+    pre.append(document.createTextNode(where + line.text + "\n"));
+    pre.scrollTop = pre.scrollHeight;
+  };
+  logStream.addEventListener("end", () => logStream.close());
+}
+
+async function openTask(run, task, query = "") {
+  const panel = document.getElementById("task-panel");
+  if (!panel) return;
+  panel.dataset.task = task;
+  panel.innerHTML = await fetchText(`/runs/${run}/tasks/${encodeURIComponent(task)}${query}`);
+  wire(panel);
+  const pre = document.getElementById("logs");
+  if (pre) followLogs(pre.dataset.stream);
+}
+
+function wire(root) {
+  wireActions(root);
+  const run = document.getElementById("run");
+  if (!run) return;
+  for (const node of root.querySelectorAll("[data-task]")) {
+    if (node.id === "task-panel") continue;
+    node.addEventListener("click", () => openTask(run.dataset.run, node.dataset.task));
+  }
+  for (const link of root.querySelectorAll("a[data-items]")) {
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      const panel = document.getElementById("task-panel");
+      openTask(run.dataset.run, panel.dataset.task, link.dataset.items);
+    });
+  }
+  for (const link of root.querySelectorAll("a[data-logs]")) {
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      followLogs(link.dataset.logs, link.dataset.index);
+    });
+  }
+}
+
+function followRun(run) {
+  const live = document.getElementById("live");
+  const again = throttled(() => refresh(live), 300);
+  const stream = new EventSource(`/api/v1/runs/${run}/events/stream`, { withCredentials: true });
+  stream.onmessage = again;
+  for (const kind of ["run_submitted", "task_started", "task_succeeded", "task_failed",
+                      "task_skipped", "task_expanded", "run_completed", "signal_received",
+                      "task_dispatched", "task_errored", "retry_scheduled"]) {
+    stream.addEventListener(kind, again);
+  }
+  stream.addEventListener("run_completed", () => { stream.close(); setTimeout(() => refresh(live), 200); });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  wire(document);
+  const run = document.getElementById("run");
+  const state = document.getElementById("run-state");
+  if (run && state && state.textContent.trim() === "running") followRun(run.dataset.run);
+  const runs = document.getElementById("runs");
+  if (runs) setInterval(() => refresh(runs), 2000);
+});

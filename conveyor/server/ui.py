@@ -1,0 +1,190 @@
+"""The web UI: server-rendered pages (Jinja2, autoescaped) and a little JavaScript of our
+own (``static/ui.js``), shipped in the package: nothing is loaded from elsewhere.
+
+Pages read through the same client as the API; the JavaScript follows a run over the
+API's event stream and calls the API's actions. A fan-out is one box and a page of
+items at a time, so a run with 100,000 items is as light as one with ten.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from conveyor.server.api import ApiContext, ApiProblem, needs
+from conveyor.server.auth import Scope
+from conveyor.server.pictures import BAR_W, BOX_H, BOX_W, LABEL_W, dag, timeline
+from conveyor.server.shapes import items_page, summary_shape, task_shape
+from engine.triggers.schedule import Schedule
+from engine.triggers.scheduler import cursor_key, read_cursor
+
+HERE = Path(__file__).resolve().parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+
+def _when(stamp: float | None) -> str:
+    if stamp is None:
+        return ""
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _took(start: float | None, end: float | None) -> str:
+    if start is None:
+        return ""
+    seconds = (end or time.time()) - start
+    return f"{seconds:.2f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
+
+
+templates.env.filters["when"] = _when
+templates.env.globals.update(took=_took, BOX_W=BOX_W, BOX_H=BOX_H, LABEL_W=LABEL_W, BAR_W=BAR_W)
+
+
+def _context(request: Request) -> ApiContext:
+    context: ApiContext = request.app.state.api
+    return context
+
+
+def build_ui() -> APIRouter:
+    ui = APIRouter(include_in_schema=False)
+    read = needs(Scope.READ)
+
+    @ui.get("/")
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/runs", status_code=303)
+
+    @ui.get("/login", response_class=HTMLResponse)
+    async def login_page(request: Request, error: str = "") -> Response:
+        return templates.TemplateResponse(request, "login.html", {"error": error})
+
+    @ui.post("/login")
+    async def login(request: Request, token: str = Form(max_length=200)) -> Response:
+        caller = await _context(request).tokens.check(token.strip())
+        if caller is None:
+            return templates.TemplateResponse(
+                request, "login.html", {"error": "unknown or revoked token"}, status_code=401
+            )
+        answer = RedirectResponse("/runs", status_code=303)
+        answer.set_cookie(
+            "conveyor_token", token.strip(), httponly=True, samesite="strict", max_age=86400 * 7
+        )
+        return answer
+
+    @ui.get("/runs", response_class=HTMLResponse, dependencies=[read])
+    async def runs_page(
+        request: Request,
+        workflow: str | None = Query(None, max_length=63),
+        state: str | None = Query(None, pattern="^(running|succeeded|failed|cancelled)?$"),
+        cursor: str | None = Query(None, max_length=80),
+        partial: bool = False,
+    ) -> Response:
+        before = None
+        if cursor:
+            at, _, run_id = cursor.partition("~")
+            try:
+                before = (float(at), run_id)
+            except ValueError:
+                raise ApiProblem(400, "bad cursor") from None
+        limit = 50
+        rows = await _context(request).runtime.client.runs(
+            workflow=workflow or None, state=state or None, limit=limit, before=before
+        )
+        next_cursor = f"{rows[-1].submitted_at!r}~{rows[-1].run_id}" if len(rows) == limit else None
+        page = {
+            "runs": [summary_shape(r) for r in rows],
+            "workflow": workflow or "",
+            "state": state or "",
+            "next_cursor": next_cursor,
+            "workflows": _context(request).runtime.registry.names(),
+        }
+        name = "runs_rows.html" if partial else "runs.html"
+        return templates.TemplateResponse(request, name, page)
+
+    async def _run_page(request: Request, run: str) -> dict[str, Any]:
+        state = await _context(request).runtime.client.state(run)
+        return {
+            "run": state,
+            "tasks": [task_shape(node) for node in state.nodes.values()],
+            "graph": dag(state),
+            "timeline": timeline(state, time.time()),
+            "waits": [
+                n.spec.name
+                for n in state.nodes.values()
+                if n.spec.signal and str(n.status) == "running"
+            ],
+        }
+
+    @ui.get("/runs/{run}", response_class=HTMLResponse, dependencies=[read])
+    async def run_page(request: Request, run: str) -> Response:
+        return templates.TemplateResponse(
+            request, "run.html", await _run_page(request, _run_id(run))
+        )
+
+    @ui.get("/runs/{run}/live", response_class=HTMLResponse, dependencies=[read])
+    async def run_live(request: Request, run: str) -> Response:
+        return templates.TemplateResponse(
+            request, "run_live.html", await _run_page(request, _run_id(run))
+        )
+
+    @ui.get("/runs/{run}/tasks/{task}", response_class=HTMLResponse, dependencies=[read])
+    async def task_panel(
+        request: Request,
+        run: str,
+        task: str,
+        state: str | None = Query(None, pattern="^[a-z_]{0,20}$"),
+        offset: int = Query(0, ge=0),
+    ) -> Response:
+        found = await _context(request).runtime.client.state(_run_id(run))
+        node = found.nodes.get(task)
+        if node is None:
+            raise ApiProblem(404, "no such task")
+        page, next_offset = items_page(node, state=state or None, offset=offset, limit=50)
+        return templates.TemplateResponse(
+            request,
+            "task.html",
+            {
+                "run": found,
+                "task": task_shape(node),
+                "items": page,
+                "offset": offset,
+                "next_offset": next_offset,
+                "state": state or "",
+                "total": len(node.instances),
+            },
+        )
+
+    @ui.get("/workflows", response_class=HTMLResponse, dependencies=[read])
+    async def workflows_page(request: Request) -> Response:
+        runtime = _context(request).runtime
+        now = datetime.now(UTC)
+        found = []
+        for name in runtime.registry.names():
+            latest = runtime.registry.latest(name)
+            assert latest is not None
+            version, spec = latest
+            triggers = []
+            for trigger in spec.triggers:
+                entry: dict[str, Any] = {"name": trigger.name, "kind": trigger.kind}
+                if trigger.schedule is not None:
+                    entry["next"] = next(Schedule.of(trigger.schedule).fires(now)).isoformat()
+                    cursor = read_cursor(await runtime.store.cursor(cursor_key(name, trigger.name)))
+                    entry["last"] = (
+                        _when(cursor.last_fire) if cursor and cursor.last_fire else "never"
+                    )
+                entry["records"] = await runtime.store.records(name, trigger.name, limit=10)
+                triggers.append(entry)
+            found.append({"name": name, "version": version, "spec": spec, "triggers": triggers})
+        return templates.TemplateResponse(request, "workflows.html", {"workflows": found})
+
+    return ui
+
+
+def _run_id(run: str) -> str:
+    if not run.isalnum() or len(run) > 32:
+        raise ApiProblem(404, "no such run")
+    return run

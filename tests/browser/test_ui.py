@@ -1,0 +1,194 @@
+"""The web UI in a real browser (Debian's Chromium driven by Playwright): a live run is
+started, watched, opened item by item with its logs, approved; another is cancelled;
+a 100,000-item run opens with a bounded page. Screenshots go to docs/images when
+CONVEYOR_SCREENSHOTS=1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.services import free_port, unavailable, wait_for_port
+
+pytestmark = pytest.mark.timeout(300)
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = ROOT / "docs" / "images"
+
+FAN = """
+name: fan
+params: {n: {type: int, default: 12}, pause: {type: float, default: 0.3}}
+tasks:
+  - name: prepare
+    script: echo ready
+  - name: each
+    depends: [prepare]
+    items: range(params.n)
+    parallelism: 4
+    env: {I: "{{ item }}", PAUSE: "{{ params.pause }}"}
+    script: 'echo "item $I starting"; sleep "$PAUSE"; echo "item $I done"; test "$I" != 7'
+    retry: {limit: 1, backoff: {delay: 10ms}}
+    continue_on_failure: true
+  - name: report
+    depends: [each]
+    script: echo "report written"
+  - name: approval
+    depends: [report]
+    wait: {}
+  - name: ship
+    depends: [approval]
+    env: {BY: "{{ tasks.approval.outputs.result.by }}"}
+    script: echo "shipped, approved by $BY"
+"""
+
+LONG = """
+name: long
+params: {n: {type: int, default: 100000}}
+tasks:
+  - name: each
+    items: range(params.n)
+    parallelism: 2
+    script: sleep 600
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not Path(CHROMIUM).exists():
+        unavailable("no chromium for the browser tests (apt-get install chromium)")
+    home = tmp_path_factory.mktemp("ui")
+    (home / "flows").mkdir()
+    (home / "flows" / "fan.yaml").write_text(FAN)
+    (home / "flows" / "long.yaml").write_text(LONG)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "server", "--workflows", "flows", "--port", str(port)],
+        cwd=home,
+        env={
+            **os.environ,
+            "CONVEYOR_HOME": str(home / ".conveyor"),
+            "CONVEYOR_LOG_LEVEL": "warning",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_for_port(port, 30, proc)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+async def page(server: str) -> AsyncIterator[object]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+        yield await context.new_page()
+        await browser.close()
+
+
+async def start(server: str, workflow: str, **params: object) -> str:
+    async with httpx.AsyncClient(base_url=server) as http:
+        answer = await http.post("/api/v1/runs", json={"workflow": workflow, "params": params})
+    assert answer.status_code == 202, answer.text
+    return str(answer.json()["run_id"])
+
+
+async def shot(page: object, name: str) -> None:
+    if os.environ.get("CONVEYOR_SCREENSHOTS") == "1":
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+async def test_a_live_run_is_watched_opened_and_approved(server: str, page: object) -> None:
+    from playwright.async_api import Page, expect
+
+    assert isinstance(page, Page)
+    run_id = await start(server, "fan")
+    await page.goto(f"{server}/runs")
+    row = page.locator("table.runs tr", has_text=run_id[:12])
+    await expect(row).to_be_visible()
+    await row.get_by_role("link").click()
+    await expect(page.locator("#run-state")).to_have_text("running")
+    # States change in front of us: items finish while we watch.
+    each = page.locator(".dag .node[data-task='each'] text.caption")
+    await expect(each).to_contain_text("/12 done")
+    await expect(page.locator(".dag .node[data-task='approval']")).to_have_class(
+        "node running", timeout=30_000
+    )
+    await shot(page, "run-waiting")
+    # The fan-out opens as a table of items, with each item's logs.
+    await page.locator(".dag .node[data-task='each']").click()
+    items = page.locator("#task-panel table.items tbody tr")
+    await expect(items).to_have_count(12)
+    await page.locator("#task-panel a[data-items='?state=failed']").click()
+    await expect(items).to_have_count(1)
+    await expect(items.first).to_contain_text("exit code 1")
+    await page.locator("#task-panel a.logs-link").first.click()
+    await expect(page.locator("#logs")).to_contain_text("item 7 done")
+    await shot(page, "task-items-and-logs")
+    await page.get_by_role("button", name="Approve approval").click()
+    await expect(page.locator("#run-state")).to_have_text("succeeded", timeout=30_000)
+    await page.locator(".dag .node[data-task='ship']").click()
+    await expect(page.locator("#logs")).to_contain_text("shipped, approved by open")
+    await shot(page, "run-succeeded")
+    await page.goto(f"{server}/workflows")
+    await expect(page.get_by_role("heading", name="fan version 1")).to_be_visible()
+
+
+async def test_a_run_is_cancelled_from_its_page(server: str, page: object) -> None:
+    from playwright.async_api import Page, expect
+
+    assert isinstance(page, Page)
+    run_id = await start(server, "fan", pause=30.0)
+    await page.goto(f"{server}/runs/{run_id}")
+    await expect(page.locator(".dag .node[data-task='each'] text.caption")).to_contain_text("0/12")
+    await page.get_by_role("button", name="Cancel").click()
+    await expect(page.locator("#run-state")).to_have_text("cancelled", timeout=30_000)
+    await page.goto(f"{server}/runs?state=cancelled")
+    await expect(page.locator("table.runs tr", has_text=run_id[:12])).to_be_visible()
+    await shot(page, "runs")
+
+
+async def test_a_run_of_100000_items_opens_with_a_bounded_page(server: str, page: object) -> None:
+    from playwright.async_api import Page, expect
+
+    assert isinstance(page, Page)
+    run_id = await start(server, "long")
+    async with httpx.AsyncClient(base_url=server, timeout=30) as http:
+        for _ in range(300):
+            detail = (await http.get(f"/api/v1/runs/{run_id}")).json()
+            each = detail["tasks"][0]
+            if each.get("items", {}).get("count") == 100_000:
+                break
+            await asyncio.sleep(0.1)
+        assert each["items"]["count"] == 100_000
+    began = time.monotonic()
+    await page.goto(f"{server}/runs/{run_id}")
+    await expect(page.locator(".dag .node[data-task='each'] text.caption")).to_contain_text(
+        "100,000"
+    )
+    opened = time.monotonic() - began
+    nodes = await page.evaluate("document.getElementsByTagName('*').length")
+    assert nodes < 500, f"{nodes} DOM nodes for a run of 100,000 items"
+    await page.locator(".dag .node[data-task='each']").click()
+    await expect(page.locator("#task-panel table.items tbody tr")).to_have_count(50)
+    await expect(page.locator("#task-panel .pager")).to_contain_text("next")
+    await shot(page, "run-100000-items")
+    print(f"\n[ui] run page of 100,000 items opened in {opened * 1000:.0f} ms, {nodes} DOM nodes")
+    async with httpx.AsyncClient(base_url=server) as http:
+        await http.post(f"/api/v1/runs/{run_id}/cancel")
