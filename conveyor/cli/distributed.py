@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from prometheus_client import start_http_server
 
 from contracts.errors import InvalidInput
 from contracts.ports import RunStore
@@ -31,10 +32,28 @@ from conveyor.cli.common import (
     settings_from,
     write_json,
 )
+from conveyor.metrics import RunMetrics, worker_slots
 from conveyor.preflight import PATH_VARIABLE, step_import_paths, use_import_paths
 from conveyor.progress import LiveProgress, summary
 from conveyor.report import run_report
 from conveyor.settings import Settings
+
+MetricsPortOption = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        envvar="CONVEYOR_METRICS_PORT",
+        min=1,
+        max=65535,
+        help="Serve Prometheus metrics on this port.",
+    ),
+]
+
+
+async def _slots(worker: Any, pool: str, total: int) -> None:
+    while True:
+        worker_slots(pool, worker.busy, total)
+        await asyncio.sleep(1.0)
 
 
 async def _until_signalled() -> None:
@@ -64,7 +83,10 @@ async def _serve_until_signalled(settings: Settings, serve: Serve, role: Role) -
 def register(app: typer.Typer) -> None:
     @app.command()
     def coordinator(
-        amqp_url: AmqpOption = None, redis_url: RedisOption = None, shards: ShardsOption = None
+        amqp_url: AmqpOption = None,
+        redis_url: RedisOption = None,
+        shards: ShardsOption = None,
+        metrics_port: MetricsPortOption = None,
     ) -> None:
         """Run a coordinator (several may run: each shard has one active, the rest stand by)."""
         settings = settings_from(amqp_url, redis_url, shards)
@@ -73,6 +95,9 @@ def register(app: typer.Typer) -> None:
             t: cluster.DistributedTransport, store: RunStore
         ) -> Callable[[], Awaitable[None]]:
             c = cluster.build_coordinator(settings, t, store)
+            if metrics_port is not None:
+                start_http_server(metrics_port)
+                c.observe(RunMetrics())
             await c.start()
             err.print(f"coordinator running ({settings.shards} shards); Ctrl-C to stop")
             return c.stop
@@ -100,6 +125,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         amqp_url: AmqpOption = None,
         redis_url: RedisOption = None,
+        metrics_port: MetricsPortOption = None,
     ) -> None:
         """Run a worker: take tasks of one pool, run them, report back. SIGTERM stops it cleanly."""
         settings = settings_from(amqp_url, redis_url)
@@ -110,10 +136,20 @@ def register(app: typer.Typer) -> None:
         ) -> Callable[[], Awaitable[None]]:
             w = cluster.build_worker(settings, t, store, pool, concurrency)
             await w.start()
+            watching = None
+            if metrics_port is not None:
+                start_http_server(metrics_port)
+                watching = asyncio.get_running_loop().create_task(_slots(w, pool, concurrency))
             err.print(
                 f"worker {w.name} on pool {pool!r} (concurrency {concurrency}); Ctrl-C to stop"
             )
-            return lambda: w.stop(grace=settings.worker_grace if grace is None else grace)
+
+            async def stop() -> None:
+                if watching is not None:
+                    watching.cancel()
+                await w.stop(grace=settings.worker_grace if grace is None else grace)
+
+            return stop
 
         try:
             loop.run(_serve_until_signalled(settings, serve, Role.WORKER))

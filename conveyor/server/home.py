@@ -14,6 +14,7 @@ from contracts.ports import ArtifactStore, Transport, TriggerStore
 from contracts.signing import Role
 from conveyor import wiring
 from conveyor.local import RunLock, local_engine
+from conveyor.metrics import RunMetrics
 from conveyor.server.runtime import TriggerRuntime
 from conveyor.settings import Settings
 from engine.client import Client
@@ -56,6 +57,7 @@ async def serving(
                 await run_store.close()
             return
         async with local_engine(settings, workers=workers) as engine:
+            engine.coordinator.observe(RunMetrics())
             await _take_up_unfinished(engine.client, settings.home)
             async with _runtime(
                 store, engine.client, engine.transport, settings, workflows_dir, engine.artifacts

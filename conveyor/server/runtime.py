@@ -18,6 +18,7 @@ import structlog
 
 from contracts.errors import ConveyorError, InvalidInput
 from contracts.ports import ArtifactStore, Transport, TriggerStore
+from conveyor.metrics import count_decision
 from conveyor.server.folder import WorkflowFolder
 from engine.client import Client
 from engine.triggers.firing import STALE_AFTER, Arrival, Firing
@@ -58,6 +59,7 @@ class TriggerRuntime:
         """Where the runs' artifacts are, for the API's downloads."""
         self.registry = Registry(store)
         self.firing = Firing(store, client, clock=clock, registry=self.registry)
+        self.firing.on_decision.append(count_decision)
         self.webhooks = WebhookIntake(self.registry, self.firing, environment_secret, clock=clock)
         self.scheduler = Scheduler(self.registry, self.firing, clock=clock)
         self.sensors = Sensors(self.registry, self.firing, clock=clock)

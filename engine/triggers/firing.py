@@ -82,6 +82,8 @@ class Firing:
         self._clock = clock
         self._keep = keep
         self._record_timeout = record_timeout
+        self.on_decision: list[Callable[[TriggerRecord], None]] = []
+        """Called with every decision recorded (metrics)."""
 
     async def admit(self, arrival: Arrival) -> bool:
         """Durably take in an arrival; False (and a ``duplicate`` record) if its key was
@@ -221,6 +223,8 @@ class Firing:
             key=arrival.key,
         )
         await self.store.record(record)
+        for hook in self.on_decision:
+            hook(record)
         log.info(
             "trigger decision",
             workflow=arrival.workflow,

@@ -286,3 +286,44 @@ def api_for_fuzz() -> object:
     loop.run_until_complete(runtime.stop())
     loop.run_until_complete(engine.stop())
     loop.close()
+
+
+async def test_metrics_count_runs_tasks_and_trigger_decisions(api: Server) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from conveyor.metrics import RunMetrics
+
+    api.engine.coordinator.observe(RunMetrics())
+
+    async def figures() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = (await api.http.get("/metrics")).text
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    before = await figures()
+    run_id = await started(api, n=3, fail_at=1)
+    await api.engine.client.watch(run_id, timeout=10)
+    await api.http.post("/hooks/hooked/open?repo=x")
+    await api.settled()
+    after = await figures()
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert grew("conveyor_runs_finished_total", workflow="fan", state="failed") == 1
+    assert grew("conveyor_task_attempts_finished_total", workflow="fan", state="succeeded") == 2
+    assert grew("conveyor_task_attempts_finished_total", workflow="fan", state="failed") == 1
+    assert grew("conveyor_task_queue_wait_seconds_count") == 3
+    assert (
+        grew(
+            "conveyor_trigger_decisions_total",
+            workflow="hooked",
+            kind="webhook",
+            decision="accepted",
+        )
+        == 1
+    )

@@ -1,0 +1,91 @@
+"""Prometheus metrics of a server, coordinator or worker process (``prometheus-client``).
+
+Run and task figures come from the coordinator's stream of durable events (an
+observer), trigger figures from the trigger runtime's decisions, slot figures from the
+worker. The server shows them on ``/metrics``; a coordinator or worker started with
+``--metrics-port`` serves them on that port.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from contracts.events import (
+    Event,
+    RunCompleted,
+    RunSubmitted,
+    TaskDispatched,
+    TaskFailed,
+    TaskStarted,
+    TaskSucceeded,
+)
+from contracts.ports import TriggerRecord
+from engine.state.model import RunState
+
+RUNS_STARTED = Counter("conveyor_runs_started", "Runs started.", ["workflow"])
+RUNS_FINISHED = Counter("conveyor_runs_finished", "Runs finished, by state.", ["workflow", "state"])
+TASKS_FINISHED = Counter(
+    "conveyor_task_attempts_finished", "Task attempts finished, by state.", ["workflow", "state"]
+)
+QUEUE_WAIT = Histogram(
+    "conveyor_task_queue_wait_seconds",
+    "From a task's dispatch to its start on a worker.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+TASK_DURATION = Histogram(
+    "conveyor_task_duration_seconds",
+    "How long a task attempt ran.",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
+)
+TRIGGER_DECISIONS = Counter(
+    "conveyor_trigger_decisions",
+    "What was decided about deliveries, ticks, messages and objects.",
+    ["workflow", "kind", "decision"],
+)
+WORKER_SLOTS = Gauge("conveyor_worker_slots", "Worker slots, busy or free.", ["pool", "use"])
+
+
+class RunMetrics:
+    """A coordinator observer counting runs and tasks; it keeps dispatch times only of
+    attempts in flight (bounded by what is running)."""
+
+    def __init__(self) -> None:
+        self._dispatched: dict[tuple[str, str, int, int], float] = {}
+        self._started: dict[tuple[str, str, int, int], float] = {}
+
+    def __call__(self, event: Event, state: RunState) -> None:
+        workflow = state.workflow.name
+        if isinstance(event, RunSubmitted):
+            RUNS_STARTED.labels(workflow).inc()
+        elif isinstance(event, RunCompleted):
+            RUNS_FINISHED.labels(workflow, str(event.state)).inc()
+        elif isinstance(event, TaskDispatched):
+            self._dispatched[_key(event)] = event.at
+        elif isinstance(event, TaskStarted):
+            dispatched = self._dispatched.pop(_key(event), None)
+            if dispatched is not None:
+                QUEUE_WAIT.observe(max(0.0, event.at - dispatched))
+            self._started[_key(event)] = event.at
+        elif isinstance(event, TaskSucceeded | TaskFailed):
+            TASKS_FINISHED.labels(
+                workflow, "succeeded" if isinstance(event, TaskSucceeded) else "failed"
+            ).inc()
+            self._dispatched.pop(_key(event), None)
+            started = self._started.pop(_key(event), None)
+            if started is not None:
+                TASK_DURATION.observe(max(0.0, event.at - started))
+
+
+def _key(event: Any) -> tuple[str, str, int, int]:
+    return (event.run_id, event.task, event.index, event.attempt)
+
+
+def count_decision(record: TriggerRecord) -> None:
+    TRIGGER_DECISIONS.labels(record.workflow, record.kind, record.decision).inc()
+
+
+def worker_slots(pool: str, busy: int, total: int) -> None:
+    WORKER_SLOTS.labels(pool, "busy").set(busy)
+    WORKER_SLOTS.labels(pool, "free").set(max(0, total - busy))
