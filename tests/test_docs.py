@@ -199,3 +199,31 @@ def test_the_python_sensor_in_the_triggers_doc_works(tmp_path: Path) -> None:
         [sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_the_grafana_dashboard_charts_metrics_the_processes_serve() -> None:
+    import json
+
+    from conveyor import metrics
+
+    served = {
+        collector._name  # type: ignore[attr-defined]
+        for collector in (
+            metrics.RUNS_FINISHED,
+            metrics.TASKS_FINISHED,
+            metrics.QUEUE_WAIT,
+            metrics.TASK_DURATION,
+            metrics.TRIGGER_DECISIONS,
+            metrics.WORKER_SLOTS,
+        )
+    }
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"conveyor_[a-z_]+", target["expr"])
+    }
+    stripped = {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in used}
+    assert stripped <= served, stripped - served
+    assert len(dashboard["panels"]) >= 6
