@@ -17,6 +17,9 @@ servers, prints a table, and with ``--json`` prints one JSON object as its last 
 - ``celery_*``: Celery 5 on the same servers, prefork concurrency 8.
 - ``webhook_*``, ``bare_fastapi_*``: webhook accept latency against a bare FastAPI
   endpoint, and delivery to first step started (``benchmarks/webhooks.py``).
+- ``ui_*``, ``api_*``, ``sse_*``: a 100,000-item run page in Chromium, paging 10,000
+  runs through the API, the event stream's lag on a 10,000-item fan-out
+  (``benchmarks/ui.py``).
 """
 
 from __future__ import annotations
@@ -421,7 +424,14 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         print("running webhooks ...", file=sys.stderr, flush=True)
         results.update(await webhooks.accept_latency())
         results.update(await webhooks.to_first_task_embedded())
-    if args.only and set(args.only) <= {"embedded", "isolation", "webhooks"}:
+    if not args.only or "ui" in args.only:
+        import ui
+
+        print("running ui ...", file=sys.stderr, flush=True)
+        results.update(await ui.api_pages())
+        results.update(await ui.sse_lag())
+        results.update(await ui.run_page_100k())
+    if args.only and set(args.only) <= {"embedded", "isolation", "webhooks", "ui"}:
         return results
     amqp_url = os.environ.get("CONVEYOR_AMQP_URL")
     redis_url = os.environ.get("CONVEYOR_REDIS_URL")
@@ -527,6 +537,24 @@ TARGETS: list[tuple[str, str, Callable[[dict[str, float]], float], float]] = [
         1.0,
     ),
     (
+        "ui_run_page_100k_under_1s",
+        "1000 / ui_run_page_100k_ms >= 1",
+        lambda f: 1000 / f["ui_run_page_100k_ms"],
+        1.0,
+    ),
+    (
+        "api_runs_page_p99_under_50ms",
+        "50 / api_runs_page_p99_ms >= 1",
+        lambda f: 50 / f["api_runs_page_p99_ms"],
+        1.0,
+    ),
+    (
+        "sse_lag_under_1s",
+        "1000 / sse_lag_10k_max_ms >= 1",
+        lambda f: 1000 / f["sse_lag_10k_max_ms"],
+        1.0,
+    ),
+    (
         "embedded_vs_3000",
         "embedded_fanout_10k_tasks_per_s / 3000 >= 1",
         lambda f: f["embedded_fanout_10k_tasks_per_s"] / 3000,
@@ -557,7 +585,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--only",
         nargs="*",
-        help="raw, embedded, isolation, webhooks, fanout, fanout100k, chain, celery,"
+        help="raw, embedded, isolation, webhooks, ui, fanout, fanout100k, chain, celery,"
         " webhooks_distributed",
     )
     began = time.monotonic()
