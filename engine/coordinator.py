@@ -40,6 +40,7 @@ from engine.leases import Leases
 from engine.state import fold, new_state, settle, snapshot
 from engine.state.model import RunState
 from engine.timers import LoopTimers
+from engine.tracing import run_span
 
 log = structlog.get_logger("conveyor.coordinator")
 
@@ -102,7 +103,7 @@ class Coordinator:
         self._snapshotted: dict[str, int] = {}
         self._waiters: dict[str, list[tuple[int, asyncio.Future[RunState]]]] = {}
         self._announcer = Announcer(transport, announce)
-        self._observers: list[Observer] = [self._announcer]
+        self._observers: list[Observer] = [self._announcer, run_span]
         self._consumers: list[Consumer] = []
         self._loops: list[asyncio.Task[None]] = []
 

@@ -6,7 +6,6 @@ so a coordinator that dies in between repeats them on recovery instead of losing
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 
 import msgspec
@@ -28,6 +27,7 @@ from contracts.events import (
 from contracts.messages import CancelTasks, TaskReady
 from contracts.ports import Timers, Transport
 from contracts.topology import CONTROL_TOPIC, shard_of, shard_queue, task_queue
+from contracts.tracing import DISPATCHED_AT_HEADER, run_traceparent
 from contracts.vocabulary import AttemptRef, FailureKind
 from engine.leases import Leases
 from engine.state.context import render_task
@@ -50,10 +50,10 @@ def batch_size(ready: int, most: int = DISPATCH_BATCH) -> int:
     return max(1, min(most, ready // DISPATCH_SPREAD))
 
 
-def trace_headers(run_id: str) -> dict[str, str]:
-    """W3C trace context for a dispatch: the run is the trace, each dispatch a span."""
-    trace_id = run_id if len(run_id) == 32 else uuid.uuid5(uuid.NAMESPACE_URL, run_id).hex
-    return {"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"}
+def trace_headers(run_id: str, now: float) -> dict[str, str]:
+    """W3C trace context for a dispatch (the run's trace and span), and when it was sent
+    (the worker's span shows the wait in the queue)."""
+    return {"traceparent": run_traceparent(run_id), DISPATCHED_AT_HEADER: repr(now)}
 
 
 class Effects:
@@ -121,7 +121,9 @@ class Effects:
                 encode_tasks(messages[start : start + size])
                 for start in range(0, len(messages), size)
             ]
-            await self._transport.publish(queue, bodies, headers=trace_headers(state.run_id))
+            await self._transport.publish(
+                queue, bodies, headers=trace_headers(state.run_id, self._clock())
+            )
         return failures
 
     async def arm_timers(self, state: RunState) -> None:

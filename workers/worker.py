@@ -46,6 +46,7 @@ from contracts.ports import (
     processing,
 )
 from contracts.topology import CONTROL_TOPIC, task_queue
+from contracts.tracing import DISPATCHED_AT_HEADER
 from contracts.vocabulary import AttemptRef, FailureKind
 from workers.executors import (
     DEFAULT_MIDDLEWARE,
@@ -60,6 +61,7 @@ from workers.logbuffer import LogBuffer
 from workers.outbox import EventOutbox
 from workers.outcomes import HANDED_BACK, Interruption, outcome_event
 from workers.staging import MAX_VALUE_BYTES, stage_inputs, store_outputs
+from workers.tracing import attempt_trace
 
 log = structlog.get_logger("conveyor.worker")
 
@@ -72,6 +74,13 @@ def _worker_name() -> str:
     global _counter
     _counter += 1
     return f"{socket.gethostname()}:{os.getpid()}:{_counter}"
+
+
+def _stamp(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 class Worker:
@@ -221,8 +230,9 @@ class Worker:
         """
         accepted: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         traceparent = delivery.headers.get("traceparent")
+        dispatched = _stamp(delivery.headers.get(DISPATCHED_AT_HEADER))
         for task in tasks:
-            attempt = self._spawn(self._attempt(task, traceparent, accepted))
+            attempt = self._spawn(self._attempt(task, traceparent, dispatched, accepted))
             self._running[task.ref] = (attempt, task.reply_to)
         self._update_room()
         self._spawn(self._accept(delivery, tasks, accepted))
@@ -249,7 +259,11 @@ class Worker:
         accepted.set_result(True)
 
     async def _attempt(
-        self, message: TaskReady, traceparent: str | None, accepted: asyncio.Future[bool]
+        self,
+        message: TaskReady,
+        traceparent: str | None,
+        dispatched: float | None,
+        accepted: asyncio.Future[bool],
     ) -> None:
         # Each attempt is its own asyncio task with its own context: what is bound here
         # goes with it and needs no unbinding.
@@ -260,6 +274,7 @@ class Worker:
             attempt=message.attempt,
             traceparent=traceparent,
         )
+        attempt_trace.set((traceparent, dispatched))
         try:
             await self._execute(message, accepted)
         except asyncio.CancelledError:

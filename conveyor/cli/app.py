@@ -8,6 +8,7 @@ All of them reach runs through the one client (``engine.client``).
 
 from __future__ import annotations
 
+import atexit
 import importlib.metadata
 import json
 import os
@@ -21,7 +22,7 @@ from contracts.errors import ConveyorError, InvalidInput, NotFound
 from contracts.spec import Workflow
 from contracts.validation import raw_splices
 from contracts.vocabulary import RunStatus
-from conveyor import loop, preflight
+from conveyor import loop, preflight, telemetry
 from conveyor.cli import control, distributed, inspect, signals
 from conveyor.cli import server as serving
 from conveyor.cli.common import (
@@ -66,6 +67,7 @@ def _print_version(asked: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     log_level: Annotated[
         str,
         typer.Option(
@@ -89,6 +91,9 @@ def main_options(
         raise typer.BadParameter("use auto, console or json", param_hint="--log-format")
     fmt: LogFormat = log_format  # type: ignore[assignment]
     configure_logging(log_level, fmt)
+    provider = telemetry.configure(ctx.invoked_subcommand or "cli")
+    if provider is not None:
+        atexit.register(provider.shutdown)  # exported before the process ends
 
 
 @app.command()

@@ -26,6 +26,7 @@ from contracts.vocabulary import FailureKind
 from workers.executors.base import Executor, StepOutcome
 from workers.executors.call import Middleware, Proceed, StepCall
 from workers.executors.secrets import reveal_secrets
+from workers.tracing import trace_spans
 
 _log = structlog.get_logger("conveyor.worker")
 
@@ -62,7 +63,12 @@ async def trace_attempt(call: StepCall, proceed: Proceed) -> StepOutcome:
     return outcome
 
 
-DEFAULT_MIDDLEWARE: tuple[Middleware, ...] = (trace_attempt, reveal_secrets, enforce_timeout)
+DEFAULT_MIDDLEWARE: tuple[Middleware, ...] = (
+    trace_attempt,
+    trace_spans,
+    reveal_secrets,
+    enforce_timeout,
+)
 
 
 class ExecutorChain:
