@@ -5,8 +5,19 @@ default) this costs one check per finished run."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 
 from contracts.events import Event, RunCompleted
 from contracts.tracing import forced_ids, run_span_id, run_trace_id
@@ -46,3 +57,21 @@ def run_span(event: Event, state: RunState) -> None:
     if event.state != RunStatus.SUCCEEDED:
         span.set_status(Status(StatusCode.ERROR, event.reason))
     span.end(end_time=_ns(event.at))
+
+
+@contextlib.contextmanager
+def arrival_span(name: str, run_id: str, attributes: dict[str, Any]) -> Iterator[None]:
+    """A span for handling something that arrived for a trigger, in the trace of the run
+    it starts (whose id is known before the run exists)."""
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        yield
+        return
+    parent = SpanContext(
+        trace_id=int(run_trace_id(run_id), 16),
+        span_id=int(run_span_id(run_id), 16),
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    context = trace.set_span_in_context(NonRecordingSpan(parent))
+    with _tracer.start_as_current_span(name, context=context, attributes=attributes):
+        yield

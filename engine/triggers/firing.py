@@ -26,6 +26,7 @@ from contracts.spec import Workflow
 from contracts.triggers import ScheduleTrigger, SensorTrigger, Trigger
 from contracts.validation import resolve_params
 from engine.client import Client, run_id_of
+from engine.tracing import arrival_span
 from engine.triggers.registry import Registry
 
 log = structlog.get_logger("conveyor.triggers")
@@ -103,6 +104,15 @@ class Firing:
         return None
 
     async def handle(self, arrival: Arrival) -> TriggerRecord:
+        attributes = {
+            "conveyor.workflow": arrival.workflow,
+            "conveyor.trigger": arrival.trigger,
+            "conveyor.key": arrival.key,
+        }
+        with arrival_span(f"{arrival.kind} {arrival.trigger}", arrival.run_id, attributes):
+            return await self._handle(arrival)
+
+    async def _handle(self, arrival: Arrival) -> TriggerRecord:
         """Decide and start the run of an admitted arrival, record it, settle it.
 
         Raises only when the run could not be sent (the engine is unreachable): the
