@@ -31,9 +31,11 @@ def _ns(seconds: float) -> int:
 
 
 async def trace_spans(call: StepCall, proceed: Proceed) -> StepOutcome:
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return await proceed(call)  # no tracing configured in this process
     traceparent, dispatched_at = attempt_trace.get()
     parent_ids = parse_traceparent(traceparent)
-    if parent_ids is None or isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+    if parent_ids is None:
         return await proceed(call)
     task = call.task
     run_context = SpanContext(
