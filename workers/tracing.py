@@ -8,8 +8,8 @@ so a run of 100,000 items is not one trace of 300,000 spans.
 from __future__ import annotations
 
 import time
-from typing import Any
 from contextvars import ContextVar
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
