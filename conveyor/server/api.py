@@ -370,6 +370,26 @@ def build_router() -> APIRouter:
             headers={"content-disposition": f'attachment; filename="{name}"'},
         )
 
+    @api.get("/dead-letters", dependencies=[admin])
+    async def dead_letters(
+        request: Request, limit: int = Query(20, ge=1, le=500)
+    ) -> dict[str, Any]:
+        """Messages the engine could not handle, parked with the reason (peeked, not taken)."""
+        transport = _context(request).runtime.transport
+        peek = getattr(transport, "dead_letters", None)
+        if peek is None:
+            raise ApiProblem(404, "no dead letters here", "this server has no broker")
+        found = await peek(limit)
+        return {
+            "items": [
+                {
+                    "headers": {str(k): str(v) for k, v in (headers or {}).items()},
+                    "body": body.decode("utf-8", errors="replace")[:4000],
+                }
+                for body, headers in found
+            ]
+        }
+
     # -- actions -----------------------------------------------------------------------
 
     @api.post("/runs/{run}/cancel", status_code=202, dependencies=[run_scope])

@@ -90,7 +90,7 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> dict[str, object]:
-        return {"status": "ok", "workflows": runtime.registry.names()}
+        return {"status": "ok"}
 
     @app.post("/hooks/{workflow}/{trigger}", status_code=202)
     async def webhook(workflow: str, trigger: str, request: Request) -> JSONResponse:

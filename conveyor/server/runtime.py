@@ -55,6 +55,7 @@ class TriggerRuntime:
     ) -> None:
         self.store = store
         self.client = client
+        self.transport = transport
         self.artifacts = artifacts
         """Where the runs' artifacts are, for the API's downloads."""
         self.registry = Registry(store)

@@ -327,3 +327,37 @@ async def test_metrics_count_runs_tasks_and_trigger_decisions(api: Server) -> No
         )
         == 1
     )
+
+
+async def test_every_endpoint_needs_a_token_and_enough_scope(
+    closed: tuple[Server, dict[Scope, str]],
+) -> None:
+    server, made = closed
+    document = (await server.http.get("/api/v1/openapi.json")).json()
+    filled = {"run": "a" * 32, "task": "t", "name": "n", "trigger": "x"}
+    checked = 0
+    for path, methods in document["paths"].items():
+        if not path.startswith("/api/v1/"):
+            continue  # webhooks check their own signatures; /healthz tells only "ok"
+        url = path.format(**filled)
+        for method in methods:
+            answer = await server.http.request(method.upper(), url)
+            assert answer.status_code == 401, (method, path, answer.status_code)
+            if method != "get":
+                reader = {"Authorization": f"Bearer {made[Scope.READ]}"}
+                refused = await server.http.request(method.upper(), url, headers=reader)
+                assert refused.status_code == 403, (method, path, refused.status_code)
+            checked += 1
+    assert checked >= 18
+
+
+async def test_dead_letters_are_shown_to_admins(api: Server) -> None:
+    from contracts.topology import shard_queue
+
+    await api.engine.transport.publish(shard_queue(0), [b"not a message"])
+    for _ in range(200):
+        found = (await api.http.get("/api/v1/dead-letters")).json()["items"]
+        if found:
+            break
+        await asyncio.sleep(0.02)
+    assert found and "not a message" in found[0]["body"]
