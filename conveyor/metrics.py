@@ -8,6 +8,7 @@ worker. The server shows them on ``/metrics``; a coordinator or worker started w
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -45,6 +46,31 @@ TRIGGER_DECISIONS = Counter(
     ["workflow", "kind", "decision"],
 )
 WORKER_SLOTS = Gauge("conveyor_worker_slots", "Worker slots, busy or free.", ["pool", "use"])
+
+
+APPEND_LATENCY = Histogram(
+    "conveyor_event_log_append_seconds",
+    "How long one append to the run log took (events and the decisions made on them).",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+
+class TimedRunLog:
+    """A run log whose appends are timed; everything else passes through."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    async def append(self, run_id: str, events: Any, *, then: Any = ()) -> list[bool]:
+        started = time.perf_counter()
+        try:
+            added: list[bool] = await self._inner.append(run_id, events, then=then)
+            return added
+        finally:
+            APPEND_LATENCY.observe(time.perf_counter() - started)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 class RunMetrics:

@@ -32,7 +32,7 @@ from conveyor.cli.common import (
     settings_from,
     write_json,
 )
-from conveyor.metrics import RunMetrics, worker_slots
+from conveyor.metrics import RunMetrics, TimedRunLog, worker_slots
 from conveyor.preflight import PATH_VARIABLE, step_import_paths, use_import_paths
 from conveyor.progress import LiveProgress, summary
 from conveyor.report import run_report
@@ -94,6 +94,8 @@ def register(app: typer.Typer) -> None:
         async def serve(
             t: cluster.DistributedTransport, store: RunStore
         ) -> Callable[[], Awaitable[None]]:
+            if metrics_port is not None:
+                store = TimedRunLog(store)
             c = cluster.build_coordinator(settings, t, store)
             if metrics_port is not None:
                 start_http_server(metrics_port)
