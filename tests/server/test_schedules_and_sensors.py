@@ -275,3 +275,27 @@ async def test_a_local_folder_pushes_new_files_to_its_sensor(
             }
         await asyncio.sleep(0.5)
     assert len(seen) == 6
+
+
+async def test_overlap_cancel_other_cancels_the_previous_run(
+    engine: EmbeddedEngine, clock: Clock
+) -> None:
+    store = MemoryTriggerStore(clock)
+    replica = Replica(store, engine.client, clock)
+    await replica.registry.register(
+        parse_workflow(every_second(overlap="cancel_other", script="sleep 30"))
+    )
+    served = await replica.served()
+    await replica.scheduler.tick(served)
+    clock.now += 1
+    await replica.scheduler.tick(served)
+    [first] = await store.records("ticking", "tick")
+    assert first.run_id is not None
+    clock.now += 1
+    await replica.scheduler.tick(served)  # the first run still sleeps: it is cancelled
+    previous = await engine.client.watch(first.run_id, timeout=10)
+    assert previous.status == "cancelled" and "overlap" in previous.reason
+    records = await store.records("ticking", "tick")
+    assert [r.decision for r in records] == ["fired", "fired"]
+    assert records[0].run_id is not None
+    await engine.client.cancel(records[0].run_id)
