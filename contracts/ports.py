@@ -126,6 +126,8 @@ class RunSummary(msgspec.Struct, kw_only=True):
     submitted_at: float
     finished_at: float | None = None
     reason: str = ""
+    trigger: str = ""
+    """What started the run: cli, api, webhook:push, schedule:nightly, ..."""
 
 
 class LogLine(msgspec.Struct, frozen=True, kw_only=True):
@@ -191,9 +193,14 @@ class RunLog(Protocol):
         workflow: str | None = None,
         limit: int = 50,
         before: tuple[float, str] | None = None,
+        trigger: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[RunSummary]:
         """Runs newest first; ``before`` = (submitted_at, run_id) of the last row of the
-        previous page: only runs after it in that order (a cursor)."""
+        previous page: only runs after it in that order (a cursor). ``trigger`` is what
+        started them (``webhook:push``, or a kind: ``webhook``); ``since``/``until``
+        bound their submission time."""
         ...
 
     async def find_run(self, prefix: str) -> str:

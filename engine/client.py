@@ -167,8 +167,19 @@ class Client:
         workflow: str | None = None,
         limit: int = 50,
         before: tuple[float, str] | None = None,
+        trigger: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[RunSummary]:
-        return await self.store.runs(state=state, workflow=workflow, limit=limit, before=before)
+        return await self.store.runs(
+            state=state,
+            workflow=workflow,
+            limit=limit,
+            before=before,
+            trigger=trigger,
+            since=since,
+            until=until,
+        )
 
     async def events(self, run: str, after: int = 0) -> list[Event]:
         return await self.store.read(await self.find(run), after)

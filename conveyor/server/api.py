@@ -179,6 +179,11 @@ def build_router() -> APIRouter:
         cursor: str | None = Query(
             None, max_length=80, description="next_cursor of the previous page"
         ),
+        trigger: str | None = Query(
+            None, pattern=r"^[a-z]+(:[A-Za-z0-9_-]+)?$", description="webhook, or webhook:push"
+        ),
+        since: float | None = Query(None, ge=0, description="submitted at or after (epoch s)"),
+        until: float | None = Query(None, ge=0, description="submitted at or before (epoch s)"),
     ) -> dict[str, Any]:
         before = None
         if cursor is not None:
@@ -190,7 +195,13 @@ def build_router() -> APIRouter:
                     400, "bad cursor", "use next_cursor from the previous page"
                 ) from None
         rows = await _context(request).runtime.client.runs(
-            workflow=workflow, state=state, limit=limit, before=before
+            workflow=workflow,
+            state=state,
+            limit=limit,
+            before=before,
+            trigger=trigger,
+            since=since,
+            until=until,
         )
         next_cursor = f"{rows[-1].submitted_at!r}~{rows[-1].run_id}" if len(rows) == limit else None
         return {"items": [summary_shape(r) for r in rows], "next_cursor": next_cursor}

@@ -24,6 +24,7 @@ def summary_shape(row: RunSummary) -> dict[str, Any]:
         "submitted_at": row.submitted_at,
         "finished_at": row.finished_at,
         "reason": row.reason,
+        "trigger": row.trigger,
     }
 
 

@@ -81,6 +81,7 @@ def build_ui() -> APIRouter:
         workflow: str | None = Query(None, max_length=63),
         state: str | None = Query(None, pattern="^(running|succeeded|failed|cancelled)?$"),
         cursor: str | None = Query(None, max_length=80),
+        trigger: str | None = Query(None, pattern="^(cli|api|webhook|schedule|queue|sensor)?$"),
         partial: bool = False,
     ) -> Response:
         before = None
@@ -92,13 +93,18 @@ def build_ui() -> APIRouter:
                 raise ApiProblem(400, "bad cursor") from None
         limit = 50
         rows = await _context(request).runtime.client.runs(
-            workflow=workflow or None, state=state or None, limit=limit, before=before
+            workflow=workflow or None,
+            state=state or None,
+            trigger=trigger or None,
+            limit=limit,
+            before=before,
         )
         next_cursor = f"{rows[-1].submitted_at!r}~{rows[-1].run_id}" if len(rows) == limit else None
         page = {
             "runs": [summary_shape(r) for r in rows],
             "workflow": workflow or "",
             "state": state or "",
+            "trigger": trigger or "",
             "next_cursor": next_cursor,
             "workflows": _context(request).runtime.registry.names(),
         }

@@ -13,7 +13,11 @@ def index_update(current: RunSummary | None, event: Event) -> RunSummary | None:
             return None
         name = str(event.workflow.get("name", "?"))
         return RunSummary(
-            run_id=event.run_id, workflow=name, state="running", submitted_at=event.at
+            run_id=event.run_id,
+            workflow=name,
+            state="running",
+            submitted_at=event.at,
+            trigger=event.trigger,
         )
     if isinstance(event, RunRetryRequested) and current is not None and current.state != "running":
         return RunSummary(
@@ -21,6 +25,7 @@ def index_update(current: RunSummary | None, event: Event) -> RunSummary | None:
             workflow=current.workflow,
             state="running",
             submitted_at=current.submitted_at,
+            trigger=current.trigger,
         )
     if isinstance(event, RunCompleted) and current is not None and current.state == "running":
         return RunSummary(
@@ -30,5 +35,25 @@ def index_update(current: RunSummary | None, event: Event) -> RunSummary | None:
             submitted_at=current.submitted_at,
             finished_at=event.at,
             reason=event.reason,
+            trigger=current.trigger,
         )
     return None
+
+
+def matches(
+    row: RunSummary,
+    *,
+    state: str | None,
+    workflow: str | None,
+    trigger: str | None,
+    since: float | None,
+    until: float | None,
+) -> bool:
+    """Whether an index row passes a run list's filters (``trigger`` may be a kind)."""
+    return (
+        (state is None or row.state == state)
+        and (workflow is None or row.workflow == workflow)
+        and (trigger is None or row.trigger == trigger or row.trigger.startswith(trigger + ":"))
+        and (since is None or row.submitted_at >= since)
+        and (until is None or row.submitted_at <= until)
+    )

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from contracts.errors import NotFound
 from contracts.events import Event
 from contracts.ports import LogLine, RunSummary
-from engine.runlog.index import index_update
+from engine.runlog.index import index_update, matches
 from engine.runlog.notify import AppendSignal
 
 
@@ -76,12 +76,14 @@ class MemoryRunLog:
         workflow: str | None = None,
         limit: int = 50,
         before: tuple[float, str] | None = None,
+        trigger: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[RunSummary]:
         rows = [
             r
             for r in self._index.values()
-            if (state is None or r.state == state)
-            and (workflow is None or r.workflow == workflow)
+            if matches(r, state=state, workflow=workflow, trigger=trigger, since=since, until=until)
             and (before is None or (r.submitted_at, r.run_id) < before)
         ]
         rows.sort(key=lambda r: (r.submitted_at, r.run_id), reverse=True)

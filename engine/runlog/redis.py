@@ -33,7 +33,7 @@ from contracts.errors import NotFound
 from contracts.events import Event
 from contracts.ports import LogLine, RunSummary
 from engine.redis_retry import retrying
-from engine.runlog.index import index_update
+from engine.runlog.index import index_update, matches
 
 log = structlog.get_logger("conveyor.redis")
 T = TypeVar("T")
@@ -233,6 +233,9 @@ class RedisRunLog:
         workflow: str | None = None,
         limit: int = 50,
         before: tuple[float, str] | None = None,
+        trigger: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[RunSummary]:
         if (state and workflow) or state:
             source = f"{PREFIX}:runs:state:{state}"
@@ -242,10 +245,12 @@ class RedisRunLog:
             source = f"{PREFIX}:runs"
         rows: list[RunSummary] = []
         offset = 0
-        top = "+inf" if before is None else before[0]
+        tops = [t for t in (None if before is None else before[0], until) if t is not None]
+        top: float | str = min(tops) if tops else "+inf"
+        bottom: float | str = since if since is not None else "-inf"
         while len(rows) < limit:
             ids = await self._redis.zrevrangebyscore(
-                source, top, "-inf", start=offset, num=4 * limit
+                source, top, bottom, start=offset, num=4 * limit
             )
             if not ids:
                 break
@@ -259,8 +264,8 @@ class RedisRunLog:
                 row = _summary_from(run_id.decode(), raw)
                 if before is not None and (row.submitted_at, row.run_id) >= before:
                     continue
-                if (state is None or row.state == state) and (
-                    workflow is None or row.workflow == workflow
+                if matches(
+                    row, state=state, workflow=workflow, trigger=trigger, since=since, until=until
                 ):
                     rows.append(row)
         rows.sort(key=lambda r: (r.submitted_at, r.run_id), reverse=True)
@@ -335,6 +340,7 @@ def _summary_fields(row: RunSummary) -> dict[str, Any]:
         "submitted_at": repr(row.submitted_at),
         "finished_at": "" if row.finished_at is None else repr(row.finished_at),
         "reason": row.reason,
+        "trigger": row.trigger,
     }
 
 
@@ -347,4 +353,5 @@ def _summary_from(run_id: str, raw: dict[bytes, bytes]) -> RunSummary:
         submitted_at=float(raw[b"submitted_at"]),
         finished_at=float(finished) if finished else None,
         reason=raw.get(b"reason", b"").decode(),
+        trigger=raw.get(b"trigger", b"").decode(),
     )

@@ -69,6 +69,9 @@ class SqliteRunLog:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+        if "trigger" not in columns:  # a home made before runs recorded their trigger
+            self._db.execute("ALTER TABLE runs ADD COLUMN trigger TEXT NOT NULL DEFAULT ''")
         self._appended = AppendSignal()
 
     async def append(
@@ -99,7 +102,8 @@ class SqliteRunLog:
                 if update is not None:
                     summary = update
                     db.execute(
-                        "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+                        "INSERT OR REPLACE INTO runs (run_id, workflow, state, submitted_at,"
+                        " finished_at, reason, trigger) VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (
                             update.run_id,
                             update.workflow,
@@ -107,6 +111,7 @@ class SqliteRunLog:
                             update.submitted_at,
                             update.finished_at,
                             update.reason,
+                            update.trigger,
                         ),
                     )
             db.execute("COMMIT")
@@ -177,14 +182,20 @@ class SqliteRunLog:
         workflow: str | None = None,
         limit: int = 50,
         before: tuple[float, str] | None = None,
+        trigger: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[RunSummary]:
         at, after_id = before if before is not None else (None, "")
+        kind = f"{trigger}:%" if trigger is not None else None
         query = "SELECT * FROM runs WHERE (? IS NULL OR state = ?) AND (? IS NULL OR workflow = ?)"
         query += " AND (? IS NULL OR submitted_at < ? OR (submitted_at = ? AND run_id < ?))"
+        query += " AND (? IS NULL OR trigger = ? OR trigger LIKE ?)"
+        query += " AND (? IS NULL OR submitted_at >= ?) AND (? IS NULL OR submitted_at <= ?)"
         query += " ORDER BY submitted_at DESC, run_id DESC LIMIT ?"
-        rows = self._db.execute(
-            query, (state, state, workflow, workflow, at, at, at, after_id, limit)
-        ).fetchall()
+        values: tuple[object, ...] = (state, state, workflow, workflow, at, at, at, after_id)
+        values += (trigger, trigger, kind, since, since, until, until, limit)
+        rows = self._db.execute(query, values).fetchall()
         return [_row_to_summary(row) for row in rows]
 
     async def find_run(self, prefix: str) -> str:
@@ -221,8 +232,9 @@ class SqliteRunLog:
 
 
 def _row_to_summary(row: tuple[object, ...]) -> RunSummary:
-    run_id, workflow, state, submitted_at, finished_at, reason = row
+    run_id, workflow, state, submitted_at, finished_at, reason, trigger = row
     return RunSummary(
+        trigger=str(trigger),
         run_id=str(run_id),
         workflow=str(workflow),
         state=str(state),

@@ -181,3 +181,39 @@ async def test_runs_page_with_a_cursor_newest_first(store: RunStore) -> None:
         "r2",
         "r1",
     ]
+
+
+async def test_runs_filter_by_trigger_and_time(store: RunStore) -> None:
+    triggers = {"r1": "cli", "r2": "webhook:push", "r3": "webhook:merge", "r4": "schedule:nightly"}
+    for n, (run_id, trigger) in enumerate(triggers.items(), start=1):
+        event = RunSubmitted(
+            run_id=run_id, at=float(n), workflow={"name": "wf"}, params={}, trigger=trigger
+        )
+        await store.append(run_id, [event])
+    assert [r.run_id for r in await store.runs(trigger="webhook")] == ["r3", "r2"]
+    assert [r.run_id for r in await store.runs(trigger="webhook:push")] == ["r2"]
+    assert [r.trigger for r in await store.runs(since=2.0, until=3.0)] == [
+        "webhook:merge",
+        "webhook:push",
+    ]
+    assert [r.run_id for r in await store.runs(since=3.5)] == ["r4"]
+
+
+async def test_a_home_made_before_runs_kept_their_trigger_still_opens(tmp_path: Path) -> None:
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "c.db")
+    old.executescript(
+        "CREATE TABLE runs (run_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, state TEXT NOT NULL,"
+        " submitted_at REAL NOT NULL, finished_at REAL, reason TEXT NOT NULL DEFAULT '');"
+        "INSERT INTO runs VALUES ('old1', 'wf', 'succeeded', 1.0, 2.0, '');"
+    )
+    old.commit()
+    old.close()
+    store = SqliteRunLog(tmp_path / "c.db")
+    try:
+        await store.append("new1", [submitted("new1", at=3.0)])
+        rows = await store.runs()
+        assert [(r.run_id, r.trigger) for r in rows] == [("new1", "cli"), ("old1", "")]
+    finally:
+        await store.close()

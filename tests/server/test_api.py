@@ -116,6 +116,12 @@ async def test_runs_page_with_a_cursor(api: Server) -> None:
         url = f"/api/v1/runs?workflow=fan&limit=2&cursor={page['next_cursor']}"
     assert sorted(seen) == sorted(ids) and len(seen) == 5
     assert (await api.http.get("/api/v1/runs?cursor=garbage")).status_code == 400
+    by_api = (await api.http.get("/api/v1/runs?trigger=api&limit=500")).json()["items"]
+    assert {r["run_id"] for r in by_api} >= set(ids) and {r["trigger"] for r in by_api} == {"api"}
+    assert (await api.http.get("/api/v1/runs?trigger=webhook")).json()["items"] == []
+    first = min(r["submitted_at"] for r in by_api)
+    assert len((await api.http.get(f"/api/v1/runs?until={first}")).json()["items"]) == 1
+    assert (await api.http.get("/api/v1/runs?trigger=a%20b")).status_code == 400
     assert (await api.http.get("/api/v1/runs?state=weird")).status_code == 400
 
 
