@@ -21,12 +21,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from contracts.events import Event, TaskFailed, TaskSucceeded
 from contracts.ports import LogLine
 from contracts.spec import Workflow
 from contracts.validation import resolve_params
 from contracts.vocabulary import FailureKind
 from conveyor.embedded import EmbeddedEngine
+from conveyor.logsetup import configure_logging
 from engine.state.model import Node, RunState
 from workers.executors import DEFAULT_MIDDLEWARE, Middleware, Proceed, StepCall, StepOutcome
 
@@ -194,6 +197,9 @@ async def run_workflow_async(
     timeout: float = 60.0,
 ) -> RunResult:
     spec: Workflow = getattr(workflow, "spec", workflow)
+    if not structlog.is_configured():
+        # A test's output is for its own failures: the engine speaks up only for warnings.
+        configure_logging("warning", "console")
     clock = clock or FakeClock()
     timers: list[ManualTimers] = []
 

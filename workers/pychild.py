@@ -37,7 +37,7 @@ def _call(request: dict[str, Any]) -> dict[str, Any]:
     try:
         function = getattr(importlib.import_module(module_name), attribute)
         return {"ok": True, "result": _plain(function(**request["args"]))}
-    except Exception as exc:
+    except BaseException as exc:  # a step's SystemExit fails the step, not the child
         answer: dict[str, Any] = {
             "ok": False,
             "error": f"{type(exc).__name__}: {exc}",

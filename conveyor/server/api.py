@@ -8,92 +8,30 @@ create``), unless the server runs open (embedded, on loopback, no token made).
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from contracts.codec import to_builtins
-from contracts.errors import InvalidInput, NotFound
 from contracts.events import ArtifactRef
-from contracts.ports import ArtifactStore
 from contracts.validation import resolve_params
-from conveyor.server.auth import Caller, Scope, Tokens
-from conveyor.server.runtime import TriggerRuntime
+from conveyor.server.access import (
+    ApiProblem,
+    context_of,
+    name_param,
+    needs,
+    run_id_param,
+)
+from conveyor.server.auth import Caller, Scope
 from conveyor.server.shapes import items_page, run_shape, summary_shape
 from engine.triggers.scheduler import tick_arrival
 
-RUN_ID = re.compile(r"^[0-9a-f]{4,32}$")
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 STREAM_POLL = 0.5
-
-
-class ApiProblem(Exception):
-    def __init__(self, status: int, title: str, detail: str = "") -> None:
-        super().__init__(title)
-        self.status, self.title, self.detail = status, title, detail
-
-
-@dataclass
-class ApiContext:
-    runtime: TriggerRuntime
-    tokens: Tokens
-    open: bool
-    """No token needed (embedded, loopback, no token made)."""
-    distributed: bool
-    artifacts: ArtifactStore | None
-
-
-def _context(request: Request) -> ApiContext:
-    context: ApiContext = request.app.state.api
-    return context
-
-
-def needs(scope: Scope) -> Any:
-    async def check(request: Request) -> Caller:
-        context = _context(request)
-        if context.open:
-            return Caller("open", Scope.ADMIN)
-        header = request.headers.get("authorization", "")
-        presented = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        from_cookie = False
-        if not presented:
-            presented = request.cookies.get("conveyor_token", "")
-            from_cookie = bool(presented)
-        if not presented:
-            raise ApiProblem(401, "authentication required", "send Authorization: Bearer TOKEN")
-        if from_cookie and request.method != "GET" and "x-conveyor-ui" not in request.headers:
-            # A cookie alone never steers a run: another site could make the browser send it.
-            raise ApiProblem(403, "forbidden", "actions need the UI's header or a bearer token")
-        caller = await context.tokens.check(presented)
-        if caller is None:
-            raise ApiProblem(401, "invalid token", "unknown, malformed or revoked token")
-        if caller.scope < scope:
-            raise ApiProblem(
-                403,
-                "insufficient scope",
-                f"needs {scope.name.lower()}, token has {caller.scope.name.lower()}",
-            )
-        return caller
-
-    return Depends(check)
-
-
-def _run_id(run: str) -> str:
-    if not RUN_ID.match(run):
-        raise ApiProblem(404, "no such run", "a run id is 4 to 32 hexadecimal digits")
-    return run
-
-
-def _name(value: str, what: str) -> str:
-    if not NAME.match(value):
-        raise ApiProblem(404, f"no such {what}", f"{value!r} is not a {what} name")
-    return value
+"""How often a log stream looks for new lines."""
 
 
 def _artifact_ref(value: Any) -> ArtifactRef:
@@ -108,7 +46,7 @@ def build_router() -> APIRouter:
 
     @api.get("/workflows", dependencies=[read])
     async def workflows(request: Request) -> dict[str, Any]:
-        registry = _context(request).runtime.registry
+        registry = context_of(request).runtime.registry
         items = []
         for name in registry.names():
             latest = registry.latest(name)
@@ -131,8 +69,8 @@ def build_router() -> APIRouter:
     async def workflow(
         request: Request, name: str, version: int | None = Query(None, ge=1)
     ) -> dict[str, Any]:
-        number, spec = await _context(request).runtime.registry.get(
-            _name(name, "workflow"), version
+        number, spec = await context_of(request).runtime.registry.get(
+            name_param(name, "workflow"), version
         )
         return {
             "name": name,
@@ -144,16 +82,16 @@ def build_router() -> APIRouter:
     async def trigger_records(
         request: Request, name: str, trigger: str, limit: int = Query(100, ge=1, le=1000)
     ) -> dict[str, Any]:
-        records = await _context(request).runtime.store.records(
-            _name(name, "workflow"), _name(trigger, "trigger"), limit=limit
+        records = await context_of(request).runtime.store.records(
+            name_param(name, "workflow"), name_param(trigger, "trigger"), limit=limit
         )
         return {"items": [msgspec.to_builtins(r) for r in records]}
 
     @api.post("/workflows/{name}/triggers/{trigger}/fire", status_code=202, dependencies=[admin])
     async def fire(request: Request, name: str, trigger: str) -> dict[str, Any]:
         """Fire a schedule now, by hand (its run id is that of this nominal time)."""
-        runtime = _context(request).runtime
-        latest = runtime.registry.latest(_name(name, "workflow"))
+        runtime = context_of(request).runtime
+        latest = runtime.registry.latest(name_param(name, "workflow"))
         if latest is None:
             raise ApiProblem(404, "no such workflow")
         version, spec = latest
@@ -189,12 +127,12 @@ def build_router() -> APIRouter:
         if cursor is not None:
             at, _, run_id = cursor.partition("~")
             try:
-                before = (float(at), _run_id(run_id))
+                before = (float(at), run_id_param(run_id))
             except (ValueError, ApiProblem):
                 raise ApiProblem(
                     400, "bad cursor", "use next_cursor from the previous page"
                 ) from None
-        rows = await _context(request).runtime.client.runs(
+        rows = await context_of(request).runtime.client.runs(
             workflow=workflow,
             state=state,
             limit=limit,
@@ -221,11 +159,11 @@ def build_router() -> APIRouter:
         params = body.get("params", {})
         if not isinstance(params, dict):
             raise ApiProblem(400, "bad request", "params must be an object")
-        runtime = _context(request).runtime
+        runtime = context_of(request).runtime
         version = body.get("version")
         if version is not None and (not isinstance(version, int) or version < 1):
             raise ApiProblem(400, "bad request", "version must be a positive integer")
-        number, spec = await runtime.registry.get(_name(body["workflow"], "workflow"), version)
+        number, spec = await runtime.registry.get(name_param(body["workflow"], "workflow"), version)
         resolved = resolve_params(spec, params, source="params")
         run_id = await runtime.client.submit(
             spec,
@@ -239,7 +177,7 @@ def build_router() -> APIRouter:
 
     @api.get("/runs/{run}", dependencies=[read])
     async def run_detail(request: Request, run: str) -> dict[str, Any]:
-        return run_shape(await _context(request).runtime.client.state(_run_id(run)))
+        return run_shape(await context_of(request).runtime.client.state(run_id_param(run)))
 
     @api.get("/runs/{run}/tasks/{task}/items", dependencies=[read])
     async def items(
@@ -250,8 +188,8 @@ def build_router() -> APIRouter:
         offset: int = Query(0, ge=0),
         limit: int = Query(100, ge=1, le=1000),
     ) -> dict[str, Any]:
-        found = await _context(request).runtime.client.state(_run_id(run))
-        node = found.nodes.get(_name(task, "task"))
+        found = await context_of(request).runtime.client.state(run_id_param(run))
+        node = found.nodes.get(name_param(task, "task"))
         if node is None:
             raise ApiProblem(404, "no such task", f"run {found.run_id} has no task {task!r}")
         page, next_offset = items_page(node, state=state, offset=offset, limit=limit)
@@ -264,7 +202,7 @@ def build_router() -> APIRouter:
         after: int = Query(0, ge=0),
         limit: int = Query(1000, ge=1, le=10_000),
     ) -> dict[str, Any]:
-        found = await _context(request).runtime.client.events(_run_id(run), after)
+        found = await context_of(request).runtime.client.events(run_id_param(run), after)
         page = found[:limit]
         return {
             "items": [{"position": after + i + 1, **to_builtins(e)} for i, e in enumerate(page)],
@@ -276,8 +214,8 @@ def build_router() -> APIRouter:
         request: Request, run: str, last_event_id: Annotated[str | None, Header()] = None
     ) -> StreamingResponse:
         """Server-Sent Events: each event as it is appended; resumes after Last-Event-ID."""
-        client = _context(request).runtime.client
-        run_id = await client.find(_run_id(run))
+        client = context_of(request).runtime.client
+        run_id = await client.find(run_id_param(run))
         after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
 
         async def stream() -> AsyncIterator[bytes]:
@@ -307,7 +245,7 @@ def build_router() -> APIRouter:
         after: int = Query(0, ge=0),
         limit: int = Query(5000, ge=1, le=50_000),
     ) -> dict[str, Any]:
-        lines = await _context(request).runtime.client.lines(_run_id(run), task)
+        lines = await context_of(request).runtime.client.lines(run_id_param(run), task)
         chosen = [
             ln
             for ln in lines
@@ -329,8 +267,8 @@ def build_router() -> APIRouter:
     ) -> StreamingResponse:
         """Server-Sent Events: a task's (or one item's) log lines as they are written, until
         the run ends."""
-        client = _context(request).runtime.client
-        run_id = await client.find(_run_id(run))
+        client = context_of(request).runtime.client
+        run_id = await client.find(run_id_param(run))
         seen = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
 
         async def chosen() -> list[Any]:
@@ -361,12 +299,12 @@ def build_router() -> APIRouter:
     async def artifact(
         request: Request, run: str, task: str, name: str, index: int = Query(0, ge=0)
     ) -> Response:
-        context = _context(request)
-        found = await context.runtime.client.state(_run_id(run))
-        node = found.nodes.get(_name(task, "task"))
+        context = context_of(request)
+        found = await context.runtime.client.state(run_id_param(run))
+        node = found.nodes.get(name_param(task, "task"))
         if node is None or index >= len(node.instances):
             raise ApiProblem(404, "no such artifact")
-        raw = (node.instances[index].artifacts or {}).get(_name(name, "artifact"))
+        raw = (node.instances[index].artifacts or {}).get(name_param(name, "artifact"))
         if raw is None or context.artifacts is None:
             raise ApiProblem(404, "no such artifact", f"{task}[{index}] has no artifact {name!r}")
         ref = _artifact_ref(raw)
@@ -386,7 +324,7 @@ def build_router() -> APIRouter:
         request: Request, limit: int = Query(20, ge=1, le=500)
     ) -> dict[str, Any]:
         """Messages the engine could not handle, parked with the reason (peeked, not taken)."""
-        transport = _context(request).runtime.transport
+        transport = context_of(request).runtime.transport
         peek = getattr(transport, "dead_letters", None)
         if peek is None:
             raise ApiProblem(404, "no dead letters here", "this server has no broker")
@@ -406,21 +344,21 @@ def build_router() -> APIRouter:
     @api.post("/runs/{run}/cancel", status_code=202, dependencies=[run_scope])
     async def cancel(request: Request, run: str) -> dict[str, Any]:
         return {
-            "run_id": await _context(request).runtime.client.cancel(
-                _run_id(run), "cancelled via the API"
+            "run_id": await context_of(request).runtime.client.cancel(
+                run_id_param(run), "cancelled via the API"
             )
         }
 
     @api.post("/runs/{run}/retry", status_code=202, dependencies=[run_scope])
     async def retry(request: Request, run: str) -> dict[str, Any]:
-        state = await _context(request).runtime.client.retry(_run_id(run))
+        state = await context_of(request).runtime.client.retry(run_id_param(run))
         return {"run_id": state.run_id, "round": state.round + 1}
 
     @api.post("/runs/{run}/resume", status_code=202, dependencies=[run_scope])
     async def resume(request: Request, run: str) -> dict[str, Any]:
-        context = _context(request)
+        context = context_of(request)
         run_id = await context.runtime.client.resume(
-            _run_id(run), steps_lost=not context.distributed
+            run_id_param(run), steps_lost=not context.distributed
         )
         return {"run_id": run_id}
 
@@ -431,8 +369,8 @@ def build_router() -> APIRouter:
             data = msgspec.json.decode(raw) if raw.strip() else None
         except msgspec.DecodeError:
             raise ApiProblem(400, "bad request", "the body is not JSON") from None
-        run_id = await _context(request).runtime.client.signal(
-            _run_id(run), _name(name, "signal"), data, sender="api"
+        run_id = await context_of(request).runtime.client.signal(
+            run_id_param(run), name_param(name, "signal"), data, sender="api"
         )
         return {"run_id": run_id, "signal": name}
 
@@ -440,9 +378,9 @@ def build_router() -> APIRouter:
     async def approve(
         request: Request, run: str, task: str, caller: Caller = run_scope
     ) -> dict[str, Any]:
-        client = _context(request).runtime.client
-        state = await client.state(_run_id(run))
-        node = state.nodes.get(_name(task, "task"))
+        client = context_of(request).runtime.client
+        state = await client.state(run_id_param(run))
+        node = state.nodes.get(name_param(task, "task"))
         if node is None or node.spec.signal is None:
             raise ApiProblem(404, "no such wait step", f"{task!r} is not a wait step of this run")
         await client.signal(
@@ -451,14 +389,3 @@ def build_router() -> APIRouter:
         return {"run_id": state.run_id, "task": task, "approved": True}
 
     return api
-
-
-def problem_of(exc: Exception) -> tuple[int, str, str]:
-    """Status, title and detail of an error raised under a request."""
-    if isinstance(exc, ApiProblem):
-        return exc.status, exc.title, exc.detail
-    if isinstance(exc, NotFound):
-        return 404, "not found", str(exc)
-    if isinstance(exc, InvalidInput):
-        return 400, "invalid input", str(exc)
-    return 500, "internal error", ""

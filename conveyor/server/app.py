@@ -14,7 +14,8 @@ from starlette.exceptions import HTTPException
 
 from contracts.errors import ConveyorError
 from contracts.ports import ArtifactStore
-from conveyor.server.api import ApiContext, ApiProblem, build_router, problem_of
+from conveyor.server.access import ApiContext, ApiProblem, problem_of
+from conveyor.server.api import build_router
 from conveyor.server.auth import Tokens
 from conveyor.server.runtime import TriggerRuntime
 from conveyor.server.ui import HERE, build_ui

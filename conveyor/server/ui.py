@@ -17,7 +17,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from conveyor.server.api import ApiContext, ApiProblem, needs
+from conveyor.server.access import ApiContext, ApiProblem, needs
 from conveyor.server.auth import Scope
 from conveyor.server.pictures import BAR_W, BOX_H, BOX_W, LABEL_W, dag, timeline
 from conveyor.server.shapes import items_page, summary_shape, task_shape

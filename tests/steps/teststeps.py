@@ -98,3 +98,15 @@ def deep(levels: int) -> list[object]:
     for _ in range(levels):
         value = [value]
     return value
+
+
+def stop_iteration() -> int:
+    return next(iter([]))
+
+
+def exits() -> None:
+    raise SystemExit(3)
+
+
+async def async_stop_iteration() -> int:
+    raise StopIteration

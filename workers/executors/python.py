@@ -69,17 +69,16 @@ class PythonExecutor:
                 result = await function(**step.args)
             else:
                 result = await self._threads.call(function, step.args)
-        except StepError as exc:
-            emit("stderr", traceback.format_exc().rstrip())
-            return StepOutcome(
-                ok=False, error=exc.message, reason=exc.kind, retryable=exc.retryable
-            )
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise
+        except Raised as raised:  # from a thread, with the traceback it had there
+            for line in raised.trace.rstrip().splitlines():
+                emit("stderr", line)
+            return _failed(raised.original)
+        except BaseException as exc:  # whatever a step raises fails its attempt only
             for line in traceback.format_exc().rstrip().splitlines():
                 emit("stderr", line)
-            return StepOutcome(
-                ok=False, error=f"{type(exc).__name__}: {exc}", reason=FailureKind.ERROR
-            )
+            return _failed(exc)
         return StepOutcome(ok=True, result=_plain(result))
 
     async def _in_child(self, target: str, args: dict[str, Any], emit: LogEmitter) -> StepOutcome:
@@ -124,7 +123,10 @@ class DaemonThreads:
             try:
                 result = context.run(function, **kwargs)
             except BaseException as exc:
-                loop.call_soon_threadsafe(_settle, future, None, exc)
+                # Never the exception itself: a StopIteration cannot be set on a future,
+                # and a SystemExit must not end the worker.
+                raised = Raised(exc, traceback.format_exc())
+                loop.call_soon_threadsafe(_settle, future, None, raised)
             else:
                 loop.call_soon_threadsafe(_settle, future, result, None)
 
@@ -141,6 +143,21 @@ class DaemonThreads:
             self._jobs.get()()
             with self._lock:
                 self._idle += 1
+
+
+class Raised(Exception):
+    """What a step's function raised in a thread, carried to the event loop."""
+
+    def __init__(self, original: BaseException, trace: str) -> None:
+        super().__init__(str(original))
+        self.original = original
+        self.trace = trace
+
+
+def _failed(exc: BaseException) -> StepOutcome:
+    if isinstance(exc, StepError):
+        return StepOutcome(ok=False, error=exc.message, reason=exc.kind, retryable=exc.retryable)
+    return StepOutcome(ok=False, error=f"{type(exc).__name__}: {exc}", reason=FailureKind.ERROR)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
