@@ -149,6 +149,12 @@ class RetryPolicy(Model):
 
     limit: int = Field(default=0, ge=0, le=100, description="Retries after the first attempt.")
     backoff: Backoff = Backoff()
+    delays: list[Duration] | None = Field(
+        default=None,
+        max_length=100,
+        description="Explicit delays before retry 1, 2, ... (the last repeats); instead of"
+        " backoff.",
+    )
     on: list[RetryableKind] = Field(default_factory=lambda: list(_DEFAULT_RETRY_ON))
 
     @model_validator(mode="before")
@@ -160,6 +166,8 @@ class RetryPolicy(Model):
 
     def delay_before(self, attempt: int, jitter_unit: float) -> float:
         """Seconds to wait before ``attempt`` (2 = first retry); ``jitter_unit`` in [0, 1)."""
+        if self.delays:
+            return float(self.delays[min(max(0, attempt - 2), len(self.delays) - 1)])
         b = self.backoff
         base = min(b.max, b.delay * b.factor ** max(0, attempt - 2))
         return max(0.0, base * (1.0 + b.jitter * (2.0 * jitter_unit - 1.0)))

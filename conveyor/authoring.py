@@ -32,7 +32,7 @@ import contextvars
 import functools
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -42,6 +42,7 @@ from contracts.errors import ExpressionError, InvalidInput, NonRetryableError, P
 from contracts.expressions import Template, templates_in
 from contracts.spec import Workflow
 from contracts.validation import workflow_from_data
+from conveyor.task_options import apply_options, check_options
 from conveyor.typing_rules import compatible, element_type, param_type, type_name
 
 T = TypeVar("T")
@@ -78,6 +79,17 @@ class Ref(Generic[T]):
             raise TypeError("parameters have no named outputs")
         return Ref(f"{task_expression(self.producer)}.outputs.{name}", Any, self.producer)
 
+    def __rshift__(self, other: Ref[Any]) -> Ref[Any]:
+        """``a >> b``: b runs after a (order without data); returns b, so chains read
+        ``a >> b >> c``."""
+        _order([self], other)
+        return other
+
+    def __rrshift__(self, others: list[Ref[Any]]) -> Ref[Any]:
+        """``[a, b] >> c``: c runs after both."""
+        _order(list(others), self)
+        return self
+
     def artifact(self, name: str) -> Ref[Any]:
         if self.producer is None:
             raise TypeError("parameters have no artifacts")
@@ -98,15 +110,37 @@ class _Builder:
         self.names.add(name)
         return name
 
-    def add(self, node: dict[str, Any], refs: list[Ref[Any]]) -> str:
+    def add(self, node: dict[str, Any], refs: list[Ref[Any]], after: Iterable[str] = ()) -> str:
         node["name"] = self.unique(node["name"])
-        depends = {r.producer for r in refs if r.producer}
+        depends = {r.producer for r in refs if r.producer} | set(after)
         depends |= _referenced_tasks(node)
         depends.discard(node["name"])
         if depends:
             node["depends"] = sorted(depends)
         self.tasks.append(node)
         return str(node["name"])
+
+
+def _order(before: list[Ref[Any]], after: Ref[Any]) -> None:
+    builder = current_builder(">>")
+    if after.producer is None or any(ref.producer is None for ref in before):
+        raise TypeError("only task outputs can be ordered with >>")
+    node = next(n for n in builder.tasks if n["name"] == after.producer)
+    names = set(node.get("depends", [])) | {str(ref.producer) for ref in before}
+    names.discard(after.producer)
+    node["depends"] = sorted(names)
+
+
+def _templated(value: Any, refs: list[Ref[Any]]) -> Any:
+    """Refs anywhere inside a list, tuple or dict become templates, and dependencies."""
+    if isinstance(value, Ref):
+        refs.append(value)
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _templated(v, refs) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_templated(v, refs) for v in value]
+    return value
 
 
 def task_expression(name: str) -> str:
@@ -152,8 +186,8 @@ class TaskFunction(Generic[T]):
     def __init__(self, fn: Callable[..., Any], options: dict[str, Any]) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
-        self.options = options
         self.name: str = options.pop("name", None) or fn.__name__
+        self.options = check_options(options, self.name)
         hints = typing.get_type_hints(fn, include_extras=False)
         self.signature = inspect.signature(fn)
         self.__signature__ = self.signature
@@ -225,8 +259,9 @@ class TaskFunction(Generic[T]):
         return self._record((), kwargs, mapped=over, when=None)
 
     def with_options(self, **options: Any) -> _Configured:
-        """This task with per-call options: ``when``, ``name``, ``retry``, ``timeout``, ..."""
-        return _Configured(self, options)
+        """This task with per-call options: ``when``, ``name``, ``retry``, ``timeout``,
+        ``depends`` (refs or task names that must finish first), ..."""
+        return _Configured(self, check_options(options, self.name))
 
     def _record(
         self,
@@ -244,6 +279,14 @@ class TaskFunction(Generic[T]):
         options = {**self.options, **(overrides or {})}
         name = options.pop("name", None) or self.name
         refs: list[Ref[Any]] = []
+        after: list[str] = []
+        for upstream in options.pop("depends", None) or []:
+            if isinstance(upstream, Ref) and upstream.producer:
+                refs.append(upstream)
+            elif isinstance(upstream, str):
+                after.append(upstream)
+            else:
+                raise TypeError(f"task {name!r}: depends takes task outputs or task names")
         node: dict[str, Any] = {"name": name, "python": self.target}
         item_param: str | None = None
         if mapped is not None:
@@ -268,7 +311,8 @@ class TaskFunction(Generic[T]):
                     refs.append(value)
                 args_spec[pname] = str(value)
             else:
-                args_spec[pname] = value
+                # Outputs inside a list, tuple or dict are dependencies too.
+                args_spec[pname] = _templated(value, refs)
         missing = [
             p
             for p, prm in self.signature.parameters.items()
@@ -281,7 +325,7 @@ class TaskFunction(Generic[T]):
         if args_spec:
             node["args"] = args_spec
         apply_options(node, options, when)
-        recorded = builder.add(node, refs)
+        recorded = builder.add(node, refs, after)
         result_type = list[self.return_type] if mapped is not None else self.return_type  # type: ignore[name-defined]
         return Ref(f"{task_expression(recorded)}.outputs.result", result_type, recorded)
 
@@ -317,37 +361,6 @@ class _Configured:
 
     def map(self, over: Any, /, **kwargs: Any) -> Ref[list[Any]]:
         return self.task._record((), kwargs, mapped=over, when=None, overrides=self.options)
-
-
-_OPTION_KEYS = {
-    "retry",
-    "timeout",
-    "pool",
-    "parallelism",
-    "continue_on_failure",
-    "trigger_rule",
-    "when",
-    "env",
-    "workdir",
-}
-
-
-def apply_options(node: dict[str, Any], options: dict[str, Any], when: str | None) -> None:
-    unknown = set(options) - _OPTION_KEYS - {"outputs", "artifacts"}
-    if unknown:
-        raise TypeError(f"unknown task options: {', '.join(sorted(unknown))}")
-    for key, value in options.items():
-        if key == "retry" and isinstance(value, int):
-            node["retry"] = {"limit": value}
-        elif key == "when" and isinstance(value, Ref):
-            node["when"] = value.expression
-        elif key == "env" and isinstance(value, dict):
-            # Outputs and parameters reach a step's code as variables, never spliced in.
-            node["env"] = {name: str(v) for name, v in value.items()}
-        elif value is not None:
-            node[key] = value
-    if when is not None:
-        node["when"] = when
 
 
 def task(fn: Callable[..., Any] | None = None, **options: Any) -> Any:

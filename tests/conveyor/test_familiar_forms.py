@@ -1,0 +1,50 @@
+"""Forms Prefect, Dagster and Airflow users write: lists of outputs as arguments,
+order without data, familiar option names checked when a task is declared."""
+
+from __future__ import annotations
+
+import pytest
+
+from conveyor import task
+from conveyor.testing import run_workflow
+from tests.steps import familiar
+
+
+def test_outputs_inside_lists_and_dicts_are_dependencies_and_resolved() -> None:
+    spec = familiar.fan_in.spec
+    combine = spec.task("combine")
+    assert combine.depends == ["fetch", "fetch_2", "fetch_3", "fetch_4"]
+    result = run_workflow(familiar.fan_in)
+    assert result.state.status == "succeeded"
+    # (10+11) + (20+21) + (30+31) + the first of page 9 (90)
+    assert result.state.nodes["combine"].outputs()["result"] == 213
+
+
+def test_order_without_data() -> None:
+    spec = familiar.ordered.spec
+    assert spec.task("b").depends == ["announce"]
+    assert spec.task("c").depends == ["announce"]
+    assert spec.task("d").depends == ["b", "c"]
+    result = run_workflow(familiar.ordered)
+    started = {name: node.started_at for name, node in result.state.nodes.items()}
+    assert started["d"] is not None and started["d"] >= max(started["b"], started["c"])  # type: ignore[operator]
+
+
+def test_familiar_retry_options_become_a_retry_policy() -> None:
+    spec = familiar.flaky_fetch.options["retry"]
+    assert spec == {"limit": 3, "delays": [2, 5, 15]}
+    from contracts.spec import RetryPolicy
+
+    policy = RetryPolicy.model_validate(spec)
+    assert [policy.delay_before(n, 0.5) for n in (2, 3, 4, 5)] == [2.0, 5.0, 15.0, 15.0]
+
+
+def test_a_misspelt_option_is_refused_when_the_task_is_declared() -> None:
+    with pytest.raises(TypeError, match=r"unknown option 'retrys' \(did you mean 'retry'\?\)"):
+
+        @task(retrys=3)
+        def nope() -> None:
+            return None
+
+    with pytest.raises(TypeError, match="did you mean 'timeout'"):
+        familiar.announce.with_options(timout=3)

@@ -1,0 +1,41 @@
+"""Python workflows written the way Prefect and Dagster users write them, for the tests."""
+
+from __future__ import annotations
+
+from conveyor import task, workflow
+
+
+@task
+def fetch(page: int) -> list[int]:
+    return [page * 10, page * 10 + 1]
+
+
+@task
+def combine(pages: list[list[int]], extra: dict[str, int]) -> int:
+    return sum(sum(page) for page in pages) + sum(extra.values())
+
+
+@task(retries=3, retry_delay_seconds=[2, 5, 15])
+def flaky_fetch(page: int) -> int:
+    return page
+
+
+@task
+def announce(text: str) -> str:
+    return text
+
+
+@workflow
+def fan_in() -> None:
+    pages = [fetch(p) for p in range(1, 4)]
+    combine(pages, {"bonus": fetch(9)[0]})
+
+
+@workflow
+def ordered() -> None:
+    a = announce("a")
+    b = announce.with_options(name="b", depends=[a])("b")
+    c = announce.with_options(name="c")("c")
+    d = announce.with_options(name="d")("d")
+    [b, c] >> d
+    a >> c
