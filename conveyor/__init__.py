@@ -5,8 +5,9 @@ from contracts.spec import Workflow
 from contracts.triggers import RunRequest, SensorResult
 from contracts.validation import load_workflow, parse_workflow
 from conveyor import triggers
-from conveyor.authoring import Ref, task, workflow
+from conveyor.authoring import task, workflow
 from conveyor.embedded import EmbeddedEngine
+from conveyor.refs import Ref, span
 from conveyor.steps import amqp, command, container, http, script
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "load_workflow",
     "parse_workflow",
     "script",
+    "span",
     "task",
     "triggers",
     "workflow",

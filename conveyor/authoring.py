@@ -42,6 +42,7 @@ from contracts.errors import ExpressionError, InvalidInput, NonRetryableError, P
 from contracts.expressions import Template, templates_in
 from contracts.spec import Workflow
 from contracts.validation import workflow_from_data
+from conveyor.refs import ORDERING, Ref, task_expression
 from conveyor.task_options import apply_options, check_options
 from conveyor.typing_rules import compatible, element_type, param_type, type_name
 
@@ -49,51 +50,6 @@ T = TypeVar("T")
 _building: contextvars.ContextVar[_Builder | None] = contextvars.ContextVar(
     "conveyor_building", default=None
 )
-
-
-@dataclass(frozen=True)
-class Ref(Generic[T]):
-    """The output of a task (or a workflow parameter) while a workflow is being built.
-
-    Formatting it gives its template (``f"echo {ref}"``), so refs can be used inside
-    script sources and commands too.
-    """
-
-    expression: str
-    type: Any
-    producer: str | None
-    """The task that produces it; None for a workflow parameter."""
-
-    def __format__(self, spec: str) -> str:
-        return "{{ " + self.expression + " }}"
-
-    def __str__(self) -> str:
-        return self.__format__("")
-
-    def __getitem__(self, key: str | int) -> Ref[Any]:
-        return Ref(f"{self.expression}[{key!r}]", Any, self.producer)
-
-    def output(self, name: str) -> Ref[Any]:
-        """A named output parameter of the producing task."""
-        if self.producer is None:
-            raise TypeError("parameters have no named outputs")
-        return Ref(f"{task_expression(self.producer)}.outputs.{name}", Any, self.producer)
-
-    def __rshift__(self, other: Ref[Any]) -> Ref[Any]:
-        """``a >> b``: b runs after a (order without data); returns b, so chains read
-        ``a >> b >> c``."""
-        _order([self], other)
-        return other
-
-    def __rrshift__(self, others: list[Ref[Any]]) -> Ref[Any]:
-        """``[a, b] >> c``: c runs after both."""
-        _order(list(others), self)
-        return self
-
-    def artifact(self, name: str) -> Ref[Any]:
-        if self.producer is None:
-            raise TypeError("parameters have no artifacts")
-        return Ref(f"{task_expression(self.producer)}.artifacts.{name}", Any, self.producer)
 
 
 @dataclass
@@ -121,7 +77,7 @@ class _Builder:
         return str(node["name"])
 
 
-def _order(before: list[Ref[Any]], after: Ref[Any]) -> None:
+def _order_tasks(before: list[Ref[Any]], after: Ref[Any]) -> None:
     builder = current_builder(">>")
     if after.producer is None or any(ref.producer is None for ref in before):
         raise TypeError("only task outputs can be ordered with >>")
@@ -129,6 +85,9 @@ def _order(before: list[Ref[Any]], after: Ref[Any]) -> None:
     names = set(node.get("depends", [])) | {str(ref.producer) for ref in before}
     names.discard(after.producer)
     node["depends"] = sorted(names)
+
+
+ORDERING[0] = _order_tasks
 
 
 def _templated(value: Any, refs: list[Ref[Any]]) -> Any:
@@ -141,11 +100,6 @@ def _templated(value: Any, refs: list[Ref[Any]]) -> Any:
     if isinstance(value, list | tuple):
         return [_templated(v, refs) for v in value]
     return value
-
-
-def task_expression(name: str) -> str:
-    """How expressions name a task: ``tasks.a``, or ``tasks['my-task']`` when needed."""
-    return f"tasks.{name}" if name.isidentifier() else f"tasks[{name!r}]"
 
 
 def _referenced_tasks(value: Any) -> set[str]:

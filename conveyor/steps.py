@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from conveyor.authoring import Ref, current_builder, task_expression
+from conveyor.authoring import current_builder
+from conveyor.refs import Ref, task_expression
 from conveyor.task_options import apply_options
 
 

@@ -48,3 +48,23 @@ def test_a_misspelt_option_is_refused_when_the_task_is_declared() -> None:
 
     with pytest.raises(TypeError, match="did you mean 'timeout'"):
         familiar.announce.with_options(timout=3)
+
+
+def test_arithmetic_and_ranges_over_parameters_become_expressions() -> None:
+    spec = familiar.paged.spec
+    assert spec.task("fetch").items == "range(1, (params.pages + 1))"
+    result = run_workflow(familiar.paged, {"pages": 2})
+    # pages 1 and 2: (10+11) + (20+21), and pages * 100
+    assert result.state.nodes["combine"].outputs()["result"] == 62 + 200
+
+
+def test_looping_in_python_over_a_parameter_says_how_to_fan_out() -> None:
+    from conveyor import workflow
+
+    @workflow
+    def loops(pages: int = 3) -> None:
+        for p in range(1, pages + 1):
+            familiar.fetch(p)
+
+    with pytest.raises(TypeError, match=r"task\.map\(span\(1, pages \+ 1\)\)"):
+        _ = loops.spec

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conveyor import task, workflow
+from conveyor import span, task, workflow
 
 
 @task
@@ -39,3 +39,9 @@ def ordered() -> None:
     d = announce.with_options(name="d")("d")
     [b, c] >> d
     a >> c
+
+
+@workflow
+def paged(pages: int = 3) -> None:
+    fetched = fetch.map(span(1, pages + 1))
+    combine(fetched, {"pages": pages * 100})
