@@ -45,7 +45,16 @@ StepPath = Annotated[str, AfterValidator(_inside_the_step)]
 """A file or directory a step writes or reads, relative to its working directory."""
 
 ParamType = Literal["str", "int", "float", "bool", "list", "dict", "any"]
-TriggerRule = Literal["all_succeeded", "all_done"]
+TriggerRule = Literal[
+    "all_succeeded",
+    "all_done",
+    "none_failed",
+    "none_failed_min_one_success",
+    "one_success",
+    "one_failed",
+    "all_failed",
+]
+"""When a task runs, judged once all its upstream tasks are final (Airflow's names)."""
 
 _PARAM_KEYS = {"type", "default", "description", "secret", "from_env"}
 
@@ -284,6 +293,11 @@ class Task(Model):
     timeout: Duration | None = None
     continue_on_failure: bool = False
     trigger_rule: TriggerRule = "all_succeeded"
+    branch: bool = Field(
+        default=False,
+        description="The task's result names the downstream task(s) to follow; the others"
+        " are skipped.",
+    )
     pool: Name = "default"
 
     @field_validator("workdir")

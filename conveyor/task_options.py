@@ -20,6 +20,7 @@ _OPTION_KEYS = {
     "when",
     "env",
     "workdir",
+    "branch",
 }
 
 

@@ -114,17 +114,14 @@ def _evaluate(state: RunState, node: Node) -> Event:
         )
 
     rnd = state.round
-    if spec.trigger_rule == "all_succeeded":
-        for dep in spec.depends:
-            upstream = state.nodes[dep]
-            if upstream.status == TaskStatus.SUCCEEDED:
-                continue
-            if upstream.status == TaskStatus.FAILED and upstream.spec.continue_on_failure:
-                continue
-            verb = {TaskStatus.FAILED: "failed", TaskStatus.SKIPPED: "was skipped"}.get(
-                upstream.status, upstream.status
-            )
-            return skip(f"upstream task {dep!r} {verb}")
+    for dep in spec.depends:
+        upstream = state.nodes[dep]
+        chose_other = upstream.spec.branch and upstream.status == TaskStatus.SUCCEEDED
+        if chose_other and name not in _chosen(upstream):
+            return skip(f"branch {dep!r} chose another path")
+    reason = _rule_unmet(state, node)
+    if reason is not None:
+        return skip(reason)
     if spec.when is not None:
         try:
             go = evaluate_when(state, node)
@@ -139,6 +136,52 @@ def _evaluate(state: RunState, node: Node) -> Event:
         except ExpressionError as exc:
             return fail(f"items: {exc.message}")
     return TaskExpanded(run_id=run_id, at=now, task=name, index=-1, attempt=rnd, count=count)
+
+
+def _chosen(branch: Node) -> set[str]:
+    """The downstream tasks a branch task's result names (a name or a list of names)."""
+    result = branch.instances[0].result if branch.instances else None
+    if isinstance(result, str):
+        return {result}
+    if isinstance(result, list):
+        return {str(r) for r in result}
+    return set()
+
+
+def _rule_unmet(state: RunState, node: Node) -> str | None:
+    """Why the task's trigger rule keeps it from running, or None if it runs."""
+    rule = node.spec.trigger_rule
+    if rule == "all_done":
+        return None
+    outcomes: dict[str, str] = {}
+    for dep in node.spec.depends:
+        upstream = state.nodes[dep]
+        broke = upstream.status == TaskStatus.FAILED and not upstream.spec.continue_on_failure
+        outcomes[dep] = (
+            "failed"
+            if broke
+            else ("skipped" if upstream.status == TaskStatus.SKIPPED else "succeeded")
+        )
+    failed = [d for d, o in outcomes.items() if o == "failed"]
+    succeeded = [d for d, o in outcomes.items() if o == "succeeded"]
+    if rule == "all_succeeded":
+        for dep, outcome in outcomes.items():
+            if outcome != "succeeded":
+                verb = "failed" if outcome == "failed" else "was skipped"
+                return f"upstream task {dep!r} {verb}"
+        return None
+    if rule == "none_failed":
+        return f"upstream task {failed[0]!r} failed" if failed else None
+    if rule == "none_failed_min_one_success":
+        if failed:
+            return f"upstream task {failed[0]!r} failed"
+        return None if succeeded or not outcomes else "no upstream task succeeded"
+    if rule == "one_success":
+        return None if succeeded else "no upstream task succeeded"
+    if rule == "one_failed":
+        return None if failed else "no upstream task failed"
+    # all_failed
+    return None if outcomes and len(failed) == len(outcomes) else "not every upstream task failed"
 
 
 def _dispatches(state: RunState, node: Node) -> list[Event]:

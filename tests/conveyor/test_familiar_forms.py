@@ -68,3 +68,61 @@ def test_looping_in_python_over_a_parameter_says_how_to_fan_out() -> None:
 
     with pytest.raises(TypeError, match=r"task\.map\(span\(1, pages \+ 1\)\)"):
         _ = loops.spec
+
+
+def test_a_branch_follows_one_path_and_the_join_still_runs() -> None:
+    spec = familiar.branching.spec
+    assert spec.task("choose").branch and spec.task("join").depends == [
+        "path_a",
+        "path_b",
+        "path_c",
+    ]
+    result = run_workflow(familiar.branching, {"pick": "b"})
+    states = {name: str(node.status) for name, node in result.state.nodes.items()}
+    assert states == {
+        "choose": "succeeded",
+        "path_a": "skipped",
+        "path_b": "succeeded",
+        "path_c": "skipped",
+        "join": "succeeded",
+    }
+    assert result.state.status == "succeeded"
+
+
+def test_when_the_branch_fails_nothing_after_it_runs() -> None:
+    result = run_workflow(familiar.branching, {"pick": "b"}, failures={"choose": 5})
+    states = {name: str(node.status) for name, node in result.state.nodes.items()}
+    assert states["choose"] == "failed"
+    assert {states[p] for p in ("path_a", "path_b", "path_c", "join")} == {"skipped"}
+
+
+@pytest.mark.parametrize(
+    ("rule", "runs"),
+    [
+        ("all_succeeded", False),
+        ("all_done", True),
+        ("none_failed", False),
+        ("none_failed_min_one_success", False),
+        ("one_success", True),
+        ("one_failed", True),
+        ("all_failed", False),
+    ],
+)
+def test_trigger_rules_over_a_success_and_a_failure(rule: str, runs: bool) -> None:
+    import textwrap
+
+    from contracts.validation import parse_workflow
+
+    workflow = parse_workflow(
+        textwrap.dedent(
+            f"""
+            name: rules
+            tasks:
+              - {{name: good, script: "true"}}
+              - {{name: bad, script: "false", continue_on_failure: false}}
+              - {{name: after, depends: [good, bad], trigger_rule: {rule}, script: "true"}}
+            """
+        )
+    )
+    result = run_workflow(workflow)
+    assert (str(result.state.nodes["after"].status) == "succeeded") is runs, rule

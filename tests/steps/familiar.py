@@ -45,3 +45,19 @@ def ordered() -> None:
 def paged(pages: int = 3) -> None:
     fetched = fetch.map(span(1, pages + 1))
     combine(fetched, {"pages": pages * 100})
+
+
+@task(branch=True)
+def choose(pick: str) -> str:
+    return f"path_{pick}"
+
+
+@workflow
+def branching(pick: str = "b", explode: bool = False) -> None:
+    """Airflow's branch operator: one of several paths, then a join."""
+    chosen = choose(pick)
+    paths = [
+        announce.with_options(name=f"path_{letter}", depends=[chosen])(letter) for letter in "abc"
+    ]
+    join = announce.with_options(name="join", trigger_rule="none_failed_min_one_success")
+    paths >> join("joined")
