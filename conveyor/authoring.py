@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
 from contracts.errors import ExpressionError, InvalidInput, NonRetryableError, Problem
 from contracts.expressions import Template, templates_in
@@ -75,6 +75,21 @@ class _Builder:
             node["depends"] = sorted(depends)
         self.tasks.append(node)
         return str(node["name"])
+
+
+def _adapter(tp: Any, what: str) -> TypeAdapter[Any]:
+    """How values of ``tp`` travel between steps (as JSON); a type that cannot is refused
+    here, naming the task, not deep in pydantic."""
+    try:
+        return TypeAdapter(tp)
+    except (PydanticSchemaGenerationError, TypeError) as exc:
+        name = getattr(tp, "__name__", repr(tp))
+        raise TypeError(
+            f"{what}: values of type {name} cannot travel between steps (they go as JSON)."
+            " Use plain data, a pydantic model or a dataclass; or write the value to a file"
+            " (Parquet, pickle, ...) and pass the file between tasks as an artifact"
+            " (docs/workflow-language.md, Artifacts)"
+        ) from exc
 
 
 def _order_tasks(before: list[Ref[Any]], after: Ref[Any]) -> None:
@@ -148,9 +163,13 @@ class TaskFunction(Generic[T]):
         self.param_types = {p: hints.get(p, Any) for p in self.signature.parameters}
         self.return_type = hints.get("return", Any)
         self.is_async = inspect.iscoroutinefunction(fn)
-        self._adapters = {p: TypeAdapter(t) for p, t in self.param_types.items() if t is not Any}
+        self._adapters = {
+            p: _adapter(t, f"task {self.name!r} parameter {p!r}")
+            for p, t in self.param_types.items()
+            if t is not Any
+        }
         self._out = (
-            TypeAdapter(self.return_type)
+            _adapter(self.return_type, f"task {self.name!r} result")
             if self.return_type not in (Any, None, type(None))
             else None
         )
@@ -352,7 +371,12 @@ class WorkflowFunction:
             tp = hints.get(pname, Any)
             entry: dict[str, Any] = {"type": param_type(tp)}
             if prm.default is not inspect.Parameter.empty:
-                entry["default"] = prm.default
+                # A model, dataclass, Path, enum or datetime default travels as JSON; the
+                # task that takes it gets it back as its type.
+                adapter = _adapter(tp, f"workflow parameter {pname!r}") if tp is not Any else None
+                entry["default"] = (
+                    adapter.dump_python(prm.default, mode="json") if adapter else prm.default
+                )
             params[pname] = entry
             refs[pname] = Ref(f"params.{pname}", tp, None)
         builder = _Builder(self.name)

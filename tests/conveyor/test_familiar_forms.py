@@ -126,3 +126,28 @@ def test_trigger_rules_over_a_success_and_a_failure(rule: str, runs: bool) -> No
     )
     result = run_workflow(workflow)
     assert (str(result.state.nodes["after"].status) == "succeeded") is runs, rule
+
+
+def test_models_paths_enums_and_datetimes_are_parameters_and_results() -> None:
+    spec = familiar.typed_config.spec
+    assert spec.params["settings"].default == {"name": "nightly", "limit": 10}
+    assert spec.params["where"].default == "/data/in"
+    assert spec.params["mode"].default == "careful"
+    result = run_workflow(familiar.typed_config)
+    assert result.state.status == "succeeded", result.state.reason
+    assert (
+        result.state.nodes["describe"].outputs()["result"]
+        == "nightly at /data/in (careful, 2026-12-01)"
+    )
+
+
+class Frame:  # a DataFrame, say
+    pass
+
+
+def test_a_result_the_wire_cannot_carry_is_refused_naming_the_task() -> None:
+    with pytest.raises(TypeError, match="task 'make_frame' result: values of type Frame"):
+
+        @task
+        def make_frame() -> Frame:
+            return Frame()

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
 from conveyor import span, task, workflow
 
 
@@ -61,3 +68,44 @@ def branching(pick: str = "b", explode: bool = False) -> None:
     ]
     join = announce.with_options(name="join", trigger_rule="none_failed_min_one_success")
     paths >> join("joined")
+
+
+class Mode(enum.Enum):
+    FAST = "fast"
+    CAREFUL = "careful"
+
+
+class Settings(BaseModel):
+    name: str
+    limit: int = 10
+
+
+@dataclasses.dataclass
+class Summary:
+    name: str
+    where: str
+    mode: str
+    day: str
+
+
+@task
+def configure(settings: Settings, where: Path, mode: Mode, at: datetime) -> Summary:
+    assert isinstance(settings, Settings) and isinstance(where, Path)
+    assert isinstance(mode, Mode) and isinstance(at, datetime)
+    return Summary(settings.name, str(where), mode.value, at.date().isoformat())
+
+
+@task
+def describe(summary: Summary) -> str:
+    assert isinstance(summary, Summary)  # a dataclass result comes back as the dataclass
+    return f"{summary.name} at {summary.where} ({summary.mode}, {summary.day})"
+
+
+@workflow
+def typed_config(
+    settings: Settings = Settings(name="nightly"),  # noqa: B008 (a default, as users write it)
+    where: Path = Path("/data/in"),
+    mode: Mode = Mode.CAREFUL,
+    at: datetime = datetime(2026, 12, 1, 2, 0, tzinfo=UTC),
+) -> None:
+    describe(configure(settings, where, mode, at))
