@@ -8,6 +8,8 @@ worker. The server shows them on ``/metrics``; a coordinator or worker started w
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -23,6 +25,7 @@ from contracts.events import (
     TaskSucceeded,
 )
 from contracts.ports import TriggerRecord
+from contracts.topology import task_queue
 from engine.state.model import RunState
 
 RUNS_STARTED = Counter("conveyor_runs_started", "Runs started.", ["workflow"])
@@ -45,6 +48,7 @@ TRIGGER_DECISIONS = Counter(
     "What was decided about deliveries, ticks, messages and objects.",
     ["workflow", "kind", "decision"],
 )
+QUEUE_DEPTH = Gauge("conveyor_queue_depth", "Task messages waiting, by pool.", ["pool"])
 WORKER_SLOTS = Gauge("conveyor_worker_slots", "Worker slots, busy or free.", ["pool", "use"])
 
 
@@ -78,6 +82,8 @@ class RunMetrics:
     attempts in flight (bounded by what is running)."""
 
     def __init__(self) -> None:
+        self.pools: set[str] = set()
+        """Pools tasks were dispatched to (their queues are watched)."""
         self._dispatched: dict[tuple[str, str, int, int], float] = {}
         self._started: dict[tuple[str, str, int, int], float] = {}
 
@@ -89,6 +95,7 @@ class RunMetrics:
             RUNS_FINISHED.labels(workflow, str(event.state)).inc()
         elif isinstance(event, TaskDispatched):
             self._dispatched[_key(event)] = event.at
+            self.pools.add(state.nodes[event.task].spec.pool)
         elif isinstance(event, TaskStarted):
             dispatched = self._dispatched.pop(_key(event), None)
             if dispatched is not None:
@@ -115,3 +122,17 @@ def count_decision(record: TriggerRecord) -> None:
 def worker_slots(pool: str, busy: int, total: int) -> None:
     WORKER_SLOTS.labels(pool, "busy").set(busy)
     WORKER_SLOTS.labels(pool, "free").set(max(0, total - busy))
+
+
+async def watch_queues(transport: Any, metrics: RunMetrics, every: float = 5.0) -> None:
+    """Keep the queue depth of every pool seen up to date (until cancelled)."""
+    depth = getattr(transport, "queue_depth", None)
+    if depth is None:
+        return
+    while True:
+        for pool in sorted(metrics.pools):
+            with contextlib.suppress(Exception):  # a broker hiccup: the next look will do
+                found = await depth(task_queue(pool))
+                if found is not None:
+                    QUEUE_DEPTH.labels(pool).set(found)
+        await asyncio.sleep(every)

@@ -32,7 +32,7 @@ from conveyor.cli.common import (
     settings_from,
     write_json,
 )
-from conveyor.metrics import RunMetrics, TimedRunLog, worker_slots
+from conveyor.metrics import RunMetrics, TimedRunLog, watch_queues, worker_slots
 from conveyor.preflight import PATH_VARIABLE, step_import_paths, use_import_paths
 from conveyor.progress import LiveProgress, summary
 from conveyor.report import run_report
@@ -97,12 +97,21 @@ def register(app: typer.Typer) -> None:
             if metrics_port is not None:
                 store = TimedRunLog(store)
             c = cluster.build_coordinator(settings, t, store)
+            watching = None
             if metrics_port is not None:
                 start_http_server(metrics_port)
-                c.observe(RunMetrics())
+                measured = RunMetrics()
+                c.observe(measured)
+                watching = asyncio.get_running_loop().create_task(watch_queues(t, measured))
             await c.start()
             err.print(f"coordinator running ({settings.shards} shards); Ctrl-C to stop")
-            return c.stop
+
+            async def stop() -> None:
+                if watching is not None:
+                    watching.cancel()
+                await c.stop()
+
+            return stop
 
         try:
             loop.run(_serve_until_signalled(settings, serve, Role.COORDINATOR))

@@ -3,6 +3,7 @@ else a stateless front end to the distributed engine (any number of replicas).""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from contracts.ports import ArtifactStore, Transport, TriggerStore
 from contracts.signing import Role
 from conveyor import wiring
 from conveyor.local import RunLock, local_engine
-from conveyor.metrics import RunMetrics
+from conveyor.metrics import RunMetrics, watch_queues
 from conveyor.server.runtime import TriggerRuntime
 from conveyor.settings import Settings
 from engine.client import Client
@@ -57,12 +58,24 @@ async def serving(
                 await run_store.close()
             return
         async with local_engine(settings, workers=workers) as engine:
-            engine.coordinator.observe(RunMetrics())
-            await _take_up_unfinished(engine.client, settings.home)
-            async with _runtime(
-                store, engine.client, engine.transport, settings, workflows_dir, engine.artifacts
-            ) as runtime:
-                yield runtime
+            measured = RunMetrics()
+            engine.coordinator.observe(measured)
+            watching = asyncio.get_running_loop().create_task(
+                watch_queues(engine.transport, measured)
+            )
+            try:
+                await _take_up_unfinished(engine.client, settings.home)
+                async with _runtime(
+                    store,
+                    engine.client,
+                    engine.transport,
+                    settings,
+                    workflows_dir,
+                    engine.artifacts,
+                ) as runtime:
+                    yield runtime
+            finally:
+                watching.cancel()
     finally:
         await store.close()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from contracts.events import Event, TaskFailed, TaskStarted, TaskSucceeded
 from engine.state.model import RunState
 
 BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 190, 58, 60, 24, 16
@@ -101,11 +102,15 @@ class Timeline:
     height: int
     span: float
     """Seconds from the run's submission to its end (or now)."""
+    per_attempt: bool = False
 
 
-def timeline(state: RunState, now: float) -> Timeline:
-    """One bar per task from its first start to its last finish (a fan-out's whole span);
-    an unfinished run's picture ends at ``now``."""
+def timeline(state: RunState, now: float, events: list[Event] | None = None) -> Timeline:
+    """A Gantt of the run: with its ``events``, one bar per attempt of each plain task;
+    a fan-out is one bar from its first start to its last finish, whatever its size.
+    An unfinished run's picture ends at ``now``."""
+    if events is not None:
+        return _attempts(state, now, events)
     begin = state.submitted_at
     end = state.finished_at or max(now, state.now)
     span = max(end - begin, 0.001)
@@ -124,3 +129,44 @@ def timeline(state: RunState, now: float) -> Timeline:
             label += f" · {len(node.instances):,} items"
         bars.append(Bar(name, row * ROW_H, LABEL_W + x, width, str(node.status), label))
     return Timeline(bars, max(len(state.nodes), 1) * ROW_H, span)
+
+
+def _attempts(state: RunState, now: float, events: list[Event]) -> Timeline:
+    begin = state.submitted_at
+    end = state.finished_at or max(now, state.now)
+    span = max(end - begin, 0.001)
+    started: dict[tuple[str, int], float] = {}
+    ended: dict[tuple[str, int], tuple[float, str]] = {}
+    for event in events:
+        if not isinstance(event, TaskStarted | TaskSucceeded | TaskFailed):
+            continue
+        node = state.nodes.get(event.task)
+        if node is None or node.spec.fans_out:
+            continue
+        key = (event.task, event.attempt)
+        if isinstance(event, TaskStarted):
+            started[key] = event.at
+        else:
+            ended[key] = (event.at, "succeeded" if isinstance(event, TaskSucceeded) else "failed")
+    aggregated = timeline(state, now)
+    by_task = {bar.name: bar for bar in aggregated.bars}
+    bars: list[Bar] = []
+    row = 0
+    for name, node in state.nodes.items():
+        if node.spec.fans_out:
+            if name in by_task:
+                bar = by_task[name]
+                bars.append(Bar(name, row * ROW_H, bar.x, bar.width, bar.state, bar.label))
+            row += 1
+            continue
+        attempts = sorted((a, at) for (task, a), at in started.items() if task == name)
+        for attempt, first in attempts:
+            last, outcome = ended.get((name, attempt), (end, "running"))
+            x = LABEL_W + (first - begin) / span * BAR_W
+            width = max((last - first) / span * BAR_W, 2.0)
+            label = f"attempt {attempt}: {outcome}, {last - first:.2f}s"
+            bars.append(Bar(f"{name} #{attempt}", row * ROW_H, x, width, outcome, label))
+            row += 1
+        if not attempts:
+            row += 1
+    return Timeline(bars, max(row, 1) * ROW_H, span, per_attempt=True)

@@ -25,6 +25,8 @@ from engine.triggers.schedule import Schedule
 from engine.triggers.scheduler import cursor_key, read_cursor
 
 HERE = Path(__file__).resolve().parent
+ATTEMPT_GANTT_EVENTS = 5000
+"""Runs with at most this many events get a bar per attempt in their timeline."""
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
 
@@ -112,12 +114,19 @@ def build_ui() -> APIRouter:
         return templates.TemplateResponse(request, name, page)
 
     async def _run_page(request: Request, run: str) -> dict[str, Any]:
-        state = await _context(request).runtime.client.state(run)
+        client = _context(request).runtime.client
+        state = await client.state(run)
+        # Attempt by attempt while the log is small; a big run's picture is per task.
+        events = (
+            await client.events(state.run_id)
+            if state.events_folded <= ATTEMPT_GANTT_EVENTS
+            else None
+        )
         return {
             "run": state,
             "tasks": [task_shape(node) for node in state.nodes.values()],
             "graph": dag(state),
-            "timeline": timeline(state, time.time()),
+            "timeline": timeline(state, time.time(), events),
             "waits": [
                 n.spec.name
                 for n in state.nodes.values()

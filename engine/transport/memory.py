@@ -197,6 +197,10 @@ class MemoryTransport:
             self._bindings.append((pattern, queue))
 
     # Introspection for tests and `conveyor` diagnostics.
+    async def queue_depth(self, queue: str) -> int | None:
+        found = self._queues.get(queue)
+        return None if found is None else len(found.messages)
+
     def pending(self) -> int:
         """Messages queued or delivered but not settled, over all queues."""
         queued = sum(len(q.messages) for q in self._queues.values())

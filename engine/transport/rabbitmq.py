@@ -323,6 +323,19 @@ class RabbitTransport:
         declared = await self._ensure_queue(channel, queue)
         await declared.bind(self._changes, routing_key=pattern)
 
+    async def queue_depth(self, queue: str) -> int | None:
+        """Messages waiting in ``queue`` (None if it does not exist)."""
+        connection = self._connection_or_fail()
+        channel = await connection.channel()
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+            return int(declared.declaration_result.message_count or 0)
+        except aio_pika.exceptions.ChannelClosed:
+            return None
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
     async def dead_letter_count(self) -> int:
         channel = self._publish_channel
         if channel is None:

@@ -130,6 +130,9 @@ async def test_a_live_run_is_watched_opened_and_approved(server: str, page: obje
     await expect(page.locator(".dag .node[data-task='approval']")).to_have_class(
         "node running", timeout=30_000
     )
+    # The timeline has a bar per attempt of each plain task, one for the whole fan-out.
+    await expect(page.locator(".gantt text", has_text="prepare #1")).to_be_visible()
+    await expect(page.locator(".gantt text", has_text="each")).to_have_count(1)
     await shot(page, "run-waiting")
     # The fan-out opens as a table of items, with each item's logs.
     await page.locator(".dag .node[data-task='each']").click()

@@ -59,5 +59,7 @@ async def test_coordinator_and_worker_serve_their_metrics(cluster: Cluster) -> N
     assert (
         'conveyor_task_attempts_finished_total{state="succeeded",workflow="measured"} 4.0' in text
     )
+    depth = await scrape(coordinator_port, 'conveyor_queue_depth{pool="default"}')
+    assert 'conveyor_queue_depth{pool="default"} 0.0' in depth
     slots = await scrape(worker_port, "conveyor_worker_slots")
     assert 'conveyor_worker_slots{pool="default",use="free"}' in slots
