@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from contracts.events import Event, TaskFailed, TaskStarted, TaskSucceeded
+from contracts.events import Event, TaskDispatched, TaskFailed, TaskStarted, TaskSucceeded
 from engine.state.model import RunState
 
 BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 190, 58, 60, 24, 16
@@ -138,13 +138,16 @@ def _attempts(state: RunState, now: float, events: list[Event]) -> Timeline:
     started: dict[tuple[str, int], float] = {}
     ended: dict[tuple[str, int], tuple[float, str]] = {}
     for event in events:
-        if not isinstance(event, TaskStarted | TaskSucceeded | TaskFailed):
+        if not isinstance(event, TaskDispatched | TaskStarted | TaskSucceeded | TaskFailed):
             continue
         node = state.nodes.get(event.task)
         if node is None or node.spec.fans_out:
             continue
         key = (event.task, event.attempt)
-        if isinstance(event, TaskStarted):
+        if isinstance(event, TaskDispatched):
+            if node.spec.wait is not None:  # a wait step starts waiting when dispatched
+                started[key] = event.at
+        elif isinstance(event, TaskStarted):
             started[key] = event.at
         else:
             ended[key] = (event.at, "succeeded" if isinstance(event, TaskSucceeded) else "failed")

@@ -146,6 +146,7 @@ async def test_a_live_run_is_watched_opened_and_approved(server: str, page: obje
     await shot(page, "task-items-and-logs")
     await page.get_by_role("button", name="Approve approval").click()
     await expect(page.locator("#run-state")).to_have_text("succeeded", timeout=30_000)
+    await expect(page.locator(".gantt text", has_text="approval #1")).to_be_visible()
     await page.locator(".dag .node[data-task='ship']").click()
     await expect(page.locator("#logs")).to_contain_text("shipped, approved by open")
     await shot(page, "run-succeeded")
