@@ -36,6 +36,7 @@ log = structlog.get_logger("conveyor.announce")
 
 CLOUDEVENT_TYPE_PREFIX = "dev.conveyor"
 PUBLISH_ATTEMPTS = 5
+PUBLISH_TIMEOUT = 10.0
 
 
 class AnnounceLevel(StrEnum):
@@ -125,7 +126,7 @@ class Announcer:
             key, body = self._queue.get_nowait()
             for attempt in range(1, PUBLISH_ATTEMPTS + 1):
                 try:
-                    await self._transport.announce(key, body)
+                    await asyncio.wait_for(self._transport.announce(key, body), PUBLISH_TIMEOUT)
                     break
                 except Exception as exc:  # the broker's errors are many; none may stop runs
                     if attempt == PUBLISH_ATTEMPTS:

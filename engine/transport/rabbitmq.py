@@ -44,6 +44,7 @@ from contracts.topology import (
 )
 
 log = structlog.get_logger("conveyor.rabbitmq")
+CLOSE_TIMEOUT = 10.0
 
 _RETRYABLE = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError, RuntimeError)
 
@@ -232,7 +233,11 @@ class RabbitTransport:
     async def close(self) -> None:
         self._closing = True
         if self._connection is not None:
-            await self._connection.close()
+            # A close the broker never answers must not keep a process from stopping.
+            try:
+                await asyncio.wait_for(self._connection.close(), CLOSE_TIMEOUT)
+            except TimeoutError:
+                log.warning("RabbitMQ did not answer the close; leaving the connection")
             self._connection = None
 
     async def _ensure_queue(self, channel: AbstractChannel, name: str) -> AbstractQueue:
