@@ -8,13 +8,17 @@ create``), unless the server runs open (embedded, on loopback, no token made).
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from contracts.codec import to_builtins
 from contracts.events import ArtifactRef
@@ -312,11 +316,20 @@ def build_router() -> APIRouter:
             raise ApiProblem(
                 409, "a directory", "download a directory artifact with conveyor artifact get"
             )
-        data = await context.artifacts.get_bytes(ref)
-        return Response(
-            data,
+        # Fetched to a scratch file and streamed from there: an artifact may be far larger
+        # than the server's memory.
+        scratch = Path(tempfile.mkdtemp(prefix="conveyor-download-"))
+        local = scratch / "artifact"
+        try:
+            await context.artifacts.get_path(ref, local)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        return FileResponse(
+            local,
             media_type="application/octet-stream",
-            headers={"content-disposition": f'attachment; filename="{name}"'},
+            filename=name,
+            background=BackgroundTask(shutil.rmtree, scratch, ignore_errors=True),
         )
 
     @api.get("/dead-letters", dependencies=[admin])

@@ -118,7 +118,16 @@ async def test_a_live_run_is_watched_opened_and_approved(server: str, page: obje
     from playwright.async_api import Page, expect
 
     assert isinstance(page, Page)
-    run_id = await start(server, "fan")
+    # Started from the UI: a bad parameter is refused in place, a good one opens the run.
+    await page.goto(f"{server}/workflows")
+    params = page.get_by_label("parameters of fan")
+    await params.fill('{"n": "many"}')
+    await page.get_by_role("button", name="Start a run of fan").click()
+    await expect(page.locator("form[data-start='fan'] .error")).to_contain_text("expected int")
+    await params.fill('{"n": 12}')
+    await page.get_by_role("button", name="Start a run of fan").click()
+    await expect(page.locator("#run-state")).to_have_text("running")
+    run_id = page.url.rsplit("/", 1)[-1]
     await page.goto(f"{server}/runs")
     row = page.locator("table.runs tr", has_text=run_id[:12])
     await expect(row).to_be_visible()

@@ -71,8 +71,38 @@ async function openTask(run, task, query = "") {
   if (pre) followLogs(pre.dataset.stream);
 }
 
+function wireStarts(root) {
+  for (const form of root.querySelectorAll("form[data-start]")) {
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const error = form.querySelector(".error");
+      error.textContent = "";
+      let params;
+      try {
+        params = JSON.parse(form.elements.params.value || "{}");
+      } catch (problem) {
+        error.textContent = `parameters: ${problem.message}`;
+        return;
+      }
+      const answer = await fetch("/api/v1/runs", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { ...HEADERS, "Content-Type": "application/json" },
+        body: JSON.stringify({ workflow: form.dataset.start, params }),
+      });
+      const body = await answer.json().catch(() => ({}));
+      if (!answer.ok) {
+        error.textContent = `${body.title || answer.status}: ${body.detail || ""}`;
+        return;
+      }
+      window.location = `/runs/${body.run_id}`;
+    });
+  }
+}
+
 function wire(root) {
   wireActions(root);
+  wireStarts(root);
   const run = document.getElementById("run");
   if (!run) return;
   for (const node of root.querySelectorAll("[data-task]")) {
