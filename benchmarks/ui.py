@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from webhooks import _port
 
 LONG = """
 name: long
@@ -41,14 +42,6 @@ tasks:
     items: range(10000)
     python: benchsteps:noop
 """
-
-
-def _port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

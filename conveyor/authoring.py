@@ -105,15 +105,15 @@ def _order_tasks(before: list[Ref[Any]], after: Ref[Any]) -> None:
 ORDERING[0] = _order_tasks
 
 
-def _templated(value: Any, refs: list[Ref[Any]]) -> Any:
+def templated(value: Any, refs: list[Ref[Any]]) -> Any:
     """Refs anywhere inside a list, tuple or dict become templates, and dependencies."""
     if isinstance(value, Ref):
         refs.append(value)
         return str(value)
     if isinstance(value, dict):
-        return {k: _templated(v, refs) for k, v in value.items()}
+        return {k: templated(v, refs) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_templated(v, refs) for v in value]
+        return [templated(v, refs) for v in value]
     return value
 
 
@@ -285,7 +285,7 @@ class TaskFunction(Generic[T]):
                 args_spec[pname] = str(value)
             else:
                 # Outputs inside a list, tuple or dict are dependencies too.
-                args_spec[pname] = _templated(value, refs)
+                args_spec[pname] = templated(value, refs)
         missing = [
             p
             for p, prm in self.signature.parameters.items()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from conveyor.authoring import current_builder
+from conveyor.authoring import current_builder, templated
 from conveyor.refs import Ref, task_expression
 from conveyor.task_options import apply_options
 
@@ -60,14 +60,9 @@ def container(
 
 
 def _templated(value: Any) -> Any:
-    """Refs anywhere in a request become templates (and so dependencies)."""
-    if isinstance(value, Ref):
-        return f"{value}"
-    if isinstance(value, dict):
-        return {str(k): _templated(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_templated(v) for v in value]
-    return value
+    """Refs anywhere in a request become templates (their tasks become dependencies when
+    the node is added: the builder reads them from its templates)."""
+    return templated(value, [])
 
 
 def http(

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from conveyor.server.access import ApiContext, ApiProblem, needs
+from conveyor.server.access import ApiContext, ApiProblem, needs, run_id_param
 from conveyor.server.auth import Scope
 from conveyor.server.pictures import BAR_W, BOX_H, BOX_W, LABEL_W, dag, timeline
 from conveyor.server.shapes import items_page, summary_shape, task_shape
@@ -137,13 +137,13 @@ def build_ui() -> APIRouter:
     @ui.get("/runs/{run}", response_class=HTMLResponse, dependencies=[read])
     async def run_page(request: Request, run: str) -> Response:
         return templates.TemplateResponse(
-            request, "run.html", await _run_page(request, _run_id(run))
+            request, "run.html", await _run_page(request, run_id_param(run))
         )
 
     @ui.get("/runs/{run}/live", response_class=HTMLResponse, dependencies=[read])
     async def run_live(request: Request, run: str) -> Response:
         return templates.TemplateResponse(
-            request, "run_live.html", await _run_page(request, _run_id(run))
+            request, "run_live.html", await _run_page(request, run_id_param(run))
         )
 
     @ui.get("/runs/{run}/tasks/{task}", response_class=HTMLResponse, dependencies=[read])
@@ -154,7 +154,7 @@ def build_ui() -> APIRouter:
         state: str | None = Query(None, pattern="^[a-z_]{0,20}$"),
         offset: int = Query(0, ge=0),
     ) -> Response:
-        found = await _context(request).runtime.client.state(_run_id(run))
+        found = await _context(request).runtime.client.state(run_id_param(run))
         node = found.nodes.get(task)
         if node is None:
             raise ApiProblem(404, "no such task")
@@ -197,9 +197,3 @@ def build_ui() -> APIRouter:
         return templates.TemplateResponse(request, "workflows.html", {"workflows": found})
 
     return ui
-
-
-def _run_id(run: str) -> str:
-    if not run.isalnum() or len(run) > 32:
-        raise ApiProblem(404, "no such run")
-    return run

@@ -91,7 +91,7 @@ class Firing:
         admitted before."""
         if await self.store.admit(arrival.idempotency_key, _encode(arrival), keep=self._keep):
             return True
-        await self._record(arrival, "duplicate", f"already received: run {arrival.run_id}")
+        await self.record(arrival, "duplicate", f"already received: run {arrival.run_id}")
         return False
 
     async def check(self, arrival: Arrival) -> str | None:
@@ -125,12 +125,12 @@ class Firing:
             trigger = workflow.trigger(arrival.trigger)
             params = _params(workflow, trigger, arrival)
         except (ExpressionError, InvalidInput, KeyError) as exc:
-            record = await self._record(arrival, "failed", _reason(exc))
+            record = await self.record(arrival, "failed", _reason(exc))
             await self.store.settle(arrival.idempotency_key)
             return record
         signal = getattr(trigger.source, "signal", None)
         if params is None:
-            record = await self._record(arrival, "filtered", "'when' is false")
+            record = await self.record(arrival, "filtered", "'when' is false")
         elif signal is not None:
             record = await self._signal(arrival, trigger, signal, params)
         else:
@@ -145,7 +145,7 @@ class Firing:
             # holds it (an embedded engine's queue dies with its process).
             await self.recorded(arrival.run_id)
             decision = "fired" if arrival.kind == "schedule" else "accepted"
-            record = await self._record(arrival, decision, run_id=arrival.run_id)
+            record = await self.record(arrival, decision, run_id=arrival.run_id)
         await self.store.settle(arrival.idempotency_key)
         return record
 
@@ -160,8 +160,8 @@ class Firing:
                 run, signal, data, key=arrival.idempotency_key, sender=arrival.idempotency_key
             )
         except (ExpressionError, InvalidInput, NotFound) as exc:
-            return await self._record(arrival, "failed", str(exc))
-        return await self._record(arrival, "signalled", f"signal {signal!r}", run_id=run_id)
+            return await self.record(arrival, "failed", str(exc))
+        return await self.record(arrival, "signalled", f"signal {signal!r}", run_id=run_id)
 
     async def _forward_signal(self, arrival: Arrival) -> TriggerRecord:
         """A signal queued by the command line for the server that drives the run."""
@@ -170,11 +170,11 @@ class Firing:
             run_id = await self.client.signal(
                 str(names["run"]), str(names["signal"]), names.get("data"), key=arrival.key
             )
-            record = await self._record(
+            record = await self.record(
                 arrival, "signalled", f"signal {names['signal']!r}", run_id=run_id
             )
         except (InvalidInput, NotFound) as exc:
-            record = await self._record(arrival, "failed", str(exc))
+            record = await self.record(arrival, "failed", str(exc))
         await self.store.settle(arrival.idempotency_key)
         return record
 
@@ -215,11 +215,6 @@ class Firing:
         return handled
 
     async def record(
-        self, arrival: Arrival, decision: str, reason: str = "", *, run_id: str | None = None
-    ) -> TriggerRecord:
-        return await self._record(arrival, decision, reason, run_id=run_id)
-
-    async def _record(
         self, arrival: Arrival, decision: str, reason: str = "", *, run_id: str | None = None
     ) -> TriggerRecord:
         record = TriggerRecord(
