@@ -206,9 +206,13 @@ async def test_two_servers_and_a_kill_fire_each_second_exactly_once(
     ended = time.time()
     store = RedisTriggerStore(redis_url)
     try:
-        # What a killed server admitted and did not start is started by the other's sweep.
-        await asyncio.sleep(12)
-        records = [r for r in await store.records("ticking", "tick", limit=10_000)]
+        # What a killed server admitted and did not start is started by the other's sweep:
+        # wait until nothing is left in the shared inbox.
+        async def swept() -> bool:
+            return not await store.pending()
+
+        await until(swept, 60, "the surviving server to sweep the inbox")
+        records = await store.records("ticking", "tick", limit=10_000)
     finally:
         await store.close()
     fired = [r for r in records if r.decision == "fired"]
@@ -223,9 +227,10 @@ async def test_two_servers_and_a_kill_fire_each_second_exactly_once(
     assert expected <= seconds, f"missed: {sorted(expected - seconds)[:10]}"
     for record in fired:
         assert record.run_id is not None
-    # Every fire is one run, recorded by the coordinator.
+    # Every fire is a run, recorded by the coordinator (the surviving server goes on
+    # firing while this is read, so later runs may be there too).
     runs = await cluster.store.runs(limit=10_000)
-    assert {r.run_id for r in runs} == {r.run_id for r in fired}
+    assert {r.run_id for r in fired} <= {r.run_id for r in runs}
 
 
 # -- signed webhooks at 50/s ------------------------------------------------------------
