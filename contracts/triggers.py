@@ -38,7 +38,24 @@ MAX_WEBHOOK_BYTES = 1 << 20
 """Default largest webhook body (1 MiB): larger requests get 413 and start nothing."""
 
 
-class WebhookTrigger(Model):
+class SignalsRun(Model):
+    """A trigger that may send a signal to a run instead of starting one."""
+
+    signal: Name | None = Field(
+        default=None,
+        description="Instead of starting a run, send this signal to the run that ``run``"
+        " names (its params are the signal's data).",
+    )
+    run: str | None = Field(default=None, description="Expression giving the run to signal.")
+
+    @model_validator(mode="after")
+    def _signal_names_its_run(self) -> SignalsRun:
+        if (self.signal is None) != (self.run is None):
+            raise ValueError("a trigger that signals a run names both the signal and the run")
+        return self
+
+
+class WebhookTrigger(SignalsRun):
     """A signed HTTP callback that starts a run."""
 
     preset: WebhookPreset = "hmac"
@@ -60,17 +77,6 @@ class WebhookTrigger(Model):
         description="Expression giving the delivery id, when the preset has none"
         " (a redelivery with the same id returns the same run).",
     )
-    signal: Name | None = Field(
-        default=None,
-        description="Instead of starting a run, send this signal to the run that ``run``"
-        " names (its params are the signal's data).",
-    )
-    run: str | None = Field(default=None, description="Expression giving the run to signal.")
-
-    @model_validator(mode="after")
-    def _signal_names_its_run(self) -> WebhookTrigger:
-        _check_signal(self.signal, self.run)
-        return self
 
     @model_validator(mode="after")
     def _secret_named(self) -> WebhookTrigger:
@@ -80,11 +86,6 @@ class WebhookTrigger(Model):
                 " variable holding the secret (secret_env), or say preset: none on purpose"
             )
         return self
-
-
-def _check_signal(signal: str | None, run: str | None) -> None:
-    if (signal is None) != (run is None):
-        raise ValueError("a trigger that signals a run names both the signal and the run")
 
 
 class ScheduleTrigger(Model):
@@ -120,7 +121,7 @@ class ScheduleTrigger(Model):
         return self
 
 
-class QueueTrigger(Model):
+class QueueTrigger(SignalsRun):
     """Messages on a RabbitMQ queue; each valid message starts one run."""
 
     queue: str = Field(min_length=1, max_length=255, pattern=r"^[\w.:-]+$")
@@ -135,17 +136,6 @@ class QueueTrigger(Model):
         default=None, description="Expression giving a message's id when it has no message_id."
     )
     prefetch: int = Field(default=16, ge=1, le=1000)
-    signal: Name | None = Field(
-        default=None,
-        description="Instead of starting a run, send this signal to the run that ``run``"
-        " names (its params are the signal's data).",
-    )
-    run: str | None = Field(default=None, description="Expression giving the run to signal.")
-
-    @model_validator(mode="after")
-    def _signal_names_its_run(self) -> QueueTrigger:
-        _check_signal(self.signal, self.run)
-        return self
 
 
 class SensorTrigger(Model):
