@@ -45,6 +45,7 @@ from contracts.validation import workflow_from_data
 from conveyor.refs import ORDERING, Ref, task_expression
 from conveyor.task_options import apply_options, check_options
 from conveyor.typing_rules import compatible, element_type, param_type, type_name
+from conveyor.values import check_format, decoded, encode
 
 T = TypeVar("T")
 _building: contextvars.ContextVar[_Builder | None] = contextvars.ContextVar(
@@ -77,18 +78,25 @@ class _Builder:
         return str(node["name"])
 
 
-def _adapter(tp: Any, what: str) -> TypeAdapter[Any]:
+@typing.overload
+def _adapter(tp: Any, what: str) -> TypeAdapter[Any]: ...
+@typing.overload
+def _adapter(tp: Any, what: str, *, required: bool) -> TypeAdapter[Any] | None: ...
+def _adapter(tp: Any, what: str, *, required: bool = True) -> TypeAdapter[Any] | None:
     """How values of ``tp`` travel between steps (as JSON); a type that cannot is refused
-    here, naming the task, not deep in pydantic."""
+    here, naming the task, not deep in pydantic (unless not ``required``)."""
     try:
         return TypeAdapter(tp)
     except (PydanticSchemaGenerationError, TypeError) as exc:
+        if not required:
+            return None
         name = getattr(tp, "__name__", repr(tp))
         raise TypeError(
-            f"{what}: values of type {name} cannot travel between steps (they go as JSON)."
-            " Use plain data, a pydantic model or a dataclass; or write the value to a file"
-            " (Parquet, pickle, ...) and pass the file between tasks as an artifact"
-            " (docs/workflow-language.md, Artifacts)"
+            f"{what}: values of type {name} cannot travel between steps as JSON. Store it"
+            ' in the artifact store instead: @task(result_serializer="parquet") for a'
+            ' DataFrame, "pickle" for any object (between tasks of your own code); or use'
+            " plain data, a pydantic model or a dataclass"
+            " (docs/workflow-language.md, Python values the wire cannot carry)"
         ) from exc
 
 
@@ -156,6 +164,11 @@ class TaskFunction(Generic[T]):
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.name: str = options.pop("name", None) or fn.__name__
+        self.result_format: str | None = (
+            check_format(options.pop("result_serializer"), self.name)
+            if "result_serializer" in options
+            else None
+        )
         self.options = check_options(options, self.name)
         hints = typing.get_type_hints(fn, include_extras=False)
         self.signature = inspect.signature(fn)
@@ -163,13 +176,19 @@ class TaskFunction(Generic[T]):
         self.param_types = {p: hints.get(p, Any) for p in self.signature.parameters}
         self.return_type = hints.get("return", Any)
         self.is_async = inspect.iscoroutinefunction(fn)
+        # A parameter of a type JSON cannot carry (a DataFrame) takes a value another
+        # task stored with a result_serializer; it is passed as it is decoded.
         self._adapters = {
-            p: _adapter(t, f"task {self.name!r} parameter {p!r}")
+            p: adapter
             for p, t in self.param_types.items()
-            if t is not Any
+            if t is not Any and (adapter := _adapter(t, "", required=False)) is not None
         }
         self._out = (
-            _adapter(self.return_type, f"task {self.name!r} result")
+            _adapter(
+                self.return_type,
+                f"task {self.name!r} result",
+                required=self.result_format in (None, "json"),
+            )
             if self.return_type not in (Any, None, type(None))
             else None
         )
@@ -193,13 +212,17 @@ class TaskFunction(Generic[T]):
         bound = self.signature.bind(**kwargs)
         try:
             return {
-                k: self._adapters[k].validate_python(v) if k in self._adapters else v
+                k: self._adapters[k].validate_python(decoded(v))
+                if k in self._adapters
+                else decoded(v)
                 for k, v in bound.arguments.items()
             }
         except ValidationError as exc:
             raise NonRetryableError(f"task {self.name!r}: invalid arguments: {exc}") from exc
 
     def _dump(self, value: Any) -> Any:
+        if self.result_format is not None:
+            return encode(value, self.result_format, self._out)
         return (
             self._out.dump_python(self._out.validate_python(value), mode="json")
             if self._out
@@ -234,6 +257,11 @@ class TaskFunction(Generic[T]):
     def with_options(self, **options: Any) -> _Configured:
         """This task with per-call options: ``when``, ``name``, ``retry``, ``timeout``,
         ``depends`` (refs or task names that must finish first), ..."""
+        if "result_serializer" in options:
+            raise TypeError(
+                f"task {self.name!r}: result_serializer is set where the task is declared"
+                " (@task(result_serializer=...)): workers run the function as declared"
+            )
         return _Configured(self, check_options(options, self.name))
 
     def _record(

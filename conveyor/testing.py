@@ -16,21 +16,27 @@ next timer whenever the engine is idle, so backoff and timeouts cost no real tim
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import structlog
 
-from contracts.events import Event, TaskFailed, TaskSucceeded
-from contracts.ports import LogLine
+from contracts.events import ArtifactRef, Event, TaskFailed, TaskSucceeded
+from contracts.ports import ArtifactStore, LogLine
 from contracts.spec import Workflow
 from contracts.validation import resolve_params
+from contracts.values import STORED_KEY, StoredValue, is_stored
 from contracts.vocabulary import FailureKind
 from conveyor.embedded import EmbeddedEngine
 from conveyor.logsetup import configure_logging
+from conveyor.values import decode
 from engine.state.model import Node, RunState
+from workers.artifacts import FsspecArtifactStore
 from workers.executors import DEFAULT_MIDDLEWARE, Middleware, Proceed, StepCall, StepOutcome
 
 EPOCH = 1_700_000_000.0
@@ -123,10 +129,18 @@ class TaskResult:
     outputs: dict[str, Any]
     error: str | None
     logs: list[LogLine] = field(default_factory=list)
+    artifacts: ArtifactStore | None = None
 
     @property
     def result(self) -> Any:
+        """The result as it travels: a stored value is its reference."""
         return self.outputs.get("result")
+
+    @property
+    def value(self) -> Any:
+        """The result with stored values (``result_serializer``) fetched and decoded:
+        the DataFrame or object the task returned."""
+        return _loaded(self.result, self.artifacts)
 
     def log_text(self, stream: str | None = None) -> list[str]:
         return [line.text for line in self.logs if stream is None or line.stream == stream]
@@ -137,6 +151,7 @@ class RunResult:
     state: RunState
     events: list[Event]
     logs: list[LogLine]
+    artifacts: ArtifactStore | None = None
 
     @property
     def status(self) -> str:
@@ -165,6 +180,7 @@ class RunResult:
             outputs=node.outputs() if node.instances else {},
             error=node.error,
             logs=[line for line in self.logs if line.task == name],
+            artifacts=self.artifacts,
         )
 
     def events_of(self, kind: str, task: str | None = None) -> list[Event]:
@@ -195,8 +211,12 @@ async def run_workflow_async(
     clock: FakeClock | None = None,
     workers: int = 4,
     timeout: float = 60.0,
+    artifacts: ArtifactStore | None = None,
 ) -> RunResult:
+    """``artifacts``: where stored results, big values and cached results go; by
+    default a fresh store in memory (pass one store to two runs to see caching)."""
     spec: Workflow = getattr(workflow, "spec", workflow)
+    artifacts = artifacts or FsspecArtifactStore(f"memory://conveyor-test-{uuid.uuid4().hex}")
     if not structlog.is_configured():
         # A test's output is for its own failures: the engine speaks up only for warnings.
         configure_logging("warning", "console")
@@ -211,6 +231,7 @@ async def run_workflow_async(
         workers=workers,
         clock=clock,
         timers=make_timers,
+        artifacts=artifacts,
         middleware=(*DEFAULT_MIDDLEWARE, harness(fakes or {}, failures or {})),
     ) as engine:
         run_id = await engine.submit(spec, resolve_params(spec, dict(params or {})))
@@ -227,7 +248,7 @@ async def run_workflow_async(
         state = done.result()
         events = await engine.store.read(run_id)
         logs = await engine.store.read_lines(run_id)
-    return RunResult(state=state, events=events, logs=logs)
+    return RunResult(state=state, events=events, logs=logs, artifacts=artifacts)
 
 
 def run_workflow(
@@ -235,3 +256,18 @@ def run_workflow(
 ) -> RunResult:
     """Run a workflow (a spec, or a ``@workflow`` function) to the end, in-process."""
     return asyncio.run(run_workflow_async(workflow, params, **kwargs))
+
+
+def _loaded(value: Any, store: ArtifactStore | None) -> Any:
+    if is_stored(value):
+        if store is None:
+            raise RuntimeError("this result is stored, and the run had no artifact store")
+        reference = dict(value[STORED_KEY])
+        format = reference.pop("format")
+        ref = msgspec.convert(reference, ArtifactRef)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # callable inside a loop too
+            data = pool.submit(asyncio.run, store.get_bytes(ref)).result()
+        return decode(StoredValue(data, format))
+    if isinstance(value, list):
+        return [_loaded(v, store) for v in value]
+    return value

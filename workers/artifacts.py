@@ -166,6 +166,12 @@ class FsspecArtifactStore:
         return await asyncio.to_thread(self._put_bytes, key, data)
 
     def _put_bytes(self, key: str, data: bytes) -> ArtifactRef:
+        if len(data) > self.max_bytes:
+            raise StepError(
+                f"{key.rsplit('/', 1)[-1]} is {len(data)} bytes, over the limit of"
+                f" {self.max_bytes}",
+                retryable=False,
+            )
         target = f"{self._root}/{key}"
         self._fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
         self._fs.pipe_file(target, data)

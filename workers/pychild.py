@@ -1,7 +1,7 @@
 """A child process that runs synchronous Python steps for a worker, one at a time.
 
-Started by ``workers.executors.pyprocess`` (and importing nothing of Conveyor's, so
-it starts fast); reused for step after step, and killed (with
+Started by ``workers.executors.pyprocess`` (and importing nothing of Conveyor's but
+the pure ``contracts.values``, so it starts fast); reused for step after step, and killed (with
 everything it started) when a step's time is up or its run is cancelled: a thread
 cannot be stopped, a process can.
 
@@ -12,6 +12,7 @@ worker records as the step's log lines.
 
 from __future__ import annotations
 
+import base64
 import importlib
 import os
 import sys
@@ -20,13 +21,30 @@ from typing import Any
 
 import msgspec
 
+from contracts.values import EncodedValue, StoredValue
+
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
 
-def _plain(value: Any) -> Any:
+def _answer(value: Any) -> dict[str, Any]:
+    if isinstance(value, EncodedValue):
+        encoded = {"format": value.format, "data": base64.b64encode(value.data).decode()}
+        return {"ok": True, "encoded": encoded}
     dump = getattr(value, "model_dump", None)
-    return dump(mode="json") if callable(dump) else value
+    return {"ok": True, "result": dump(mode="json") if callable(dump) else value}
+
+
+def _unmarked(value: Any, mark: str, stored: list[dict[str, Any]]) -> Any:
+    """The arguments with the worker's stored values put back in their places."""
+    if isinstance(value, dict):
+        if len(value) == 1 and mark in value:
+            entry = stored[value[mark]]
+            return StoredValue(base64.b64decode(entry["data"]), entry["format"])
+        return {k: _unmarked(v, mark, stored) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unmarked(v, mark, stored) for v in value]
+    return value
 
 
 def _call(request: dict[str, Any]) -> dict[str, Any]:
@@ -36,7 +54,10 @@ def _call(request: dict[str, Any]) -> dict[str, Any]:
     module_name, _, attribute = request["target"].partition(":")
     try:
         function = getattr(importlib.import_module(module_name), attribute)
-        return {"ok": True, "result": _plain(function(**request["args"]))}
+        args = request["args"]
+        if request.get("stored"):
+            args = _unmarked(args, request["stored_mark"], request["stored"])
+        return _answer(function(**args))
     except BaseException as exc:  # a step's SystemExit fails the step, not the child
         answer: dict[str, Any] = {
             "ok": False,

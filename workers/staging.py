@@ -16,6 +16,14 @@ from contracts.errors import StepError
 from contracts.events import ArtifactRef
 from contracts.messages import TaskReady
 from contracts.ports import ArtifactStore
+from contracts.values import (
+    STORED_KEY,
+    VALUE_FORMATS,
+    VALUES_FOLDER,
+    EncodedValue,
+    StoredValue,
+    is_stored,
+)
 from contracts.vocabulary import CLAIM_KEY, FailureKind
 from workers.executors.base import StepOutcome, confined
 
@@ -108,6 +116,8 @@ async def store_outputs(
                 f"output artifact {name!r}: the step did not write {relative!r}", retryable=False
             )
         outcome.artifacts[name] = await _store(store).put_path(_key(task, name), source)
+    if isinstance(outcome.result, EncodedValue):
+        outcome.result = await _store_value(task, outcome.result, store)
     outcome.result = await _claim_if_large(task, "result", outcome.result, store, max_value_bytes)
     for name, value in list(outcome.outputs.items()):
         outcome.outputs[name] = await _claim_if_large(
@@ -136,3 +146,63 @@ async def _claim_if_large(
         return value
     ref = await store.put_bytes(_key(task, f"{name}.json"), data)
     return {CLAIM_KEY: msgspec.to_builtins(ref)}
+
+
+async def _store_value(task: TaskReady, value: EncodedValue, store: ArtifactStore | None) -> Any:
+    if store is None:
+        raise StepError(
+            f"this task's result is to be stored as {value.format}, but no artifact store is"
+            " configured (CONVEYOR_ARTIFACTS_URL)",
+            kind=FailureKind.START,
+            retryable=False,
+        )
+    key = _key(task, f"{VALUES_FOLDER}/result.{value.format}")
+    ref = await store.put_bytes(key, value.data)
+    return {STORED_KEY: {**msgspec.to_builtins(ref), "format": value.format}}
+
+
+async def fetch_stored_values(task: TaskReady, store: ArtifactStore | None) -> TaskReady:
+    """The task with each stored value in its arguments fetched, as a ``StoredValue``.
+
+    Only a reference into the stored-values folder of this worker's store is fetched
+    (a forged one, in a parameter say, is refused), and its bytes must match the sha256.
+    """
+    args = task.step.args
+    if task.step.kind != "python" or not args or not _holds_stored(args):
+        return task
+    fetched = {name: await _fetched(value, store) for name, value in args.items()}
+    return msgspec.structs.replace(task, step=msgspec.structs.replace(task.step, args=fetched))
+
+
+def _holds_stored(value: Any) -> bool:
+    if isinstance(value, dict):
+        return STORED_KEY in value or any(_holds_stored(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_stored(v) for v in value)
+    return False
+
+
+async def _fetched(value: Any, store: ArtifactStore | None) -> Any:
+    if is_stored(value):
+        return await _fetch_value(value[STORED_KEY], store)
+    if isinstance(value, dict):
+        return {k: await _fetched(v, store) for k, v in value.items()}
+    if isinstance(value, list):
+        return [await _fetched(v, store) for v in value]
+    return value
+
+
+async def _fetch_value(reference: Any, store: ArtifactStore | None) -> StoredValue:
+    format = reference.get("format") if isinstance(reference, dict) else None
+    ref = _ref({k: v for k, v in reference.items() if k != "format"}) if format else None
+    if (
+        ref is None
+        or format not in VALUE_FORMATS
+        or f"/{VALUES_FOLDER}/" not in ref.uri
+        or "/../" in ref.uri
+    ):
+        raise StepError(
+            f"an argument is not a value stored by a worker: {reference!r}", retryable=False
+        )
+    # The store refuses a reference outside itself, and bytes that do not match.
+    return StoredValue(await _store(store).get_bytes(ref), str(format))

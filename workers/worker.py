@@ -60,7 +60,12 @@ from workers.executors import (
 from workers.logbuffer import LogBuffer
 from workers.outbox import EventOutbox
 from workers.outcomes import HANDED_BACK, Interruption, outcome_event
-from workers.staging import MAX_VALUE_BYTES, stage_inputs, store_outputs
+from workers.staging import (
+    MAX_VALUE_BYTES,
+    fetch_stored_values,
+    stage_inputs,
+    store_outputs,
+)
 from workers.tracing import attempt_trace
 
 log = structlog.get_logger("conveyor.worker")
@@ -351,6 +356,7 @@ class Worker:
                 if needs_dir:
                     workdir.mkdir(parents=True, exist_ok=True)
                 await stage_inputs(message, workdir, self._artifacts)
+                message = await fetch_stored_values(message, self._artifacts)
                 outcome = await self._steps.run(StepCall(message, emit, workdir, self._log))
                 if outcome.ok:
                     await store_outputs(

@@ -15,11 +15,13 @@ Where each runs, so that a timeout or a cancel really ends it:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextvars
 import functools
 import importlib
 import inspect
 import queue
+import secrets
 import sys
 import threading
 import traceback
@@ -29,6 +31,7 @@ from typing import Any
 
 from contracts.errors import StepError
 from contracts.messages import TaskReady
+from contracts.values import EncodedValue, StoredValue
 from contracts.vocabulary import FailureKind
 from workers.executors.base import LogEmitter, StepOutcome
 from workers.executors.pyprocess import ChildDied, ChildPool
@@ -82,12 +85,26 @@ class PythonExecutor:
         return StepOutcome(ok=True, result=_plain(result))
 
     async def _in_child(self, target: str, args: dict[str, Any], emit: LogEmitter) -> StepOutcome:
-        request = {"target": target, "args": args, "path": sys.path}
+        # Stored values go beside the arguments, each replaced by a mark no sender of the
+        # arguments can guess (so none can make the child take its data for a value).
+        mark = f"$stored-{secrets.token_hex(16)}"
+        stored: list[dict[str, Any]] = []
+        request = {
+            "target": target,
+            "args": _marked(args, mark, stored),
+            "path": sys.path,
+            "stored_mark": mark,
+            "stored": stored,
+        }
         try:
             answer = await self._children.run(request, emit)
         except ChildDied as exc:
             return StepOutcome(ok=False, error=str(exc), reason=FailureKind.ERROR)
         if answer["ok"]:
+            encoded = answer.get("encoded")
+            if encoded is not None:
+                data = base64.b64decode(encoded["data"])
+                return StepOutcome(ok=True, result=EncodedValue(data, encoded["format"]))
             return StepOutcome(ok=True, result=answer.get("result"))
         for line in answer.get("traceback", "").rstrip().splitlines():
             emit("stderr", line)
@@ -98,6 +115,17 @@ class PythonExecutor:
             reason=FailureKind(kind) if kind in set(FailureKind) else FailureKind.ERROR,
             retryable=answer.get("retryable", True),
         )
+
+
+def _marked(value: Any, mark: str, stored: list[dict[str, Any]]) -> Any:
+    if isinstance(value, StoredValue):
+        stored.append({"format": value.format, "data": base64.b64encode(value.data).decode()})
+        return {mark: len(stored) - 1}
+    if isinstance(value, dict):
+        return {k: _marked(v, mark, stored) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_marked(v, mark, stored) for v in value]
+    return value
 
 
 class DaemonThreads:

@@ -1,0 +1,79 @@
+"""Encoding a task's result in a chosen format, and decoding it for the task that takes it.
+
+``json`` (the default) is data only. ``pickle`` runs code when it is read: use it only
+between tasks of your own code; the worker reads it only from where a worker stored it
+(``contracts.values``). ``parquet`` carries a pandas DataFrame (or a pyarrow Table) with
+its column types, readable by any tool.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from contracts.errors import NonRetryableError
+from contracts.values import VALUE_FORMATS, EncodedValue, StoredValue
+
+
+def check_format(value: Any, task: str) -> str:
+    if value not in VALUE_FORMATS:
+        raise TypeError(
+            f"task {task!r}: result_serializer must be one of {', '.join(VALUE_FORMATS)},"
+            f" not {value!r}"
+        )
+    return str(value)
+
+
+def encode(value: Any, format: str, adapter: TypeAdapter[Any] | None) -> EncodedValue:
+    if format == "pickle":
+        return EncodedValue(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), format)
+    if format == "parquet":
+        return EncodedValue(_parquet(value), format)
+    if adapter is not None:
+        return EncodedValue(adapter.dump_json(adapter.validate_python(value)), format)
+    return EncodedValue(json.dumps(value).encode(), format)
+
+
+def _parquet(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    if hasattr(value, "to_parquet"):  # a pandas (or polars-like) DataFrame
+        value.to_parquet(buffer)
+        return buffer.getvalue()
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise NonRetryableError("parquet results need pyarrow (pip install pyarrow)") from exc
+    if not isinstance(value, pa.Table):
+        raise NonRetryableError(
+            f"a parquet result must be a DataFrame or a pyarrow Table, not {type(value).__name__}"
+        )
+    pq.write_table(value, buffer)
+    return buffer.getvalue()
+
+
+def decode(value: StoredValue) -> Any:
+    if value.format == "pickle":
+        return pickle.loads(value.data)
+    if value.format == "parquet":
+        try:
+            import pandas
+        except ImportError as exc:
+            raise NonRetryableError("parquet values need pandas (pip install pandas)") from exc
+        return pandas.read_parquet(io.BytesIO(value.data))
+    return json.loads(value.data)
+
+
+def decoded(value: Any) -> Any:
+    """``value`` with every stored value inside it (a fan-in's list) decoded."""
+    if isinstance(value, StoredValue):
+        return decode(value)
+    if isinstance(value, list):
+        return [decoded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: decoded(v) for k, v in value.items()}
+    return value
