@@ -23,6 +23,15 @@ class ContainerSpec(msgspec.Struct, frozen=True, kw_only=True):
     pull: str = "if-not-present"
 
 
+class CacheSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A step's cache policy, rendered (``contracts.spec.CachePolicy``)."""
+
+    key: str | None = None
+    key_fn: str | None = None
+    expire: float | None = None
+    refresh: bool = False
+
+
 class StepSpec(msgspec.Struct, frozen=True, kw_only=True):
     """A step with every template already rendered: what a worker needs, nothing more."""
 
@@ -45,6 +54,7 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True):
     """Input artifacts: path -> an artifact reference, a list of them, or a URL."""
     call: dict[str, Any] | None = None
     """An ``http`` or ``amqp`` step's request, rendered."""
+    cache: CacheSpec | None = None
 
 
 class TaskReady(msgspec.Struct, tag="task_ready", frozen=True, kw_only=True):

@@ -239,6 +239,14 @@ class ArtifactStore(Protocol):
 
     async def get_bytes(self, ref: ArtifactRef) -> bytes: ...
 
+    async def put_named(self, key: str, data: bytes) -> None:
+        """Write (or overwrite) a small object found by its key, not by a reference."""
+        ...
+
+    async def get_named(self, key: str) -> bytes | None:
+        """What ``put_named`` wrote under ``key``, or None."""
+        ...
+
 
 class TriggerRecord(msgspec.Struct, kw_only=True):
     """One decision about something that arrived for a trigger, kept to be looked at."""

@@ -182,6 +182,37 @@ class RetryPolicy(Model):
         return max(0.0, base * (1.0 + b.jitter * (2.0 * jitter_unit - 1.0)))
 
 
+class CachePolicy(Model):
+    """Memoization: an attempt whose cache key was seen before, within ``expire``, is
+    not run; the result, outputs and artifacts recorded then are its own."""
+
+    key: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="The key (templated). Default: the step's inputs, content-addressed:"
+        " its code, arguments, environment, item and input artifacts' digests.",
+    )
+    key_fn: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="module:function(context, parameters) -> str | None, called by the"
+        " worker for a python step (Prefect's cache_key_fn); None means do not cache.",
+    )
+    expire: Duration | None = Field(
+        default=None, description="How long a cached result is used; forever if unset."
+    )
+    refresh: bool = Field(
+        default=False, description="Run anyway and record the new result (refresh_cache)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        return value
+
+
 Interpreter = Literal["sh", "bash", "python"]
 STEP_KINDS = ("script", "command", "python", "container", "http", "amqp", "wait")
 
@@ -291,6 +322,9 @@ class Task(Model):
 
     retry: RetryPolicy = RetryPolicy()
     timeout: Duration | None = None
+    cache: CachePolicy | None = Field(
+        default=None, description="Reuse results of earlier attempts with the same inputs."
+    )
     continue_on_failure: bool = False
     trigger_rule: TriggerRule = "all_succeeded"
     branch: bool = Field(
@@ -339,6 +373,10 @@ class Task(Model):
             raise ValueError("'args' applies only to python steps")
         if self.parallelism is not None and self.items is None:
             raise ValueError("'parallelism' applies only to tasks with 'items'")
+        if self.cache is not None and self.wait is not None:
+            raise ValueError("'cache' does not apply to wait steps")
+        if self.cache is not None and self.cache.key_fn and self.python is None:
+            raise ValueError("'cache.key_fn' applies only to python steps")
         return self
 
     @property

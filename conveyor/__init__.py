@@ -6,6 +6,7 @@ from contracts.triggers import RunRequest, SensorResult
 from contracts.validation import load_workflow, parse_workflow
 from conveyor import triggers
 from conveyor.authoring import task, workflow
+from conveyor.caching import task_input_hash
 from conveyor.embedded import EmbeddedEngine
 from conveyor.refs import Ref, span
 from conveyor.steps import amqp, command, container, http, script
@@ -28,6 +29,7 @@ __all__ = [
     "script",
     "span",
     "task",
+    "task_input_hash",
     "triggers",
     "workflow",
 ]

@@ -300,7 +300,7 @@ class TaskFunction(Generic[T]):
                 self._check(item_param, element, mapped, name, mapped_over=True)
                 node["items"] = mapped.expression
             else:
-                node["items"] = list(mapped)
+                node["items"] = templated(list(mapped), refs)
             assigned[item_param] = Ref("item", Any, None)
         args_spec: dict[str, Any] = {}
         for pname, value in assigned.items():

@@ -1,14 +1,16 @@
 """The options a task takes in the Python API, checked when the task is declared.
 
-Names other tools use for the same thing (Prefect's ``retries`` and
-``retry_delay_seconds``) are read as Conveyor's; an unknown option is refused at once
-with the name it probably meant.
+Names other tools use for the same thing (Prefect's ``retries``,
+``retry_delay_seconds``, ``cache_key_fn``, ``cache_expiration``) are read as
+Conveyor's; an unknown option is refused at once with the name it probably meant.
 """
 
 from __future__ import annotations
 
 import difflib
 from typing import Any
+
+from conveyor.caching import CACHE_OPTIONS, cache_policy
 
 _OPTION_KEYS = {
     "retry",
@@ -21,6 +23,7 @@ _OPTION_KEYS = {
     "env",
     "workdir",
     "branch",
+    "cache",
 }
 
 
@@ -30,7 +33,12 @@ _ALIASES = {"retries": "retry", "retry_delay_seconds": "retry"}
 
 def check_options(options: dict[str, Any], task: str) -> dict[str, Any]:
     """Options as Conveyor reads them; an unknown one is refused with the likely name."""
-    known = _OPTION_KEYS | {"outputs", "artifacts", "depends", "name"} | set(_ALIASES)
+    known = (
+        _OPTION_KEYS
+        | {"outputs", "artifacts", "depends", "name"}
+        | set(_ALIASES)
+        | set(CACHE_OPTIONS)
+    )
     for key in options:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
@@ -39,6 +47,9 @@ def check_options(options: dict[str, Any], task: str) -> dict[str, Any]:
                 f"task {task!r}: unknown option {key!r}{hint}; options: {', '.join(sorted(known))}"
             )
     checked = {k: v for k, v in options.items() if k not in _ALIASES}
+    cache = cache_policy(checked, task)
+    if cache is not None:
+        checked["cache"] = cache
     if "retries" in options or "retry_delay_seconds" in options:
         retry: dict[str, Any] = {"limit": int(options.get("retries", 0))}
         delays = options.get("retry_delay_seconds")

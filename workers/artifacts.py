@@ -185,6 +185,16 @@ class FsspecArtifactStore:
             raise StepError(f"artifact {ref.uri} does not match its sha256")
         return data
 
+    async def put_named(self, key: str, data: bytes) -> None:
+        await asyncio.to_thread(self._put_bytes, key, data)
+
+    async def get_named(self, key: str) -> bytes | None:
+        try:
+            found: bytes = await asyncio.to_thread(self._fs.cat_file, f"{self._root}/{key}")
+        except FileNotFoundError:
+            return None
+        return found
+
 
 def _sha256(file: Path) -> str:
     digest = hashlib.sha256()

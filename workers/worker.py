@@ -48,6 +48,7 @@ from contracts.ports import (
 from contracts.topology import CONTROL_TOPIC, task_queue
 from contracts.tracing import DISPATCHED_AT_HEADER
 from contracts.vocabulary import AttemptRef, FailureKind
+from workers.cache import StepCache
 from workers.executors import (
     DEFAULT_MIDDLEWARE,
     Executor,
@@ -111,6 +112,7 @@ class Worker:
         self._steps = ExecutorChain(executors or default_executors(worker=self.name), middleware)
         self._artifacts = artifacts
         self._max_result_bytes = max_result_bytes
+        self._cache = StepCache(artifacts, clock)
         self._clock = clock
         self._heartbeat_interval = heartbeat_interval
         self._logs = LogBuffer(logs, clock)
@@ -309,7 +311,11 @@ class Worker:
                     return  # its message went back to the queue
                 async with self._slots:
                     started = time.monotonic()
-                    outcome = await self._run_step(message, emit)
+                    outcome = await (
+                        self._run_step(message, emit)
+                        if message.step.cache is None
+                        else self._cache.run(message, emit, self._run_step)
+                    )
                     duration = time.monotonic() - started
             except asyncio.CancelledError:
                 interruption = self._cancelled.pop(ref, None)

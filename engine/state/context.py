@@ -6,7 +6,7 @@ from typing import Any
 
 from contracts.errors import ExpressionError
 from contracts.expressions import MAX_ITEMS, as_text, render_value
-from contracts.messages import ContainerSpec, StepSpec, TaskReady
+from contracts.messages import CacheSpec, ContainerSpec, StepSpec, TaskReady
 from contracts.spec import Container, Task
 from contracts.validation import expression_of, upstream_names
 from engine.state.model import Node, RunState
@@ -48,6 +48,10 @@ def evaluate_items(state: RunState, node: Node) -> list[Any]:
     """The items of a fan-out task; raises ExpressionError if they are not a list."""
     items = node.spec.items
     if isinstance(items, list):
+        # A literal list may hold templates (a parameter among constants: [1, 2, n]).
+        if any(isinstance(item, str) and "{{" in item for item in items):
+            rendered: list[Any] = render_value(items, upstream_context(state, node))
+            return rendered
         return items
     assert items is not None
     value = expression_of(items).evaluate(upstream_context(state, node))
@@ -94,9 +98,22 @@ def render_task(state: RunState, task: str, index: int, attempt: int) -> TaskRea
             path: render_value(source, names) for path, source in spec.artifacts.in_.items()
         },
         call=_call(spec, names),
+        cache=_cache(spec, names),
     )
     return TaskReady(
         run_id=state.run_id, task=task, index=index, attempt=attempt, step=step, item=item
+    )
+
+
+def _cache(spec: Task, names: dict[str, Any]) -> CacheSpec | None:
+    policy = spec.cache
+    if policy is None:
+        return None
+    return CacheSpec(
+        key=as_text(render_value(policy.key, names)) if policy.key is not None else None,
+        key_fn=policy.key_fn,
+        expire=policy.expire,
+        refresh=policy.refresh,
     )
 
 
