@@ -110,3 +110,13 @@ def exits() -> None:
 
 async def async_stop_iteration() -> int:
     raise StopIteration
+
+
+async def async_chatty(n: int) -> int:
+    import sys
+
+    for i in range(n):
+        print(f"async line {i}")
+    sys.stderr.write("partial ")
+    sys.stderr.write("error line")  # no newline: sent when the step ends
+    return n

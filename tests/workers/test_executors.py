@@ -268,3 +268,25 @@ async def test_a_child_process_is_reused_and_its_output_recorded() -> None:
     )
     assert not refused.ok and not refused.retryable and refused.error == "bad input, do not retry"
     await executor.stop()
+
+
+@pytest.mark.parametrize("target", ["teststeps:chatty", "teststeps:async_chatty"])
+async def test_what_a_step_in_the_worker_prints_is_its_log(
+    target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    executor = PythonExecutor()
+    chain = ExecutorChain({"python": executor})
+    first, second = Lines(), Lines()
+    outcomes = await asyncio.gather(
+        chain.run(StepCall(message(kind="python", target=target, args={"n": 3}), first, Path("."))),
+        chain.run(StepCall(message(kind="python", target=target, args={"n": 2}), second, Path("."))),
+    )
+    assert all(outcome.ok for outcome in outcomes)
+    prefix = "async line" if "async" in target else "line"
+    assert first.of("stdout") == [f"{prefix} {i}" for i in range(3)]
+    assert second.of("stdout") == [f"{prefix} {i}" for i in range(2)]  # each its own
+    expected = ["partial error line"] if "async" in target else ["to stderr"]
+    assert first.of("stderr") == expected
+    print("not a step's")  # outside a step, output goes where it always went
+    assert "not a step's" in capsys.readouterr().out
+    await executor.stop()

@@ -35,6 +35,7 @@ from contracts.values import EncodedValue, StoredValue
 from contracts.vocabulary import FailureKind
 from workers.executors.base import LogEmitter, StepOutcome
 from workers.executors.pyprocess import ChildDied, ChildPool
+from workers.executors.stepoutput import capture, release
 
 
 class PythonExecutor:
@@ -67,6 +68,7 @@ class PythonExecutor:
             return StepOutcome(ok=False, error=message, reason=FailureKind.START, retryable=False)
         if step.timeout is not None and not _is_async(function):
             return await self._in_child(step.target, step.args, emit)
+        lines, token = capture(emit)  # what the step prints is its log
         try:
             if _is_async(function):
                 result = await function(**step.args)
@@ -82,6 +84,8 @@ class PythonExecutor:
             for line in traceback.format_exc().rstrip().splitlines():
                 emit("stderr", line)
             return _failed(exc)
+        finally:
+            release(lines, token)
         return StepOutcome(ok=True, result=_plain(result))
 
     async def _in_child(self, target: str, args: dict[str, Any], emit: LogEmitter) -> StepOutcome:
