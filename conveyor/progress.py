@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from contracts.events import Event, RunCompleted
+from contracts.values import STORED_KEY, is_stored
 from contracts.vocabulary import TaskStatus
 from conveyor.report import run_report, task_report
 from conveyor.terminal import displayable, plain
@@ -48,6 +49,11 @@ def _duration(seconds: float | None) -> str:
 
 
 def _short(value: Any, width: int = 60) -> str:
+    if is_stored(value):
+        stored = value[STORED_KEY]
+        return f"<stored {stored.get('format')}, {stored.get('size', 0):,} bytes>"
+    if isinstance(value, list) and value and all(is_stored(v) for v in value):
+        return f"<{len(value)} stored {value[0][STORED_KEY].get('format')} values>"
     text = (
         value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), default=str)
     )

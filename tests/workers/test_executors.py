@@ -277,9 +277,10 @@ async def test_what_a_step_in_the_worker_prints_is_its_log(
     executor = PythonExecutor()
     chain = ExecutorChain({"python": executor})
     first, second = Lines(), Lines()
+    step = {"kind": "python", "target": target}
     outcomes = await asyncio.gather(
-        chain.run(StepCall(message(kind="python", target=target, args={"n": 3}), first, Path("."))),
-        chain.run(StepCall(message(kind="python", target=target, args={"n": 2}), second, Path("."))),
+        chain.run(StepCall(message(**step, args={"n": 3}), first, Path("."))),
+        chain.run(StepCall(message(**step, args={"n": 2}), second, Path("."))),
     )
     assert all(outcome.ok for outcome in outcomes)
     prefix = "async line" if "async" in target else "line"

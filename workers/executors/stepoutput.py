@@ -76,9 +76,9 @@ class _StepStream:
 def capture(emit: LogEmitter) -> tuple[StepLines, contextvars.Token[StepLines | None]]:
     """Route this context's prints (and its threads', started after) to ``emit``."""
     if not isinstance(sys.stdout, _StepStream):
-        sys.stdout = _StepStream("stdout", sys.stdout)  # type: ignore[assignment]
+        sys.stdout = _StepStream("stdout", sys.stdout)
     if not isinstance(sys.stderr, _StepStream):
-        sys.stderr = _StepStream("stderr", sys.stderr)  # type: ignore[assignment]
+        sys.stderr = _StepStream("stderr", sys.stderr)
     lines = StepLines(emit)
     return lines, _current.set(lines)
 
