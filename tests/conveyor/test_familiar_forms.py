@@ -151,3 +151,20 @@ def test_a_result_the_wire_cannot_carry_is_refused_naming_the_task() -> None:
         @task
         def make_frame() -> Frame:
             return Frame()
+
+
+def test_a_when_naming_two_upstream_tasks_in_one_block_depends_on_both() -> None:
+    from conveyor import workflow
+
+    @workflow
+    def both() -> None:
+        familiar.announce.with_options(name="a")("a")
+        familiar.announce.with_options(name="b")("b")
+        familiar.announce.with_options(
+            name="c",
+            when="{{ tasks.a.outputs.result == 'a' and tasks.b.outputs.result == 'b' }}",
+        )("c")
+
+    assert both.spec.task("c").depends == ["a", "b"]
+    result = run_workflow(both)
+    assert result.succeeded and result.task("c").result == "c"
