@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,16 @@ class Settings(BaseSettings):
         default=DEFAULT_SHARDS, ge=1, le=1024, description="Coordinator shard queues."
     )
     amqp_heartbeat: float = Field(default=10.0, gt=0, description="AMQP connection heartbeat (s).")
+    queue_type: Literal["quorum", "classic"] = Field(
+        default="quorum",
+        description="RabbitMQ queue type of Conveyor's queues: quorum (replicated, the"
+        " broker dead-letters a message after delivery_limit deliveries) or classic.",
+    )
+    delivery_limit: int = Field(
+        default=20,
+        ge=1,
+        description="Deliveries of one message before a quorum queue dead-letters it.",
+    )
     heartbeat_interval: float = Field(default=2.0, gt=0)
     heartbeat_timeout: float = Field(default=15.0, gt=0)
     wake_interval: float = Field(default=5.0, gt=0)

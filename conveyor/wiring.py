@@ -54,7 +54,12 @@ async def transport(
     require(settings, "amqp_url")
     assert settings.amqp_url
     keys = signing_keys(settings, role)
-    t = RabbitTransport(settings.amqp_url, heartbeat=settings.amqp_heartbeat)
+    t = RabbitTransport(
+        settings.amqp_url,
+        heartbeat=settings.amqp_heartbeat,
+        queue_type=settings.queue_type,
+        delivery_limit=settings.delivery_limit,
+    )
     wrapped: DistributedTransport = t
     if keys is not None:
         accept = frozenset(Role) if role == Role.COORDINATOR else frozenset({Role.COORDINATOR})

@@ -94,7 +94,10 @@ class Coordinator:
             clock=clock,
             dispatch_batch=dispatch_batch,
         )
-        self._intake = ShardIntake(self, prefetch)
+        # A broker that counts deliveries (quorum queues) dead-letters a message that
+        # keeps failing, across coordinator restarts; else the intake counts itself.
+        broker_counts = getattr(transport, "delivery_limit", None) is not None
+        self._intake = ShardIntake(self, prefetch, count_failures=not broker_counts)
         self._wake_interval = wake_interval
         self._snapshot_every = snapshot_every
         self._artifacts = artifacts

@@ -55,9 +55,10 @@ class Handler(Protocol):
 
 
 class ShardIntake:
-    def __init__(self, handler: Handler, prefetch: int) -> None:
+    def __init__(self, handler: Handler, prefetch: int, *, count_failures: bool = True) -> None:
         self._handler = handler
         self._prefetch = prefetch
+        self._count_failures = count_failures
         self._failures: dict[bytes, int] = {}
 
     async def consume(self, consumer: Consumer) -> None:
@@ -134,6 +135,8 @@ class ShardIntake:
         self._failures.pop(key, None)
 
     def _count_failure(self, key: bytes, exc: Exception) -> None:
+        if not self._count_failures:
+            return  # the broker counts deliveries and dead-letters past its limit
         count = self._failures.get(key, 0) + 1
         if count < POISON_LIMIT:
             self._failures[key] = count

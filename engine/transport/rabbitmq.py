@@ -2,11 +2,17 @@
 
 Topology (declared idempotently at start and again on every reconnect):
 
-- every work and shard queue: durable, ``x-dead-letter-exchange: conveyor.dlx``;
-  coordinator shard queues (``conveyor.events.N``) also have
+- every work and shard queue: durable, ``x-dead-letter-exchange: conveyor.dlx``, and
+  by default a quorum queue (replicated over a cluster's nodes, Raft-backed, a
+  survivor of its leader node stopping) whose broker counts deliveries: a message
+  delivered ``x-delivery-limit`` times without being acked is dead-lettered
+  (at least once), so a message that crashes whoever takes it cannot loop forever,
+  even across restarts. ``queue_type="classic"`` serves a single node the old way;
+- coordinator shard queues (``conveyor.events.N``) also have
   ``x-single-active-consumer: true``, so extra coordinators are hot standbys;
-- ``conveyor.dlx`` (fanout, durable) -> ``conveyor.dead`` (durable): messages
-  rejected without requeue (undecodable, or failing again and again) are kept there;
+- ``conveyor.dlx`` (fanout, durable) -> ``conveyor.dead`` (durable, quorum too):
+  messages rejected without requeue (undecodable, or failing again and again) are
+  kept there;
 - ``conveyor.control`` (fanout, not durable): broadcasts such as task cancels; each
   listener has an exclusive, auto-deleted queue bound to it.
 
@@ -49,11 +55,29 @@ CLOSE_TIMEOUT = 10.0
 _RETRYABLE = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError, RuntimeError)
 
 
-def queue_arguments(name: str) -> dict[str, Any]:
+QUEUE_TYPES = ("quorum", "classic")
+DELIVERY_LIMIT = 20
+"""Deliveries of one message (to workers that die, coordinators that fail handling it,
+consumers that stop) before a quorum queue dead-letters it."""
+
+
+def queue_arguments(
+    name: str, queue_type: str = "quorum", delivery_limit: int = DELIVERY_LIMIT
+) -> dict[str, Any]:
     args: dict[str, Any] = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
+    if queue_type == "quorum":
+        args["x-queue-type"] = "quorum"
+        args["x-delivery-limit"] = delivery_limit
+        # Dead-lettered messages are kept until conveyor.dead confirms them.
+        args["x-dead-letter-strategy"] = "at-least-once"
+        args["x-overflow"] = "reject-publish"
     if is_shard_queue(name):
         args["x-single-active-consumer"] = True
     return args
+
+
+def _dead_letter_arguments(queue_type: str) -> dict[str, Any] | None:
+    return {"x-queue-type": "quorum"} if queue_type == "quorum" else None
 
 
 class RabbitDelivery:
@@ -166,8 +190,20 @@ class RabbitTransport:
     """Implements ``contracts.ports.Transport`` on RabbitMQ."""
 
     def __init__(
-        self, url: str, *, heartbeat: float | None = None, publish_retry_max: float = 2.0
+        self,
+        url: str,
+        *,
+        heartbeat: float | None = None,
+        publish_retry_max: float = 2.0,
+        queue_type: str = "quorum",
+        delivery_limit: int = DELIVERY_LIMIT,
     ) -> None:
+        if queue_type not in QUEUE_TYPES:
+            raise ConveyorError(f"queue type must be one of {', '.join(QUEUE_TYPES)}")
+        self.queue_type = queue_type
+        self.delivery_limit = delivery_limit if queue_type == "quorum" else None
+        """Set when the broker dead-letters a message delivered this many times (so a
+        consumer need not count failed handlings itself)."""
         # The AMQP heartbeat is how the broker notices a frozen peer and returns the
         # messages it held to the queue; the URL's own setting wins.
         parsed = URL(url)
@@ -212,13 +248,13 @@ class RabbitTransport:
         dlx = await channel.declare_exchange(
             DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
         )
-        dead = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True)
+        dead = await self._declare(channel, DEAD_LETTER_QUEUE, self._dead_arguments)
         await dead.bind(dlx)
         self._changes = await channel.declare_exchange(
             STATE_CHANGES_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
         )
         for name in list(self._declared):
-            await channel.declare_queue(name, durable=True, arguments=queue_arguments(name))
+            await self._declare(channel, name, self._arguments(name))
 
     async def _on_reconnect(self, *_args: Any) -> None:
         log.info("reconnected to RabbitMQ; re-declaring topology")
@@ -240,8 +276,29 @@ class RabbitTransport:
                 log.warning("RabbitMQ did not answer the close; leaving the connection")
             self._connection = None
 
+    def _arguments(self, name: str) -> dict[str, Any]:
+        return queue_arguments(name, self.queue_type, self.delivery_limit or DELIVERY_LIMIT)
+
+    @property
+    def _dead_arguments(self) -> dict[str, Any] | None:
+        return _dead_letter_arguments(self.queue_type)
+
+    async def _declare(
+        self, channel: AbstractChannel, name: str, arguments: dict[str, Any] | None
+    ) -> AbstractQueue:
+        try:
+            return await channel.declare_queue(name, durable=True, arguments=arguments)
+        except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+            raise ConveyorError(
+                f"queue {name!r} exists on the broker with other settings than a"
+                f" {self.queue_type} queue of Conveyor's ({exc}). A queue's type cannot"
+                " change: drain and delete it (rabbitmqctl delete_queue), or set"
+                " CONVEYOR_QUEUE_TYPE to the type it has",
+                retryable=False,
+            ) from exc
+
     async def _ensure_queue(self, channel: AbstractChannel, name: str) -> AbstractQueue:
-        queue = await channel.declare_queue(name, durable=True, arguments=queue_arguments(name))
+        queue = await self._declare(channel, name, self._arguments(name))
         self._declared.add(name)
         return queue
 
@@ -345,14 +402,14 @@ class RabbitTransport:
         channel = self._publish_channel
         if channel is None:
             raise ConveyorError("transport not started")
-        queue = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True)
+        queue = await self._declare(channel, DEAD_LETTER_QUEUE, self._dead_arguments)
         return int(queue.declaration_result.message_count or 0)
 
     async def dead_letters(self, limit: int = 20) -> list[tuple[bytes, Mapping[str, Any]]]:
         """Peek at dead-lettered messages (they stay in the queue)."""
         channel = await self._connection_or_fail().channel()
         try:
-            queue = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True)
+            queue = await self._declare(channel, DEAD_LETTER_QUEUE, self._dead_arguments)
             seen: list[AbstractIncomingMessage] = []
             for _ in range(limit):
                 message = await queue.get(no_ack=False, fail=False)

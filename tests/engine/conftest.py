@@ -26,7 +26,7 @@ async def engine(request: pytest.FixtureRequest) -> AsyncIterator[EmbeddedEngine
     store = RedisRunLog(redis_url)
     await store._redis.flushdb()
     await purge(amqp_url)
-    transport = RabbitTransport(amqp_url)
+    transport = RabbitTransport(amqp_url, delivery_limit=5)
     async with EmbeddedEngine(
         store,
         workers=4,

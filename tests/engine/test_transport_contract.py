@@ -7,12 +7,13 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aio_pika
 import pytest
 
 from contracts.errors import ConveyorError
 from contracts.ports import processing
 from engine.transport.memory import MemoryTransport
-from engine.transport.rabbitmq import RabbitTransport
+from engine.transport.rabbitmq import RabbitTransport, queue_arguments
 
 Transport = Any  # MemoryTransport | RabbitTransport: the Protocol plus dead-letter peeking
 
@@ -180,3 +181,55 @@ def test_topic_matching_follows_amqp() -> None:
     assert topic_matches("#", "task.etl.running")
     assert not topic_matches("run.*", "run.etl.failed")
     assert topic_matches("run.etl.#", "run.etl")
+
+
+async def test_queues_are_quorum_by_default_and_a_mismatch_is_said_clearly(
+    amqp_url: str, q: str
+) -> None:
+    quorum = RabbitTransport(amqp_url)
+    await quorum.start()
+    try:
+        await quorum.publish(q, [b"one"])
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            quorum_only = "x-(queue-type|delivery-limit|dead-letter-strategy|overflow)"
+            with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed, match=quorum_only):
+                channel = await connection.channel()
+                # The same queue as a classic one: not what it is.
+                await channel.declare_queue(
+                    q, durable=True, arguments=queue_arguments(q, "classic")
+                )
+            channel = await connection.channel()
+            await channel.declare_queue(f"{q}.classic", durable=True)
+        # A queue's type cannot change: a transport expecting the other type says so and
+        # what to do, and nothing is lost.
+        with pytest.raises(ConveyorError, match="other settings than a quorum queue"):
+            await quorum.consume(f"{q}.classic", prefetch=1)
+        classic = RabbitTransport(amqp_url, queue_type="classic")
+        with pytest.raises(ConveyorError, match="drain and delete it"):
+            await classic.start()  # conveyor.dead is a quorum queue on this broker
+        await classic.close()
+        assert await quorum.queue_depth(q) == 1
+    finally:
+        await quorum.close()
+
+
+async def test_a_quorum_queue_dead_letters_past_its_delivery_limit(amqp_url: str, q: str) -> None:
+    transport = RabbitTransport(amqp_url, delivery_limit=2)
+    await transport.start()
+    try:
+        await transport.publish(q, [b"crashes-its-consumer"])
+        deliveries = 0
+        for _ in range(3):  # a consumer that dies each time (its deliveries go back)
+            consumer = await transport.consume(q, prefetch=1)
+            async with asyncio.timeout(10):
+                async for _delivery in consumer:
+                    deliveries += 1
+                    break
+            await consumer.close()
+        async with asyncio.timeout(10):
+            while b"crashes-its-consumer" not in await dead_bodies(transport):
+                await asyncio.sleep(0.05)
+        assert deliveries == 3 and await transport.queue_depth(q) == 0
+    finally:
+        await transport.close()
