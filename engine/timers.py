@@ -11,11 +11,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 
 from contracts.codec import decode_event, encode
 from contracts.events import Event
+from engine.redis_client import redis_client
 from engine.redis_retry import retrying
 
 log = structlog.get_logger("conveyor.timers")
@@ -91,7 +91,7 @@ class RedisTimers:
         poll_interval: float = 0.05,
         claim_lease: float = 30.0,
     ) -> None:
-        self._redis: Any = aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self._redis: Any = redis_client(url, socket_timeout=5, socket_connect_timeout=2)
         self._claim = self._redis.register_script(_CLAIM)
         self._fire = fire
         self._clock = clock

@@ -25,13 +25,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
-import redis.asyncio as aioredis
 import structlog
 
 from contracts.codec import decode_event, encode
 from contracts.errors import NotFound
 from contracts.events import Event
 from contracts.ports import LogLine, RunSummary
+from engine.redis_client import redis_client
 from engine.redis_retry import retrying
 from engine.runlog.index import index_update, matches
 
@@ -124,7 +124,7 @@ class RedisRunLog:
     def __init__(self, url: str, *, retry_max: float = 2.0) -> None:
         # Responses are bytes (no decode_responses); redis-py's stubs cannot say which
         # command returns what under that setting, so the client is typed loosely.
-        self._redis: Any = aioredis.from_url(
+        self._redis: Any = redis_client(
             url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
         )
         self._append = self._redis.register_script(_APPEND)

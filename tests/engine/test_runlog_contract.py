@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
 from contracts.errors import NotFound
 from contracts.events import RunCompleted, RunSubmitted, TaskDispatched, TaskSucceeded
@@ -16,16 +17,19 @@ from engine.runlog.redis import RedisRunLog
 from engine.runlog.sqlite import SqliteRunLog
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
     s: RunStore
     if request.param == "memory":
         s = MemoryRunLog()
     elif request.param == "sqlite":
         s = SqliteRunLog(tmp_path / "c.db")
-    else:
+    elif request.param == "redis":
         s = RedisRunLog(request.getfixturevalue("redis_url"))
         await s._redis.flushdb()  # a clean index for each test on the shared server
+    else:
+        s = RedisRunLog(request.getfixturevalue("redis_cluster").url)
+        await s._redis.flushdb(target_nodes=RedisCluster.PRIMARIES)
     yield s
     await s.close()
 

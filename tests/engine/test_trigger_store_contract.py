@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
 from contracts.errors import NotFound
 from contracts.ports import TriggerRecord, TriggerStore
@@ -27,7 +28,7 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path, clock: Clock
 ) -> AsyncIterator[TriggerStore]:
@@ -36,9 +37,12 @@ async def store(
         s = MemoryTriggerStore(clock)
     elif request.param == "sqlite":
         s = SqliteTriggerStore(tmp_path / "c.db", clock)
-    else:
+    elif request.param == "redis":
         s = RedisTriggerStore(request.getfixturevalue("redis_url"), clock)
         await s._redis.flushdb()
+    else:
+        s = RedisTriggerStore(request.getfixturevalue("redis_cluster").url, clock)
+        await s._redis.flushdb(target_nodes=RedisCluster.PRIMARIES)
     yield s
     await s.close()
 

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
 
 from contracts.errors import NotFound
 from contracts.ports import TriggerRecord
+from engine.redis_client import redis_client
 from engine.triggers.stores import RECORDS_KEPT
 
 PREFIX = "conveyor:{triggers}"
@@ -49,7 +49,7 @@ def _key(*parts: str) -> str:
 
 class RedisTriggerStore:
     def __init__(self, url: str, clock: Callable[[], float] = time.time) -> None:
-        self._redis: Any = aioredis.from_url(
+        self._redis: Any = redis_client(
             url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
         )
         self._clock = clock

@@ -1,0 +1,123 @@
+"""Clusters on one machine for the tests: a Redis Cluster of three masters, each with a
+replica (and, in tests/integration, a three-node RabbitMQ cluster)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.services import free_port, wait_for_port
+
+
+@dataclass
+class LocalRedisCluster:
+    base: Path
+    masters: int = 3
+    ports: list[int] = field(default_factory=list)
+    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.ports[0]}"
+
+    def start(self) -> None:
+        self.ports = [free_port() for _ in range(self.masters * 2)]
+        for port in self.ports:
+            self.start_node(port)
+        done = subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{port}" for port in self.ports],
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
+        self.wait_until_ok()
+
+    def start_node(self, port: int) -> None:
+        folder = self.base / str(port)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.procs[port] = subprocess.Popen(
+            [
+                "redis-server",
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "1000",
+                # The bus port defaults to port + 10000, past 65535 for a high free port.
+                "--cluster-port", str(free_port()),
+                "--appendonly", "yes",
+                "--save", "",
+                "--dir", str(folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        wait_for_port(port, 20, self.procs[port])
+
+    def cli(self, port: int, *args: str) -> str:
+        done = subprocess.run(
+            ["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=30
+        )
+        return done.stdout
+
+    def wait_until_ok(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            live = [port for port, proc in self.procs.items() if proc.poll() is None]
+            if all("cluster_state:ok" in self.cli(port, "cluster", "info") for port in live):
+                return
+            time.sleep(0.2)
+        raise RuntimeError("the Redis Cluster did not become ok")
+
+    def roles(self) -> dict[int, str]:
+        """Each live node's role: master or slave."""
+        found = {}
+        for port, proc in self.procs.items():
+            if proc.poll() is None:
+                info = self.cli(port, "role")
+                found[port] = info.split("\n", 1)[0].strip()
+        return found
+
+    def master_of_slot_key(self, key: str) -> int:
+        slot = self.cli(self.ports[0], "cluster", "keyslot", key).strip()
+        for line in self.cli(self.ports[0], "cluster", "nodes").splitlines():
+            parts = line.split()
+            if "master" not in parts[2] or "fail" in parts[2]:
+                continue
+            for span in parts[8:]:
+                low, _, high = span.partition("-")
+                if low.isdigit() and int(low) <= int(slot) <= int(high or low):
+                    return int(parts[1].split(":")[1].split("@")[0])
+        raise RuntimeError(f"no master serves {key}")
+
+    def replica_of(self, master: int) -> int:
+        master_id = self.cli(master, "cluster", "myid").strip()
+        for line in self.cli(master, "cluster", "nodes").splitlines():
+            parts = line.split()
+            if parts[3] == master_id and "slave" in parts[2]:
+                return int(parts[1].split(":")[1].split("@")[0])
+        raise RuntimeError(f"no replica of {master}")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs.clear()
