@@ -45,7 +45,12 @@ class Settings(BaseSettings):
         description="Deliveries of one message before a quorum queue dead-letters it.",
     )
     heartbeat_interval: float = Field(default=2.0, gt=0)
-    heartbeat_timeout: float = Field(default=15.0, gt=0)
+    heartbeat_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        description="The lease of a started attempt: one whose worker sent no heartbeat"
+        " for this long runs again elsewhere (the AMQP heartbeat is kept under a third).",
+    )
     wake_interval: float = Field(default=5.0, gt=0)
     worker_grace: float = Field(default=30.0, ge=0)
     dispatch_batch: int = Field(

@@ -54,9 +54,13 @@ async def transport(
     require(settings, "amqp_url")
     assert settings.amqp_url
     keys = signing_keys(settings, role)
+    # A frozen process holds the messages delivered to it (and not yet acked) until the
+    # broker misses two AMQP heartbeats: keep that within the attempts' lease, so every
+    # task a frozen worker held runs elsewhere within the lease time.
+    heartbeat = min(settings.amqp_heartbeat, settings.heartbeat_timeout / 3)
     t = RabbitTransport(
         settings.amqp_url,
-        heartbeat=settings.amqp_heartbeat,
+        heartbeat=heartbeat,
         queue_type=settings.queue_type,
         delivery_limit=settings.delivery_limit,
     )

@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -305,3 +306,62 @@ async def test_step_longer_than_the_broker_consumer_timeout(
     state = await cluster.finished(run_id, timeout=150)
     assert state.status == "succeeded"
     assert state.nodes["step"].instances[0].attempt == 1
+
+
+async def test_every_task_a_frozen_worker_held_runs_elsewhere_within_the_lease(
+    cluster: Cluster,
+) -> None:
+    """SIGSTOP: the worker neither dies nor beats. Its started attempts come back when
+    their lease ends; the messages delivered to it and not started yet come back when the
+    broker misses its AMQP heartbeats, which are kept within the lease. After SIGCONT its
+    late results change nothing."""
+    lease = 4.0
+    cluster.env.update(
+        CONVEYOR_HEARTBEAT_TIMEOUT=str(lease),
+        CONVEYOR_AMQP_HEARTBEAT="30",  # asked for; kept under a third of the lease
+        CONVEYOR_DISPATCH_BATCH="1",  # one task per message: some wait in its prefetch
+    )
+    cluster.coordinator()
+    frozen = cluster.worker(concurrency=2)
+    run_id = await cluster.submit(
+        """
+        name: frozen
+        tasks:
+          - name: each
+            items: "{{ range(10) }}"
+            script: sleep 1; echo "attempt $CONVEYOR_ATTEMPT"
+        """
+    )
+    events = await cluster.wait_until(run_id, started("each", 1), 30, "two items to start")
+    cluster.signal(frozen, signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    held = {e.index for e in events if e.kind == "task_started"}
+    cluster.worker(concurrency=10)
+
+    def all_running_elsewhere(ev: list[Any]) -> bool:
+        elsewhere = {e.index for e in ev if e.kind == "task_started" and e.worker != events_worker}
+        return elsewhere >= set(range(10))
+
+    events_worker = next(e.worker for e in events if e.kind == "task_started")
+    await cluster.wait_until(run_id, all_running_elsewhere, 60, "every item to run elsewhere")
+    moved_in = time.monotonic() - stopped_at
+    report(f"frozen worker (lease {lease:g}s) -> every item it held running elsewhere", moved_in)
+    assert moved_in < lease + 3.0  # the lease, the lease check's period, a process start
+    state = await cluster.finished(run_id)
+    assert state.status == "succeeded"
+    cluster.signal(frozen, signal.SIGCONT)  # it wakes and reports what it finished late
+    events = await cluster.wait_until(
+        run_id,
+        lambda ev: any(
+            isinstance(e, TaskSucceeded) and e.attempt == 1 and e.index in held for e in ev
+        ),
+        30,
+        "a late result from the frozen worker",
+    )
+    from engine.state import replay
+
+    final = replay(events)
+    assert final.status == "succeeded"
+    results = final.nodes["each"].outputs()["result"]
+    assert all(results[i] == "attempt 2" for i in held)  # the late attempt 1 is ignored
+    assert_one_success_in_state(final, events, "each")
