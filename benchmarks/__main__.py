@@ -14,7 +14,10 @@ servers, prints a table, and with ``--json`` prints one JSON object as its last 
 - ``chain_100_hop_p50_ms`` / ``_p99_ms``: the same cluster, 100 no-op steps in a chain;
   time from one step's result to the next step's start, from the run log's
   timestamps; percentiles over the hops of three chains.
-- ``celery_*``: Celery 5 on the same servers, prefork concurrency 8.
+- ``celery_*``: Celery 5 on the same servers, prefork with one process per core (its
+  documented default); ``dramatiq_group_10k_tasks_per_s``: Dramatiq's group of 10,000
+  no-ops, one process per core with 8 threads; ``dask_fanout_10k_tasks_per_s``: Dask's
+  local threaded scheduler on the same 1 -> 10,000 -> 1 graph.
 - ``webhook_*``, ``bare_fastapi_*``: webhook accept latency against a bare FastAPI
   endpoint, and delivery to first step started (``benchmarks/webhooks.py``).
 - ``ui_*``, ``api_*``, ``sse_*``: a 100,000-item run page in Chromium, paging 10,000
@@ -54,11 +57,15 @@ from engine.transport.rabbitmq import RabbitTransport  # noqa: E402
 
 
 def _size(n: int) -> str:
-    """10000 -> ``10k``: how figures name the size of a run."""
+    """10000 -> ``10k``, 1000000 -> ``1m``: how figures name the size of a run."""
+    if n % 1_000_000 == 0:
+        return f"{n // 1_000_000}m"
     return f"{n // 1000}k" if n % 1000 == 0 else str(n)
 
 
-def fanout(n: int) -> Any:
+def fanout(n: int, items_from_range: bool = False) -> Any:
+    """1 -> n -> 1 no-ops; the items a literal list, or ``range(n)`` evaluated by the engine."""
+    items: Any = f"{{{{ range({n}) }}}}" if items_from_range else list(range(n))
     return workflow_from_data(
         {
             "name": f"fanout-{n}",
@@ -67,7 +74,7 @@ def fanout(n: int) -> Any:
                 {
                     "name": "each",
                     "depends": ["start"],
-                    "items": list(range(n)),
+                    "items": items,
                     "python": "benchsteps:noop",
                     "args": {"i": "{{ item }}"},
                 },
@@ -282,11 +289,24 @@ async def _cluster(amqp_url: str, redis_url: str) -> AsyncIterator[tuple[Any, An
         await store.close()
 
 
-async def distributed_fanout(amqp_url: str, redis_url: str, n: int = 10_000) -> dict[str, float]:
-    """Submit to completion, worker start-up included."""
-    import resource
+async def distributed_fanout(
+    amqp_url: str, redis_url: str, n: int = 10_000, items_from_range: bool = False
+) -> dict[str, float]:
+    """Submit to completion, worker start-up included. The coordinator's peak memory is
+    sampled while the run lasts (this process may hold memory from earlier benchmarks:
+    run one size alone, ``--only fanout1m``, for a clean figure)."""
+    import psutil
 
     from engine.client import Client
+
+    peak = 0
+
+    async def sample() -> None:
+        nonlocal peak
+        me = psutil.Process()
+        while True:
+            peak = max(peak, me.memory_info().rss)
+            await asyncio.sleep(0.2)
 
     async with _cluster(amqp_url, redis_url) as (coordinator, transport, store):
         info = await store._redis.info("stats")
@@ -294,10 +314,12 @@ async def distributed_fanout(amqp_url: str, redis_url: str, n: int = 10_000) -> 
         published_before = CountingTransport.published
         received_before = CountingTransport.received
         cpu_before = time.process_time()
+        sampler = asyncio.create_task(sample())
         started = time.perf_counter()
-        run_id = await Client(store, transport, shards=1).submit(fanout(n), {})
+        run_id = await Client(store, transport, shards=1).submit(fanout(n, items_from_range), {})
         state = await coordinator.wait(run_id)
         took = time.perf_counter() - started
+        sampler.cancel()
         cpu = time.process_time() - cpu_before
         info = await store._redis.info("stats")
         ops = info["total_commands_processed"] - ops_before
@@ -313,10 +335,7 @@ async def distributed_fanout(amqp_url: str, redis_url: str, n: int = 10_000) -> 
     tasks = n + 2
     return {
         f"fanout_{_size(n)}_tasks_per_s": tasks / took,
-        f"fanout_{_size(n)}_coordinator_peak_rss_mb": resource.getrusage(
-            resource.RUSAGE_SELF
-        ).ru_maxrss
-        / 1024,
+        f"fanout_{_size(n)}_coordinator_peak_rss_mb": peak / (1 << 20),
         f"fanout_{_size(n)}_coordinator_cpu_us_per_task": cpu / tasks * 1e6,
         f"fanout_{_size(n)}_redis_ops_per_task": ops / tasks,
         f"fanout_{_size(n)}_amqp_messages_per_task": messages / tasks,
@@ -347,8 +366,12 @@ async def distributed_chain(
     }
 
 
-def celery(amqp_url: str, redis_url: str, concurrency: int = 8) -> dict[str, float]:
-    """Celery 5: a chord over 10,000 no-ops, and a chain of 100, on the same servers."""
+def celery(amqp_url: str, redis_url: str, concurrency: int | None = None) -> dict[str, float]:
+    """Celery 5: a chord over 10,000 no-ops, and a chain of 100, on the same servers.
+
+    Prefork with one process per core, as Celery's documentation advises (its default).
+    """
+    concurrency = concurrency or os.cpu_count() or 1
     import subprocess
 
     from celery import chain as celery_chain
@@ -408,6 +431,56 @@ def celery(amqp_url: str, redis_url: str, concurrency: int = 8) -> dict[str, flo
     return {"celery_chord_10k_tasks_per_s": chord_rate, "celery_chain_100_hop_p50_ms": hop * 1000}
 
 
+def dask_fanout(n: int = 10_000, rounds: int = 3) -> dict[str, float]:
+    """Dask's local (threaded) scheduler on the same 1 -> n -> 1 graph of no-ops."""
+    import dask
+    from benchsteps import count, noop
+
+    rates = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        start = dask.delayed(noop)(0)
+        each = [dask.delayed(noop)(i, dask_key_name=f"each-{i}") for i in range(n)]
+        end = dask.delayed(count)(each, dask_key_name="end")
+        (result,) = dask.compute(end, start, scheduler="threads")[:1]
+        assert result == n
+        rates.append((n + 2) / (time.perf_counter() - started))
+    return {f"dask_fanout_{_size(n)}_tasks_per_s": statistics.median(rates)}
+
+
+def dramatiq_group(amqp_url: str, redis_url: str, n: int = 10_000) -> dict[str, float]:
+    """Dramatiq: a group of n no-ops on the same servers, waited for through its results
+    backend; one worker process per core with its default 8 threads."""
+    import subprocess
+
+    redis_db2 = redis_url.rsplit("/", 1)[0] + "/2"
+    env = {**os.environ, "BENCH_AMQP_URL": amqp_url, "BENCH_REDIS_URL": redis_db2}
+    os.environ.update({"BENCH_AMQP_URL": amqp_url, "BENCH_REDIS_URL": redis_db2})
+    import dramatiq_app
+    from dramatiq import group
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "dramatiq", "dramatiq_app", "--processes",
+         str(os.cpu_count() or 1), "--threads", "8", "--queues", "bench_dramatiq"],
+        cwd=Path(__file__).resolve().parent,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        warm = dramatiq_app.noop.send(0)  # the worker is up once this comes back
+        warm.get_result(block=True, timeout=60_000)
+        started = time.perf_counter()
+        batch = group(dramatiq_app.noop.message(i) for i in range(n)).run()
+        batch.wait(timeout=600_000)
+        rate = n / (time.perf_counter() - started)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        dramatiq_app.broker.close()
+    return {f"dramatiq_group_{_size(n)}_tasks_per_s": rate}
+
+
 async def main(args: argparse.Namespace) -> dict[str, float]:
     configure_logging("error", "console")
     results: dict[str, float] = {}
@@ -415,6 +488,9 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         # Embedded mode needs no servers: measured before any are started.
         print("running embedded ...", file=sys.stderr, flush=True)
         results.update(await embedded_fanout())
+    if not args.only or "dask" in args.only:
+        print("running dask ...", file=sys.stderr, flush=True)
+        results.update(dask_fanout())
     if not args.only or "isolation" in args.only:
         print("running isolation ...", file=sys.stderr, flush=True)
         results.update(await python_step_isolation())
@@ -431,7 +507,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         results.update(await ui.api_pages())
         results.update(await ui.sse_lag())
         results.update(await ui.run_page_100k())
-    if args.only and set(args.only) <= {"embedded", "isolation", "webhooks", "ui"}:
+    if args.only and set(args.only) <= {"embedded", "dask", "isolation", "webhooks", "ui"}:
         return results
     amqp_url = os.environ.get("CONVEYOR_AMQP_URL")
     redis_url = os.environ.get("CONVEYOR_REDIS_URL")
@@ -446,8 +522,10 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         "raw": lambda: raw_amqp(amqp_url),
         "fanout": lambda: distributed_fanout(amqp_url, redis_url),
         "fanout100k": lambda: distributed_fanout(amqp_url, redis_url, 100_000),
+        "fanout1m": lambda: distributed_fanout(amqp_url, redis_url, 1_000_000, True),
         "chain": lambda: distributed_chain(amqp_url, redis_url),
         "celery": lambda: asyncio.to_thread(celery, amqp_url, redis_url),
+        "dramatiq": lambda: asyncio.to_thread(dramatiq_group, amqp_url, redis_url),
         "webhooks_distributed": lambda: _webhooks_distributed(amqp_url, redis_url),
     }
     try:
@@ -505,6 +583,54 @@ TARGETS: list[tuple[str, str, Callable[[dict[str, float]], float], float]] = [
         "fanout_100k_tasks_per_s / fanout_10k_tasks_per_s >= 0.8",
         lambda f: f["fanout_100k_tasks_per_s"] / f["fanout_10k_tasks_per_s"],
         0.8,
+    ),
+    (
+        "fanout_1m_vs_10k",
+        "fanout_1m_tasks_per_s / fanout_10k_tasks_per_s >= 0.8",
+        lambda f: f["fanout_1m_tasks_per_s"] / f["fanout_10k_tasks_per_s"],
+        0.8,
+    ),
+    (
+        "fanout_1m_rss_under_1gb",
+        "1024 / fanout_1m_coordinator_peak_rss_mb >= 1",
+        lambda f: 1024 / f["fanout_1m_coordinator_peak_rss_mb"],
+        1.0,
+    ),
+    (
+        "fanout_10k_vs_raw_1_5x",
+        "fanout_10k_tasks_per_s / raw_amqp_msgs_per_s >= 1.5",
+        lambda f: f["fanout_10k_tasks_per_s"] / f["raw_amqp_msgs_per_s"],
+        1.5,
+    ),
+    (
+        "chain_hop_p50_within_1_5x_raw",
+        "1.5 x raw_amqp_rtt_p50_ms / chain_100_hop_p50_ms >= 1",
+        lambda f: 1.5 * f["raw_amqp_rtt_p50_ms"] / f["chain_100_hop_p50_ms"],
+        1.0,
+    ),
+    (
+        "chain_hop_p99_within_3x_raw",
+        "3 x raw_amqp_rtt_p99_ms / chain_100_hop_p99_ms >= 1",
+        lambda f: 3 * f["raw_amqp_rtt_p99_ms"] / f["chain_100_hop_p99_ms"],
+        1.0,
+    ),
+    (
+        "embedded_vs_15000",
+        "embedded_fanout_10k_tasks_per_s / 15000 >= 1",
+        lambda f: f["embedded_fanout_10k_tasks_per_s"] / 15000,
+        1.0,
+    ),
+    (
+        "embedded_vs_dask",
+        "embedded_fanout_10k_tasks_per_s / dask_fanout_10k_tasks_per_s >= 1",
+        lambda f: f["embedded_fanout_10k_tasks_per_s"] / f["dask_fanout_10k_tasks_per_s"],
+        1.0,
+    ),
+    (
+        "fanout_10k_vs_dramatiq",
+        "fanout_10k_tasks_per_s / dramatiq_group_10k_tasks_per_s >= 1",
+        lambda f: f["fanout_10k_tasks_per_s"] / f["dramatiq_group_10k_tasks_per_s"],
+        1.0,
     ),
     (
         "fanout_100k_rss_headroom",
@@ -585,8 +711,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--only",
         nargs="*",
-        help="raw, embedded, isolation, webhooks, ui, fanout, fanout100k, chain, celery,"
-        " webhooks_distributed",
+        help="raw, embedded, dask, isolation, webhooks, ui, fanout, fanout100k, fanout1m, chain,"
+        " celery, dramatiq, webhooks_distributed",
     )
     began = time.monotonic()
     figures = loop.run(main(parser.parse_args()))

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from contracts.validation import parse_workflow
@@ -227,3 +228,32 @@ def test_the_grafana_dashboard_charts_metrics_the_processes_serve() -> None:
     stripped = {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in used}
     assert stripped <= served, stripped - served
     assert len(dashboard["panels"]) >= 6
+
+
+def test_the_kubernetes_manifests_name_what_conveyor_has() -> None:
+    """Settings the manifests set exist, and autoscaling watches the queue workers use."""
+    from contracts.topology import task_queue
+    from conveyor.settings import Settings
+
+    documents = [
+        doc
+        for path in sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+    kinds = {doc["kind"] for doc in documents}
+    assert {"RabbitmqCluster", "StatefulSet", "ScaledObject", "Deployment"} <= kinds
+    from conveyor.preflight import PATH_VARIABLE
+
+    settings = {f"CONVEYOR_{name.upper()}" for name in Settings.model_fields}
+    settings |= {"CONVEYOR_LOG_LEVEL", PATH_VARIABLE}  # read by the command line
+    config = next(
+        d for d in documents if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "conveyor"
+    )
+    assert set(config["data"]) <= settings, set(config["data"]) - settings
+    scaled = next(d for d in documents if d["kind"] == "ScaledObject")
+    assert scaled["spec"]["triggers"][0]["metadata"]["queueName"] == task_queue("default")
+    rabbit = next(d for d in documents if d["kind"] == "RabbitmqCluster")
+    assert rabbit["spec"]["replicas"] == 3
+    redis = next(d for d in documents if d["kind"] == "StatefulSet")
+    assert redis["spec"]["replicas"] == 6  # three masters, a replica each
