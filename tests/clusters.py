@@ -1,5 +1,5 @@
 """Clusters on one machine for the tests: a Redis Cluster of three masters, each with a
-replica (and, in tests/integration, a three-node RabbitMQ cluster)."""
+replica."""
 
 from __future__ import annotations
 
@@ -121,3 +121,4 @@ class LocalRedisCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
         self.procs.clear()
+

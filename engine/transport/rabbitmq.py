@@ -39,6 +39,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+from aio_pika.robust_connection import RobustConnection
 from yarl import URL
 
 from contracts.errors import ConveyorError
@@ -186,8 +187,39 @@ class _Listener:
                 await self._channel.close()
 
 
+class _FailoverConnection(RobustConnection):
+    """A robust connection to a cluster: each time it connects again it goes to the next
+    node's URL (``URLS``), so losing a node moves it to a survivor."""
+
+    URLS: tuple[URL, ...] = ()
+    _turn = 0
+
+    def _rotate(self) -> None:
+        if len(self.URLS) > 1:
+            self._turn += 1
+            self.url = self.URLS[self._turn % len(self.URLS)]
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        self._rotate()
+        await super()._on_connection_close(closing)
+
+    async def _RobustConnection__connect_transport(self) -> None:
+        # A failed attempt to reconnect (the next node is down too) moves on as well.
+        try:
+            await super()._RobustConnection__connect_transport()  # type: ignore[misc]
+        except Exception:
+            self._rotate()
+            raise
+
+
+def cluster_urls(url: str) -> list[str]:
+    """``amqp://a:5672/,amqp://b:5672/``: the nodes of a cluster, tried in turn."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 class RabbitTransport:
-    """Implements ``contracts.ports.Transport`` on RabbitMQ."""
+    """Implements ``contracts.ports.Transport`` on RabbitMQ (one node, or a cluster's
+    nodes as comma-separated URLs)."""
 
     def __init__(
         self,
@@ -206,10 +238,14 @@ class RabbitTransport:
         consumer need not count failed handlings itself)."""
         # The AMQP heartbeat is how the broker notices a frozen peer and returns the
         # messages it held to the queue; the URL's own setting wins.
-        parsed = URL(url)
-        if heartbeat is not None and "heartbeat" not in parsed.query:
-            parsed = parsed.update_query(heartbeat=max(1, round(heartbeat)))
-        self._url = str(parsed)
+        urls = []
+        for one in cluster_urls(url):
+            parsed = URL(one)
+            if heartbeat is not None and "heartbeat" not in parsed.query:
+                parsed = parsed.update_query(heartbeat=max(1, round(heartbeat)))
+            urls.append(parsed)
+        self._urls = tuple(urls)
+        self._url = str(urls[0])
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractChannel | None = None
         self._declared: set[str] = set()
@@ -232,14 +268,21 @@ class RabbitTransport:
         if self._connection is not None:
             return  # started already (by whoever handed it over)
         delay = 0.1
+        connection_class = type("ClusterConnection", (_FailoverConnection,), {"URLS": self._urls})
+        turn = 0
         while True:
+            url = self._urls[turn % len(self._urls)]
             try:
-                self._connection = await aio_pika.connect_robust(self._url, reconnect_interval=1.0)
+                self._connection = await aio_pika.connect_robust(
+                    url, reconnect_interval=1.0, connection_class=connection_class
+                )
                 break
             except _RETRYABLE as exc:
                 log.warning("RabbitMQ not reachable; retrying", error=str(exc), delay=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                turn += 1
+                if turn % len(self._urls) == 0:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
         self._connection.reconnect_callbacks.add(self._on_reconnect)
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
         await self._declare_topology(self._publish_channel)

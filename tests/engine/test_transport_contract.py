@@ -233,3 +233,16 @@ async def test_a_quorum_queue_dead_letters_past_its_delivery_limit(amqp_url: str
         assert deliveries == 3 and await transport.queue_depth(q) == 0
     finally:
         await transport.close()
+
+
+async def test_a_cluster_url_list_goes_on_to_a_node_that_answers(amqp_url: str, q: str) -> None:
+    from tests.services import free_port
+
+    dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    transport = RabbitTransport(f"{dead},{amqp_url}")
+    await transport.start()  # the first node does not answer: the second serves
+    try:
+        await transport.publish(q, [b"through the second node"])
+        assert await transport.queue_depth(q) == 1
+    finally:
+        await transport.close()
