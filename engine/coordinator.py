@@ -33,6 +33,7 @@ from contracts.topology import shard_of, shard_queue
 from contracts.validation import resolve_params, workflow_from_data
 from contracts.vocabulary import AttemptRef, FailureKind, TaskStatus
 from engine.announce import AnnounceLevel, Announcer
+from engine.appended import AppendedEvents
 from engine.claims import hydrate
 from engine.effects import DISPATCH_BATCH, Effects
 from engine.intake import ShardIntake
@@ -103,6 +104,7 @@ class Coordinator:
         self._artifacts = artifacts
         self._runs: dict[str, RunState] = {}
         self._finished: OrderedDict[str, RunState] = OrderedDict()
+        self._appended = AppendedEvents()
         self._snapshotted: dict[str, int] = {}
         self._waiters: dict[str, list[tuple[int, asyncio.Future[RunState]]]] = {}
         self._announcer = Announcer(transport, announce)
@@ -242,6 +244,11 @@ class Coordinator:
         answer was lost) the log knows more than we do, and the run is rebuilt from it.
         Only once all of it is durable are its side effects carried out (outbox order).
         """
+        if not folded and events:
+            fresh = self._appended.fresh(events)
+            if not fresh:
+                return  # redelivered after a lost ack: in the log and in this state already
+            events = fresh
         try:
             if not folded:
                 for event in events:
@@ -259,10 +266,12 @@ class Coordinator:
             # Decisions are a function of the state: one already in the log means our
             # state was behind the log.
             log.debug("events already in the log; rebuilding the run from it")
-            await self._reload(state.run_id)
+            # What this process decided before was carried out: send nothing again.
+            await self._reload(state.run_id, resend=False)
             return
         self._remember(state)
         durable = [*events, *decisions]
+        self._appended.note(durable)
         for event in durable:
             self._notify(event, state)
         await self._carry_out(durable, state)
@@ -307,12 +316,14 @@ class Coordinator:
         self._runs.pop(run_id, None)
         self._finished.pop(run_id, None)
 
-    async def _reload(self, run_id: str) -> None:
+    async def _reload(self, run_id: str, *, resend: bool = True) -> None:
         self._forget(run_id)
-        await self._recover(run_id)
+        await self._recover(run_id, resend=resend)
 
-    async def _recover(self, run_id: str) -> RunState | None:
-        """Rebuild a run this coordinator does not hold from its log, and catch up."""
+    async def _recover(self, run_id: str, *, resend: bool = True) -> RunState | None:
+        """Rebuild a run this coordinator does not hold from its log, and catch up
+        (``resend``: send the tasks it recorded as dispatched again, in case the
+        process that recorded them died before sending)."""
         try:
             blob, events = await self._runlog.load(run_id)
         except NotFound:
@@ -338,7 +349,7 @@ class Coordinator:
                 if inst.status == TaskStatus.RUNNING and self._leases is not None:
                     # A grace period for its worker's next heartbeat.
                     self._leases.grant(AttemptRef(run_id, node.spec.name, index, inst.attempt), now)
-                elif inst.status == TaskStatus.DISPATCHED:
+                elif inst.status == TaskStatus.DISPATCHED and resend:
                     # Its message may never have been published (we died in between);
                     # publishing it again is harmless: results are idempotent.
                     republish.append(

@@ -1,14 +1,15 @@
 """Clusters on one machine for the tests: a Redis Cluster of three masters, each with a
-replica."""
+replica, and a RabbitMQ cluster of three nodes."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.services import free_port, wait_for_port
+from tests.services import LocalRabbit, free_port, wait_for_port
 
 
 @dataclass
@@ -122,3 +123,54 @@ class LocalRedisCluster:
                 proc.kill()
         self.procs.clear()
 
+
+@dataclass
+class LocalRabbitCluster:
+    """Three RabbitMQ nodes on this machine, joined into one cluster."""
+
+    base: Path
+    size: int = 3
+    nodes: list[LocalRabbit] = field(default_factory=list)
+
+    @property
+    def urls(self) -> str:
+        """Every node's URL, comma-separated, as CONVEYOR_AMQP_URL takes a cluster."""
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self) -> None:
+        self.nodes = [LocalRabbit(self.base / f"node{i}") for i in range(self.size)]
+        for node in self.nodes:
+            node.start()
+        first = self.nodes[0]
+        for node in self.nodes[1:]:
+            for command in (["stop_app"], ["join_cluster", first.node], ["start_app"]):
+                self.ctl(node, *command)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = json.loads(self.ctl(first, "cluster_status", "--formatter", "json"))
+            if len(status.get("running_nodes", [])) == self.size:
+                return
+            time.sleep(0.5)
+        raise RuntimeError("the RabbitMQ cluster did not form")
+
+    def ctl(self, node: LocalRabbit, *args: str) -> str:
+        done = subprocess.run(
+            ["rabbitmqctl", "-n", node.node, *args],
+            env=node._env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.stdout}{done.stderr}")
+        return done.stdout
+
+    def leader_of(self, queue: str) -> LocalRabbit:
+        live = next(node for node in self.nodes if node.proc is not None)
+        rows = json.loads(self.ctl(live, "list_queues", "name", "leader", "--formatter", "json"))
+        leader = next(row["leader"] for row in rows if row["name"] == queue)
+        return next(node for node in self.nodes if node.node == leader)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

@@ -5,9 +5,12 @@ Topology (declared idempotently at start and again on every reconnect):
 - every work and shard queue: durable, ``x-dead-letter-exchange: conveyor.dlx``, and
   by default a quorum queue (replicated over a cluster's nodes, Raft-backed, a
   survivor of its leader node stopping) whose broker counts deliveries: a message
-  delivered ``x-delivery-limit`` times without being acked is dead-lettered
-  (at least once), so a message that crashes whoever takes it cannot loop forever,
-  even across restarts. ``queue_type="classic"`` serves a single node the old way;
+  delivered ``x-delivery-limit`` times without being acked is dead-lettered, so a
+  message that crashes whoever takes it cannot loop forever, even across restarts.
+  (Dead-lettering is the broker's default, at most once: RabbitMQ 3.10's at-least-once
+  strategy, which needs ``x-overflow: reject-publish``, refused every publish to a
+  shard queue after one node of three stopped.) ``queue_type="classic"`` serves a
+  single node the old way;
 - coordinator shard queues (``conveyor.events.N``) also have
   ``x-single-active-consumer: true``, so extra coordinators are hot standbys;
 - ``conveyor.dlx`` (fanout, durable) -> ``conveyor.dead`` (durable, quorum too):
@@ -39,7 +42,6 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
-from aio_pika.robust_connection import RobustConnection
 from yarl import URL
 
 from contracts.errors import ConveyorError
@@ -47,38 +49,20 @@ from contracts.topology import (
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
     STATE_CHANGES_EXCHANGE,
-    is_shard_queue,
+)
+from engine.transport.failover import FailoverConnection, cluster_urls
+from engine.transport.queues import (
+    DELIVERY_LIMIT,
+    QUEUE_TYPES,
+    dead_letter_arguments,
+    queue_arguments,
 )
 
 log = structlog.get_logger("conveyor.rabbitmq")
 CLOSE_TIMEOUT = 10.0
+PUBLISH_TIMEOUT = 10.0
 
 _RETRYABLE = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError, RuntimeError)
-
-
-QUEUE_TYPES = ("quorum", "classic")
-DELIVERY_LIMIT = 20
-"""Deliveries of one message (to workers that die, coordinators that fail handling it,
-consumers that stop) before a quorum queue dead-letters it."""
-
-
-def queue_arguments(
-    name: str, queue_type: str = "quorum", delivery_limit: int = DELIVERY_LIMIT
-) -> dict[str, Any]:
-    args: dict[str, Any] = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
-    if queue_type == "quorum":
-        args["x-queue-type"] = "quorum"
-        args["x-delivery-limit"] = delivery_limit
-        # Dead-lettered messages are kept until conveyor.dead confirms them.
-        args["x-dead-letter-strategy"] = "at-least-once"
-        args["x-overflow"] = "reject-publish"
-    if is_shard_queue(name):
-        args["x-single-active-consumer"] = True
-    return args
-
-
-def _dead_letter_arguments(queue_type: str) -> dict[str, Any] | None:
-    return {"x-queue-type": "quorum"} if queue_type == "quorum" else None
 
 
 class RabbitDelivery:
@@ -187,36 +171,6 @@ class _Listener:
                 await self._channel.close()
 
 
-class _FailoverConnection(RobustConnection):
-    """A robust connection to a cluster: each time it connects again it goes to the next
-    node's URL (``URLS``), so losing a node moves it to a survivor."""
-
-    URLS: tuple[URL, ...] = ()
-    _turn = 0
-
-    def _rotate(self) -> None:
-        if len(self.URLS) > 1:
-            self._turn += 1
-            self.url = self.URLS[self._turn % len(self.URLS)]
-
-    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
-        self._rotate()
-        await super()._on_connection_close(closing)
-
-    async def _RobustConnection__connect_transport(self) -> None:
-        # A failed attempt to reconnect (the next node is down too) moves on as well.
-        try:
-            await super()._RobustConnection__connect_transport()  # type: ignore[misc]
-        except Exception:
-            self._rotate()
-            raise
-
-
-def cluster_urls(url: str) -> list[str]:
-    """``amqp://a:5672/,amqp://b:5672/``: the nodes of a cluster, tried in turn."""
-    return [part.strip() for part in url.split(",") if part.strip()]
-
-
 class RabbitTransport:
     """Implements ``contracts.ports.Transport`` on RabbitMQ (one node, or a cluster's
     nodes as comma-separated URLs)."""
@@ -268,7 +222,7 @@ class RabbitTransport:
         if self._connection is not None:
             return  # started already (by whoever handed it over)
         delay = 0.1
-        connection_class = type("ClusterConnection", (_FailoverConnection,), {"URLS": self._urls})
+        connection_class = type("ClusterConnection", (FailoverConnection,), {"URLS": self._urls})
         turn = 0
         while True:
             url = self._urls[turn % len(self._urls)]
@@ -318,13 +272,14 @@ class RabbitTransport:
             except TimeoutError:
                 log.warning("RabbitMQ did not answer the close; leaving the connection")
             self._connection = None
+            self._publish_channel = None  # a closed transport refuses, never hangs
 
     def _arguments(self, name: str) -> dict[str, Any]:
         return queue_arguments(name, self.queue_type, self.delivery_limit or DELIVERY_LIMIT)
 
     @property
     def _dead_arguments(self) -> dict[str, Any] | None:
-        return _dead_letter_arguments(self.queue_type)
+        return dead_letter_arguments(self.queue_type)
 
     async def _declare(
         self, channel: AbstractChannel, name: str, arguments: dict[str, Any] | None
@@ -363,20 +318,10 @@ class RabbitTransport:
                 if queue not in self._declared:
                     await self._ensure_queue(channel, queue)
                 exchange = channel.default_exchange
-                await asyncio.gather(
-                    *[
-                        exchange.publish(
-                            aio_pika.Message(
-                                body,
-                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                message_id=uuid.uuid4().hex,
-                                headers=dict(headers) if headers else None,
-                            ),
-                            routing_key=queue,
-                        )
-                        for body in bodies
-                    ]
-                )
+                # A confirm that never comes (its connection went down mid-publish) must
+                # not hold the sender forever: past the bound, the publish is tried again.
+                async with asyncio.timeout(PUBLISH_TIMEOUT):
+                    await self._publish_all(exchange, queue, bodies, headers)
                 return
             except _RETRYABLE as exc:
                 if self._closing:
@@ -384,6 +329,28 @@ class RabbitTransport:
                 log.warning("publish failed; retrying", queue=queue, error=str(exc), delay=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max)
+
+    @staticmethod
+    async def _publish_all(
+        exchange: AbstractExchange,
+        queue: str,
+        bodies: Sequence[bytes],
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        await asyncio.gather(
+            *[
+                exchange.publish(
+                    aio_pika.Message(
+                        body,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        message_id=uuid.uuid4().hex,
+                        headers=dict(headers) if headers else None,
+                    ),
+                    routing_key=queue,
+                )
+                for body in bodies
+            ]
+        )
 
     async def consume(self, queue: str, *, prefetch: int) -> RabbitConsumer:
         channel = await self._connection_or_fail().channel()

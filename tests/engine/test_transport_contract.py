@@ -13,7 +13,8 @@ import pytest
 from contracts.errors import ConveyorError
 from contracts.ports import processing
 from engine.transport.memory import MemoryTransport
-from engine.transport.rabbitmq import RabbitTransport, queue_arguments
+from engine.transport.queues import queue_arguments
+from engine.transport.rabbitmq import RabbitTransport
 
 Transport = Any  # MemoryTransport | RabbitTransport: the Protocol plus dead-letter peeking
 
