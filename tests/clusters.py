@@ -24,6 +24,13 @@ class LocalRedisCluster:
         return f"redis+cluster://127.0.0.1:{self.ports[0]}"
 
     def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # no node outlives a cluster that did not form
+            raise
+
+    def _start(self) -> None:
         self.ports = [free_port() for _ in range(self.masters * 2)]
         for port in self.ports:
             self.start_node(port)
@@ -138,6 +145,13 @@ class LocalRabbitCluster:
         return ",".join(node.url for node in self.nodes)
 
     def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         self.nodes = [LocalRabbit(self.base / f"node{i}") for i in range(self.size)]
         for node in self.nodes:
             node.start()
