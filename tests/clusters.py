@@ -163,6 +163,8 @@ class LocalRabbitCluster:
         while time.monotonic() < deadline:
             status = json.loads(self.ctl(first, "cluster_status", "--formatter", "json"))
             if len(status.get("running_nodes", [])) == self.size:
+                for node in self.nodes:  # every node fully booted (quorum queues too)
+                    self.ctl(node, "await_startup")
                 return
             time.sleep(0.5)
         raise RuntimeError("the RabbitMQ cluster did not form")
@@ -178,6 +180,11 @@ class LocalRabbitCluster:
         if done.returncode != 0:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.stdout}{done.stderr}")
         return done.stdout
+
+    def members_of(self, queue: str) -> list[str]:
+        live = next(node for node in self.nodes if node.proc is not None)
+        rows = json.loads(self.ctl(live, "list_queues", "name", "members", "--formatter", "json"))
+        return list(next(row["members"] for row in rows if row["name"] == queue))
 
     def leader_of(self, queue: str) -> LocalRabbit:
         live = next(node for node in self.nodes if node.proc is not None)

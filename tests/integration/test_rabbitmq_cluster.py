@@ -24,7 +24,9 @@ from engine.timers import RedisTimers
 from engine.transport.rabbitmq import RabbitTransport
 from tests.clusters import LocalRabbitCluster
 
-pytestmark = pytest.mark.timeout(300)
+# Not in the default run: in one full-suite run of seven the shard queue refused every
+# publish after the node stopped (docs/scaling.md, "Not yet").
+pytestmark = [pytest.mark.timeout(300), pytest.mark.rabbitmq_cluster]
 
 ITEMS = 10_000
 SHARDS = 2
@@ -79,9 +81,9 @@ async def test_a_run_finishes_when_the_node_leading_its_shard_stops(
                 with contextlib.suppress(NotFound):
                     seen = len(await store.read(run_id))
                 await asyncio.sleep(0.05)
-            leader = await asyncio.to_thread(
-                rabbit_cluster.leader_of, shard_queue(shard_of(run_id, SHARDS))
-            )
+            queue = shard_queue(shard_of(run_id, SHARDS))
+            assert len(await asyncio.to_thread(rabbit_cluster.members_of, queue)) == 3
+            leader = await asyncio.to_thread(rabbit_cluster.leader_of, queue)
             connection: Any = transport._connection
             on_the_stopped_node = connection.url.port == leader.port
             stopped_at = time.monotonic()
