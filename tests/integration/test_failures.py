@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,6 @@ from tests.integration.cluster import (
 from tests.services import Services
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-async def cluster(amqp_url: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(amqp_url, redis_url, tmp_path)
-    await c.reset()
-    yield c
-    await c.close()
 
 
 def report(what: str, seconds: float) -> None:

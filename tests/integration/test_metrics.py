@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -14,14 +12,6 @@ from tests.integration.cluster import Cluster
 from tests.services import free_port
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-async def cluster(amqp_url: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(amqp_url, redis_url, tmp_path)
-    await c.reset()
-    yield c
-    await c.close()
 
 
 async def scrape(port: int, name: str, timeout: float = 30) -> str:

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -31,14 +30,6 @@ tasks:
 
 def spans_in(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-@pytest.fixture
-async def cluster(amqp_url: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(amqp_url, redis_url, tmp_path)
-    await c.reset()
-    yield c
-    await c.close()
 
 
 async def test_a_trace_crosses_the_coordinator_and_the_worker(

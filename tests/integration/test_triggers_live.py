@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aio_pika
@@ -180,14 +180,6 @@ triggers:
   - name: tick
     schedule: {every: 1s, catchup: all, params: {at: "{{ nominal }}"}}
 """
-
-
-@pytest.fixture
-async def cluster(amqp_url: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(amqp_url, redis_url, tmp_path)
-    await c.reset()
-    yield c
-    await c.close()
 
 
 async def test_two_servers_and_a_kill_fire_each_second_exactly_once(
