@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from webhooks import _port
+from webhooks import _port, _process
 
 LONG = """
 name: long
@@ -56,26 +55,9 @@ def server(home: Path) -> Iterator[str]:
         "CONVEYOR_LOG_LEVEL": "error",
         "CONVEYOR_PYTHON_PATH": str(Path(__file__).resolve().parent),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "server", "--workflows", "flows", "--port", str(port)],
-        cwd=home,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    args = [sys.executable, "-m", "conveyor", "server", "--workflows", "flows", "--port", str(port)]
+    with _process(args, port, env, home) as url:
+        yield url
 
 
 async def _fill_runs(home: Path, count: int) -> None:
