@@ -23,21 +23,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import structlog
 
-from contracts.events import ArtifactRef, Event, TaskFailed, TaskSucceeded
+from contracts.events import Event, TaskFailed, TaskSucceeded
 from contracts.ports import ArtifactStore, LogLine
 from contracts.spec import Workflow
 from contracts.validation import resolve_params
-from contracts.values import STORED_KEY, StoredValue, is_stored
 from contracts.vocabulary import FailureKind
 from conveyor.embedded import EmbeddedEngine
 from conveyor.logsetup import configure_logging
-from conveyor.values import decode
+from conveyor.values import decoded
 from engine.state.model import Node, RunState
 from workers.artifacts import FsspecArtifactStore
 from workers.executors import DEFAULT_MIDDLEWARE, Middleware, Proceed, StepCall, StepOutcome
+from workers.staging import fetch_stored
 
 EPOCH = 1_700_000_000.0
 
@@ -259,15 +258,6 @@ def run_workflow(
 
 
 def _loaded(value: Any, store: ArtifactStore | None) -> Any:
-    if is_stored(value):
-        if store is None:
-            raise RuntimeError("this result is stored, and the run had no artifact store")
-        reference = dict(value[STORED_KEY])
-        format = reference.pop("format")
-        ref = msgspec.convert(reference, ArtifactRef)
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # callable inside a loop too
-            data = pool.submit(asyncio.run, store.get_bytes(ref)).result()
-        return decode(StoredValue(data, format))
-    if isinstance(value, list):
-        return [_loaded(v, store) for v in value]
-    return value
+    """A result with its stored values fetched (as a worker would) and decoded."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # callable inside a loop too
+        return decoded(pool.submit(asyncio.run, fetch_stored(value, store)).result())

@@ -69,11 +69,22 @@ def decode(value: StoredValue) -> Any:
 
 
 def decoded(value: Any) -> Any:
-    """``value`` with every stored value inside it (a fan-in's list) decoded."""
+    """``value`` with every stored value inside it (a fan-in's list) decoded; the value
+    itself, not a copy, when it holds none (the case of nearly every argument)."""
     if isinstance(value, StoredValue):
         return decode(value)
+    if not _holds(value):
+        return value
     if isinstance(value, list):
         return [decoded(v) for v in value]
+    return {k: decoded(v) for k, v in value.items()}
+
+
+def _holds(value: Any) -> bool:
+    if isinstance(value, StoredValue):
+        return True
+    if isinstance(value, list):
+        return any(_holds(v) for v in value)
     if isinstance(value, dict):
-        return {k: decoded(v) for k, v in value.items()}
-    return value
+        return any(_holds(v) for v in value.values())
+    return False

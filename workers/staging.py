@@ -170,7 +170,7 @@ async def fetch_stored_values(task: TaskReady, store: ArtifactStore | None) -> T
     args = task.step.args
     if task.step.kind != "python" or not args or not _holds_stored(args):
         return task
-    fetched = {name: await _fetched(value, store) for name, value in args.items()}
+    fetched = await fetch_stored(args, store)
     return msgspec.structs.replace(task, step=msgspec.structs.replace(task.step, args=fetched))
 
 
@@ -182,13 +182,14 @@ def _holds_stored(value: Any) -> bool:
     return False
 
 
-async def _fetched(value: Any, store: ArtifactStore | None) -> Any:
+async def fetch_stored(value: Any, store: ArtifactStore | None) -> Any:
+    """``value`` with each stored-value reference inside it fetched as a ``StoredValue``."""
     if is_stored(value):
         return await _fetch_value(value[STORED_KEY], store)
     if isinstance(value, dict):
-        return {k: await _fetched(v, store) for k, v in value.items()}
+        return {k: await fetch_stored(v, store) for k, v in value.items()}
     if isinstance(value, list):
-        return [await _fetched(v, store) for v in value]
+        return [await fetch_stored(v, store) for v in value]
     return value
 
 
