@@ -15,6 +15,7 @@ data it stands for.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import time
@@ -171,7 +172,14 @@ def _code_digest(task: TaskReady) -> str | None:
     """A digest of a python step's function source, so editing the code misses the cache."""
     if task.step.kind != "python" or not task.step.target:
         return None
-    function = load_function(task.step.target)
+    return _source_digest(task.step.target)
+
+
+@functools.lru_cache(maxsize=1024)
+def _source_digest(target: str) -> str:
+    # Once per function: a worker imports a module once, so its source cannot change
+    # under it (and reading it for every cached attempt of a fan-out is wasted I/O).
+    function = load_function(target)
     code = getattr(function, "fn", function)  # the function a @task wraps
     try:
         source = inspect.getsource(code)
