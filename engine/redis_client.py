@@ -19,10 +19,6 @@ from redis.backoff import ExponentialBackoff
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
-def is_cluster_url(url: str) -> bool:
-    return url.split("://", 1)[0] in CLUSTER_SCHEMES
-
-
 def redis_client(url: str, **options: Any) -> Any:
     """A client for ``url`` (typed loosely: responses are bytes, which redis-py's stubs
     cannot express)."""
