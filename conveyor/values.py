@@ -9,6 +9,7 @@ its column types, readable by any tool.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import pickle
 from typing import Any
@@ -80,11 +81,19 @@ def decoded(value: Any) -> Any:
     return {k: decoded(v) for k, v in value.items()}
 
 
+_HOLDERS = (StoredValue, list, dict)
+
+
 def _holds(value: Any) -> bool:
     if isinstance(value, StoredValue):
         return True
     if isinstance(value, list):
-        return any(_holds(v) for v in value)
-    if isinstance(value, dict):
-        return any(_holds(v) for v in value.values())
-    return False
+        items: Any = value
+    elif isinstance(value, dict):
+        items = value.values()
+    else:
+        return False
+    # The common case, a list of plain values, is settled by one pass in C.
+    if not any(map(isinstance, items, itertools.repeat(_HOLDERS))):
+        return False
+    return any(_holds(v) for v in items)
