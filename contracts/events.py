@@ -54,6 +54,9 @@ class RunSubmitted(Event, tag="run_submitted", frozen=True, kw_only=True):
     idempotency_key: str | None = None
     workflow_version: int | None = None
     """The registered version of the workflow the run executes (runs started by triggers)."""
+    shard: int | None = None
+    """The coordinator shard the run is pinned to for its life (None: submitted before
+    shard maps, and it goes where its run id hashes)."""
 
 
 class TaskExpanded(TaskEvent, tag="task_expanded", frozen=True, kw_only=True):

@@ -15,6 +15,7 @@ import msgspec
 
 from contracts.errors import ConveyorError
 from contracts.events import ArtifactRef, Event
+from contracts.topology import ShardMap
 
 
 class Delivery(Protocol):
@@ -128,6 +129,8 @@ class RunSummary(msgspec.Struct, kw_only=True):
     reason: str = ""
     trigger: str = ""
     """What started the run: cli, api, webhook:push, schedule:nightly, ..."""
+    shard: int | None = None
+    """The coordinator shard the run is pinned to."""
 
 
 class LogLine(msgspec.Struct, frozen=True, kw_only=True):
@@ -182,8 +185,22 @@ class RunLog(Protocol):
         """Keep ``state`` as the snapshot of everything appended to the run so far."""
         ...
 
-    async def running(self) -> list[str]:
-        """Ids of runs not finished yet (for recovery sweeps)."""
+    async def running(self, shard: int | None = None) -> list[str]:
+        """Ids of runs not finished yet (for recovery sweeps); with ``shard``, only
+        the runs pinned to that coordinator shard."""
+        ...
+
+    async def summary(self, run_id: str) -> RunSummary | None:
+        """The run's index row (None for a run not in the index)."""
+        ...
+
+    async def shard_map(self, default: int) -> ShardMap:
+        """The stored shard map; the first caller stores one of ``default`` shards."""
+        ...
+
+    async def reshard(self, count: int) -> ShardMap:
+        """Spread new runs over ``count`` shards from now on (atomic; returns the new
+        map). Runs already submitted stay where they are."""
         ...
 
     async def runs(

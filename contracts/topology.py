@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import zlib
 
+import msgspec
+
 COORDINATOR_QUEUE = "conveyor.events"
 CONTROL_TOPIC = "conveyor.control"
 TASK_QUEUE_PREFIX = "conveyor.tasks."
@@ -34,6 +36,34 @@ def topic_matches(pattern: str, routing_key: str) -> bool:
 DEAD_LETTER_EXCHANGE = "conveyor.dlx"
 DEAD_LETTER_QUEUE = "conveyor.dead"
 DEFAULT_SHARDS = 4
+
+
+class ShardMap(msgspec.Struct, frozen=True, kw_only=True):
+    """How runs are spread over coordinator shards; stored with the run log.
+
+    A run is pinned to the shard it was submitted to (its ``RunSubmitted`` says which)
+    for its whole life, so changing the map moves no run and drains no queue: new runs
+    are spread over ``count`` shards, and coordinators consume ``queues`` shard queues,
+    which never shrinks (a run pinned to a retired shard still finishes there).
+    """
+
+    count: int
+    queues: int
+    epoch: int = 1
+    """Raised on every change, so a reader can tell a newer map from an older one."""
+
+    def resized(self, count: int) -> ShardMap:
+        if count < 1:
+            raise ValueError(f"a shard map needs at least one shard, not {count}")
+        return ShardMap(count=count, queues=max(self.queues, count), epoch=self.epoch + 1)
+
+    def shard_for(self, run_id: str) -> int:
+        """The shard a new run is submitted to."""
+        return shard_of(run_id, self.count)
+
+
+def initial_shard_map(count: int) -> ShardMap:
+    return ShardMap(count=count, queues=count)
 
 
 def shard_queue(shard: int) -> str:

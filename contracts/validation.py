@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from contracts.code_contexts import splices, unsafe_message
-from contracts.errors import ExpressionError, InvalidInput, Problem
+from contracts.errors import ConveyorError, ExpressionError, InvalidInput, Problem
 from contracts.expressions import ROOT_NAMES, Expression, Reference, Template, templates_in
 from contracts.graph import ancestors, find_cycle
 from contracts.params import coerce_param, resolve_params
@@ -90,6 +90,17 @@ def workflow_from_data(
     if problems:
         raise InvalidInput(problems, source=source)
     return workflow
+
+
+def check_submission(run_id: str, workflow: dict[str, Any], params: dict[str, Any]) -> None:
+    """A run's workflow and parameters checked again by whoever takes the run up: a
+    message on the broker is not proof that a client validated it. Not retryable."""
+    try:
+        resolve_params(
+            workflow_from_data(workflow, source=f"run {run_id}"), params, source="params"
+        )
+    except InvalidInput as exc:
+        raise ConveyorError(f"submission refused: {exc.message}", retryable=False) from exc
 
 
 def _loc(data: Any, loc: tuple[Any, ...]) -> Path:

@@ -31,7 +31,14 @@ class Settings(BaseSettings):
     )
     home: Path = Field(default=Path(".conveyor"), description="Local store of embedded runs.")
     shards: int = Field(
-        default=DEFAULT_SHARDS, ge=1, le=1024, description="Coordinator shard queues."
+        default=DEFAULT_SHARDS,
+        ge=1,
+        le=1024,
+        description="Coordinator shards when the run log holds no shard map yet (the first"
+        " coordinator or client stores one; change it with `conveyor shards N`).",
+    )
+    shard_watch_interval: float = Field(
+        default=5.0, gt=0, description="How often coordinators look for a changed shard map (s)."
     )
     amqp_heartbeat: float = Field(default=10.0, gt=0, description="AMQP connection heartbeat (s).")
     queue_type: Literal["quorum", "classic"] = Field(

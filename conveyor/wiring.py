@@ -126,6 +126,7 @@ def build_coordinator(settings: Settings, t: DistributedTransport, store: RunSto
         t,
         store,
         shards=settings.shards,
+        shard_watch_interval=settings.shard_watch_interval,
         timers=lambda fire: RedisTimers(url, fire, time.time),
         heartbeat_timeout=settings.heartbeat_timeout,
         wake_interval=settings.wake_interval,

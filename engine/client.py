@@ -27,7 +27,7 @@ from contracts.events import (
 from contracts.messages import ResumeRun
 from contracts.ports import LogLine, RunStore, RunSummary, Transport
 from contracts.spec import Workflow
-from contracts.topology import DEFAULT_SHARDS, shard_of, shard_queue
+from contracts.topology import DEFAULT_SHARDS, ShardMap, shard_of, shard_queue
 from contracts.vocabulary import RunStatus
 from engine.state import fold, new_state, snapshot
 from engine.state.model import RunState
@@ -35,6 +35,9 @@ from engine.state.model import RunState
 Observer = Callable[[Event, RunState], None]
 FOLLOW_WAIT = 2.0
 """Longest single wait of a follower for new events before it looks again."""
+SHARD_MAP_KEPT = 2.0
+"""Seconds a client submits by the shard map it read before reading it again (a run
+sent by an older map is still consumed: the map's queues never shrink)."""
 
 
 class Client:
@@ -55,7 +58,9 @@ class Client:
         self.store = store
         self._transport = transport
         self._shards = shards
+        """How many shards there are when the store holds no shard map yet."""
         self._clock = clock
+        self._map: tuple[float, ShardMap] | None = None
 
     # -- commands --------------------------------------------------------------------
 
@@ -74,6 +79,7 @@ class Client:
         appends the submission only once.
         """
         run_id = run_id_of(idempotency_key) if idempotency_key is not None else uuid.uuid4().hex
+        shard = (await self.shard_map()).shard_for(run_id)
         event = RunSubmitted(
             run_id=run_id,
             at=self._clock(),
@@ -82,9 +88,24 @@ class Client:
             trigger=trigger,
             idempotency_key=idempotency_key,
             workflow_version=workflow_version,
+            shard=shard,
         )
-        await self._send(run_id, encode(event))
+        await self._send(shard, encode(event))
         return run_id
+
+    async def shard_map(self) -> ShardMap:
+        """The shard map new runs are submitted by (read again every few seconds)."""
+        now = time.monotonic()
+        if self._map is None or now - self._map[0] > SHARD_MAP_KEPT:
+            self._map = (now, await self.store.shard_map(self._shards))
+        return self._map[1]
+
+    async def reshard(self, count: int) -> ShardMap:
+        """Spread new runs over ``count`` coordinator shards from now on, while everything
+        runs: runs already submitted finish on their shards; coordinators start
+        consuming new shard queues when they next read the map."""
+        self._map = None
+        return await self.store.reshard(count)
 
     async def cancel(self, run: str, reason: str = "cancelled by user") -> str:
         """Ask a running run to stop (its running steps are killed); returns its full id."""
@@ -92,7 +113,7 @@ class Client:
         if state.finished:
             raise InvalidInput([Problem(f"run {state.run_id} already {state.status}")])
         await self._send(
-            state.run_id,
+            await self._shard(state),
             encode(RunCancelRequested(run_id=state.run_id, at=self._clock(), reason=reason)),
         )
         return state.run_id
@@ -105,7 +126,7 @@ class Client:
         if state.status == RunStatus.SUCCEEDED:
             raise InvalidInput([Problem(f"run {state.run_id} succeeded: nothing to retry")])
         event = RunRetryRequested(run_id=state.run_id, at=self._clock(), round=state.round + 1)
-        await self._send(state.run_id, encode(event))
+        await self._send(await self._shard(state), encode(event))
         return state
 
     async def resume(self, run: str, *, steps_lost: bool = False) -> str:
@@ -117,7 +138,7 @@ class Client:
         if state.finished:
             raise InvalidInput([Problem(f"run {state.run_id} already {state.status}")])
         resume = ResumeRun(run_id=state.run_id, at=self._clock(), steps_lost=steps_lost)
-        await self._send(state.run_id, encode(resume))
+        await self._send(await self._shard(state), encode(resume))
         return state.run_id
 
     async def signal(
@@ -146,13 +167,20 @@ class Client:
             key=key or uuid.uuid4().hex,
             sender=sender,
         )
-        await self._send(state.run_id, encode(event))
+        await self._send(await self._shard(state), encode(event))
         return state.run_id
 
-    async def _send(self, run_id: str, body: bytes) -> None:
+    async def _shard(self, state: RunState) -> int:
+        """The shard a run is pinned to (a run submitted before shard maps: where its id
+        hashes)."""
+        if state.shard is not None:
+            return state.shard
+        return shard_of(state.run_id, (await self.shard_map()).count)
+
+    async def _send(self, shard: int, body: bytes) -> None:
         if self._transport is None:
             raise ConveyorError("this client has no transport: it can read runs, not steer them")
-        await self._transport.publish(shard_queue(shard_of(run_id, self._shards)), [body])
+        await self._transport.publish(shard_queue(shard), [body])
 
     # -- reading -----------------------------------------------------------------------
 

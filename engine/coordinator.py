@@ -6,9 +6,9 @@ then (5) carries out the side effects they call for (``engine.effects``): a disp
 is durable before its message exists (outbox order). The incoming message is acked
 after all of that (``engine.intake``).
 
-Runs are sharded by id over ``shards`` queues. With RabbitMQ each shard queue has a
-single active consumer, so extra coordinators are hot standbys; whoever consumes a
-shard rebuilds from the log any unfinished run it does not hold (``ShardWake``).
+Each run is pinned to the coordinator shard its submission names (``engine.shards``).
+A shard queue has a single active consumer, so extra coordinators are hot standbys;
+whoever consumes a shard rebuilds the unfinished runs of it it lacks (``ShardWake``).
 
 A started attempt holds a lease its worker's heartbeats renew (``engine.leases``); one
 not renewed within ``heartbeat_timeout`` is declared lost and runs again.
@@ -25,12 +25,12 @@ from typing import Any
 import structlog
 
 from contracts.codec import CoordinatorInput, encode
-from contracts.errors import ConveyorError, InvalidInput, NotFound
+from contracts.errors import ConveyorError, NotFound
 from contracts.events import Event, RunCompleted, RunSubmitted, TaskDispatched, TaskFailed
 from contracts.messages import Heartbeat, ResumeRun, ShardWake
-from contracts.ports import ArtifactStore, Consumer, RunLog, Timers, Transport
-from contracts.topology import shard_of, shard_queue
-from contracts.validation import resolve_params, workflow_from_data
+from contracts.ports import ArtifactStore, RunLog, Timers, Transport
+from contracts.topology import ShardMap, shard_queue
+from contracts.validation import check_submission
 from contracts.vocabulary import AttemptRef, FailureKind, TaskStatus
 from engine.announce import AnnounceLevel, Announcer
 from engine.appended import AppendedEvents
@@ -38,6 +38,7 @@ from engine.claims import hydrate
 from engine.effects import DISPATCH_BATCH, Effects
 from engine.intake import ShardIntake
 from engine.leases import Leases
+from engine.shards import WATCH_INTERVAL, ShardQueues
 from engine.state import fold, new_state, settle, snapshot
 from engine.state.model import RunState
 from engine.timers import LoopTimers
@@ -51,16 +52,6 @@ FINISHED_KEPT = 256
 """Finished runs kept in memory (late events for them need no log read)."""
 
 
-def _check_submission(event: RunSubmitted) -> None:
-    """A new run's workflow and parameters are checked again here, whoever sent them: a
-    message on the broker is not proof that a client validated it."""
-    try:
-        workflow = workflow_from_data(event.workflow, source=f"run {event.run_id}")
-        resolve_params(workflow, dict(event.params), source="params")
-    except InvalidInput as exc:
-        raise ConveyorError(f"submission refused: {exc.message}", retryable=False) from exc
-
-
 class Coordinator:
     def __init__(
         self,
@@ -68,6 +59,7 @@ class Coordinator:
         runlog: RunLog,
         *,
         shards: int = 1,
+        shard_watch_interval: float = WATCH_INTERVAL,
         clock: Callable[[], float] = time.time,
         timers: TimersFactory | None = None,
         prefetch: int = 64,
@@ -80,18 +72,16 @@ class Coordinator:
     ) -> None:
         self._transport = transport
         self._runlog = runlog
-        self._shards = shards
         self._clock = clock
         self._timers: Timers = (timers or (lambda fire: LoopTimers(fire, clock)))(
             self.publish_event
         )
-        self._prefetch = prefetch
         self._leases = Leases(heartbeat_timeout) if heartbeat_timeout is not None else None
         self._effects = Effects(
             transport,
             self._timers,
             self._leases,
-            shards=shards,
+            pinned=lambda run_id, named: self._shard_queues.pinned(run_id, named),
             clock=clock,
             dispatch_batch=dispatch_batch,
         )
@@ -99,6 +89,15 @@ class Coordinator:
         # keeps failing, across coordinator restarts; else the intake counts itself.
         broker_counts = getattr(transport, "delivery_limit", None) is not None
         self._intake = ShardIntake(self, prefetch, count_failures=not broker_counts)
+        # ``shards``: how many there are when the run log holds no shard map yet.
+        self._shard_queues = ShardQueues(
+            transport,
+            runlog,
+            self._intake.consume,
+            default=shards,
+            prefetch=prefetch,
+            watch_interval=shard_watch_interval,
+        )
         self._wake_interval = wake_interval
         self._snapshot_every = snapshot_every
         self._artifacts = artifacts
@@ -109,32 +108,26 @@ class Coordinator:
         self._waiters: dict[str, list[tuple[int, asyncio.Future[RunState]]]] = {}
         self._announcer = Announcer(transport, announce)
         self._observers: list[Observer] = [self._announcer, run_span]
-        self._consumers: list[Consumer] = []
         self._loops: list[asyncio.Task[None]] = []
 
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
         await self._timers.start()
-        for shard in range(self._shards):
-            consumer = await self._transport.consume(shard_queue(shard), prefetch=self._prefetch)
-            self._consumers.append(consumer)
-            self._loops.append(
-                asyncio.create_task(self._intake.consume(consumer), name=f"shard-{shard}")
-            )
+        await self._shard_queues.start()
         if self._leases is not None:
-            self._loops.append(asyncio.create_task(self._check_leases(), name="leases"))
+            expiry = self._leases.declare_lost(self._clock, self.publish_event)
+            self._loops.append(asyncio.create_task(expiry, name="leases"))
         if self._wake_interval is not None:
             self._loops.append(asyncio.create_task(self._wake_shards(), name="wake"))
-        log.info("coordinator started", shards=self._shards)
+        shards = self._shard_queues.map
+        log.info("coordinator started", shards=shards.count, queues=shards.queues)
 
     async def stop(self) -> None:
-        for consumer in self._consumers:
-            await consumer.close()
+        await self._shard_queues.stop()
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
-        self._consumers.clear()
         self._loops.clear()
         await self._timers.close()
         await self._announcer.drain()
@@ -145,6 +138,10 @@ class Coordinator:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def refresh_shards(self) -> ShardMap:
+        """Read the shard map now, not at the next look, and consume any new shard queue."""
+        return await self._shard_queues.refresh()
 
     def observe(self, observer: Observer) -> None:
         """Call ``observer(event, state)`` after every event folded into a live run."""
@@ -176,14 +173,21 @@ class Coordinator:
 
     async def publish_event(self, event: Event) -> None:
         """Send an event of the coordinator's own (a timer, a lost attempt) to its run's shard."""
-        await self._transport.publish(
-            shard_queue(shard_of(event.run_id, self._shards)), [encode(event)]
-        )
+        shard = self._shard_queues.pinned(event.run_id, await self._shard_named(event.run_id))
+        await self._transport.publish(shard_queue(shard), [encode(event)])
+
+    async def _shard_named(self, run_id: str) -> int | None:
+        """The shard a run's submission named (a run not held here: from its index row)."""
+        if state := self._runs.get(run_id) or self._finished.get(run_id):
+            return state.shard
+        summary = await self._runlog.summary(run_id)
+        return summary.shard if summary is not None else None
 
     # -- what the intake hands over --------------------------------------------------
 
-    def holds(self, run_id: str) -> bool:
-        return run_id in self._runs
+    def holds(self, run_id: str, shard: int) -> bool:
+        state = self._runs.get(run_id)
+        return state is not None and self._shard_queues.pinned(run_id, state.shard) == shard
 
     async def handle_group(self, events: list[Event]) -> bool:
         run_id = events[0].run_id
@@ -198,7 +202,7 @@ class Coordinator:
             return False
         return True
 
-    async def handle(self, message: CoordinatorInput) -> None:
+    async def handle(self, message: CoordinatorInput, shard: int | None = None) -> None:
         if isinstance(message, Heartbeat):
             if self._leases is not None:
                 self._leases.renew(message.attempts, self._clock())
@@ -208,12 +212,14 @@ class Coordinator:
             with structlog.contextvars.bound_contextvars(run_id=message.run_id):
                 await self._resume(message)
         else:
-            await self.handle_event(message)
+            await self.handle_event(message, shard)
 
-    async def handle_event(self, event: Event) -> None:
-        """Append, fold, decide and act for one incoming event."""
+    async def handle_event(self, event: Event, shard: int | None = None) -> None:
+        """Append, fold, decide and act for one incoming event (off queue ``shard``)."""
         run_id = event.run_id
         state = self._runs.get(run_id) or self._finished.get(run_id)
+        if shard is not None and not await self._belongs(event, shard):
+            return
         if state is None:
             state = await self._recover(run_id)
         if state is None:
@@ -221,7 +227,7 @@ class Coordinator:
                 log.warning("event for an unknown run dropped", event_id=event.id)
                 return
             try:
-                _check_submission(event)
+                check_submission(run_id, event.workflow, dict(event.params))
             except ConveyorError as exc:
                 # Whoever waits for this run here learns why it will never start.
                 for _round, waiter in self._waiters.pop(run_id, []):
@@ -233,6 +239,23 @@ class Coordinator:
             await self._apply(state, [event], folded=True)
         else:
             await self._apply(state, [event])
+
+    async def _belongs(self, event: Event, shard: int) -> bool:
+        """Whether an event off ``shard`` is for a run pinned there (only its own shard's
+        coordinator ever holds a run; a second submission elsewhere is a duplicate)."""
+        pinned = await self._shard_named(event.run_id)
+        if isinstance(event, RunSubmitted):
+            if pinned is not None and pinned != shard:
+                log.info("run already submitted to another shard", shard=pinned)
+                return False
+            pinned = event.shard
+        if pinned is None or pinned == shard:
+            return True
+        raise ConveyorError(
+            f"run {event.run_id} is pinned to shard {pinned}: its {event.kind}"
+            f" does not belong on shard {shard}",
+            retryable=False,
+        )
 
     # -- the core loop ----------------------------------------------------------------
 
@@ -407,43 +430,15 @@ class Coordinator:
 
     # -- liveness --------------------------------------------------------------------
 
-    async def _check_leases(self) -> None:
-        leases = self._leases
-        assert leases is not None
-        while True:
-            await asyncio.sleep(leases.timeout / 4)
-            now = self._clock()
-            for ref in leases.expire(now):
-                log.warning(
-                    "attempt lost: no heartbeat",
-                    run_id=ref.run_id,
-                    task=ref.task,
-                    index=ref.index,
-                    attempt=ref.attempt,
-                )
-                await self.publish_event(
-                    TaskFailed(
-                        run_id=ref.run_id,
-                        at=now,
-                        task=ref.task,
-                        index=ref.index,
-                        attempt=ref.attempt,
-                        error=f"no heartbeat from its worker for {leases.timeout:g}s",
-                        reason=FailureKind.LOST,
-                    )
-                )
-
     async def _wake_shards(self) -> None:
         assert self._wake_interval is not None
         while True:
-            for shard in range(self._shards):
-                wake = ShardWake(shard=shard, at=self._clock())
-                await self._transport.publish(shard_queue(shard), [encode(wake)])
+            await self._shard_queues.wake(self._clock())
             await asyncio.sleep(self._wake_interval)
 
     async def _sweep(self, shard: int) -> None:
         """Take up every unfinished run of ``shard`` that this coordinator does not hold."""
-        for run_id in await self._runlog.running():
-            if shard_of(run_id, self._shards) == shard and run_id not in self._runs:
+        for run_id in await self._runlog.running(shard):
+            if run_id not in self._runs:
                 with structlog.contextvars.bound_contextvars(run_id=run_id):
                     await self._recover(run_id)

@@ -26,7 +26,7 @@ from contracts.events import (
 )
 from contracts.messages import CancelTasks, TaskReady
 from contracts.ports import Timers, Transport
-from contracts.topology import CONTROL_TOPIC, shard_of, shard_queue, task_queue
+from contracts.topology import CONTROL_TOPIC, shard_queue, task_queue
 from contracts.tracing import DISPATCHED_AT_HEADER, run_traceparent
 from contracts.vocabulary import AttemptRef, FailureKind
 from engine.leases import Leases
@@ -63,14 +63,15 @@ class Effects:
         timers: Timers,
         leases: Leases | None,
         *,
-        shards: int,
+        pinned: Callable[[str, int | None], int],
         clock: Callable[[], float],
         dispatch_batch: int = DISPATCH_BATCH,
     ) -> None:
         self._transport = transport
         self._timers = timers
         self._leases = leases
-        self._shards = shards
+        self._pinned = pinned
+        """The shard of a run (its id, the shard its submission named)."""
         self._clock = clock
         self._dispatch_batch = max(1, dispatch_batch)
 
@@ -82,7 +83,7 @@ class Effects:
         """
         dispatches: dict[str, list[TaskReady]] = {}
         failures: list[Event] = []
-        reply_to = shard_queue(shard_of(state.run_id, self._shards))
+        reply_to = shard_queue(self._pinned(state.run_id, state.shard))
         leases = self._leases
         for event in events:
             if isinstance(event, TaskDispatched) and state.nodes[event.task].spec.wait:

@@ -41,16 +41,17 @@ def _decode(delivery: Delivery) -> list[CoordinatorInput]:
 
 
 class Handler(Protocol):
-    def holds(self, run_id: str) -> bool:
-        """Whether the run is live in memory here (its events may be grouped)."""
+    def holds(self, run_id: str, shard: int) -> bool:
+        """Whether the run of ``shard`` is live in memory here (its events may be grouped)."""
         ...
 
     async def handle_group(self, events: list[Event]) -> bool:
         """Handle events of one live run together; False to fall back to one by one."""
         ...
 
-    async def handle(self, message: CoordinatorInput) -> None:
-        """Handle one message; raise to have it requeued (or dead-lettered if not retryable)."""
+    async def handle(self, message: CoordinatorInput, shard: int | None = None) -> None:
+        """Handle one message that came off queue ``shard``; raise to have it requeued
+        (or dead-lettered if not retryable)."""
         ...
 
 
@@ -61,7 +62,7 @@ class ShardIntake:
         self._count_failures = count_failures
         self._failures: dict[bytes, int] = {}
 
-    async def consume(self, consumer: Consumer) -> None:
+    async def consume(self, consumer: Consumer, shard: int) -> None:
         async for delivery in consumer:
             batch = [delivery, *consumer.ready(self._prefetch - 1)]
             groups: dict[str, list[Event]] = {}
@@ -73,7 +74,7 @@ class ShardIntake:
                 except Exception:  # the one-by-one path dead-letters it with the reason
                     singles.append((item, None))
                     continue
-                events = [m for m in inputs if isinstance(m, Event) and self._groupable(m)]
+                events = [m for m in inputs if isinstance(m, Event) and self._groupable(m, shard)]
                 if len(events) == len(inputs):
                     runs: set[str] = set()
                     for event in events:
@@ -89,23 +90,25 @@ class ShardIntake:
             }
             for item, runs in grouped:
                 if runs & failed:
-                    await self._settle_one(item, None)  # one by one, carefully
+                    await self._settle_one(item, None, shard)  # one by one, carefully
                 else:
                     await item.ack()
             for item, decoded in singles:
-                await self._settle_one(item, decoded)
+                await self._settle_one(item, decoded, shard)
 
-    def _groupable(self, event: Event) -> bool:
-        return not isinstance(event, RunSubmitted) and self._handler.holds(event.run_id)
+    def _groupable(self, event: Event, shard: int) -> bool:
+        return not isinstance(event, RunSubmitted) and self._handler.holds(event.run_id, shard)
 
-    async def _settle_one(self, delivery: Delivery, inputs: list[CoordinatorInput] | None) -> None:
+    async def _settle_one(
+        self, delivery: Delivery, inputs: list[CoordinatorInput] | None, shard: int
+    ) -> None:
         """Handle one message and settle its delivery (the path every message can take)."""
         try:
             async with processing(delivery):
                 if inputs is None:
                     inputs = _decode(delivery)
                 for message in inputs:
-                    await self._guarded(message, delivery.body)
+                    await self._guarded(message, delivery.body, shard)
         except ConveyorError as exc:
             if exc.retryable:
                 log.exception("event handling failed; message requeued")
@@ -116,15 +119,15 @@ class ShardIntake:
         except Exception:
             log.exception("event handling failed; message requeued")
 
-    async def _guarded(self, message: CoordinatorInput, body: bytes) -> None:
+    async def _guarded(self, message: CoordinatorInput, body: bytes, shard: int) -> None:
         """Handle a message; one that keeps failing is dead-lettered instead of looping."""
         if not isinstance(message, Event):
-            await self._handler.handle(message)
+            await self._handler.handle(message, shard)
             return
         key = hashlib.blake2b(body, digest_size=16).digest()
         try:
             with structlog.contextvars.bound_contextvars(run_id=message.run_id):
-                await self._handler.handle(message)
+                await self._handler.handle(message, shard)
         except ConveyorError as exc:
             if exc.retryable:
                 self._count_failure(key, exc)

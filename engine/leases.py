@@ -8,9 +8,15 @@ within the timeout is declared lost and runs again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
 
-from contracts.vocabulary import AttemptRef
+import structlog
+
+from contracts.events import Event, TaskFailed
+from contracts.vocabulary import AttemptRef, FailureKind
+
+log = structlog.get_logger("conveyor.coordinator")
 
 
 class Leases:
@@ -46,3 +52,31 @@ class Leases:
         for ref in expired:
             del self._renewed[ref]
         return expired
+
+    async def declare_lost(
+        self, clock: Callable[[], float], publish: Callable[[Event], Awaitable[None]]
+    ) -> None:
+        """Every quarter of the timeout, declare the attempts whose lease expired lost:
+        ``publish`` a failure of each to its run (until cancelled)."""
+        while True:
+            await asyncio.sleep(self.timeout / 4)
+            now = clock()
+            for ref in self.expire(now):
+                log.warning(
+                    "attempt lost: no heartbeat",
+                    run_id=ref.run_id,
+                    task=ref.task,
+                    index=ref.index,
+                    attempt=ref.attempt,
+                )
+                await publish(
+                    TaskFailed(
+                        run_id=ref.run_id,
+                        at=now,
+                        task=ref.task,
+                        index=ref.index,
+                        attempt=ref.attempt,
+                        error=f"no heartbeat from its worker for {self.timeout:g}s",
+                        reason=FailureKind.LOST,
+                    )
+                )

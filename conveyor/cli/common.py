@@ -46,7 +46,12 @@ JsonOption = Annotated[
 ]
 ShardsOption = Annotated[
     int | None,
-    typer.Option("--shards", envvar="CONVEYOR_SHARDS", min=1, help="Coordinator shard queues."),
+    typer.Option(
+        "--shards",
+        envvar="CONVEYOR_SHARDS",
+        min=1,
+        help="Coordinator shards if no shard map is stored yet (see `conveyor shards`).",
+    ),
 ]
 
 

@@ -17,6 +17,7 @@ from prometheus_client import start_http_server
 from contracts.errors import InvalidInput
 from contracts.ports import RunStore
 from contracts.signing import Role
+from contracts.topology import ShardMap
 from contracts.vocabulary import RunStatus
 from conveyor import loop
 from conveyor import wiring as cluster
@@ -104,7 +105,7 @@ def register(app: typer.Typer) -> None:
                 c.observe(measured)
                 watching = asyncio.get_running_loop().create_task(watch_queues(t, measured))
             await c.start()
-            err.print(f"coordinator running ({settings.shards} shards); Ctrl-C to stop")
+            err.print("coordinator running; Ctrl-C to stop")
 
             async def stop() -> None:
                 if watching is not None:
@@ -239,6 +240,38 @@ def register(app: typer.Typer) -> None:
                 )
                 + "\n"
             )
+
+    @app.command()
+    def shards(
+        count: Annotated[
+            int | None,
+            typer.Argument(min=1, max=1024, help="Spread new runs over this many shards."),
+        ] = None,
+        redis_url: RedisOption = None,
+    ) -> None:
+        """Show the coordinator shard map, or change it while everything runs.
+
+        Runs already submitted finish on the shard they were pinned to; new runs are
+        spread over COUNT shards; coordinators consume the new shard queues when they
+        next read the map (CONVEYOR_SHARD_WATCH_INTERVAL). Nothing is drained.
+        """
+        settings = settings_from(None, redis_url)
+
+        async def go() -> ShardMap:
+            async with cluster.open_client(settings) as client:
+                if count is None:
+                    return await client.shard_map()
+                return await client.reshard(count)
+
+        try:
+            cluster.require(settings, "redis_url")
+            found = loop.run(go())
+        except InvalidInput as exc:
+            raise fail_input(exc) from None
+        say(
+            f"new runs go to {found.count} shard(s); coordinators consume {found.queues}"
+            f" shard queue(s) (map version {found.epoch})"
+        )
 
 
 __all__ = ["register"]

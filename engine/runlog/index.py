@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from contracts.events import Event, RunCompleted, RunRetryRequested, RunSubmitted
 from contracts.ports import RunSummary
 
@@ -18,24 +20,13 @@ def index_update(current: RunSummary | None, event: Event) -> RunSummary | None:
             state="running",
             submitted_at=event.at,
             trigger=event.trigger,
+            shard=event.shard,
         )
     if isinstance(event, RunRetryRequested) and current is not None and current.state != "running":
-        return RunSummary(
-            run_id=current.run_id,
-            workflow=current.workflow,
-            state="running",
-            submitted_at=current.submitted_at,
-            trigger=current.trigger,
-        )
+        return msgspec.structs.replace(current, state="running", finished_at=None, reason="")
     if isinstance(event, RunCompleted) and current is not None and current.state == "running":
-        return RunSummary(
-            run_id=current.run_id,
-            workflow=current.workflow,
-            state=event.state,
-            submitted_at=current.submitted_at,
-            finished_at=event.at,
-            reason=event.reason,
-            trigger=current.trigger,
+        return msgspec.structs.replace(
+            current, state=event.state, finished_at=event.at, reason=event.reason
         )
     return None
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from contracts.errors import NotFound
 from contracts.events import Event
 from contracts.ports import LogLine, RunSummary
+from contracts.topology import ShardMap, initial_shard_map
 from engine.runlog.index import index_update, matches
 from engine.runlog.notify import AppendSignal
 
@@ -21,6 +22,7 @@ class MemoryRunLog:
         self._lines: dict[str, list[LogLine]] = {}
         self._snapshots: dict[str, tuple[bytes, int]] = {}
         self._appended = AppendSignal()
+        self._shard_map: ShardMap | None = None
 
     async def append(
         self, run_id: str, events: Sequence[Event], *, then: Sequence[Event] = ()
@@ -66,8 +68,24 @@ class MemoryRunLog:
         self._snapshots[run_id] = (state, len(self._events.get(run_id, [])))
         return True
 
-    async def running(self) -> list[str]:
-        return [r.run_id for r in self._index.values() if r.state == "running"]
+    async def running(self, shard: int | None = None) -> list[str]:
+        return [
+            r.run_id
+            for r in self._index.values()
+            if r.state == "running" and (shard is None or r.shard == shard)
+        ]
+
+    async def summary(self, run_id: str) -> RunSummary | None:
+        return self._index.get(run_id)
+
+    async def shard_map(self, default: int) -> ShardMap:
+        if self._shard_map is None:
+            self._shard_map = initial_shard_map(default)
+        return self._shard_map
+
+    async def reshard(self, count: int) -> ShardMap:
+        self._shard_map = (await self.shard_map(count)).resized(count)
+        return self._shard_map
 
     async def runs(
         self,

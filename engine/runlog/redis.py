@@ -12,8 +12,9 @@ slot and a Lua script can touch them atomically:
 - ``cv:{R}:log:T:I:A`` list of log lines of task T, item I, attempt A (capped)
 
 The index across runs lives in sorted sets scored by submission time:
-``cv:runs``, ``cv:runs:state:<state>``, ``cv:runs:wf:<workflow>``. They are caches:
-``rebuild_index`` recreates them from the runs' summaries.
+``cv:runs``, ``cv:runs:state:<state>``, ``cv:runs:wf:<workflow>``, and the running
+runs pinned to each coordinator shard, ``cv:runs:running:shard:<N>``. They are
+derived from the runs' summaries. ``cv:shard-map`` holds the shard map.
 
 While Redis is unreachable every call waits and retries with backoff
 (``engine.redis_retry``).
@@ -31,6 +32,7 @@ from contracts.codec import decode_event, encode
 from contracts.errors import NotFound
 from contracts.events import Event
 from contracts.ports import LogLine, RunSummary
+from contracts.topology import ShardMap, initial_shard_map
 from engine.redis_client import redis_client
 from engine.redis_retry import retrying
 from engine.runlog.index import index_update, matches
@@ -128,6 +130,7 @@ class RedisRunLog:
             url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
         )
         self._append = self._redis.register_script(_APPEND)
+        self._swap_map = self._redis.register_script(_SWAP)
         self._retry_max = retry_max
         self._tail: dict[str, str] = {}
 
@@ -167,6 +170,10 @@ class RedisRunLog:
             pipe = self._redis.pipeline(transaction=False)
             if summary is not None:
                 pipe.zrem(f"{PREFIX}:runs:state:{summary.state}", run_id)
+                if summary.state == "running" and summary.shard is not None:
+                    pipe.zrem(_running_on(summary.shard), run_id)
+            if update.state == "running" and update.shard is not None:
+                pipe.zadd(_running_on(update.shard), {run_id: update.submitted_at})
             pipe.hset(key(run_id, "summary"), mapping=_summary_fields(update))
             pipe.zadd(f"{PREFIX}:runs", {run_id: update.submitted_at})
             pipe.zadd(f"{PREFIX}:runs:state:{update.state}", {run_id: update.submitted_at})
@@ -177,6 +184,9 @@ class RedisRunLog:
     async def _summary(self, run_id: str) -> RunSummary | None:
         raw = await self._redis.hgetall(key(run_id, "summary"))
         return _summary_from(run_id, raw) if raw else None
+
+    async def summary(self, run_id: str) -> RunSummary | None:
+        return await self._retrying("summary", lambda: self._summary(run_id))
 
     async def read(self, run_id: str, after: int = 0) -> list[Event]:
         entries = await self._retrying(
@@ -271,11 +281,27 @@ class RedisRunLog:
         rows.sort(key=lambda r: (r.submitted_at, r.run_id), reverse=True)
         return rows[:limit]
 
-    async def running(self) -> list[str]:
-        ids = await self._retrying(
-            "running", lambda: self._redis.zrange(f"{PREFIX}:runs:state:running", 0, -1)
-        )
+    async def running(self, shard: int | None = None) -> list[str]:
+        source = f"{PREFIX}:runs:state:running" if shard is None else _running_on(shard)
+        ids = await self._retrying("running", lambda: self._redis.zrange(source, 0, -1))
         return [run_id.decode() for run_id in ids]
+
+    async def shard_map(self, default: int) -> ShardMap:
+        initial = msgspec.json.encode(initial_shard_map(default))
+        await self._retrying("shard map", lambda: self._redis.set(SHARD_MAP_KEY, initial, nx=True))
+        raw = await self._retrying("shard map", lambda: self._redis.get(SHARD_MAP_KEY))
+        return msgspec.json.decode(raw, type=ShardMap)
+
+    async def reshard(self, count: int) -> ShardMap:
+        while True:  # compare and set: a concurrent change makes us read again
+            current = await self.shard_map(count)
+            new = current.resized(count)
+            swapped = await self._swap_map(
+                keys=[SHARD_MAP_KEY],
+                args=[msgspec.json.encode(current), msgspec.json.encode(new)],
+            )
+            if swapped:
+                return new
 
     async def find_run(self, prefix: str) -> str:
         if await self._redis.exists(key(prefix, "summary")):
@@ -331,6 +357,16 @@ class RedisRunLog:
 
 
 _INDEXED = frozenset({"run_submitted", "run_completed", "run_retry_requested"})
+SHARD_MAP_KEY = f"{PREFIX}:shard-map"
+_SWAP = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+def _running_on(shard: int) -> str:
+    return f"{PREFIX}:runs:running:shard:{shard}"
 
 
 def _summary_fields(row: RunSummary) -> dict[str, Any]:
@@ -341,6 +377,7 @@ def _summary_fields(row: RunSummary) -> dict[str, Any]:
         "finished_at": "" if row.finished_at is None else repr(row.finished_at),
         "reason": row.reason,
         "trigger": row.trigger,
+        "shard": "" if row.shard is None else str(row.shard),
     }
 
 
@@ -354,4 +391,5 @@ def _summary_from(run_id: str, raw: dict[bytes, bytes]) -> RunSummary:
         finished_at=float(finished) if finished else None,
         reason=raw.get(b"reason", b"").decode(),
         trigger=raw.get(b"trigger", b"").decode(),
+        shard=int(raw[b"shard"]) if raw.get(b"shard") else None,
     )

@@ -12,10 +12,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import msgspec
+
 from contracts.codec import decode_event, encode
 from contracts.errors import NotFound
 from contracts.events import Event
 from contracts.ports import LogLine, RunSummary
+from contracts.topology import ShardMap, initial_shard_map
 from engine.runlog.index import index_update
 from engine.runlog.notify import AppendSignal
 
@@ -50,6 +53,10 @@ CREATE TABLE IF NOT EXISTS task_logs (
     text TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS task_logs_by_run ON task_logs (run_id, task);
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS snapshots (
     run_id TEXT PRIMARY KEY,
     state BLOB NOT NULL,
@@ -72,6 +79,8 @@ class SqliteRunLog:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
         if "trigger" not in columns:  # a home made before runs recorded their trigger
             self._db.execute("ALTER TABLE runs ADD COLUMN trigger TEXT NOT NULL DEFAULT ''")
+        if "shard" not in columns:  # a home made before runs were pinned to a shard
+            self._db.execute("ALTER TABLE runs ADD COLUMN shard INTEGER")
         self._appended = AppendSignal()
 
     async def append(
@@ -103,7 +112,7 @@ class SqliteRunLog:
                     summary = update
                     db.execute(
                         "INSERT OR REPLACE INTO runs (run_id, workflow, state, submitted_at,"
-                        " finished_at, reason, trigger) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        " finished_at, reason, trigger, shard) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             update.run_id,
                             update.workflow,
@@ -112,6 +121,7 @@ class SqliteRunLog:
                             update.finished_at,
                             update.reason,
                             update.trigger,
+                            update.shard,
                         ),
                     )
             db.execute("COMMIT")
@@ -171,9 +181,37 @@ class SqliteRunLog:
         )
         return True
 
-    async def running(self) -> list[str]:
-        rows = self._db.execute("SELECT run_id FROM runs WHERE state = 'running'").fetchall()
+    async def running(self, shard: int | None = None) -> list[str]:
+        rows = self._db.execute(
+            "SELECT run_id FROM runs WHERE state = 'running' AND (? IS NULL OR shard = ?)",
+            (shard, shard),
+        ).fetchall()
         return [str(r[0]) for r in rows]
+
+    async def summary(self, run_id: str) -> RunSummary | None:
+        return self._summary(run_id)
+
+    async def shard_map(self, default: int) -> ShardMap:
+        initial = msgspec.json.encode(initial_shard_map(default))
+        self._db.execute(
+            "INSERT OR IGNORE INTO settings (name, value) VALUES ('shard_map', ?)", (initial,)
+        )
+        row = self._db.execute("SELECT value FROM settings WHERE name = 'shard_map'").fetchone()
+        return msgspec.json.decode(row[0], type=ShardMap)
+
+    async def reshard(self, count: int) -> ShardMap:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            new = (await self.shard_map(count)).resized(count)
+            self._db.execute(
+                "UPDATE settings SET value = ? WHERE name = 'shard_map'",
+                (msgspec.json.encode(new),),
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return new
 
     async def runs(
         self,
@@ -232,8 +270,9 @@ class SqliteRunLog:
 
 
 def _row_to_summary(row: tuple[object, ...]) -> RunSummary:
-    run_id, workflow, state, submitted_at, finished_at, reason, trigger = row
+    run_id, workflow, state, submitted_at, finished_at, reason, trigger, shard = row
     return RunSummary(
+        shard=int(shard) if shard is not None else None,  # type: ignore[call-overload]
         trigger=str(trigger),
         run_id=str(run_id),
         workflow=str(workflow),

@@ -56,6 +56,7 @@ def new_state(event: RunSubmitted) -> RunState:
         nodes=nodes,
         open_nodes=len(nodes),
         deadline_base=event.at,
+        shard=event.shard,
     )
     for name, node in nodes.items():
         if node.deps_left == 0:

@@ -130,6 +130,8 @@ class RunState:
     """Signals received, by name: the data of the latest."""
     signal_due: dict[tuple[str, int], None] = field(default_factory=dict)
     """Waiting instances whose signal has come: to succeed."""
+    shard: int | None = None
+    """The coordinator shard the run is pinned to (``RunSubmitted.shard``)."""
 
     @property
     def finished(self) -> bool:

@@ -46,6 +46,7 @@ _STATE_FIELDS = [
     "round",
     "deadline_base",
     "signals",
+    "shard",
 ]
 
 

@@ -43,5 +43,6 @@ async def purge(amqp_url: str) -> None:
     """Start from empty queues (the engine declares them again as it starts)."""
     async with await aio_pika.connect(amqp_url) as connection:
         channel = await connection.channel()
-        for name in [shard_queue(0), shard_queue(1), task_queue("default"), DEAD_LETTER_QUEUE]:
+        shards = [shard_queue(n) for n in range(8)]  # (tests that reshard use more than 2)
+        for name in [*shards, task_queue("default"), DEAD_LETTER_QUEUE]:
             await channel.queue_delete(name)

@@ -248,11 +248,12 @@ async def test_a_redelivered_result_has_no_second_effect(engine: EmbeddedEngine)
     before = await engine.store.read(state.run_id)
     result = next(e for e in before if isinstance(e, TaskSucceeded))
     await engine.transport.publish(
-        shard_queue(shard_of(state.run_id, engine.coordinator._shards)), [encode(result)]
+        shard_queue(shard_of(state.run_id, (await engine.client.shard_map()).count)),
+        [encode(result)],
     )
     # Drain: a later run of the same shard completing proves the duplicate was handled
     # first (a shard's messages are handled in order).
-    shards = engine.coordinator._shards
+    shards = (await engine.client.shard_map()).count
     key = next(
         k
         for k in (f"drain-{i}" for i in range(1000))
@@ -277,10 +278,10 @@ DEEP = (
 async def test_undecodable_messages_are_dead_lettered_not_fatal(
     engine: EmbeddedEngine, poison: bytes
 ) -> None:
-    for shard in range(engine.coordinator._shards):
+    for shard in range((await engine.client.shard_map()).count):
         await engine.transport.publish(shard_queue(shard), [poison])
     # Every shard still takes runs: no consumer died on the message.
-    shards = engine.coordinator._shards
+    shards = (await engine.client.shard_map()).count
     keys = {}
     for n in range(100):
         run_id = uuid.uuid5(uuid.NAMESPACE_URL, f"conveyor:alive-{n}").hex
@@ -301,17 +302,18 @@ async def test_a_message_that_keeps_failing_is_dead_lettered(
     real_handle = engine.coordinator.handle
     attempts = 0
 
-    async def flaky_handle(event: Event) -> None:
+    async def flaky_handle(event: Event, shard: int | None = None) -> None:
         nonlocal attempts
         if event.run_id == "poison":
             attempts += 1
             raise RuntimeError("cannot handle this one")
-        await real_handle(event)
+        await real_handle(event, shard)
 
     monkeypatch.setattr(engine.coordinator, "handle", flaky_handle)
     poison = TaskStarted(run_id="poison", at=1.0, task="x")
     await engine.transport.publish(
-        shard_queue(shard_of("poison", engine.coordinator._shards)), [encode(poison)]
+        shard_queue(shard_of("poison", (await engine.client.shard_map()).count)),
+        [encode(poison)],
     )
     state = await run(engine, "name: alive\ntasks:\n  - name: a\n    script: echo ok\n")
     assert state.status == "succeeded"
@@ -420,7 +422,7 @@ async def test_a_forged_submission_is_checked_again_and_refused(engine: Embedded
     )
     body = encode(forged)
     await engine.transport.publish(
-        shard_queue(shard_of(forged.run_id, engine.coordinator._shards)), [body]
+        shard_queue(shard_of(forged.run_id, (await engine.client.shard_map()).count)), [body]
     )
     async with asyncio.timeout(20):
         while body not in [b for b, _h in await engine.transport.dead_letters(100)]:

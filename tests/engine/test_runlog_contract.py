@@ -10,7 +10,13 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from contracts.errors import NotFound
-from contracts.events import RunCompleted, RunSubmitted, TaskDispatched, TaskSucceeded
+from contracts.events import (
+    RunCompleted,
+    RunRetryRequested,
+    RunSubmitted,
+    TaskDispatched,
+    TaskSucceeded,
+)
 from contracts.ports import LogLine, RunStore
 from engine.runlog.memory import MemoryRunLog
 from engine.runlog.redis import RedisRunLog
@@ -221,3 +227,36 @@ async def test_a_home_made_before_runs_kept_their_trigger_still_opens(tmp_path: 
         assert [(r.run_id, r.trigger) for r in rows] == [("new1", "cli"), ("old1", "")]
     finally:
         await store.close()
+
+
+async def test_the_shard_map_is_stored_once_and_changed_atomically(store: RunStore) -> None:
+    first = await store.shard_map(2)
+    assert (first.count, first.queues) == (2, 2)
+    # A later reader with another default gets the stored map, not its own.
+    assert await store.shard_map(8) == first
+    grown = await store.reshard(4)
+    assert (grown.count, grown.queues, grown.epoch) == (4, 4, first.epoch + 1)
+    shrunk = await store.reshard(3)
+    # Runs pinned to the fourth shard must still finish: its queue is still consumed.
+    assert (shrunk.count, shrunk.queues) == (3, 4)
+    assert await store.shard_map(2) == shrunk
+    racing = await asyncio.gather(*(store.reshard(5) for _ in range(4)))
+    assert sorted(m.epoch for m in racing) == [shrunk.epoch + n for n in (1, 2, 3, 4)]
+
+
+async def test_running_runs_are_listed_by_the_shard_they_are_pinned_to(store: RunStore) -> None:
+    for run_id, shard in [("a", 0), ("b", 3), ("c", 3), ("d", None)]:
+        event = RunSubmitted(run_id=run_id, at=1.0, workflow={"name": "wf"}, params={}, shard=shard)
+        await store.append(run_id, [event])
+    await store.append("c", [RunCompleted(run_id="c", at=2.0, state="succeeded")])
+    assert sorted(await store.running()) == ["a", "b", "d"]
+    assert await store.running(3) == ["b"]
+    assert await store.running(0) == ["a"]
+    assert await store.running(1) == []
+    summary = await store.summary("b")
+    assert summary is not None and summary.shard == 3
+    assert (await store.summary("d")) is not None
+    assert await store.summary("nobody") is None
+    # A finished run that is retried is running on its shard again.
+    await store.append("c", [RunRetryRequested(run_id="c", at=3.0, round=1)])
+    assert sorted(await store.running(3)) == ["b", "c"]

@@ -47,6 +47,7 @@ class Cluster:
             "CONVEYOR_HEARTBEAT_INTERVAL": "0.2",
             "CONVEYOR_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
             "CONVEYOR_WAKE_INTERVAL": "0.5",
+            "CONVEYOR_SHARD_WATCH_INTERVAL": "0.5",
             "CONVEYOR_AMQP_HEARTBEAT": "1",
             "CONVEYOR_LOG_LEVEL": "info",
             "PYTHONUNBUFFERED": "1",
@@ -60,7 +61,7 @@ class Cluster:
         async with connection:
             channel = await connection.channel()
             for name in [
-                *(shard_queue(s) for s in range(SHARDS)),
+                *(shard_queue(s) for s in range(8)),  # (more if a test resharded)
                 task_queue("default"),
                 DEAD_LETTER_QUEUE,
             ]:
@@ -83,21 +84,23 @@ class Cluster:
     def coordinator(self) -> subprocess.Popen[bytes]:
         return self._spawn("coordinator", name="coordinator")
 
-    async def wait_for_shard_consumers(self, count: int, timeout: float = 30) -> None:
-        """Until every shard queue has ``count`` consumers registered (with a single
-        active consumer per queue, the first one registered is the active one)."""
+    async def wait_for_shard_consumers(
+        self, count: int, timeout: float = 30, shards: int = SHARDS
+    ) -> None:
+        """Until each of ``shards`` shard queues has ``count`` consumers registered (with
+        a single active consumer per queue, the first one registered is the active one)."""
         deadline = time.monotonic() + timeout
         async with await aio_pika.connect(self.amqp_url) as connection:
             channel = await connection.channel()
             while True:
                 counts = []
-                for shard in range(SHARDS):
+                for shard in range(shards):
                     with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
                         queue = await channel.declare_queue(shard_queue(shard), passive=True)
                         counts.append(queue.declaration_result.consumer_count or 0)
                     if channel.is_closed:  # a passive declare of a missing queue closes it
                         channel = await connection.channel()
-                if len(counts) == SHARDS and min(counts) >= count:
+                if len(counts) == shards and min(counts) >= count:
                     return
                 assert time.monotonic() < deadline, f"shard consumers {counts}, wanted {count}"
                 await asyncio.sleep(0.05)
