@@ -7,6 +7,9 @@ servers, prints a table, and with ``--json`` prints one JSON object as its last 
 - ``raw_amqp_msgs_per_s``: a raw aio-pika loop, persistent 200-byte messages,
   publisher confirms pipelined 256 deep, prefetch 256, acks: the broker's limit here.
 - ``raw_amqp_rtt_p50_ms`` / ``_p99_ms``: ping-pong through two queues, 2,000 trips.
+  Both on classic queues; ``raw_amqp_quorum_*`` the same on quorum queues, the kind
+  Conveyor declares by default (``CONVEYOR_QUEUE_TYPE``; set it to ``classic`` to run
+  the Conveyor benchmarks on classic queues too).
 - ``embedded_fanout_10k_tasks_per_s``: 1 -> 10,000 -> 1 no-op Python steps, embedded.
 - ``fanout_10k_tasks_per_s``: the same on RabbitMQ + Redis (a coordinator in this
   process, two ``conveyor worker --concurrency 4`` processes), submit to completion;
@@ -99,68 +102,89 @@ def chain(n: int) -> Any:
 
 
 async def raw_amqp(url: str, count: int = 20_000) -> dict[str, float]:
+    """The broker alone, on classic queues and on quorum queues (Conveyor's default)."""
     connection = await aio_pika.connect(url)
+    figures: dict[str, float] = {}
     async with connection:
-        pub = await connection.channel(publisher_confirms=True)
-        sub = await connection.channel()
-        await sub.set_qos(prefetch_count=256)
-        queue = await sub.declare_queue("bench.raw", durable=True)
-        await queue.purge()
-        body = b"x" * 200
-        done = asyncio.Event()
-        received = 0
+        for kind, arguments in (("", {}), ("quorum_", {"x-queue-type": "quorum"})):
+            rate = await _raw_rate(connection, f"bench.{kind}raw", arguments, count)
+            trips = await _raw_trips(connection, f"bench.{kind}", arguments)
+            figures[f"raw_amqp_{kind}msgs_per_s"] = rate
+            figures[f"raw_amqp_{kind}rtt_p50_ms"] = statistics.median(trips) * 1000
+            figures[f"raw_amqp_{kind}rtt_p99_ms"] = trips[int(len(trips) * 0.99)] * 1000
+    return figures
 
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            nonlocal received
-            await message.ack()
-            received += 1
-            if received == count:
-                done.set()
 
-        await queue.consume(on_message)
+async def _declare(channel: Any, name: str, arguments: dict[str, Any]) -> Any:
+    # A queue of the other type left by an older suite would refuse the declaration.
+    await channel.queue_delete(name)
+    return await channel.declare_queue(name, durable=True, arguments=arguments)
+
+
+async def _raw_rate(connection: Any, name: str, arguments: dict[str, Any], count: int) -> float:
+    pub = await connection.channel(publisher_confirms=True)
+    sub = await connection.channel()
+    await sub.set_qos(prefetch_count=256)
+    queue = await _declare(sub, name, arguments)
+    body = b"x" * 200
+    done = asyncio.Event()
+    received = 0
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        nonlocal received
+        await message.ack()
+        received += 1
+        if received == count:
+            done.set()
+
+    await queue.consume(on_message)
+    started = time.perf_counter()
+    window = 256
+    for offset in range(0, count, window):
+        await asyncio.gather(
+            *[
+                pub.default_exchange.publish(
+                    aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    routing_key=name,
+                )
+                for _ in range(min(window, count - offset))
+            ]
+        )
+    await done.wait()
+    rate = count / (time.perf_counter() - started)
+    await pub.close()
+    await sub.close()
+    return rate
+
+
+async def _raw_trips(connection: Any, prefix: str, arguments: dict[str, Any]) -> list[float]:
+    """Ping-pong through two queues: 2,000 round trips, sorted."""
+    pub = await connection.channel(publisher_confirms=True)
+    sub = await connection.channel()
+    ping = await _declare(sub, f"{prefix}ping", arguments)
+    pong = await _declare(sub, f"{prefix}pong", arguments)
+    replies: asyncio.Queue[None] = asyncio.Queue()
+    body = b"x" * 200
+
+    async def echo(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        await message.ack()
+        await pub.default_exchange.publish(aio_pika.Message(message.body), routing_key=pong.name)
+
+    async def back(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        await message.ack()
+        replies.put_nowait(None)
+
+    await ping.consume(echo)
+    await pong.consume(back)
+    trips = []
+    for _ in range(2000):
         started = time.perf_counter()
-        window = 256
-        for offset in range(0, count, window):
-            await asyncio.gather(
-                *[
-                    pub.default_exchange.publish(
-                        aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                        routing_key="bench.raw",
-                    )
-                    for _ in range(min(window, count - offset))
-                ]
-            )
-        await done.wait()
-        rate = count / (time.perf_counter() - started)
-
-        ping = await sub.declare_queue("bench.ping", durable=True)
-        pong = await sub.declare_queue("bench.pong", durable=True)
-        replies: asyncio.Queue[None] = asyncio.Queue()
-
-        async def echo(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            await message.ack()
-            await pub.default_exchange.publish(
-                aio_pika.Message(message.body), routing_key="bench.pong"
-            )
-
-        async def back(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            await message.ack()
-            replies.put_nowait(None)
-
-        await ping.consume(echo)
-        await pong.consume(back)
-        trips = []
-        for _ in range(2000):
-            started = time.perf_counter()
-            await pub.default_exchange.publish(aio_pika.Message(body), routing_key="bench.ping")
-            await replies.get()
-            trips.append(time.perf_counter() - started)
-        trips.sort()
-    return {
-        "raw_amqp_msgs_per_s": rate,
-        "raw_amqp_rtt_p50_ms": statistics.median(trips) * 1000,
-        "raw_amqp_rtt_p99_ms": trips[int(len(trips) * 0.99)] * 1000,
-    }
+        await pub.default_exchange.publish(aio_pika.Message(body), routing_key=ping.name)
+        await replies.get()
+        trips.append(time.perf_counter() - started)
+    await pub.close()
+    await sub.close()
+    return sorted(trips)
 
 
 async def embedded_fanout(n: int = 10_000, rounds: int = 3) -> dict[str, float]:
@@ -248,7 +272,9 @@ async def _cluster(amqp_url: str, redis_url: str) -> AsyncIterator[tuple[Any, An
 
     store = RedisRunLog(redis_url)
     await store._redis.flushdb()
-    transport = CountingTransport(amqp_url)
+    transport = CountingTransport(
+        amqp_url, queue_type=os.environ.get("CONVEYOR_QUEUE_TYPE", "quorum")
+    )
     await transport.start()
     env = {
         **os.environ,
@@ -558,6 +584,28 @@ TARGETS: list[Target] = [
     ("chain_hop_vs_celery", 1, "celery_chain_100_hop_p50_ms", "chain_100_hop_p50_ms", 1),
     ("chain_hop_p50_within_1_5x_raw", 1.5, "raw_amqp_rtt_p50_ms", "chain_100_hop_p50_ms", 1),
     ("chain_hop_p99_within_3x_raw", 3, "raw_amqp_rtt_p99_ms", "chain_100_hop_p99_ms", 1),
+    # The same rules against the broker on the kind of queue Conveyor's run on.
+    (
+        "fanout_10k_vs_raw_quorum_1_5x",
+        1,
+        "fanout_10k_tasks_per_s",
+        "raw_amqp_quorum_msgs_per_s",
+        1.5,
+    ),
+    (
+        "chain_hop_p50_within_1_5x_raw_quorum",
+        1.5,
+        "raw_amqp_quorum_rtt_p50_ms",
+        "chain_100_hop_p50_ms",
+        1,
+    ),
+    (
+        "chain_hop_p99_within_3x_raw_quorum",
+        3,
+        "raw_amqp_quorum_rtt_p99_ms",
+        "chain_100_hop_p99_ms",
+        1,
+    ),
     ("fanout_100k_vs_10k", 1, "fanout_100k_tasks_per_s", "fanout_10k_tasks_per_s", 0.8),
     ("fanout_100k_rss_headroom", 400, "one", "fanout_100k_coordinator_peak_rss_mb", 1),
     ("fanout_1m_vs_10k", 1, "fanout_1m_tasks_per_s", "fanout_10k_tasks_per_s", 0.8),
