@@ -36,6 +36,7 @@ import contextlib
 import gc
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -66,14 +67,22 @@ def _size(n: int) -> str:
     return f"{n // 1000}k" if n % 1000 == 0 else str(n)
 
 
-def fanout(n: int, items_from_range: bool = False) -> Any:
-    """1 -> n -> 1 no-ops; the items a literal list, or ``range(n)`` evaluated by the engine."""
-    items: Any = f"{{{{ range({n}) }}}}" if items_from_range else list(range(n))
+def fanout(n: int, items_from: str = "literal") -> Any:
+    """1 -> n -> 1 no-ops; the items a literal list, ``range(n)`` evaluated by the engine
+    (``range``), or the first step's result stored as JSON Lines (``stored``)."""
+    items: Any = {
+        "literal": list(range(n)),
+        "range": f"{{{{ range({n}) }}}}",
+        "stored": "{{ tasks.start.outputs.result }}",
+    }[items_from]
+    start: dict[str, Any] = {"name": "start", "python": "benchsteps:noop"}
+    if items_from == "stored":
+        start = {"name": "start", "python": "benchsteps:numbers", "args": {"n": n}}
     return workflow_from_data(
         {
             "name": f"fanout-{n}",
             "tasks": [
-                {"name": "start", "python": "benchsteps:noop"},
+                start,
                 {
                     "name": "each",
                     "depends": ["start"],
@@ -267,11 +276,14 @@ class _CountingConsumer:
 async def _cluster(amqp_url: str, redis_url: str) -> AsyncIterator[tuple[Any, Any, Any]]:
     """A coordinator in this process, two ``conveyor worker --concurrency 4`` processes."""
     import subprocess
+    import tempfile
 
     from engine.coordinator import Coordinator
+    from workers.artifacts import FsspecArtifactStore
 
     store = RedisRunLog(redis_url)
     await store._redis.flushdb()
+    artifacts_dir = tempfile.mkdtemp(prefix="conveyor-bench-artifacts-")
     transport = CountingTransport(
         amqp_url, queue_type=os.environ.get("CONVEYOR_QUEUE_TYPE", "quorum")
     )
@@ -282,6 +294,7 @@ async def _cluster(amqp_url: str, redis_url: str) -> AsyncIterator[tuple[Any, An
         "CONVEYOR_REDIS_URL": redis_url,
         "CONVEYOR_LOG_LEVEL": "error",
         "CONVEYOR_SHARDS": "1",
+        "CONVEYOR_ARTIFACTS_URL": artifacts_dir,
         "PYTHONPATH": os.pathsep.join(
             [str(ROOT), str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")]
         ),
@@ -301,6 +314,7 @@ async def _cluster(amqp_url: str, redis_url: str) -> AsyncIterator[tuple[Any, An
         shards=1,
         heartbeat_timeout=30,
         timers=lambda fire: RedisTimers(redis_url, fire, time.time),
+        artifacts=FsspecArtifactStore(artifacts_dir),
     )
     try:
         await coordinator.start()
@@ -313,10 +327,11 @@ async def _cluster(amqp_url: str, redis_url: str) -> AsyncIterator[tuple[Any, An
         await coordinator.stop()
         await transport.close()
         await store.close()
+        shutil.rmtree(artifacts_dir, ignore_errors=True)
 
 
 async def distributed_fanout(
-    amqp_url: str, redis_url: str, n: int = 10_000, items_from_range: bool = False
+    amqp_url: str, redis_url: str, n: int = 10_000, items_from: str = "literal"
 ) -> dict[str, float]:
     """Submit to completion, worker start-up included. The coordinator's peak memory is
     sampled while the run lasts (this process may hold memory from earlier benchmarks:
@@ -342,7 +357,7 @@ async def distributed_fanout(
         cpu_before = time.process_time()
         sampler = asyncio.create_task(sample())
         started = time.perf_counter()
-        run_id = await Client(store, transport, shards=1).submit(fanout(n, items_from_range), {})
+        run_id = await Client(store, transport, shards=1).submit(fanout(n, items_from), {})
         state = await coordinator.wait(run_id)
         took = time.perf_counter() - started
         sampler.cancel()
@@ -359,12 +374,13 @@ async def distributed_fanout(
         )
         assert state.status == "succeeded", state.reason
     tasks = n + 2
+    name = f"fanout_{_size(n)}" + ("_stored" if items_from == "stored" else "")
     return {
-        f"fanout_{_size(n)}_tasks_per_s": tasks / took,
-        f"fanout_{_size(n)}_coordinator_peak_rss_mb": peak / (1 << 20),
-        f"fanout_{_size(n)}_coordinator_cpu_us_per_task": cpu / tasks * 1e6,
-        f"fanout_{_size(n)}_redis_ops_per_task": ops / tasks,
-        f"fanout_{_size(n)}_amqp_messages_per_task": messages / tasks,
+        f"{name}_tasks_per_s": tasks / took,
+        f"{name}_coordinator_peak_rss_mb": peak / (1 << 20),
+        f"{name}_coordinator_cpu_us_per_task": cpu / tasks * 1e6,
+        f"{name}_redis_ops_per_task": ops / tasks,
+        f"{name}_amqp_messages_per_task": messages / tasks,
     }
 
 
@@ -548,7 +564,8 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         "raw": lambda: raw_amqp(amqp_url),
         "fanout": lambda: distributed_fanout(amqp_url, redis_url),
         "fanout100k": lambda: distributed_fanout(amqp_url, redis_url, 100_000),
-        "fanout1m": lambda: distributed_fanout(amqp_url, redis_url, 1_000_000, True),
+        "fanout1m": lambda: distributed_fanout(amqp_url, redis_url, 1_000_000, "range"),
+        "fanout1m_stored": lambda: distributed_fanout(amqp_url, redis_url, 1_000_000, "stored"),
         "chain": lambda: distributed_chain(amqp_url, redis_url),
         "celery": lambda: asyncio.to_thread(celery, amqp_url, redis_url),
         "dramatiq": lambda: asyncio.to_thread(dramatiq_group, amqp_url, redis_url),
@@ -610,6 +627,14 @@ TARGETS: list[Target] = [
     ("fanout_100k_rss_headroom", 400, "one", "fanout_100k_coordinator_peak_rss_mb", 1),
     ("fanout_1m_vs_10k", 1, "fanout_1m_tasks_per_s", "fanout_10k_tasks_per_s", 0.8),
     ("fanout_1m_rss_under_1gb", 1024, "one", "fanout_1m_coordinator_peak_rss_mb", 1),
+    ("fanout_1m_stored_vs_10k", 1, "fanout_1m_stored_tasks_per_s", "fanout_10k_tasks_per_s", 0.8),
+    (
+        "fanout_1m_stored_rss_under_1gb",
+        1024,
+        "one",
+        "fanout_1m_stored_coordinator_peak_rss_mb",
+        1,
+    ),
     ("embedded_vs_15000", 1, "embedded_fanout_10k_tasks_per_s", 15000, 1),
     ("embedded_vs_dask", 1, "embedded_fanout_10k_tasks_per_s", "dask_fanout_10k_tasks_per_s", 1),
     ("webhook_accept_p50_vs_bare", 2, "bare_fastapi_p50_ms", "webhook_accept_p50_ms", 1),
@@ -655,7 +680,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--only",
         nargs="*",
-        help="raw, embedded, dask, isolation, webhooks, ui, fanout, fanout100k, fanout1m, chain,"
+        help="raw, embedded, dask, isolation, webhooks, ui, fanout, fanout100k, fanout1m,"
+        " fanout1m_stored, chain,"
         " celery, dramatiq, webhooks_distributed",
     )
     began = time.monotonic()

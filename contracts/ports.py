@@ -256,6 +256,10 @@ class ArtifactStore(Protocol):
 
     async def get_bytes(self, ref: ArtifactRef) -> bytes: ...
 
+    async def read_range(self, uri: str, start: int, length: int) -> bytes:
+        """Up to ``length`` bytes of a stored object from ``start`` (empty past its end)."""
+        ...
+
     async def put_named(self, key: str, data: bytes) -> None:
         """Write (or overwrite) a small object found by its key, not by a reference."""
         ...

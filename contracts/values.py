@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 STORED_KEY = "$stored"
-VALUE_FORMATS = ("json", "pickle", "parquet")
+VALUE_FORMATS = ("json", "pickle", "parquet", "jsonl")
+STREAMED_FORMAT = "jsonl"
+"""JSON Lines, one item per line: a list a fan-out can take without anyone holding it
+whole (its reference also carries ``count``, the number of items)."""
 VALUES_FOLDER = "~values"
 """The folder under an attempt's key where stored values go; an artifact name (letters,
 digits, ``_`` and ``-``) can never be this, so nothing but a stored value is there."""
@@ -41,3 +44,14 @@ class StoredValue:
 
 def is_stored(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and STORED_KEY in value
+
+
+def streamed_count(value: Any) -> int | None:
+    """The number of items of a stored JSON Lines value; None for anything else."""
+    if not is_stored(value):
+        return None
+    reference = value[STORED_KEY]
+    if not isinstance(reference, dict) or reference.get("format") != STREAMED_FORMAT:
+        return None
+    count = reference.get("count")
+    return count if isinstance(count, int) and count >= 0 else None

@@ -42,9 +42,10 @@ from contracts.errors import ExpressionError, InvalidInput, NonRetryableError, P
 from contracts.expressions import Template, templates_in
 from contracts.spec import Workflow
 from contracts.validation import workflow_from_data
+from contracts.values import STREAMED_FORMAT
 from conveyor.refs import ORDERING, Ref, task_expression
 from conveyor.task_options import apply_options, check_options
-from conveyor.typing_rules import compatible, element_type, param_type, type_name
+from conveyor.typing_rules import as_list, compatible, element_type, param_type, type_name
 from conveyor.values import check_format, decoded, encode
 
 T = TypeVar("T")
@@ -175,6 +176,8 @@ class TaskFunction(Generic[T]):
         self.__signature__ = self.signature
         self.param_types = {p: hints.get(p, Any) for p in self.signature.parameters}
         self.return_type = hints.get("return", Any)
+        if self.result_format == STREAMED_FORMAT:
+            self.return_type = as_list(self.return_type)  # its items, one per line
         self.is_async = inspect.iscoroutinefunction(fn)
         # A parameter of a type JSON cannot carry (a DataFrame) takes a value another
         # task stored with a result_serializer; it is passed as it is decoded.

@@ -6,6 +6,7 @@ passed where ``str`` is declared is an error naming both tasks); these are the r
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import types
 import typing
@@ -70,3 +71,13 @@ _PARAM_TYPES: dict[Any, str] = {
 
 def param_type(tp: Any) -> str:
     return _PARAM_TYPES.get(get_origin(tp) or tp, "any")
+
+
+def as_list(declared: Any) -> Any:
+    """``list[X]`` for an iterable of X (a generator, an iterator, a list) declared."""
+    origin = typing.get_origin(declared)
+    if origin is not None and issubclass(origin, collections.abc.Iterable):
+        args = typing.get_args(declared)
+        if args and origin not in (dict, collections.abc.Mapping):
+            return list[args[0]]  # type: ignore[valid-type]
+    return declared

@@ -3,7 +3,9 @@
 ``json`` (the default) is data only. ``pickle`` runs code when it is read: use it only
 between tasks of your own code; the worker reads it only from where a worker stored it
 (``contracts.values``). ``parquet`` carries a pandas DataFrame (or a pyarrow Table) with
-its column types, readable by any tool.
+its column types, readable by any tool. ``jsonl`` writes a list (or any iterable, a
+generator say) as JSON Lines, one item per line: a fan-out over it is fed item by item,
+and the coordinator never holds the list whole.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import io
 import itertools
 import json
 import pickle
+from collections.abc import Iterable
 from typing import Any
 
+import msgspec
 from pydantic import TypeAdapter
 
 from contracts.errors import NonRetryableError
-from contracts.values import VALUE_FORMATS, EncodedValue, StoredValue
+from contracts.values import STREAMED_FORMAT, VALUE_FORMATS, EncodedValue, StoredValue
 
 
 def check_format(value: Any, task: str) -> str:
@@ -34,9 +38,24 @@ def encode(value: Any, format: str, adapter: TypeAdapter[Any] | None) -> Encoded
         return EncodedValue(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), format)
     if format == "parquet":
         return EncodedValue(_parquet(value), format)
+    if format == STREAMED_FORMAT:
+        return EncodedValue(_json_lines(value, adapter), format)
     if adapter is not None:
         return EncodedValue(adapter.dump_json(adapter.validate_python(value)), format)
     return EncodedValue(json.dumps(value).encode(), format)
+
+
+def _json_lines(value: Any, adapter: TypeAdapter[Any] | None) -> bytes:
+    if adapter is not None:
+        value = adapter.dump_python(adapter.validate_python(value), mode="json")
+    if isinstance(value, str | bytes | dict) or not isinstance(value, Iterable):
+        raise NonRetryableError(
+            f"a jsonl result is a list (or another iterable) of items, not {type(value).__name__}"
+        )
+    try:
+        return b"".join(msgspec.json.encode(item) + b"\n" for item in value)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise NonRetryableError(f"a jsonl result's items must be JSON values: {exc}") from exc
 
 
 def _parquet(value: Any) -> bytes:
@@ -66,6 +85,8 @@ def decode(value: StoredValue) -> Any:
         except ImportError as exc:
             raise NonRetryableError("parquet values need pandas (pip install pandas)") from exc
         return pandas.read_parquet(io.BytesIO(value.data))
+    if value.format == STREAMED_FORMAT:
+        return [msgspec.json.decode(line) for line in value.data.splitlines() if line]
     return json.loads(value.data)
 
 

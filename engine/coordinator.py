@@ -84,6 +84,7 @@ class Coordinator:
             pinned=lambda run_id, named: self._shard_queues.pinned(run_id, named),
             clock=clock,
             dispatch_batch=dispatch_batch,
+            artifacts=artifacts,
         )
         # A broker that counts deliveries (quorum queues) dead-letters a message that
         # keeps failing, across coordinator restarts; else the intake counts itself.

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import msgspec
 
 from contracts.codec import encode, encode_tasks
-from contracts.errors import ExpressionError
+from contracts.errors import ConveyorError, ExpressionError
 from contracts.events import (
     Event,
     RetryScheduled,
@@ -25,13 +25,15 @@ from contracts.events import (
     TimerFired,
 )
 from contracts.messages import CancelTasks, TaskReady
-from contracts.ports import Timers, Transport
+from contracts.ports import ArtifactStore, Timers, Transport
 from contracts.topology import CONTROL_TOPIC, shard_queue, task_queue
 from contracts.tracing import DISPATCHED_AT_HEADER, run_traceparent
 from contracts.vocabulary import AttemptRef, FailureKind
+from engine.itemstream import load_items
 from engine.leases import Leases
 from engine.state.context import render_task
 from engine.state.decide import pending_timers, wait_timeouts
+from engine.state.items import StreamedItems
 from engine.state.model import RunState
 
 DISPATCH_BATCH = 32
@@ -66,6 +68,7 @@ class Effects:
         pinned: Callable[[str, int | None], int],
         clock: Callable[[], float],
         dispatch_batch: int = DISPATCH_BATCH,
+        artifacts: ArtifactStore | None = None,
     ) -> None:
         self._transport = transport
         self._timers = timers
@@ -74,6 +77,8 @@ class Effects:
         """The shard of a run (its id, the shard its submission named)."""
         self._clock = clock
         self._dispatch_batch = max(1, dispatch_batch)
+        self._artifacts = artifacts
+        """Where fan-out items stored as JSON Lines are read from."""
 
     async def carry_out(self, events: Sequence[Event], state: RunState) -> list[Event]:
         """Carry out what ``events`` (just made durable) call for.
@@ -85,11 +90,14 @@ class Effects:
         failures: list[Event] = []
         reply_to = shard_queue(self._pinned(state.run_id, state.shard))
         leases = self._leases
+        unreadable = await self._read_items(events, state)
         for event in events:
             if isinstance(event, TaskDispatched) and state.nodes[event.task].spec.wait:
                 # A wait step runs nowhere; only its timeout needs arming.
                 for due, timeout in wait_timeouts(state, state.nodes[event.task]):
                     await self._timers.schedule(due, timeout)
+            elif isinstance(event, TaskDispatched) and event.task in unreadable:
+                failures.append(_unreadable(event, unreadable[event.task]))
             elif isinstance(event, TaskDispatched):
                 try:
                     message = render_task(state, event.task, event.index, event.attempt)
@@ -127,6 +135,27 @@ class Effects:
             )
         return failures
 
+    async def _read_items(self, events: Sequence[Event], state: RunState) -> dict[str, str]:
+        """Read the stored items the dispatches among ``events`` take (a fan-out over a
+        JSON Lines result); returns why, for each task whose items could not be read."""
+        wanted: dict[str, list[int]] = {}
+        for event in events:
+            if not isinstance(event, TaskDispatched):
+                continue
+            if isinstance(state.nodes[event.task].items, StreamedItems):
+                wanted.setdefault(event.task, []).append(event.index)
+        unreadable: dict[str, str] = {}
+        for task, indices in wanted.items():
+            items = state.nodes[task].items
+            assert isinstance(items, StreamedItems)
+            try:
+                await load_items(items, indices, self._artifacts)
+            except ConveyorError as exc:
+                unreadable[task] = exc.message
+            except Exception as exc:  # the store is away: the task's retries may cover it
+                unreadable[task] = f"{type(exc).__name__}: {exc}"
+        return unreadable
+
     async def arm_timers(self, state: RunState) -> None:
         for due, timer_event in pending_timers(state):
             await self._timers.schedule(due, timer_event)
@@ -142,6 +171,18 @@ class Effects:
 
 def _ref(event: TaskStarted | TaskSucceeded | TaskFailed) -> AttemptRef:
     return AttemptRef(event.run_id, event.task, event.index, event.attempt)
+
+
+def _unreadable(event: TaskDispatched, why: str) -> TaskFailed:
+    return TaskFailed(
+        run_id=event.run_id,
+        at=event.at,
+        task=event.task,
+        index=event.index,
+        attempt=event.attempt,
+        error=f"cannot read its item: {why}",
+        reason=FailureKind.ERROR,
+    )
 
 
 def _unrenderable(event: TaskDispatched, exc: ExpressionError) -> TaskFailed:

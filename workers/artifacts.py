@@ -185,6 +185,15 @@ class FsspecArtifactStore:
             raise StepError(f"artifact {ref.uri} does not match its sha256")
         return data
 
+    async def read_range(self, uri: str, start: int, length: int) -> bytes:
+        path = self._path(uri)
+        size: int = await asyncio.to_thread(self._fs.size, path)
+        if start >= size:
+            return b""
+        end = min(size, start + length)
+        data: bytes = await asyncio.to_thread(self._fs.cat_file, path, start, end)
+        return data
+
     async def put_named(self, key: str, data: bytes) -> None:
         await asyncio.to_thread(self._put_bytes, key, data)
 

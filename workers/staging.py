@@ -18,6 +18,7 @@ from contracts.messages import TaskReady
 from contracts.ports import ArtifactStore
 from contracts.values import (
     STORED_KEY,
+    STREAMED_FORMAT,
     VALUE_FORMATS,
     VALUES_FOLDER,
     EncodedValue,
@@ -158,7 +159,10 @@ async def _store_value(task: TaskReady, value: EncodedValue, store: ArtifactStor
         )
     key = _key(task, f"{VALUES_FOLDER}/result.{value.format}")
     ref = await store.put_bytes(key, value.data)
-    return {STORED_KEY: {**msgspec.to_builtins(ref), "format": value.format}}
+    reference = {**msgspec.to_builtins(ref), "format": value.format}
+    if value.format == STREAMED_FORMAT:
+        reference["count"] = value.data.count(b"\n")  # one line per item
+    return {STORED_KEY: reference}
 
 
 async def fetch_stored_values(task: TaskReady, store: ArtifactStore | None) -> TaskReady:
@@ -195,7 +199,8 @@ async def fetch_stored(value: Any, store: ArtifactStore | None) -> Any:
 
 async def _fetch_value(reference: Any, store: ArtifactStore | None) -> StoredValue:
     format = reference.get("format") if isinstance(reference, dict) else None
-    ref = _ref({k: v for k, v in reference.items() if k != "format"}) if format else None
+    fields = {k: v for k, v in reference.items() if k not in ("format", "count")} if format else {}
+    ref = _ref(fields) if format else None
     if (
         ref is None
         or format not in VALUE_FORMATS

@@ -9,6 +9,8 @@ from contracts.expressions import MAX_ITEMS, as_text, render_value
 from contracts.messages import CacheSpec, ContainerSpec, StepSpec, TaskReady
 from contracts.spec import Container, Task
 from contracts.validation import expression_of, upstream_names
+from contracts.values import STORED_KEY, streamed_count
+from engine.state.items import StreamedItems
 from engine.state.model import Node, RunState
 
 
@@ -44,8 +46,9 @@ def evaluate_when(state: RunState, node: Node) -> bool:
     return bool(expression_of(node.spec.when).evaluate(upstream_context(state, node)))
 
 
-def evaluate_items(state: RunState, node: Node) -> list[Any]:
-    """The items of a fan-out task; raises ExpressionError if they are not a list."""
+def evaluate_items(state: RunState, node: Node) -> list[Any] | StreamedItems:
+    """The items of a fan-out task; raises ExpressionError if they are not a list (or
+    a list stored as JSON Lines, which is counted here, not read)."""
     items = node.spec.items
     if isinstance(items, list):
         # A literal list may hold templates (a parameter among constants: [1, 2, n]).
@@ -55,6 +58,16 @@ def evaluate_items(state: RunState, node: Node) -> list[Any]:
         return items
     assert items is not None
     value = expression_of(items).evaluate(upstream_context(state, node))
+    count = streamed_count(value)
+    if count is not None:
+        if count > MAX_ITEMS:
+            raise ExpressionError(f"{count:,} items; a task fans out over {MAX_ITEMS:,} at most")
+        reference = dict(value[STORED_KEY])
+        # Only a list a step of this run stored: a parameter or a webhook body naming
+        # another run's values (or any other file) is refused.
+        if f"/runs/{state.run_id}/" not in str(reference.get("uri", "")):
+            raise ExpressionError("items stored as jsonl must come from a step of this run")
+        return StreamedItems(reference, count)
     if isinstance(value, str):
         # An upstream result that is JSON text but was not parsed (e.g. with a trailing
         # banner) is not a list; we do not guess.

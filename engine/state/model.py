@@ -7,6 +7,7 @@ from typing import Any
 
 from contracts.spec import Task, Workflow
 from contracts.vocabulary import FailureKind, RunStatus, TaskStatus
+from engine.state.items import StreamedItems
 
 # An instance is one execution slot of a task: the task itself, or one item of a
 # fan-out. Its attempts are numbered from 1.
@@ -43,7 +44,7 @@ class Node:
     deps_left: int
     ancestors: frozenset[str]
     status: TaskStatus = TaskStatus.PENDING
-    items: list[Any] | None = None
+    items: list[Any] | StreamedItems | None = None
     instances: list[Instance] = field(default_factory=list)
     next_index: int = 0
     """Instances below this index have been dispatched at least once."""

@@ -13,7 +13,9 @@ import msgspec
 
 from contracts.graph import ancestors, downstream
 from contracts.spec import Workflow
+from contracts.values import STORED_KEY, streamed_count
 from contracts.vocabulary import FailureKind, RunStatus, TaskStatus
+from engine.state.items import StreamedItems
 from engine.state.model import Instance, Node, RunState
 
 SNAPSHOT_VERSION = 1
@@ -61,6 +63,7 @@ def dump(state: RunState) -> bytes:
     data["nodes"] = {
         name: {
             **{f: getattr(node, f) for f in _NODE_FIELDS},
+            "items": node.items.stored() if isinstance(node.items, StreamedItems) else node.items,
             "instances": [[getattr(i, f) for f in _INSTANCE_FIELDS] for i in node.instances],
         }
         for name, node in state.nodes.items()
@@ -83,6 +86,9 @@ def load(blob: bytes) -> RunState:
         for f in _NODE_FIELDS:
             setattr(node, f, saved[f])
         node.status = TaskStatus(node.status)
+        count = streamed_count(node.items)
+        if count is not None:  # items stored as JSON Lines: the reference, not the list
+            node.items = StreamedItems(dict(saved["items"][STORED_KEY]), count)
         node.instances = [_instance(values) for values in saved["instances"]]
         nodes[task.name] = node
     state = RunState(
