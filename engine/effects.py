@@ -174,25 +174,25 @@ def _ref(event: TaskStarted | TaskSucceeded | TaskFailed) -> AttemptRef:
 
 
 def _unreadable(event: TaskDispatched, why: str) -> TaskFailed:
-    return TaskFailed(
-        run_id=event.run_id,
-        at=event.at,
-        task=event.task,
-        index=event.index,
-        attempt=event.attempt,
-        error=f"cannot read its item: {why}",
-        reason=FailureKind.ERROR,
-    )
+    # Retryable: the store may be away for a moment, and the task's retries cover that.
+    return _dispatch_failed(event, f"cannot read its item: {why}", FailureKind.ERROR, True)
 
 
 def _unrenderable(event: TaskDispatched, exc: ExpressionError) -> TaskFailed:
+    error = f"cannot render inputs: {exc.message}"
+    return _dispatch_failed(event, error, FailureKind.EXPRESSION, False)
+
+
+def _dispatch_failed(
+    event: TaskDispatched, error: str, reason: FailureKind, retryable: bool
+) -> TaskFailed:
     return TaskFailed(
         run_id=event.run_id,
         at=event.at,
         task=event.task,
         index=event.index,
         attempt=event.attempt,
-        error=f"cannot render inputs: {exc.message}",
-        reason=FailureKind.EXPRESSION,
-        retryable=False,
+        error=error,
+        reason=reason,
+        retryable=retryable,
     )

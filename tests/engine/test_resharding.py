@@ -26,13 +26,14 @@ GATED = parse_workflow(
           - name: gate
             depends: [before]
             wait: {}
-            timeout: 60s
+            timeout: 5m
           - name: after
             depends: [gate]
             script: echo after
         """
     )
 )
+"""A run that stays in flight until it is signalled (``gate``)."""
 
 
 class Waiting:

@@ -12,24 +12,12 @@ from collections import Counter
 import pytest
 
 from contracts.events import TaskDispatched, TaskSucceeded
-from contracts.validation import parse_workflow, resolve_params
+from contracts.validation import resolve_params
+from tests.engine.test_resharding import GATED
 from tests.integration.cluster import SHARDS, Cluster
 
 pytestmark = pytest.mark.timeout(300)
 
-GATED = """
-name: gated
-tasks:
-  - name: before
-    script: echo before
-  - name: gate
-    depends: [before]
-    wait: {}
-    timeout: 5m
-  - name: after
-    depends: [gate]
-    script: echo after
-"""
 RUNS = 100
 
 
@@ -71,7 +59,7 @@ async def test_two_to_four_shards_in_the_middle_of_a_hundred_runs(cluster: Clust
     cluster.coordinator()  # a standby on every shard
     cluster.worker(concurrency=4)
     cluster.worker(concurrency=4)
-    workflow = parse_workflow(GATED)
+    workflow = GATED
     params = resolve_params(workflow, {})
 
     async with cluster.client() as client:
