@@ -1,7 +1,9 @@
 """UI and API figures against a real ``conveyor server`` (embedded) on this machine.
 
 - ``ui_run_page_100k_ms``: a run of 100,000 items opened in Chromium (Playwright), from
-  navigation to its DAG drawn; the median of five loads. ``ui_run_page_100k_dom_nodes``.
+  navigation to its DAG drawn; the first load (the server builds the run's state from its
+  log) and the median of the five after it (the server's client brings the state it
+  kept up to date). ``ui_run_page_100k_dom_nodes``.
   ``ui_run_page_1m_*`` the same for 1,000,000 items.
 - ``api_runs_page_p50_ms`` / ``_p99_ms``: paging through 10,000 runs, 50 a page, with
   the cursor.
@@ -123,9 +125,12 @@ async def run_page(n: int) -> dict[str, float]:
         async with httpx.AsyncClient(base_url=url, timeout=60) as http:
             answer = await http.post("/api/v1/runs", json={"workflow": "long", "params": {"n": n}})
             run_id = answer.json()["run_id"]
-            while (await http.get(f"/api/v1/runs/{run_id}")).json()["tasks"][0].get(
-                "items", {}
-            ).get("count") != n:
+            # Waiting on the log, not the run page's data: the first page load below is
+            # the first time the server builds this run's state.
+            while not any(
+                e["type"] == "task_expanded"
+                for e in (await http.get(f"/api/v1/runs/{run_id}/events")).json()["items"]
+            ):
                 await asyncio.sleep(0.1)
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch(
@@ -133,7 +138,7 @@ async def run_page(n: int) -> dict[str, float]:
                 )
                 page = await browser.new_page()
                 loads = []
-                for _ in range(5):
+                for _ in range(6):
                     began = time.perf_counter()
                     await page.goto(f"{url}/runs/{run_id}")
                     await page.wait_for_selector(".dag .node[data-task='each']")
@@ -142,7 +147,8 @@ async def run_page(n: int) -> dict[str, float]:
                 await browser.close()
             await http.post(f"/api/v1/runs/{run_id}/cancel")
     return {
-        f"ui_run_page_{size}_ms": statistics.median(loads) * 1000,
+        f"ui_run_page_{size}_first_ms": loads[0] * 1000,
+        f"ui_run_page_{size}_ms": statistics.median(loads[1:]) * 1000,
         f"ui_run_page_{size}_dom_nodes": float(nodes),
     }
 

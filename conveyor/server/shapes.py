@@ -7,11 +7,13 @@ read a page at a time. Nothing here grows with the number of items but the count
 from __future__ import annotations
 
 from collections import Counter
+from operator import attrgetter
 from typing import Any
 
 from contracts.ports import RunSummary
 from engine.state.model import Instance, Node, RunState
 
+_status = attrgetter("status")
 PREVIEW_CHARS = 2000
 """Longest result shown inline; the rest is in the event log."""
 
@@ -50,8 +52,10 @@ def task_shape(node: Node) -> dict[str, Any]:
     if spec.signal is not None:
         shape["waits_for"] = spec.signal
     if spec.fans_out:
-        counts = Counter(str(inst.status) for inst in node.instances)
-        shape["items"] = {"count": len(node.instances), "by_state": dict(sorted(counts.items()))}
+        # Counted in C: a million items are counted on every view of the run.
+        counts = Counter(map(_status, node.instances))
+        by_state = {str(status): count for status, count in counts.items()}
+        shape["items"] = {"count": len(node.instances), "by_state": dict(sorted(by_state.items()))}
     else:
         inst = node.instances[0] if node.instances else None
         shape["attempt"] = inst.attempt if inst else 0

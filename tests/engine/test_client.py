@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import textwrap
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from contracts.vocabulary import RunStatus, TaskStatus
 from conveyor.embedded import EmbeddedEngine
 from engine.client import Client
 from engine.runlog.memory import MemoryRunLog
+from engine.state import snapshot
 
 
 def flow(text: str):  # type: ignore[no-untyped-def]
@@ -127,3 +129,35 @@ async def test_a_client_without_a_transport_reads_but_does_not_steer() -> None:
     assert (await reader.state(run_id)).status == RunStatus.SUCCEEDED
     with pytest.raises(Exception, match="no transport"):
         await reader.submit(flow("name: y\ntasks: [{name: a, script: 'true'}]"), {})
+
+
+async def test_a_state_read_again_folds_only_what_is_new_and_equals_a_rebuild(
+    engine: EmbeddedEngine,
+) -> None:
+    workflow = flow(
+        """
+        name: grows
+        tasks:
+          - name: each
+            items: "{{ range(300) }}"
+            command: [echo, "{{ item }}"]
+          - name: flaky
+            depends: [each]
+            retry: {limit: 2, backoff: {delay: 0.01s}}
+            script: exit 1
+        """
+    )
+    run_id = await engine.submit(workflow, {})
+    reads = []
+    async with asyncio.timeout(60):
+        while not reads or not reads[-1].finished:
+            with contextlib.suppress(NotFound):  # submitted, not yet recorded
+                reads.append(await engine.client.state(run_id))
+            await asyncio.sleep(0.01)  # reading as it runs, not synchronising on it
+    assert len(reads) > 2
+    kept = reads[-1]
+    log = await engine.store.read(run_id)
+    assert kept.events_folded == len(log)
+    rebuilt = await Client(engine.store).state(run_id)  # a client that kept nothing
+    assert snapshot.dump(kept) == snapshot.dump(rebuilt)
+    assert kept.nodes["flaky"].instances[0].attempt == 3
