@@ -151,3 +151,31 @@ async def test_an_event_on_a_shard_its_run_is_not_pinned_to_is_dead_lettered(
 def test_run_ids_spread_over_every_shard() -> None:
     counts = Counter(shard_of(uuid.uuid4().hex, 4) for _ in range(4000))
     assert set(counts) == {0, 1, 2, 3} and min(counts.values()) > 800
+
+
+async def test_runs_on_shards_taken_out_of_use_still_finish(engine: EmbeddedEngine) -> None:
+    waiting = Waiting(engine)
+    old = await engine.client.shard_map()
+    wide = await engine.client.reshard(old.count + 2)
+    await engine.coordinator.refresh_shards()
+    # Six runs on the shards about to be taken out of use, six anywhere.
+    retiring = [
+        key
+        for key in (f"retire-{n}" for n in range(1000))
+        if shard_of(run_id_of(key), wide.count) >= old.count
+    ][:6]
+    runs = [await engine.submit(GATED, {}, idempotency_key=key) for key in retiring]
+    runs += [await engine.submit(GATED, {}) for _ in range(6)]
+    await waiting.all(runs)
+
+    narrow = await engine.client.reshard(old.count)
+    assert (narrow.count, narrow.queues) == (old.count, wide.count)  # still consumed
+    await engine.coordinator.refresh_shards()
+    later = [await engine.submit(GATED, {}) for _ in range(12)]
+    await waiting.all(later)
+    for run_id in runs + later:
+        await engine.client.signal(run_id, "gate", {"ok": True})
+    states = [await asyncio.wait_for(engine.coordinator.wait(r), 30) for r in runs + later]
+    assert {s.status for s in states} == {"succeeded"}
+    assert all((s.shard or 0) >= old.count for s in states[:6])  # finished where pinned
+    assert {s.shard for s in states[12:]} <= set(range(old.count))
