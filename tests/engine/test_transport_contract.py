@@ -41,6 +41,15 @@ async def dead_bodies(transport: Transport) -> list[bytes]:
     return [body for body, _headers in await transport.dead_letters(limit=1000)]
 
 
+async def until_dead_lettered(transport: Transport, body: bytes, timeout: float = 10) -> None:
+    """Until ``body`` is in the dead-letter queue: a broker dead-letters a rejected
+    message on its own time (a quorum queue through its log), not before the reject
+    returns."""
+    async with asyncio.timeout(timeout):
+        while body not in await dead_bodies(transport):
+            await asyncio.sleep(0.05)
+
+
 async def test_messages_arrive_in_order_and_ack_removes_them(transport: Transport, q: str) -> None:
     await transport.publish(q, [b"1", b"2", b"3"])
     consumer = await transport.consume(q, prefetch=10)
@@ -86,7 +95,7 @@ async def test_reject_without_requeue_dead_letters(transport: Transport, q: str)
     consumer = await transport.consume(q, prefetch=1)
     delivery = await anext(aiter(consumer))
     await delivery.nack(requeue=False)
-    assert b"poison" in await dead_bodies(transport)
+    await until_dead_lettered(transport, b"poison")
 
 
 async def test_closing_a_consumer_returns_unsettled_messages(transport: Transport, q: str) -> None:
@@ -134,7 +143,7 @@ async def test_processing_acks_requeues_or_dead_letters(transport: Transport, q:
     with pytest.raises(ConveyorError):
         async with processing(await anext(it)):
             raise ConveyorError("never works", retryable=False)
-    assert b"fatal" in await dead_bodies(transport)
+    await until_dead_lettered(transport, b"fatal")
 
 
 async def test_broadcast_reaches_every_listener(transport: Transport, q: str) -> None:
@@ -228,9 +237,7 @@ async def test_a_quorum_queue_dead_letters_past_its_delivery_limit(amqp_url: str
                     deliveries += 1
                     break
             await consumer.close()
-        async with asyncio.timeout(10):
-            while b"crashes-its-consumer" not in await dead_bodies(transport):
-                await asyncio.sleep(0.05)
+        await until_dead_lettered(transport, b"crashes-its-consumer")
         assert deliveries == 3 and await transport.queue_depth(q) == 0
     finally:
         await transport.close()
