@@ -99,24 +99,36 @@ class LocalRedisCluster:
                 found[port] = info.split("\n", 1)[0].strip()
         return found
 
-    def master_of_slot_key(self, key: str) -> int:
+    def master_of_slot_key(self, key: str, timeout: float = 30) -> int:
+        """The master serving ``key``'s slot, as a node that says it is a master (after
+        a failover, other nodes learn of it by gossip, a moment later)."""
         slot = self.cli(self.ports[0], "cluster", "keyslot", key).strip()
-        for line in self.cli(self.ports[0], "cluster", "nodes").splitlines():
-            parts = line.split()
-            if "master" not in parts[2] or "fail" in parts[2]:
-                continue
-            for span in parts[8:]:
-                low, _, high = span.partition("-")
-                if low.isdigit() and int(low) <= int(slot) <= int(high or low):
-                    return int(parts[1].split(":")[1].split("@")[0])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.cli(self.ports[0], "cluster", "nodes").splitlines():
+                parts = line.split()
+                if "master" not in parts[2] or "fail" in parts[2]:
+                    continue
+                for span in parts[8:]:
+                    low, _, high = span.partition("-")
+                    if low.isdigit() and int(low) <= int(slot) <= int(high or low):
+                        port = int(parts[1].split(":")[1].split("@")[0])
+                        if self.cli(port, "role").startswith("master"):
+                            return port
+            time.sleep(0.2)
         raise RuntimeError(f"no master serves {key}")
 
-    def replica_of(self, master: int) -> int:
+    def replica_of(self, master: int, timeout: float = 30) -> int:
+        """A replica of ``master`` (a demoted master rejoins as a replica a moment after
+        a failover)."""
         master_id = self.cli(master, "cluster", "myid").strip()
-        for line in self.cli(master, "cluster", "nodes").splitlines():
-            parts = line.split()
-            if parts[3] == master_id and "slave" in parts[2]:
-                return int(parts[1].split(":")[1].split("@")[0])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.cli(master, "cluster", "nodes").splitlines():
+                parts = line.split()
+                if parts[3] == master_id and "slave" in parts[2] and "fail" not in parts[2]:
+                    return int(parts[1].split(":")[1].split("@")[0])
+            time.sleep(0.2)
         raise RuntimeError(f"no replica of {master}")
 
     def stop(self) -> None:
