@@ -61,6 +61,11 @@ class ShardMap(msgspec.Struct, frozen=True, kw_only=True):
         """The shard a new run is submitted to."""
         return shard_of(run_id, self.count)
 
+    def pinned(self, run_id: str, named: int | None) -> int:
+        """The shard a run belongs to: the one its submission named, or, for a run
+        submitted before shard maps, where its id hashes."""
+        return named if named is not None else self.shard_for(run_id)
+
 
 def initial_shard_map(count: int) -> ShardMap:
     return ShardMap(count=count, queues=count)

@@ -28,7 +28,7 @@ from contracts.events import (
 from contracts.messages import ResumeRun
 from contracts.ports import LogLine, RunStore, RunSummary, Transport
 from contracts.spec import Workflow
-from contracts.topology import DEFAULT_SHARDS, ShardMap, shard_of, shard_queue
+from contracts.topology import DEFAULT_SHARDS, ShardMap, shard_queue
 from contracts.vocabulary import RunStatus
 from engine.state import fold, new_state, snapshot
 from engine.state.model import RunState
@@ -175,11 +175,7 @@ class Client:
         return state.run_id
 
     async def _shard(self, state: RunState) -> int:
-        """The shard a run is pinned to (a run submitted before shard maps: where its id
-        hashes)."""
-        if state.shard is not None:
-            return state.shard
-        return shard_of(state.run_id, (await self.shard_map()).count)
+        return (await self.shard_map()).pinned(state.run_id, state.shard)
 
     async def _send(self, shard: int, body: bytes) -> None:
         if self._transport is None:

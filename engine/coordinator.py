@@ -81,7 +81,7 @@ class Coordinator:
             transport,
             self._timers,
             self._leases,
-            pinned=lambda run_id, named: self._shard_queues.pinned(run_id, named),
+            pinned=lambda run_id, named: self._shard_queues.map.pinned(run_id, named),
             clock=clock,
             dispatch_batch=dispatch_batch,
             artifacts=artifacts,
@@ -174,7 +174,7 @@ class Coordinator:
 
     async def publish_event(self, event: Event) -> None:
         """Send an event of the coordinator's own (a timer, a lost attempt) to its run's shard."""
-        shard = self._shard_queues.pinned(event.run_id, await self._shard_named(event.run_id))
+        shard = self._shard_queues.map.pinned(event.run_id, await self._shard_named(event.run_id))
         await self._transport.publish(shard_queue(shard), [encode(event)])
 
     async def _shard_named(self, run_id: str) -> int | None:
@@ -188,7 +188,7 @@ class Coordinator:
 
     def holds(self, run_id: str, shard: int) -> bool:
         state = self._runs.get(run_id)
-        return state is not None and self._shard_queues.pinned(run_id, state.shard) == shard
+        return state is not None and self._shard_queues.map.pinned(run_id, state.shard) == shard
 
     async def handle_group(self, events: list[Event]) -> bool:
         run_id = events[0].run_id

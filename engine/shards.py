@@ -19,7 +19,7 @@ import structlog
 from contracts.codec import encode
 from contracts.messages import ShardWake
 from contracts.ports import Consumer, RunLog, Transport
-from contracts.topology import ShardMap, shard_of, shard_queue
+from contracts.topology import ShardMap, shard_queue
 
 log = structlog.get_logger("conveyor.coordinator")
 
@@ -50,15 +50,6 @@ class ShardQueues:
         """The map as last read (epoch 0 until then)."""
         self._consumers: dict[int, Consumer] = {}
         self._loops: list[asyncio.Task[None]] = []
-
-    @property
-    def consumed(self) -> list[int]:
-        return sorted(self._consumers)
-
-    def pinned(self, run_id: str, named: int | None) -> int:
-        """The shard a run belongs to: the one its submission named, or, for a run
-        submitted before shard maps, where its id hashes."""
-        return named if named is not None else shard_of(run_id, self.map.count)
 
     async def start(self) -> None:
         await self.refresh()

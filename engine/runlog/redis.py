@@ -287,9 +287,13 @@ class RedisRunLog:
         return [run_id.decode() for run_id in ids]
 
     async def shard_map(self, default: int) -> ShardMap:
-        initial = msgspec.json.encode(initial_shard_map(default))
-        await self._retrying("shard map", lambda: self._redis.set(SHARD_MAP_KEY, initial, nx=True))
         raw = await self._retrying("shard map", lambda: self._redis.get(SHARD_MAP_KEY))
+        if raw is None:  # the first reader stores it; a racing one keeps the other's
+            initial = msgspec.json.encode(initial_shard_map(default))
+            await self._retrying(
+                "shard map", lambda: self._redis.set(SHARD_MAP_KEY, initial, nx=True)
+            )
+            raw = await self._retrying("shard map", lambda: self._redis.get(SHARD_MAP_KEY))
         return msgspec.json.decode(raw, type=ShardMap)
 
     async def reshard(self, count: int) -> ShardMap:
