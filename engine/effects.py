@@ -138,16 +138,15 @@ class Effects:
     async def _read_items(self, events: Sequence[Event], state: RunState) -> dict[str, str]:
         """Read the stored items the dispatches among ``events`` take (a fan-out over a
         JSON Lines result); returns why, for each task whose items could not be read."""
-        wanted: dict[str, list[int]] = {}
+        wanted: dict[str, tuple[StreamedItems, list[int]]] = {}
         for event in events:
             if not isinstance(event, TaskDispatched):
                 continue
-            if isinstance(state.nodes[event.task].items, StreamedItems):
-                wanted.setdefault(event.task, []).append(event.index)
+            items = state.nodes[event.task].items
+            if isinstance(items, StreamedItems):
+                wanted.setdefault(event.task, (items, []))[1].append(event.index)
         unreadable: dict[str, str] = {}
-        for task, indices in wanted.items():
-            items = state.nodes[task].items
-            assert isinstance(items, StreamedItems)
+        for task, (items, indices) in wanted.items():
             try:
                 await load_items(items, indices, self._artifacts)
             except ConveyorError as exc:

@@ -9,7 +9,6 @@ from contracts.expressions import MAX_ITEMS, as_text, render_value
 from contracts.messages import CacheSpec, ContainerSpec, StepSpec, TaskReady
 from contracts.spec import Container, Task
 from contracts.validation import expression_of, upstream_names
-from contracts.values import STORED_KEY, streamed_count
 from engine.state.items import StreamedItems
 from engine.state.model import Node, RunState
 
@@ -58,23 +57,20 @@ def evaluate_items(state: RunState, node: Node) -> list[Any] | StreamedItems:
         return items
     assert items is not None
     value = expression_of(items).evaluate(upstream_context(state, node))
-    count = streamed_count(value)
-    if count is not None:
-        if count > MAX_ITEMS:
-            raise ExpressionError(f"{count:,} items; a task fans out over {MAX_ITEMS:,} at most")
-        reference = dict(value[STORED_KEY])
+    streamed = StreamedItems.of(value)
+    if streamed is not None:
         # Only a list a step of this run stored: a parameter or a webhook body naming
         # another run's values (or any other file) is refused.
-        if f"/runs/{state.run_id}/" not in str(reference.get("uri", "")):
+        if f"/runs/{state.run_id}/" not in streamed.uri:
             raise ExpressionError("items stored as jsonl must come from a step of this run")
-        return StreamedItems(reference, count)
-    if isinstance(value, str):
+        value = streamed
+    elif isinstance(value, str):
         # An upstream result that is JSON text but was not parsed (e.g. with a trailing
         # banner) is not a list; we do not guess.
         raise ExpressionError(f"items must be a list, got a string: {value[:80]!r}")
-    if isinstance(value, range | tuple):
+    elif isinstance(value, range | tuple):
         value = list(value)
-    if not isinstance(value, list):
+    if not isinstance(value, list | StreamedItems):
         raise ExpressionError(f"items must be a list, got {type(value).__name__}")
     if len(value) > MAX_ITEMS:
         raise ExpressionError(f"{len(value):,} items; a task fans out over {MAX_ITEMS:,} at most")

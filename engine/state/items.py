@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from contracts.errors import ExpressionError
-from contracts.values import STORED_KEY
+from contracts.values import STORED_KEY, streamed_count
 
 KEPT = 16_384
 """Items kept loaded (the dispatch window with room for retries); older ones are read
@@ -33,6 +33,12 @@ class StreamedItems:
         self.checkpoints: dict[int, int] = {0: 0}
         """Line number -> byte offset, for every ``CHECKPOINT_EVERY``-th line read."""
         self._loaded: OrderedDict[int, Any] = OrderedDict()
+
+    @classmethod
+    def of(cls, value: Any) -> StreamedItems | None:
+        """The items a stored JSON Lines value holds; None for any other value."""
+        count = streamed_count(value)
+        return cls(dict(value[STORED_KEY]), count) if count is not None else None
 
     @property
     def uri(self) -> str:

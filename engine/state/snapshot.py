@@ -13,7 +13,6 @@ import msgspec
 
 from contracts.graph import ancestors, downstream
 from contracts.spec import Workflow
-from contracts.values import STORED_KEY, streamed_count
 from contracts.vocabulary import FailureKind, RunStatus, TaskStatus
 from engine.state.items import StreamedItems
 from engine.state.model import Instance, Node, RunState
@@ -86,9 +85,9 @@ def load(blob: bytes) -> RunState:
         for f in _NODE_FIELDS:
             setattr(node, f, saved[f])
         node.status = TaskStatus(node.status)
-        count = streamed_count(node.items)
-        if count is not None:  # items stored as JSON Lines: the reference, not the list
-            node.items = StreamedItems(dict(saved["items"][STORED_KEY]), count)
+        streamed = StreamedItems.of(node.items)
+        if streamed is not None:  # items stored as JSON Lines: saved as their reference
+            node.items = streamed
         node.instances = [_instance(values) for values in saved["instances"]]
         nodes[task.name] = node
     state = RunState(
