@@ -33,7 +33,7 @@ def test_a_fan_out_over_stored_items_gets_each_item() -> None:
     assert b'"cents":' not in msgspec.json.encode(result.events)
 
 
-def test_the_state_keeps_a_window_of_items_and_a_snapshot_only_the_reference() -> None:
+def test_the_state_counts_stored_items_and_a_snapshot_keeps_only_the_reference() -> None:
     n = 3 * KEPT
     result = run_workflow(streamed.billing, {"count": n})
     assert result.succeeded, result.reason
@@ -53,40 +53,43 @@ def store_lines(lines: list[bytes]) -> tuple[FsspecArtifactStore, StreamedItems]
     return store, StreamedItems(reference, len(lines))
 
 
-def test_items_are_read_forward_and_again_from_the_nearest_checkpoint() -> None:
-    lines = [msgspec.json.encode({"n": i, "pad": "x" * (i % 7)}) + b"\n" for i in range(5000)]
+def test_items_are_read_forward_kept_in_a_window_and_read_again_when_needed() -> None:
+    total = KEPT + 2 * CHECKPOINT_EVERY
+    lines = [msgspec.json.encode({"n": i, "pad": "x" * (i % 7)}) + b"\n" for i in range(total)]
     store, items = store_lines(lines)
     asyncio.run(load_items(items, [0, 1, 2], store))
     assert [items[i]["n"] for i in (0, 1, 2)] == [0, 1, 2]
     with pytest.raises(Exception, match="not read before use"):
         items[3]
-    asyncio.run(load_items(items, list(range(2000, 4100)), store))
-    assert items[4099] == {"n": 4099, "pad": "x" * (4099 % 7)}
-    assert set(items.checkpoints) >= {0, CHECKPOINT_EVERY, 2 * CHECKPOINT_EVERY}
-    # A retry of an item read long ago: read again, starting at a checkpoint.
+    asyncio.run(load_items(items, list(range(3, total)), store))
+    assert items[total - 1] == {"n": total - 1, "pad": "x" * ((total - 1) % 7)}
+    assert set(items.checkpoints) >= {0, CHECKPOINT_EVERY, KEPT}
+    # Past the window the oldest items are let go; a retry of one reads it again,
+    # from the checkpoint before it rather than from the start.
+    with pytest.raises(Exception, match="not read before use"):
+        items[CHECKPOINT_EVERY + 5]
     asyncio.run(load_items(items, [CHECKPOINT_EVERY + 5], store))
     assert items[CHECKPOINT_EVERY + 5]["n"] == CHECKPOINT_EVERY + 5
 
 
 @pytest.mark.parametrize(
-    ("lines", "uri_part", "error"),
+    ("lines", "count", "uri_part", "error"),
     [
-        ([b'{"n": 1}\n', b"print('hi')\n"], None, "item 1 is not JSON"),
-        ([b'{"n": 1}\n'], None, "ends after 1 items; its reference says 2"),
-        ([b'{"n": 1}\n'], "/elsewhere/", "not stored by a worker"),
+        ([b'{"n": 1}\n', b"print('hi')\n"], 2, None, "item 1 is not JSON"),
+        ([b'{"n": 1}\n'], 2, None, "ends after 1 items; its reference says 2"),
+        ([b'{"n": 1}\n'], 1, "/elsewhere/", "not stored by a worker"),
     ],
     ids=["not-json", "shorter-than-its-count", "not-a-stored-value"],
 )
 def test_bad_stored_items_are_a_clear_error(
-    lines: list[bytes], uri_part: str | None, error: str
+    lines: list[bytes], count: int, uri_part: str | None, error: str
 ) -> None:
-    store, items = store_lines(lines)
-    if "shorter" in error or "ends after" in error:
-        items = StreamedItems(items.reference, 2)
+    store, stored = store_lines(lines)
+    items = StreamedItems(stored.reference, count)
     if uri_part is not None:
         items.reference["uri"] = items.uri.replace("/~values/", uri_part)
     with pytest.raises(ConveyorError, match=error):
-        asyncio.run(load_items(items, [0, 1] if len(items) > 1 else [0], store))
+        asyncio.run(load_items(items, list(range(count)), store))
 
 
 FORGED = """
