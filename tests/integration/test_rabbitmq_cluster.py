@@ -24,8 +24,10 @@ from engine.timers import RedisTimers
 from engine.transport.rabbitmq import RabbitTransport
 from tests.clusters import LocalRabbitCluster
 
-# Not in the default run: in one full-suite run of seven the shard queue refused every
-# publish after the node stopped (docs/scaling.md, "Not yet").
+# The queue must have a member on every node before one stops: a quorum queue declared
+# while a node was still booting gets two members, and losing its leader then loses the
+# majority (every publish is refused). The fixture waits for every node to boot, and the
+# test checks the members before it stops one.
 pytestmark = [pytest.mark.timeout(300), pytest.mark.rabbitmq_cluster]
 
 ITEMS = 10_000
