@@ -128,6 +128,8 @@ class Worker:
         self._listener: Listener | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._handlers: set[asyncio.Task[None]] = set()
+        self._accepting: set[asyncio.Task[None]] = set()
+        """Acks in progress: the tasks reporting a message's attempts started."""
         self._running: dict[AttemptRef, tuple[asyncio.Task[None], str]] = {}
         self._cancelled: dict[AttemptRef, Interruption] = {}
         self._reporting: set[AttemptRef] = set()
@@ -153,6 +155,10 @@ class Worker:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking tasks; let running ones finish for ``grace`` seconds, then hand back."""
         self._stopping = True
+        if self._accepting:
+            # Steps start before their message is acked: settle what is being acked, or
+            # closing the consumer would send back messages whose steps already ran.
+            await asyncio.wait(list(self._accepting), timeout=grace)
         if self._consumer is not None:
             await self._consumer.close()  # messages not started yet go back to the queue
         consume = self._loops[0] if self._loops else None
@@ -230,47 +236,52 @@ class Worker:
         return handler
 
     def _take(self, delivery: Delivery, tasks: list[TaskReady]) -> None:
-        """Start the attempts of a message; they run once ``_accept`` has reported them.
+        """Start the attempts of a message while ``_accept`` reports them started.
 
-        The attempts exist (and can be cancelled) from the start; they wait until their
-        ``TaskStarted`` is confirmed, and vanish quietly if the message went back.
+        A step does not wait for its ``TaskStarted`` to be confirmed: that is a broker
+        round trip (a quorum queue's disk write) that would sit between every two steps
+        and hold a slot idle. The message is acked once the report is confirmed; should
+        the report fail, the message goes back and its attempts are stopped.
         """
-        accepted: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         traceparent = delivery.headers.get("traceparent")
         dispatched = _stamp(delivery.headers.get(DISPATCHED_AT_HEADER))
         for task in tasks:
-            attempt = self._spawn(self._attempt(task, traceparent, dispatched, accepted))
+            attempt = self._spawn(self._attempt(task, traceparent, dispatched))
             self._running[task.ref] = (attempt, task.reply_to)
         self._update_room()
-        self._spawn(self._accept(delivery, tasks, accepted))
+        accepting = self._spawn(self._accept(delivery, tasks))
+        self._accepting.add(accepting)
+        accepting.add_done_callback(self._accepting.discard)
 
-    async def _accept(
-        self, delivery: Delivery, tasks: list[TaskReady], accepted: asyncio.Future[bool]
-    ) -> None:
+    async def _accept(self, delivery: Delivery, tasks: list[TaskReady]) -> None:
         """Report the attempts started, then ack their message."""
         by_queue: dict[str, list[Event]] = {}
         for task in tasks:
             by_queue.setdefault(task.reply_to, []).append(self._started(task))
         try:
             async with processing(delivery):
-                for queue, events in by_queue.items():
-                    await self._outbox.send(queue, events)
+                try:
+                    for queue, events in by_queue.items():
+                        await self._outbox.send(queue, events)
+                except BaseException:
+                    self._withdraw(tasks)  # before the message goes back and is taken again
+                    raise
         except asyncio.CancelledError:
-            accepted.set_result(False)
             raise
         except Exception:
-            accepted.set_result(False)
             self._log.exception("could not take a task message; it was requeued")
-            return
         # Acked: the attempts are ours now, kept alive by heartbeats.
-        accepted.set_result(True)
+
+    def _withdraw(self, tasks: list[TaskReady]) -> None:
+        """Stop the attempts of a message that went back: they run again from the queue
+        (a step already reporting its outcome is left to finish)."""
+        for task in tasks:
+            entry = self._running.get(task.ref)
+            if entry is not None and task.ref not in self._reporting:
+                entry[0].cancel()
 
     async def _attempt(
-        self,
-        message: TaskReady,
-        traceparent: str | None,
-        dispatched: float | None,
-        accepted: asyncio.Future[bool],
+        self, message: TaskReady, traceparent: str | None, dispatched: float | None
     ) -> None:
         # Each attempt is its own asyncio task with its own context: what is bound here
         # goes with it and needs no unbinding.
@@ -283,7 +294,7 @@ class Worker:
         )
         attempt_trace.set((traceparent, dispatched))
         try:
-            await self._execute(message, accepted)
+            await self._execute(message)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -299,16 +310,13 @@ class Worker:
             worker=self.name,
         )
 
-    async def _execute(self, message: TaskReady, accepted: asyncio.Future[bool]) -> None:
+    async def _execute(self, message: TaskReady) -> None:
         ref = message.ref
         current = asyncio.current_task()
         assert current is not None
         try:
             emit = self._logs.emitter(message.run_id, message.task, message.index, message.attempt)
             try:
-                ok = accepted.result() if accepted.done() else await asyncio.shield(accepted)
-                if not ok:
-                    return  # its message went back to the queue
                 async with self._slots:
                     started = time.monotonic()
                     outcome = await (
