@@ -12,8 +12,10 @@ servers, prints a table, and with ``--json`` prints one JSON object as its last 
   the Conveyor benchmarks on classic queues too).
 - ``embedded_fanout_10k_tasks_per_s``: 1 -> 10,000 -> 1 no-op Python steps, embedded.
 - ``fanout_10k_tasks_per_s``: the same on RabbitMQ + Redis (a coordinator in this
-  process, two ``conveyor worker --concurrency 4`` processes), submit to completion;
-  ``fanout_100k_*`` the same at 100,000 items.
+  process, two ``conveyor worker --concurrency 4`` processes that have already taken
+  work), submit to completion; ``fanout_100k_*`` the same at 100,000 items;
+  ``fanout_10k_cold_tasks_per_s`` with the workers started together with the run
+  (their start-up, most of a second, included).
 - ``chain_100_hop_p50_ms`` / ``_p99_ms``: the same cluster, 100 no-op steps in a chain;
   time from one step's result to the next step's start, from the run log's
   timestamps; percentiles over the hops of three chains.
@@ -273,8 +275,12 @@ class _CountingConsumer:
 
 
 @contextlib.asynccontextmanager
-async def _cluster(amqp_url: str, redis_url: str) -> AsyncIterator[tuple[Any, Any, Any]]:
-    """A coordinator in this process, two ``conveyor worker --concurrency 4`` processes."""
+async def _cluster(
+    amqp_url: str, redis_url: str, *, ready: bool = True
+) -> AsyncIterator[tuple[Any, Any, Any]]:
+    """A coordinator in this process, two ``conveyor worker --concurrency 4`` processes;
+    with ``ready``, yielded once both workers have taken work (a Python process takes
+    most of a second to start, which a figure about the engine should not include)."""
     import subprocess
     import tempfile
 
@@ -318,6 +324,8 @@ async def _cluster(amqp_url: str, redis_url: str) -> AsyncIterator[tuple[Any, An
     )
     try:
         await coordinator.start()
+        if ready:
+            await _workers_ready(coordinator, transport, store, len(workers))
         yield coordinator, transport, store
     finally:
         for worker in workers:
@@ -331,11 +339,17 @@ async def _cluster(amqp_url: str, redis_url: str) -> AsyncIterator[tuple[Any, An
 
 
 async def distributed_fanout(
-    amqp_url: str, redis_url: str, n: int = 10_000, items_from: str = "literal"
+    amqp_url: str,
+    redis_url: str,
+    n: int = 10_000,
+    items_from: str = "literal",
+    *,
+    cold: bool = False,
 ) -> dict[str, float]:
-    """Submit to completion, worker start-up included. The coordinator's peak memory is
-    sampled while the run lasts (this process may hold memory from earlier benchmarks:
-    run one size alone, ``--only fanout1m``, for a clean figure)."""
+    """Submit to completion, the workers already up (``cold``: started with the run, the
+    figure ``..._cold_tasks_per_s``). The coordinator's peak memory is sampled while the
+    run lasts (this process may hold memory from earlier benchmarks: run one size
+    alone, ``--only fanout1m``, for a clean figure)."""
     import psutil
 
     from engine.client import Client
@@ -349,7 +363,7 @@ async def distributed_fanout(
             peak = max(peak, me.memory_info().rss)
             await asyncio.sleep(0.2)
 
-    async with _cluster(amqp_url, redis_url) as (coordinator, transport, store):
+    async with _cluster(amqp_url, redis_url, ready=not cold) as (coordinator, transport, store):
         info = await store._redis.info("stats")
         ops_before = info["total_commands_processed"]
         published_before = CountingTransport.published
@@ -375,6 +389,8 @@ async def distributed_fanout(
         assert state.status == "succeeded", state.reason
     tasks = n + 2
     name = f"fanout_{_size(n)}" + ("_stored" if items_from == "stored" else "")
+    if cold:
+        return {f"{name}_cold_tasks_per_s": tasks / took}
     return {
         f"{name}_tasks_per_s": tasks / took,
         f"{name}_coordinator_peak_rss_mb": peak / (1 << 20),
@@ -382,6 +398,26 @@ async def distributed_fanout(
         f"{name}_redis_ops_per_task": ops / tasks,
         f"{name}_amqp_messages_per_task": messages / tasks,
     }
+
+
+async def _merged(*figures: Awaitable[dict[str, float]]) -> dict[str, float]:
+    """Benchmarks run one after the other (never side by side), their figures together."""
+    merged: dict[str, float] = {}
+    for each in figures:
+        merged.update(await each)
+    return merged
+
+
+async def _workers_ready(coordinator: Any, transport: Any, store: Any, count: int) -> None:
+    """Small fan-outs until ``count`` different workers have started its tasks."""
+    from engine.client import Client
+
+    seen: set[str] = set()
+    async with asyncio.timeout(60):
+        while len(seen) < count:
+            run_id = await Client(store, transport, shards=1).submit(fanout(32), {})
+            await coordinator.wait(run_id)
+            seen |= {e.worker for e in await store.read(run_id) if isinstance(e, TaskStarted)}
 
 
 async def distributed_chain(
@@ -563,7 +599,10 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         redis_url = redis_url or services.redis_url()
     benches: dict[str, Callable[[], Awaitable[dict[str, float]]]] = {
         "raw": lambda: raw_amqp(amqp_url),
-        "fanout": lambda: distributed_fanout(amqp_url, redis_url),
+        "fanout": lambda: _merged(
+            distributed_fanout(amqp_url, redis_url),
+            distributed_fanout(amqp_url, redis_url, cold=True),
+        ),
         "fanout100k": lambda: distributed_fanout(amqp_url, redis_url, 100_000),
         "fanout1m": lambda: distributed_fanout(amqp_url, redis_url, 1_000_000, "range"),
         "fanout1m_stored": lambda: distributed_fanout(amqp_url, redis_url, 1_000_000, "stored"),
