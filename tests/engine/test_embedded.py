@@ -21,6 +21,7 @@ from conveyor.embedded import EmbeddedEngine
 from engine.effects import batch_size
 from engine.intake import POISON_LIMIT
 from engine.state.model import RunState
+from tests.deadletters import until_dead_lettered
 
 
 async def run(engine: EmbeddedEngine, text: str, **params: Any) -> RunState:
@@ -292,9 +293,7 @@ async def test_undecodable_messages_are_dead_lettered_not_fatal(
         run_id = await engine.submit(workflow, {}, idempotency_key=key)
         state = await asyncio.wait_for(engine.coordinator.wait(run_id), 30)
         assert state.status == "succeeded"
-    async with asyncio.timeout(10):  # the broker dead-letters a rejected message on its own time
-        while poison not in [b for b, _h in await engine.transport.dead_letters(100)]:
-            await asyncio.sleep(0.05)
+    await until_dead_lettered(engine.transport, poison)
 
 
 async def test_a_message_that_keeps_failing_is_dead_lettered(
@@ -318,9 +317,7 @@ async def test_a_message_that_keeps_failing_is_dead_lettered(
     )
     state = await run(engine, "name: alive\ntasks:\n  - name: a\n    script: echo ok\n")
     assert state.status == "succeeded"
-    async with asyncio.timeout(10):
-        while encode(poison) not in [b for b, _h in await engine.transport.dead_letters(100)]:
-            await asyncio.sleep(0.05)  # dead-lettering happens on the coordinator's own loop
+    await until_dead_lettered(engine.transport, encode(poison))
     # The in-memory twin counts failed handlings itself; a quorum queue counts deliveries
     # (a first one, then up to its limit more), and keeps counting across restarts.
     limit = getattr(engine.transport, "delivery_limit", None)
@@ -425,9 +422,7 @@ async def test_a_forged_submission_is_checked_again_and_refused(engine: Embedded
     await engine.transport.publish(
         shard_queue(shard_of(forged.run_id, (await engine.client.shard_map()).count)), [body]
     )
-    async with asyncio.timeout(20):
-        while body not in [b for b, _h in await engine.transport.dead_letters(100)]:
-            await asyncio.sleep(0.05)
+    await until_dead_lettered(engine.transport, body, timeout=20)
     with pytest.raises(NotFound):
         await engine.store.find_run(forged.run_id)
     state = await run(engine, "name: after\ntasks:\n  - name: a\n    script: echo ok\n")

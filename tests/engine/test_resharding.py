@@ -15,6 +15,7 @@ from contracts.validation import parse_workflow
 from conveyor.embedded import EmbeddedEngine
 from engine.client import run_id_of
 from engine.state.model import RunState
+from tests.deadletters import until_dead_lettered
 
 GATED = parse_workflow(
     textwrap.dedent(
@@ -139,9 +140,7 @@ async def test_an_event_on_a_shard_its_run_is_not_pinned_to_is_dead_lettered(
     elsewhere = next(s for s in range(count) if s != pinned)
     stray = TaskSucceeded(run_id=run_id, at=1.0, task="gate", attempt=1, result=None)
     await engine.transport.publish(shard_queue(elsewhere), [encode(stray)])
-    async with asyncio.timeout(20):
-        while encode(stray) not in [b for b, _h in await engine.transport.dead_letters(100)]:
-            await asyncio.sleep(0.05)  # dead-lettering happens on the coordinator's own loop
+    await until_dead_lettered(engine.transport, encode(stray), timeout=20)
     state = await engine.client.state(run_id)
     assert state.nodes["gate"].status == "running"  # the stray result changed nothing
     await engine.client.signal(run_id, "gate", {"ok": True})

@@ -15,6 +15,7 @@ from contracts.ports import processing
 from engine.transport.memory import MemoryTransport
 from engine.transport.queues import queue_arguments
 from engine.transport.rabbitmq import RabbitTransport
+from tests.deadletters import until_dead_lettered
 
 Transport = Any  # MemoryTransport | RabbitTransport: the Protocol plus dead-letter peeking
 
@@ -35,19 +36,6 @@ async def transport(request: pytest.FixtureRequest) -> AsyncIterator[Transport]:
 def q() -> str:
     """A queue of this test's own, so tests sharing a broker do not see each other."""
     return f"test.{uuid.uuid4().hex[:12]}"
-
-
-async def dead_bodies(transport: Transport) -> list[bytes]:
-    return [body for body, _headers in await transport.dead_letters(limit=1000)]
-
-
-async def until_dead_lettered(transport: Transport, body: bytes, timeout: float = 10) -> None:
-    """Until ``body`` is in the dead-letter queue: a broker dead-letters a rejected
-    message on its own time (a quorum queue through its log), not before the reject
-    returns."""
-    async with asyncio.timeout(timeout):
-        while body not in await dead_bodies(transport):
-            await asyncio.sleep(0.05)
 
 
 async def test_messages_arrive_in_order_and_ack_removes_them(transport: Transport, q: str) -> None:
