@@ -59,6 +59,15 @@ class Waiting:
             await self._changed.wait_for(lambda: self.runs.issuperset(run_ids))
 
 
+async def release(engine: EmbeddedEngine, run_ids: list[str]) -> list[RunState]:
+    """Open every run's gate; their final states, each checked succeeded."""
+    for run_id in run_ids:
+        await engine.client.signal(run_id, "gate", {"ok": True})
+    states = [await asyncio.wait_for(engine.coordinator.wait(r), 30) for r in run_ids]
+    assert {s.status for s in states} == {"succeeded"}
+    return states
+
+
 async def test_shards_grow_while_runs_are_in_flight(engine: EmbeddedEngine) -> None:
     waiting = Waiting(engine)
     old = await engine.client.shard_map()
@@ -71,10 +80,7 @@ async def test_shards_grow_while_runs_are_in_flight(engine: EmbeddedEngine) -> N
     second = [await engine.submit(GATED, {}) for _ in range(20)]
     await waiting.all(second)
 
-    for run_id in first + second:
-        await engine.client.signal(run_id, "gate", {"ok": True})
-    states = [await asyncio.wait_for(engine.coordinator.wait(r), 30) for r in first + second]
-    assert {s.status for s in states} == {"succeeded"}
+    states = await release(engine, first + second)
 
     # Runs submitted before the change stayed on the old shards; later ones use all.
     assert {s.shard for s in states[:20]} <= set(range(old.count))
@@ -119,9 +125,8 @@ async def test_a_second_submission_after_the_change_is_the_same_run(
     drained = await engine.submit(plain, {}, idempotency_key=drain_key)
     assert (await asyncio.wait_for(engine.coordinator.wait(drained), 30)).status == "succeeded"
 
-    await engine.client.signal(run_id, "gate", {"ok": True})
-    state = await asyncio.wait_for(engine.coordinator.wait(run_id), 30)
-    assert state.status == "succeeded" and state.shard == shard_of(run_id, old.count)
+    (state,) = await release(engine, [run_id])
+    assert state.shard == shard_of(run_id, old.count)
     events = await engine.store.read(run_id)
     assert sum(isinstance(e, RunSubmitted) for e in events) == 1
     assert not await engine.transport.dead_letters(10)
@@ -143,8 +148,7 @@ async def test_an_event_on_a_shard_its_run_is_not_pinned_to_is_dead_lettered(
     await until_dead_lettered(engine.transport, encode(stray), timeout=20)
     state = await engine.client.state(run_id)
     assert state.nodes["gate"].status == "running"  # the stray result changed nothing
-    await engine.client.signal(run_id, "gate", {"ok": True})
-    assert (await asyncio.wait_for(engine.coordinator.wait(run_id), 30)).status == "succeeded"
+    await release(engine, [run_id])
 
 
 def test_run_ids_spread_over_every_shard() -> None:
@@ -172,9 +176,6 @@ async def test_runs_on_shards_taken_out_of_use_still_finish(engine: EmbeddedEngi
     await engine.coordinator.refresh_shards()
     later = [await engine.submit(GATED, {}) for _ in range(12)]
     await waiting.all(later)
-    for run_id in runs + later:
-        await engine.client.signal(run_id, "gate", {"ok": True})
-    states = [await asyncio.wait_for(engine.coordinator.wait(r), 30) for r in runs + later]
-    assert {s.status for s in states} == {"succeeded"}
+    states = await release(engine, runs + later)
     assert all((s.shard or 0) >= old.count for s in states[:6])  # finished where pinned
     assert {s.shard for s in states[12:]} <= set(range(old.count))
