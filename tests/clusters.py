@@ -6,10 +6,38 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from tests.services import LocalRabbit, free_port, wait_for_port
+
+T = TypeVar("T")
+
+
+def poll(find: Callable[[], T | None], timeout: float, failure: str) -> T:
+    """``find()`` again every 0.2 s until it finds something (RuntimeError past ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = find()
+        if found is not None:
+            return found
+        time.sleep(0.2)
+    raise RuntimeError(failure)
+
+
+def _port(address: str) -> int:
+    """The port of a ``cluster nodes`` address, ``host:port@bus-port``."""
+    return int(address.split(":")[1].split("@")[0])
+
+
+def _serves(spans: list[str], slot: int) -> bool:
+    for span in spans:
+        low, _, high = span.partition("-")
+        if low.isdigit() and int(low) <= slot <= int(high or low):
+            return True
+    return False
 
 
 @dataclass
@@ -82,13 +110,15 @@ class LocalRedisCluster:
         return done.stdout
 
     def wait_until_ok(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ok() -> bool | None:
             live = [port for port, proc in self.procs.items() if proc.poll() is None]
-            if all("cluster_state:ok" in self.cli(port, "cluster", "info") for port in live):
-                return
-            time.sleep(0.2)
-        raise RuntimeError("the Redis Cluster did not become ok")
+            return all("cluster_state:ok" in self.cli(p, "cluster", "info") for p in live) or None
+
+        poll(ok, timeout, "the Redis Cluster did not become ok")
+
+    def _nodes(self, port: int) -> list[list[str]]:
+        """``cluster nodes`` as seen by ``port``, one list of fields per node."""
+        return [line.split() for line in self.cli(port, "cluster", "nodes").splitlines()]
 
     def roles(self) -> dict[int, str]:
         """Each live node's role: master or slave."""
@@ -102,34 +132,30 @@ class LocalRedisCluster:
     def master_of_slot_key(self, key: str, timeout: float = 30) -> int:
         """The master serving ``key``'s slot, as a node that says it is a master (after
         a failover, other nodes learn of it by gossip, a moment later)."""
-        slot = self.cli(self.ports[0], "cluster", "keyslot", key).strip()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.cli(self.ports[0], "cluster", "nodes").splitlines():
-                parts = line.split()
-                if "master" not in parts[2] or "fail" in parts[2]:
-                    continue
-                for span in parts[8:]:
-                    low, _, high = span.partition("-")
-                    if low.isdigit() and int(low) <= int(slot) <= int(high or low):
-                        port = int(parts[1].split(":")[1].split("@")[0])
-                        if self.cli(port, "role").startswith("master"):
-                            return port
-            time.sleep(0.2)
-        raise RuntimeError(f"no master serves {key}")
+        slot = int(self.cli(self.ports[0], "cluster", "keyslot", key))
+
+        def master() -> int | None:
+            for parts in self._nodes(self.ports[0]):
+                if "master" in parts[2] and "fail" not in parts[2] and _serves(parts[8:], slot):
+                    port = _port(parts[1])
+                    if self.cli(port, "role").startswith("master"):
+                        return port
+            return None
+
+        return poll(master, timeout, f"no master serves {key}")
 
     def replica_of(self, master: int, timeout: float = 30) -> int:
         """A replica of ``master`` (a demoted master rejoins as a replica a moment after
         a failover)."""
         master_id = self.cli(master, "cluster", "myid").strip()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.cli(master, "cluster", "nodes").splitlines():
-                parts = line.split()
+
+        def replica() -> int | None:
+            for parts in self._nodes(master):
                 if parts[3] == master_id and "slave" in parts[2] and "fail" not in parts[2]:
-                    return int(parts[1].split(":")[1].split("@")[0])
-            time.sleep(0.2)
-        raise RuntimeError(f"no replica of {master}")
+                    return _port(parts[1])
+            return None
+
+        return poll(replica, timeout, f"no replica of {master}")
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -171,15 +197,14 @@ class LocalRabbitCluster:
         for node in self.nodes[1:]:
             for command in (["stop_app"], ["join_cluster", first.node], ["start_app"]):
                 self.ctl(node, *command)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+
+        def formed() -> bool | None:
             status = json.loads(self.ctl(first, "cluster_status", "--formatter", "json"))
-            if len(status.get("running_nodes", [])) == self.size:
-                for node in self.nodes:  # every node fully booted (quorum queues too)
-                    self.ctl(node, "await_startup")
-                return
-            time.sleep(0.5)
-        raise RuntimeError("the RabbitMQ cluster did not form")
+            return len(status.get("running_nodes", [])) == self.size or None
+
+        poll(formed, 120, "the RabbitMQ cluster did not form")
+        for node in self.nodes:  # every node fully booted (quorum queues too)
+            self.ctl(node, "await_startup")
 
     def ctl(self, node: LocalRabbit, *args: str) -> str:
         done = subprocess.run(
