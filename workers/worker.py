@@ -155,6 +155,7 @@ class Worker:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking tasks; let running ones finish for ``grace`` seconds, then hand back."""
         self._stopping = True
+        deadline = time.monotonic() + grace
         if self._accepting:
             # Steps start before their message is acked: settle what is being acked, or
             # closing the consumer would send back messages whose steps already ran.
@@ -172,7 +173,6 @@ class Worker:
                 running=len(self._running),
                 grace=grace,
             )
-            deadline = time.monotonic() + grace
             while self._handlers and (left := deadline - time.monotonic()) > 0:
                 await asyncio.wait(list(self._handlers), timeout=left)
             late = list(self._handlers)
