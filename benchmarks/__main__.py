@@ -410,10 +410,11 @@ async def _workers_ready(coordinator: Any, transport: Any, store: Any, count: in
     """Small fan-outs until ``count`` different workers have started its tasks."""
     from engine.client import Client
 
+    client = Client(store, transport, shards=1)
     seen: set[str] = set()
     async with asyncio.timeout(60):
         while len(seen) < count:
-            run_id = await Client(store, transport, shards=1).submit(fanout(32), {})
+            run_id = await client.submit(fanout(32), {})
             await coordinator.wait(run_id)
             seen |= {e.worker for e in await store.read(run_id) if isinstance(e, TaskStarted)}
 

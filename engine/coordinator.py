@@ -81,7 +81,7 @@ class Coordinator:
             transport,
             self._timers,
             self._leases,
-            pinned=lambda run_id, named: self._shard_queues.map.pinned(run_id, named),
+            pinned=self._pinned,
             clock=clock,
             dispatch_batch=dispatch_batch,
             artifacts=artifacts,
@@ -174,8 +174,13 @@ class Coordinator:
 
     async def publish_event(self, event: Event) -> None:
         """Send an event of the coordinator's own (a timer, a lost attempt) to its run's shard."""
-        shard = self._shard_queues.map.pinned(event.run_id, await self._shard_named(event.run_id))
+        shard = self._pinned(event.run_id, await self._shard_named(event.run_id))
         await self._transport.publish(shard_queue(shard), [encode(event)])
+
+    def _pinned(self, run_id: str, named: int | None) -> int:
+        """The shard a run lives on under the current map (``named``: the one its
+        submission named, if any)."""
+        return self._shard_queues.map.pinned(run_id, named)
 
     async def _shard_named(self, run_id: str) -> int | None:
         """The shard a run's submission named (a run not held here: from its index row)."""
@@ -188,7 +193,7 @@ class Coordinator:
 
     def holds(self, run_id: str, shard: int) -> bool:
         state = self._runs.get(run_id)
-        return state is not None and self._shard_queues.map.pinned(run_id, state.shard) == shard
+        return state is not None and self._pinned(run_id, state.shard) == shard
 
     async def handle_group(self, events: list[Event]) -> bool:
         run_id = events[0].run_id
