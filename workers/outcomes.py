@@ -1,11 +1,11 @@
-"""What an attempt reports: its outcome as an event, or why it was interrupted."""
+"""What an attempt reports: its start, its outcome as an event, or why it was interrupted."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.events import Event, TaskFailed, TaskSucceeded
+from contracts.events import Event, TaskFailed, TaskStarted, TaskSucceeded
 from contracts.messages import TaskReady
 from contracts.vocabulary import FailureKind
 from workers.executors import StepOutcome
@@ -55,4 +55,28 @@ def outcome_event(
         retryable=outcome.retryable,
         exit_code=outcome.exit_code,
         stderr_tail=stderr_tail,
+    )
+
+
+def started_event(message: TaskReady, at: float, worker: str) -> TaskStarted:
+    return TaskStarted(
+        run_id=message.run_id,
+        at=at,
+        task=message.task,
+        index=message.index,
+        attempt=message.attempt,
+        worker=worker,
+    )
+
+
+def unsent_event(message: TaskReady, at: float, exc: BaseException) -> TaskFailed:
+    """Reports an outcome that could not be sent (it is not retried: it may have run)."""
+    return TaskFailed(
+        run_id=message.run_id,
+        at=at,
+        task=message.task,
+        index=message.index,
+        attempt=message.attempt,
+        error=f"its outcome could not be sent: {type(exc).__name__}: {exc}",
+        retryable=False,
     )

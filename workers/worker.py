@@ -4,7 +4,8 @@ Stateless: everything it knows arrives in the message, and every event it produc
 goes to the queue the message names (``reply_to``: its run's coordinator shard).
 
 A task message (one task, or a batch of them when many were ready at once) is
-acked once the ``TaskStarted`` of its attempts is confirmed by the broker. From then
+acked once the ``TaskStarted`` of its attempts is confirmed by the broker (a lone
+step that ends within ``START_HOLD`` sends its start together with its outcome). From then
 on the coordinator owns the attempts' liveness through this worker's heartbeats: a
 worker that dies or hangs stops beating and its attempts are declared lost and run
 again. So a step may run longer than the broker's consumer timeout, and a message is
@@ -34,7 +35,7 @@ import structlog
 
 from contracts.codec import DecodeError, decode_control, decode_tasks, encode
 from contracts.errors import StepError
-from contracts.events import Event, TaskFailed, TaskStarted
+from contracts.events import Event
 from contracts.messages import Heartbeat, TaskReady
 from contracts.ports import (
     ArtifactStore,
@@ -60,13 +61,14 @@ from workers.executors import (
 )
 from workers.logbuffer import LogBuffer
 from workers.outbox import EventOutbox
-from workers.outcomes import HANDED_BACK, Interruption, outcome_event
+from workers.outcomes import HANDED_BACK, Interruption, outcome_event, unsent_event
 from workers.staging import (
     MAX_VALUE_BYTES,
     fetch_stored_values,
     stage_inputs,
     store_outputs,
 )
+from workers.starts import START_HOLD, HeldStarts
 from workers.tracing import attempt_trace
 
 log = structlog.get_logger("conveyor.worker")
@@ -130,6 +132,7 @@ class Worker:
         self._handlers: set[asyncio.Task[None]] = set()
         self._accepting: set[asyncio.Task[None]] = set()
         """Acks in progress: the tasks reporting a message's attempts started."""
+        self._starts = HeldStarts(self._outbox)
         self._running: dict[AttemptRef, tuple[asyncio.Task[None], str]] = {}
         self._cancelled: dict[AttemptRef, Interruption] = {}
         self._reporting: set[AttemptRef] = set()
@@ -245,24 +248,32 @@ class Worker:
         """
         traceparent = delivery.headers.get("traceparent")
         dispatched = _stamp(delivery.headers.get(DISPATCHED_AT_HEADER))
+        # Held before any step can end, so an outcome never overtakes its start.
+        announced = [self._starts.hold(task, self._clock(), self.name) for task in tasks]
         for task in tasks:
             attempt = self._spawn(self._attempt(task, traceparent, dispatched))
             self._running[task.ref] = (attempt, task.reply_to)
         self._update_room()
-        accepting = self._spawn(self._accept(delivery, tasks))
+        accepting = self._spawn(self._accept(delivery, tasks, announced))
         self._accepting.add(accepting)
         accepting.add_done_callback(self._accepting.discard)
 
-    async def _accept(self, delivery: Delivery, tasks: list[TaskReady]) -> None:
-        """Report the attempts started, then ack their message."""
-        by_queue: dict[str, list[Event]] = {}
-        for task in tasks:
-            by_queue.setdefault(task.reply_to, []).append(self._started(task))
+    async def _accept(
+        self, delivery: Delivery, tasks: list[TaskReady], announced: list[asyncio.Future[None]]
+    ) -> None:
+        """Report the attempts started, then ack their message.
+
+        The start of a one-task message is held for ``START_HOLD`` first, for a quick
+        step to carry it with its outcome (``workers.starts``). A batch's starts already
+        share one message, and most of its attempts wait for a slot longer than a hold.
+        """
         try:
             async with processing(delivery):
                 try:
-                    for queue, events in by_queue.items():
-                        await self._outbox.send(queue, events)
+                    if len(tasks) == 1:
+                        await asyncio.wait(announced, timeout=START_HOLD)
+                    await self._starts.announce(tasks)
+                    await asyncio.gather(*announced)
                 except BaseException:
                     self._withdraw(tasks)  # before the message goes back and is taken again
                     raise
@@ -270,6 +281,8 @@ class Worker:
             raise
         except Exception:
             self._log.exception("could not take a task message; it was requeued")
+        finally:
+            self._starts.forget(tasks, announced)
         # Acked: the attempts are ours now, kept alive by heartbeats.
 
     def _withdraw(self, tasks: list[TaskReady]) -> None:
@@ -299,16 +312,6 @@ class Worker:
             raise
         except Exception:
             self._log.exception("task handling failed")
-
-    def _started(self, message: TaskReady) -> TaskStarted:
-        return TaskStarted(
-            run_id=message.run_id,
-            at=self._clock(),
-            task=message.task,
-            index=message.index,
-            attempt=message.attempt,
-            worker=self.name,
-        )
 
     async def _execute(self, message: TaskReady) -> None:
         ref = message.ref
@@ -396,22 +399,15 @@ class Worker:
             return outcome
 
     async def _report(self, message: TaskReady, event: Event) -> None:
-        """Send an attempt's outcome; one that cannot be sent is reported as a failure."""
+        """Send an attempt's outcome (with its start, if that is still held back); an
+        outcome that cannot be sent is reported as a failure."""
         try:
-            await self._outbox.send(message.reply_to, [event])
+            await self._starts.send_with(message.reply_to, message.ref, event)
         except Exception as exc:
             with contextlib.suppress(Exception):
                 self._log.exception("could not send the step's outcome")
-            failed = TaskFailed(
-                run_id=message.run_id,
-                at=self._clock(),
-                task=message.task,
-                index=message.index,
-                attempt=message.attempt,
-                error=f"its outcome could not be sent: {type(exc).__name__}: {exc}",
-                retryable=False,
-            )
-            await self._outbox.send(message.reply_to, [failed])
+            failed = unsent_event(message, self._clock(), exc)
+            await self._starts.send_with(message.reply_to, message.ref, failed, last=True)
 
     async def _beat(self) -> None:
         assert self._heartbeat_interval is not None

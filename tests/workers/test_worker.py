@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -56,23 +56,63 @@ async def test_a_batch_is_started_in_one_message_and_runs_within_the_slots(
     transport: MemoryTransport,
 ) -> None:
     back = await transport.consume(REPLIES, prefetch=100)
+    steps = [task(i, "teststeps:slow_identity", value=i, seconds=0.2) for i in range(6)]
     async with Worker(transport, MemoryRunLog(), concurrency=2) as worker:
-        await transport.publish(task_queue("default"), [encode_tasks([task(i) for i in range(6)])])
-        first, messages = await replies(back, 6)
+        await transport.publish(task_queue("default"), [encode_tasks(steps)])
+        started, messages = await replies(back, 6)
         assert messages == 1, "one TaskStarted message for the whole batch"
-        # (Steps start at once, so outcomes of quick ones may follow in the same message.)
-        started = first[:6]
         assert [(type(e), e.index) for e in started] == [(TaskStarted, i) for i in range(6)]
         assert {e.worker for e in started if isinstance(e, TaskStarted)} == {worker.name}
-        results = first[6:]
-        if len(results) < 6:
-            more, messages = await replies(back, 6 - len(results))
-            results += more
-            assert messages <= 6
+        results, _ = await replies(back, 6)
     assert sorted((e.index, e.result) for e in results if isinstance(e, TaskSucceeded)) == [
-        (i, i + 1) for i in range(6)
+        (i, i) for i in range(6)
     ]
     assert transport.pending() == 0, "the batch message was acked"
+
+
+async def test_a_quick_step_sends_its_start_with_its_outcome(transport: MemoryTransport) -> None:
+    back = await transport.consume(REPLIES, prefetch=100)
+    async with Worker(transport, MemoryRunLog(), concurrency=1):
+        await transport.publish(task_queue("default"), [encode(task(0))])
+        events, messages = await replies(back, 2)
+        await until(lambda: transport.pending() == 0, "the task message to be acked")
+    assert messages == 1, "one message, one write to the broker's log"
+    assert [type(e) for e in events] == [TaskStarted, TaskSucceeded]
+
+
+async def test_no_outcome_overtakes_its_start(transport: MemoryTransport) -> None:
+    """Coroutine steps that end before their message's starts are sent: each outcome
+    still comes after its start, in the order the coordinator folds them."""
+    back = await transport.consume(REPLIES, prefetch=100)
+    quick = [task(i, "teststeps:async_double", x=i) for i in range(4)]
+    async with Worker(transport, MemoryRunLog(), concurrency=4):
+        await transport.publish(task_queue("default"), [encode_tasks(quick)])
+        events, _ = await replies(back, 8)
+    for i in range(4):
+        kinds = [type(e) for e in events if getattr(e, "index", None) == i]
+        assert kinds == [TaskStarted, TaskSucceeded], f"item {i}: {kinds}"
+
+
+async def test_a_step_that_outlasts_the_hold_is_reported_started_while_it_runs(
+    transport: MemoryTransport,
+) -> None:
+    back = await transport.consume(REPLIES, prefetch=100)
+    worker = Worker(transport, MemoryRunLog(), concurrency=1)
+    await worker.start()
+    await transport.publish(task_queue("default"), [encode(task(0, "teststeps:slow", seconds=30))])
+    (started,), _ = await replies(back, 1)
+    assert isinstance(started, TaskStarted)
+    await until(lambda: transport.pending() == 0, "the task message to be acked")
+    assert worker.busy == 1, "acked while the step still runs"
+    await worker.stop(grace=0.05)
+    (lost,), _ = await replies(back, 1)
+    assert isinstance(lost, TaskFailed) and lost.reason == "lost"
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.01)  # polled: the memory transport acks without a signal
 
 
 async def test_queued_attempts_of_a_batch_are_cancelled_and_handed_back(
@@ -160,4 +200,36 @@ async def test_a_started_report_the_broker_refuses_sends_the_message_back_and_st
     # The first run of the step was stopped: it never reported an outcome of its own.
     assert back.ready(10) == []
     assert transport.pending() == 0
+    await transport.close()
+
+
+async def test_an_outcome_refused_with_its_start_reports_the_start_and_the_failure() -> None:
+    """As when the start went alone: the outcome could not be sent, so the attempt is
+    reported failed, and the failure carries the start."""
+    transport = SlowReports()
+    transport.confirm.set()
+    transport.refuse = 1
+    await transport.start()
+    back = await transport.consume(REPLIES, prefetch=100)
+    async with Worker(transport, MemoryRunLog(), concurrency=1):
+        await transport.publish(task_queue("default"), [encode(task(0))])
+        (started, failed), messages = await replies(back, 2)
+        await until(lambda: transport.pending() == 0, "the task message to be acked")
+    assert messages == 1 and isinstance(started, TaskStarted)
+    assert isinstance(failed, TaskFailed) and "outcome could not be sent" in failed.error
+    await transport.close()
+
+
+async def test_when_neither_outcome_nor_failure_can_carry_the_start_the_message_goes_back() -> None:
+    transport = SlowReports()
+    transport.confirm.set()
+    transport.refuse = 2
+    await transport.start()
+    back = await transport.consume(REPLIES, prefetch=100)
+    async with Worker(transport, MemoryRunLog(), concurrency=1):
+        await transport.publish(task_queue("default"), [encode(task(0))])
+        events, messages = await replies(back, 2)  # from the step's second run
+        await until(lambda: transport.pending() == 0, "the task message to be acked")
+    assert (messages, [type(e) for e in events]) == (1, [TaskStarted, TaskSucceeded])
+    assert back.ready(10) == []
     await transport.close()
