@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from workers.executors import (
     StepCall,
     StepOutcome,
 )
+from workers.executors.python import DaemonThreads
 
 
 class Lines:
@@ -291,3 +293,43 @@ async def test_what_a_step_in_the_worker_prints_is_its_log(
     print("not a step's")  # outside a step, output goes where it always went
     assert "not a step's" in capsys.readouterr().out
     await executor.stop()
+
+
+def _step_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "conveyor-step"}
+
+
+async def test_step_threads_are_reused_and_end_when_the_executor_stops() -> None:
+    before = _step_threads()
+    threads = DaemonThreads()
+    for x in range(5):
+        assert await threads.call(lambda x: x * 2, {"x": x}) == x * 2
+    ours = _step_threads() - before
+    assert len(ours) == 1  # one step at a time: one thread, reused
+    threads.close()
+    for thread in ours:
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+
+
+async def test_a_busy_step_thread_ends_when_its_function_returns_after_the_close() -> None:
+    before = _step_threads()
+    threads = DaemonThreads()
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> bool:
+        started.set()
+        return release.wait(timeout=30)
+
+    busy = asyncio.ensure_future(threads.call(hold, {}))
+    assert await asyncio.to_thread(started.wait, 10)
+    (thread,) = _step_threads() - before
+    threads.close()
+    # Served after the close by a new thread, not by the one still busy.
+    assert await threads.call(lambda: threading.current_thread(), {}) is not thread
+    assert thread.is_alive()
+    release.set()
+    assert await busy is True
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    threads.close()

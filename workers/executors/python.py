@@ -49,6 +49,7 @@ class PythonExecutor:
         return None
 
     async def stop(self) -> None:
+        self._threads.close()
         await self._children.close()
 
     async def run(self, task: TaskReady, emit: LogEmitter, workdir: Path) -> StepOutcome:
@@ -132,15 +133,21 @@ def _marked(value: Any, mark: str, stored: list[dict[str, Any]]) -> Any:
     return value
 
 
+Job = Callable[[], Callable[[], object]]
+"""A plain function's call, run in a step thread; returns how to hand its result over."""
+
+
 class DaemonThreads:
     """Threads for plain functions, kept for reuse, that never hold up the process's exit.
 
     (The event loop's default executor joins its threads at exit: a cancelled step that
     sleeps for an hour would keep a finished ``conveyor run`` waiting for an hour.)
+    ``close`` ends them: the idle ones at once, a busy one when its function returns.
     """
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._started = 0
         self._idle = 0
         self._lock = threading.Lock()
 
@@ -151,30 +158,45 @@ class DaemonThreads:
         # run and task ids.
         context = contextvars.copy_context()
 
-        def job() -> None:
+        def job() -> Callable[[], object]:  # a Job
             try:
                 result = context.run(function, **kwargs)
             except BaseException as exc:
                 # Never the exception itself: a StopIteration cannot be set on a future,
                 # and a SystemExit must not end the worker.
                 raised = Raised(exc, traceback.format_exc())
-                loop.call_soon_threadsafe(_settle, future, None, raised)
-            else:
-                loop.call_soon_threadsafe(_settle, future, result, None)
+                return functools.partial(loop.call_soon_threadsafe, _settle, future, None, raised)
+            return functools.partial(loop.call_soon_threadsafe, _settle, future, result, None)
 
         with self._lock:
+            jobs = self._jobs
             if self._idle:
                 self._idle -= 1
             else:
-                threading.Thread(target=self._serve, daemon=True, name="conveyor-step").start()
-        self._jobs.put(job)
+                self._started += 1
+                threading.Thread(
+                    target=self._serve, args=(jobs,), daemon=True, name="conveyor-step"
+                ).start()
+        jobs.put(job)
         return await future
 
-    def _serve(self) -> None:
-        while True:
-            self._jobs.get()()
+    def close(self) -> None:
+        """One ``None`` per thread ends each when it next looks for work; threads started
+        afterwards serve a new queue, so none of them takes a ``None`` meant for these."""
+        with self._lock:
+            jobs, started = self._jobs, self._started
+            self._jobs, self._started, self._idle = queue.SimpleQueue(), 0, 0
+        for _ in range(started):
+            jobs.put(None)
+
+    def _serve(self, jobs: queue.SimpleQueue[Job | None]) -> None:
+        while (job := jobs.get()) is not None:
+            report = job()
+            # Idle before the result is out: the step that follows it may come at once.
             with self._lock:
-                self._idle += 1
+                if jobs is self._jobs:
+                    self._idle += 1
+            report()
 
 
 class Raised(Exception):
