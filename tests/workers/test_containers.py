@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from contracts.messages import ContainerSpec, StepSpec, TaskReady
 from workers.executors import (
@@ -243,9 +244,23 @@ async def test_a_new_worker_removes_containers_of_dead_workers(
         capture_output=True,
     )
     assert containers_of(container_runtime, "orphan") == ["conveyor-orphan-test"]
-    removed = await ContainerExecutor(container_runtime, worker="test:1").remove_orphans()
-    assert removed >= 1
+    executor = ContainerExecutor(container_runtime, worker="test:1")
+    await executor.start()  # the removal goes on in the background ...
+    await executor.stop()  # ... and a stop waits for it
     assert containers_of(container_runtime, "orphan") == []
+
+
+async def test_a_runtime_that_cannot_list_containers_does_not_stop_a_worker_starting(
+    tmp_path: Path,
+) -> None:
+    broken = tmp_path / "podman"
+    broken.write_text("#!/no/such/interpreter\n")  # found, but cannot be started
+    broken.chmod(0o755)
+    executor = ContainerExecutor(ContainerRuntime(binary=str(broken)), worker="test:1")
+    with structlog.testing.capture_logs() as logs:
+        await executor.start()
+        await executor.stop()
+    assert [entry["event"] for entry in logs] == ["could not look for orphaned containers"]
 
 
 async def test_user_network_and_cpu_limits_are_applied(

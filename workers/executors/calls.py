@@ -51,17 +51,22 @@ class HttpExecutor:
         self._client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(follow_redirects=False, timeout=None)
+        # The client is made for the first http step instead: building its TLS context
+        # reads the system's CA certificates, most of the start of an embedded engine.
+        return None
 
     async def stop(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
 
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:  # no await in between: concurrent first steps share one
+            self._client = httpx.AsyncClient(follow_redirects=False, timeout=None)
+        return self._client
+
     async def run(self, task: TaskReady, emit: LogEmitter, workdir: Path) -> StepOutcome:
-        if self._client is None:
-            await self.start()
-        assert self._client is not None
+        client = self._http()
         request = task.step.call or {}
         env = task.step.env
         url = with_env(str(request["url"]), env)
@@ -75,7 +80,7 @@ class HttpExecutor:
         limit = int(request.get("max_bytes") or 1 << 20)
         emit("system", f"{method} {url}")
         try:
-            async with self._client.stream(
+            async with client.stream(
                 method, url, headers=headers, content=content or None
             ) as answer:
                 data = bytearray()

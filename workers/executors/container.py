@@ -14,6 +14,7 @@ import shlex
 import shutil
 import socket
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,13 +275,24 @@ class ContainerExecutor:
 
     def _remove_later(self, base: list[str], name: str) -> None:
         """Remove an exited container off the step's critical path."""
-        task = asyncio.get_running_loop().create_task(self._remove(base, name))
+        self._in_background(self._remove(base, name))
+
+    def _in_background(self, removal: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(removal)
         self._removals.add(task)
         task.add_done_callback(self._removals.discard)
 
     async def start(self) -> None:
-        """Remove containers a crashed worker of this host left behind."""
-        await self.remove_orphans()
+        """Remove containers a crashed worker of this host left behind, in the
+        background: listing them takes the runtime 10-20 ms, which would be most of the
+        start of an embedded engine whose workflow runs no container at all."""
+        self._in_background(self._remove_orphans_logged())
+
+    async def _remove_orphans_logged(self) -> None:
+        try:
+            await self.remove_orphans()
+        except Exception:  # a runtime that cannot list is for the container steps to report
+            log.exception("could not look for orphaned containers")
 
     async def stop(self) -> None:
         """Wait for containers being removed in the background."""
