@@ -57,8 +57,8 @@ from contracts.validation import workflow_from_data  # noqa: E402
 from conveyor import loop  # noqa: E402
 from conveyor.embedded import EmbeddedEngine  # noqa: E402
 from conveyor.logsetup import configure_logging  # noqa: E402
+from engine.redis_timers import RedisTimers  # noqa: E402
 from engine.runlog.redis import RedisRunLog  # noqa: E402
-from engine.timers import RedisTimers  # noqa: E402
 from engine.transport.rabbitmq import RabbitTransport  # noqa: E402
 
 

@@ -16,9 +16,9 @@ from conveyor.settings import Settings
 from conveyor.signing import SigningTransport
 from engine.client import Client
 from engine.coordinator import Coordinator
+from engine.redis_timers import RedisTimers
 from engine.runlog.redis import RedisRunLog
 from engine.runlog.sqlite import SqliteRunLog
-from engine.timers import RedisTimers
 from engine.transport.rabbitmq import RabbitTransport
 from workers.artifacts import FsspecArtifactStore, backend_problem
 from workers.worker import Worker

@@ -163,3 +163,20 @@ def test_no_module_is_too_big_to_hold() -> None:
         for file in (ROOT / package).rglob("*.py")
     }
     assert {name: size for name, size in sizes.items() if size > 450} == {}
+
+
+def test_embedded_mode_loads_no_redis_client() -> None:
+    """``import conveyor`` (the embedded engine, ``conveyor.testing``) stays free of the
+    Redis client: it costs a tenth of a second to import and embedded mode never uses it."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, conveyor; print(sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    ).stdout
+    assert "'redis'" not in loaded
+    assert "'conveyor.embedded'" in loaded

@@ -12,9 +12,9 @@ import pytest
 
 from contracts.validation import load_workflow, resolve_params
 from conveyor.embedded import EmbeddedEngine
+from engine.redis_timers import RedisTimers
 from engine.runlog.redis import RedisRunLog
 from engine.state.model import RunState
-from engine.timers import RedisTimers
 from engine.transport.rabbitmq import RabbitTransport
 from workers.artifacts import FsspecArtifactStore
 

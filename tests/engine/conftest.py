@@ -10,8 +10,8 @@ import pytest
 
 from contracts.topology import DEAD_LETTER_QUEUE, shard_queue, task_queue
 from conveyor.embedded import EmbeddedEngine
+from engine.redis_timers import RedisTimers
 from engine.runlog.redis import RedisRunLog
-from engine.timers import RedisTimers
 from engine.transport.rabbitmq import RabbitTransport
 
 

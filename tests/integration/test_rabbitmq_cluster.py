@@ -19,8 +19,8 @@ from contracts.errors import NotFound
 from contracts.topology import DEAD_LETTER_QUEUE, shard_of, shard_queue
 from contracts.validation import parse_workflow
 from conveyor.embedded import EmbeddedEngine
+from engine.redis_timers import RedisTimers
 from engine.runlog.redis import RedisRunLog
-from engine.timers import RedisTimers
 from engine.transport.rabbitmq import RabbitTransport
 from tests.clusters import LocalRabbitCluster
 

@@ -13,8 +13,8 @@ from contracts.errors import NotFound
 from contracts.events import RunSubmitted, TaskDispatched
 from contracts.validation import parse_workflow
 from conveyor.embedded import EmbeddedEngine
+from engine.redis_timers import RedisTimers
 from engine.runlog.redis import RedisRunLog, key
-from engine.timers import RedisTimers
 from engine.transport.rabbitmq import RabbitTransport
 from tests.clusters import LocalRedisCluster
 
