@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -168,15 +170,12 @@ def test_no_module_is_too_big_to_hold() -> None:
 def test_embedded_mode_loads_no_redis_client() -> None:
     """``import conveyor`` (the embedded engine, ``conveyor.testing``) stays free of the
     Redis client: it costs a tenth of a second to import and embedded mode never uses it."""
-    import subprocess
-    import sys
-
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, conveyor; print(sorted(sys.modules))"],
         capture_output=True,
         text=True,
         check=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=ROOT,
     ).stdout
     assert "'redis'" not in loaded
     assert "'conveyor.embedded'" in loaded

@@ -326,7 +326,7 @@ async def test_a_busy_step_thread_ends_when_its_function_returns_after_the_close
     (thread,) = _step_threads() - before
     threads.close()
     # Served after the close by a new thread, not by the one still busy.
-    assert await threads.call(lambda: threading.current_thread(), {}) is not thread
+    assert await threads.call(threading.current_thread, {}) is not thread
     assert thread.is_alive()
     release.set()
     assert await busy is True

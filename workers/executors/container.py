@@ -286,16 +286,10 @@ class ContainerExecutor:
         """Remove containers a crashed worker of this host left behind, in the
         background: listing them takes the runtime 10-20 ms, which would be most of the
         start of an embedded engine whose workflow runs no container at all."""
-        self._in_background(self._remove_orphans_logged())
-
-    async def _remove_orphans_logged(self) -> None:
-        try:
-            await self.remove_orphans()
-        except Exception:  # a runtime that cannot list is for the container steps to report
-            log.exception("could not look for orphaned containers")
+        self._in_background(self._remove_orphans())
 
     async def stop(self) -> None:
-        """Wait for containers being removed in the background."""
+        """Wait for the search for orphans and the removals going on in the background."""
         await self.drain()
 
     async def drain(self) -> None:
@@ -316,22 +310,25 @@ class ContainerExecutor:
         await proc.wait()
         await asyncio.gather(readers, return_exceptions=True)
 
-    async def remove_orphans(self) -> int:
+    async def _remove_orphans(self) -> None:
         """Remove containers of workers on this host that are no longer alive."""
         try:
             base = self.runtime.base()
         except FileNotFoundError:
-            return 0
-        listing = await _quiet(
-            *base,
-            "ps",
-            "-a",
-            "--filter",
-            f"label={LABEL}.host={socket.gethostname()}",
-            "--format",
-            "{{.Names}} {{.Labels}}",
-        )
-        removed = 0
+            return  # no runtime here, so no containers either
+        try:
+            listing = await _quiet(
+                *base,
+                "ps",
+                "-a",
+                "--filter",
+                f"label={LABEL}.host={socket.gethostname()}",
+                "--format",
+                "{{.Names}} {{.Labels}}",
+            )
+        except OSError:  # found but cannot be started: for the container steps to report
+            log.exception("could not look for orphaned containers")
+            return
         for line in listing.splitlines():
             name, _, labels = line.partition(" ")
             owner = _label(labels, f"{LABEL}.worker")
@@ -339,8 +336,6 @@ class ContainerExecutor:
                 await _quiet(*base, "kill", name)  # rm -f alone waits out a stop timeout
                 await self._remove(base, name)
                 log.warning("removed an orphaned container", container=name, owner=owner)
-                removed += 1
-        return removed
 
 
 def _label(labels: str, key: str) -> str | None:

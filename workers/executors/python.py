@@ -158,15 +158,15 @@ class DaemonThreads:
         # run and task ids.
         context = contextvars.copy_context()
 
-        def job() -> Callable[[], object]:  # a Job
+        def job() -> Callable[[], object]:
+            result, raised = None, None
             try:
                 result = context.run(function, **kwargs)
             except BaseException as exc:
                 # Never the exception itself: a StopIteration cannot be set on a future,
                 # and a SystemExit must not end the worker.
                 raised = Raised(exc, traceback.format_exc())
-                return functools.partial(loop.call_soon_threadsafe, _settle, future, None, raised)
-            return functools.partial(loop.call_soon_threadsafe, _settle, future, result, None)
+            return functools.partial(loop.call_soon_threadsafe, _settle, future, result, raised)
 
         with self._lock:
             jobs = self._jobs
