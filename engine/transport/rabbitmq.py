@@ -55,6 +55,7 @@ from engine.transport.queues import (
     DELIVERY_LIMIT,
     QUEUE_TYPES,
     dead_letter_arguments,
+    mismatch_advice,
     queue_arguments,
 )
 
@@ -288,11 +289,7 @@ class RabbitTransport:
             return await channel.declare_queue(name, durable=True, arguments=arguments)
         except aio_pika.exceptions.ChannelPreconditionFailed as exc:
             raise ConveyorError(
-                f"queue {name!r} exists on the broker with other settings than a"
-                f" {self.queue_type} queue of Conveyor's ({exc}). A queue's type cannot"
-                " change: drain and delete it (rabbitmqctl delete_queue), or set"
-                " CONVEYOR_QUEUE_TYPE to the type it has",
-                retryable=False,
+                mismatch_advice(name, self.queue_type, str(exc)), retryable=False
             ) from exc
 
     async def _ensure_queue(self, channel: AbstractChannel, name: str) -> AbstractQueue:

@@ -37,6 +37,9 @@ async def engine(request: pytest.FixtureRequest) -> AsyncIterator[EmbeddedEngine
     ) as e:
         yield e
     await store.close()
+    # Its queues carry this fixture's delivery limit: gone, so that a later test's
+    # engine with the default declares them afresh.
+    await purge(amqp_url)
 
 
 async def purge(amqp_url: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 from contracts.errors import ConveyorError
 from contracts.ports import processing
 from engine.transport.memory import MemoryTransport
-from engine.transport.queues import queue_arguments
+from engine.transport.queues import mismatch_advice, queue_arguments
 from engine.transport.rabbitmq import RabbitTransport
 from tests.deadletters import until_dead_lettered
 
@@ -198,11 +198,19 @@ async def test_queues_are_quorum_by_default_and_a_mismatch_is_said_clearly(
                     q, durable=True, arguments=queue_arguments(q, "classic")
                 )
             channel = await connection.channel()
-            await channel.declare_queue(f"{q}.classic", durable=True)
+            # As a Conveyor with CONVEYOR_QUEUE_TYPE=classic declares it.
+            classic_queue = f"{q}.classic"
+            await channel.declare_queue(
+                classic_queue, durable=True, arguments=queue_arguments(classic_queue, "classic")
+            )
         # A queue's type cannot change: a transport expecting the other type says so and
         # what to do, and nothing is lost.
-        with pytest.raises(ConveyorError, match="other settings than a quorum queue"):
-            await quorum.consume(f"{q}.classic", prefetch=1)
+        with pytest.raises(
+            ConveyorError,
+            match="x-queue-type classic, and this process declares it with quorum: drain and"
+            r" delete it \(rabbitmqctl delete_queue\), or set CONVEYOR_QUEUE_TYPE=classic",
+        ):
+            await quorum.consume(classic_queue, prefetch=1)
         classic = RabbitTransport(amqp_url, queue_type="classic")
         with pytest.raises(ConveyorError, match="drain and delete it"):
             await classic.start()  # conveyor.dead is a quorum queue on this broker
@@ -210,6 +218,54 @@ async def test_queues_are_quorum_by_default_and_a_mismatch_is_said_clearly(
         assert await quorum.queue_depth(q) == 1
     finally:
         await quorum.close()
+
+
+async def test_a_delivery_limit_mismatch_names_the_limit_and_its_setting(
+    amqp_url: str, q: str
+) -> None:
+    five = RabbitTransport(amqp_url, delivery_limit=5)
+    await five.start()
+    twenty = RabbitTransport(amqp_url)
+    try:
+        await twenty.start()
+        await five.publish(q, [b"kept"])
+        with pytest.raises(ConveyorError) as raised:
+            await twenty.consume(q, prefetch=1)
+        assert str(raised.value).startswith(
+            f"queue {q!r} exists on the broker with x-delivery-limit 5, and this process"
+            " declares it with 20: set CONVEYOR_DELIVERY_LIMIT=5"
+        )
+        assert await five.queue_depth(q) == 1
+    finally:
+        await twenty.close()
+        await five.close()
+
+
+@pytest.mark.parametrize(
+    ("broker_says", "advice"),
+    [
+        (
+            "received none but current is the value 'quorum' of type 'longstr'",
+            "x-queue-type quorum, and this process declares it with classic: drain and"
+            " delete it (rabbitmqctl delete_queue), or set CONVEYOR_QUEUE_TYPE=quorum",
+        ),
+        (
+            "received the value 'true' of type 'bool' but current is none",
+            "x-single-active-consumer none, and this process declares it with true: drain"
+            " and delete it (rabbitmqctl delete_queue)",
+        ),
+    ],
+)
+def test_a_queue_mismatch_says_which_argument_differs(broker_says: str, advice: str) -> None:
+    argument = "x-queue-type" if "quorum" in broker_says else "x-single-active-consumer"
+    text = (
+        f"PRECONDITION_FAILED - inequivalent arg '{argument}' for queue 'jobs' in vhost"
+        f" '/': {broker_says}"
+    )
+    said = mismatch_advice("jobs", "quorum", text)
+    assert said == f"queue 'jobs' exists on the broker with {advice}"
+    unknown = mismatch_advice("jobs", "quorum", "PRECONDITION_FAILED - something new")
+    assert "(PRECONDITION_FAILED - something new): drain and delete it" in unknown
 
 
 async def test_a_quorum_queue_dead_letters_past_its_delivery_limit(amqp_url: str, q: str) -> None:
