@@ -244,8 +244,10 @@ def signed(n: int) -> tuple[bytes, dict[str, str]]:
 
 
 async def send_for(url: str, seconds: float, rate: float) -> tuple[list[str], list[int]]:
-    """Signed deliveries at ``rate`` per second (each sent twice), with forged, unsigned
-    and oversized ones among them; the run ids answered, and the refusals' statuses."""
+    """``seconds`` x ``rate`` signed deliveries, at most ``rate`` a second (each sent
+    twice), with forged, unsigned and oversized ones among them; the run ids answered,
+    and the refusals' statuses. A sender that falls behind (a busy machine) catches up
+    rather than sending fewer: how fast it got there is a benchmark's figure."""
     run_ids: list[str] = []
     refused: list[int] = []
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
@@ -270,11 +272,9 @@ async def send_for(url: str, seconds: float, rate: float) -> tuple[list[str], li
 
         start = time.monotonic()
         pending = []
-        n = 0
-        while time.monotonic() - start < seconds:
+        for n in range(int(seconds * rate)):
             pending.append(asyncio.create_task(one(n)))
-            n += 1
-            await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
+            await asyncio.sleep(max(0.0, start + (n + 1) / rate - time.monotonic()))
         await asyncio.gather(*pending)
     return run_ids, refused
 
@@ -284,7 +284,7 @@ async def test_fifty_signed_webhooks_a_second_embedded(servers: Servers) -> None
     _, url = servers.start()
     run_ids, refused = await send_for(url, SOAK, 50)
     assert set(refused) == {401, 413}
-    assert len(set(run_ids)) == len(run_ids) >= int(SOAK * 50 * 0.9)
+    assert len(set(run_ids)) == len(run_ids) == int(SOAK * 50)
     store = SqliteRunLog(servers.workdir / ".conveyor" / "conveyor.db")
     try:
 
@@ -309,7 +309,7 @@ async def test_fifty_signed_webhooks_a_second_distributed(
     _, url = servers.start()
     run_ids, refused = await send_for(url, SOAK, 50)
     assert set(refused) == {401, 413}
-    assert len(set(run_ids)) == len(run_ids) >= int(SOAK * 50 * 0.9)
+    assert len(set(run_ids)) == len(run_ids) == int(SOAK * 50)
 
     async def all_ran() -> bool:
         runs = await cluster.store.runs(limit=100_000)
