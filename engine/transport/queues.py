@@ -35,12 +35,6 @@ _INEQUIVALENT = re.compile(
     rf"inequivalent arg '([^']+)'.*: received {_VALUE} but current is {_VALUE}"
 )
 
-_SETTING_OF = {
-    "x-queue-type": "CONVEYOR_QUEUE_TYPE",
-    "x-delivery-limit": "CONVEYOR_DELIVERY_LIMIT",
-}
-"""The setting that decides each argument Conveyor declares a queue with."""
-
 
 def _value(argument: str, said: str) -> str:
     """``'5'``, ``the value 'quorum' of type 'longstr'`` or ``none`` as the value itself."""
@@ -65,12 +59,13 @@ def mismatch_advice(name: str, queue_type: str, broker_says: str) -> str:
         f"queue {name!r} exists on the broker with {argument} {current}, and this process"
         f" declares it with {wanted}"
     )
-    setting = _SETTING_OF.get(argument)
     if argument == "x-delivery-limit":
         return (
-            f"{said}: set {setting}={current} for every Conveyor process on this broker,"
-            " or drain and delete the queue (rabbitmqctl delete_queue)"
+            f"{said}: set CONVEYOR_DELIVERY_LIMIT={current} for every Conveyor process on"
+            " this broker, or drain and delete the queue (rabbitmqctl delete_queue)"
         )
     # A queue's type, and the arguments Conveyor has no setting for, cannot change.
-    what_to_set = f", or set {setting}={current}" if setting else ""
-    return f"{said}: drain and delete it (rabbitmqctl delete_queue){what_to_set}"
+    advice = f"{said}: drain and delete it (rabbitmqctl delete_queue)"
+    if argument == "x-queue-type":
+        return f"{advice}, or set CONVEYOR_QUEUE_TYPE={current}"
+    return advice

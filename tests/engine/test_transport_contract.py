@@ -242,30 +242,40 @@ async def test_a_delivery_limit_mismatch_names_the_limit_and_its_setting(
 
 
 @pytest.mark.parametrize(
-    ("broker_says", "advice"),
+    ("argument", "broker_says", "advice"),
     [
         (
+            "x-queue-type",
             "received none but current is the value 'quorum' of type 'longstr'",
             "x-queue-type quorum, and this process declares it with classic: drain and"
             " delete it (rabbitmqctl delete_queue), or set CONVEYOR_QUEUE_TYPE=quorum",
         ),
         (
+            "x-single-active-consumer",
             "received the value 'true' of type 'bool' but current is none",
             "x-single-active-consumer none, and this process declares it with true: drain"
             " and delete it (rabbitmqctl delete_queue)",
         ),
     ],
 )
-def test_a_queue_mismatch_says_which_argument_differs(broker_says: str, advice: str) -> None:
-    argument = "x-queue-type" if "quorum" in broker_says else "x-single-active-consumer"
+def test_a_queue_mismatch_says_which_argument_differs(
+    argument: str, broker_says: str, advice: str
+) -> None:
     text = (
         f"PRECONDITION_FAILED - inequivalent arg '{argument}' for queue 'jobs' in vhost"
         f" '/': {broker_says}"
     )
     said = mismatch_advice("jobs", "quorum", text)
     assert said == f"queue 'jobs' exists on the broker with {advice}"
-    unknown = mismatch_advice("jobs", "quorum", "PRECONDITION_FAILED - something new")
-    assert "(PRECONDITION_FAILED - something new): drain and delete it" in unknown
+
+
+def test_a_mismatch_the_broker_words_otherwise_is_passed_on() -> None:
+    said = mismatch_advice("jobs", "quorum", "PRECONDITION_FAILED - something new")
+    assert said == (
+        "queue 'jobs' exists on the broker with other settings than a quorum queue of"
+        " Conveyor's (PRECONDITION_FAILED - something new): drain and delete it"
+        " (rabbitmqctl delete_queue)"
+    )
 
 
 async def test_a_quorum_queue_dead_letters_past_its_delivery_limit(amqp_url: str, q: str) -> None:

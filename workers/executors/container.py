@@ -277,8 +277,8 @@ class ContainerExecutor:
         """Remove an exited container off the step's critical path."""
         self._in_background(self._remove(base, name))
 
-    def _in_background(self, removal: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(removal)
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._removals.add(task)
         task.add_done_callback(self._removals.discard)
 
