@@ -25,12 +25,19 @@ STATIC = HERE / "static"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 
 
+RETRY_AFTER_S = 5
+"""What a 503 asks its sender to wait (webhook senders that retry read it)."""
+
+
 def problem(status: int, title: str, detail: str = "") -> JSONResponse:
     """An RFC 9457 problem document."""
     body = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
-    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return JSONResponse(
+        body, status_code=status, media_type="application/problem+json", headers=headers
+    )
 
 
 def create_app(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -76,6 +77,23 @@ async def test_an_arrival_is_admitted_once_until_its_key_lapses(
     clock.now += 61
     assert await store.admit("hook:a", b"later", keep=60)
     assert await store.pending() == [("hook:a", b"later")]
+
+
+async def test_a_burst_of_arrivals_is_admitted_whole(store: TriggerStore) -> None:
+    # More at once than a client's connection pool holds (a webhook server catching up
+    # after a pause): each waits its turn rather than failing.
+    burst = 500
+
+    async def arrive(n: int) -> bool:
+        admitted = await store.admit(f"hook:{n}", b"x", keep=60)
+        await store.record(
+            TriggerRecord(at=float(n), workflow="etl", trigger="push", kind="webhook", decision="x")
+        )
+        return admitted
+
+    assert await asyncio.gather(*(arrive(n) for n in range(burst))) == [True] * burst
+    assert len(await store.pending()) == burst
+    assert len(await store.records("etl", limit=2 * burst)) == burst
 
 
 async def test_pending_can_leave_out_fresh_arrivals(store: TriggerStore, clock: Clock) -> None:

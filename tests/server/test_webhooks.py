@@ -4,12 +4,21 @@ starts anything; every decision is recorded."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from pathlib import Path
 
+import httpx
 import pytest
 
+from contracts.validation import parse_workflow
 from contracts.vocabulary import RunStatus
-from tests.server.conftest import SECRET, Server, github_signature
+from conveyor.embedded import EmbeddedEngine
+from conveyor.server.app import create_app
+from conveyor.server.runtime import TriggerRuntime
+from engine.triggers.stores.redis import RedisTriggerStore
+from tests.server.conftest import HOOKED, SECRET, Server, github_signature
+from tests.services import LocalRedis
 
 PUSH = json.dumps({"repository": {"full_name": "acme/app"}, "after": "abc123"}).encode()
 
@@ -277,3 +286,38 @@ async def test_a_signed_webhook_can_release_a_waiting_run(server: Server) -> Non
     ]
     assert ("signalled", run_id) in decisions
     assert any(d == "failed" for d, _ in decisions)
+
+
+async def test_a_store_that_does_not_answer_gets_503_and_admits_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is needed to stop a Redis")
+    monkeypatch.setenv("TEST_HOOK_SECRET", SECRET)
+    redis = LocalRedis(tmp_path / "redis")
+    redis.start()
+    store = RedisTriggerStore(redis.url)
+    try:
+        async with EmbeddedEngine(workers=2) as engine:
+            runtime = TriggerRuntime(store, engine.client, transport=engine.transport)
+            await runtime.registry.register(parse_workflow(HOOKED))
+            await runtime.registry.refresh()
+            transport = httpx.ASGITransport(app=create_app(runtime))
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                redis.stop()
+                answer = await http.post(
+                    "/hooks/hooked/push", content=PUSH, headers=github_headers(PUSH)
+                )
+                assert answer.status_code == 503
+                assert answer.headers["retry-after"]
+                assert "Redis did not answer (admit)" in answer.json()["detail"]
+                redis.start()  # the same port and data
+                # Nothing was taken: the sender's retry is the delivery's one run.
+                again = await http.post(
+                    "/hooks/hooked/push", content=PUSH, headers=github_headers(PUSH)
+                )
+                assert again.status_code == 202 and again.json()["status"] == "accepted"
+                await runtime.stop()
+    finally:
+        await store.close()
+        redis.stop()

@@ -17,6 +17,7 @@ import msgspec
 from contracts.errors import NotFound
 from contracts.ports import TriggerRecord
 from engine.redis_client import redis_client
+from engine.redis_retry import outage_is_retryable
 from engine.triggers.stores import RECORDS_KEPT
 
 PREFIX = "conveyor:{triggers}"
@@ -56,11 +57,13 @@ class RedisTriggerStore:
         self._admit = self._redis.register_script(_ADMIT)
         self._register = self._redis.register_script(_REGISTER)
 
+    @outage_is_retryable
     async def register(self, name: str, document: bytes) -> int:
         digest = hashlib.sha256(document).hexdigest()
         keys = [_key("wf", name, "by-digest"), _key("wf", name, "docs"), _key("workflows")]
         return int(await self._register(keys=keys, args=[digest, document, name]))
 
+    @outage_is_retryable
     async def workflow(self, name: str, version: int | None = None) -> tuple[int, bytes]:
         docs = _key("wf", name, "docs")
         number = version if version is not None else int(await self._redis.llen(docs))
@@ -69,10 +72,12 @@ class RedisTriggerStore:
             raise NotFound(f"no workflow {name!r}" + (f" version {version}" if version else ""))
         return number, bytes(document)
 
+    @outage_is_retryable
     async def workflows(self) -> dict[str, int]:
         raw = await self._redis.hgetall(_key("workflows"))
         return {name.decode(): int(version) for name, version in raw.items()}
 
+    @outage_is_retryable
     async def admit(self, key: str, payload: bytes, *, keep: float) -> bool:
         keys = [_key("seen", key), _key("inbox"), _key("inbox-at")]
         now = self._clock()
@@ -80,6 +85,7 @@ class RedisTriggerStore:
         args: list[Any] = [max(1, int(keep * 1000)), key, payload, now, now + keep]
         return bool(await self._admit(keys=keys, args=args))
 
+    @outage_is_retryable
     async def pending(self, *, older_than: float = 0.0) -> list[tuple[str, bytes]]:
         cutoff = self._clock() - older_than
         keys = await self._redis.zrangebyscore(_key("inbox-at"), "-inf", cutoff)
@@ -92,12 +98,14 @@ class RedisTriggerStore:
             if payload is not None
         ]
 
+    @outage_is_retryable
     async def settle(self, key: str) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hdel(_key("inbox"), key)
             pipe.zrem(_key("inbox-at"), key)
             await pipe.execute()
 
+    @outage_is_retryable
     async def record(self, record: TriggerRecord) -> None:
         body = _encode(record)
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -109,16 +117,19 @@ class RedisTriggerStore:
                 pipe.ltrim(key, 0, RECORDS_KEPT - 1)
             await pipe.execute()
 
+    @outage_is_retryable
     async def records(
         self, workflow: str, trigger: str | None = None, *, limit: int = 100
     ) -> list[TriggerRecord]:
         key = _key("records", workflow) if trigger is None else _key("records", workflow, trigger)
         return [_decode_record(body) for body in await self._redis.lrange(key, 0, limit - 1)]
 
+    @outage_is_retryable
     async def cursor(self, key: str) -> bytes | None:
         value = await self._redis.get(_key("cursor", key))
         return None if value is None else bytes(value)
 
+    @outage_is_retryable
     async def set_cursor(self, key: str, value: bytes) -> None:
         await self._redis.set(_key("cursor", key), value)
 
