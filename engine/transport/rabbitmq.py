@@ -29,8 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import aio_pika
 import structlog
@@ -60,6 +60,7 @@ from engine.transport.queues import (
 )
 
 log = structlog.get_logger("conveyor.rabbitmq")
+T = TypeVar("T")
 CLOSE_TIMEOUT = 10.0
 PUBLISH_TIMEOUT = 10.0
 
@@ -239,8 +240,32 @@ class RabbitTransport:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
         self._connection.reconnect_callbacks.add(self._on_reconnect)
-        self._publish_channel = await self._connection.channel(publisher_confirms=True)
-        await self._declare_topology(self._publish_channel)
+
+        async def declared(channel: AbstractChannel) -> AbstractChannel:
+            await self._declare_topology(channel)
+            return channel
+
+        self._publish_channel = await self._on_a_channel("declaring the topology", declared)
+
+    async def _on_a_channel(self, what: str, setup: Callable[[AbstractChannel], Awaitable[T]]) -> T:
+        """``setup`` on a new channel. A broker that drops the connection meanwhile (a
+        node restarting; RabbitMQ closing it with INTERNAL_ERROR) is waited out, as a
+        publish waits: a worker starting in that moment begins late rather than exits."""
+        delay = 0.05
+        while True:
+            channel = None
+            try:
+                channel = await self._connection_or_fail().channel(publisher_confirms=True)
+                return await setup(channel)
+            except _RETRYABLE as exc:
+                if self._closing:
+                    raise
+                if channel is not None:
+                    with contextlib.suppress(*_RETRYABLE):
+                        await channel.close()
+                log.warning(f"{what} failed; retrying", error=str(exc), delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max)
 
     async def _declare_topology(self, channel: AbstractChannel) -> None:
         dlx = await channel.declare_exchange(
@@ -350,12 +375,13 @@ class RabbitTransport:
         )
 
     async def consume(self, queue: str, *, prefetch: int) -> RabbitConsumer:
-        channel = await self._connection_or_fail().channel()
-        await channel.set_qos(prefetch_count=prefetch)
-        declared = await self._ensure_queue(channel, queue)
-        consumer = RabbitConsumer(channel, declared)
-        await consumer.start()
-        return consumer
+        async def consuming(channel: AbstractChannel) -> RabbitConsumer:
+            await channel.set_qos(prefetch_count=prefetch)
+            consumer = RabbitConsumer(channel, await self._ensure_queue(channel, queue))
+            await consumer.start()
+            return consumer
+
+        return await self._on_a_channel(f"consuming {queue}", consuming)
 
     async def broadcast(self, topic: str, body: bytes) -> None:
         channel = self._publish_channel

@@ -8,13 +8,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
+import aiormq
 import pytest
 
 from contracts.errors import ConveyorError
 from contracts.ports import processing
 from engine.transport.memory import MemoryTransport
 from engine.transport.queues import mismatch_advice, queue_arguments
-from engine.transport.rabbitmq import RabbitTransport
+from engine.transport.rabbitmq import RabbitConsumer, RabbitTransport
 from tests.deadletters import until_dead_lettered
 
 Transport = Any  # MemoryTransport | RabbitTransport: the Protocol plus dead-letter peeking
@@ -306,5 +307,41 @@ async def test_a_cluster_url_list_goes_on_to_a_node_that_answers(amqp_url: str, 
     try:
         await transport.publish(q, [b"through the second node"])
         assert await transport.queue_depth(q) == 1
+    finally:
+        await transport.close()
+
+
+async def test_a_connection_the_broker_drops_while_starting_is_waited_out(
+    amqp_url: str, q: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RabbitMQ can close a connection with INTERNAL_ERROR just as a process declares its
+    # topology or starts consuming; the process goes on once the broker answers again.
+    refusals = {"topology": 1, "consume": 2}
+
+    def failing_once(name: str, real: Any) -> Any:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if refusals[name]:
+                refusals[name] -= 1
+                raise aiormq.exceptions.ConnectionInternalError("INTERNAL_ERROR")
+            return await real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(
+        RabbitTransport,
+        "_declare_topology",
+        failing_once("topology", RabbitTransport._declare_topology),
+    )
+    monkeypatch.setattr(RabbitConsumer, "start", failing_once("consume", RabbitConsumer.start))
+    transport = RabbitTransport(amqp_url)
+    await transport.start()
+    try:
+        consumer = await transport.consume(q, prefetch=1)
+        await transport.publish(q, [b"after the drop"])
+        delivery = await asyncio.wait_for(anext(aiter(consumer)), 10)
+        assert delivery.body == b"after the drop"
+        await delivery.ack()
+        assert refusals == {"topology": 0, "consume": 0}
+        await consumer.close()
     finally:
         await transport.close()
