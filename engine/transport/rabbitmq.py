@@ -41,7 +41,6 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 from yarl import URL
 
 from contracts.errors import ConveyorError
@@ -58,75 +57,13 @@ from engine.transport.queues import (
     mismatch_advice,
     queue_arguments,
 )
+from engine.transport.rabbit_consumer import RETRYABLE as _RETRYABLE
+from engine.transport.rabbit_consumer import RabbitConsumer
 
 log = structlog.get_logger("conveyor.rabbitmq")
 T = TypeVar("T")
 CLOSE_TIMEOUT = 10.0
 PUBLISH_TIMEOUT = 10.0
-
-_RETRYABLE = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError, RuntimeError)
-
-
-class RabbitDelivery:
-    __slots__ = ("_message", "body", "headers", "redelivered")
-
-    def __init__(self, message: AbstractIncomingMessage) -> None:
-        self._message = message
-        self.body = message.body
-        self.redelivered = bool(message.redelivered)
-        self.headers: Mapping[str, Any] = message.headers or {}
-
-    async def ack(self) -> None:
-        try:
-            await self._message.ack()
-        except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
-            # The channel died after the work was done: the broker will redeliver, and
-            # the consequence is idempotent.
-            log.warning("ack lost with its channel; message will be redelivered", error=str(exc))
-
-    async def nack(self, *, requeue: bool) -> None:
-        try:
-            await self._message.nack(requeue=requeue)
-        except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
-            log.warning("nack lost with its channel", error=str(exc))
-
-
-class RabbitConsumer:
-    def __init__(self, channel: AbstractChannel, queue: AbstractQueue) -> None:
-        self._channel = channel
-        self._queue = queue
-        self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
-
-    async def start(self) -> None:
-        await self._queue.consume(self._inbox.put, no_ack=False)
-
-    def __aiter__(self) -> AsyncIterator[RabbitDelivery]:
-        return self
-
-    async def __anext__(self) -> RabbitDelivery:
-        message = await self._inbox.get()
-        if message is None:
-            raise StopAsyncIteration
-        return RabbitDelivery(message)
-
-    def ready(self, limit: int) -> list[RabbitDelivery]:
-        out: list[RabbitDelivery] = []
-        while len(out) < limit:
-            try:
-                message = self._inbox.get_nowait()
-            except asyncio.QueueEmpty:
-                break
-            if message is None:  # closing: leave the marker for the iterator
-                self._inbox.put_nowait(None)
-                break
-            out.append(RabbitDelivery(message))
-        return out
-
-    async def close(self) -> None:
-        self._inbox.put_nowait(None)
-        # Closing the channel returns its unacked deliveries to the queue.
-        with contextlib.suppress(*_RETRYABLE):
-            await self._channel.close()
 
 
 class _Listener:

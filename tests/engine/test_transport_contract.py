@@ -15,7 +15,8 @@ from contracts.errors import ConveyorError
 from contracts.ports import processing
 from engine.transport.memory import MemoryTransport
 from engine.transport.queues import mismatch_advice, queue_arguments
-from engine.transport.rabbitmq import RabbitConsumer, RabbitTransport
+from engine.transport.rabbit_consumer import RabbitConsumer
+from engine.transport.rabbitmq import RabbitTransport
 from tests.deadletters import until_dead_lettered
 
 Transport = Any  # MemoryTransport | RabbitTransport: the Protocol plus dead-letter peeking
