@@ -11,6 +11,8 @@ servers, prints a table, and with ``--json`` prints one JSON object as its last 
   Conveyor declares by default (``CONVEYOR_QUEUE_TYPE``; set it to ``classic`` to run
   the Conveyor benchmarks on classic queues too).
 - ``embedded_fanout_10k_tasks_per_s``: 1 -> 10,000 -> 1 no-op Python steps, embedded.
+- ``embedded_script_fanout_1k_tasks_per_s``: 1 -> 1,000 -> 1 script steps (``true``),
+  embedded: a process started per step.
 - ``fanout_10k_tasks_per_s``: the same on RabbitMQ + Redis (a coordinator in this
   process, two ``conveyor worker --concurrency 4`` processes that have already taken
   work), submit to completion; ``fanout_100k_*`` the same at 100,000 items;
@@ -209,6 +211,29 @@ async def embedded_fanout(n: int = 10_000, rounds: int = 3) -> dict[str, float]:
             rates.append((n + 2) / (time.perf_counter() - started))
         assert state.status == "succeeded", state.reason
     return {f"embedded_fanout_{_size(n)}_tasks_per_s": statistics.median(rates)}
+
+
+async def script_fanout(n: int = 1_000, rounds: int = 3) -> dict[str, float]:
+    """1 -> ``n`` -> 1 script steps (``true``), embedded: what starting a process per
+    step costs, with the engine's own overhead beside it."""
+    workflow = workflow_from_data(
+        {
+            "name": f"scripts-{n}",
+            "tasks": [
+                {"name": "start", "script": "true"},
+                {"name": "each", "depends": ["start"], "items": list(range(n)), "script": "true"},
+                {"name": "end", "depends": ["each"], "script": "true"},
+            ],
+        }
+    )
+    rates = []
+    for _ in range(rounds):
+        async with EmbeddedEngine() as engine:
+            started = time.perf_counter()
+            state = await engine.run(workflow, {})
+            rates.append((n + 2) / (time.perf_counter() - started))
+        assert state.status == "succeeded", state.reason
+    return {f"embedded_script_fanout_{_size(n)}_tasks_per_s": statistics.median(rates)}
 
 
 async def python_step_isolation(n: int = 2_000, rounds: int = 3) -> dict[str, float]:
@@ -571,6 +596,9 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
     if not args.only or "isolation" in args.only:
         print("running isolation ...", file=sys.stderr, flush=True)
         results.update(await python_step_isolation())
+    if not args.only or "scripts" in args.only:
+        print("running scripts ...", file=sys.stderr, flush=True)
+        results.update(await script_fanout())
     if not args.only or "webhooks" in args.only:
         import webhooks
 
@@ -585,7 +613,14 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         results.update(await ui.sse_lag())
         results.update(await ui.run_page_100k())
         results.update(await ui.run_page(1_000_000))
-    if args.only and set(args.only) <= {"embedded", "dask", "isolation", "webhooks", "ui"}:
+    if args.only and set(args.only) <= {
+        "embedded",
+        "dask",
+        "isolation",
+        "scripts",
+        "webhooks",
+        "ui",
+    }:
         return results
     amqp_url = os.environ.get("CONVEYOR_AMQP_URL")
     redis_url = os.environ.get("CONVEYOR_REDIS_URL")
@@ -717,7 +752,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--only",
         nargs="*",
-        help="raw, embedded, dask, isolation, webhooks, ui, fanout, fanout100k, fanout1m,"
+        help="raw, embedded, dask, isolation, scripts, webhooks, ui, fanout, fanout100k, fanout1m,"
         " fanout1m_stored, chain,"
         " celery, dramatiq, webhooks_distributed",
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.__main__ import check_targets, embedded_fanout
+from benchmarks.__main__ import check_targets, embedded_fanout, script_fanout
 
 
 def test_targets_are_judged_as_ratios_within_one_run() -> None:
@@ -35,6 +35,12 @@ async def test_the_embedded_benchmark_runs_a_real_fan_out() -> None:
     figures = await embedded_fanout(200, rounds=1)
     assert list(figures) == ["embedded_fanout_200_tasks_per_s"]
     assert figures["embedded_fanout_200_tasks_per_s"] > 0
+
+
+async def test_the_script_benchmark_starts_a_process_per_step() -> None:
+    figures = await script_fanout(20, rounds=1)
+    assert list(figures) == ["embedded_script_fanout_20_tasks_per_s"]
+    assert figures["embedded_script_fanout_20_tasks_per_s"] > 0
 
 
 async def test_the_webhook_benchmark_measures_a_real_server() -> None:

@@ -17,6 +17,7 @@ import psutil
 from contracts.messages import StepSpec, TaskReady
 from contracts.vocabulary import FailureKind
 from workers.executors.base import LogEmitter, StepOutcome, succeeded
+from workers.executors.spawning import Spawned, spawn
 
 INTERPRETERS = {"sh": ["sh"], "bash": ["bash"], "python": [sys.executable, "-u"]}
 SUFFIX = {"sh": ".sh", "bash": ".sh", "python": ".py"}
@@ -38,15 +39,8 @@ class ProcessExecutor:
             argv = self._argv(step, scratch_dir)
             env = {**step_environment(), **conveyor_env(task), **step.env}
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    cwd=workdir,
-                    env=env,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    start_new_session=True,  # its own process group, so we can kill the tree
-                )
+                # Its own process group (a new session), so the whole tree can be killed.
+                proc = await spawn(argv, cwd=workdir, env=env, start_new_session=True)
             except FileNotFoundError:
                 return StepOutcome(
                     ok=False, error=f"cannot start {argv[0]!r}: not found", reason=FailureKind.START
@@ -124,7 +118,7 @@ async def pump(
             pending = b""
 
 
-async def _kill_tree(proc: asyncio.subprocess.Process) -> None:
+async def _kill_tree(proc: Spawned) -> None:
     """Kill the step's process group and any descendants that left it."""
     try:
         descendants = psutil.Process(proc.pid).children(recursive=True)

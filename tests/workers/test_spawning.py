@@ -1,0 +1,63 @@
+"""Starting step processes: output as streams, exits (codes and signals) on the loop,
+nothing left behind, with or without a pidfd."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import psutil
+import pytest
+
+from workers.executors.spawning import spawn
+
+ENV = {"PATH": os.environ["PATH"]}
+
+
+async def test_output_and_exit_code(tmp_path: Path) -> None:
+    child = await spawn(["sh", "-c", "echo out; echo err >&2; exit 3"], cwd=tmp_path, env=ENV)
+    assert child.stdout is not None and child.stderr is not None
+    out, err = await asyncio.gather(child.stdout.read(), child.stderr.read())
+    assert (out, err) == (b"out\n", b"err\n")
+    assert await child.wait() == 3
+    assert child.returncode == 3
+
+
+async def test_a_signal_is_reported_as_minus_its_number(tmp_path: Path) -> None:
+    child = await spawn(["sh", "-c", "kill -9 $$"], cwd=tmp_path, env=ENV)
+    assert await asyncio.wait_for(child.wait(), 10) == -9
+
+
+@pytest.mark.parametrize("pidfd", [True, False])
+async def test_many_children_at_once_are_each_reaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pidfd: bool
+) -> None:
+    if not pidfd:  # an old kernel: a thread waits for each child instead
+
+        def no_pidfd(_pid: int) -> int:
+            raise OSError("pidfd_open: not supported")
+
+        monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    children = [
+        await spawn(["sh", "-c", f"exit {n % 7}"], cwd=tmp_path, env=ENV) for n in range(50)
+    ]
+    codes = await asyncio.wait_for(asyncio.gather(*(c.wait() for c in children)), 30)
+    assert codes == [n % 7 for n in range(50)]
+    assert not [p for p in psutil.Process().children() if p.status() == psutil.STATUS_ZOMBIE]
+
+
+async def test_a_child_has_its_own_session(tmp_path: Path) -> None:
+    child = await spawn(["sleep", "5"], cwd=tmp_path, env=ENV)
+    try:
+        assert os.getsid(child.pid) == child.pid != os.getsid(0)
+    finally:
+        os.killpg(child.pid, 9)
+    assert await child.wait() == -9
+
+
+async def test_what_cannot_start_raises_at_once(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        await spawn(["no-such-program-anywhere"], cwd=tmp_path, env=ENV)
+    with pytest.raises((FileNotFoundError, NotADirectoryError)):
+        await spawn(["true"], cwd=tmp_path / "missing", env=ENV)
