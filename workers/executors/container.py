@@ -26,6 +26,7 @@ from contracts.messages import ContainerSpec, TaskReady
 from contracts.vocabulary import FailureKind
 from workers.executors.base import LogEmitter, StepOutcome, succeeded
 from workers.executors.process import conveyor_env, pump
+from workers.executors.spawning import Spawned, spawn
 
 log = structlog.get_logger("conveyor.container")
 
@@ -144,13 +145,7 @@ class ContainerExecutor:
             spec.image,
             *self._command(spec, workdir),
         ]
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
+        proc = await spawn(argv, start_new_session=True)
         stdout_parts: list[bytes] = []
         stderr_tail: list[str] = []
 
@@ -300,7 +295,7 @@ class ContainerExecutor:
         self,
         base: list[str],
         name: str,
-        proc: asyncio.subprocess.Process,
+        proc: Spawned,
         readers: asyncio.Future[Any],
     ) -> None:
         await _quiet(*base, "kill", name)

@@ -48,15 +48,20 @@ class Spawned:
     async def wait(self) -> int:
         return await asyncio.shield(self._exited)
 
+    def kill(self) -> None:
+        """SIGKILL, unless it has already ended and been reaped."""
+        self._popen.kill()
+
 
 async def spawn(
     argv: Sequence[str],
     *,
-    cwd: Path | str,
-    env: Mapping[str, str],
+    cwd: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
     start_new_session: bool = True,
 ) -> Spawned:
-    """Start ``argv`` with stdin from /dev/null and stdout and stderr piped.
+    """Start ``argv`` with stdin from /dev/null and stdout and stderr piped (in this
+    process's directory and environment unless ``cwd`` and ``env`` are given).
 
     Raises what ``subprocess.Popen`` raises when the program or ``cwd`` cannot be used.
     """
@@ -64,7 +69,7 @@ async def spawn(
     popen = subprocess.Popen(
         list(argv),
         cwd=cwd,
-        env=dict(env),
+        env=None if env is None else dict(env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
