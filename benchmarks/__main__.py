@@ -202,15 +202,20 @@ async def _raw_trips(connection: Any, prefix: str, arguments: dict[str, Any]) ->
 
 async def embedded_fanout(n: int = 10_000, rounds: int = 3) -> dict[str, float]:
     """Default settings (as ``conveyor run``), in-memory log; the median of ``rounds``."""
-    workflow = fanout(n)
+    rate = await _embedded_rate(fanout(n), n + 2, rounds)
+    return {f"embedded_fanout_{_size(n)}_tasks_per_s": rate}
+
+
+async def _embedded_rate(workflow: Any, tasks: int, rounds: int) -> float:
+    """Tasks a second of ``workflow`` run embedded to completion; the median of ``rounds``."""
     rates = []
     for _ in range(rounds):
         async with EmbeddedEngine() as engine:
             started = time.perf_counter()
             state = await engine.run(workflow, {})
-            rates.append((n + 2) / (time.perf_counter() - started))
+            rates.append(tasks / (time.perf_counter() - started))
         assert state.status == "succeeded", state.reason
-    return {f"embedded_fanout_{_size(n)}_tasks_per_s": statistics.median(rates)}
+    return statistics.median(rates)
 
 
 async def script_fanout(n: int = 1_000, rounds: int = 3) -> dict[str, float]:
@@ -226,14 +231,8 @@ async def script_fanout(n: int = 1_000, rounds: int = 3) -> dict[str, float]:
             ],
         }
     )
-    rates = []
-    for _ in range(rounds):
-        async with EmbeddedEngine() as engine:
-            started = time.perf_counter()
-            state = await engine.run(workflow, {})
-            rates.append((n + 2) / (time.perf_counter() - started))
-        assert state.status == "succeeded", state.reason
-    return {f"embedded_script_fanout_{_size(n)}_tasks_per_s": statistics.median(rates)}
+    rate = await _embedded_rate(workflow, n + 2, rounds)
+    return {f"embedded_script_fanout_{_size(n)}_tasks_per_s": rate}
 
 
 async def python_step_isolation(n: int = 2_000, rounds: int = 3) -> dict[str, float]:
