@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,9 @@ FIRST_DELAY = 1.0
 LONGEST_DELAY = 60.0
 PERMANENT = frozenset(range(400, 500)) - {408, 429}
 """Answers that another try will not change."""
+RUNS_REMEMBERED = 10_000
+"""Runs whose ``notify`` entries are kept, so a run's state is read once, not at each
+of its changes (reading it costs in proportion to the run's size)."""
 
 
 class Notifier:
@@ -61,6 +65,9 @@ class Notifier:
         self._task: asyncio.Task[None] | None = None
         self._handling: set[asyncio.Task[None]] = set()
         self._http: httpx.AsyncClient | None = None
+        self._entries: OrderedDict[str, asyncio.Future[tuple[str, tuple[Notify, ...]]]] = (
+            OrderedDict()
+        )
 
     async def start(self) -> None:
         await self._transport.bind_announcements(NOTIFY_QUEUE, "run.#")
@@ -99,7 +106,7 @@ class Notifier:
             await delivery.ack()
             return
         try:
-            workflow = (await self._client.state(run_id)).workflow
+            name, entries = await self._entries_of(run_id)
         except NotFound:
             await delivery.ack()  # a run this home does not hold
             return
@@ -107,11 +114,33 @@ class Notifier:
             log.warning("run state not readable yet", run_id=run_id, error=str(exc))
             await delivery.nack(requeue=True)
             return
-        wanted = [entry for entry in workflow.notify if new_state in entry.on]
+        wanted = [entry for entry in entries if new_state in entry.on]
         await asyncio.gather(
-            *(self._deliver(entry, change, delivery.body, workflow.name) for entry in wanted)
+            *(self._deliver(entry, change, delivery.body, name) for entry in wanted)
         )
         await delivery.ack()
+
+    async def _entries_of(self, run_id: str) -> tuple[str, tuple[Notify, ...]]:
+        """The run's workflow name and ``notify`` entries (fixed for the run's life). Its
+        changes are handled side by side: the second waits for the first one's read."""
+        reading = self._entries.get(run_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_entries(run_id))
+            self._entries[run_id] = reading
+            if len(self._entries) > RUNS_REMEMBERED:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(run_id)
+        try:
+            return await asyncio.shield(reading)
+        except ConveyorError:
+            if self._entries.get(run_id) is reading:
+                del self._entries[run_id]  # read again at the next change
+            raise
+
+    async def _read_entries(self, run_id: str) -> tuple[str, tuple[Notify, ...]]:
+        workflow = (await self._client.state(run_id)).workflow
+        return workflow.name, tuple(workflow.notify)
 
     async def _deliver(self, entry: Notify, change: dict[str, Any], body: bytes, name: str) -> None:
         assert self._http is not None

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from contracts.vocabulary import RunStatus
+from engine.state.model import RunState
 from engine.triggers.signatures import Preset, verify
 from tests.server.conftest import SECRET, Server
 from tests.services import free_port
@@ -149,3 +150,36 @@ async def test_state_changes_are_announced_with_routing_keys(server: Server) -> 
         ("run.told.running", "dev.conveyor.run.running"),
         ("run.told.succeeded", "dev.conveyor.run.succeeded"),
     ]
+
+
+async def test_a_run_is_read_once_however_many_changes_it_announces(
+    server: Server, receiver: Receiver
+) -> None:
+    # Reading a run costs in proportion to its size: a 100,000-item run's every change
+    # must not load it again.
+    await server.register(notifying(receiver.url))
+    assert server.runtime.notifier is not None
+    client = server.runtime.notifier._client
+    reads: list[str] = []
+
+    class CountingClient:
+        async def state(self, run_id: str) -> RunState:
+            reads.append(run_id)
+            return await client.state(run_id)
+
+    server.runtime.notifier._client = CountingClient()  # type: ignore[assignment]
+    receiver.failures_left = 0
+    await server.engine.transport.bind_announcements("watching", "run.told.*")
+    watching = await server.engine.transport.consume("watching", prefetch=100)
+    runs = []
+    for _ in range(2):
+        answer = await server.http.post("/hooks/told/go")
+        await server.settled()
+        runs.append(answer.json()["run_id"])
+        await server.engine.client.watch(runs[-1], timeout=10)
+    await records_of(server, 2)  # the last change of each run has been handled
+    changes = []
+    while ready := watching.ready(100):
+        changes += [json.loads(d.body)["data"]["run_id"] for d in ready]
+    assert sorted(changes) == sorted(runs * 2)  # running, then succeeded
+    assert reads == runs
