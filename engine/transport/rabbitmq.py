@@ -57,8 +57,7 @@ from engine.transport.queues import (
     mismatch_advice,
     queue_arguments,
 )
-from engine.transport.rabbit_consumer import RETRYABLE as _RETRYABLE
-from engine.transport.rabbit_consumer import RabbitConsumer
+from engine.transport.rabbit_consumer import RETRYABLE, RabbitConsumer
 
 log = structlog.get_logger("conveyor.rabbitmq")
 T = TypeVar("T")
@@ -106,7 +105,7 @@ class _Listener:
         self._inbox.put_nowait(None)
         self._ready.cancel()
         if self._channel is not None:
-            with contextlib.suppress(*_RETRYABLE):
+            with contextlib.suppress(*RETRYABLE):
                 await self._channel.close()
 
 
@@ -170,7 +169,7 @@ class RabbitTransport:
                     url, reconnect_interval=1.0, connection_class=connection_class
                 )
                 break
-            except _RETRYABLE as exc:
+            except RETRYABLE as exc:
                 log.warning("RabbitMQ not reachable; retrying", error=str(exc), delay=delay)
                 turn += 1
                 if turn % len(self._urls) == 0:
@@ -194,11 +193,11 @@ class RabbitTransport:
             try:
                 channel = await self._connection_or_fail().channel(publisher_confirms=True)
                 return await setup(channel)
-            except _RETRYABLE as exc:
+            except RETRYABLE as exc:
                 if self._closing:
                     raise
                 if channel is not None:
-                    with contextlib.suppress(*_RETRYABLE):
+                    with contextlib.suppress(*RETRYABLE):
                         await channel.close()
                 log.warning(f"{what} failed; retrying", error=str(exc), delay=delay)
                 await asyncio.sleep(delay)
@@ -223,7 +222,7 @@ class RabbitTransport:
         if self._publish_channel is not None:
             try:
                 await self._declare_topology(self._publish_channel)
-            except _RETRYABLE as exc:
+            except RETRYABLE as exc:
                 log.warning("re-declaring topology failed; will retry on use", error=str(exc))
 
     async def close(self) -> None:
@@ -282,7 +281,7 @@ class RabbitTransport:
                 async with asyncio.timeout(PUBLISH_TIMEOUT):
                     await self._publish_all(exchange, queue, bodies, headers)
                 return
-            except _RETRYABLE as exc:
+            except RETRYABLE as exc:
                 if self._closing:
                     raise
                 log.warning("publish failed; retrying", queue=queue, error=str(exc), delay=delay)

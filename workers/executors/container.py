@@ -145,7 +145,7 @@ class ContainerExecutor:
             spec.image,
             *self._command(spec, workdir),
         ]
-        proc = await spawn(argv, start_new_session=True)
+        proc = await spawn(argv)
         stdout_parts: list[bytes] = []
         stderr_tail: list[str] = []
 
@@ -300,8 +300,7 @@ class ContainerExecutor:
     ) -> None:
         await _quiet(*base, "kill", name)
         await self._remove(base, name)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+        proc.kill()
         await proc.wait()
         await asyncio.gather(readers, return_exceptions=True)
 

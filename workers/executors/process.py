@@ -39,8 +39,7 @@ class ProcessExecutor:
             argv = self._argv(step, scratch_dir)
             env = {**step_environment(), **conveyor_env(task), **step.env}
             try:
-                # Its own process group (a new session), so the whole tree can be killed.
-                proc = await spawn(argv, cwd=workdir, env=env, start_new_session=True)
+                proc = await spawn(argv, cwd=workdir, env=env)
             except FileNotFoundError:
                 return StepOutcome(
                     ok=False, error=f"cannot start {argv[0]!r}: not found", reason=FailureKind.START

@@ -17,8 +17,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-STREAM_LIMIT = 1 << 16
-
 
 class Spawned:
     """A running child: its output as streams, its exit as an awaitable (the part of
@@ -58,10 +56,10 @@ async def spawn(
     *,
     cwd: Path | str | None = None,
     env: Mapping[str, str] | None = None,
-    start_new_session: bool = True,
 ) -> Spawned:
     """Start ``argv`` with stdin from /dev/null and stdout and stderr piped (in this
-    process's directory and environment unless ``cwd`` and ``env`` are given).
+    process's directory and environment unless ``cwd`` and ``env`` are given), in a
+    session of its own: its process group is the step's tree, killed as one.
 
     Raises what ``subprocess.Popen`` raises when the program or ``cwd`` cannot be used.
     """
@@ -73,7 +71,7 @@ async def spawn(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        start_new_session=start_new_session,
+        start_new_session=True,
     )
     try:
         stdout = await _reader(loop, popen.stdout)
@@ -90,7 +88,7 @@ async def _reader(
 ) -> asyncio.StreamReader | None:
     if pipe is None:
         return None
-    reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
+    reader = asyncio.StreamReader(loop=loop)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
     return reader
 
