@@ -123,6 +123,7 @@ class EmbeddedEngine:
             artifacts=self.artifacts,
             middleware=self._middleware,
             max_result_bytes=self._max_result_bytes,
+            give_back_after=None,  # the pool's only worker: no one else would take it
         )
         await worker.start()
         self._workers[pool] = worker

@@ -12,6 +12,9 @@ again. So a step may run longer than the broker's consumer timeout, and a messag
 never held for the length of a step. Attempts of a batch wait for a free slot here;
 the worker takes another message only when a slot is free.
 
+A worker whose slots stay taken gives back the messages it holds and has not started
+(``workers.intake``).
+
 Events go out through an outbox that coalesces those ready together into one message.
 
 Stopping (SIGTERM): take no more tasks, let running steps finish within the grace
@@ -33,20 +36,19 @@ from typing import Any
 
 import structlog
 
-from contracts.codec import DecodeError, decode_control, decode_tasks, encode
+from contracts.codec import DecodeError, decode_control, encode
 from contracts.errors import StepError
 from contracts.events import Event
 from contracts.messages import Heartbeat, TaskReady
 from contracts.ports import (
     ArtifactStore,
-    Consumer,
     Delivery,
     Listener,
     TaskLogStore,
     Transport,
     processing,
 )
-from contracts.topology import CONTROL_TOPIC, task_queue
+from contracts.topology import CONTROL_TOPIC
 from contracts.tracing import DISPATCHED_AT_HEADER
 from contracts.vocabulary import AttemptRef, FailureKind
 from workers.cache import StepCache
@@ -59,6 +61,7 @@ from workers.executors import (
     StepOutcome,
     default_executors,
 )
+from workers.intake import GIVE_BACK_AFTER, TaskIntake
 from workers.logbuffer import LogBuffer
 from workers.outbox import EventOutbox
 from workers.outcomes import HANDED_BACK, Interruption, outcome_event, unsent_event
@@ -106,7 +109,10 @@ class Worker:
         heartbeat_interval: float | None = None,
         artifacts: ArtifactStore | None = None,
         max_result_bytes: int = MAX_VALUE_BYTES,
+        give_back_after: float | None = GIVE_BACK_AFTER,
     ) -> None:
+        """``give_back_after``: None keeps what it took however long it waits (a sole
+        worker, as embedded, has no one to give it to)."""
         self._transport = transport
         self._pool = pool
         self._concurrency = concurrency
@@ -119,14 +125,16 @@ class Worker:
         self._heartbeat_interval = heartbeat_interval
         self._logs = LogBuffer(logs, clock)
         self._slots = asyncio.Semaphore(concurrency)
-        self._room = asyncio.Event()
+        self.room = asyncio.Event()
         """Set while fewer attempts are taken (and not finished) than there are slots."""
-        self._room.set()
+        self.room.set()
         self._outbox = EventOutbox(transport)
         # Bound once: resolving the module's lazy logger on every call costs more than a
         # no-op step.
         self._log = log.bind(worker=self.name)
-        self._consumer: Consumer | None = None
+        self._intake = TaskIntake(
+            transport, pool, self, give_back_after=give_back_after, log=self._log
+        )
         self._listener: Listener | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._handlers: set[asyncio.Task[None]] = set()
@@ -144,11 +152,9 @@ class Worker:
         await self._steps.start()
         self._listener = self._transport.listen(CONTROL_TOPIC)
         await self._listener.ready()
-        self._consumer = await self._transport.consume(
-            task_queue(self._pool), prefetch=self._concurrency
-        )
+        await self._intake.open()
         self._loops = [
-            asyncio.create_task(self._consume(self._consumer), name=f"worker-{self.name}"),
+            asyncio.create_task(self._intake.run(), name=f"worker-{self.name}"),
             asyncio.create_task(self._control(self._listener), name=f"control-{self.name}"),
         ]
         if self._heartbeat_interval is not None:
@@ -158,13 +164,13 @@ class Worker:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking tasks; let running ones finish for ``grace`` seconds, then hand back."""
         self._stopping = True
+        self._intake.stop_taking()
         deadline = time.monotonic() + grace
         if self._accepting:
             # Steps start before their message is acked: settle what is being acked, or
             # closing the consumer would send back messages whose steps already ran.
             await asyncio.wait(list(self._accepting), timeout=grace)
-        if self._consumer is not None:
-            await self._consumer.close()  # messages not started yet go back to the queue
+        await self._intake.close()  # messages not started yet go back to the queue
         consume = self._loops[0] if self._loops else None
         if consume is not None:
             consume.cancel()
@@ -210,27 +216,18 @@ class Worker:
     def busy(self) -> int:
         return len(self._handlers)
 
-    async def _consume(self, consumer: Consumer) -> None:
-        async for delivery in consumer:
-            await self._room.wait()
-            if self._stopping:
-                await delivery.nack(requeue=True)
-                return
-            try:
-                tasks = decode_tasks(delivery.body)
-                if not all(task.reply_to for task in tasks):
-                    raise DecodeError("task message has no reply_to queue")
-            except DecodeError as exc:
-                log.error("dead-lettered an undecodable task message", error=str(exc))
-                await delivery.nack(requeue=False)
-                continue
-            self._take(delivery, tasks)
+    def free_slots(self) -> int:
+        return self._concurrency - (len(self._running) - len(self._reporting))
+
+    async def accepted(self) -> None:
+        if self._accepting:
+            await asyncio.wait(list(self._accepting))
 
     def _update_room(self) -> None:
-        if len(self._running) - len(self._reporting) < self._concurrency:
-            self._room.set()
+        if self.free_slots() > 0:
+            self.room.set()
         else:
-            self._room.clear()
+            self.room.clear()
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
         handler = asyncio.create_task(coroutine)
@@ -238,7 +235,7 @@ class Worker:
         handler.add_done_callback(self._handlers.discard)
         return handler
 
-    def _take(self, delivery: Delivery, tasks: list[TaskReady]) -> None:
+    def take(self, delivery: Delivery, tasks: list[TaskReady]) -> None:
         """Start the attempts of a message while ``_accept`` reports them started.
 
         A step does not wait for its ``TaskStarted`` to be confirmed: that is a broker

@@ -42,6 +42,13 @@ async def slow(seconds: float) -> str:
     return "finished"
 
 
+async def until_exists(path: str) -> str:
+    """Runs until ``path`` exists: a step a test ends when it chooses."""
+    while not os.path.exists(path):
+        await asyncio.sleep(0.02)
+    return "released"
+
+
 def blocking_slow(seconds: float) -> str:
     time.sleep(seconds)
     return "finished"
