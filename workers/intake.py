@@ -115,10 +115,7 @@ class TaskIntake:
 
     async def _room_soon(self, delivery: Delivery) -> bool:
         """Whether a slot frees within ``give_back_after`` (or the message is kept anyway)."""
-        deliveries = delivery.headers.get("x-delivery-count", 0)
-        if self._give_back_after is None or not isinstance(deliveries, int):
-            return True
-        if deliveries >= GIVE_BACK_BELOW:
+        if self._give_back_after is None or _deliveries(delivery) >= GIVE_BACK_BELOW:
             return True
         try:
             async with asyncio.timeout(self._give_back_after):
@@ -133,3 +130,11 @@ class TaskIntake:
         await self._slots.accepted()
         await consumer.close()
         self._log.info("gave back task messages: every slot taken", waited=self._give_back_after)
+
+
+def _deliveries(delivery: Delivery) -> int:
+    """How often a quorum queue has delivered this message before (its own count)."""
+    try:
+        return int(delivery.headers.get("x-delivery-count", 0))
+    except (TypeError, ValueError):
+        return 0

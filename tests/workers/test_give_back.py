@@ -20,6 +20,7 @@ from contracts.topology import task_queue
 from engine.runlog.memory import MemoryRunLog
 from engine.transport.memory import MemoryTransport
 from engine.transport.rabbitmq import RabbitTransport
+from workers.intake import GIVE_BACK_BELOW
 from workers.worker import Worker
 
 
@@ -115,24 +116,36 @@ async def test_a_full_worker_gives_back_what_it_holds_and_takes_work_again_when_
         await busy.stop(grace=5)
 
 
-async def test_a_full_worker_told_to_keep_what_it_holds_does_not_give_it_back(
-    names: tuple[str, str], tmp_path: Path
+@pytest.mark.parametrize("why", ["told to keep it", "delivered often already"])
+async def test_a_full_worker_keeps_what_it_holds_when_it_is_told_to_or_it_came_often(
+    why: str, names: tuple[str, str], tmp_path: Path
 ) -> None:
-    """The same start without give-back (as an embedded engine's sole worker): item 2
-    stays with the busy worker until its slot frees, and runs there."""
+    """The same start without give-back (as an embedded engine's sole worker), or with
+    a message a quorum queue has delivered five times (each return counts toward its
+    delivery limit): item 2 stays with the busy worker until its slot frees, and runs
+    there."""
     pool, replies = names
+    keep = why == "told to keep it"
+    headers = {} if keep else {"x-delivery-count": str(GIVE_BACK_BELOW)}
     release = tmp_path / "release"
     transport = MemoryTransport()
     await transport.start()
     back = Replies(await transport.consume(replies, prefetch=100))
     async with Worker(
-        transport, MemoryRunLog(), pool=pool, concurrency=1, name="busy", give_back_after=None
+        transport,
+        MemoryRunLog(),
+        pool=pool,
+        concurrency=1,
+        name="busy",
+        give_back_after=None if keep else 0.3,
     ):
         await transport.publish(
             task_queue(pool), [message(1, replies, "teststeps:until_exists", path=str(release))]
         )
         await back.of(1, TaskStarted)
-        await transport.publish(task_queue(pool), [message(2, replies, "teststeps:add", a=2, b=1)])
+        await transport.publish(
+            task_queue(pool), [message(2, replies, "teststeps:add", a=2, b=1)], headers
+        )
         await until_taken(transport, task_queue(pool))
         async with Worker(transport, MemoryRunLog(), pool=pool, concurrency=1, name="idle"):
             with pytest.raises(TimeoutError):  # the idle worker never sees it
