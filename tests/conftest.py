@@ -12,7 +12,8 @@ for path in (str(EXAMPLES), str(ROOT / "tests" / "steps")):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import AsyncIterator, Iterator  # noqa: E402
+from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -35,6 +36,22 @@ def amqp_url(services: Services) -> str:
 @pytest.fixture(scope="session")
 def redis_url(services: Services) -> str:
     return services.redis_url()
+
+
+@pytest.fixture(params=["memory", "rabbitmq"])
+async def each_transport(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """The in-memory twin, then RabbitMQ: for behaviour both must have."""
+    from engine.transport.memory import MemoryTransport
+    from engine.transport.rabbitmq import RabbitTransport
+
+    t: Any
+    if request.param == "memory":
+        t = MemoryTransport()
+    else:
+        t = RabbitTransport(request.getfixturevalue("amqp_url"))
+    await t.start()
+    yield t
+    await t.close()
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
@@ -13,7 +12,6 @@ import pytest
 
 from contracts.errors import ConveyorError
 from contracts.ports import processing
-from engine.transport.memory import MemoryTransport
 from engine.transport.queues import mismatch_advice, queue_arguments
 from engine.transport.rabbit_consumer import RabbitConsumer
 from engine.transport.rabbitmq import RabbitTransport
@@ -22,16 +20,9 @@ from tests.deadletters import until_dead_lettered
 Transport = Any  # MemoryTransport | RabbitTransport: the Protocol plus dead-letter peeking
 
 
-@pytest.fixture(params=["memory", "rabbitmq"])
-async def transport(request: pytest.FixtureRequest) -> AsyncIterator[Transport]:
-    t: Any
-    if request.param == "memory":
-        t = MemoryTransport()
-    else:
-        t = RabbitTransport(request.getfixturevalue("amqp_url"))
-    await t.start()
-    yield t
-    await t.close()
+@pytest.fixture
+def transport(each_transport: Any) -> Any:
+    return each_transport
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +18,13 @@ from contracts.ports import Consumer
 from contracts.topology import task_queue
 from engine.runlog.memory import MemoryRunLog
 from engine.transport.memory import MemoryTransport
-from engine.transport.rabbitmq import RabbitTransport
 from workers.intake import GIVE_BACK_BELOW
 from workers.worker import Worker
 
 
-@pytest.fixture(params=["memory", "rabbitmq"])
-async def transport(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    t: Any
-    if request.param == "memory":
-        t = MemoryTransport()
-    else:
-        t = RabbitTransport(request.getfixturevalue("amqp_url"))
-    await t.start()
-    yield t
-    await t.close()
+@pytest.fixture
+def transport(each_transport: Any) -> Any:
+    return each_transport
 
 
 @pytest.fixture
