@@ -5,9 +5,10 @@ A worker whose every slot stays taken for ``give_back_after`` with a message in 
 gives back what it holds and has not started: its consumer closes, which returns the
 message and the rest of its prefetch to the queue for a worker with room. It consumes
 again once a slot frees, prefetching no more messages than it has free slots. So long
-steps do not hoard the messages queued behind them, and a worker that freezes while
-full holds nothing it has not started (its started attempts run elsewhere when their
-leases end).
+steps do not hoard the messages queued behind them, and a worker that freezes after
+being full that long holds nothing it has not started (its started attempts run
+elsewhere when their leases end; what a worker holds when it freezes sooner comes back
+when the broker misses its AMQP heartbeats).
 """
 
 from __future__ import annotations
