@@ -41,7 +41,7 @@ class Slots(Protocol):
 
     def free_slots(self) -> int: ...
 
-    async def accepted(self) -> None:
+    async def accepted(self, timeout: float | None = None) -> None:
         """Returns once the acks of the messages taken so far have gone out."""
 
     def take(self, delivery: Delivery, tasks: list[TaskReady]) -> None: ...
@@ -122,7 +122,7 @@ class TaskIntake:
             async with asyncio.timeout(self._give_back_after):
                 await self._slots.room.wait()
         except TimeoutError:
-            return self._stopping
+            return False
         return True
 
     async def _give_back(self, consumer: Consumer) -> None:

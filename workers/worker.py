@@ -111,8 +111,7 @@ class Worker:
         max_result_bytes: int = MAX_VALUE_BYTES,
         give_back_after: float | None = GIVE_BACK_AFTER,
     ) -> None:
-        """``give_back_after``: None keeps what it took however long it waits (a sole
-        worker, as embedded, has no one to give it to)."""
+        """``give_back_after``: see ``workers.intake.TaskIntake``."""
         self._transport = transport
         self._pool = pool
         self._concurrency = concurrency
@@ -166,10 +165,9 @@ class Worker:
         self._stopping = True
         self._intake.stop_taking()
         deadline = time.monotonic() + grace
-        if self._accepting:
-            # Steps start before their message is acked: settle what is being acked, or
-            # closing the consumer would send back messages whose steps already ran.
-            await asyncio.wait(list(self._accepting), timeout=grace)
+        # Steps start before their message is acked: settle what is being acked, or
+        # closing the consumer would send back messages whose steps already ran.
+        await self.accepted(timeout=grace)
         await self._intake.close()  # messages not started yet go back to the queue
         consume = self._loops[0] if self._loops else None
         if consume is not None:
@@ -219,9 +217,10 @@ class Worker:
     def free_slots(self) -> int:
         return self._concurrency - (len(self._running) - len(self._reporting))
 
-    async def accepted(self) -> None:
+    async def accepted(self, timeout: float | None = None) -> None:
+        """Returns once the messages taken so far are acked (or ``timeout`` passes)."""
         if self._accepting:
-            await asyncio.wait(list(self._accepting))
+            await asyncio.wait(list(self._accepting), timeout=timeout)
 
     def _update_room(self) -> None:
         if self.free_slots() > 0:
