@@ -38,6 +38,14 @@ async def transport() -> AsyncIterator[MemoryTransport]:
     await t.close()
 
 
+@pytest.fixture
+def quick_within_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests of a step that ends within the start hold: a hold long enough that a
+    loaded machine cannot make the quick step outlast it (the hold ends when the step
+    does, so this costs no time)."""
+    monkeypatch.setattr("workers.worker.START_HOLD", 5.0)
+
+
 async def replies(consumer: Consumer, count: int) -> tuple[list[Event], int]:
     """The next ``count`` events sent back, and how many messages carried them."""
     events: list[Event] = []
@@ -70,6 +78,7 @@ async def test_a_batch_is_started_in_one_message_and_runs_within_the_slots(
     assert transport.pending() == 0, "the batch message was acked"
 
 
+@pytest.mark.usefixtures("quick_within_hold")
 async def test_a_quick_step_sends_its_start_with_its_outcome(transport: MemoryTransport) -> None:
     back = await transport.consume(REPLIES, prefetch=100)
     async with Worker(transport, MemoryRunLog(), concurrency=1):
@@ -203,6 +212,7 @@ async def test_a_started_report_the_broker_refuses_sends_the_message_back_and_st
     await transport.close()
 
 
+@pytest.mark.usefixtures("quick_within_hold")
 async def test_an_outcome_refused_with_its_start_reports_the_start_and_the_failure() -> None:
     """As when the start went alone: the outcome could not be sent, so the attempt is
     reported failed, and the failure carries the start."""
@@ -220,6 +230,7 @@ async def test_an_outcome_refused_with_its_start_reports_the_start_and_the_failu
     await transport.close()
 
 
+@pytest.mark.usefixtures("quick_within_hold")
 async def test_when_neither_outcome_nor_failure_can_carry_the_start_the_message_goes_back() -> None:
     transport = SlowReports()
     transport.confirm.set()
