@@ -218,16 +218,24 @@ class LocalRabbitCluster:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.stdout}{done.stderr}")
         return done.stdout
 
-    def members_of(self, queue: str) -> list[str]:
-        live = next(node for node in self.nodes if node.proc is not None)
-        rows = json.loads(self.ctl(live, "list_queues", "name", "members", "--formatter", "json"))
-        return list(next(row["members"] for row in rows if row["name"] == queue))
+    def restart(self, node: LocalRabbit) -> None:
+        """Start a stopped node again: it rejoins the cluster from its own data."""
+        node.start()
+        self.ctl(node, "await_startup")
 
-    def leader_of(self, queue: str) -> LocalRabbit:
+    def queues(self) -> dict[str, tuple[list[str], str]]:
+        """Each quorum queue's members and leader (node names)."""
         live = next(node for node in self.nodes if node.proc is not None)
-        rows = json.loads(self.ctl(live, "list_queues", "name", "leader", "--formatter", "json"))
-        leader = next(row["leader"] for row in rows if row["name"] == queue)
-        return next(node for node in self.nodes if node.node == leader)
+        rows = json.loads(
+            self.ctl(
+                live, "list_queues", "name", "type", "members", "leader", "--formatter", "json"
+            )
+        )
+        return {
+            row["name"]: (list(row["members"]), row["leader"])
+            for row in rows
+            if row["type"] == "quorum"
+        }
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -145,6 +145,7 @@ class RabbitTransport:
         self._changes: AbstractExchange | None = None
         self._retry_max = publish_retry_max
         self._closing = False
+        self._renewing = asyncio.Lock()
         self._reconnect_hooks: list[Callable[[], None]] = []
 
     def on_reconnect(self, hook: Callable[[], None]) -> None:
@@ -176,12 +177,32 @@ class RabbitTransport:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
         self._connection.reconnect_callbacks.add(self._on_reconnect)
+        self._publish_channel = await self._on_a_channel(
+            "declaring the topology", self._declared_on
+        )
 
-        async def declared(channel: AbstractChannel) -> AbstractChannel:
-            await self._declare_topology(channel)
-            return channel
+    async def _declared_on(self, channel: AbstractChannel) -> AbstractChannel:
+        await self._declare_topology(channel)
+        return channel
 
-        self._publish_channel = await self._on_a_channel("declaring the topology", declared)
+    async def _renew_publish_channel(self, refused: AbstractChannel) -> None:
+        """Publish on a new channel from now on, ``refused`` having been refused.
+
+        RabbitMQ 3.10 can refuse every publish to a quorum queue, for good, on a channel
+        that was opened again while the queue elected a new leader (its node stopped),
+        while a new channel publishes there at once. A refusal for a real cause (no
+        majority) costs one channel per retry.
+        """
+        async with self._renewing:
+            if self._publish_channel is not refused or self._closing:
+                return  # renewed by another publish meanwhile
+            log.info("publishing on a new channel after a refusal")
+            self._exchanges.clear()  # declared through the old channel
+            self._publish_channel = await self._on_a_channel(
+                "opening a publish channel", self._declared_on
+            )
+        with contextlib.suppress(*RETRYABLE):
+            await refused.close()
 
     async def _on_a_channel(self, what: str, setup: Callable[[AbstractChannel], Awaitable[T]]) -> T:
         """``setup`` on a new channel. A broker that drops the connection meanwhile (a
@@ -269,8 +290,8 @@ class RabbitTransport:
         """
         delay = 0.05
         while True:
+            channel = self._publish_channel
             try:
-                channel = self._publish_channel
                 if channel is None:
                     raise ConveyorError("transport not started")
                 if queue not in self._declared:
@@ -285,6 +306,8 @@ class RabbitTransport:
                 if self._closing:
                     raise
                 log.warning("publish failed; retrying", queue=queue, error=str(exc), delay=delay)
+                if isinstance(exc, aio_pika.exceptions.DeliveryError) and channel is not None:
+                    await self._renew_publish_channel(channel)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max)
 
