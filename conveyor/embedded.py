@@ -81,6 +81,7 @@ class EmbeddedEngine:
         # Runs started by any client (or taken up on resume) get their pools' workers.
         if run_steps:
             self.coordinator.observe(self._start_pool_for)
+            self.coordinator.on_recover(self._start_pools_of)
         self._run_steps = run_steps
 
     async def start(self) -> None:
@@ -129,9 +130,15 @@ class EmbeddedEngine:
         self._workers[pool] = worker
 
     def _start_pool_for(self, event: Event, state: RunState) -> None:
-        if not isinstance(event, TaskDispatched):
-            return
-        pool = state.nodes[event.task].spec.pool
+        if isinstance(event, TaskDispatched):
+            self._start_pool(state.nodes[event.task].spec.pool)
+
+    def _start_pools_of(self, state: RunState) -> None:
+        # A run taken up again may have tasks dispatched before and sent again now.
+        for node in state.nodes.values():
+            self._start_pool(node.spec.pool)
+
+    def _start_pool(self, pool: str) -> None:
         if pool in self._workers or pool in self._starting:
             return
         # Its message waits in the pool's queue until the worker is up.

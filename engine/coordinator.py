@@ -26,12 +26,12 @@ import structlog
 
 from contracts.codec import CoordinatorInput, encode
 from contracts.errors import ConveyorError, NotFound
-from contracts.events import Event, RunCompleted, RunSubmitted, TaskDispatched, TaskFailed
+from contracts.events import Event, RunCompleted, RunSubmitted, TaskDispatched
 from contracts.messages import Heartbeat, ResumeRun, ShardWake
 from contracts.ports import ArtifactStore, RunLog, Timers, Transport
 from contracts.topology import ShardMap, shard_queue
 from contracts.validation import check_submission
-from contracts.vocabulary import AttemptRef, FailureKind, TaskStatus
+from contracts.vocabulary import AttemptRef, TaskStatus
 from engine.announce import AnnounceLevel, Announcer
 from engine.appended import AppendedEvents
 from engine.claims import hydrate
@@ -40,6 +40,7 @@ from engine.intake import ShardIntake
 from engine.leases import Leases
 from engine.shards import WATCH_INTERVAL, ShardQueues
 from engine.state import fold, new_state, settle, snapshot
+from engine.state.decide import lost_with_their_process
 from engine.state.model import RunState
 from engine.timers import LoopTimers
 from engine.tracing import run_span
@@ -109,6 +110,7 @@ class Coordinator:
         self._waiters: dict[str, list[tuple[int, asyncio.Future[RunState]]]] = {}
         self._announcer = Announcer(transport, announce)
         self._observers: list[Observer] = [self._announcer, run_span]
+        self._on_recover: list[Callable[[RunState], None]] = []
         self._loops: list[asyncio.Task[None]] = []
 
     # -- lifecycle -----------------------------------------------------------------
@@ -147,6 +149,12 @@ class Coordinator:
     def observe(self, observer: Observer) -> None:
         """Call ``observer(event, state)`` after every event folded into a live run."""
         self._observers.append(observer)
+
+    def on_recover(self, hook: Callable[[RunState], None]) -> None:
+        """Call ``hook(state)`` when an unfinished run is rebuilt from its log here
+        (resumed, swept up, reloaded), before the tasks it had dispatched are sent
+        again: those are no new events, so observers do not see them."""
+        self._on_recover.append(hook)
 
     def forget_all(self) -> None:
         """Drop every run held in memory; they are rebuilt from their logs when next needed.
@@ -370,6 +378,8 @@ class Coordinator:
         if state.finished:
             return state
         log.info("run recovered from its log", events=state.events_folded)
+        for hook in self._on_recover:
+            hook(state)
         await self._effects.arm_timers(state)
         now = self._clock()
         republish: list[Event] = []
@@ -400,21 +410,7 @@ class Coordinator:
             state = await self._recover(message.run_id)
         if state is None or state.finished or not message.steps_lost:
             return
-        # Nothing will ever report on attempts that ran in a process that is gone.
-        lost: list[Event] = [
-            TaskFailed(
-                run_id=state.run_id,
-                at=message.at,
-                task=node.spec.name,
-                index=index,
-                attempt=inst.attempt,
-                error="its process ended while it ran",
-                reason=FailureKind.LOST,
-            )
-            for node in state.nodes.values()
-            for index, inst in enumerate(node.instances)
-            if inst.status == TaskStatus.RUNNING
-        ]
+        lost = lost_with_their_process(state, message.at)
         if lost:
             await self._apply(state, lost)
 

@@ -98,6 +98,25 @@ def decide(state: RunState) -> list[Event]:
     return out
 
 
+def lost_with_their_process(state: RunState, at: float) -> list[Event]:
+    """The attempts running when the process that ran them ended (a local run's): nothing
+    will ever report on them, so they fail as lost and run again."""
+    return [
+        TaskFailed(
+            run_id=state.run_id,
+            at=at,
+            task=node.spec.name,
+            index=index,
+            attempt=inst.attempt,
+            error="its process ended while it ran",
+            reason=FailureKind.LOST,
+        )
+        for node in state.nodes.values()
+        for index, inst in enumerate(node.instances)
+        if inst.status == TaskStatus.RUNNING
+    ]
+
+
 def _evaluate(state: RunState, node: Node) -> Event:
     """A task whose upstream is final: skip it, fail it, or expand it into instances."""
     spec = node.spec

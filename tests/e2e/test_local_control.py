@@ -91,8 +91,21 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
     assert proc.returncode == 130
 
 
+def recorded_started(tmp_path: Path, run_id: str, task: str) -> None:
+    """Waits until the run's log records ``task`` started (a step runs a moment before
+    its start is recorded: killed in between, it is sent again as it was)."""
+    deadline = time.monotonic() + 30
+    while True:
+        lines = conveyor("events", run_id, cwd=tmp_path).stdout.splitlines()
+        if any(e["type"] == "task_started" and e["task"] == task for e in map(json.loads, lines)):
+            return
+        assert time.monotonic() < deadline, f"{task} was not recorded started"
+        time.sleep(0.05)
+
+
 def test_a_killed_run_is_resumed_and_finishes_what_was_not_done(tmp_path: Path) -> None:
     proc, pidfile = start(tmp_path, LONG)
+    recorded_started(tmp_path, str(only_run(tmp_path)["run_id"]), "wait")
     step_pid = int(pidfile.read_text())
     proc.kill()  # SIGKILL: no chance to record anything
     proc.wait()

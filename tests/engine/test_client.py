@@ -120,6 +120,32 @@ async def test_resume_takes_up_a_run_its_coordinator_lost() -> None:
         await Client(cut).resume(run_id)
 
 
+async def test_resume_runs_a_task_recorded_dispatched_whose_process_died() -> None:
+    """A process killed between dispatching a task and recording its start leaves it
+    dispatched in the log: resuming sends it again, and a worker is there to take it."""
+    store = MemoryRunLog()
+    workflow = flow("name: d\ntasks: [{name: a, script: echo a}, {name: b, script: echo b}]")
+    dispatched: set[str] = set()
+    both = asyncio.Event()
+
+    def seen(event: Event, _state: object) -> None:
+        if event.kind == "task_dispatched":
+            dispatched.add(event.task)
+            if len(dispatched) == 2:
+                both.set()
+
+    async with EmbeddedEngine(store, run_steps=False) as first:  # nothing takes the tasks
+        first.coordinator.observe(seen)
+        run_id = await first.client.submit(workflow, {})
+        await asyncio.wait_for(both.wait(), 30)
+    async with EmbeddedEngine(store, workers=2) as second:
+        await second.client.resume(run_id, steps_lost=True)
+        final = await second.client.watch(run_id, timeout=30)
+    assert final.status == RunStatus.SUCCEEDED
+    started = [e.task for e in await store.read(run_id) if e.kind == "task_started"]
+    assert sorted(started) == ["a", "b"]
+
+
 async def test_a_client_without_a_transport_reads_but_does_not_steer() -> None:
     store = MemoryRunLog()
     async with EmbeddedEngine(store) as engine:
