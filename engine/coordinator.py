@@ -29,6 +29,7 @@ from contracts.errors import ConveyorError, NotFound
 from contracts.events import Event, RunCompleted, RunSubmitted, TaskDispatched
 from contracts.messages import Heartbeat, ResumeRun, ShardWake
 from contracts.ports import ArtifactStore, RunLog, Timers, Transport
+from contracts.supervision import Supervisor
 from contracts.topology import ShardMap, shard_queue
 from contracts.validation import check_submission
 from contracts.vocabulary import AttemptRef, TaskStatus
@@ -91,6 +92,7 @@ class Coordinator:
         # keeps failing, across coordinator restarts; else the intake counts itself.
         broker_counts = getattr(transport, "delivery_limit", None) is not None
         self._intake = ShardIntake(self, prefetch, count_failures=not broker_counts)
+        self.supervisor = Supervisor("coordinator")
         # ``shards``: how many there are when the run log holds no shard map yet.
         self._shard_queues = ShardQueues(
             transport,
@@ -98,6 +100,7 @@ class Coordinator:
             self._intake.consume,
             default=shards,
             prefetch=prefetch,
+            supervisor=self.supervisor,
             watch_interval=shard_watch_interval,
         )
         self._wake_interval = wake_interval
@@ -123,6 +126,8 @@ class Coordinator:
             self._loops.append(asyncio.create_task(expiry, name="leases"))
         if self._wake_interval is not None:
             self._loops.append(asyncio.create_task(self._wake_shards(), name="wake"))
+        for loop in self._loops:
+            self.supervisor.watch(loop)
         shards = self._shard_queues.map
         log.info("coordinator started", shards=shards.count, queues=shards.queues)
 
@@ -151,9 +156,8 @@ class Coordinator:
         self._observers.append(observer)
 
     def on_recover(self, hook: Callable[[RunState], None]) -> None:
-        """Call ``hook(state)`` when an unfinished run is rebuilt from its log here
-        (resumed, swept up, reloaded), before the tasks it had dispatched are sent
-        again: those are no new events, so observers do not see them."""
+        """Call ``hook(state)`` when an unfinished run is rebuilt from its log here, before
+        its dispatched tasks are sent again (no new events: observers do not see them)."""
         self._on_recover.append(hook)
 
     def forget_all(self) -> None:

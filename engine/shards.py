@@ -19,6 +19,7 @@ import structlog
 from contracts.codec import encode
 from contracts.messages import ShardWake
 from contracts.ports import Consumer, RunLog, Transport
+from contracts.supervision import Supervisor
 from contracts.topology import ShardMap, shard_queue
 
 log = structlog.get_logger("conveyor.coordinator")
@@ -38,6 +39,7 @@ class ShardQueues:
         *,
         default: int,
         prefetch: int,
+        supervisor: Supervisor,
         watch_interval: float = WATCH_INTERVAL,
     ) -> None:
         self._transport = transport
@@ -50,10 +52,16 @@ class ShardQueues:
         """The map as last read (epoch 0 until then)."""
         self._consumers: dict[int, Consumer] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self.supervisor = supervisor
 
     async def start(self) -> None:
         await self.refresh()
-        self._loops.append(asyncio.create_task(self._watch(), name="shard-map"))
+        self._start_loop(self._watch(), "shard-map")
+
+    def _start_loop(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        loop = asyncio.create_task(coroutine, name=name)
+        self._loops.append(loop)
+        self.supervisor.watch(loop)
 
     async def refresh(self) -> ShardMap:
         """Read the stored map; consume every shard queue it names that we do not yet."""
@@ -68,9 +76,7 @@ class ShardQueues:
                 continue
             consumer = await self._transport.consume(shard_queue(shard), prefetch=self._prefetch)
             self._consumers[shard] = consumer
-            self._loops.append(
-                asyncio.create_task(self._consume(consumer, shard), name=f"shard-{shard}")
-            )
+            self._start_loop(self._consume(consumer, shard), f"shard-{shard}")
         return found
 
     async def _watch(self) -> None:
@@ -91,6 +97,7 @@ class ShardQueues:
             )
 
     async def stop(self) -> None:
+        self.supervisor.stopping = True
         for consumer in self._consumers.values():
             await consumer.close()
         for loop in self._loops:

@@ -48,6 +48,7 @@ from contracts.ports import (
     Transport,
     processing,
 )
+from contracts.supervision import Supervisor
 from contracts.topology import CONTROL_TOPIC
 from contracts.tracing import DISPATCHED_AT_HEADER
 from contracts.vocabulary import AttemptRef, FailureKind
@@ -145,6 +146,7 @@ class Worker:
         self._reporting: set[AttemptRef] = set()
         """Attempts whose step has finished and whose outcome is on its way."""
         self._stopping = False
+        self.supervisor = Supervisor(f"worker {self.name}")
 
     async def start(self) -> None:
         self._logs.start()
@@ -158,11 +160,13 @@ class Worker:
         ]
         if self._heartbeat_interval is not None:
             self._loops.append(asyncio.create_task(self._beat(), name=f"heartbeat-{self.name}"))
+        for loop in self._loops:
+            self.supervisor.watch(loop)
         log.info("worker started", worker=self.name, pool=self._pool, concurrency=self._concurrency)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking tasks; let running ones finish for ``grace`` seconds, then hand back."""
-        self._stopping = True
+        self._stopping = self.supervisor.stopping = True
         self._intake.stop_taking()
         deadline = time.monotonic() + grace
         # Steps start before their message is acked: settle what is being acked, or

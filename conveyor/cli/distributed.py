@@ -17,6 +17,7 @@ from prometheus_client import start_http_server
 from contracts.errors import InvalidInput
 from contracts.ports import RunStore
 from contracts.signing import Role
+from contracts.supervision import Supervisor
 from contracts.topology import ShardMap
 from contracts.vocabulary import RunStatus
 from conveyor import loop
@@ -57,28 +58,46 @@ async def _slots(worker: Any, pool: str, total: int) -> None:
         await asyncio.sleep(1.0)
 
 
-async def _until_signalled() -> None:
+EXIT_FAILED = 1
+"""A service process whose essential loop ended: its supervisor should start it again."""
+
+
+async def until_signalled_or_failed(supervisor: Supervisor) -> str | None:
+    """Wait for SIGTERM/SIGINT (None) or for ``supervisor`` to report a failure (why)."""
     stop = asyncio.Event()
+    failures: list[str] = []
     running = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         running.add_signal_handler(sig, stop.set)
+
+    def failed(reason: str) -> None:
+        failures.append(reason)
+        stop.set()
+
+    supervisor.on_failure(failed)
     await stop.wait()
+    return failures[0] if failures else None
 
 
-Serve = Callable[[cluster.DistributedTransport, RunStore], Awaitable[Callable[[], Awaitable[None]]]]
+Stop = Callable[[], Awaitable[None]]
+Serve = Callable[[cluster.DistributedTransport, RunStore], Awaitable[tuple[Stop, Supervisor]]]
 
 
 async def _serve_until_signalled(settings: Settings, serve: Serve, role: Role) -> None:
-    """Connect, start a long-running process with ``serve``, stop it on SIGTERM/SIGINT."""
+    """Connect, start a long-running process with ``serve``, stop it on SIGTERM/SIGINT;
+    exit 1 if one of its essential loops ends (``contracts.supervision``)."""
     cluster.require(settings, "amqp_url", "redis_url")
     store = cluster.open_store(settings)
     try:
         async with cluster.transport(settings, role) as t:
-            stop = await serve(t, store)
-            await _until_signalled()
+            stop, supervisor = await serve(t, store)
+            failure = await until_signalled_or_failed(supervisor)
             await stop()
     finally:
         await store.close()
+    if failure is not None:
+        err.print(f"stopped: {failure}")
+        raise typer.Exit(EXIT_FAILED)
 
 
 def register(app: typer.Typer) -> None:
@@ -94,7 +113,7 @@ def register(app: typer.Typer) -> None:
 
         async def serve(
             t: cluster.DistributedTransport, store: RunStore
-        ) -> Callable[[], Awaitable[None]]:
+        ) -> tuple[Stop, Supervisor]:
             if metrics_port is not None:
                 store = TimedRunLog(store)
             c = cluster.build_coordinator(settings, t, store)
@@ -112,7 +131,7 @@ def register(app: typer.Typer) -> None:
                     watching.cancel()
                 await c.stop()
 
-            return stop
+            return stop, c.supervisor
 
         try:
             loop.run(_serve_until_signalled(settings, serve, Role.COORDINATOR))
@@ -145,7 +164,7 @@ def register(app: typer.Typer) -> None:
 
         async def serve(
             t: cluster.DistributedTransport, store: RunStore
-        ) -> Callable[[], Awaitable[None]]:
+        ) -> tuple[Stop, Supervisor]:
             w = cluster.build_worker(settings, t, store, pool, concurrency)
             await w.start()
             watching = None
@@ -161,7 +180,7 @@ def register(app: typer.Typer) -> None:
                     watching.cancel()
                 await w.stop(grace=settings.worker_grace if grace is None else grace)
 
-            return stop
+            return stop, w.supervisor
 
         try:
             loop.run(_serve_until_signalled(settings, serve, Role.WORKER))

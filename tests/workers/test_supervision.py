@@ -1,0 +1,63 @@
+"""A worker or coordinator whose consumer ends under it reports a failure (and the
+process running it exits) instead of staying up taking nothing; one stopped does not."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from conveyor.cli.distributed import until_signalled_or_failed
+from engine.coordinator import Coordinator
+from engine.runlog.memory import MemoryRunLog
+from workers.worker import Worker
+
+
+@pytest.fixture
+def transport(each_transport: Any) -> Any:
+    return each_transport
+
+
+async def failure_of(supervisor: Any) -> str:
+    async with asyncio.timeout(10):
+        reason = await until_signalled_or_failed(supervisor)
+    assert reason is not None
+    return reason
+
+
+async def test_a_worker_whose_consumer_ends_fails_and_says_which_loop(transport: Any) -> None:
+    worker = Worker(transport, MemoryRunLog(), pool="supervised", name="w1")
+    await worker.start()
+    try:
+        consumer: Any = worker._intake._consumer
+        await consumer.close()  # as a consumer the broker dropped for good
+        reason = await failure_of(worker.supervisor)
+        assert reason.startswith("worker w1: its loop worker-w1 ended")
+    finally:
+        await worker.stop(grace=1)
+
+
+async def test_a_worker_stopped_reports_no_failure(transport: Any) -> None:
+    worker = Worker(transport, MemoryRunLog(), pool="supervised", name="w2")
+    await worker.start()
+    await worker.stop(grace=1)
+    await asyncio.sleep(0)  # the loops' done callbacks have run
+    assert worker.supervisor.failure is None
+
+
+async def test_a_coordinator_whose_shard_consumer_ends_fails(transport: Any) -> None:
+    coordinator = Coordinator(transport, MemoryRunLog())
+    await coordinator.start()
+    try:
+        consumer: Any = coordinator._shard_queues._consumers[0]
+        await consumer.close()
+        reason = await failure_of(coordinator.supervisor)
+        assert reason.startswith("coordinator: its loop shard-0 ended")
+    finally:
+        await coordinator.stop()
+    stopped = Coordinator(transport, MemoryRunLog())
+    await stopped.start()
+    await stopped.stop()
+    await asyncio.sleep(0)
+    assert stopped.supervisor.failure is None
