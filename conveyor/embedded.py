@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from contracts.errors import ConveyorError
 from contracts.events import Event, TaskDispatched
 from contracts.ports import ArtifactStore, RunStore, Transport
 from contracts.spec import Workflow
@@ -85,8 +86,28 @@ class EmbeddedEngine:
         self._run_steps = run_steps
 
     async def start(self) -> None:
+        self._failure = asyncio.get_running_loop().create_future()
+        self.coordinator.supervisor.on_failure(self._failed)
         await self.transport.start()
         await self.coordinator.start()
+
+    def _failed(self, reason: str) -> None:
+        if not self._failure.done():
+            self._failure.set_result(reason)
+
+    async def wait(self, run_id: str, *, past_round: int = -1) -> RunState:
+        """The run's final state once it completes here, in a round after ``past_round``.
+
+        Raises ConveyorError if a loop this engine cannot work without ended first (a
+        worker's intake, say): nothing would finish the run here, which is left as a
+        run whose process died, for ``conveyor resume``.
+        """
+        completing = asyncio.ensure_future(self.coordinator.wait(run_id, past_round=past_round))
+        await asyncio.wait({completing, self._failure}, return_when=asyncio.FIRST_COMPLETED)
+        if completing.done():
+            return completing.result()
+        completing.cancel()
+        raise ConveyorError(f"stopped: {self._failure.result()}")
 
     async def stop(self) -> None:
         await asyncio.gather(*self._starting.values(), return_exceptions=True)
@@ -127,6 +148,7 @@ class EmbeddedEngine:
             give_back_after=None,  # the pool's only worker: no one else would take it
         )
         await worker.start()
+        worker.supervisor.on_failure(self._failed)
         self._workers[pool] = worker
 
     def _start_pool_for(self, event: Event, state: RunState) -> None:
@@ -157,7 +179,7 @@ class EmbeddedEngine:
         if observer is not None:
             self.coordinator.observe(observer)
         run_id = await self.submit(workflow, params)
-        return await self.coordinator.wait(run_id)
+        return await self.wait(run_id)
 
     def idle(self) -> bool:
         """Nothing queued, nothing being handled, no step running (in-memory transport only)."""

@@ -129,7 +129,7 @@ async def drive(
         running.add_signal_handler(signal.SIGINT, interrupt)
         relay = running.create_task(_relay_signals(engine, home, run_id))
         try:
-            state = await engine.coordinator.wait(run_id, past_round=past_round)
+            state = await engine.wait(run_id, past_round=past_round)
         finally:
             relay.cancel()
             running.remove_signal_handler(signal.SIGINT)

@@ -8,7 +8,11 @@ from typing import Any
 
 import pytest
 
+from contracts.errors import ConveyorError
+from contracts.validation import parse_workflow
+from contracts.vocabulary import RunStatus
 from conveyor.cli.distributed import until_signalled_or_failed
+from conveyor.embedded import EmbeddedEngine
 from engine.coordinator import Coordinator
 from engine.runlog.memory import MemoryRunLog
 from workers.worker import Worker
@@ -61,3 +65,18 @@ async def test_a_coordinator_whose_shard_consumer_ends_fails(transport: Any) -> 
     await stopped.stop()
     await asyncio.sleep(0)
     assert stopped.supervisor.failure is None
+
+
+async def test_an_embedded_run_whose_worker_lost_its_intake_stops_instead_of_waiting() -> None:
+    store = MemoryRunLog()
+    async with EmbeddedEngine(store, workers=2) as engine:
+        await engine.ensure_pools({"default"})
+        worker: Any = engine._workers["default"]
+        await worker._intake._consumer.close()
+        workflow = parse_workflow("name: stuck\ntasks: [{name: a, script: echo a}]")
+        with pytest.raises(ConveyorError, match=r"its loop worker-embedded.* ended"):
+            async with asyncio.timeout(10):
+                await engine.run(workflow, {})
+        (run_id,) = [summary.run_id for summary in await engine.client.runs()]
+        # Left as a run whose process died: `conveyor resume` finishes it.
+        assert (await engine.client.state(run_id)).status == RunStatus.RUNNING
