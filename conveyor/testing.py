@@ -234,7 +234,7 @@ async def run_workflow_async(
         middleware=(*DEFAULT_MIDDLEWARE, harness(fakes or {}, failures or {})),
     ) as engine:
         run_id = await engine.submit(spec, resolve_params(spec, dict(params or {})))
-        done = asyncio.ensure_future(engine.coordinator.wait(run_id))
+        done = asyncio.ensure_future(engine.wait(run_id))
         async with asyncio.timeout(timeout):
             while not done.done():
                 # The virtual scheduler: when nothing is moving, time jumps to the next timer.

@@ -171,7 +171,7 @@ def _cancel_locally(settings: Settings, run: str) -> tuple[str, int | None]:
                 return state.run_id, pid
             # Nobody runs it: record the cancellation here, running nothing.
             await engine.client.cancel(state.run_id)
-            await engine.coordinator.wait(state.run_id)
+            await engine.wait(state.run_id)
             return state.run_id, None
 
     return loop.run(go())
