@@ -52,7 +52,7 @@ class ShardQueues:
         """The map as last read (epoch 0 until then)."""
         self._consumers: dict[int, Consumer] = {}
         self._loops: list[asyncio.Task[None]] = []
-        self.supervisor = supervisor
+        self._supervisor = supervisor
 
     async def start(self) -> None:
         await self.refresh()
@@ -61,7 +61,7 @@ class ShardQueues:
     def _start_loop(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         loop = asyncio.create_task(coroutine, name=name)
         self._loops.append(loop)
-        self.supervisor.watch(loop)
+        self._supervisor.watch(loop)
 
     async def refresh(self) -> ShardMap:
         """Read the stored map; consume every shard queue it names that we do not yet."""
@@ -97,7 +97,7 @@ class ShardQueues:
             )
 
     async def stop(self) -> None:
-        self.supervisor.stopping = True
+        self._supervisor.stopping = True
         for consumer in self._consumers.values():
             await consumer.close()
         for loop in self._loops:

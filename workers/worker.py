@@ -145,7 +145,6 @@ class Worker:
         self._cancelled: dict[AttemptRef, Interruption] = {}
         self._reporting: set[AttemptRef] = set()
         """Attempts whose step has finished and whose outcome is on its way."""
-        self._stopping = False
         self.supervisor = Supervisor(f"worker {self.name}")
 
     async def start(self) -> None:
@@ -166,7 +165,7 @@ class Worker:
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking tasks; let running ones finish for ``grace`` seconds, then hand back."""
-        self._stopping = self.supervisor.stopping = True
+        self.supervisor.stopping = True
         self._intake.stop_taking()
         deadline = time.monotonic() + grace
         # Steps start before their message is acked: settle what is being acked, or

@@ -22,6 +22,7 @@ from contracts.validation import parse_workflow
 from conveyor.embedded import EmbeddedEngine
 from engine.redis_timers import RedisTimers
 from engine.runlog.redis import RedisRunLog
+from engine.state.model import RunState
 from engine.transport.rabbitmq import RabbitTransport
 from tests.clusters import LocalRabbitCluster
 
@@ -169,7 +170,7 @@ async def a_third_done(store: RedisRunLog, run_id: str) -> None:
 
 async def stop_the_shard_leader(
     cluster: LocalRabbitCluster, engine: EmbeddedEngine, run_id: str
-) -> Any:
+) -> RunState:
     """Stops the node leading the run's shard queue; the run's end state."""
     queues = await cluster_queues(cluster)
     # Every queue keeps a majority when one node stops: the run's shard queue, the
@@ -185,7 +186,7 @@ async def stop_the_shard_leader(
     async with phase(f"stopping node {leader.node}", 90):
         await asyncio.to_thread(leader.stop)
     async with phase("the run finishing after the stop", 120):
-        state = await engine.coordinator.wait(run_id)
+        state = await engine.wait(run_id)
     print(f"\n[recovery] node {leader.node} stopped -> run finished in"
           f" {time.monotonic() - stopped_at:.1f}s")  # fmt: skip
     if on_the_stopped_node:  # the client moved to a surviving node
