@@ -5,16 +5,23 @@ up doing nothing while holding its place (a shard queue's single active consumer
 registered; a pool looks served). A loop that ends while its owner is not stopping is
 therefore a failure: reported once, so the process exits and its supervisor (systemd,
 Kubernetes) starts it again, instead of lingering.
+
+Stopping loops on purpose goes through ``stop_loops``, which does not trust one cancel
+to end a task.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import structlog
 
 log = structlog.get_logger("conveyor.supervision")
+
+CANCEL_AGAIN_AFTER = 0.5
+"""Seconds a cancelled loop has to end before it is cancelled again."""
 
 
 class Loop(Protocol):
@@ -60,3 +67,28 @@ class Supervisor:
         log.error("an essential loop ended", owner=self.owner, reason=self.failure)
         for listener in self._listeners:
             listener(self.failure)
+
+
+async def stop_loops(loops: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel ``loops`` and return once every one has ended.
+
+    One cancel is not always enough: on Python 3.11, ``asyncio.wait_for`` returns the
+    awaited result instead of raising when the cancel and that result arrive in the same
+    turn of the event loop, and redis-py wraps every write in it. A loop polling Redis
+    then swallows its cancel about every other time and runs on, and a stop that waited
+    for it would wait forever. A loop still running ``CANCEL_AGAIN_AFTER`` seconds after
+    its cancel is cancelled again, until it ends.
+    """
+    loops = list(loops)
+    running = {loop for loop in loops if not loop.done()}
+    while running:
+        for loop in running:
+            loop.cancel()
+        _done, running = await asyncio.wait(running, timeout=CANCEL_AGAIN_AFTER)
+        if running:
+            log.warning(
+                "loops ran on after a cancel; cancelling again",
+                loops=sorted(loop.get_name() for loop in running),
+            )
+    # Collect how each ended, so none is reported as an exception never retrieved.
+    await asyncio.gather(*loops, return_exceptions=True)

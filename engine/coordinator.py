@@ -29,7 +29,7 @@ from contracts.errors import ConveyorError, NotFound
 from contracts.events import Event, RunCompleted, RunSubmitted, TaskDispatched
 from contracts.messages import Heartbeat, ResumeRun, ShardWake
 from contracts.ports import ArtifactStore, RunLog, Timers, Transport
-from contracts.supervision import Supervisor
+from contracts.supervision import Supervisor, stop_loops
 from contracts.topology import ShardMap, shard_queue
 from contracts.validation import check_submission
 from contracts.vocabulary import AttemptRef, TaskStatus
@@ -133,9 +133,7 @@ class Coordinator:
 
     async def stop(self) -> None:
         await self._shard_queues.stop()
-        for loop in self._loops:
-            loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await stop_loops(self._loops)
         self._loops.clear()
         await self._timers.close()
         await self._announcer.drain()

@@ -10,6 +10,7 @@ import structlog
 
 from contracts.codec import decode_event, encode
 from contracts.events import Event
+from contracts.supervision import stop_loops
 from engine.redis_client import redis_client
 from engine.redis_retry import retrying
 from engine.timers import Fire
@@ -73,6 +74,5 @@ class RedisTimers:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_loops([self._task])
         await self._redis.aclose()

@@ -19,7 +19,7 @@ import structlog
 from contracts.codec import encode
 from contracts.messages import ShardWake
 from contracts.ports import Consumer, RunLog, Transport
-from contracts.supervision import Supervisor
+from contracts.supervision import Supervisor, stop_loops
 from contracts.topology import ShardMap, shard_queue
 
 log = structlog.get_logger("conveyor.coordinator")
@@ -100,8 +100,6 @@ class ShardQueues:
         self._supervisor.stopping = True
         for consumer in self._consumers.values():
             await consumer.close()
-        for loop in self._loops:
-            loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await stop_loops(self._loops)
         self._consumers.clear()
         self._loops.clear()

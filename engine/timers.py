@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from contracts.events import Event
+from contracts.supervision import stop_loops
 
 log = structlog.get_logger("conveyor.timers")
 
@@ -58,6 +59,4 @@ class LoopTimers:
         for handle in self._handles.values():
             handle.cancel()
         self._handles.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_loops(list(self._tasks))

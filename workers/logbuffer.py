@@ -10,6 +10,7 @@ from collections.abc import Callable
 import structlog
 
 from contracts.ports import LogLine, TaskLogStore
+from contracts.supervision import stop_loops
 
 log = structlog.get_logger("conveyor.worker")
 
@@ -98,6 +99,5 @@ class LogBuffer:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_loops([self._task])
         await self.flush()

@@ -48,7 +48,7 @@ from contracts.ports import (
     Transport,
     processing,
 )
-from contracts.supervision import Supervisor
+from contracts.supervision import Supervisor, stop_loops
 from contracts.topology import CONTROL_TOPIC
 from contracts.tracing import DISPATCHED_AT_HEADER
 from contracts.vocabulary import AttemptRef, FailureKind
@@ -174,8 +174,7 @@ class Worker:
         await self._intake.close()  # messages not started yet go back to the queue
         consume = self._loops[0] if self._loops else None
         if consume is not None:
-            consume.cancel()
-            await asyncio.gather(consume, return_exceptions=True)
+            await stop_loops([consume])
         if self._handlers:
             log.info(
                 "waiting for running steps",
@@ -197,9 +196,7 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
             await self._outbox.drain()
-        for loop in self._loops[1:]:
-            loop.cancel()
-        await asyncio.gather(*self._loops[1:], return_exceptions=True)
+        await stop_loops(self._loops[1:])
         if self._listener is not None:
             await self._listener.aclose()
         await self._steps.stop()

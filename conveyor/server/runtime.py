@@ -18,6 +18,7 @@ import structlog
 
 from contracts.errors import ConveyorError, InvalidInput
 from contracts.ports import ArtifactStore, Transport, TriggerStore
+from contracts.supervision import stop_loops
 from conveyor.metrics import count_decision
 from conveyor.server.folder import WorkflowFolder
 from engine.client import Client
@@ -99,9 +100,7 @@ class TriggerRuntime:
         log.info("trigger runtime started", workflows=self.registry.names())
 
     async def stop(self) -> None:
-        for task in self._loops:
-            task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await stop_loops(self._loops)
         await self.sensors.stop()
         await self.queues.stop()
         if self.notifier is not None:

@@ -24,6 +24,7 @@ import structlog
 
 from contracts.errors import ConveyorError, NotFound
 from contracts.ports import Delivery, Transport, TriggerRecord, TriggerStore
+from contracts.supervision import stop_loops
 from contracts.triggers import Notify
 from engine.client import Client
 from engine.triggers.signatures import standard_headers
@@ -85,12 +86,8 @@ class Notifier:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for task in self._handling:
-            task.cancel()
-        await asyncio.gather(*self._handling, return_exceptions=True)
+            await stop_loops([self._task])
+        await stop_loops(self._handling)
         with contextlib.suppress(Exception):
             await self._consumer.close()
         if self._http is not None:

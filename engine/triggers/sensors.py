@@ -24,6 +24,7 @@ import fsspec
 import msgspec
 import structlog
 
+from contracts.supervision import stop_loops
 from contracts.triggers import SensorResult
 from engine.triggers.firing import Arrival, Firing, encode_arrival
 from engine.triggers.registry import Registry, Served
@@ -87,9 +88,7 @@ class Sensors:
                 self._running[key] = asyncio.create_task(self._loop(served), name=f"sensor {key}")
 
     async def stop(self) -> None:
-        for task in self._running.values():
-            task.cancel()
-        await asyncio.gather(*self._running.values(), return_exceptions=True)
+        await stop_loops(self._running.values())
         self._running.clear()
 
     async def _loop(self, served: Served) -> None:

@@ -4,8 +4,9 @@ purpose (cancelled, or while stopping) is not."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
-from contracts.supervision import Supervisor
+from contracts.supervision import Supervisor, stop_loops
 
 
 async def ended(coroutine: object, name: str, supervisor: Supervisor) -> asyncio.Task[None]:
@@ -61,3 +62,29 @@ async def test_loops_ended_on_purpose_are_no_failure() -> None:
     supervisor.stopping = True
     await ended(fails(), "intake", supervisor)
     assert supervisor.failure is None
+
+
+async def loses_its_first_cancel(started: asyncio.Event) -> None:
+    """A loop whose first cancel is swallowed, as Python 3.11's ``asyncio.wait_for``
+    swallows one that lands in the turn its awaited result arrives."""
+    started.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.Event().wait()
+    await asyncio.Event().wait()
+
+
+async def test_stopping_loops_ends_one_that_swallowed_its_cancel() -> None:
+    started = asyncio.Event()
+    stubborn = asyncio.create_task(loses_its_first_cancel(started), name="stubborn")
+    plain = asyncio.create_task(asyncio.Event().wait(), name="plain")
+    await started.wait()
+    async with asyncio.timeout(5):
+        await stop_loops([stubborn, plain])
+    assert stubborn.cancelled() and plain.cancelled()
+
+
+async def test_stopping_loops_that_ended_already_collects_how_they_ended() -> None:
+    failed = asyncio.create_task(fails(), name="failed")
+    await asyncio.wait({failed})
+    await stop_loops([failed])  # no cancel to send, nothing raised
+    assert isinstance(failed.exception(), ConnectionError)
