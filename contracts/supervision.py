@@ -57,16 +57,24 @@ class Supervisor:
         else:
             self._listeners.append(listener)
 
+    def fail(self, reason: str) -> None:
+        """Report a failure (the first one counts), as when a watched loop ends: how a
+        failure of a part the owner cannot work without (its engine) becomes its own."""
+        if self.stopping or self.failure is not None:
+            return
+        self.failure = reason
+        log.error("an essential loop ended", owner=self.owner, reason=reason)
+        for listener in self._listeners:
+            listener(reason)
+
     def _ended(self, loop: Loop) -> None:
         if self.stopping or self.failure is not None or loop.cancelled():
             return
         error = loop.exception()
-        self.failure = f"{self.owner}: its loop {loop.get_name()} ended" + (
-            f": {type(error).__name__}: {error}" if error is not None else ""
+        self.fail(
+            f"{self.owner}: its loop {loop.get_name()} ended"
+            + (f": {type(error).__name__}: {error}" if error is not None else "")
         )
-        log.error("an essential loop ended", owner=self.owner, reason=self.failure)
-        for listener in self._listeners:
-            listener(self.failure)
 
 
 async def stop_loops(loops: Iterable[asyncio.Task[Any]]) -> None:

@@ -95,6 +95,11 @@ class EmbeddedEngine:
         if not self._failure.done():
             self._failure.set_result(reason)
 
+    def on_failure(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(reason)`` once a loop this engine cannot work without ends (a
+        worker's intake, a shard consumer): nothing would finish its runs any more."""
+        self._failure.add_done_callback(lambda failure: listener(failure.result()))
+
     async def wait(self, run_id: str, *, past_round: int = -1) -> RunState:
         """The run's final state once it completes here, in a round after ``past_round``.
 

@@ -18,6 +18,8 @@ from contracts.validation import load_workflow, resolve_params
 from conveyor.settings import Settings
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_FAILED = 1
+"""A service process whose essential loop ended: its supervisor should start it again."""
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)

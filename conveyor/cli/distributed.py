@@ -23,6 +23,7 @@ from contracts.vocabulary import RunStatus
 from conveyor import loop
 from conveyor import wiring as cluster
 from conveyor.cli.common import (
+    EXIT_FAILED,
     AmqpOption,
     RedisOption,
     ShardsOption,
@@ -56,10 +57,6 @@ async def _slots(worker: Any, pool: str, total: int) -> None:
     while True:
         worker_slots(pool, worker.busy, total)
         await asyncio.sleep(1.0)
-
-
-EXIT_FAILED = 1
-"""A service process whose essential loop ended: its supervisor should start it again."""
 
 
 async def until_signalled_or_failed(supervisor: Supervisor) -> str | None:

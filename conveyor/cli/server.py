@@ -17,6 +17,7 @@ from contracts.errors import InvalidInput, NotFound, Problem
 from conveyor import loop
 from conveyor.cli.common import (
     DEFAULT_HOME,
+    EXIT_FAILED,
     AmqpOption,
     HomeOption,
     JsonOption,
@@ -87,7 +88,7 @@ def server(
     is_distributed = distributed(settings)
     mode = "distributed" if is_distributed else f"embedded (runs kept in {home})"
 
-    async def go() -> None:
+    async def go() -> str | None:
         async with serving(settings, workflows_dir=workflows, workers=workers) as runtime:
             has_tokens = await Tokens(runtime.store).any_active()
             if not has_tokens and not _loopback(host):
@@ -115,12 +116,25 @@ def server(
                 say("the API and UI are open (no token made; loopback only): conveyor token create")
             elif not has_tokens:
                 say("the API needs a token and none is made: conveyor token create --scope admin")
+            failures: list[str] = []
+
+            def failed(reason: str) -> None:
+                failures.append(reason)
+                web.should_exit = True  # as on SIGTERM: finish the requests in flight
+
+            runtime.supervisor.on_failure(failed)
             await web.serve()
+            return failures[0] if failures else None
 
     try:
-        loop.run(go())
+        failure = loop.run(go())
     except InvalidInput as exc:
         raise fail_input(exc) from None
+    if failure is not None:
+        # Its schedules, sensors or runs would stop moving while it answered HTTP: exit
+        # for the supervisor (systemd, Kubernetes) to start it again.
+        say(f"stopped: {failure}")
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _loopback(host: str) -> bool:

@@ -73,6 +73,8 @@ async def serving(
                     workflows_dir,
                     engine.artifacts,
                 ) as runtime:
+                    # Its runs would stop moving: the server stops with it.
+                    engine.on_failure(runtime.supervisor.fail)
                     yield runtime
             finally:
                 watching.cancel()

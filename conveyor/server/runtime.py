@@ -18,7 +18,7 @@ import structlog
 
 from contracts.errors import ConveyorError, InvalidInput
 from contracts.ports import ArtifactStore, Transport, TriggerStore
-from contracts.supervision import stop_loops
+from contracts.supervision import Supervisor, stop_loops
 from conveyor.metrics import count_decision
 from conveyor.server.folder import WorkflowFolder
 from engine.client import Client
@@ -84,6 +84,9 @@ class TriggerRuntime:
         self._stale_after = stale_after
         self._loops: list[asyncio.Task[None]] = []
         self._handling: set[asyncio.Task[object]] = set()
+        self.supervisor = Supervisor("server")
+        """Fails when a loop of the triggers (refresh, sweep, scheduler) ends, or when
+        something else this server cannot work without reports to it (its engine)."""
 
     async def start(self) -> None:
         if self.folder is not None:
@@ -97,9 +100,12 @@ class TriggerRuntime:
             self._every(self._sweep_interval, self._sweep, "sweep"),
             asyncio.create_task(self.scheduler.run(), name="scheduler"),
         ]
+        for loop in self._loops:
+            self.supervisor.watch(loop)
         log.info("trigger runtime started", workflows=self.registry.names())
 
     async def stop(self) -> None:
+        self.supervisor.stopping = True
         await stop_loops(self._loops)
         await self.sensors.stop()
         await self.queues.stop()
