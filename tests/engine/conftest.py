@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -13,6 +14,9 @@ from conveyor.embedded import EmbeddedEngine
 from engine.redis_timers import RedisTimers
 from engine.runlog.redis import RedisRunLog
 from engine.transport.rabbitmq import RabbitTransport
+
+STOP_LIMIT = 60
+"""Seconds the engine on real servers has to stop, and its queues to be purged."""
 
 
 @pytest.fixture(params=["memory", "rabbitmq+redis"])
@@ -27,19 +31,25 @@ async def engine(request: pytest.FixtureRequest) -> AsyncIterator[EmbeddedEngine
     await store._redis.flushdb()
     await purge(amqp_url)
     transport = RabbitTransport(amqp_url, delivery_limit=5)
-    async with EmbeddedEngine(
+    e = EmbeddedEngine(
         store,
         workers=4,
         worker_grace=0.2,
         transport=transport,
         timers=lambda fire: RedisTimers(redis_url, fire, time.time),
         shards=2,
-    ) as e:
-        yield e
-    await store.close()
-    # Its queues carry this fixture's delivery limit: gone, so that a later test's
-    # engine with the default declares them afresh.
-    await purge(amqp_url)
+    )
+    await e.start()
+    yield e
+    # Bounded, so that a stop that hangs fails with the await it hangs in (pytest's own
+    # timeout shows only the event loop waiting).
+    async with asyncio.timeout(STOP_LIMIT):
+        await e.stop()
+    async with asyncio.timeout(STOP_LIMIT):
+        await store.close()
+        # Its queues carry this fixture's delivery limit: gone, so that a later test's
+        # engine with the default declares them afresh.
+        await purge(amqp_url)
 
 
 async def purge(amqp_url: str) -> None:
