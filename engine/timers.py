@@ -59,4 +59,4 @@ class LoopTimers:
         for handle in self._handles.values():
             handle.cancel()
         self._handles.clear()
-        await stop_loops(list(self._tasks))
+        await stop_loops(self._tasks)

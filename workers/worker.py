@@ -172,9 +172,7 @@ class Worker:
         # closing the consumer would send back messages whose steps already ran.
         await self.accepted(timeout=grace)
         await self._intake.close()  # messages not started yet go back to the queue
-        consume = self._loops[0] if self._loops else None
-        if consume is not None:
-            await stop_loops([consume])
+        await stop_loops(self._loops[:1])  # the intake
         if self._handlers:
             log.info(
                 "waiting for running steps",

@@ -116,15 +116,13 @@ def server(
                 say("the API and UI are open (no token made; loopback only): conveyor token create")
             elif not has_tokens:
                 say("the API needs a token and none is made: conveyor token create --scope admin")
-            failures: list[str] = []
 
-            def failed(reason: str) -> None:
-                failures.append(reason)
+            def failed(_reason: str) -> None:
                 web.should_exit = True  # as on SIGTERM: finish the requests in flight
 
             runtime.supervisor.on_failure(failed)
             await web.serve()
-            return failures[0] if failures else None
+            return runtime.supervisor.failure
 
     try:
         failure = loop.run(go())
