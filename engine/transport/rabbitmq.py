@@ -41,6 +41,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from aiormq.abc import DeliveredMessage
 from yarl import URL
 
 from contracts.errors import ConveyorError
@@ -107,6 +108,10 @@ class _Listener:
         if self._channel is not None:
             with contextlib.suppress(*RETRYABLE):
                 await self._channel.close()
+
+
+class Unroutable(Exception):
+    """The broker returned a message: no queue of that name exists."""
 
 
 class RabbitTransport:
@@ -302,6 +307,15 @@ class RabbitTransport:
                 async with asyncio.timeout(PUBLISH_TIMEOUT):
                     await self._publish_all(exchange, queue, bodies, headers)
                 return
+            except Unroutable:
+                # The queue was deleted since this process declared it: the broker
+                # returned the messages instead of dropping them (``mandatory``).
+                # Declared again, they are published again (the ones it did route twice,
+                # which consumers tolerate).
+                log.warning("queue missing on the broker; declaring it again", queue=queue)
+                self._declared.discard(queue)
+                if self._closing:
+                    raise
             except RETRYABLE as exc:
                 if self._closing:
                     raise
@@ -318,7 +332,7 @@ class RabbitTransport:
         bodies: Sequence[bytes],
         headers: Mapping[str, str] | None,
     ) -> None:
-        await asyncio.gather(
+        confirms = await asyncio.gather(
             *[
                 exchange.publish(
                     aio_pika.Message(
@@ -328,10 +342,14 @@ class RabbitTransport:
                         headers=dict(headers) if headers else None,
                     ),
                     routing_key=queue,
+                    mandatory=True,
                 )
                 for body in bodies
             ]
         )
+        # A message the broker could not route comes back instead of its ack.
+        if any(isinstance(confirm, DeliveredMessage) for confirm in confirms):
+            raise Unroutable(queue)
 
     async def consume(self, queue: str, *, prefetch: int) -> RabbitConsumer:
         async def consuming(channel: AbstractChannel) -> RabbitConsumer:

@@ -290,6 +290,35 @@ async def test_a_quorum_queue_dead_letters_past_its_delivery_limit(amqp_url: str
         await transport.close()
 
 
+async def test_a_message_for_a_queue_deleted_since_it_was_declared_is_not_lost(
+    amqp_url: str, q: str
+) -> None:
+    # The broker drops a message it cannot route, and confirms it all the same: a queue
+    # deleted behind the transport's back (by an operator, or with a lost classic queue's
+    # node) must be declared again and the message published into it.
+    transport = RabbitTransport(amqp_url)
+    await transport.start()
+    try:
+        await transport.publish(q, [b"first"])
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(q)
+        await transport.publish(q, [b"after the deletion", b"and another"])
+        consumer = await transport.consume(q, prefetch=10)
+        got = []
+        async with asyncio.timeout(10):
+            async for delivery in consumer:
+                got.append(delivery.body)
+                await delivery.ack()
+                if len(got) == 2:
+                    break
+        assert got == [b"after the deletion", b"and another"]
+        await consumer.close()
+    finally:
+        await transport.close()
+
+
 async def test_a_cluster_url_list_goes_on_to_a_node_that_answers(amqp_url: str, q: str) -> None:
     from tests.services import free_port
 
