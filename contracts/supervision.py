@@ -13,7 +13,7 @@ to end a task.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -88,7 +88,15 @@ class Stoppable(Loop, Protocol):
     def remove_done_callback(self, fn: Callable[[Any], object], /) -> int: ...
 
 
-async def stop_loops(loops: Iterable[Stoppable]) -> None:
+S = TypeVar("S", bound=Stoppable)
+
+
+async def stop_loops(
+    loops: Iterable[S],
+    *,
+    within: float | None = None,
+    spare: Callable[[S], bool] | None = None,
+) -> list[S]:
     """Cancel ``loops`` and return once every one has ended.
 
     One cancel is not always enough: on Python 3.11, ``asyncio.wait_for`` returns the
@@ -96,17 +104,30 @@ async def stop_loops(loops: Iterable[Stoppable]) -> None:
     turn of the event loop, and redis-py wraps every write in it. A loop polling Redis
     then swallows its cancel about every other time and runs on, and a stop that waited
     for it would wait forever. A loop still running ``CANCEL_AGAIN_AFTER`` seconds after
-    its cancel is cancelled again, until it ends.
+    its cancel is cancelled again, until it ends; except one that ``spare`` names (it
+    is finishing what its cancel started, and a second cancel would cut that short).
+
+    With ``within``, the wait ends after that many seconds however it stands: the loops
+    still running then (code that catches every cancel) are returned, left behind.
     """
     loops = list(loops)
     for loop in loops:
         loop.cancel()
+    left: list[S] = []
+    deadline = None if within is None or not loops else loops[0].get_loop().time() + within
     for loop in loops:
         while not await _ended_within(loop, CANCEL_AGAIN_AFTER):
+            if deadline is not None and loop.get_loop().time() >= deadline:
+                left.append(loop)
+                break
+            if spare is not None and spare(loop):
+                continue
             log.warning("a loop ran on after its cancel; cancelling again", loop=loop.get_name())
             loop.cancel()
-        if not loop.cancelled():
-            loop.exception()  # looked at: never reported as an exception not retrieved
+        else:
+            if not loop.cancelled():
+                loop.exception()  # looked at: never reported as an exception not retrieved
+    return left
 
 
 async def _ended_within(loop: Stoppable, seconds: float) -> bool:

@@ -77,6 +77,11 @@ from workers.tracing import attempt_trace
 
 log = structlog.get_logger("conveyor.worker")
 
+STOP_LIMIT = 10.0
+"""Seconds a stop waits for the steps it cancels (after the grace period) to end. A
+step that catches every cancel is left behind: its attempt runs again elsewhere once
+its lease ends, as if this worker had died."""
+
 _counter = 0
 
 _CURRENT_DIR = Path(".")
@@ -182,17 +187,15 @@ class Worker:
             )
             while self._handlers and (left := deadline - time.monotonic()) > 0:
                 await asyncio.wait(list(self._handlers), timeout=left)
-            late = list(self._handlers)
-            attempts = {
-                task: key
-                for key, (task, _reply) in self._running.items()
-                if key not in self._reporting
-            }
-            for task in late:
-                if task in attempts:
-                    self._cancelled[attempts[task]] = HANDED_BACK
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+            for key in self._running.keys() - self._reporting:
+                self._cancelled[key] = HANDED_BACK
+            stubborn = await stop_loops(self._handlers, within=STOP_LIMIT, spare=self._is_reporting)
+            if stubborn:
+                log.error(
+                    "steps ran on after being cancelled; left behind to their leases",
+                    worker=self.name,
+                    steps=len(stubborn),
+                )
             await self._outbox.drain()
         await stop_loops(self._loops[1:])
         if self._listener is not None:
@@ -207,6 +210,9 @@ class Worker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def _is_reporting(self, handler: asyncio.Task[None]) -> bool:
+        return any(t is handler for key, (t, _r) in self._running.items() if key in self._reporting)
 
     @property
     def busy(self) -> int:
@@ -326,7 +332,8 @@ class Worker:
                 interruption = self._cancelled.pop(ref, None)
                 if interruption is None:
                     raise
-                current.uncancel()
+                while current.uncancel():  # every cancel was this one (stop may repeat it)
+                    pass
                 outcome = interruption.outcome()
                 duration = 0.0
             self._reporting.add(ref)  # nothing left to cancel; heartbeats go on until sent

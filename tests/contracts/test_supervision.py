@@ -83,6 +83,50 @@ async def test_stopping_loops_ends_one_that_swallowed_its_cancel() -> None:
     assert stubborn.cancelled() and plain.cancelled()
 
 
+async def test_a_loop_spared_is_not_cancelled_again_and_is_waited_for() -> None:
+    started, finish = asyncio.Event(), asyncio.Event()
+
+    async def finishing_its_work() -> None:
+        started.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+        await finish.wait()  # a second cancel here would cut this short
+
+    spared = asyncio.create_task(finishing_its_work(), name="reporting")
+    await started.wait()
+    stopping = asyncio.create_task(stop_loops([spared], spare=lambda loop: loop is spared))
+    await asyncio.sleep(0)
+    # Past the time of a second cancel, it still runs: none came.
+    assert not await _ended(spared, 1.2)
+    finish.set()
+    async with asyncio.timeout(5):
+        assert await stopping == []
+    assert not spared.cancelled()
+
+
+async def test_a_loop_that_catches_every_cancel_is_left_behind_past_the_bound() -> None:
+    released = asyncio.Event()
+
+    async def never_stops() -> None:
+        while not released.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await released.wait()
+
+    stubborn = asyncio.create_task(never_stops(), name="stubborn")
+    plain = asyncio.create_task(asyncio.Event().wait(), name="plain")
+    await asyncio.sleep(0)
+    async with asyncio.timeout(5):
+        left = await stop_loops([stubborn, plain], within=1.0)
+    assert left == [stubborn] and not stubborn.done() and plain.cancelled()
+    released.set()  # what ends it here
+    await stubborn
+
+
+async def _ended(loop: asyncio.Task[None], seconds: float) -> bool:
+    done, _ = await asyncio.wait({loop}, timeout=seconds)
+    return bool(done)
+
+
 async def test_stopping_loops_that_ended_already_collects_how_they_ended() -> None:
     failed = asyncio.create_task(fails(), name="failed")
     await asyncio.wait({failed})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 
@@ -127,3 +128,21 @@ async def async_chatty(n: int) -> int:
     sys.stderr.write("partial ")
     sys.stderr.write("error line")  # no newline: sent when the step ends
     return n
+
+
+async def swallows_a_cancel(seconds: float) -> str:
+    """Runs on past its first cancel (as a cancel lost inside a Redis call does)."""
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(seconds)
+    await asyncio.sleep(seconds)
+    return "finished"
+
+
+async def ignores_cancels(seconds: float) -> str:
+    """Never stops when cancelled: only its own time ends it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while loop.time() < deadline:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(deadline - loop.time())
+    return "finished"

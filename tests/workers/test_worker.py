@@ -153,6 +153,40 @@ async def test_queued_attempts_of_a_batch_are_cancelled_and_handed_back(
     assert (lost.reason, lost.retryable) == ("lost", True)
 
 
+async def test_a_step_that_runs_on_past_its_cancel_is_cancelled_again_when_stopping(
+    transport: MemoryTransport,
+) -> None:
+    back = await transport.consume(REPLIES, prefetch=100)
+    worker = Worker(transport, MemoryRunLog(), concurrency=1)
+    await worker.start()
+    step = task(0, "teststeps:swallows_a_cancel", seconds=3600)
+    await transport.publish(task_queue("default"), [encode(step)])
+    (started,), _ = await replies(back, 1)
+    assert isinstance(started, TaskStarted)
+    async with asyncio.timeout(10):  # without the second cancel, this stop never returns
+        await worker.stop(grace=0.05)
+    (lost,), _ = await replies(back, 1)
+    assert isinstance(lost, TaskFailed) and (lost.reason, lost.retryable) == ("lost", True)
+
+
+async def test_stopping_leaves_behind_a_step_that_never_stops(
+    transport: MemoryTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("workers.worker.STOP_LIMIT", 1.0)
+    back = await transport.consume(REPLIES, prefetch=100)
+    worker = Worker(transport, MemoryRunLog(), concurrency=1)
+    await worker.start()
+    await transport.publish(
+        task_queue("default"), [encode(task(0, "teststeps:ignores_cancels", seconds=3))]
+    )
+    await replies(back, 1)
+    async with asyncio.timeout(10):
+        await worker.stop(grace=0.05)
+    # Stopped after grace + STOP_LIMIT and the cancels in between, while the step still
+    # runs: its attempt is left to its lease, as a worker that died.
+    assert worker.busy == 1
+
+
 class SlowReports(MemoryTransport):
     """A broker that is slow to confirm ``TaskStarted`` reports, or refuses some."""
 
