@@ -36,10 +36,10 @@ from typing import Any
 
 import structlog
 
-from contracts.codec import DecodeError, decode_control, encode
+from contracts.codec import DecodeError, decode_control
 from contracts.errors import StepError
 from contracts.events import Event
-from contracts.messages import Heartbeat, TaskReady
+from contracts.messages import TaskReady
 from contracts.ports import (
     ArtifactStore,
     Delivery,
@@ -62,6 +62,7 @@ from workers.executors import (
     StepOutcome,
     default_executors,
 )
+from workers.heartbeats import beat
 from workers.intake import GIVE_BACK_AFTER, TaskIntake
 from workers.logbuffer import LogBuffer
 from workers.outbox import EventOutbox
@@ -151,6 +152,7 @@ class Worker:
         self._reporting: set[AttemptRef] = set()
         """Attempts whose step has finished and whose outcome is on its way."""
         self.supervisor = Supervisor(f"worker {self.name}")
+        self._hurried = asyncio.Event()
 
     async def start(self) -> None:
         self._logs.start()
@@ -163,7 +165,14 @@ class Worker:
             asyncio.create_task(self._control(self._listener), name=f"control-{self.name}"),
         ]
         if self._heartbeat_interval is not None:
-            self._loops.append(asyncio.create_task(self._beat(), name=f"heartbeat-{self.name}"))
+            beating = beat(
+                self._transport,
+                self.name,
+                self._heartbeat_interval,
+                self._clock,
+                lambda: [(ref, reply_to) for ref, (_t, reply_to) in self._running.items()],
+            )
+            self._loops.append(asyncio.create_task(beating, name=f"heartbeat-{self.name}"))
         for loop in self._loops:
             self.supervisor.watch(loop)
         log.info("worker started", worker=self.name, pool=self._pool, concurrency=self._concurrency)
@@ -185,8 +194,14 @@ class Worker:
                 running=len(self._running),
                 grace=grace,
             )
-            while self._handlers and (left := deadline - time.monotonic()) > 0:
-                await asyncio.wait(list(self._handlers), timeout=left)
+            hurried = asyncio.ensure_future(self._hurried.wait())
+            while (
+                self._handlers and not hurried.done() and (left := deadline - time.monotonic()) > 0
+            ):
+                await asyncio.wait(
+                    [*self._handlers, hurried], timeout=left, return_when="FIRST_COMPLETED"
+                )
+            hurried.cancel()
             for key in self._running.keys() - self._reporting:
                 self._cancelled[key] = HANDED_BACK
             stubborn = await stop_loops(self._handlers, within=STOP_LIMIT, spare=self._is_reporting)
@@ -210,6 +225,10 @@ class Worker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def hurry(self) -> None:
+        """End a stop's grace period now: the steps still running are handed back."""
+        self._hurried.set()
 
     def _is_reporting(self, handler: asyncio.Task[None]) -> bool:
         return any(t is handler for key, (t, _r) in self._running.items() if key in self._reporting)
@@ -409,20 +428,6 @@ class Worker:
                 self._log.exception("could not send the step's outcome")
             failed = unsent_event(message, self._clock(), exc)
             await self._starts.send_with(message.reply_to, message.ref, failed, last=True)
-
-    async def _beat(self) -> None:
-        assert self._heartbeat_interval is not None
-        while True:
-            await asyncio.sleep(self._heartbeat_interval)
-            by_queue: dict[str, list[AttemptRef]] = {}
-            for ref, (_t, reply_to) in self._running.items():
-                by_queue.setdefault(reply_to, []).append(ref)
-            for queue, attempts in by_queue.items():
-                beat = Heartbeat(worker=self.name, at=self._clock(), attempts=attempts)
-                try:
-                    await self._transport.publish(queue, [encode(beat)])
-                except Exception as exc:
-                    log.warning("heartbeat failed", error=str(exc))
 
     async def _control(self, listener: Listener) -> None:
         async for body in listener:

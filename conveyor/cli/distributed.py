@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 from prometheus_client import start_http_server
@@ -76,8 +76,27 @@ async def until_signalled_or_failed(supervisor: Supervisor) -> str | None:
     return failures[0] if failures else None
 
 
-Stop = Callable[[], Awaitable[None]]
-Serve = Callable[[cluster.DistributedTransport, RunStore], Awaitable[tuple[Stop, Supervisor]]]
+class Service(NamedTuple):
+    """A long-running process as its command started it."""
+
+    stop: Callable[[], Awaitable[None]]
+    supervisor: Supervisor
+    hurry: Callable[[], None] | None = None
+    """What a second SIGTERM/SIGINT does during the stop (a worker: hand back its steps
+    now rather than at the end of the grace period)."""
+
+
+Serve = Callable[[cluster.DistributedTransport, RunStore], Awaitable[Service]]
+
+
+def _hurry_on_signal(hurry: Callable[[], None]) -> None:
+    def again() -> None:
+        err.print("handing the running steps back now")
+        hurry()
+
+    running = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        running.add_signal_handler(sig, again)
 
 
 async def _serve_until_signalled(settings: Settings, serve: Serve, role: Role) -> None:
@@ -87,9 +106,11 @@ async def _serve_until_signalled(settings: Settings, serve: Serve, role: Role) -
     store = cluster.open_store(settings)
     try:
         async with cluster.transport(settings, role) as t:
-            stop, supervisor = await serve(t, store)
-            failure = await until_signalled_or_failed(supervisor)
-            await stop()
+            service = await serve(t, store)
+            failure = await until_signalled_or_failed(service.supervisor)
+            if service.hurry is not None:
+                _hurry_on_signal(service.hurry)
+            await service.stop()
     finally:
         await store.close()
     if failure is not None:
@@ -108,9 +129,7 @@ def register(app: typer.Typer) -> None:
         """Run a coordinator (several may run: each shard has one active, the rest stand by)."""
         settings = settings_from(amqp_url, redis_url, shards)
 
-        async def serve(
-            t: cluster.DistributedTransport, store: RunStore
-        ) -> tuple[Stop, Supervisor]:
+        async def serve(t: cluster.DistributedTransport, store: RunStore) -> Service:
             if metrics_port is not None:
                 store = TimedRunLog(store)
             c = cluster.build_coordinator(settings, t, store)
@@ -128,7 +147,7 @@ def register(app: typer.Typer) -> None:
                     watching.cancel()
                 await c.stop()
 
-            return stop, c.supervisor
+            return Service(stop, c.supervisor)
 
         try:
             loop.run(_serve_until_signalled(settings, serve, Role.COORDINATOR))
@@ -159,9 +178,7 @@ def register(app: typer.Typer) -> None:
         settings = settings_from(amqp_url, redis_url)
         use_import_paths(step_import_paths(None, python_path or ""))
 
-        async def serve(
-            t: cluster.DistributedTransport, store: RunStore
-        ) -> tuple[Stop, Supervisor]:
+        async def serve(t: cluster.DistributedTransport, store: RunStore) -> Service:
             w = cluster.build_worker(settings, t, store, pool, concurrency)
             await w.start()
             watching = None
@@ -175,9 +192,15 @@ def register(app: typer.Typer) -> None:
             async def stop() -> None:
                 if watching is not None:
                     watching.cancel()
-                await w.stop(grace=settings.worker_grace if grace is None else grace)
+                wait = settings.worker_grace if grace is None else grace
+                if w.busy:
+                    err.print(
+                        f"stopping: running steps get {wait:g}s to finish"
+                        " (Ctrl-C again hands them back now)"
+                    )
+                await w.stop(grace=wait)
 
-            return stop, w.supervisor
+            return Service(stop, w.supervisor, w.hurry)
 
         try:
             loop.run(_serve_until_signalled(settings, serve, Role.WORKER))

@@ -247,6 +247,32 @@ async def test_sigterm_past_the_grace_period_hands_the_step_back(cluster: Cluste
     assert [e.reason for e in events if isinstance(e, TaskFailed)] == ["lost"]
 
 
+async def test_a_second_sigterm_hands_the_step_back_without_waiting_for_the_grace(
+    cluster: Cluster,
+) -> None:
+    cluster.coordinator()
+    worker = cluster.worker(concurrency=1, grace=600)
+    log = cluster.workdir / f"worker-{len(cluster.procs) - 1}.log"  # what it prints
+    run_id = await cluster.submit(
+        """
+        name: hurried
+        tasks:
+          - name: step
+            script: sleep 600; echo "done by attempt $CONVEYOR_ATTEMPT"
+        """
+    )
+    await cluster.wait_until(run_id, started("step"), 30, "the step to start")
+    worker.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(30):
+        while b"stopping: running steps get 600s" not in log.read_bytes():
+            await asyncio.sleep(0.05)  # polled: the worker's own words say it is stopping
+    worker.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 30) == 0
+    events = await cluster.events(run_id)
+    assert [e.reason for e in events if isinstance(e, TaskFailed)] == ["lost"]
+    assert b"handing the running steps back now" in log.read_bytes()
+
+
 async def test_redis_outage_pauses_the_engine_and_loses_nothing(
     cluster: Cluster, services: Services
 ) -> None:

@@ -153,6 +153,26 @@ async def test_queued_attempts_of_a_batch_are_cancelled_and_handed_back(
     assert (lost.reason, lost.retryable) == ("lost", True)
 
 
+async def test_hurrying_a_stop_hands_the_running_steps_back_before_the_grace_ends(
+    transport: MemoryTransport,
+) -> None:
+    back = await transport.consume(REPLIES, prefetch=100)
+    worker = Worker(transport, MemoryRunLog(), concurrency=1)
+    await worker.start()
+    await transport.publish(
+        task_queue("default"), [encode(task(0, "teststeps:slow", seconds=3600))]
+    )
+    await replies(back, 1)
+    stopping = asyncio.create_task(worker.stop(grace=3600))
+    await asyncio.sleep(0)  # (the stop begins its grace period)
+    assert not stopping.done()
+    worker.hurry()
+    async with asyncio.timeout(10):
+        await stopping
+    (lost,), _ = await replies(back, 1)
+    assert isinstance(lost, TaskFailed) and (lost.reason, lost.retryable) == ("lost", True)
+
+
 async def test_a_step_that_runs_on_past_its_cancel_is_cancelled_again_when_stopping(
     transport: MemoryTransport,
 ) -> None:
