@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -97,8 +98,25 @@ async def page(server: str) -> AsyncIterator[object]:
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
         )
         context = await browser.new_context(viewport={"width": 1400, "height": 1000})
-        yield await context.new_page()
+        opened = await context.new_page()
+        # Whatever the pages do, the browser reports no script error and loads every
+        # page, script, style and icon. (An API call may fail on purpose: a bad
+        # parameter's 400 is shown in place, and the browser logs it all the same.)
+        problems: list[str] = []
+        opened.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+
+        def console(message: Any) -> None:
+            if message.type != "error":
+                return
+            url = str(message.location.get("url", ""))
+            if message.text.startswith("Failed to load resource") and "/api/" in url:
+                return
+            problems.append(f"console: {message.text} ({url})")
+
+        opened.on("console", console)
+        yield opened
         await browser.close()
+        assert not problems, problems
 
 
 async def start(server: str, workflow: str, **params: object) -> str:
