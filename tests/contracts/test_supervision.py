@@ -95,7 +95,6 @@ async def test_a_loop_spared_is_not_cancelled_again_and_is_waited_for() -> None:
     spared = asyncio.create_task(finishing_its_work(), name="reporting")
     await started.wait()
     stopping = asyncio.create_task(stop_loops([spared], spare=lambda loop: loop is spared))
-    await asyncio.sleep(0)
     # Past the time of a second cancel, it still runs: none came.
     assert not await _ended(spared, 1.2)
     finish.set()
@@ -105,16 +104,17 @@ async def test_a_loop_spared_is_not_cancelled_again_and_is_waited_for() -> None:
 
 
 async def test_a_loop_that_catches_every_cancel_is_left_behind_past_the_bound() -> None:
-    released = asyncio.Event()
+    started, released = asyncio.Event(), asyncio.Event()
 
     async def never_stops() -> None:
+        started.set()
         while not released.is_set():
             with contextlib.suppress(asyncio.CancelledError):
                 await released.wait()
 
     stubborn = asyncio.create_task(never_stops(), name="stubborn")
     plain = asyncio.create_task(asyncio.Event().wait(), name="plain")
-    await asyncio.sleep(0)
+    await started.wait()  # inside its loop: a cancel before it starts would end it
     async with asyncio.timeout(5):
         left = await stop_loops([stubborn, plain], within=1.0)
     assert left == [stubborn] and not stubborn.done() and plain.cancelled()

@@ -105,17 +105,24 @@ async def test_no_outcome_overtakes_its_start(transport: MemoryTransport) -> Non
 async def test_a_step_that_outlasts_the_hold_is_reported_started_while_it_runs(
     transport: MemoryTransport,
 ) -> None:
-    back = await transport.consume(REPLIES, prefetch=100)
-    worker = Worker(transport, MemoryRunLog(), concurrency=1)
-    await worker.start()
-    await transport.publish(task_queue("default"), [encode(task(0, "teststeps:slow", seconds=30))])
-    (started,), _ = await replies(back, 1)
-    assert isinstance(started, TaskStarted)
+    worker, back = await running(transport, "teststeps:slow", seconds=30)
     await until(lambda: transport.pending() == 0, "the task message to be acked")
     assert worker.busy == 1, "acked while the step still runs"
     await worker.stop(grace=0.05)
     (lost,), _ = await replies(back, 1)
     assert isinstance(lost, TaskFailed) and lost.reason == "lost"
+
+
+async def running(transport: MemoryTransport, target: str, **args: Any) -> tuple[Worker, Consumer]:
+    """A one-slot worker running one step of ``target``, reported started; and the
+    consumer of what it sends back."""
+    back = await transport.consume(REPLIES, prefetch=100)
+    worker = Worker(transport, MemoryRunLog(), concurrency=1)
+    await worker.start()
+    await transport.publish(task_queue("default"), [encode(task(0, target, **args))])
+    (started,), _ = await replies(back, 1)
+    assert isinstance(started, TaskStarted)
+    return worker, back
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:
@@ -156,18 +163,10 @@ async def test_queued_attempts_of_a_batch_are_cancelled_and_handed_back(
 async def test_hurrying_a_stop_hands_the_running_steps_back_before_the_grace_ends(
     transport: MemoryTransport,
 ) -> None:
-    back = await transport.consume(REPLIES, prefetch=100)
-    worker = Worker(transport, MemoryRunLog(), concurrency=1)
-    await worker.start()
-    await transport.publish(
-        task_queue("default"), [encode(task(0, "teststeps:slow", seconds=3600))]
-    )
-    await replies(back, 1)
+    worker, back = await running(transport, "teststeps:slow", seconds=3600)
     stopping = asyncio.create_task(worker.stop(grace=3600))
-    await asyncio.sleep(0)  # (the stop begins its grace period)
-    assert not stopping.done()
     worker.hurry()
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(10):  # not the hour of its grace period
         await stopping
     (lost,), _ = await replies(back, 1)
     assert isinstance(lost, TaskFailed) and (lost.reason, lost.retryable) == ("lost", True)
@@ -176,13 +175,7 @@ async def test_hurrying_a_stop_hands_the_running_steps_back_before_the_grace_end
 async def test_a_step_that_runs_on_past_its_cancel_is_cancelled_again_when_stopping(
     transport: MemoryTransport,
 ) -> None:
-    back = await transport.consume(REPLIES, prefetch=100)
-    worker = Worker(transport, MemoryRunLog(), concurrency=1)
-    await worker.start()
-    step = task(0, "teststeps:swallows_a_cancel", seconds=3600)
-    await transport.publish(task_queue("default"), [encode(step)])
-    (started,), _ = await replies(back, 1)
-    assert isinstance(started, TaskStarted)
+    worker, back = await running(transport, "teststeps:swallows_a_cancel", seconds=3600)
     async with asyncio.timeout(10):  # without the second cancel, this stop never returns
         await worker.stop(grace=0.05)
     (lost,), _ = await replies(back, 1)
@@ -193,13 +186,7 @@ async def test_stopping_leaves_behind_a_step_that_never_stops(
     transport: MemoryTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("workers.worker.STOP_LIMIT", 1.0)
-    back = await transport.consume(REPLIES, prefetch=100)
-    worker = Worker(transport, MemoryRunLog(), concurrency=1)
-    await worker.start()
-    await transport.publish(
-        task_queue("default"), [encode(task(0, "teststeps:ignores_cancels", seconds=3))]
-    )
-    await replies(back, 1)
+    worker, _back = await running(transport, "teststeps:ignores_cancels", seconds=3)
     async with asyncio.timeout(10):
         await worker.stop(grace=0.05)
     # Stopped after grace + STOP_LIMIT and the cancels in between, while the step still
