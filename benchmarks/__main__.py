@@ -612,7 +612,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         results.update(await ui.sse_lag())
         results.update(await ui.run_page_100k())
         results.update(await ui.run_page(1_000_000))
-    if args.only and set(args.only) <= set(SECTIONS[:6]):
+    if args.only and set(args.only) <= set(WITHOUT_SERVERS):
         return results
     amqp_url = os.environ.get("CONVEYOR_AMQP_URL")
     redis_url = os.environ.get("CONVEYOR_REDIS_URL")
@@ -652,13 +652,11 @@ async def _webhooks_distributed(amqp_url: str, redis_url: str) -> dict[str, floa
     return await webhooks.to_first_task_distributed(amqp_url, redis_url)
 
 
+WITHOUT_SERVERS = ("embedded", "dask", "isolation", "scripts", "webhooks", "ui")
+"""Sections that need no RabbitMQ or Redis (run first, before any is started)."""
+
 SECTIONS = (
-    "embedded",
-    "dask",
-    "isolation",
-    "scripts",
-    "webhooks",
-    "ui",
+    *WITHOUT_SERVERS,
     "raw",
     "fanout",
     "fanout100k",
@@ -669,7 +667,7 @@ SECTIONS = (
     "dramatiq",
     "webhooks_distributed",
 )
-"""What ``--only`` may name, in the order they run; the first six need no servers."""
+"""What ``--only`` may name, in the order they run."""
 
 Target = tuple[str, float, str, str | float, float]
 """(name, scale, numerator, denominator, needed): met when
