@@ -124,9 +124,8 @@ async def stop_loops(
                 continue
             log.warning("a loop ran on after its cancel; cancelling again", loop=loop.get_name())
             loop.cancel()
-        else:
-            if not loop.cancelled():
-                loop.exception()  # looked at: never reported as an exception not retrieved
+        if loop.done() and not loop.cancelled():
+            loop.exception()  # looked at: never reported as an exception not retrieved
     return left
 
 
