@@ -19,6 +19,7 @@ from contracts.validation import parse_workflow, resolve_params
 from contracts.vocabulary import RunStatus
 from conveyor.embedded import EmbeddedEngine
 from engine.state.model import RunState
+from tests.amqp import amqp_channel
 from tests.services import free_port
 
 FLAKY = {"left": 1}
@@ -151,9 +152,7 @@ async def test_an_amqp_step_gets_the_correlated_reply(
 ) -> None:
     monkeypatch.setenv("CONVEYOR_AMQP_URL", amqp_url)
     queue_name = f"pricing.{free_port()}"
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
+    async with amqp_channel(amqp_url) as channel:
         queue = await channel.declare_queue(queue_name, auto_delete=True)
 
         async def answer(message: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -183,6 +182,16 @@ async def test_an_amqp_step_gets_the_correlated_reply(
     assert state.nodes["price"].outputs()["result"] == [{"price": 2}, {"price": 10}]
     silence = state.nodes["silence"].instances[0]
     assert silence.status == "failed" and "no reply" in silence.error
+    # The three steps started together; the engine closed what they opened.
+    assert broker_connections_open() == 0
+
+
+def broker_connections_open() -> int:
+    """aio-pika connections with their reader still running in this event loop."""
+    return sum(
+        "Connection.__reader" in getattr(task.get_coro(), "__qualname__", "")
+        for task in asyncio.all_tasks()
+    )
 
 
 async def test_a_python_workflow_makes_http_steps_with_refs_as_dependencies(service: str) -> None:

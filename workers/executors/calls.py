@@ -110,6 +110,9 @@ class AmqpExecutor:
 
     def __init__(self) -> None:
         self._connections: dict[str, aio_pika.abc.AbstractRobustConnection] = {}
+        # Steps that start together must not each connect: the connections that lost the
+        # race would never be closed.
+        self._connecting = asyncio.Lock()
 
     async def start(self) -> None:
         return None
@@ -118,6 +121,12 @@ class AmqpExecutor:
         for connection in self._connections.values():
             await connection.close()
         self._connections.clear()
+
+    async def _connection(self, url: str) -> aio_pika.abc.AbstractRobustConnection:
+        async with self._connecting:
+            if url not in self._connections:
+                self._connections[url] = await aio_pika.connect_robust(url)
+            return self._connections[url]
 
     async def run(self, task: TaskReady, emit: LogEmitter, workdir: Path) -> StepOutcome:
         import os
@@ -130,9 +139,7 @@ class AmqpExecutor:
                 retryable=False,
                 reason=FailureKind.START,
             )
-        if url not in self._connections:
-            self._connections[url] = await aio_pika.connect_robust(url)
-        connection = self._connections[url]
+        connection = await self._connection(url)
         content, content_type = _payload(request.get("body"))
         headers: dict[str, Any] = {
             k: with_env(str(v), task.step.env) for k, v in (request.get("headers") or {}).items()
