@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import aio_pika
 import pytest
 
 from contracts.topology import DEAD_LETTER_QUEUE, shard_queue, task_queue
@@ -14,6 +13,7 @@ from conveyor.embedded import EmbeddedEngine
 from engine.redis_timers import RedisTimers
 from engine.runlog.redis import RedisRunLog
 from engine.transport.rabbitmq import RabbitTransport
+from tests.amqp import amqp_channel
 
 STOP_LIMIT = 60
 """Seconds the engine on real servers has to stop, and its queues to be purged."""
@@ -54,8 +54,7 @@ async def engine(request: pytest.FixtureRequest) -> AsyncIterator[EmbeddedEngine
 
 async def purge(amqp_url: str) -> None:
     """Start from empty queues (the engine declares them again as it starts)."""
-    async with await aio_pika.connect(amqp_url) as connection:
-        channel = await connection.channel()
+    async with amqp_channel(amqp_url) as channel:
         shards = [shard_queue(n) for n in range(8)]  # (tests that reshard use more than 2)
         for name in [*shards, task_queue("default"), DEAD_LETTER_QUEUE]:
             await channel.queue_delete(name)

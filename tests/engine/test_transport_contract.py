@@ -15,6 +15,7 @@ from contracts.ports import processing
 from engine.transport.queues import mismatch_advice, queue_arguments
 from engine.transport.rabbit_consumer import RabbitConsumer
 from engine.transport.rabbitmq import RabbitTransport
+from tests.amqp import amqp_channel
 from tests.deadletters import until_dead_lettered
 
 Transport = Any  # MemoryTransport | RabbitTransport: the Protocol plus dead-letter peeking
@@ -300,9 +301,7 @@ async def test_a_message_for_a_queue_deleted_since_it_was_declared_is_not_lost(
     await transport.start()
     try:
         await transport.publish(q, [b"first"])
-        connection = await aio_pika.connect(amqp_url)
-        async with connection:
-            channel = await connection.channel()
+        async with amqp_channel(amqp_url) as channel:
             await channel.queue_delete(q)
         await transport.publish(q, [b"after the deletion", b"and another"])
         consumer = await transport.consume(q, prefetch=10)

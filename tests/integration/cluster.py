@@ -25,6 +25,7 @@ from engine.runlog.redis import RedisRunLog
 from engine.state import replay
 from engine.state.model import RunState
 from engine.transport.rabbitmq import RabbitTransport
+from tests.amqp import amqp_channel
 
 SHARDS = 2
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,9 +58,7 @@ class Cluster:
 
     async def reset(self) -> None:
         """Empty the broker's and Redis's Conveyor state left by earlier tests."""
-        connection = await aio_pika.connect(self.amqp_url)
-        async with connection:
-            channel = await connection.channel()
+        async with amqp_channel(self.amqp_url) as channel:
             for name in [
                 *(shard_queue(s) for s in range(8)),  # (more if a test resharded)
                 task_queue("default"),
@@ -90,20 +89,18 @@ class Cluster:
         """Until each of ``shards`` shard queues has ``count`` consumers registered (with
         a single active consumer per queue, the first one registered is the active one)."""
         deadline = time.monotonic() + timeout
-        async with await aio_pika.connect(self.amqp_url) as connection:
-            channel = await connection.channel()
-            while True:
-                counts = []
-                for shard in range(shards):
-                    with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
+        while True:
+            counts = []
+            for shard in range(shards):
+                # A channel each: a passive declare of a missing queue closes its channel.
+                with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
+                    async with amqp_channel(self.amqp_url) as channel:
                         queue = await channel.declare_queue(shard_queue(shard), passive=True)
                         counts.append(queue.declaration_result.consumer_count or 0)
-                    if channel.is_closed:  # a passive declare of a missing queue closes it
-                        channel = await connection.channel()
-                if len(counts) == shards and min(counts) >= count:
-                    return
-                assert time.monotonic() < deadline, f"shard consumers {counts}, wanted {count}"
-                await asyncio.sleep(0.05)
+            if len(counts) == shards and min(counts) >= count:
+                return
+            assert time.monotonic() < deadline, f"shard consumers {counts}, wanted {count}"
+            await asyncio.sleep(0.05)
 
     def worker(self, concurrency: int = 2, grace: float = 10.0) -> subprocess.Popen[bytes]:
         return self._spawn(

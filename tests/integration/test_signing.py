@@ -17,6 +17,7 @@ from contracts.events import RunSubmitted, TaskSucceeded
 from contracts.messages import StepSpec, TaskReady
 from contracts.signing import KeyRing, Role
 from contracts.topology import DEAD_LETTER_QUEUE, shard_of, shard_queue, task_queue
+from tests.amqp import amqp_channel
 from tests.integration.cluster import SHARDS, Cluster
 from tests.integration.test_cli_distributed import cli
 
@@ -41,15 +42,13 @@ async def cluster(amqp_url: str, redis_url: str, tmp_path: Path) -> AsyncIterato
 
 async def publish_raw(amqp_url: str, queue: str, body: bytes) -> None:
     """What anyone with access to the broker can do."""
-    async with await aio_pika.connect(amqp_url) as connection:
-        channel = await connection.channel()
+    async with amqp_channel(amqp_url) as channel:
         await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
 
 
 async def dead_lettered(amqp_url: str, count: int, timeout: float = 30) -> list[bytes]:
     deadline = time.monotonic() + timeout
-    async with await aio_pika.connect(amqp_url) as connection:
-        channel = await connection.channel()
+    async with amqp_channel(amqp_url) as channel:
         while True:
             queue = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True, passive=True)
             if (queue.declaration_result.message_count or 0) >= count:

@@ -23,6 +23,7 @@ import pytest
 
 from engine.runlog.sqlite import SqliteRunLog
 from engine.triggers.stores.redis import RedisTriggerStore
+from tests.amqp import amqp_channel
 from tests.integration.cluster import Cluster
 from tests.services import free_port, wait_for_port
 
@@ -118,9 +119,7 @@ async def test_a_thousand_messages_survive_two_kills_of_the_server(
     (servers.workdir / "flows" / "orders.yaml").write_text(ORDERS.replace("QUEUE", queue))
     servers.env["TEST_AMQP_URL"] = amqp_url
     valid, invalid = 1000, 20
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
+    async with amqp_channel(amqp_url, publisher_confirms=True) as channel:
         await channel.declare_queue(queue, durable=True)
         for i in range(valid):
             body = json.dumps({"id": i}).encode()
