@@ -7,7 +7,7 @@ the same event twice, or receiving a redelivered message, has no second effect.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import msgspec
 
@@ -24,14 +24,12 @@ class Event(msgspec.Struct, tag_field="type", kw_only=True, frozen=True):
 
     # Events the coordinator decides (as opposed to facts reported from outside).
     decided: ClassVar[bool] = False
+    kind: ClassVar[str] = ""
+    """The event's type tag, as stored: set on each event class below."""
 
     @property
     def id(self) -> str:
         return f"{self.run_id}/{self.kind}"
-
-    @property
-    def kind(self) -> str:
-        return str(self.__struct_config__.tag)
 
 
 class TaskEvent(Event, frozen=True, kw_only=True):
@@ -189,6 +187,12 @@ AnyEvent = (
     | RunCompleted
     | RunRetryRequested
 )
+
+# A plain class attribute rather than a property reading ``__struct_config__``: ids are
+# built several times for every event (the run log's and the coordinator's dedupe), and
+# reading the tag cost more than building the rest of the id.
+for _event_class in get_args(AnyEvent):
+    _event_class.kind = str(_event_class.__struct_config__.tag)
 
 
 class EventBatch(msgspec.Struct, tag="event_batch", frozen=True, kw_only=True):

@@ -38,9 +38,10 @@ class MemoryRunLog:
 
     def _add(self, run_id: str, event: Event) -> bool:
         ids = self._ids.setdefault(run_id, set())
-        if event.id in ids:
+        event_id = event.id
+        if event_id in ids:
             return False
-        ids.add(event.id)
+        ids.add(event_id)
         self._events.setdefault(run_id, []).append(event)
         row = index_update(self._index.get(run_id), event)
         if row is not None:
