@@ -24,10 +24,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore")
 
     amqp_url: str | None = Field(
-        default=None, description="RabbitMQ URL, e.g. amqp://guest:guest@localhost:5672/"
+        default=None,
+        description="RabbitMQ URL, e.g. amqp://guest:guest@localhost:5672/; a cluster's"
+        " nodes comma-separated (amqp://a/,amqp://b/,amqp://c/), tried in turn.",
     )
     redis_url: str | None = Field(
-        default=None, description="Redis URL, e.g. redis://localhost:6379/0"
+        default=None,
+        description="Redis URL, e.g. redis://localhost:6379/0; redis+cluster://host:port"
+        " for a Redis Cluster.",
     )
     home: Path = Field(default=Path(".conveyor"), description="Local store of embedded runs.")
     shards: int = Field(

@@ -35,10 +35,20 @@ HomeOption = Annotated[
     ),
 ]
 AmqpOption = Annotated[
-    str | None, typer.Option("--amqp-url", envvar="CONVEYOR_AMQP_URL", help="RabbitMQ URL.")
+    str | None,
+    typer.Option(
+        "--amqp-url",
+        envvar="CONVEYOR_AMQP_URL",
+        help="RabbitMQ URL; a cluster's nodes comma-separated, tried in turn.",
+    ),
 ]
 RedisOption = Annotated[
-    str | None, typer.Option("--redis-url", envvar="CONVEYOR_REDIS_URL", help="Redis URL.")
+    str | None,
+    typer.Option(
+        "--redis-url",
+        envvar="CONVEYOR_REDIS_URL",
+        help="Redis URL; redis+cluster://host:port for a Redis Cluster.",
+    ),
 ]
 JsonOption = Annotated[
     bool,
