@@ -105,13 +105,15 @@ class LocalRabbit:
                 os.chown(path, user.pw_uid, user.pw_gid)
         except KeyError:
             pass
-        self.proc = subprocess.Popen(
-            ["rabbitmq-server"],
-            env=self._env(),
-            stdout=open(self.base / "server.out", "ab"),  # noqa: SIM115 - the server owns it
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # The server writes through its own copy of the descriptor: ours closes at once.
+        with open(self.base / "server.out", "ab") as out:
+            self.proc = subprocess.Popen(
+                ["rabbitmq-server"],
+                env=self._env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         wait_for_port(self.port, 90, self.proc)
 
     def stop(self) -> None:

@@ -68,15 +68,16 @@ class Cluster:
         await self.store._redis.flushdb()
 
     def _spawn(self, *args: str, name: str) -> subprocess.Popen[bytes]:
-        log = open(self.workdir / f"{name}-{len(self.procs)}.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "conveyor", *args],
-            cwd=self.workdir,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # The process writes through its own copy of the descriptor: ours closes at once.
+        with open(self.workdir / f"{name}-{len(self.procs)}.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "conveyor", *args],
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append(proc)
         return proc
 

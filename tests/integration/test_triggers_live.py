@@ -43,26 +43,27 @@ class Servers:
 
     def start(self) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
-        log = open(self.workdir / f"server-{len(self.procs)}.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "conveyor",
-                "--log-level",
-                "info",
-                "server",
-                "--workflows",
-                "flows",
-                "--port",
-                str(port),
-            ],
-            cwd=self.workdir,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # The server writes through its own copy of the descriptor: ours closes at once.
+        with open(self.workdir / f"server-{len(self.procs)}.log", "ab") as log:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "conveyor",
+                    "--log-level",
+                    "info",
+                    "server",
+                    "--workflows",
+                    "flows",
+                    "--port",
+                    str(port),
+                ],
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append(proc)
         wait_for_port(port, 30, proc)
         return proc, f"http://127.0.0.1:{port}"
@@ -412,3 +413,4 @@ async def test_a_distributed_run_notifies_a_real_receiver(
             await store.close()
     finally:
         receiver.shutdown()
+        receiver.server_close()
