@@ -40,7 +40,8 @@ def test_the_etl_fetches_every_page_retrying_a_failure_and_writes_the_csv(
     assert result.attempts_of("fetch_page", index=1) == ["failed", "succeeded"]
     assert sorted(devto.requests) == [1, 2, 2, 3]
     assert result.task("save_csv").result == 75
-    rows = list(csv.DictReader(out.open()))
+    with out.open() as written:
+        rows = list(csv.DictReader(written))
     assert len(rows) == 75 and rows[0]["user.username"] == "writer0"
     assert rows[74]["title"] == "Article 74"
     frame = result.task("to_dataframe").value  # the DataFrame, read back from Parquet

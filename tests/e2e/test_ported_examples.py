@@ -76,7 +76,8 @@ async def test_the_etl_runs_distributed(
     )
     assert state.status == "succeeded", state.reason
     assert state.nodes["save_csv"].outputs()["result"] == 75
-    assert len(list(csv.DictReader(out.open()))) == 75
+    with out.open() as written:
+        assert len(list(csv.DictReader(written))) == 75
 
 
 async def test_the_branches_run_distributed(amqp_url: str, redis_url: str, tmp_path: Path) -> None:
@@ -114,4 +115,5 @@ def test_the_etl_runs_from_the_command_line(devto: FakeDevto, tmp_path: Path) ->
     )
     assert done.returncode == 0, done.stderr + done.stdout
     assert "<stored parquet" in done.stdout
-    assert len(list(csv.DictReader(out.open()))) == 60
+    with out.open() as written:
+        assert len(list(csv.DictReader(written))) == 60
