@@ -51,6 +51,15 @@ def start(tmp_path: Path, text: str) -> tuple[subprocess.Popen[str], Path]:
     return proc, pidfile
 
 
+def killed(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL; its output is not read (its step, still running, holds the pipes open)."""
+    proc.kill()
+    proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
 def only_run(tmp_path: Path) -> dict[str, object]:
     listed = json.loads(conveyor("runs", "--json", cwd=tmp_path).stdout)
     assert len(listed) == 1
@@ -107,8 +116,7 @@ def test_a_killed_run_is_resumed_and_finishes_what_was_not_done(tmp_path: Path) 
     proc, pidfile = start(tmp_path, LONG)
     recorded_started(tmp_path, str(only_run(tmp_path)["run_id"]), "wait")
     step_pid = int(pidfile.read_text())
-    proc.kill()  # SIGKILL: no chance to record anything
-    proc.wait()
+    killed(proc)  # SIGKILL: no chance to record anything
     os.kill(step_pid, signal.SIGKILL)  # its step went down with the machine, say
     run = only_run(tmp_path)
     assert run["state"] == "running"
@@ -142,8 +150,7 @@ def test_cancel_interrupts_the_process_running_a_local_run(tmp_path: Path) -> No
 def test_cancel_records_a_run_nobody_runs_and_retry_reruns_it(tmp_path: Path) -> None:
     proc, pidfile = start(tmp_path, LONG)
     step_pid = int(pidfile.read_text())
-    proc.kill()
-    proc.wait()
+    killed(proc)
     os.kill(step_pid, signal.SIGKILL)
     run_id = str(only_run(tmp_path)["run_id"])
     cancelled = conveyor("cancel", run_id, cwd=tmp_path)
