@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,6 +42,17 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | Non
             except OSError:
                 time.sleep(0.1)
     raise RuntimeError(f"nothing listening on port {port} after {timeout}s")
+
+
+def start_logging_to(log: Path, argv: list[str], **options: Any) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a session of its own, its stdout and stderr appended to ``log``.
+
+    The process writes through its own copy of the descriptor: ours closes at once.
+    """
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **options
+        )
 
 
 def unavailable(reason: str) -> None:
@@ -105,15 +117,7 @@ class LocalRabbit:
                 os.chown(path, user.pw_uid, user.pw_gid)
         except KeyError:
             pass
-        # The server writes through its own copy of the descriptor: ours closes at once.
-        with open(self.base / "server.out", "ab") as out:
-            self.proc = subprocess.Popen(
-                ["rabbitmq-server"],
-                env=self._env(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.proc = start_logging_to(self.base / "server.out", ["rabbitmq-server"], env=self._env())
         wait_for_port(self.port, 90, self.proc)
 
     def stop(self) -> None:

@@ -26,6 +26,7 @@ from engine.state import replay
 from engine.state.model import RunState
 from engine.transport.rabbitmq import RabbitTransport
 from tests.amqp import amqp_channel
+from tests.services import start_logging_to
 
 SHARDS = 2
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,16 +69,12 @@ class Cluster:
         await self.store._redis.flushdb()
 
     def _spawn(self, *args: str, name: str) -> subprocess.Popen[bytes]:
-        # The process writes through its own copy of the descriptor: ours closes at once.
-        with open(self.workdir / f"{name}-{len(self.procs)}.log", "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "conveyor", *args],
-                cwd=self.workdir,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = start_logging_to(
+            self.workdir / f"{name}-{len(self.procs)}.log",
+            [sys.executable, "-m", "conveyor", *args],
+            cwd=self.workdir,
+            env=self.env,
+        )
         self.procs.append(proc)
         return proc
 

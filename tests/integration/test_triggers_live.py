@@ -25,7 +25,7 @@ from engine.runlog.sqlite import SqliteRunLog
 from engine.triggers.stores.redis import RedisTriggerStore
 from tests.amqp import amqp_channel
 from tests.integration.cluster import Cluster
-from tests.services import free_port, wait_for_port
+from tests.services import free_port, start_logging_to, wait_for_port
 
 SOAK = float(os.environ.get("CONVEYOR_SOAK_SECONDS", "60"))
 SECRET = "live secret"
@@ -43,27 +43,15 @@ class Servers:
 
     def start(self) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
-        # The server writes through its own copy of the descriptor: ours closes at once.
-        with open(self.workdir / f"server-{len(self.procs)}.log", "ab") as log:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "conveyor",
-                    "--log-level",
-                    "info",
-                    "server",
-                    "--workflows",
-                    "flows",
-                    "--port",
-                    str(port),
-                ],
-                cwd=self.workdir,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = start_logging_to(
+            self.workdir / f"server-{len(self.procs)}.log",
+            [
+                *(sys.executable, "-m", "conveyor", "--log-level", "info", "server"),
+                *("--workflows", "flows", "--port", str(port)),
+            ],
+            cwd=self.workdir,
+            env=self.env,
+        )
         self.procs.append(proc)
         wait_for_port(port, 30, proc)
         return proc, f"http://127.0.0.1:{port}"
