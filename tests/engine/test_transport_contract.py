@@ -182,18 +182,16 @@ async def test_queues_are_quorum_by_default_and_a_mismatch_is_said_clearly(
     await quorum.start()
     try:
         await quorum.publish(q, [b"one"])
-        connection = await aio_pika.connect(amqp_url)
-        async with connection:
-            quorum_only = "x-(queue-type|delivery-limit|dead-letter-strategy|overflow)"
-            with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed, match=quorum_only):
-                channel = await connection.channel()
+        quorum_only = "x-(queue-type|delivery-limit|dead-letter-strategy|overflow)"
+        with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed, match=quorum_only):
+            async with amqp_channel(amqp_url) as channel:
                 # The same queue as a classic one: not what it is.
                 await channel.declare_queue(
                     q, durable=True, arguments=queue_arguments(q, "classic")
                 )
-            channel = await connection.channel()
-            # As a Conveyor with CONVEYOR_QUEUE_TYPE=classic declares it.
-            classic_queue = f"{q}.classic"
+        # As a Conveyor with CONVEYOR_QUEUE_TYPE=classic declares it.
+        classic_queue = f"{q}.classic"
+        async with amqp_channel(amqp_url) as channel:
             await channel.declare_queue(
                 classic_queue, durable=True, arguments=queue_arguments(classic_queue, "classic")
             )

@@ -87,18 +87,19 @@ class Cluster:
         """Until each of ``shards`` shard queues has ``count`` consumers registered (with
         a single active consumer per queue, the first one registered is the active one)."""
         deadline = time.monotonic() + timeout
-        while True:
-            counts = []
-            for shard in range(shards):
-                # A channel each: a passive declare of a missing queue closes its channel.
-                with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
-                    async with amqp_channel(self.amqp_url) as channel:
-                        queue = await channel.declare_queue(shard_queue(shard), passive=True)
-                        counts.append(queue.declaration_result.consumer_count or 0)
-            if len(counts) == shards and min(counts) >= count:
-                return
-            assert time.monotonic() < deadline, f"shard consumers {counts}, wanted {count}"
-            await asyncio.sleep(0.05)
+        async with await aio_pika.connect(self.amqp_url) as connection:
+            while True:
+                counts = []
+                for shard in range(shards):
+                    # A channel each: a passive declare of a missing queue closes its channel.
+                    with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
+                        async with connection.channel() as channel:
+                            queue = await channel.declare_queue(shard_queue(shard), passive=True)
+                            counts.append(queue.declaration_result.consumer_count or 0)
+                if len(counts) == shards and min(counts) >= count:
+                    return
+                assert time.monotonic() < deadline, f"shard consumers {counts}, wanted {count}"
+                await asyncio.sleep(0.05)
 
     def worker(self, concurrency: int = 2, grace: float = 10.0) -> subprocess.Popen[bytes]:
         return self._spawn(
