@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import get_args
+
 import msgspec
 import pytest
 
@@ -14,6 +16,7 @@ from contracts.codec import (
     encode_tasks,
 )
 from contracts.events import (
+    AnyEvent,
     Event,
     EventBatch,
     RetryScheduled,
@@ -36,6 +39,19 @@ EVENTS = [
     RetryScheduled(run_id="r", at=5.0, task="a", attempt=2, due=6.5),
     RunCompleted(run_id="r", at=7.0, state="failed", reason="why"),
 ]
+
+
+def _leaves(cls: type[Event]) -> set[type[Event]]:
+    subclasses = cls.__subclasses__()
+    return set().union(*map(_leaves, subclasses)) if subclasses else {cls}
+
+
+def test_every_event_class_can_be_decoded_and_has_its_tag_as_kind() -> None:
+    """An event's kind (part of its id) is set on the classes of ``AnyEvent``: one left
+    out of it would be undecodable, and its events' ids would all share an empty kind."""
+    assert _leaves(Event) == set(get_args(AnyEvent))
+    for cls in _leaves(Event):
+        assert cls.kind == cls.__struct_config__.tag != ""
 
 
 @pytest.mark.parametrize("event", EVENTS, ids=lambda e: e.kind)
