@@ -161,6 +161,52 @@ async def test_cancelling_kills_the_step(tmp_path: Path) -> None:
     assert _gone(int(pidfile.read_text()))
 
 
+def open_descriptors() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+async def test_a_cancelled_step_leaves_no_pipe_open(tmp_path: Path) -> None:
+    before = open_descriptors()
+    lines = Lines()
+    run = asyncio.create_task(
+        ProcessExecutor().run(
+            message(kind="script", source="echo go; sleep 60", interpreter="sh"), lines, tmp_path
+        )
+    )
+    await lines.first.wait()
+    assert len(open_descriptors() - before) >= 2  # the step's stdout and stderr
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert open_descriptors() - before == set()
+
+
+async def test_a_process_that_left_the_step_does_not_hold_up_its_cancel(tmp_path: Path) -> None:
+    """A daemon started by the step (its parent gone, so no longer in the step's tree)
+    keeps the step's output pipes open: the cancel still ends within a bound, with the
+    pipes closed on our side."""
+    source = "(setsid sh -c 'echo $$; exec sleep 60' &); sleep 60"
+    before = open_descriptors()
+    lines = Lines()
+    run = asyncio.create_task(
+        ProcessExecutor().run(
+            message(kind="script", source=source, interpreter="sh"), lines, tmp_path
+        )
+    )
+    await lines.first.wait()  # the daemon's pid, written to the step's stdout
+    daemon = psutil.Process(int(lines.of("stdout")[0]))
+    try:
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(run, 10)
+        assert open_descriptors() - before == set()
+        assert (
+            daemon.is_running() and daemon.status() != psutil.STATUS_ZOMBIE
+        )  # it outlived the step
+    finally:
+        daemon.kill()
+
+
 async def run_python(
     target: str, timeout: float | None = None, **args: Any
 ) -> tuple[StepOutcome, Lines]:

@@ -159,7 +159,7 @@ class ContainerExecutor:
             pump(proc.stderr, "stderr", emit_err, None),
         )
         try:
-            await readers
+            await asyncio.shield(readers)  # see ProcessExecutor.run
             code = await proc.wait()
         except asyncio.CancelledError:  # cancelled or timed out: stop and remove it
             await self._stop(base, name, proc, readers)
@@ -302,7 +302,7 @@ class ContainerExecutor:
         await self._remove(base, name)
         proc.kill()
         await proc.wait()
-        await asyncio.gather(readers, return_exceptions=True)
+        await proc.end_reading(readers)
 
     async def _remove_orphans(self) -> None:
         """Remove containers of workers on this host that are no longer alive."""

@@ -62,11 +62,13 @@ class ProcessExecutor:
                 pump(proc.stderr, "stderr", emit, None),
             )
             try:
-                await readers
+                # Shielded: a cancel kills the tree, and then the readers take what it
+                # wrote before it died.
+                await asyncio.shield(readers)
                 code = await proc.wait()
             except asyncio.CancelledError:  # cancelled or timed out: the whole tree goes
                 await _kill_tree(proc)
-                await asyncio.gather(readers, return_exceptions=True)
+                await proc.end_reading(readers)
                 raise
             if code != 0:
                 detail = f"exit code {code}" if code > 0 else f"killed by signal {-code}"

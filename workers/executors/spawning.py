@@ -15,7 +15,10 @@ import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+READ_AFTER_KILL = 1.0
+"""Seconds a killed child's last output may take to be read before its pipes close."""
 
 
 class Spawned:
@@ -28,11 +31,13 @@ class Spawned:
         stdout: asyncio.StreamReader | None,
         stderr: asyncio.StreamReader | None,
         exited: asyncio.Future[int],
+        pipes: Sequence[asyncio.BaseTransport] = (),
     ) -> None:
         self._popen = popen
         self.stdout = stdout
         self.stderr = stderr
         self._exited = exited
+        self._pipes = pipes
 
     @property
     def pid(self) -> int:
@@ -49,6 +54,21 @@ class Spawned:
     def kill(self) -> None:
         """SIGKILL, unless it has already ended and been reaped."""
         self._popen.kill()
+
+    async def end_reading(
+        self, readers: asyncio.Future[Any], within: float = READ_AFTER_KILL
+    ) -> None:
+        """Once the child is killed: give ``readers`` (what reads its stdout and stderr
+        to the end) ``within`` seconds for what it wrote before it died, then close the
+        pipes, which ends them. A process that left the child's tree may hold the pipes
+        open for good; left open, each killed step would keep two descriptors until the
+        garbage collector found them."""
+        try:
+            await asyncio.wait([readers], timeout=within)
+        finally:
+            for pipe in self._pipes:
+                pipe.close()
+        await asyncio.gather(readers, return_exceptions=True)
 
 
 async def spawn(
@@ -73,23 +93,40 @@ async def spawn(
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+    pipes: list[asyncio.BaseTransport] = []
+    unclaimed = [pipe for pipe in (popen.stdout, popen.stderr) if pipe is not None]
     try:
-        stdout = await _reader(loop, popen.stdout)
-        stderr = await _reader(loop, popen.stderr)
-    except BaseException:
+        stdout = await _reader(loop, popen.stdout, pipes, unclaimed)
+        stderr = await _reader(loop, popen.stderr, pipes, unclaimed)
+    except BaseException:  # a cancel can come while the pipes are being connected
         popen.kill()
         popen.wait()
+        for transport in pipes:
+            transport.close()
+        for pipe in unclaimed:
+            pipe.close()
         raise
-    return Spawned(popen, stdout, stderr, _exit_of(loop, popen))
+    return Spawned(popen, stdout, stderr, _exit_of(loop, popen), pipes)
 
 
 async def _reader(
-    loop: asyncio.AbstractEventLoop, pipe: IO[bytes] | None
+    loop: asyncio.AbstractEventLoop,
+    pipe: IO[bytes] | None,
+    pipes: list[asyncio.BaseTransport],
+    unclaimed: list[IO[bytes]],
 ) -> asyncio.StreamReader | None:
+    """The pipe read on the loop; its transport joins ``pipes``. From the moment it is
+    handed to the loop the pipe is the loop's to close (also when connecting it fails),
+    so it leaves ``unclaimed`` then: under uvloop its file object stays open after the
+    loop closed the descriptor, and closing that again could close a reused one."""
     if pipe is None:
         return None
     reader = asyncio.StreamReader(loop=loop)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+    unclaimed.remove(pipe)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe
+    )
+    pipes.append(transport)
     return reader
 
 
