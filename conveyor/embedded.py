@@ -7,6 +7,7 @@ inspected after the process has gone.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -152,7 +153,10 @@ class EmbeddedEngine:
             max_result_bytes=self._max_result_bytes,
             give_back_after=None,  # the pool's only worker: no one else would take it
         )
-        await worker.start()
+        # Started in a context of its own: the caller's may have a run's or a trigger's
+        # ids bound, and the worker's loops, which serve every run, would log them for
+        # as long as they run.
+        await asyncio.get_running_loop().create_task(worker.start(), context=contextvars.Context())
         worker.supervisor.on_failure(self._failed)
         self._workers[pool] = worker
 
