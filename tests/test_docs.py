@@ -147,7 +147,7 @@ def test_the_readme_triggers_quick_start_works_as_written(tmp_path: Path) -> Non
     import json
     import time
 
-    from tests.services import free_port, wait_for_port
+    from tests.services import free_port, start_logging_to, wait_for_port
 
     (block,) = [b for b in blocks(ROOT / "README.md", "sh") if "conveyor server" in b]
     port = str(free_port())
@@ -155,12 +155,13 @@ def test_the_readme_triggers_quick_start_works_as_written(tmp_path: Path) -> Non
     env = {**os.environ, "CONVEYOR_HOME": str(tmp_path / ".conveyor")}
     words = shlex.split(server_line.rstrip("&"))
     assert words[0] == "GITHUB_SECRET=s3cret" and words[1] == "conveyor"
-    server = subprocess.Popen(
+    # Its output goes to a file: a pipe nobody reads would stall it once full.
+    server_log = tmp_path / "server.log"
+    server = start_logging_to(
+        server_log,
         [sys.executable, "-m", "conveyor", *words[2:]],
         cwd=ROOT,
         env={**env, "GITHUB_SECRET": "s3cret"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(int(port), 30, server)
@@ -168,7 +169,7 @@ def test_the_readme_triggers_quick_start_works_as_written(tmp_path: Path) -> Non
         done = subprocess.run(
             ["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
         )
-        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.returncode == 0, done.stdout + done.stderr + server_log.read_text()
         answer, _ = json.JSONDecoder().raw_decode(done.stdout)
         assert answer["status"] == "accepted"
         deadline = time.monotonic() + 30
