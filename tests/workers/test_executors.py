@@ -161,6 +161,24 @@ async def test_cancelling_kills_the_step(tmp_path: Path) -> None:
     assert _gone(int(pidfile.read_text()))
 
 
+async def test_what_a_step_leaves_running_ends_with_it(tmp_path: Path) -> None:
+    """A background process holds the step's output open: without ending it, the step
+    would run for as long as the background process does."""
+    pidfile = tmp_path / "background.pid"
+    source = f"sleep 60 & echo $! > {pidfile}; echo done"
+    outcome, lines = await asyncio.wait_for(
+        run_process(kind="script", source=source, interpreter="sh"), 10
+    )
+    assert outcome.ok and outcome.result == "done"
+    assert _gone(int(pidfile.read_text()))
+    assert lines.of("system") == ["the step left processes running: they were killed"]
+
+
+async def test_a_step_that_leaves_nothing_running_logs_no_kill() -> None:
+    outcome, lines = await run_process(kind="script", source="echo done", interpreter="sh")
+    assert outcome.ok and lines.of("system") == []
+
+
 def open_descriptors() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 

@@ -159,7 +159,9 @@ class ContainerExecutor:
             pump(proc.stderr, "stderr", emit_err, None),
         )
         try:
-            await asyncio.shield(readers)  # see ProcessExecutor.run
+            # Shielded: a cancel stops the container, and then the readers take what it
+            # wrote before it stopped.
+            await asyncio.shield(readers)
             code = await proc.wait()
         except asyncio.CancelledError:  # cancelled or timed out: stop and remove it
             await self._stop(base, name, proc, readers)

@@ -62,14 +62,18 @@ class ProcessExecutor:
                 pump(proc.stderr, "stderr", emit, None),
             )
             try:
-                # Shielded: a cancel kills the tree, and then the readers take what it
-                # wrote before it died.
-                await asyncio.shield(readers)
                 code = await proc.wait()
             except asyncio.CancelledError:  # cancelled or timed out: the whole tree goes
                 await _kill_tree(proc)
                 await proc.end_reading(readers)
                 raise
+            # The step ends with its main process. What it started in the background
+            # goes too: it would reach past the step, and hold its output open (so the
+            # step would never end) for as long as it ran.
+            if _kill_group(proc):
+                emit("system", "the step left processes running: they were killed")
+            await proc.end_reading(readers)
+            readers.result()  # what reading its output raised fails the step
             if code != 0:
                 detail = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
                 return StepOutcome(ok=False, error=detail, reason=FailureKind.ERROR, exit_code=code)
@@ -117,6 +121,15 @@ async def pump(
         if len(pending) > MAX_LINE:  # an endless line is logged in pieces
             emit(name, pending.decode("utf-8", errors="replace"))
             pending = b""
+
+
+def _kill_group(proc: Spawned) -> bool:
+    """Kill what is left of the step's process group; whether anything was."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 async def _kill_tree(proc: Spawned) -> None:
