@@ -40,10 +40,16 @@ from engine.triggers.stores.sqlite import SqliteTriggerStore
 
 log = structlog.get_logger("conveyor.local")
 
-EXIT_INTERRUPTED = 130
 SIGNAL_POLL = 0.2
 """How often a local run's process looks for signals queued by another command."""
 INTERRUPTED = "interrupted (Ctrl-C)"
+
+STOP_SIGNALS = {
+    signal.SIGINT: ("interrupted", INTERRUPTED),
+    signal.SIGTERM: ("terminated", "terminated (SIGTERM)"),
+}
+"""What stops a local run, with the word said when it comes and the run's reason: a
+timeout, a CI job's cancel and systemd stop with SIGTERM, a terminal with Ctrl-C."""
 
 
 class RunLock:
@@ -102,41 +108,46 @@ async def drive(
     start: Callable[[], Awaitable[tuple[str, int]]],
     *,
     observer: Observer | None = None,
-    on_interrupt: Callable[[], None] = lambda: None,
-) -> tuple[RunState, bool]:
+    on_interrupt: Callable[[str], None] = lambda _word: None,
+) -> tuple[RunState, int | None]:
     """Start a run with ``start`` and drive it to its end here.
 
     ``start`` returns the run id and the round after which it counts as ended (-1; a
-    retry's previous round). Returns the final state and whether it was interrupted
-    (Ctrl-C or SIGINT).
+    retry's previous round). Ctrl-C (SIGINT) or SIGTERM cancels the run, and a second
+    one exits at once; ``on_interrupt`` hears the first ("interrupted", "terminated").
+    Returns the final state and, if a signal stopped it, the exit code it calls for
+    (128 + the signal's number).
     """
     if observer is not None:
         engine.coordinator.observe(observer)
     run_id, past_round = await start()
     lock = RunLock(home, run_id)
     with lock.held():
-        interrupted = asyncio.Event()
+        stopped_by: list[signal.Signals] = []
         running = asyncio.get_running_loop()
 
-        def interrupt() -> None:
-            if interrupted.is_set():
-                os._exit(EXIT_INTERRUPTED)  # the second Ctrl-C: at once, whatever is running
-            interrupted.set()
-            on_interrupt()
-            cancel = running.create_task(engine.client.cancel(run_id, INTERRUPTED))
+        def interrupt(received: signal.Signals) -> None:
+            if stopped_by:
+                _quit_at_once(received, None)  # the second one: at once, whatever runs
+            stopped_by.append(received)
+            word, reason = STOP_SIGNALS[received]
+            on_interrupt(word)
+            cancel = running.create_task(engine.client.cancel(run_id, reason))
             cancel.add_done_callback(_log_failure)
 
-        running.add_signal_handler(signal.SIGINT, interrupt)
+        for received in STOP_SIGNALS:
+            running.add_signal_handler(received, interrupt, received)
         relay = running.create_task(_relay_signals(engine, home, run_id))
         try:
             state = await engine.wait(run_id, past_round=past_round)
         finally:
             relay.cancel()
-            running.remove_signal_handler(signal.SIGINT)
-            # Shutting down may wait for a step that cannot be stopped: a Ctrl-C from
-            # here on quits at once.
-            signal.signal(signal.SIGINT, _quit_at_once)
-    return state, interrupted.is_set()
+            for received in STOP_SIGNALS:
+                running.remove_signal_handler(received)
+                # Shutting down may wait for a step that cannot be stopped: a signal
+                # from here on quits at once.
+                signal.signal(received, _quit_at_once)
+    return state, (128 + stopped_by[0]) if stopped_by else None
 
 
 async def _relay_signals(engine: EmbeddedEngine, home: Path, run_id: str) -> None:
@@ -168,8 +179,8 @@ async def _relay_signals(engine: EmbeddedEngine, home: Path, run_id: str) -> Non
         await store.close()
 
 
-def _quit_at_once(_signal: int, _frame: object) -> None:
-    os._exit(EXIT_INTERRUPTED)
+def _quit_at_once(received: int, _frame: object) -> None:
+    os._exit(128 + received)
 
 
 def _log_failure(task: asyncio.Task[str]) -> None:

@@ -42,7 +42,7 @@ from conveyor.cli.common import (
     settings_from,
     write_json,
 )
-from conveyor.local import EXIT_INTERRUPTED, drive, local_engine
+from conveyor.local import drive, local_engine
 from conveyor.logsetup import LogFormat, configure_logging
 from conveyor.preflight import step_import_paths, use_import_paths
 from conveyor.progress import LiveProgress, summary
@@ -130,10 +130,10 @@ def run(
     if not home.exists():
         sys.stderr.write(f"creating the local home {home} (runs are kept there)\n")
 
-    def interrupted() -> None:
-        err.print("interrupted: cancelling the run (Ctrl-C again to quit at once)")
+    def interrupted(word: str) -> None:
+        err.print(f"{word}: cancelling the run (Ctrl-C again to quit at once)")
 
-    async def go() -> tuple[RunState, bool]:
+    async def go() -> tuple[RunState, int | None]:
         async with local_engine(settings, workers=workers) as engine:
 
             async def start() -> tuple[str, int]:
@@ -144,14 +144,14 @@ def run(
             with LiveProgress(err) as progress:
                 return await drive(engine, home, start, observer=progress, on_interrupt=interrupted)
 
-    state, was_interrupted = loop.run(go())
+    state, stopped_with = loop.run(go())
     if as_json:
         write_json(run_report(state))
     else:
         out.print(summary(state))
         say(f"inspect: conveyor show {state.run_id[:12]} · conveyor logs {state.run_id[:12]}")
-    if was_interrupted:
-        raise typer.Exit(EXIT_INTERRUPTED)
+    if stopped_with is not None:
+        raise typer.Exit(stopped_with)
     raise typer.Exit(EXIT_OK if state.status == RunStatus.SUCCEEDED else EXIT_RUN_FAILED)
 
 

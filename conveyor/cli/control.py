@@ -30,7 +30,7 @@ from conveyor.cli.common import (
     say,
     settings_from,
 )
-from conveyor.local import EXIT_INTERRUPTED, drive, interrupt_holder, local_engine
+from conveyor.local import drive, interrupt_holder, local_engine
 from conveyor.progress import LiveProgress, summary
 from conveyor.settings import Settings
 from conveyor.wiring import open_client
@@ -51,10 +51,11 @@ def _distributed(settings: Settings) -> bool:
     return bool(settings.amqp_url and settings.redis_url)
 
 
-def _finish(state: RunState, interrupted: bool = False) -> None:
+def _finish(state: RunState, stopped_with: int | None = None) -> None:
+    """``stopped_with``: the exit code of a signal that stopped the run here."""
     out.print(summary(state))
-    if interrupted:
-        raise typer.Exit(EXIT_INTERRUPTED)
+    if stopped_with is not None:
+        raise typer.Exit(stopped_with)
     raise typer.Exit(EXIT_OK if state.status == RunStatus.SUCCEEDED else EXIT_RUN_FAILED)
 
 
@@ -79,8 +80,8 @@ def _steer(settings: Settings, run: str, command: str, wait: bool) -> RunState |
     return loop.run(go())
 
 
-def _drive_locally(settings: Settings, run: str, command: str) -> tuple[RunState, bool]:
-    async def go() -> tuple[RunState, bool]:
+def _drive_locally(settings: Settings, run: str, command: str) -> tuple[RunState, int | None]:
+    async def go() -> tuple[RunState, int | None]:
         async with local_engine(settings) as engine:
             client: Client = engine.client
             run_id = await client.find(run)
@@ -154,10 +155,10 @@ def _control(run: str, command: str, wait: bool, settings: Settings) -> None:
                 say(f"{command} requested for {result}")
                 return
             _finish(result)
-        result, interrupted = _drive_locally(settings, run, command)
+        result, stopped_with = _drive_locally(settings, run, command)
     except (InvalidInput, NotFound) as exc:
         raise fail_input(exc) from None
-    _finish(result, interrupted)
+    _finish(result, stopped_with)
 
 
 def _cancel_locally(settings: Settings, run: str) -> tuple[str, int | None]:

@@ -92,6 +92,18 @@ def test_ctrl_c_cancels_the_run_kills_its_steps_and_exits_130(tmp_path: Path) ->
     assert follow.returncode == 0 and "first[0]#1 stdout| first" in follow.stdout
 
 
+def test_sigterm_cancels_the_run_kills_its_steps_and_exits_143(tmp_path: Path) -> None:
+    """As a timeout, a CI job's cancel or systemd stops it: nothing is left running."""
+    proc, pidfile = start(tmp_path, LONG)
+    proc.terminate()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, out + err
+    assert "terminated: cancelling the run" in err
+    assert gone(int(pidfile.read_text()))
+    run = only_run(tmp_path)
+    assert run["state"] == "cancelled" and run["reason"] == "terminated (SIGTERM)"
+
+
 def test_a_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
     proc, _pidfile = start(tmp_path, LONG)
     proc.send_signal(signal.SIGINT)
