@@ -19,6 +19,7 @@ from workers.executors import (
     StepCall,
     StepOutcome,
 )
+from workers.executors.pyprocess import Child
 from workers.executors.python import DaemonThreads
 
 
@@ -223,6 +224,29 @@ async def test_a_process_that_left_the_step_does_not_hold_up_its_cancel(tmp_path
         )  # it outlived the step
     finally:
         daemon.kill()
+
+
+async def test_a_cancel_while_a_step_child_starts_leaves_nothing_behind() -> None:
+    """Cancelled at each point where starting a child for Python steps waits: no child
+    process and no pipe is left."""
+    before = open_descriptors()
+    children = psutil.Process().children()  # the suite's servers
+    for turns in range(50):
+        starting = asyncio.create_task(Child.start())
+        for _ in range(turns):
+            await asyncio.sleep(0)  # one loop turn: how far the start gets before the cancel
+        if starting.done():  # started before the cancel: every point was tried
+            await starting.result().close()
+            break
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        assert psutil.Process().children() == children, f"cancelled after {turns} turns"
+        assert open_descriptors() == before, f"cancelled after {turns} turns"
+    else:
+        pytest.fail("the child did not start within 50 loop turns")
+    assert turns >= 2  # the cancel came at least once in the middle of the start
+    assert open_descriptors() == before
 
 
 async def run_python(

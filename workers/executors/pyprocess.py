@@ -48,7 +48,10 @@ class Child:
 
     @classmethod
     async def start(cls) -> Child:
+        """A new child; a cancel that comes while it starts leaves neither the child nor
+        the pipe of its answers behind."""
         read_fd, write_fd = os.pipe()
+        answer_pipe = os.fdopen(read_fd, "rb", buffering=0)
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -64,13 +67,19 @@ class Child:
                 start_new_session=True,  # its own process group: killed with what it starts
                 limit=1 << 24,
             )
+        except BaseException:
+            answer_pipe.close()
+            raise
         finally:
             os.close(write_fd)
         answers = asyncio.StreamReader(limit=1 << 30)
         loop = asyncio.get_running_loop()
-        await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(answers), os.fdopen(read_fd, "rb", buffering=0)
-        )
+        try:
+            # From here the pipe is the loop's to close, also when connecting it fails.
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(answers), answer_pipe)
+        except BaseException:
+            await cls(proc, answers).kill()
+            raise
         return cls(proc, answers)
 
     @property
