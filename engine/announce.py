@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -107,7 +108,8 @@ class Announcer:
     def __init__(self, transport: Transport, level: AnnounceLevel = AnnounceLevel.RUNS) -> None:
         self._transport = transport
         self._level = level
-        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue()
+        """(run id, routing key, body) of each state change not published yet."""
         self._task: asyncio.Task[None] | None = None
 
     def __call__(self, event: Event, state: RunState) -> None:
@@ -117,20 +119,26 @@ class Announcer:
         if found is None:
             return
         key, document = found
-        self._queue.put_nowait((key, msgspec.json.encode(document)))
+        self._queue.put_nowait((event.run_id, key, msgspec.json.encode(document)))
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._publish())
+            # In a context of its own: it publishes other runs' changes too, and the ids
+            # bound where it was started would be on its lines about them.
+            self._task = asyncio.get_running_loop().create_task(
+                self._publish(), context=contextvars.Context()
+            )
 
     async def _publish(self) -> None:
         while not self._queue.empty():
-            key, body = self._queue.get_nowait()
+            run_id, key, body = self._queue.get_nowait()
             for attempt in range(1, PUBLISH_ATTEMPTS + 1):
                 try:
                     await asyncio.wait_for(self._transport.announce(key, body), PUBLISH_TIMEOUT)
                     break
                 except Exception as exc:  # the broker's errors are many; none may stop runs
                     if attempt == PUBLISH_ATTEMPTS:
-                        log.error("state change not announced", key=key, error=repr(exc))
+                        log.error(
+                            "state change not announced", run_id=run_id, key=key, error=repr(exc)
+                        )
                     else:
                         await asyncio.sleep(0.1 * 2**attempt)
 

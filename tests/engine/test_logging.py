@@ -1,17 +1,24 @@
-"""Every log line about a step carries its run, task and attempt."""
+"""Log lines carry the ids of the run, task and attempt they are about, and no others."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 import structlog
+from structlog.contextvars import merge_contextvars
 
+from contracts.events import RunSubmitted
+from contracts.ports import Transport
 from contracts.validation import parse_workflow
 from conveyor.embedded import EmbeddedEngine
 from conveyor.logsetup import configure_logging
+from engine import announce
+from engine.state.model import RunState
 
 
 @pytest.fixture(autouse=True)
@@ -65,3 +72,33 @@ async def test_a_worker_started_for_a_run_does_not_log_as_part_of_it(
     own = [r for r in records if r["event"] in ("worker started", "worker stopped")]
     assert [r["event"] for r in own] == ["worker started", "worker stopped"]
     assert not [r for r in own if {"run_id", "task", "trigger"} & r.keys()]
+
+
+async def test_a_change_not_announced_is_logged_with_its_own_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One task publishes the changes of every run: each failure names the run whose
+    change it was, not the run that happened to start that task."""
+    monkeypatch.setattr(announce, "PUBLISH_ATTEMPTS", 1)
+    broker_back = asyncio.Event()
+
+    class BrokerAway:
+        async def announce(self, key: str, body: bytes) -> None:
+            await broker_back.wait()
+            raise ConnectionError("broker away")
+
+    def state(run_id: str) -> RunState:
+        return cast(RunState, SimpleNamespace(run_id=run_id, workflow=SimpleNamespace(name="w")))
+
+    announcer = announce.Announcer(cast(Transport, BrokerAway()))
+    with structlog.testing.capture_logs(processors=[merge_contextvars]) as logs:
+        for run_id in ("run-a", "run-b"):  # as the coordinator calls it, ids bound
+            with structlog.contextvars.bound_contextvars(run_id=run_id):
+                submitted = RunSubmitted(run_id=run_id, at=0.0, workflow={"name": "w"}, params={})
+                announcer(submitted, state(run_id))
+        broker_back.set()
+        await announcer.drain()
+    assert [(entry["event"], entry["run_id"]) for entry in logs] == [
+        ("state change not announced", "run-a"),
+        ("state change not announced", "run-b"),
+    ]
