@@ -9,6 +9,7 @@ trip instead of one per event.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Sequence
 
 from contracts.codec import encode_events
@@ -31,7 +32,11 @@ class EventOutbox:
         future.add_done_callback(_retrieve)
         self._pending.setdefault(queue, []).append((list(events), future))
         if queue not in self._flushers:
-            self._flushers[queue] = asyncio.create_task(self._flush(queue), name="outbox")
+            # In a context of its own: it carries other attempts' events too, and what
+            # the transport logs while publishing must not name this attempt's ids.
+            self._flushers[queue] = asyncio.create_task(
+                self._flush(queue), name="outbox", context=contextvars.Context()
+            )
         # Shielded: a caller that is cancelled does not take its events back.
         await asyncio.shield(future)
 

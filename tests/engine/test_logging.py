@@ -12,13 +12,14 @@ import pytest
 import structlog
 from structlog.contextvars import merge_contextvars
 
-from contracts.events import RunSubmitted
+from contracts.events import RunSubmitted, TaskDispatched
 from contracts.ports import Transport
 from contracts.validation import parse_workflow
 from conveyor.embedded import EmbeddedEngine
 from conveyor.logsetup import configure_logging
 from engine import announce
 from engine.state.model import RunState
+from workers.outbox import EventOutbox
 
 
 @pytest.fixture(autouse=True)
@@ -102,3 +103,18 @@ async def test_a_change_not_announced_is_logged_with_its_own_run(
         ("state change not announced", "run-a"),
         ("state change not announced", "run-b"),
     ]
+
+
+async def test_what_publishes_many_attempts_events_logs_under_none_of_them() -> None:
+    """A worker's outbox publishes the events of the attempts that finish together:
+    what the transport logs meanwhile names none of those attempts."""
+    seen: list[dict[str, object]] = []
+
+    class Recording:
+        async def publish(self, queue: str, bodies: list[bytes]) -> None:
+            seen.append(structlog.contextvars.get_contextvars())
+
+    outbox = EventOutbox(cast(Transport, Recording()))
+    with structlog.contextvars.bound_contextvars(run_id="run-a", task="t", attempt=1):
+        await outbox.send("conveyor.events.0", [TaskDispatched(run_id="run-a", at=0.0, task="t")])
+    assert seen == [{}]
