@@ -175,6 +175,27 @@ async def test_what_a_step_leaves_running_ends_with_it(tmp_path: Path) -> None:
     assert lines.of("system") == ["the step left processes running: they were killed"]
 
 
+async def test_a_daemon_that_left_the_step_does_not_hold_it_open(tmp_path: Path) -> None:
+    """A process that left the step's group (setsid) is out of its reach, but holds its
+    output open: the step still ends, its pipes closed a moment after it exits."""
+    pidfile = tmp_path / "daemon.pid"
+    source = (
+        f"(setsid sh -c 'echo $$ > {pidfile}; exec sleep 60' &)\n"
+        f"until [ -s {pidfile} ]; do sleep 0.01; done\n"
+        f"cat {pidfile}"
+    )
+    outcome, _lines = await asyncio.wait_for(
+        run_process(kind="script", source=source, interpreter="sh"), 10
+    )
+    assert outcome.ok
+    daemon = psutil.Process(int(str(outcome.result)))
+    try:
+        assert os.getsid(daemon.pid) == daemon.pid  # it did leave the step's session
+        assert daemon.is_running() and daemon.status() != psutil.STATUS_ZOMBIE
+    finally:
+        daemon.kill()
+
+
 async def test_a_step_that_leaves_nothing_running_logs_no_kill() -> None:
     outcome, lines = await run_process(kind="script", source="echo done", interpreter="sh")
     assert outcome.ok and lines.of("system") == []
