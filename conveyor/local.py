@@ -47,9 +47,12 @@ INTERRUPTED = "interrupted (Ctrl-C)"
 STOP_SIGNALS = {
     signal.SIGINT: ("interrupted", INTERRUPTED),
     signal.SIGTERM: ("terminated", "terminated (SIGTERM)"),
+    signal.SIGHUP: ("hung up", "hung up (SIGHUP)"),
 }
 """What stops a local run, with the word said when it comes and the run's reason: a
-timeout, a CI job's cancel and systemd stop with SIGTERM, a terminal with Ctrl-C."""
+terminal with Ctrl-C, a timeout, a CI job's cancel and systemd with SIGTERM, a closed
+terminal or dropped SSH session with SIGHUP. Steps run in sessions of their own, so
+none of these reaches them: the run's cancel kills them."""
 
 
 class RunLock:

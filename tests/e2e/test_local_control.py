@@ -92,16 +92,26 @@ def test_ctrl_c_cancels_the_run_kills_its_steps_and_exits_130(tmp_path: Path) ->
     assert follow.returncode == 0 and "first[0]#1 stdout| first" in follow.stdout
 
 
-def test_sigterm_cancels_the_run_kills_its_steps_and_exits_143(tmp_path: Path) -> None:
-    """As a timeout, a CI job's cancel or systemd stops it: nothing is left running."""
+@pytest.mark.parametrize(
+    ("stop", "word", "reason"),
+    [
+        (signal.SIGTERM, "terminated", "terminated (SIGTERM)"),
+        (signal.SIGHUP, "hung up", "hung up (SIGHUP)"),
+    ],
+)
+def test_sigterm_or_sighup_cancels_the_run_and_kills_its_steps(
+    tmp_path: Path, stop: signal.Signals, word: str, reason: str
+) -> None:
+    """As a timeout, a CI job's cancel or systemd stops it (SIGTERM), or a closed
+    terminal (SIGHUP): nothing is left running."""
     proc, pidfile = start(tmp_path, LONG)
-    proc.terminate()
+    proc.send_signal(stop)
     out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 143, out + err
-    assert "terminated: cancelling the run" in err
+    assert proc.returncode == 128 + stop, out + err
+    assert f"{word}: cancelling the run" in err
     assert gone(int(pidfile.read_text()))
     run = only_run(tmp_path)
-    assert run["state"] == "cancelled" and run["reason"] == "terminated (SIGTERM)"
+    assert run["state"] == "cancelled" and run["reason"] == reason
 
 
 def test_a_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
