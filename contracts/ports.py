@@ -232,7 +232,12 @@ class TaskLogStore(Protocol):
 
     async def write_lines(self, lines: Sequence[LogLine]) -> None: ...
 
-    async def read_lines(self, run_id: str, task: str | None = None) -> list[LogLine]: ...
+    async def read_lines(
+        self, run_id: str, task: str | None = None, index: int | None = None
+    ) -> list[LogLine]:
+        """The run's lines in the order they were printed; of one task, and of one item of
+        it, if asked (reading one item of a 100,000-item task reads that item only)."""
+        ...
 
 
 class RunStore(RunLog, TaskLogStore, Protocol):

@@ -212,8 +212,11 @@ class Client:
     async def events(self, run: str, after: int = 0) -> list[Event]:
         return await self.store.read(await self.find(run), after)
 
-    async def lines(self, run: str, task: str | None = None) -> list[LogLine]:
-        return await self.store.read_lines(await self.find(run), task)
+    async def lines(
+        self, run: str, task: str | None = None, index: int | None = None
+    ) -> list[LogLine]:
+        """What the run's steps printed (of one task, of one item of it)."""
+        return await self.store.read_lines(await self.find(run), task, index)
 
     async def state(self, run: str) -> RunState:
         """The run's state now: its latest snapshot with the events after it folded in.

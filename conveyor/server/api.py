@@ -11,6 +11,7 @@ import asyncio
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -249,12 +250,9 @@ def build_router() -> APIRouter:
         after: int = Query(0, ge=0),
         limit: int = Query(5000, ge=1, le=50_000),
     ) -> dict[str, Any]:
-        lines = await context_of(request).runtime.client.lines(run_id_param(run), task)
-        chosen = [
-            ln
-            for ln in lines
-            if (index is None or ln.index == index) and (attempt is None or ln.attempt == attempt)
-        ]
+        client = context_of(request).runtime.client
+        lines = await client.lines(run_id_param(run), task, index)
+        chosen = [ln for ln in lines if attempt is None or ln.attempt == attempt]
         page = chosen[after : after + limit]
         return {
             "items": [msgspec.to_builtins(ln) for ln in page],
@@ -270,29 +268,52 @@ def build_router() -> APIRouter:
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> StreamingResponse:
         """Server-Sent Events: a task's (or one item's) log lines as they are written, until
-        the run ends."""
+        the run ends. A fan-out task's lines stream item by item (``index``): each look
+        for new lines reads what it streams, and all of a 100,000-item task's lines take
+        seconds to read."""
         client = context_of(request).runtime.client
         run_id = await client.find(run_id_param(run))
-        seen = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
-
-        async def chosen() -> list[Any]:
-            lines = await client.lines(run_id, task)
-            return lines if index is None else [ln for ln in lines if ln.index == index]
+        if index is None:
+            nodes = (await client.state(run_id)).nodes
+            fanning = [n for n, node in nodes.items() if node.spec.fans_out and task in (None, n)]
+            if fanning:
+                raise ApiProblem(
+                    400,
+                    "bad request",
+                    f"{fanning[0]} fans out: stream its lines item by item (index=N), or page"
+                    " through them all with GET /api/v1/runs/{run}/logs",
+                )
+        resumed = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
 
         async def stream() -> AsyncIterator[bytes]:
-            nonlocal seen
+            # Lines are counted per attempt: the lines of attempts that run side by side
+            # on different workers are stored when each worker writes them, so a line can
+            # land before lines already streamed, and a position in the whole would skip
+            # it. (A stream resumed after N lines takes the first N in the present order
+            # as sent.)
+            streamed: Counter[tuple[str, int, int]] = Counter()
+            total = 0
             while not await request.is_disconnected():
-                lines = await chosen()
-                for line in lines[seen:]:
-                    seen += 1
+                # Whether the run had ended is asked before the lines are read: the lines
+                # read then are all there will be (a step's lines are stored before its
+                # outcome is sent).
+                ended = (await client.state(run_id)).finished
+                counted: Counter[tuple[str, int, int]] = Counter()
+                for line in await client.lines(run_id, task, index):
+                    attempt = (line.task, line.index, line.attempt)
+                    counted[attempt] += 1
+                    if counted[attempt] <= streamed[attempt]:
+                        continue
+                    streamed[attempt] += 1
+                    total += 1
+                    if total <= resumed:
+                        continue
                     yield (
-                        f"id: {seen}\ndata: ".encode()
+                        f"id: {total}\ndata: ".encode()
                         + msgspec.json.encode(msgspec.to_builtins(line))
                         + b"\n\n"
                     )
-                if (await client.state(run_id)).finished and len(
-                    await client.lines(run_id, task)
-                ) == seen:
+                if ended:
                     yield b"event: end\ndata: {}\n\n"
                     return
                 await asyncio.sleep(STREAM_POLL)

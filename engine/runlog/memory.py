@@ -120,8 +120,14 @@ class MemoryRunLog:
         for line in lines:
             self._lines.setdefault(line.run_id, []).append(line)
 
-    async def read_lines(self, run_id: str, task: str | None = None) -> list[LogLine]:
-        return [ln for ln in self._lines.get(run_id, []) if task is None or ln.task == task]
+    async def read_lines(
+        self, run_id: str, task: str | None = None, index: int | None = None
+    ) -> list[LogLine]:
+        return [
+            ln
+            for ln in self._lines.get(run_id, [])
+            if (task is None or ln.task == task) and (index is None or ln.index == index)
+        ]
 
     async def close(self) -> None:
         return None

@@ -8,7 +8,9 @@ slot and a Lua script can touch them atomically:
 - ``cv:{R}:ids``      set of event ids already appended (the idempotency check)
 - ``cv:{R}:summary``  hash: the run's index row
 - ``cv:{R}:snap``     hash: latest state snapshot and the stream id it covers
-- ``cv:{R}:logkeys``  set of task-attempt log keys
+- ``cv:{R}:logindex`` sorted set of task-attempt log keys, all scored 0 so that they
+                     sort by name: the attempts of one task or one item are a range
+                     (runs stored before it have the set ``cv:{R}:logkeys`` instead)
 - ``cv:{R}:log:T:I:A`` list of log lines of task T, item I, attempt A (capped)
 
 The index across runs lives in sorted sets scored by submission time:
@@ -340,15 +342,28 @@ class RedisRunLog:
             pipe.rpush(list_key, _line_encoder.encode(line))
             if list_key not in touched:
                 touched.add(list_key)
-                pipe.sadd(key(line.run_id, "logkeys"), list_key)
+                pipe.zadd(key(line.run_id, "logindex"), {list_key: 0})
         for list_key in touched:
             pipe.ltrim(list_key, -MAX_LINES_PER_ATTEMPT, -1)
         await self._retrying("logs", pipe.execute)
 
-    async def read_lines(self, run_id: str, task: str | None = None) -> list[LogLine]:
-        keys = sorted(k.decode() for k in await self._redis.smembers(key(run_id, "logkeys")))
-        if task is not None:
-            keys = [k for k in keys if k.split(":log:", 1)[1].rsplit(":", 2)[0] == task]
+    async def read_lines(
+        self, run_id: str, task: str | None = None, index: int | None = None
+    ) -> list[LogLine]:
+        # The lists of one task, or of one of its items, are a range of the index by
+        # name: reading one item of a 100,000-item task touches that item's lists only.
+        named = key(run_id, "log:" if task is None else f"log:{task}:")
+        if task is not None and index is not None:
+            named += f"{index}:"
+        prefix = named.encode()
+        found = await self._redis.zrangebylex(
+            key(run_id, "logindex"), b"[" + prefix, b"[" + prefix + b"\xff"
+        )
+        if not found:  # stored before the index, or no lines at all
+            found = await self._redis.smembers(key(run_id, "logkeys"))
+        keys = sorted(k.decode() for k in found)
+        if task is not None or index is not None:
+            keys = [k for k in keys if _attempt_of(k, task, index)]
         pipe = self._redis.pipeline(transaction=False)
         for list_key in keys:
             pipe.lrange(list_key, 0, -1)
@@ -358,6 +373,12 @@ class RedisRunLog:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _attempt_of(list_key: str, task: str | None, index: int | None) -> bool:
+    """Whether the log list ``list_key`` holds lines of ``task`` (and item ``index``)."""
+    named_task, named_index, _attempt = list_key.split(":log:", 1)[1].rsplit(":", 2)
+    return (task is None or named_task == task) and (index is None or named_index == str(index))
 
 
 _INDEXED = frozenset({"run_submitted", "run_completed", "run_retry_requested"})

@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS task_logs (
     at REAL NOT NULL,
     text TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS task_logs_by_run ON task_logs (run_id, task);
+DROP INDEX IF EXISTS task_logs_by_run;
+CREATE INDEX IF NOT EXISTS task_logs_by_item ON task_logs (run_id, task, idx);
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -253,10 +254,13 @@ class SqliteRunLog:
         )
         self._db.execute("COMMIT")
 
-    async def read_lines(self, run_id: str, task: str | None = None) -> list[LogLine]:
+    async def read_lines(
+        self, run_id: str, task: str | None = None, index: int | None = None
+    ) -> list[LogLine]:
         rows = self._db.execute(
-            "SELECT * FROM task_logs WHERE run_id = ? AND (? IS NULL OR task = ?) ORDER BY rowid",
-            (run_id, task, task),
+            "SELECT * FROM task_logs WHERE run_id = ? AND (? IS NULL OR task = ?)"
+            " AND (? IS NULL OR idx = ?) ORDER BY rowid",
+            (run_id, task, task, index, index),
         ).fetchall()
         return [
             LogLine(

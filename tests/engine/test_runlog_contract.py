@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
@@ -19,7 +20,7 @@ from contracts.events import (
 )
 from contracts.ports import LogLine, RunStore
 from engine.runlog.memory import MemoryRunLog
-from engine.runlog.redis import RedisRunLog
+from engine.runlog.redis import RedisRunLog, key
 from engine.runlog.sqlite import SqliteRunLog
 
 
@@ -111,6 +112,36 @@ async def test_task_logs_are_kept_per_attempt(store: RunStore) -> None:
     await store.write_lines(lines)
     assert await store.read_lines("r") == lines
     assert [line.text for line in await store.read_lines("r", "a")] == ["one", "two"]
+    more = [
+        LogLine(run_id="r", task="b", index=i, attempt=1, stream="stdout", at=4.0 + i, text=f"b{i}")
+        for i in range(12)
+    ]
+    await store.write_lines(more)
+    # One item: its lines only (item 1, not 10 or 11, whose names start the same).
+    assert [line.text for line in await store.read_lines("r", "b", 1)] == ["b1"]
+    assert [line.text for line in await store.read_lines("r", "b", 3)] == ["three", "b3"]
+    assert await store.read_lines("r", "a", 3) == []
+
+
+async def test_redis_reads_the_lines_of_runs_stored_before_the_log_index(redis_url: str) -> None:
+    """Runs written before the sorted index of log lists keep theirs in a plain set."""
+    store = RedisRunLog(redis_url)
+    try:
+        run_id = "stored-before-the-index"
+        for index in (1, 10):
+            line = LogLine(
+                run_id=run_id, task="b", index=index, attempt=1, stream="stdout", at=index, text=""
+            )
+            list_key = key(run_id, f"log:b:{index}:1")
+            await store._redis.rpush(list_key, msgspec.json.encode(line))
+            await store._redis.sadd(key(run_id, "logkeys"), list_key)
+        assert [ln.index for ln in await store.read_lines(run_id, "b", 1)] == [1]
+        assert [ln.index for ln in await store.read_lines(run_id, "b")] == [1, 10]
+    finally:
+        await store._redis.delete(
+            key(run_id, "logkeys"), key(run_id, "log:b:1:1"), key(run_id, "log:b:10:1")
+        )
+        await store.close()
 
 
 async def test_sqlite_log_survives_reopening(tmp_path: Path) -> None:

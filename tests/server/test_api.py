@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from contracts.ports import LogLine
 from conveyor.server.app import create_app
 from conveyor.server.auth import Scope, Tokens
 from tests.server.conftest import Server
@@ -157,6 +160,59 @@ async def test_the_event_stream_follows_a_run_and_resumes(api: Server) -> None:
     ) as stream:
         tail = [line async for line in stream.aiter_lines() if line.startswith("id: ")]
     assert tail == [f"id: {ids[-1]}"]
+
+
+async def test_a_fan_out_task_streams_its_lines_item_by_item(api: Server) -> None:
+    run_id = await started(api, n=3)
+    await until_waiting(api, run_id)
+    whole = await api.http.get(f"/api/v1/runs/{run_id}/logs/stream?task=each")
+    assert whole.status_code == 400 and "each fans out" in whole.json()["detail"]
+    assert (await api.http.get(f"/api/v1/runs/{run_id}/logs/stream")).status_code == 400
+    await api.http.post(f"/api/v1/runs/{run_id}/tasks/gate/approve")
+    url = f"/api/v1/runs/{run_id}/logs/stream?task=each&index=1"
+    async with api.http.stream("GET", url) as stream:
+        data = [line async for line in stream.aiter_lines() if line.startswith('data: {"')]
+    assert [json.loads(d[6:])["text"] for d in data] == ["item 1"]
+
+
+async def test_a_line_stored_late_is_streamed_once_in_its_turn(
+    api: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attempts on different workers store their lines when each worker writes them: a
+    line can land before lines already streamed. It is streamed, and nothing twice."""
+    run_id = await started(api, n=1)
+    await until_waiting(api, run_id)
+
+    def line(attempt: int, at: float, text: str) -> LogLine:
+        return LogLine(
+            run_id=run_id, task="gate", index=0, attempt=attempt, stream="stdout", at=at, text=text
+        )
+
+    store = api.engine.store
+    await store.write_lines([line(2, 20.0, "from the second worker")])
+    read_once = asyncio.Event()
+    real_read = store.read_lines
+
+    async def read_lines(*args: Any) -> list[LogLine]:
+        # In the order they were printed, as the Redis store gives them (a list per
+        # attempt, merged by time); the in-memory one keeps the order they were stored.
+        lines = sorted(await real_read(*args), key=lambda line: line.at)
+        read_once.set()  # the stream has this line in hand: it is as good as sent
+        return lines
+
+    monkeypatch.setattr(store, "read_lines", read_lines)
+
+    async def late_line_then_approve() -> None:
+        await read_once.wait()
+        await store.write_lines([line(1, 10.0, "from the first worker")])  # printed earlier
+        await api.http.post(f"/api/v1/runs/{run_id}/tasks/gate/approve")
+
+    meanwhile = asyncio.create_task(late_line_then_approve())
+    async with api.http.stream("GET", f"/api/v1/runs/{run_id}/logs/stream?task=gate") as stream:
+        data = [raw async for raw in stream.aiter_lines() if raw.startswith('data: {"')]
+    await meanwhile
+    texts = [json.loads(raw[6:])["text"] for raw in data]
+    assert texts == ["from the second worker", "from the first worker"]
 
 
 async def test_the_openapi_document_describes_every_endpoint(api: Server) -> None:

@@ -68,7 +68,7 @@ async function openTask(run, task, query = "") {
   panel.innerHTML = await fetchText(`/runs/${run}/tasks/${encodeURIComponent(task)}${query}`);
   wire(panel);
   const pre = document.getElementById("logs");
-  if (pre) followLogs(pre.dataset.stream);
+  if (pre && pre.dataset.stream) followLogs(pre.dataset.stream);
 }
 
 function wireStarts(root) {
