@@ -117,6 +117,10 @@ def register(app: typer.Typer) -> None:
     def logs(
         run_id: RunArgument,
         task: Annotated[str | None, typer.Argument(help="Only this task.")] = None,
+        index: Annotated[
+            int | None,
+            typer.Option(min=0, help="Only this item of a fan-out task (read on its own)."),
+        ] = None,
         attempt: Annotated[int | None, typer.Option(help="Only this attempt.")] = None,
         follow: Annotated[
             bool,
@@ -149,6 +153,8 @@ def register(app: typer.Typer) -> None:
 
         async def read(client: Client) -> None:
             full = await client.find(run_id)
+            if index is not None and task is None:
+                raise InvalidInput([Problem("--index picks an item of a task: name the task")])
             if task is not None:
                 tasks = list((await client.state(full)).nodes)
                 if task not in tasks:
@@ -156,15 +162,15 @@ def register(app: typer.Typer) -> None:
                         [Problem(f"run {full} has no task {task!r}; its tasks: {', '.join(tasks)}")]
                     )
             if not follow:
-                show_new(await client.lines(full, task))
+                show_new(await client.lines(full, task, index))
                 return
             # The run's log (followed from a cursor) says when it has ended; its lines
             # are printed as they come meanwhile.
             ended = asyncio.create_task(client.watch(full))
             while not ended.done():
-                show_new(await client.lines(full, task))
+                show_new(await client.lines(full, task, index))
                 await asyncio.wait({ended}, timeout=LINES_INTERVAL)
-            show_new(await client.lines(full, task))
+            show_new(await client.lines(full, task, index))
             ended.result()
 
         _read(home, read)

@@ -75,6 +75,10 @@ def test_batch_example_then_inspect_history_outputs_and_logs(tmp_path: Path) -> 
     logs = conveyor("logs", run_id[:8], "process", cwd=tmp_path).stdout.splitlines()
     assert "process[3]#1 stderr| upstream service unavailable" in logs
     assert "process[3]#2 stderr| scoring item 3 (attempt 2)" in logs
+    item = conveyor("logs", run_id[:8], "process", "--index", "3", cwd=tmp_path).stdout
+    assert {line.split(" ")[0] for line in item.splitlines()} == {"process[3]#1", "process[3]#2"}
+    unnamed = conveyor("logs", run_id[:8], "--index", "3", cwd=tmp_path)
+    assert unnamed.returncode == 2 and "--index picks an item of a task" in unnamed.stderr
 
     events = [
         json.loads(line) for line in conveyor("events", run_id, cwd=tmp_path).stdout.splitlines()
