@@ -116,8 +116,8 @@ async def drive(
     """Start a run with ``start`` and drive it to its end here.
 
     ``start`` returns the run id and the round after which it counts as ended (-1; a
-    retry's previous round). Ctrl-C (SIGINT) or SIGTERM cancels the run, and a second
-    one exits at once; ``on_interrupt`` hears the first ("interrupted", "terminated").
+    retry's previous round). A signal of ``STOP_SIGNALS`` cancels the run, and a second
+    one exits at once; ``on_interrupt`` hears the first's word ("interrupted", ...).
     Returns the final state and, if a signal stopped it, the exit code it calls for
     (128 + the signal's number).
     """

@@ -78,7 +78,7 @@ class Child:
             # From here the pipe is the loop's to close, also when connecting it fails.
             await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(answers), answer_pipe)
         except BaseException:
-            await cls(proc, answers).kill()
+            await cls(proc, answers).kill()  # its whole process group, as for any child
             raise
         return cls(proc, answers)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 READ_AFTER_KILL = 1.0
-"""Seconds a killed child's last output may take to be read before its pipes close."""
+"""Seconds an ended child's last output may take to be read before its pipes close."""
 
 
 class Spawned:
@@ -58,11 +58,11 @@ class Spawned:
     async def end_reading(
         self, readers: asyncio.Future[Any], within: float = READ_AFTER_KILL
     ) -> None:
-        """Once the child is killed: give ``readers`` (what reads its stdout and stderr
-        to the end) ``within`` seconds for what it wrote before it died, then close the
-        pipes, which ends them. A process that left the child's tree may hold the pipes
-        open for good; left open, each killed step would keep two descriptors until the
-        garbage collector found them."""
+        """Once the child has ended or been killed: give ``readers`` (what reads its
+        stdout and stderr to the end) ``within`` seconds for what it wrote before, then
+        close the pipes, which ends them. A process that left the child's tree may hold
+        the pipes open for good; left open, each such step would never end, or keep two
+        descriptors until the garbage collector found them."""
         try:
             await asyncio.wait([readers], timeout=within)
         finally:
