@@ -356,12 +356,13 @@ class RedisRunLog:
         if task is not None and index is not None:
             named += f"{index}:"
         prefix = named.encode()
-        found = await self._redis.zrangebylex(
-            key(run_id, "logindex"), b"[" + prefix, b"[" + prefix + b"\xff"
-        )
-        if not found:  # stored before the index, or no lines at all
-            found = await self._redis.smembers(key(run_id, "logkeys"))
-        keys = sorted(k.decode() for k in found)
+        looking = self._redis.pipeline(transaction=False)
+        looking.zrangebylex(key(run_id, "logindex"), b"[" + prefix, b"[" + prefix + b"\xff")
+        # Lists written before the index was kept are in a set (of runs stored then, or
+        # of a run going on across the upgrade); it does not exist for later runs.
+        looking.smembers(key(run_id, "logkeys"))
+        indexed, listed_before = await looking.execute()
+        keys = sorted({k.decode() for k in [*indexed, *listed_before]})
         if task is not None or index is not None:
             keys = [k for k in keys if _attempt_of(k, task, index)]
         pipe = self._redis.pipeline(transaction=False)

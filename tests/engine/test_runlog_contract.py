@@ -123,8 +123,9 @@ async def test_task_logs_are_kept_per_attempt(store: RunStore) -> None:
     assert await store.read_lines("r", "a", 3) == []
 
 
-async def test_redis_reads_the_lines_of_runs_stored_before_the_log_index(redis_url: str) -> None:
-    """Runs written before the sorted index of log lists keep theirs in a plain set."""
+async def test_redis_reads_the_lines_stored_before_the_log_index(redis_url: str) -> None:
+    """Lists written before the sorted index of log lists are in a plain set: they are
+    read, also for a run that goes on after the upgrade."""
     store = RedisRunLog(redis_url)
     try:
         run_id = "stored-before-the-index"
@@ -137,10 +138,18 @@ async def test_redis_reads_the_lines_of_runs_stored_before_the_log_index(redis_u
             await store._redis.sadd(key(run_id, "logkeys"), list_key)
         assert [ln.index for ln in await store.read_lines(run_id, "b", 1)] == [1]
         assert [ln.index for ln in await store.read_lines(run_id, "b")] == [1, 10]
-    finally:
-        await store._redis.delete(
-            key(run_id, "logkeys"), key(run_id, "log:b:1:1"), key(run_id, "log:b:10:1")
+        # The run goes on once the index is kept: its lines from before are still read.
+        later = LogLine(
+            run_id=run_id, task="b", index=1, attempt=2, stream="stdout", at=20.0, text=""
         )
+        await store.write_lines([later])
+        assert [(ln.index, ln.attempt) for ln in await store.read_lines(run_id, "b", 1)] == [
+            (1, 1),
+            (1, 2),
+        ]
+    finally:
+        parts = ("logkeys", "logindex", "log:b:1:1", "log:b:1:2", "log:b:10:1")
+        await store._redis.delete(*(key(run_id, part) for part in parts))
         await store.close()
 
 
