@@ -157,6 +157,20 @@ def test_a_killed_run_is_resumed_and_finishes_what_was_not_done(tmp_path: Path) 
     assert again.returncode == 2 and "already succeeded" in again.stderr
 
 
+def test_a_step_left_running_by_a_killed_run_is_ended_before_it_resumes(tmp_path: Path) -> None:
+    """SIGKILL (the OOM killer, say) leaves the step running in its own session: resumed,
+    the run would run it a second time beside it. The resuming process ends it first."""
+    proc, pidfile = start(tmp_path, LONG)
+    recorded_started(tmp_path, str(only_run(tmp_path)["run_id"]), "wait")
+    step_pid = int(pidfile.read_text())
+    killed(proc)
+    assert not gone(step_pid, within=0.5)  # nothing else ends it
+    (tmp_path / "fixed").touch()
+    resumed = conveyor("resume", str(only_run(tmp_path)["run_id"]), cwd=tmp_path, timeout=60)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert gone(step_pid)
+
+
 def test_cancel_interrupts_the_process_running_a_local_run(tmp_path: Path) -> None:
     proc, pidfile = start(tmp_path, LONG)
     run = only_run(tmp_path)

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psutil
 import pytest
 
@@ -19,6 +21,7 @@ from workers.executors import (
     StepCall,
     StepOutcome,
 )
+from workers.executors.orphans import WORKER_VARIABLE
 from workers.executors.pyprocess import Child
 from workers.executors.python import DaemonThreads
 
@@ -199,6 +202,36 @@ async def test_a_daemon_that_left_the_step_does_not_hold_it_open(tmp_path: Path)
 async def test_a_step_that_leaves_nothing_running_logs_no_kill() -> None:
     outcome, lines = await run_process(kind="script", source="echo done", interpreter="sh")
     assert outcome.ok and lines.of("system") == []
+
+
+async def test_a_worker_ends_the_steps_a_gone_worker_of_its_host_left_running() -> None:
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # its pid now names no process: a worker that is gone
+    env = {"PATH": os.environ["PATH"]}
+    orphan = subprocess.Popen(
+        ["sleep", "60"], env={**env, WORKER_VARIABLE: f"embedded:{ended.pid}:default"}
+    )
+    living = subprocess.Popen(
+        ["sleep", "60"], env={**env, WORKER_VARIABLE: f"embedded:{os.getpid()}:default"}
+    )
+    try:
+        await ProcessExecutor(worker=f"embedded:{os.getpid()}:other").start()
+        assert orphan.wait(timeout=10) == -9
+        assert living.poll() is None  # its worker runs: not an orphan
+    finally:
+        for process in (orphan, living):
+            process.kill()
+            process.wait()
+
+
+async def test_step_processes_carry_their_worker_s_name(tmp_path: Path) -> None:
+    lines = Lines()
+    step = message(kind="script", source=f"echo ${WORKER_VARIABLE}", interpreter="sh")
+    step = msgspec.structs.replace(
+        step, step=msgspec.structs.replace(step.step, env={WORKER_VARIABLE: "forged:1"})
+    )
+    outcome = await ProcessExecutor(worker="host:42").run(step, lines, tmp_path)
+    assert outcome.ok and outcome.result == "host:42"  # not the task's own env
 
 
 def open_descriptors() -> set[str]:

@@ -30,7 +30,7 @@ __all__ = [
 def default_executors(
     worker: str = "", runtime: ContainerRuntime | None = None
 ) -> dict[str, Executor]:
-    process = ProcessExecutor()
+    process = ProcessExecutor(worker=worker)
     return {
         "script": process,
         "command": process,

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import structlog
 
 from contracts.messages import ContainerSpec, TaskReady
 from contracts.vocabulary import FailureKind
 from workers.executors.base import LogEmitter, StepOutcome, succeeded
+from workers.executors.orphans import worker_alive
 from workers.executors.process import conveyor_env, pump
 from workers.executors.spawning import Spawned, spawn
 
@@ -328,7 +328,7 @@ class ContainerExecutor:
         for line in listing.splitlines():
             name, _, labels = line.partition(" ")
             owner = _label(labels, f"{LABEL}.worker")
-            if owner and owner != self.worker and not _alive(owner):
+            if owner and owner != self.worker and not worker_alive(owner):
                 await _quiet(*base, "kill", name)  # rm -f alone waits out a stop timeout
                 await self._remove(base, name)
                 log.warning("removed an orphaned container", container=name, owner=owner)
@@ -343,15 +343,6 @@ def _label(labels: str, key: str) -> str | None:
             if s and k == key:
                 return v
     return None
-
-
-def _alive(worker: str) -> bool:
-    """A worker name is host:pid[:n]; alive if that pid still runs on this host."""
-    parts = worker.split(":")
-    try:
-        return psutil.pid_exists(int(parts[1]))
-    except (IndexError, ValueError):
-        return True
 
 
 def _safe(name: str) -> str:

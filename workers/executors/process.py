@@ -8,16 +8,21 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
 
 import psutil
+import structlog
 
 from contracts.messages import StepSpec, TaskReady
 from contracts.vocabulary import FailureKind
 from workers.executors.base import LogEmitter, StepOutcome, succeeded
+from workers.executors.orphans import WORKER_VARIABLE, end_orphaned_steps
 from workers.executors.spawning import Spawned, spawn
+
+log = structlog.get_logger("conveyor.worker")
 
 INTERPRETERS = {"sh": ["sh"], "bash": ["bash"], "python": [sys.executable, "-u"]}
 SUFFIX = {"sh": ".sh", "bash": ".sh", "python": ".py"}
@@ -26,8 +31,16 @@ SUFFIX = {"sh": ".sh", "bash": ".sh", "python": ".py"}
 class ProcessExecutor:
     """Runs a step as a process group; timeouts and cancels kill the whole tree."""
 
+    def __init__(self, worker: str = "") -> None:
+        """``worker``: the name step processes carry (see ``workers.executors.orphans``)."""
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+
     async def start(self) -> None:
-        return None
+        """End the steps that workers of this host which are gone left running, before
+        any step of this one starts (a resumed run would run them a second time)."""
+        killed = await asyncio.to_thread(end_orphaned_steps, self.worker)
+        if killed:
+            log.warning("killed the processes of steps whose worker is gone", processes=killed)
 
     async def stop(self) -> None:
         return None
@@ -37,7 +50,12 @@ class ProcessExecutor:
         with tempfile.TemporaryDirectory(prefix="conveyor-script-") as scratch:
             scratch_dir = Path(scratch)
             argv = self._argv(step, scratch_dir)
-            env = {**step_environment(), **conveyor_env(task), **step.env}
+            env = {
+                **step_environment(),
+                **conveyor_env(task),
+                **step.env,
+                WORKER_VARIABLE: self.worker,
+            }
             try:
                 proc = await spawn(argv, cwd=workdir, env=env)
             except FileNotFoundError:
