@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from contracts.messages import StepSpec, TaskReady
+from tests.workers.cancelling import cancel_at_each_turn, open_descriptors
 from workers.executors import (
     ExecutorChain,
     ProcessExecutor,
@@ -234,10 +235,6 @@ async def test_step_processes_carry_their_worker_s_name(tmp_path: Path) -> None:
     assert outcome.ok and outcome.result == "host:42"  # not the task's own env
 
 
-def open_descriptors() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
 async def test_a_cancelled_step_leaves_no_pipe_open(tmp_path: Path) -> None:
     before = open_descriptors()
     lines = Lines()
@@ -283,24 +280,11 @@ async def test_a_process_that_left_the_step_does_not_hold_up_its_cancel(tmp_path
 async def test_a_cancel_while_a_step_child_starts_leaves_nothing_behind() -> None:
     """Cancelled at each point where starting a child for Python steps waits: no child
     process and no pipe is left."""
-    before = open_descriptors()
-    children = psutil.Process().children()  # the suite's servers
-    for turns in range(50):
-        starting = asyncio.create_task(Child.start())
-        for _ in range(turns):
-            await asyncio.sleep(0)  # one loop turn: how far the start gets before the cancel
-        if starting.done():  # started before the cancel: every point was tried
-            await starting.result().close()
-            break
-        starting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await starting
-        assert psutil.Process().children() == children, f"cancelled after {turns} turns"
-        assert open_descriptors() == before, f"cancelled after {turns} turns"
-    else:
-        pytest.fail("the child did not start within 50 loop turns")
-    assert turns >= 2  # the cancel came at least once in the middle of the start
-    assert open_descriptors() == before
+
+    async def close(child: Child) -> None:
+        await child.close()
+
+    await cancel_at_each_turn(Child.start, close)
 
 
 async def run_python(

@@ -10,7 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from workers.executors.spawning import spawn
+from tests.workers.cancelling import cancel_at_each_turn
+from workers.executors.spawning import Spawned, spawn
 
 ENV = {"PATH": os.environ["PATH"]}
 
@@ -66,24 +67,10 @@ async def test_what_cannot_start_raises_at_once(tmp_path: Path) -> None:
 async def test_a_cancel_while_starting_leaves_no_child_and_no_pipe(tmp_path: Path) -> None:
     """Cancelled at each point where starting a child waits (connecting its pipes to the
     loop): the child is killed and reaped, and none of its pipes stays open."""
-    before = set(os.listdir("/proc/self/fd"))
-    children = psutil.Process().children()  # the suite's servers
-    for turns in range(10):
-        starting = asyncio.create_task(spawn(["sleep", "60"], cwd=tmp_path, env=ENV))
-        for _ in range(turns):
-            await asyncio.sleep(0)  # one loop turn: how far the start gets before the cancel
-        if starting.done():  # started before the cancel: every point was tried
-            child = starting.result()
-            child.kill()
-            assert child.stdout is not None and child.stderr is not None
-            await asyncio.gather(child.stdout.read(), child.stderr.read(), child.wait())
-            break
-        starting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await starting
-        assert psutil.Process().children() == children
-        assert set(os.listdir("/proc/self/fd")) == before, f"cancelled after {turns} turns"
-    else:
-        pytest.fail("the child did not start within 10 loop turns")
-    assert turns >= 2  # the cancel came at least once in the middle of the start
-    assert set(os.listdir("/proc/self/fd")) == before
+
+    async def end(child: Spawned) -> None:
+        child.kill()
+        assert child.stdout is not None and child.stderr is not None
+        await asyncio.gather(child.stdout.read(), child.stderr.read(), child.wait())
+
+    await cancel_at_each_turn(lambda: spawn(["sleep", "60"], cwd=tmp_path, env=ENV), end, most=10)
