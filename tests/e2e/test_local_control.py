@@ -164,7 +164,7 @@ def test_a_step_left_running_by_a_killed_run_is_ended_before_it_resumes(tmp_path
     recorded_started(tmp_path, str(only_run(tmp_path)["run_id"]), "wait")
     step_pid = int(pidfile.read_text())
     killed(proc)
-    assert not gone(step_pid, within=0.5)  # nothing else ends it
+    assert not gone(step_pid, within=0)  # still running: nothing else ends it
     (tmp_path / "fixed").touch()
     resumed = conveyor("resume", str(only_run(tmp_path)["run_id"]), cwd=tmp_path, timeout=60)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
