@@ -115,6 +115,11 @@ class EmbeddedEngine:
         completing.cancel()
         raise ConveyorError(f"stopped: {self._failure.result()}")
 
+    def hurry(self) -> None:
+        """End a stop's grace period now: the steps still running are handed back."""
+        for worker in self._workers.values():
+            worker.hurry()
+
     async def stop(self) -> None:
         await asyncio.gather(*self._starting.values(), return_exceptions=True)
         for worker in self._workers.values():

@@ -201,12 +201,17 @@ def interrupt_holder(home: Path, run_id: str) -> int | None:
 
 @contextlib.asynccontextmanager
 async def local_engine(
-    settings: Settings, *, workers: int | None = None, run_steps: bool = True
+    settings: Settings,
+    *,
+    workers: int | None = None,
+    run_steps: bool = True,
+    worker_grace: float = 5.0,
 ) -> AsyncIterator[EmbeddedEngine]:
     """An embedded engine on the local home's run log and artifact store.
 
     Without ``run_steps`` it starts no workers: enough to record what the run's log
-    calls for (a cancellation) without running anything.
+    calls for (a cancellation) without running anything. ``worker_grace``: how long
+    steps still running when it stops may finish before they are handed back.
     """
     store = SqliteRunLog(settings.home / "conveyor.db")
     try:
@@ -216,6 +221,7 @@ async def local_engine(
             artifacts=open_artifacts(settings),
             run_steps=run_steps,
             max_result_bytes=settings.max_result_bytes,
+            worker_grace=worker_grace,
         ) as engine:
             yield engine
     finally:

@@ -3,11 +3,14 @@ trigger-log."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
-from collections.abc import Awaitable, Callable
+import signal
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import msgspec
 import typer
@@ -37,6 +40,11 @@ from engine.triggers.firing import encode_arrival
 from engine.triggers.registry import Registry, Served
 from engine.triggers.schedule import Schedule
 from engine.triggers.scheduler import cursor_key, read_cursor, tick_arrival
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from conveyor.server.runtime import TriggerRuntime
 
 T = TypeVar("T")
 Target = Annotated[Path, typer.Argument(help="Workflow YAML file, or module:workflow.")]
@@ -89,7 +97,12 @@ def server(
     mode = "distributed" if is_distributed else f"embedded (runs kept in {home})"
 
     async def go() -> str | None:
-        async with serving(settings, workflows_dir=workflows, workers=workers) as runtime:
+        async with serving(
+            settings,
+            workflows_dir=workflows,
+            workers=workers,
+            worker_grace=settings.worker_grace,
+        ) as runtime:
             has_tokens = await Tokens(runtime.store).any_active()
             if not has_tokens and not _loopback(host):
                 raise InvalidInput(
@@ -108,8 +121,16 @@ def server(
                 distributed=is_distributed,
                 artifacts=runtime.artifacts,
             )
-            config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
-            web = uvicorn.Server(config)
+            config = uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                lifespan="off",
+                # Open event and log streams (a UI page) end only with their run.
+                timeout_graceful_shutdown=STREAMS_GRACE,
+            )
+            web = _web_server(config)
             say(f"conveyor server on http://{host}:{port} · {mode}")
             say(f"serving: {', '.join(runtime.registry.names()) or 'no workflows yet'}")
             if open_access:
@@ -118,9 +139,17 @@ def server(
                 say("the API needs a token and none is made: conveyor token create --scope admin")
 
             def failed(_reason: str) -> None:
+                runtime.stopping.set()
                 web.should_exit = True  # as on SIGTERM: finish the requests in flight
 
             runtime.supervisor.on_failure(failed)
+            _stop_on_signals(
+                web,
+                runtime,
+                "finishing the requests in flight"
+                if is_distributed
+                else f"running steps get up to {settings.worker_grace:g}s to finish",
+            )
             await web.serve()
             return runtime.supervisor.failure
 
@@ -133,6 +162,52 @@ def server(
         # for the supervisor (systemd, Kubernetes) to start it again.
         say(f"stopped: {failure}")
         raise typer.Exit(EXIT_FAILED)
+
+
+STREAMS_GRACE = 3
+"""Seconds a stopping server lets open streams run before it closes them."""
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _web_server(config: uvicorn.Config) -> uvicorn.Server:
+    """uvicorn's server, leaving the signals to ``conveyor server``.
+
+    uvicorn raises a signal it caught again once its requests are done, which ends the
+    process before the engine behind it stops: an embedded server's steps ran on
+    without it and their runs stayed recorded as running.
+    """
+    import uvicorn
+
+    class Web(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return Web(config)
+
+
+def _stop_on_signals(web: uvicorn.Server, runtime: TriggerRuntime, waiting: str) -> None:
+    """SIGTERM, SIGINT or SIGHUP stops the server: the requests in flight finish, then
+    the triggers and the engine stop, running steps within their grace period. A second
+    signal stops it at once (an embedded engine's running steps are handed back, to run
+    again when a server next starts on this home)."""
+
+    def stop(received: signal.Signals) -> None:
+        if web.should_exit:
+            say("stopping now")
+            web.force_exit = True
+            if runtime.hurry is not None:
+                runtime.hurry()
+            return
+        again = "Ctrl-C" if received == signal.SIGINT else received.name
+        say(f"stopping ({received.name}): {waiting} ({again} again: at once)")
+        runtime.stopping.set()
+        web.should_exit = True
+
+    running = asyncio.get_running_loop()
+    for received in STOP_SIGNALS:
+        running.add_signal_handler(received, stop, received)
 
 
 def _loopback(host: str) -> bool:

@@ -33,6 +33,7 @@ from conveyor.server.access import (
 )
 from conveyor.server.auth import Caller, Scope
 from conveyor.server.shapes import items_page, run_shape, summary_shape
+from conveyor.server.streams import sse_response
 from engine.triggers.scheduler import tick_arrival
 
 STREAM_POLL = 0.5
@@ -226,19 +227,22 @@ def build_router() -> APIRouter:
         async def stream() -> AsyncIterator[bytes]:
             position = after
             async for batch in client.follow(run_id, after):
+                chunk = bytearray()
                 for event in batch:
                     position += 1
-                    yield (
+                    chunk += (
                         f"id: {position}\nevent: {event.kind}\ndata: ".encode()
                         + msgspec.json.encode(to_builtins(event))
                         + b"\n\n"
                     )
                     if event.kind == "run_completed":
+                        yield bytes(chunk)
                         return
+                yield bytes(chunk)
                 if await request.is_disconnected():
                     return
 
-        return StreamingResponse(stream(), media_type="text/event-stream")
+        return sse_response(stream(), context_of(request).runtime.stopping)
 
     @api.get("/runs/{run}/logs", dependencies=[read])
     async def logs(
@@ -299,6 +303,7 @@ def build_router() -> APIRouter:
                 # outcome is sent).
                 ended = (await client.state(run_id)).finished
                 counted: Counter[tuple[str, int, int]] = Counter()
+                chunk = bytearray()
                 for line in await client.lines(run_id, task, index):
                     attempt = (line.task, line.index, line.attempt)
                     counted[attempt] += 1
@@ -308,17 +313,19 @@ def build_router() -> APIRouter:
                     total += 1
                     if total <= resumed:
                         continue
-                    yield (
+                    chunk += (
                         f"id: {total}\ndata: ".encode()
                         + msgspec.json.encode(msgspec.to_builtins(line))
                         + b"\n\n"
                     )
                 if ended:
-                    yield b"event: end\ndata: {}\n\n"
+                    yield bytes(chunk) + b"event: end\ndata: {}\n\n"
                     return
+                if chunk:
+                    yield bytes(chunk)
                 await asyncio.sleep(STREAM_POLL)
 
-        return StreamingResponse(stream(), media_type="text/event-stream")
+        return sse_response(stream(), context_of(request).runtime.stopping)
 
     @api.get("/runs/{run}/artifacts/{task}/{name}", dependencies=[read])
     async def artifact(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import structlog
@@ -38,9 +38,14 @@ def open_trigger_store(settings: Settings) -> TriggerStore:
 
 @contextlib.asynccontextmanager
 async def serving(
-    settings: Settings, *, workflows_dir: Path | None = None, workers: int | None = None
+    settings: Settings,
+    *,
+    workflows_dir: Path | None = None,
+    workers: int | None = None,
+    worker_grace: float = 5.0,
 ) -> AsyncIterator[TriggerRuntime]:
-    """A started trigger runtime on the home the settings name; stopped on exit."""
+    """A started trigger runtime on the home the settings name; stopped on exit (an
+    embedded engine's running steps get ``worker_grace`` seconds to finish)."""
     store = open_trigger_store(settings)
     try:
         if distributed(settings):
@@ -57,7 +62,7 @@ async def serving(
             finally:
                 await run_store.close()
             return
-        async with local_engine(settings, workers=workers) as engine:
+        async with local_engine(settings, workers=workers, worker_grace=worker_grace) as engine:
             measured = RunMetrics()
             engine.coordinator.observe(measured)
             watching = asyncio.get_running_loop().create_task(
@@ -72,6 +77,7 @@ async def serving(
                     settings,
                     workflows_dir,
                     engine.artifacts,
+                    hurry=engine.hurry,
                 ) as runtime:
                     # Its runs would stop moving: the server stops with it.
                     engine.on_failure(runtime.supervisor.fail)
@@ -90,6 +96,8 @@ async def _runtime(
     settings: Settings,
     workflows_dir: Path | None,
     artifacts: ArtifactStore | None,
+    *,
+    hurry: Callable[[], None] | None = None,
 ) -> AsyncIterator[TriggerRuntime]:
     if workflows_dir is not None and not workflows_dir.is_dir():
         raise InvalidInput([Problem("not a folder")], source=f"--workflows {workflows_dir}")
@@ -104,6 +112,7 @@ async def _runtime(
         sweep_interval=1.0 if alone else 5.0,
         stale_after=2.0 if alone else STALE_AFTER,
         artifacts=artifacts,
+        hurry=hurry,
     )
     await runtime.start()
     try:

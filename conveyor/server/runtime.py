@@ -53,8 +53,14 @@ class TriggerRuntime:
         notify_retry_delay: float = FIRST_DELAY,
         artifacts: ArtifactStore | None = None,
         clock: Callable[[], float] = time.time,
+        hurry: Callable[[], None] | None = None,
     ) -> None:
+        """``hurry``: what ends the grace period of a stop that waits for running steps
+        (an embedded engine's, whose steps run in this process)."""
         self.store = store
+        self.hurry = hurry
+        self.stopping = asyncio.Event()
+        """Set when the server begins to stop: its open event and log streams end."""
         self.client = client
         self.transport = transport
         self.artifacts = artifacts
@@ -105,6 +111,7 @@ class TriggerRuntime:
         log.info("trigger runtime started", workflows=self.registry.names())
 
     async def stop(self) -> None:
+        self.stopping.set()
         self.supervisor.stopping = True
         await stop_loops(self._loops)
         await self.sensors.stop()

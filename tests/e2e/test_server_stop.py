@@ -1,0 +1,195 @@
+"""Stopping ``conveyor server`` as systemd, Kubernetes or Ctrl-C do: its steps and its
+open streams end with it, and its unfinished runs go on when it starts again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.test_cli import conveyor
+from tests.e2e.test_local_control import gone
+from tests.services import free_port, start_logging_to, wait_for_port
+
+pytestmark = pytest.mark.timeout(120)
+
+LONG = """
+name: long
+tasks:
+  - name: wait
+    script: |
+      echo $$ > {pidfile}
+      while ! test -f {flag}; do sleep 0.05; done
+      echo fixed
+  - name: after
+    depends: [wait]
+    script: echo after
+"""
+
+
+class Server:
+    """``conveyor server`` on a home in ``tmp_path``, serving the LONG workflow."""
+
+    def __init__(self, tmp_path: Path, *, grace: float) -> None:
+        self.tmp_path = tmp_path
+        self.pidfile = tmp_path / "step.pid"
+        self.flag = tmp_path / "fixed"
+        flows = tmp_path / "flows"
+        flows.mkdir(exist_ok=True)
+        (flows / "long.yaml").write_text(LONG.format(pidfile=self.pidfile, flag=self.flag))
+        self.log = tmp_path / "server.log"
+        self.env = {
+            **os.environ,
+            "CONVEYOR_HOME": str(tmp_path / ".conveyor"),
+            "CONVEYOR_WORKER_GRACE": str(grace),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self) -> None:
+        port = free_port()
+        argv = [sys.executable, "-m", "conveyor", "server", "--workflows", "flows"]
+        self.proc = start_logging_to(
+            self.log, [*argv, "--port", str(port)], cwd=self.tmp_path, env=self.env
+        )
+        wait_for_port(port, 30, self.proc)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def signal(self, received: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(received)
+
+    def exit_code(self, within: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=within)
+
+    def says(self, text: str, within: float = 10) -> None:
+        deadline = time.monotonic() + within
+        while text not in self.log.read_text():
+            assert time.monotonic() < deadline, f"never said {text!r}: {self.log.read_text()}"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        answer = httpx.get(f"{self.url}/api/v1/runs/{run_id}", timeout=10)
+        answer.raise_for_status()
+        return answer.json()  # type: ignore[no-any-return]
+
+    def start_run(self) -> tuple[str, int]:
+        """Start a run of LONG; its id and the pid of its running step."""
+        self.pidfile.unlink(missing_ok=True)
+        answer = httpx.post(f"{self.url}/api/v1/runs", json={"workflow": "long"}, timeout=10)
+        assert answer.status_code == 202, answer.text
+        deadline = time.monotonic() + 30
+        while not (self.pidfile.exists() and self.pidfile.read_text().strip()):
+            assert time.monotonic() < deadline, "the step did not start"
+            time.sleep(0.05)
+        return answer.json()["run_id"], int(self.pidfile.read_text())
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Any:
+    made: list[Server] = []
+
+    def make(grace: float) -> Server:
+        made.append(Server(tmp_path, grace=grace))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.kill()
+
+
+class Stream(threading.Thread):
+    """Reads a Server-Sent Events stream to its end, noting how it ended."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.opened = threading.Event()
+        self.received = b""
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with httpx.stream("GET", self.url, timeout=60) as answer:
+                for chunk in answer.iter_bytes():
+                    self.received += chunk
+                    self.opened.set()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.opened.set()
+
+
+def test_sigterm_ends_the_servers_steps_and_streams_and_the_run_goes_on_at_the_next_start(
+    server: Any,
+) -> None:
+    first = server(grace=1)
+    first.start()
+    run_id, step = first.start_run()
+    events = Stream(f"{first.url}/api/v1/runs/{run_id}/events/stream")
+    events.start()
+    assert events.opened.wait(10)
+
+    first.signal(signal.SIGTERM)
+    assert first.exit_code() == 0
+    assert gone(step), "the step outlived its server"
+    events.join(10)
+    assert not events.is_alive()
+    assert events.error is None, events.error  # ended whole, not cut off mid-chunk
+    assert b"event: task_started" in events.received
+    said = first.log.read_text()
+    assert "stopping (SIGTERM): running steps get up to 1s to finish" in said
+    assert "Traceback" not in said
+
+    first.flag.touch()  # the step's next attempt finishes
+    second = server(grace=1)
+    second.start()
+    deadline = time.monotonic() + 60
+    while (run := second.run(run_id))["state"] != "succeeded":
+        assert run["state"] == "running", run
+        assert time.monotonic() < deadline, run
+        time.sleep(0.1)
+    assert [(t["name"], t["attempt"]) for t in run["tasks"]] == [("wait", 2), ("after", 1)]
+    second.signal(signal.SIGINT)
+    assert second.exit_code() == 0
+
+
+def test_a_step_that_finishes_within_the_grace_period_counts(server: Any, tmp_path: Path) -> None:
+    patient = server(grace=60)
+    patient.start()
+    run_id, step = patient.start_run()
+    patient.signal(signal.SIGHUP)
+    patient.says("stopping (SIGHUP): running steps get up to 60s to finish")
+    assert patient.proc.poll() is None and not gone(step, within=0)
+    patient.flag.touch()  # the step ends, inside the grace period
+    assert patient.exit_code() == 0
+    shown = json.loads(conveyor("show", run_id, "--json", cwd=tmp_path).stdout)
+    tasks = {t["name"]: t for t in shown["tasks"]}
+    assert (tasks["wait"]["state"], tasks["wait"]["attempts"]) == ("succeeded", 1)
+
+
+def test_a_second_signal_ends_the_running_steps_at_once(server: Any) -> None:
+    hurried = server(grace=60)
+    hurried.start()
+    _run_id, step = hurried.start_run()
+    hurried.signal(signal.SIGTERM)
+    hurried.says("stopping (SIGTERM)")
+    hurried.signal(signal.SIGTERM)
+    assert hurried.exit_code(within=20) == 0  # well before the 60 s of grace
+    assert gone(step)
+    assert "stopping now" in hurried.log.read_text()
