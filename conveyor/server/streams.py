@@ -28,14 +28,12 @@ async def until_stopping(
     so the streams yield a chunk per read, not per line.
     """
     stopped = asyncio.ensure_future(stopping.wait())
+    following: asyncio.Future[bytes] | None = None
     try:
-        while True:
+        while not stopping.is_set():
             following = asyncio.ensure_future(anext(chunks))
             await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            if not following.done():
-                following.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await following
+            if stopping.is_set():
                 return
             try:
                 chunk = following.result()
@@ -43,4 +41,10 @@ async def until_stopping(
                 return
             yield chunk
     finally:
+        # Also when the reader went away: the source's pending read is cancelled, which
+        # runs its clean-up.
         stopped.cancel()
+        if following is not None and not following.done():
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await following
