@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +20,10 @@ from conveyor.settings import Settings
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_INVALID = 0, 1, 2
 EXIT_FAILED = 1
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""What stops a long-running process (server, coordinator, worker) as asked: systemd and
+Kubernetes send SIGTERM, a terminal Ctrl-C, a closed terminal or SSH session SIGHUP."""
 """A service process whose essential loop ended: its supervisor should start it again."""
 
 out = Console(highlight=False, soft_wrap=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from conveyor import loop
 from conveyor import wiring as cluster
 from conveyor.cli.common import (
     EXIT_FAILED,
+    STOP_SIGNALS,
     AmqpOption,
     RedisOption,
     ShardsOption,
@@ -60,11 +60,11 @@ async def _slots(worker: Any, pool: str, total: int) -> None:
 
 
 async def until_signalled_or_failed(supervisor: Supervisor) -> str | None:
-    """Wait for SIGTERM/SIGINT (None) or for ``supervisor`` to report a failure (why)."""
+    """Wait for a stop signal (None) or for ``supervisor`` to report a failure (why)."""
     stop = asyncio.Event()
     failures: list[str] = []
     running = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         running.add_signal_handler(sig, stop.set)
 
     def failed(reason: str) -> None:
@@ -82,7 +82,7 @@ class Service(NamedTuple):
     stop: Callable[[], Awaitable[None]]
     supervisor: Supervisor
     hurry: Callable[[], None] | None = None
-    """What a second SIGTERM/SIGINT does during the stop (a worker: hand back its steps
+    """What a second stop signal does during the stop (a worker: hand back its steps
     now rather than at the end of the grace period)."""
 
 
@@ -95,12 +95,12 @@ def _hurry_on_signal(hurry: Callable[[], None]) -> None:
         hurry()
 
     running = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         running.add_signal_handler(sig, again)
 
 
 async def _serve_until_signalled(settings: Settings, serve: Serve, role: Role) -> None:
-    """Connect, start a long-running process with ``serve``, stop it on SIGTERM/SIGINT;
+    """Connect, start a long-running process with ``serve``, stop it on a stop signal;
     exit 1 if one of its essential loops ends (``contracts.supervision``)."""
     cluster.require(settings, "amqp_url", "redis_url")
     store = cluster.open_store(settings)

@@ -21,6 +21,7 @@ from conveyor import loop
 from conveyor.cli.common import (
     DEFAULT_HOME,
     EXIT_FAILED,
+    STOP_SIGNALS,
     AmqpOption,
     HomeOption,
     JsonOption,
@@ -166,8 +167,6 @@ def server(
 
 STREAMS_GRACE = 3
 """Seconds a stopping server lets open streams run before it closes them."""
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def _web_server(config: uvicorn.Config) -> uvicorn.Server:

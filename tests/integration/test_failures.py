@@ -197,7 +197,11 @@ async def test_cancel_kills_running_steps_within_two_seconds(
     assert state.status == "cancelled"
 
 
-async def test_sigterm_lets_running_steps_finish_then_exits_0(cluster: Cluster) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+async def test_sigterm_or_sighup_lets_running_steps_finish_then_exits_0(
+    cluster: Cluster, stop: signal.Signals
+) -> None:
+    """As systemd and Kubernetes stop it, or a closed terminal it was started from."""
     cluster.coordinator()
     worker = cluster.worker(concurrency=1, grace=20)
     run_id = await cluster.submit(
@@ -214,7 +218,7 @@ async def test_sigterm_lets_running_steps_finish_then_exits_0(cluster: Cluster) 
     await cluster.wait_until(run_id, started("step"), 30, "the step to start")
     # To the worker alone, as Kubernetes and systemd do: a signal to its whole process
     # group could also reach a step process in the instant between fork and setsid.
-    worker.send_signal(signal.SIGTERM)
+    worker.send_signal(stop)
     code = await asyncio.to_thread(worker.wait, 30)
     assert code == 0
     events = await cluster.events(run_id)
