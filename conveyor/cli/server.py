@@ -128,8 +128,7 @@ def server(
                 port=port,
                 log_level="warning",
                 lifespan="off",
-                # Open event and log streams (a UI page) end only with their run.
-                timeout_graceful_shutdown=STREAMS_GRACE,
+                timeout_graceful_shutdown=REQUESTS_GRACE,
             )
             web = _web_server(config)
             say(f"conveyor server on http://{host}:{port} · {mode}")
@@ -165,8 +164,10 @@ def server(
         raise typer.Exit(EXIT_FAILED)
 
 
-STREAMS_GRACE = 3
-"""Seconds a stopping server lets open streams run before it closes them."""
+REQUESTS_GRACE = 10
+"""Seconds a stopping server gives the requests in flight (a large artifact download)
+before it cuts them off. Event and log streams end at once, cleanly
+(``conveyor.server.streams``)."""
 
 
 def _web_server(config: uvicorn.Config) -> uvicorn.Server:
