@@ -98,6 +98,11 @@ def server(
     mode = "distributed" if is_distributed else f"embedded (runs kept in {home})"
 
     async def go() -> str | None:
+        stop_signals = _StopSignals(
+            "finishing the requests in flight"
+            if is_distributed
+            else f"running steps get up to {settings.worker_grace:g}s to finish"
+        )
         async with serving(
             settings,
             workflows_dir=workflows,
@@ -143,13 +148,7 @@ def server(
                 web.should_exit = True  # as on SIGTERM: finish the requests in flight
 
             runtime.supervisor.on_failure(failed)
-            _stop_on_signals(
-                web,
-                runtime,
-                "finishing the requests in flight"
-                if is_distributed
-                else f"running steps get up to {settings.worker_grace:g}s to finish",
-            )
+            stop_signals.stop(web, runtime)
             await web.serve()
             return runtime.supervisor.failure
 
@@ -187,27 +186,52 @@ def _web_server(config: uvicorn.Config) -> uvicorn.Server:
     return Web(config)
 
 
-def _stop_on_signals(web: uvicorn.Server, runtime: TriggerRuntime, waiting: str) -> None:
+class _StopSignals:
     """SIGTERM, SIGINT or SIGHUP stops the server: the requests in flight finish, then
     the triggers and the engine stop, running steps within their grace period. A second
     signal stops it at once (an embedded engine's running steps are handed back, to run
-    again when a server next starts on this home)."""
+    again when a server next starts on this home).
 
-    def stop(received: signal.Signals) -> None:
-        if web.should_exit:
-            say("stopping now")
-            web.force_exit = True
-            if runtime.hurry is not None:
-                runtime.hurry()
+    Heard from the moment the server starts: one that comes while it is starting stops
+    it as soon as it is up, rather than killing it half-started.
+    """
+
+    def __init__(self, waiting: str) -> None:
+        self._waiting = waiting
+        self._heard = False
+        self._web: uvicorn.Server | None = None
+        self._runtime: TriggerRuntime | None = None
+        running = asyncio.get_running_loop()
+        for received in STOP_SIGNALS:
+            running.add_signal_handler(received, self._on, received)
+
+    def stop(self, web: uvicorn.Server, runtime: TriggerRuntime) -> None:
+        """What the signals stop; at once if one came already."""
+        self._web, self._runtime = web, runtime
+        if self._heard:
+            self._begin()
+
+    def _on(self, received: signal.Signals) -> None:
+        if not self._heard:
+            self._heard = True
+            again = "Ctrl-C" if received == signal.SIGINT else received.name
+            say(f"stopping ({received.name}): {self._waiting} ({again} again: at once)")
+            if self._web is not None:
+                self._begin()
             return
-        again = "Ctrl-C" if received == signal.SIGINT else received.name
-        say(f"stopping ({received.name}): {waiting} ({again} again: at once)")
-        runtime.stopping.set()
-        web.should_exit = True
+        say("stopping now")
+        if self._web is None or self._runtime is None:
+            signal.signal(received, signal.SIG_DFL)  # still starting: nothing to finish
+            signal.raise_signal(received)
+            return
+        self._web.force_exit = True
+        if self._runtime.hurry is not None:
+            self._runtime.hurry()
 
-    running = asyncio.get_running_loop()
-    for received in STOP_SIGNALS:
-        running.add_signal_handler(received, stop, received)
+    def _begin(self) -> None:
+        assert self._web is not None and self._runtime is not None
+        self._runtime.stopping.set()
+        self._web.should_exit = True
 
 
 def _loopback(host: str) -> bool:
