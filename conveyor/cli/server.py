@@ -3,14 +3,11 @@ trigger-log."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
-import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import typer
@@ -21,7 +18,6 @@ from conveyor import loop
 from conveyor.cli.common import (
     DEFAULT_HOME,
     EXIT_FAILED,
-    STOP_SIGNALS,
     AmqpOption,
     HomeOption,
     JsonOption,
@@ -33,6 +29,7 @@ from conveyor.cli.common import (
     settings_from,
     write_json,
 )
+from conveyor.cli.server_process import REQUESTS_GRACE, StopSignals, web_server
 from conveyor.preflight import step_import_paths, use_import_paths
 from conveyor.server.auth import Scope, Tokens
 from conveyor.server.home import distributed, open_trigger_store, serving
@@ -41,11 +38,6 @@ from engine.triggers.firing import encode_arrival
 from engine.triggers.registry import Registry, Served
 from engine.triggers.schedule import Schedule
 from engine.triggers.scheduler import cursor_key, read_cursor, tick_arrival
-
-if TYPE_CHECKING:
-    import uvicorn
-
-    from conveyor.server.runtime import TriggerRuntime
 
 T = TypeVar("T")
 Target = Annotated[Path, typer.Argument(help="Workflow YAML file, or module:workflow.")]
@@ -98,7 +90,7 @@ def server(
     mode = "distributed" if is_distributed else f"embedded (runs kept in {home})"
 
     async def go() -> str | None:
-        stop_signals = _StopSignals(
+        stop_signals = StopSignals(
             "finishing the requests in flight"
             if is_distributed
             else f"running steps get up to {settings.worker_grace:g}s to finish"
@@ -135,7 +127,7 @@ def server(
                 lifespan="off",
                 timeout_graceful_shutdown=REQUESTS_GRACE,
             )
-            web = _web_server(config)
+            web = web_server(config)
             say(f"conveyor server on http://{host}:{port} · {mode}")
             say(f"serving: {', '.join(runtime.registry.names()) or 'no workflows yet'}")
             if open_access:
@@ -161,77 +153,6 @@ def server(
         # for the supervisor (systemd, Kubernetes) to start it again.
         say(f"stopped: {failure}")
         raise typer.Exit(EXIT_FAILED)
-
-
-REQUESTS_GRACE = 10
-"""Seconds a stopping server gives the requests in flight (a large artifact download)
-before it cuts them off. Event and log streams end at once, cleanly
-(``conveyor.server.streams``)."""
-
-
-def _web_server(config: uvicorn.Config) -> uvicorn.Server:
-    """uvicorn's server, leaving the signals to ``conveyor server``.
-
-    uvicorn raises a signal it caught again once its requests are done, which ends the
-    process before the engine behind it stops: an embedded server's steps ran on
-    without it and their runs stayed recorded as running.
-    """
-    import uvicorn
-
-    class Web(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
-    return Web(config)
-
-
-class _StopSignals:
-    """SIGTERM, SIGINT or SIGHUP stops the server: the requests in flight finish, then
-    the triggers and the engine stop, running steps within their grace period. A second
-    signal stops it at once (an embedded engine's running steps are handed back, to run
-    again when a server next starts on this home).
-
-    Heard from the moment the server starts: one that comes while it is starting stops
-    it as soon as it is up, rather than killing it half-started.
-    """
-
-    def __init__(self, waiting: str) -> None:
-        self._waiting = waiting
-        self._heard = False
-        self._web: uvicorn.Server | None = None
-        self._runtime: TriggerRuntime | None = None
-        running = asyncio.get_running_loop()
-        for received in STOP_SIGNALS:
-            running.add_signal_handler(received, self._on, received)
-
-    def stop(self, web: uvicorn.Server, runtime: TriggerRuntime) -> None:
-        """What the signals stop; at once if one came already."""
-        self._web, self._runtime = web, runtime
-        if self._heard:
-            self._begin()
-
-    def _on(self, received: signal.Signals) -> None:
-        if not self._heard:
-            self._heard = True
-            again = "Ctrl-C" if received == signal.SIGINT else received.name
-            say(f"stopping ({received.name}): {self._waiting} ({again} again: at once)")
-            if self._web is not None:
-                self._begin()
-            return
-        say("stopping now")
-        if self._web is None or self._runtime is None:
-            signal.signal(received, signal.SIG_DFL)  # still starting: nothing to finish
-            signal.raise_signal(received)
-            return
-        self._web.force_exit = True
-        if self._runtime.hurry is not None:
-            self._runtime.hurry()
-
-    def _begin(self) -> None:
-        assert self._web is not None and self._runtime is not None
-        self._runtime.stopping.set()
-        self._web.should_exit = True
 
 
 def _loopback(host: str) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conveyor.cli.server import _StopSignals
+from conveyor.cli.server_process import StopSignals
 
 
 class Web:
@@ -38,7 +38,7 @@ async def heard(received: signal.Signals, done: Callable[[], bool]) -> None:
 
 @pytest.fixture
 async def stop_signals() -> Any:
-    made = _StopSignals("running steps get up to 30s to finish")
+    made = StopSignals("running steps get up to 30s to finish")
     yield made
     running = asyncio.get_running_loop()
     for received in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -46,7 +46,7 @@ async def stop_signals() -> Any:
 
 
 async def test_a_signal_while_starting_stops_the_server_once_it_is_up(
-    stop_signals: _StopSignals, capsys: pytest.CaptureFixture[str]
+    stop_signals: StopSignals, capsys: pytest.CaptureFixture[str]
 ) -> None:
     said: list[str] = []
     await heard(signal.SIGTERM, lambda: bool(said.append(capsys.readouterr().out) or said[-1]))
@@ -58,7 +58,7 @@ async def test_a_signal_while_starting_stops_the_server_once_it_is_up(
 
 
 async def test_the_second_signal_ends_the_running_steps_at_once(
-    stop_signals: _StopSignals, capsys: pytest.CaptureFixture[str]
+    stop_signals: StopSignals, capsys: pytest.CaptureFixture[str]
 ) -> None:
     web, runtime = Web(), Runtime()
     stop_signals.stop(web, runtime)  # type: ignore[arg-type]
