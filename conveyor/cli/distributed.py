@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -59,20 +60,44 @@ async def _slots(worker: Any, pool: str, total: int) -> None:
         await asyncio.sleep(1.0)
 
 
-async def until_signalled_or_failed(supervisor: Supervisor) -> str | None:
-    """Wait for a stop signal (None) or for ``supervisor`` to report a failure (why)."""
-    stop = asyncio.Event()
+class StopRequests:
+    """The stop signals of a coordinator or worker, heard from when it has connected.
+
+    The first asks it to stop (once its service has started, if it is still starting).
+    A second hands a worker's running steps back at once (``hurry``), as Celery's second
+    Ctrl-C does; anything else, or a service still starting, exits at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.hurry: Callable[[], None] | None = None
+        running = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            running.add_signal_handler(sig, self._heard, sig)
+
+    def _heard(self, sig: signal.Signals) -> None:
+        if not self.requested.is_set():
+            self.requested.set()
+            return
+        if self.hurry is None:
+            signal.signal(sig, signal.SIG_DFL)
+            signal.raise_signal(sig)
+            return
+        err.print("handing the running steps back now")
+        self.hurry()
+
+
+async def until_signalled_or_failed(supervisor: Supervisor, requested: asyncio.Event) -> str | None:
+    """Wait for a stop to be ``requested`` (None) or for ``supervisor`` to report a
+    failure (why)."""
     failures: list[str] = []
-    running = asyncio.get_running_loop()
-    for sig in STOP_SIGNALS:
-        running.add_signal_handler(sig, stop.set)
 
     def failed(reason: str) -> None:
         failures.append(reason)
-        stop.set()
+        requested.set()
 
     supervisor.on_failure(failed)
-    await stop.wait()
+    await requested.wait()
     return failures[0] if failures else None
 
 
@@ -89,16 +114,6 @@ class Service(NamedTuple):
 Serve = Callable[[cluster.DistributedTransport, RunStore], Awaitable[Service]]
 
 
-def _hurry_on_signal(hurry: Callable[[], None]) -> None:
-    def again() -> None:
-        err.print("handing the running steps back now")
-        hurry()
-
-    running = asyncio.get_running_loop()
-    for sig in STOP_SIGNALS:
-        running.add_signal_handler(sig, again)
-
-
 async def _serve_until_signalled(settings: Settings, serve: Serve, role: Role) -> None:
     """Connect, start a long-running process with ``serve``, stop it on a stop signal;
     exit 1 if one of its essential loops ends (``contracts.supervision``)."""
@@ -106,10 +121,12 @@ async def _serve_until_signalled(settings: Settings, serve: Serve, role: Role) -
     store = cluster.open_store(settings)
     try:
         async with cluster.transport(settings, role) as t:
+            # Heard from here: a process still connecting has nothing to finish, and
+            # ends at once as before; one starting its service may start steps.
+            stops = StopRequests()
             service = await serve(t, store)
-            failure = await until_signalled_or_failed(service.supervisor)
-            if service.hurry is not None:
-                _hurry_on_signal(service.hurry)
+            failure = await until_signalled_or_failed(service.supervisor, stops.requested)
+            stops.hurry = service.hurry
             await service.stop()
     finally:
         await store.close()

@@ -25,7 +25,7 @@ def transport(each_transport: Any) -> Any:
 
 async def failure_of(supervisor: Any) -> str:
     async with asyncio.timeout(10):
-        reason = await until_signalled_or_failed(supervisor)
+        reason = await until_signalled_or_failed(supervisor, asyncio.Event())
     assert reason is not None
     return reason
 
@@ -78,3 +78,29 @@ async def test_an_embedded_run_whose_worker_lost_its_intake_stops_instead_of_wai
         (run_id,) = [summary.run_id for summary in await engine.client.runs()]
         # Left as a run whose process died: `conveyor resume` finishes it.
         assert (await engine.client.state(run_id)).status == RunStatus.RUNNING
+
+
+async def test_a_stop_signal_while_a_service_starts_stops_it_once_started() -> None:
+    import os
+    import signal
+
+    from contracts.supervision import Supervisor
+    from conveyor.cli.distributed import StopRequests
+
+    stops = StopRequests()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)  # while it would be starting
+        async with asyncio.timeout(10):
+            await stops.requested.wait()
+        async with asyncio.timeout(1):  # started now: the stop asked for earlier holds
+            assert await until_signalled_or_failed(Supervisor("w1"), stops.requested) is None
+        hurried: list[bool] = []
+        stops.hurry = lambda: hurried.append(True)
+        os.kill(os.getpid(), signal.SIGINT)
+        async with asyncio.timeout(10):
+            while not hurried:
+                await asyncio.sleep(0.01)  # the loop reads the signal on a next turn
+    finally:
+        running = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            running.remove_signal_handler(sig)
