@@ -3,6 +3,7 @@ trigger-log."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -95,6 +96,14 @@ def server(
             if is_distributed
             else f"running steps get up to {settings.worker_grace:g}s to finish"
         )
+        try:
+            return await serve(stop_signals)
+        except asyncio.CancelledError:
+            if stop_signals.cancelled_start:
+                return None  # stopped while starting, as asked
+            raise
+
+    async def serve(stop_signals: StopSignals) -> str | None:
         async with serving(
             settings,
             workflows_dir=workflows,

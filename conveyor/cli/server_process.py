@@ -44,8 +44,9 @@ class StopSignals:
     signal stops it at once (an embedded engine's running steps are handed back, to run
     again when a server next starts on this home).
 
-    Heard from the moment the server starts: one that comes while it is starting stops
-    it as soon as it is up, rather than killing it half-started.
+    Heard from the moment the server starts: one that comes while it is starting (still
+    connecting, or resuming runs) cancels the start, which stops what had started, rather
+    than killing it half-started. Made in the task that starts the server.
     """
 
     def __init__(self, waiting: str) -> None:
@@ -53,6 +54,9 @@ class StopSignals:
         self._heard = False
         self._web: uvicorn.Server | None = None
         self._runtime: TriggerRuntime | None = None
+        self._starting = asyncio.current_task()
+        self.cancelled_start = False
+        """Whether a signal cancelled the start (the start's task then ends cancelled)."""
         running = asyncio.get_running_loop()
         for received in STOP_SIGNALS:
             running.add_signal_handler(received, self._on, received)
@@ -70,6 +74,9 @@ class StopSignals:
             say(f"stopping ({received.name}): {self._waiting} ({again} again: at once)")
             if self._web is not None:
                 self._begin()
+            elif self._starting is not None:
+                self.cancelled_start = True
+                self._starting.cancel()
             return
         say("stopping now")
         if self._web is None or self._runtime is None:

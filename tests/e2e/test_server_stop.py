@@ -193,3 +193,28 @@ def test_a_second_signal_ends_the_running_steps_at_once(server: Any) -> None:
     assert hurried.exit_code(within=20) == 0  # well before the 60 s of grace
     assert gone(step)
     assert "stopping now" in hurried.log.read_text()
+
+
+def test_a_server_still_connecting_to_its_broker_stops_at_once(tmp_path: Path) -> None:
+    """Kubernetes stops a pod whose broker is not up yet: nothing has started to finish."""
+    log = tmp_path / "server.log"
+    absent = f"127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "CONVEYOR_AMQP_URL": f"amqp://guest:guest@{absent}/",
+        "CONVEYOR_REDIS_URL": f"redis://{absent}/0",
+    }
+    argv = [sys.executable, "-m", "conveyor", "server", "--port", str(free_port())]
+    proc = start_logging_to(log, argv, cwd=tmp_path, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while "not reachable; retrying" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,5 +1,6 @@
 """The server hears stop signals from its first moment: one that comes while it starts
-stops it once it is up; the next ends its running steps at once."""
+cancels the start; once it serves, the first stops it and the next ends its running
+steps at once."""
 
 from __future__ import annotations
 
@@ -45,16 +46,28 @@ async def stop_signals() -> Any:
         running.remove_signal_handler(received)
 
 
-async def test_a_signal_while_starting_stops_the_server_once_it_is_up(
-    stop_signals: StopSignals, capsys: pytest.CaptureFixture[str]
+async def test_a_signal_while_starting_cancels_the_start(
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    said: list[str] = []
-    await heard(signal.SIGTERM, lambda: bool(said.append(capsys.readouterr().out) or said[-1]))
-    assert "stopping (SIGTERM): running steps get up to 30s" in said[-1]
-    web, runtime = Web(), Runtime()
-    stop_signals.stop(web, runtime)  # type: ignore[arg-type]
-    assert web.should_exit and runtime.stopping.is_set()
-    assert not web.force_exit and runtime.hurried == 0
+    made: list[StopSignals] = []
+
+    async def start() -> None:
+        made.append(StopSignals("finishing the requests in flight"))
+        await asyncio.Event().wait()  # as a server still connecting to its broker
+
+    starting = asyncio.ensure_future(start())
+    try:
+        while not made:
+            await asyncio.sleep(0)
+        os.kill(os.getpid(), signal.SIGTERM)
+        async with asyncio.timeout(10):
+            await asyncio.wait({starting})
+        assert starting.cancelled() and made[0].cancelled_start
+        assert "stopping (SIGTERM): finishing the requests" in capsys.readouterr().out
+    finally:
+        running = asyncio.get_running_loop()
+        for received in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            running.remove_signal_handler(received)
 
 
 async def test_the_second_signal_ends_the_running_steps_at_once(
