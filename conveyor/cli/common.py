@@ -20,11 +20,11 @@ from conveyor.settings import Settings
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_INVALID = 0, 1, 2
 EXIT_FAILED = 1
+"""A service process whose essential loop ended: its supervisor should start it again."""
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 """What stops a long-running process (server, coordinator, worker) as asked: systemd and
 Kubernetes send SIGTERM, a terminal Ctrl-C, a closed terminal or SSH session SIGHUP."""
-"""A service process whose essential loop ended: its supervisor should start it again."""
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)
