@@ -197,7 +197,7 @@ async def test_cancel_kills_running_steps_within_two_seconds(
     assert state.status == "cancelled"
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 async def test_sigterm_or_sighup_lets_running_steps_finish_then_exits_0(
     cluster: Cluster, stop: signal.Signals
 ) -> None:
