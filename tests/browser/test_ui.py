@@ -223,3 +223,61 @@ async def test_a_run_of_100000_items_opens_with_a_bounded_page(server: str, page
     print(f"\n[ui] run page of 100,000 items opened in {opened * 1000:.0f} ms, {nodes} DOM nodes")
     async with httpx.AsyncClient(base_url=server) as http:
         await http.post(f"/api/v1/runs/{run_id}/cancel")
+
+
+GATE = """
+name: gate
+tasks:
+  - name: wait
+    script: 'while ! test -f "$GATE"; do sleep 0.1; done; echo through'
+    env: {GATE: "GATE_FILE"}
+"""
+
+
+def serve_on(home: Path, port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "server", "--workflows", "flows", "--port", str(port)],
+        cwd=home,
+        env={
+            **os.environ,
+            "CONVEYOR_HOME": str(home / ".conveyor"),
+            "CONVEYOR_LOG_LEVEL": "warning",
+            "CONVEYOR_WORKER_GRACE": "0.5",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_for_port(port, 30, proc)
+    return proc
+
+
+async def test_a_run_page_open_across_a_server_restart_says_so_and_catches_up(
+    page: object, tmp_path: Path
+) -> None:
+    from playwright.async_api import Page, expect
+
+    assert isinstance(page, Page)
+    (tmp_path / "flows").mkdir()
+    gate = tmp_path / "gate"
+    (tmp_path / "flows" / "gate.yaml").write_text(GATE.replace("GATE_FILE", str(gate)))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = serve_on(tmp_path, port)
+    try:
+        run_id = await start(url, "gate")
+        await page.goto(f"{url}/runs/{run_id}")
+        await expect(page.locator("#run-state")).to_have_text("running")
+        await expect(page.locator("#connection")).to_be_hidden()
+        proc.terminate()
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+        await expect(page.locator("#connection")).to_be_visible()
+        await shot(page, "run-reconnecting")
+        gate.touch()  # the step's next attempt goes through
+        proc = serve_on(tmp_path, port)
+        await expect(page.locator("#run-state")).to_have_text("succeeded", timeout=30_000)
+        await expect(page.locator("#connection")).to_be_hidden()
+    finally:
+        await page.goto("about:blank")  # nothing left on the page to call the server
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -21,7 +21,12 @@ function throttled(fn, wait) {
 }
 
 async function refresh(element) {
-  element.innerHTML = await fetchText(element.dataset.refresh);
+  try {
+    element.innerHTML = await fetchText(element.dataset.refresh);
+  } catch (error) {
+    if (error instanceof TypeError) return;  // the server is away: kept as it was
+    throw error;
+  }
   wire(element);
 }
 
@@ -126,7 +131,8 @@ function wire(root) {
 
 function followRun(run) {
   const live = document.getElementById("live");
-  const again = throttled(() => refresh(live), 300);
+  let lost = false;  // the stream is down: the server is away, the page waits for it
+  const again = throttled(() => { if (!lost) refresh(live); }, 300);
   const stream = new EventSource(`/api/v1/runs/${run}/events/stream`, { withCredentials: true });
   stream.onmessage = again;
   for (const kind of ["run_submitted", "task_started", "task_succeeded", "task_failed",
@@ -135,6 +141,17 @@ function followRun(run) {
     stream.addEventListener(kind, again);
   }
   stream.addEventListener("run_completed", () => { stream.close(); setTimeout(() => refresh(live), 200); });
+  // A server that stops ends the stream; the browser reconnects by itself (to another
+  // replica, or to this server once it is back) and the stream resumes after the last
+  // event it had. Meanwhile the page says so, and catches up once connected again.
+  const banner = document.getElementById("connection");
+  stream.onerror = () => { lost = true; if (banner) banner.hidden = false; };
+  stream.onopen = () => {
+    if (!lost) return;
+    lost = false;
+    if (banner) banner.hidden = true;
+    refresh(live);
+  };
 }
 
 document.addEventListener("DOMContentLoaded", () => {
