@@ -281,3 +281,32 @@ async def test_a_run_page_open_across_a_server_restart_says_so_and_catches_up(
         await page.goto("about:blank")  # nothing left on the page to call the server
         proc.terminate()
         proc.wait(timeout=30)
+
+
+async def test_a_run_page_whose_server_refuses_its_stream_says_to_reload(
+    page: object, tmp_path: Path
+) -> None:
+    """Another server came back on the address, one that does not know the run (its
+    stream answers 404): the browser does not retry, and the page says so."""
+    from playwright.async_api import Page, expect
+
+    assert isinstance(page, Page)
+    first, other = tmp_path / "first", tmp_path / "other"
+    for home in (first, other):
+        (home / "flows").mkdir(parents=True)
+        (home / "flows" / "gate.yaml").write_text(GATE.replace("GATE_FILE", str(home / "g")))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = serve_on(first, port)
+    try:
+        run_id = await start(url, "gate")
+        await page.goto(f"{url}/runs/{run_id}")
+        await expect(page.locator("#run-state")).to_have_text("running")
+        proc.terminate()
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+        proc = serve_on(other, port)
+        await expect(page.locator("#connection")).to_contain_text("reload", timeout=30_000)
+    finally:
+        await page.goto("about:blank")
+        proc.terminate()
+        proc.wait(timeout=30)

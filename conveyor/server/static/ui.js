@@ -145,7 +145,14 @@ function followRun(run) {
   // replica, or to this server once it is back) and the stream resumes after the last
   // event it had. Meanwhile the page says so, and catches up once connected again.
   const banner = document.getElementById("connection");
-  stream.onerror = () => { lost = true; if (banner) banner.hidden = false; };
+  stream.onerror = () => {
+    lost = true;
+    if (!banner) return;
+    banner.hidden = false;
+    if (stream.readyState === EventSource.CLOSED) {  // refused (a revoked token): no retry
+      banner.textContent = "The server closed this page's connection: reload to follow the run again.";
+    }
+  };
   stream.onopen = () => {
     if (!lost) return;
     lost = false;
