@@ -266,7 +266,7 @@ async def send_for(url: str, seconds: float, rate: float) -> tuple[list[str], li
                     (body, unsigned),
                     (b"x" * (2 << 20), headers),
                 ):
-                    answer = await http.post("/hooks/hooked/push", content=bad_body, headers=bad)
+                    answer = await deliver(bad_body, bad)
                     refused.append(answer.status_code)
 
         start = time.monotonic()
