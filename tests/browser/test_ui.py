@@ -62,6 +62,27 @@ tasks:
 """
 
 
+def serve_on(home: Path, port: int, grace: float | None = None) -> subprocess.Popen[bytes]:
+    """``conveyor server`` of ``home``'s flows on ``port``, listening once this returns;
+    ``grace``: how long its running steps get when it stops."""
+    extra = {} if grace is None else {"CONVEYOR_WORKER_GRACE": str(grace)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "server", "--workflows", "flows", "--port", str(port)],
+        cwd=home,
+        env={
+            **os.environ,
+            "CONVEYOR_HOME": str(home / ".conveyor"),
+            "CONVEYOR_LOG_LEVEL": "warning",
+            **extra,
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_for_port(port, 30, proc)
+    return proc
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not Path(CHROMIUM).exists():
@@ -71,19 +92,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (home / "flows" / "fan.yaml").write_text(FAN)
     (home / "flows" / "long.yaml").write_text(LONG)
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "server", "--workflows", "flows", "--port", str(port)],
-        cwd=home,
-        env={
-            **os.environ,
-            "CONVEYOR_HOME": str(home / ".conveyor"),
-            "CONVEYOR_LOG_LEVEL": "warning",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    wait_for_port(port, 30, proc)
+    proc = serve_on(home, port)
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=30)
@@ -234,22 +243,22 @@ tasks:
 """
 
 
-def serve_on(home: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "server", "--workflows", "flows", "--port", str(port)],
-        cwd=home,
-        env={
-            **os.environ,
-            "CONVEYOR_HOME": str(home / ".conveyor"),
-            "CONVEYOR_LOG_LEVEL": "warning",
-            "CONVEYOR_WORKER_GRACE": "0.5",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    wait_for_port(port, 30, proc)
-    return proc
+def gate_home(home: Path) -> Path:
+    """Flows in ``home`` with the workflow ``gate``, whose step waits for the file this
+    returns."""
+    (home / "flows").mkdir(parents=True)
+    gate = home / "gate"
+    (home / "flows" / "gate.yaml").write_text(GATE.replace("GATE_FILE", str(gate)))
+    return gate
+
+
+async def open_a_running_gate(page: Any, url: str) -> None:
+    """Start a run of ``gate`` on the server at ``url`` and open its page."""
+    from playwright.async_api import expect
+
+    run_id = await start(url, "gate")
+    await page.goto(f"{url}/runs/{run_id}")
+    await expect(page.locator("#run-state")).to_have_text("running")
 
 
 async def test_a_run_page_open_across_a_server_restart_says_so_and_catches_up(
@@ -258,23 +267,18 @@ async def test_a_run_page_open_across_a_server_restart_says_so_and_catches_up(
     from playwright.async_api import Page, expect
 
     assert isinstance(page, Page)
-    (tmp_path / "flows").mkdir()
-    gate = tmp_path / "gate"
-    (tmp_path / "flows" / "gate.yaml").write_text(GATE.replace("GATE_FILE", str(gate)))
+    gate = gate_home(tmp_path)
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = serve_on(tmp_path, port)
+    proc = serve_on(tmp_path, port, grace=0.5)
     try:
-        run_id = await start(url, "gate")
-        await page.goto(f"{url}/runs/{run_id}")
-        await expect(page.locator("#run-state")).to_have_text("running")
+        await open_a_running_gate(page, f"http://127.0.0.1:{port}")
         await expect(page.locator("#connection")).to_be_hidden()
         proc.terminate()
         assert await asyncio.to_thread(proc.wait, 30) == 0
         await expect(page.locator("#connection")).to_be_visible()
         await shot(page, "run-reconnecting")
         gate.touch()  # the step's next attempt goes through
-        proc = serve_on(tmp_path, port)
+        proc = serve_on(tmp_path, port, grace=0.5)
         await expect(page.locator("#run-state")).to_have_text("succeeded", timeout=30_000)
         await expect(page.locator("#connection")).to_be_hidden()
     finally:
@@ -292,19 +296,15 @@ async def test_a_run_page_whose_server_refuses_its_stream_says_to_reload(
 
     assert isinstance(page, Page)
     first, other = tmp_path / "first", tmp_path / "other"
-    for home in (first, other):
-        (home / "flows").mkdir(parents=True)
-        (home / "flows" / "gate.yaml").write_text(GATE.replace("GATE_FILE", str(home / "g")))
+    gate_home(first)
+    gate_home(other)
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = serve_on(first, port)
+    proc = serve_on(first, port, grace=0.5)
     try:
-        run_id = await start(url, "gate")
-        await page.goto(f"{url}/runs/{run_id}")
-        await expect(page.locator("#run-state")).to_have_text("running")
+        await open_a_running_gate(page, f"http://127.0.0.1:{port}")
         proc.terminate()
         assert await asyncio.to_thread(proc.wait, 30) == 0
-        proc = serve_on(other, port)
+        proc = serve_on(other, port, grace=0.5)
         await expect(page.locator("#connection")).to_contain_text("reload", timeout=30_000)
     finally:
         await page.goto("about:blank")
