@@ -37,6 +37,11 @@ def default_worker_count() -> int:
     return min(32, (os.cpu_count() or 1) + 4)
 
 
+WORKER_GRACE = 5.0
+"""Seconds the steps still running when an embedded engine stops get to finish before
+they are handed back (``conveyor server`` passes CONVEYOR_WORKER_GRACE instead)."""
+
+
 class EmbeddedEngine:
     """``async with EmbeddedEngine() as engine: state = await engine.run(workflow, params)``."""
 
@@ -46,7 +51,7 @@ class EmbeddedEngine:
         *,
         workers: int | None = None,
         clock: Callable[[], float] = time.time,
-        worker_grace: float = 5.0,
+        worker_grace: float = WORKER_GRACE,
         transport: Transport | None = None,
         timers: TimersFactory | None = None,
         shards: int = 1,

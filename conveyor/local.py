@@ -29,7 +29,7 @@ import msgspec
 import structlog
 
 from contracts.errors import InvalidInput, Problem
-from conveyor.embedded import EmbeddedEngine, default_worker_count
+from conveyor.embedded import WORKER_GRACE, EmbeddedEngine, default_worker_count
 from conveyor.settings import Settings
 from conveyor.wiring import open_artifacts
 from engine.coordinator import Observer
@@ -205,7 +205,7 @@ async def local_engine(
     *,
     workers: int | None = None,
     run_steps: bool = True,
-    worker_grace: float = 5.0,
+    worker_grace: float = WORKER_GRACE,
 ) -> AsyncIterator[EmbeddedEngine]:
     """An embedded engine on the local home's run log and artifact store.
 

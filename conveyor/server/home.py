@@ -14,6 +14,7 @@ from contracts.errors import InvalidInput, Problem
 from contracts.ports import ArtifactStore, Transport, TriggerStore
 from contracts.signing import Role
 from conveyor import wiring
+from conveyor.embedded import WORKER_GRACE
 from conveyor.local import RunLock, local_engine
 from conveyor.metrics import RunMetrics, watch_queues
 from conveyor.server.runtime import TriggerRuntime
@@ -42,7 +43,7 @@ async def serving(
     *,
     workflows_dir: Path | None = None,
     workers: int | None = None,
-    worker_grace: float = 5.0,
+    worker_grace: float = WORKER_GRACE,
 ) -> AsyncIterator[TriggerRuntime]:
     """A started trigger runtime on the home the settings name; stopped on exit (an
     embedded engine's running steps get ``worker_grace`` seconds to finish)."""
