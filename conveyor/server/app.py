@@ -14,9 +14,9 @@ from starlette.exceptions import HTTPException
 
 from contracts.errors import ConveyorError
 from contracts.ports import ArtifactStore
-from conveyor.server.access import ApiContext, ApiProblem, problem_of
+from conveyor.server.access import ApiContext, ApiProblem, needs, problem_of
 from conveyor.server.api import build_router
-from conveyor.server.auth import Tokens
+from conveyor.server.auth import Scope, Tokens
 from conveyor.server.runtime import TriggerRuntime
 from conveyor.server.ui import HERE, build_ui
 from engine.triggers.webhooks import WebhookRequest
@@ -69,7 +69,7 @@ def create_app(
 
     @app.exception_handler(ApiProblem)
     async def api_problem(request: Request, exc: ApiProblem) -> Response:
-        if exc.status == 401 and not request.url.path.startswith("/api/"):
+        if exc.status == 401 and not request.url.path.startswith(("/api/", "/metrics")):
             return RedirectResponse("/login", status_code=303)  # a person, in the UI
         return problem(exc.status, exc.title, exc.detail)
 
@@ -92,7 +92,9 @@ def create_app(
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         return problem(exc.status_code, str(exc.detail))
 
-    @app.get("/metrics", include_in_schema=False)
+    # Metrics name workflows, pools and triggers: a scraper presents a read token as
+    # the API's callers do (Prometheus: ``authorization: {credentials_file: ...}``).
+    @app.get("/metrics", include_in_schema=False, dependencies=[needs(Scope.READ)])
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

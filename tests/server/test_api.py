@@ -413,6 +413,21 @@ async def test_every_endpoint_needs_a_token_and_enough_scope(
     assert checked >= 18
 
 
+async def test_metrics_need_a_read_token_when_the_api_does(
+    closed: tuple[Server, dict[Scope, str]],
+) -> None:
+    server, made = closed
+    refused = await server.http.get("/metrics")
+    assert refused.status_code == 401  # a scraper gets a problem, not the UI's login page
+    assert refused.headers["content-type"] == "application/problem+json"
+    forged = await server.http.get("/metrics", headers={"Authorization": "Bearer cvy_x_y"})
+    assert forged.status_code == 401
+    reader = {"Authorization": f"Bearer {made[Scope.READ]}"}
+    answer = await server.http.get("/metrics", headers=reader)
+    assert answer.status_code == 200 and "conveyor_runs_started_total" in answer.text
+    assert (await server.http.get("/healthz")).status_code == 200  # probes need no token
+
+
 async def test_dead_letters_are_shown_to_admins(api: Server) -> None:
     from contracts.topology import shard_queue
 
