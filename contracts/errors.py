@@ -46,9 +46,11 @@ class InvalidInput(ConveyorError):
     """
 
     def __init__(self, problems: list[Problem], *, source: str | None = None) -> None:
-        self.problems = problems
+        # One mistake written twice in a field (a template used twice in a script) is
+        # found twice; it is said once.
+        self.problems = list(dict.fromkeys(problems))
         self.source = source
-        super().__init__("\n".join(p.render(source) for p in problems), retryable=False)
+        super().__init__("\n".join(p.render(source) for p in self.problems), retryable=False)
 
 
 class ExpressionError(ConveyorError):

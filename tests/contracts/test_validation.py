@@ -397,3 +397,16 @@ def test_a_long_chain_is_checked_without_recursion_and_the_task_count_is_bounded
     looped["tasks"][-1]["depends"] = ["t0"]
     with pytest.raises(InvalidInput, match="dependency cycle: t0 -> t1499 -> t1498"):
         workflow_from_data(looped)
+
+
+def test_a_mistake_written_twice_in_one_field_is_said_once() -> None:
+    said = problems_of(
+        """
+        name: x
+        tasks:
+          - name: a
+            items: [1, 2]
+            script: echo {{ item }}; test {{ item }} -ne 2
+        """
+    )
+    assert len(said) == 1 and "'{{ item }}' would splice a value into code" in said[0]
