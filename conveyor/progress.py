@@ -184,7 +184,8 @@ def summary(state: RunState) -> Group:
             detail.append_text(plain(line, "dim"))
         attempts = str(row["attempts"])
         if node.spec.fans_out:
-            attempts = f"{row['items']} items, {row['retries']} retries"
+            retries = _count(row["retries"], "retry", "retries")
+            attempts = f"{_count(row['items'], 'item')}, {retries}"
         table.add_row(
             node.spec.name,
             Text(node.status, style=STYLE.get(node.status, "")),
@@ -200,3 +201,7 @@ def summary(state: RunState) -> Group:
         (displayable(f": {state.reason}") if state.reason else "", style),
     )
     return Group(table, headline)
+
+
+def _count(n: int, one: str, many: str = "") -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"

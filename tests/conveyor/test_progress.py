@@ -59,3 +59,16 @@ def test_the_summary_shows_what_a_failed_step_wrote_last() -> None:
     text = render_text(summary(replay([*LOG, failed])))
     assert "slow: exit code 3" in text
     assert "config file /etc/app.conf not found" in text
+
+
+def test_the_summary_counts_a_fan_out_in_words() -> None:
+    from contracts.validation import parse_workflow
+    from conveyor.testing import run_workflow
+
+    flow = parse_workflow(
+        "name: w\ntasks:\n  - {name: each, items: [1], retry: 2, script: 'true'}\n"
+    )
+    once = run_workflow(flow, failures={"each": 1})
+    assert "1 item, 1 retry" in render_text(summary(once.state))
+    twice = run_workflow(flow, failures={"each": 2})
+    assert "1 item, 2 retries" in render_text(summary(twice.state))
