@@ -16,12 +16,12 @@ import base64
 import importlib
 import os
 import sys
-import traceback
 from typing import Any
 
 import msgspec
 
 from contracts.values import EncodedValue, StoredValue
+from workers.tracebacks import step_traceback
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -62,7 +62,7 @@ def _call(request: dict[str, Any]) -> dict[str, Any]:
         answer: dict[str, Any] = {
             "ok": False,
             "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(),
+            "traceback": step_traceback(exc),
         }
         # A StepError says how it failed and whether to retry (contracts.errors).
         kind = getattr(exc, "kind", None)

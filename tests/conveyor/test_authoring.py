@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typedflows import double, numbers, pipeline, shout, slow_retry
+from typedflows import checked, double, numbers, pipeline, shout, slow_retry
 
 from contracts.errors import InvalidInput
 from contracts.validation import parse_workflow
@@ -109,6 +109,15 @@ def test_fake_clock_makes_long_backoff_and_run_timeouts_instant() -> None:
     assert result.status == "failed" and "timed out after 1800s" in result.reason
     assert clock.now - 1_700_000_000.0 == pytest.approx(1800.0)
     assert result.attempts_of("flaky") == ["failed"]  # the retry an hour later never came
+
+
+def test_a_task_that_raises_shows_its_own_traceback() -> None:
+    result = run_workflow(checked)
+    assert result.status == "failed"
+    said = result.task("check_positive").log_text("stderr")
+    assert said[-1] == "ValueError: -1 is negative"
+    frames = [line for line in said if line.lstrip().startswith("File ")]
+    assert len(frames) == 1 and "typedflows.py" in frames[0]  # not the @task wrapper's
 
 
 def cli(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess[str]:

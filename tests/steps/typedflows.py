@@ -43,3 +43,15 @@ def pipeline(n: int = 4, prefix: str = "total=") -> None:
 def slow_retry(unused: int = 0) -> None:
     """Backoff of an hour, run timeout of half an hour: the timeout wins."""
     script("flaky", "exit 1", retry={"limit": 3, "backoff": {"delay": "1h", "max": "2h"}})
+
+
+@task
+def check_positive(x: int) -> int:
+    if x < 0:
+        raise ValueError(f"{x} is negative")
+    return x
+
+
+@workflow
+def checked(x: int = -1) -> None:
+    check_positive(x)

@@ -46,6 +46,9 @@ async def test_every_exception_fails_its_attempt(timeout: str | None) -> None:
     assert state.nodes["after"].outputs()["result"] == 3  # the worker lived on
     traces = [ln.text for ln in lines if ln.task == "stops" and ln.stream == "stderr"]
     assert any("Traceback" in t for t in traces) and any("next(iter([]))" in t for t in traces)
+    # From the step's own code on: the engine's frames that called it say nothing.
+    called_from = [t for t in traces if t.lstrip().startswith("File ")]
+    assert called_from and all("teststeps.py" in t for t in called_from), called_from
 
 
 def test_run_workflow_is_quiet_unless_something_is_wrong() -> None:

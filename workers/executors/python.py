@@ -24,7 +24,6 @@ import queue
 import secrets
 import sys
 import threading
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from contracts.vocabulary import FailureKind
 from workers.executors.base import LogEmitter, StepOutcome
 from workers.executors.pyprocess import ChildDied, ChildPool
 from workers.executors.stepoutput import capture, release
+from workers.tracebacks import step_traceback
 
 
 class PythonExecutor:
@@ -82,7 +82,7 @@ class PythonExecutor:
                 emit("stderr", line)
             return _failed(raised.original)
         except BaseException as exc:  # whatever a step raises fails its attempt only
-            for line in traceback.format_exc().rstrip().splitlines():
+            for line in step_traceback(exc).rstrip().splitlines():
                 emit("stderr", line)
             return _failed(exc)
         finally:
@@ -165,7 +165,7 @@ class DaemonThreads:
             except BaseException as exc:
                 # Never the exception itself: a StopIteration cannot be set on a future,
                 # and a SystemExit must not end the worker.
-                raised = Raised(exc, traceback.format_exc())
+                raised = Raised(exc, step_traceback(exc))
             return functools.partial(loop.call_soon_threadsafe, _settle, future, result, raised)
 
         with self._lock:
