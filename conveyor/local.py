@@ -5,8 +5,9 @@ That process holds the run's lock (a file under ``HOME/locks``, locked with
 ``flock`` so it is released however the process ends). Another command can then
 tell whether the run is in hand:
 
-- held: the run is going; ``conveyor cancel`` interrupts the process that holds it,
-  which cancels the run as a first Ctrl-C does;
+- held: the run is going; ``conveyor cancel`` leaves a note beside the lock and
+  interrupts the process that holds it, which cancels the run as a first Ctrl-C does
+  (but says who asked, and exits as for a cancelled run);
 - free and unfinished: the process died; ``conveyor resume`` takes the lock and
   finishes the run, ``conveyor cancel`` records the cancellation without running
   anything.
@@ -43,6 +44,8 @@ log = structlog.get_logger("conveyor.local")
 SIGNAL_POLL = 0.2
 """How often a local run's process looks for signals queued by another command."""
 INTERRUPTED = "interrupted (Ctrl-C)"
+CANCELLED = ("asked to cancel (conveyor cancel)", "cancelled (conveyor cancel)")
+"""The word and reason of a stop that ``conveyor cancel`` asked for."""
 
 STOP_SIGNALS = {
     signal.SIGINT: ("interrupted", INTERRUPTED),
@@ -60,6 +63,9 @@ class RunLock:
 
     def __init__(self, home: Path, run_id: str) -> None:
         self.path = home / "locks" / f"{run_id}.lock"
+        self.cancel_note = self.path.with_suffix(".cancel")
+        """Left by ``conveyor cancel`` before it interrupts the holder: the interrupt
+        is a cancel asked for from elsewhere, not a Ctrl-C at the holder's terminal."""
         self._handle: int | None = None
 
     def acquire(self) -> bool:
@@ -99,9 +105,11 @@ class RunLock:
             raise InvalidInput(
                 [Problem(f"run {self.path.stem} is being run by process {self.holder()}")]
             )
+        self.cancel_note.unlink(missing_ok=True)  # of a process before this one
         try:
             yield
         finally:
+            self.cancel_note.unlink(missing_ok=True)
             self.release()
 
 
@@ -119,7 +127,8 @@ async def drive(
     retry's previous round). A signal of ``STOP_SIGNALS`` cancels the run, and a second
     one exits at once; ``on_interrupt`` hears the first's word ("interrupted", ...).
     Returns the final state and, if a signal stopped it, the exit code it calls for
-    (128 + the signal's number).
+    (128 + the signal's number; none for the interrupt of ``conveyor cancel``, whose run
+    ends as any cancelled run).
     """
     if observer is not None:
         engine.coordinator.observe(observer)
@@ -127,6 +136,7 @@ async def drive(
     lock = RunLock(home, run_id)
     with lock.held():
         stopped_by: list[signal.Signals] = []
+        asked_elsewhere: list[signal.Signals] = []
         running = asyncio.get_running_loop()
 
         def interrupt(received: signal.Signals) -> None:
@@ -134,6 +144,9 @@ async def drive(
                 _quit_at_once(received, None)  # the second one: at once, whatever runs
             stopped_by.append(received)
             word, reason = STOP_SIGNALS[received]
+            if received == signal.SIGINT and lock.cancel_note.exists():
+                word, reason = CANCELLED
+                asked_elsewhere.append(received)
             on_interrupt(word)
             cancel = running.create_task(engine.client.cancel(run_id, reason))
             cancel.add_done_callback(_log_failure)
@@ -150,7 +163,9 @@ async def drive(
                 # Shutting down may wait for a step that cannot be stopped: a signal
                 # from here on quits at once.
                 signal.signal(received, _quit_at_once)
-    return state, (128 + stopped_by[0]) if stopped_by else None
+    if asked_elsewhere or not stopped_by:
+        return state, None  # a cancel asked for elsewhere ends as a cancelled run does
+    return state, 128 + stopped_by[0]
 
 
 async def _relay_signals(engine: EmbeddedEngine, home: Path, run_id: str) -> None:
@@ -193,8 +208,10 @@ def _log_failure(task: asyncio.Task[str]) -> None:
 
 def interrupt_holder(home: Path, run_id: str) -> int | None:
     """Ask the process driving a local run to cancel it; its pid, or None if none does."""
-    pid = RunLock(home, run_id).holder()
+    lock = RunLock(home, run_id)
+    pid = lock.holder()
     if pid is not None:
+        lock.cancel_note.write_text(f"{os.getpid()}\n")
         os.kill(pid, signal.SIGINT)
     return pid
 

@@ -177,10 +177,12 @@ def test_cancel_interrupts_the_process_running_a_local_run(tmp_path: Path) -> No
     cancelled = conveyor("cancel", str(run["run_id"]), cwd=tmp_path)
     assert cancelled.returncode == 0, cancelled.stderr
     assert f"interrupted process {proc.pid}" in cancelled.stdout
-    proc.communicate(timeout=30)
-    assert proc.returncode == 130
+    _out, said = proc.communicate(timeout=30)
+    assert proc.returncode == 1  # a cancelled run, not a Ctrl-C at its terminal (130)
+    assert "asked to cancel (conveyor cancel): cancelling the run" in said
     assert gone(int(pidfile.read_text()))
-    assert only_run(tmp_path)["state"] == "cancelled"
+    run = only_run(tmp_path)
+    assert run["state"] == "cancelled" and run["reason"] == "cancelled (conveyor cancel)"
 
 
 def test_cancel_records_a_run_nobody_runs_and_retry_reruns_it(tmp_path: Path) -> None:
