@@ -21,7 +21,12 @@ def task_report(node: Node) -> dict[str, Any]:
         "attempts": max(attempts) if attempts else 0,
         "retries": sum(max(0, a - 1) for a in attempts),
         "duration": duration,
-        "outputs": node.outputs() if node.status == TaskStatus.SUCCEEDED or node.instances else {},
+        # A task stopped before any of its items succeeded has no outputs to show (a
+        # list of nulls, one per item, says nothing).
+        "outputs": node.outputs()
+        if node.status == TaskStatus.SUCCEEDED
+        or any(i.status == TaskStatus.SUCCEEDED for i in node.instances)
+        else {},
     }
     if node.spec.fans_out:
         report["items"] = len(node.instances)

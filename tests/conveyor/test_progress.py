@@ -72,3 +72,18 @@ def test_the_summary_counts_a_fan_out_in_words() -> None:
     assert "1 item, 1 retry" in render_text(summary(once.state))
     twice = run_workflow(flow, failures={"each": 2})
     assert "1 item, 2 retries" in render_text(summary(twice.state))
+
+
+def test_a_fan_out_stopped_before_any_item_succeeded_shows_no_outputs() -> None:
+    from contracts.validation import parse_workflow
+    from conveyor.report import task_report
+    from conveyor.testing import run_workflow
+
+    flow = parse_workflow(
+        "name: w\ntasks:\n  - {name: each, items: [1, 2], script: 'echo $CONVEYOR_ITEM'}\n"
+    )
+    none_ran = run_workflow(flow, failures={"each": 1})
+    assert task_report(none_ran.state.nodes["each"])["outputs"] == {}
+    assert "result=" not in render_text(summary(none_ran.state))
+    one_ran = run_workflow(flow, failures={"each": lambda index, _attempt: index == 1})
+    assert task_report(one_ran.state.nodes["each"])["outputs"] == {"result": [1, None]}
