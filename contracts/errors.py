@@ -53,6 +53,11 @@ class InvalidInput(ConveyorError):
         super().__init__("\n".join(p.render(source) for p in self.problems), retryable=False)
 
 
+class Conflict(InvalidInput):
+    """The input is well formed, but the run is not where it could be taken: another
+    process drives it, or it is running here already."""
+
+
 class ExpressionError(ConveyorError):
     """An expression could not be parsed, or failed while evaluating."""
 

@@ -1,16 +1,18 @@
 """Runs of the local (embedded) home: driven by the process that steers them.
 
-Without servers, a run advances only while a ``conveyor`` process runs its engine.
-That process holds the run's lock (a file under ``HOME/locks``, locked with
-``flock`` so it is released however the process ends). Another command can then
-tell whether the run is in hand:
+Without servers, a run advances only while a ``conveyor`` process runs its engine, and
+only one may drive it (``conveyor.locks``): a ``conveyor run``, ``resume`` or
+``retry`` process holding the run's lock, or else the embedded server serving the home.
+Another command tells which, and steers the run through it:
 
-- held: the run is going; ``conveyor cancel`` leaves a note beside the lock and
-  interrupts the process that holds it, which cancels the run as a first Ctrl-C does
-  (but says who asked, and exits as for a cancelled run);
-- free and unfinished: the process died; ``conveyor resume`` takes the lock and
-  finishes the run, ``conveyor cancel`` records the cancellation without running
-  anything.
+- a process holds the run: ``conveyor cancel`` leaves a note beside the lock and
+  interrupts it, which cancels the run as a first Ctrl-C does (but says who asked, and
+  exits as for a cancelled run); signals go through the home's trigger inbox;
+- a server serves the home: cancel, retry, resume and signals go through the inbox to
+  it (``queue_for_driver``);
+- neither, and the run is unfinished: its process died; ``conveyor resume`` takes the
+  lock and finishes the run, ``conveyor cancel`` records the cancellation without
+  running anything.
 
 Ctrl-C while a run is driven here: the first stops dispatching, kills the running
 steps and records the run as cancelled (exit 130); a second exits at once.
@@ -20,23 +22,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import structlog
 
 from contracts.errors import InvalidInput, Problem
 from conveyor.embedded import WORKER_GRACE, EmbeddedEngine, default_worker_count
+from conveyor.locks import RunLock
 from conveyor.settings import Settings
 from conveyor.wiring import open_artifacts
 from engine.coordinator import Observer
 from engine.runlog.sqlite import SqliteRunLog
 from engine.state.model import RunState
-from engine.triggers.firing import SIGNAL_KIND, decode_arrival
+from engine.triggers.firing import (
+    SIGNAL_KIND,
+    STEER_KIND,
+    Arrival,
+    decode_arrival,
+    encode_arrival,
+)
 from engine.triggers.stores.sqlite import SqliteTriggerStore
 
 log = structlog.get_logger("conveyor.local")
@@ -44,8 +55,8 @@ log = structlog.get_logger("conveyor.local")
 SIGNAL_POLL = 0.2
 """How often a local run's process looks for signals queued by another command."""
 INTERRUPTED = "interrupted (Ctrl-C)"
-CANCELLED = ("asked to cancel (conveyor cancel)", "cancelled (conveyor cancel)")
-"""The word and reason of a stop that ``conveyor cancel`` asked for."""
+SERVER_ANSWERS_WITHIN = 30.0
+"""How long a command queued for the home's server waits for it to be taken."""
 
 STOP_SIGNALS = {
     signal.SIGINT: ("interrupted", INTERRUPTED),
@@ -56,61 +67,6 @@ STOP_SIGNALS = {
 terminal with Ctrl-C, a timeout, a CI job's cancel and systemd with SIGTERM, a closed
 terminal or dropped SSH session with SIGHUP. Steps run in sessions of their own, so
 none of these reaches them: the run's cancel kills them."""
-
-
-class RunLock:
-    """The lock of one run in a local home; held while a process drives the run."""
-
-    def __init__(self, home: Path, run_id: str) -> None:
-        self.path = home / "locks" / f"{run_id}.lock"
-        self.cancel_note = self.path.with_suffix(".cancel")
-        """Left by ``conveyor cancel`` before it interrupts the holder: the interrupt
-        is a cancel asked for from elsewhere, not a Ctrl-C at the holder's terminal."""
-        self._handle: int | None = None
-
-    def acquire(self) -> bool:
-        """Take the lock if no live process holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(handle)
-            return False
-        os.ftruncate(handle, 0)
-        os.write(handle, str(os.getpid()).encode())
-        self._handle = handle
-        return True
-
-    def holder(self) -> int | None:
-        """The pid of the live process driving the run, if any."""
-        if not self.path.exists():
-            return None
-        if self.acquire():
-            self.release()
-            return None
-        with contextlib.suppress(OSError, ValueError):
-            return int(self.path.read_text().strip())
-        return None
-
-    def release(self) -> None:
-        if self._handle is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            os.close(self._handle)
-            self._handle = None
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        if not self.acquire():
-            raise InvalidInput(
-                [Problem(f"run {self.path.stem} is being run by process {self.holder()}")]
-            )
-        self.cancel_note.unlink(missing_ok=True)  # of a process before this one
-        try:
-            yield
-        finally:
-            self.cancel_note.unlink(missing_ok=True)
-            self.release()
 
 
 async def drive(
@@ -144,8 +100,9 @@ async def drive(
                 _quit_at_once(received, None)  # the second one: at once, whatever runs
             stopped_by.append(received)
             word, reason = STOP_SIGNALS[received]
-            if received == signal.SIGINT and lock.cancel_note.exists():
-                word, reason = CANCELLED
+            asker = _cancel_asked_by(lock) if received == signal.SIGINT else None
+            if asker is not None:
+                word, reason = f"asked to cancel ({asker})", f"cancelled ({asker})"
                 asked_elsewhere.append(received)
             on_interrupt(word)
             cancel = running.create_task(engine.client.cancel(run_id, reason))
@@ -166,6 +123,52 @@ async def drive(
     if asked_elsewhere or not stopped_by:
         return state, None  # a cancel asked for elsewhere ends as a cancelled run does
     return state, 128 + stopped_by[0]
+
+
+async def queue_for_driver(home: Path, workflow: str, kind: str, names: dict[str, Any]) -> str:
+    """Put a command for a run (a signal, a cancel) in the home's trigger inbox, where the
+    process that drives the run takes it: ``conveyor run`` relays signals for its run,
+    an embedded server takes what is left there. Returns the key its record will bear."""
+    arrival = Arrival(
+        workflow=workflow,
+        version=0,
+        trigger="-",
+        kind=kind,
+        key=uuid.uuid4().hex,
+        names=names,
+        at=0.0,
+    )
+    store = SqliteTriggerStore(home / "conveyor.db")
+    try:
+        await store.admit(arrival.idempotency_key, encode_arrival(arrival), keep=86400)
+    finally:
+        await store.close()
+    return arrival.key
+
+
+async def steer_through_server(home: Path, workflow: str, run_id: str, command: str) -> None:
+    """Have the embedded server serving ``home`` cancel, retry or resume a run; returns
+    once it has, raises ``InvalidInput`` with its reason if it refused."""
+    key = await queue_for_driver(home, workflow, STEER_KIND, {"run": run_id, "command": command})
+    store = SqliteTriggerStore(home / "conveyor.db")
+    try:
+        deadline = time.monotonic() + SERVER_ANSWERS_WITHIN
+        while time.monotonic() < deadline:
+            for record in await store.records(workflow, "-"):
+                if record.key == key and record.decision == "failed":
+                    raise InvalidInput([Problem(record.reason)])
+                if record.key == key:
+                    return
+            await asyncio.sleep(SIGNAL_POLL)
+    finally:
+        await store.close()
+    raise InvalidInput(
+        [
+            Problem(
+                f"the server of {home} did not take the {command} within {SERVER_ANSWERS_WITHIN:g}s"
+            )
+        ]
+    )
 
 
 async def _relay_signals(engine: EmbeddedEngine, home: Path, run_id: str) -> None:
@@ -206,14 +209,22 @@ def _log_failure(task: asyncio.Task[str]) -> None:
         log.error("could not cancel the run", error=str(task.exception()))
 
 
-def interrupt_holder(home: Path, run_id: str) -> int | None:
-    """Ask the process driving a local run to cancel it; its pid, or None if none does."""
+def interrupt_holder(home: Path, run_id: str, asker: str = "conveyor cancel") -> int | None:
+    """Ask the process driving a local run to cancel it; its pid, or None if none does.
+    ``asker`` (the command, the server's API) goes into the run's reason."""
     lock = RunLock(home, run_id)
     pid = lock.holder()
     if pid is not None:
-        lock.cancel_note.write_text(f"{os.getpid()}\n")
+        lock.cancel_note.write_text(asker)
         os.kill(pid, signal.SIGINT)
     return pid
+
+
+def _cancel_asked_by(lock: RunLock) -> str | None:
+    try:
+        return lock.cancel_note.read_text().strip()[:100] or "conveyor cancel"
+    except FileNotFoundError:
+        return None  # a Ctrl-C
 
 
 @contextlib.asynccontextmanager

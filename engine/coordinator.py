@@ -201,9 +201,10 @@ class Coordinator:
 
     # -- what the intake hands over --------------------------------------------------
 
-    def holds(self, run_id: str, shard: int) -> bool:
+    def holds(self, run_id: str, shard: int | None = None) -> bool:
+        """Whether the run is unfinished and held here (on ``shard``, if one is named)."""
         state = self._runs.get(run_id)
-        return state is not None and self._pinned(run_id, state.shard) == shard
+        return state is not None and shard in (None, self._pinned(run_id, state.shard))
 
     async def handle_group(self, events: list[Event]) -> bool:
         run_id = events[0].run_id

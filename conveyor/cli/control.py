@@ -1,10 +1,12 @@
 """Steering runs that exist: cancel, retry, resume, with the same words in both homes.
 
 With ``CONVEYOR_AMQP_URL`` and ``CONVEYOR_REDIS_URL`` set the command goes to the
-distributed engine through the client. Otherwise the run lives in the local home and
-this process drives it (``conveyor.local``): resume and retry run it here to its end,
-with progress; cancel interrupts the process running it, or records the cancellation
-if none is.
+distributed engine through the client. Otherwise the run lives in the local home
+(``conveyor.local``): with an embedded server serving the home, the command goes to it
+through the home's inbox and resume and retry follow the run to its end; without one,
+resume and retry run it here to its end, with progress. Cancel interrupts the process
+running the run, or has the server cancel it, or records the cancellation if nothing
+runs it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
-from contracts.errors import InvalidInput, NotFound, Problem
+from contracts.errors import Conflict, InvalidInput, NotFound, Problem
+from contracts.events import Event
 from contracts.vocabulary import RunStatus
 from conveyor import loop
 from conveyor.cli.common import (
@@ -30,11 +33,13 @@ from conveyor.cli.common import (
     say,
     settings_from,
 )
-from conveyor.local import drive, interrupt_holder, local_engine
+from conveyor.local import drive, interrupt_holder, local_engine, steer_through_server
+from conveyor.locks import RunLock, ServerLock
 from conveyor.progress import LiveProgress, summary
 from conveyor.settings import Settings
 from conveyor.wiring import open_client
 from engine.client import Client
+from engine.coordinator import Observer
 from engine.state.model import RunState
 
 RunArgument = Annotated[str, typer.Argument(metavar="RUN", help="Run id or a unique prefix.")]
@@ -82,9 +87,23 @@ def _steer(settings: Settings, run: str, command: str, wait: bool) -> RunState |
 
 def _drive_locally(settings: Settings, run: str, command: str) -> tuple[RunState, int | None]:
     async def go() -> tuple[RunState, int | None]:
+        async with open_client(settings) as reader:
+            state = await reader.state(run)
+            _not_driven_elsewhere(settings, state.run_id)
+            server = ServerLock(settings.home).holder()
+            if server is not None:
+                past = state.round if command == "retry" else -1
+                before = len(await reader.events(state.run_id))
+                await steer_through_server(
+                    settings.home, state.workflow.name, state.run_id, command
+                )
+                err.print(f"{command}: the server of this home (process {server}) runs it")
+                with LiveProgress(err) as progress:
+                    shown = _after(before, progress)
+                    return await reader.watch(state.run_id, shown, past_round=past), None
         async with local_engine(settings) as engine:
             client: Client = engine.client
-            run_id = await client.find(run)
+            run_id = state.run_id
 
             async def start() -> tuple[str, int]:
                 if command == "retry":
@@ -95,6 +114,27 @@ def _drive_locally(settings: Settings, run: str, command: str) -> tuple[RunState
                 return await drive(engine, settings.home, start, observer=progress)
 
     return loop.run(go())
+
+
+def _after(count: int, observer: Observer) -> Observer:
+    """``observer`` for the events after the first ``count`` (what the command brought)."""
+    seen = 0
+
+    def observe(event: Event, state: RunState) -> None:
+        nonlocal seen
+        seen += 1
+        if seen > count:
+            observer(event, state)
+
+    return observe
+
+
+def _not_driven_elsewhere(settings: Settings, run_id: str) -> None:
+    """Before anything is sent: a resume sent to a run another process drives would have
+    two engines run its steps."""
+    pid = RunLock(settings.home, run_id).holder()
+    if pid is not None:
+        raise Conflict([Problem(f"run {run_id} is being run by process {pid}")])
 
 
 def register(app: typer.Typer) -> None:
@@ -113,13 +153,10 @@ def register(app: typer.Typer) -> None:
                 full = _steer(settings, run, "cancel", wait=False)
                 say(f"cancel requested for {full}")
                 return
-            full, pid = _cancel_locally(settings, run)
+            said = _cancel_locally(settings, run)
         except (InvalidInput, NotFound) as exc:
             raise fail_input(exc) from None
-        if pid is not None:
-            say(f"cancel requested for {full} (interrupted process {pid}, which runs it)")
-        else:
-            say(f"cancelled {full} (no process was running it)")
+        say(said)
 
     @app.command()
     def retry(
@@ -161,18 +198,26 @@ def _control(run: str, command: str, wait: bool, settings: Settings) -> None:
     _finish(result, stopped_with)
 
 
-def _cancel_locally(settings: Settings, run: str) -> tuple[str, int | None]:
-    async def go() -> tuple[str, int | None]:
-        async with local_engine(settings, run_steps=False) as engine:
-            state = await engine.client.state(run)
+def _cancel_locally(settings: Settings, run: str) -> str:
+    """Cancel a local run through whatever drives it; what was done, in words."""
+
+    async def go() -> str:
+        async with open_client(settings) as reader:
+            state = await reader.state(run)
             if state.finished:
                 raise InvalidInput([Problem(f"run {state.run_id} already {state.status}")])
-            pid = interrupt_holder(settings.home, state.run_id)
+            full = state.run_id
+            pid = interrupt_holder(settings.home, full)
             if pid is not None:
-                return state.run_id, pid
-            # Nobody runs it: record the cancellation here, running nothing.
+                return f"cancel requested for {full} (interrupted process {pid}, which runs it)"
+            server = ServerLock(settings.home).holder()
+            if server is not None:
+                await steer_through_server(settings.home, state.workflow.name, full, "cancel")
+                return f"cancelled {full} (by the server of this home, process {server})"
+        # Nobody runs it: record the cancellation here, running nothing.
+        async with local_engine(settings, run_steps=False) as engine:
             await engine.client.cancel(state.run_id)
             await engine.wait(state.run_id)
-            return state.run_id, None
+        return f"cancelled {state.run_id} (no process was running it)"
 
     return loop.run(go())

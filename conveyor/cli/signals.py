@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import uuid
 from typing import Annotated, Any
 
 import typer
@@ -25,10 +24,10 @@ from conveyor.cli.common import (
     say,
     settings_from,
 )
+from conveyor.local import queue_for_driver
 from conveyor.settings import Settings
 from conveyor.wiring import open_client
-from engine.triggers.firing import SIGNAL_KIND, Arrival, encode_arrival
-from engine.triggers.stores.sqlite import SqliteTriggerStore
+from engine.triggers.firing import SIGNAL_KIND
 
 RunArgument = Annotated[str, typer.Argument(metavar="RUN", help="Run id or a unique prefix.")]
 
@@ -110,20 +109,12 @@ def _send(settings: Settings, run: str, name: str, data: Any) -> None:
                     )
                 ]
             )
-        arrival = Arrival(
-            workflow=state.workflow.name,
-            version=0,
-            trigger="-",
-            kind=SIGNAL_KIND,
-            key=uuid.uuid4().hex,
-            names={"run": state.run_id, "signal": name, "data": data},
-            at=0.0,
+        await queue_for_driver(
+            settings.home,
+            state.workflow.name,
+            SIGNAL_KIND,
+            {"run": state.run_id, "signal": name, "data": data},
         )
-        store = SqliteTriggerStore(settings.home / "conveyor.db")
-        try:
-            await store.admit(arrival.idempotency_key, encode_arrival(arrival), keep=86400)
-        finally:
-            await store.close()
         return state.run_id
 
     try:

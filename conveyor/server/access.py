@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import Depends, Request
 
-from contracts.errors import InvalidInput, NotFound
+from contracts.errors import Conflict, InvalidInput, NotFound
 from contracts.ports import ArtifactStore
 from conveyor.server.auth import Caller, Scope, Tokens
 from conveyor.server.runtime import TriggerRuntime
@@ -87,6 +87,8 @@ def problem_of(exc: Exception) -> tuple[int, str, str]:
         return exc.status, exc.title, exc.detail
     if isinstance(exc, NotFound):
         return 404, "not found", str(exc)
+    if isinstance(exc, Conflict):
+        return 409, "conflict", str(exc)
     if isinstance(exc, InvalidInput):
         return 400, "invalid input", str(exc)
     return 500, "internal error", ""

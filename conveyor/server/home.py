@@ -15,9 +15,11 @@ from contracts.ports import ArtifactStore, Transport, TriggerStore
 from contracts.signing import Role
 from conveyor import wiring
 from conveyor.embedded import WORKER_GRACE
-from conveyor.local import RunLock, local_engine
+from conveyor.local import local_engine
+from conveyor.locks import RunLock, ServerLock
 from conveyor.metrics import RunMetrics, watch_queues
 from conveyor.server.runtime import TriggerRuntime
+from conveyor.server.served import ServedClient
 from conveyor.settings import Settings
 from engine.client import Client
 from engine.triggers.firing import STALE_AFTER
@@ -63,30 +65,43 @@ async def serving(
             finally:
                 await run_store.close()
             return
-        async with local_engine(settings, workers=workers, worker_grace=worker_grace) as engine:
-            measured = RunMetrics()
-            engine.coordinator.observe(measured)
-            watching = asyncio.get_running_loop().create_task(
-                watch_queues(engine.transport, measured)
-            )
-            try:
-                await _take_up_unfinished(engine.client, settings.home)
-                async with _runtime(
-                    store,
-                    engine.client,
-                    engine.transport,
-                    settings,
-                    workflows_dir,
-                    engine.artifacts,
-                    hurry=engine.hurry,
-                ) as runtime:
-                    # Its runs would stop moving: the server stops with it.
-                    engine.on_failure(runtime.supervisor.fail)
-                    yield runtime
-            finally:
-                watching.cancel()
+        # One embedded server per home: two would both take up its unfinished runs.
+        with ServerLock(settings.home).held():
+            async with _embedded(store, settings, workflows_dir, workers, worker_grace) as runtime:
+                yield runtime
     finally:
         await store.close()
+
+
+@contextlib.asynccontextmanager
+async def _embedded(
+    store: TriggerStore,
+    settings: Settings,
+    workflows_dir: Path | None,
+    workers: int | None,
+    worker_grace: float,
+) -> AsyncIterator[TriggerRuntime]:
+    async with local_engine(settings, workers=workers, worker_grace=worker_grace) as engine:
+        measured = RunMetrics()
+        engine.coordinator.observe(measured)
+        watching = asyncio.get_running_loop().create_task(watch_queues(engine.transport, measured))
+        try:
+            client = ServedClient(engine.client, settings.home, engine.coordinator.holds)
+            await _take_up_unfinished(client, settings.home)
+            async with _runtime(
+                store,
+                client,
+                engine.transport,
+                settings,
+                workflows_dir,
+                engine.artifacts,
+                hurry=engine.hurry,
+            ) as runtime:
+                # Its runs would stop moving: the server stops with it.
+                engine.on_failure(runtime.supervisor.fail)
+                yield runtime
+        finally:
+            watching.cancel()
 
 
 @contextlib.asynccontextmanager

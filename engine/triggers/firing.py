@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from contracts.errors import ConveyorError, ExpressionError, InvalidInput, NotFound
+from contracts.errors import ConveyorError, ExpressionError, InvalidInput, NotFound, Problem
 from contracts.expressions import Expression, render_value
 from contracts.ports import TriggerRecord, TriggerStore
 from contracts.spec import Workflow
@@ -33,9 +33,14 @@ log = structlog.get_logger("conveyor.triggers")
 
 SIGNAL_KIND = "signal"
 """Arrivals that carry a signal from the command line to the run's server."""
+STEER_KIND = "steer"
+"""Arrivals that carry ``conveyor cancel``, ``retry`` or ``resume`` from the command line
+to the embedded server that drives the home's runs."""
 KEEP_KEYS = 7 * 86400.0
 """How long a delivery key deduplicates (a sender's redelivery days later is still one
 run)."""
+CANCELLED_BY_CLI = "cancelled (conveyor cancel)"
+"""The reason of a run that ``conveyor cancel`` stopped."""
 STALE_AFTER = 10.0
 """An arrival still in the inbox this long after admission was dropped by its process."""
 
@@ -120,6 +125,8 @@ class Firing:
         """
         if arrival.kind == SIGNAL_KIND:
             return await self._forward_signal(arrival)
+        if arrival.kind == STEER_KIND:
+            return await self._forward_steering(arrival)
         try:
             _, workflow = await self.workflows.get(arrival.workflow, arrival.version)
             trigger = workflow.trigger(arrival.trigger)
@@ -173,6 +180,26 @@ class Firing:
             record = await self.record(
                 arrival, "signalled", f"signal {names['signal']!r}", run_id=run_id
             )
+        except (InvalidInput, NotFound) as exc:
+            record = await self.record(arrival, "failed", str(exc))
+        await self.store.settle(arrival.idempotency_key)
+        return record
+
+    async def _forward_steering(self, arrival: Arrival) -> TriggerRecord:
+        """``conveyor cancel``, ``retry`` or ``resume`` of a local run, queued by the
+        command line for the embedded server of its home (whose steps died with a process
+        that drove the run before, so a resumed run runs them again)."""
+        run, command = str(arrival.names["run"]), arrival.names.get("command")
+        try:
+            if command == "cancel":
+                run_id, done = await self.client.cancel(run, CANCELLED_BY_CLI), "cancelled"
+            elif command == "retry":
+                run_id, done = (await self.client.retry(run)).run_id, "retried"
+            elif command == "resume":
+                run_id, done = await self.client.resume(run, steps_lost=True), "resumed"
+            else:
+                raise InvalidInput([Problem(f"no such command {command!r}")])
+            record = await self.record(arrival, done, f"conveyor {command}", run_id=run_id)
         except (InvalidInput, NotFound) as exc:
             record = await self.record(arrival, "failed", str(exc))
         await self.store.settle(arrival.idempotency_key)

@@ -1,0 +1,71 @@
+"""The embedded server's client: the runs of its home that another process drives are
+steered through that process, never from here.
+
+A ``conveyor run`` (or ``resume``, ``retry``) process drives its run while the server
+runs on the same home. Two engines driving one run would both run its steps, so the
+server's API and UI do not act on such a run: a cancel interrupts the process that
+drives it (as ``conveyor cancel`` does), anything else is refused with the process's
+pid. A resume of a run the server drives itself is refused too: its steps are running
+here, and resuming would start them again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from contracts.errors import Conflict, Problem
+from conveyor.local import interrupt_holder
+from conveyor.locks import RunLock
+from engine.client import Client
+from engine.state.model import RunState
+
+
+class ServedClient(Client):
+    def __init__(self, client: Client, home: Path, drives: Callable[[str], bool]) -> None:
+        """``client``: the embedded engine's; ``drives``: whether the server's engine is
+        driving a run."""
+        super().__init__(
+            client.store, client._transport, shards=client._shards, clock=client._clock
+        )
+        self._home = home
+        self._drives = drives
+
+    async def cancel(self, run: str, reason: str = "cancelled by user") -> str:
+        state = await self.state(run)
+        if not state.finished and interrupt_holder(self._home, state.run_id, "the API") is not None:
+            return state.run_id
+        return await super().cancel(state.run_id, reason)
+
+    async def retry(self, run: str) -> RunState:
+        self._not_elsewhere(await self.find(run))
+        return await super().retry(run)
+
+    async def resume(self, run: str, *, steps_lost: bool = False) -> str:
+        run_id = await self.find(run)
+        self._not_elsewhere(run_id)
+        if self._drives(run_id):
+            raise Conflict(
+                [Problem(f"run {run_id} is running already, in the server (process {os.getpid()})")]
+            )
+        return await super().resume(run_id, steps_lost=steps_lost)
+
+    async def signal(
+        self, run: str, name: str, data: Any = None, *, key: str | None = None, sender: str = ""
+    ) -> str:
+        self._not_elsewhere(await self.find(run))
+        return await super().signal(run, name, data, key=key, sender=sender)
+
+    def _not_elsewhere(self, run_id: str) -> None:
+        pid = RunLock(self._home, run_id).holder()
+        if pid is not None:
+            raise Conflict(
+                [
+                    Problem(
+                        f"run {run_id} is being run by process {pid} on this home: steer it"
+                        " with the command line there (conveyor signal, approve, cancel)"
+                    )
+                ]
+            )

@@ -1,0 +1,130 @@
+"""One driver per run in a local home: the command line and an embedded server on the
+same home steer each other's runs through the process that drives them, never by
+driving them a second time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.test_cli import conveyor
+from tests.e2e.test_local_control import LONG as LOCAL_LONG
+from tests.e2e.test_local_control import gone, start
+from tests.services import free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+FLAKY = """
+name: flaky
+tasks:
+  - name: check
+    script: test -f {flag}
+  - name: after
+    depends: [check]
+    script: echo after
+"""
+
+
+def events_of(tmp_path: Path, run_id: str) -> list[dict[str, Any]]:
+    listed = conveyor("events", run_id, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    return [json.loads(line) for line in listed.stdout.splitlines()]
+
+
+def test_conveyor_cancel_has_the_server_cancel_the_run_it_drives(
+    server: Any, tmp_path: Path
+) -> None:
+    served = server(grace=1)
+    served.start()
+    run_id, step = served.start_run()
+    cancelled = conveyor("cancel", run_id[:8], cwd=tmp_path)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"by the server of this home, process {served.proc.pid}" in cancelled.stdout
+    assert gone(step), "the server's step outlived the cancel"
+    run = served.run(run_id)
+    assert (run["state"], run["reason"]) == ("cancelled", "cancelled (conveyor cancel)")
+    served.flag.touch()  # were the step still going, it would end now and `after` run
+    kinds = [e["type"] for e in events_of(tmp_path, run_id) if e.get("task") == "after"]
+    assert "task_dispatched" not in kinds
+    assert served.proc.poll() is None  # the server goes on
+
+
+def test_a_run_the_server_drives_is_not_resumed_beside_it(server: Any, tmp_path: Path) -> None:
+    served = server(grace=1)
+    served.start()
+    run_id, step = served.start_run()
+    resumed = conveyor("resume", run_id, cwd=tmp_path)
+    assert resumed.returncode == 2
+    assert f"run {run_id} is running already, in the server" in resumed.stderr
+    answer = httpx.post(f"{served.url}/api/v1/runs/{run_id}/resume", timeout=10)
+    assert answer.status_code == 409, answer.text
+    assert not gone(step, within=0)  # still its first and only attempt
+    served.flag.touch()
+    deadline = time.monotonic() + 30
+    while (run := served.run(run_id))["state"] == "running":
+        assert time.monotonic() < deadline, run
+        time.sleep(0.05)
+    assert [(t["name"], t["attempt"]) for t in run["tasks"]] == [("wait", 1), ("after", 1)]
+
+
+def test_conveyor_retry_has_the_server_run_the_retry(server: Any, tmp_path: Path) -> None:
+    flag = tmp_path / "checked"
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "flaky.yaml").write_text(FLAKY.format(flag=flag))
+    served = server(grace=1)
+    served.start()
+    answer = httpx.post(f"{served.url}/api/v1/runs", json={"workflow": "flaky"}, timeout=10)
+    run_id = answer.json()["run_id"]
+    deadline = time.monotonic() + 30
+    while served.run(run_id)["state"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    flag.touch()
+    retried = conveyor("retry", run_id, cwd=tmp_path)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    said = retried.stderr
+    assert f"retry: the server of this home (process {served.proc.pid}) runs it" in said
+    assert "check: failed" not in said  # the first round is not shown again
+    assert "run succeeded" in retried.stdout
+    assert served.run(run_id)["state"] == "succeeded"
+
+
+def test_one_embedded_server_per_home(server: Any, tmp_path: Path) -> None:
+    first = server(grace=1)
+    first.start()
+    second = subprocess.run(
+        [sys.executable, "-m", "conveyor", "server", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=first.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 2
+    assert f"is served already by process {first.proc.pid}" in second.stderr
+
+
+def test_the_server_steers_a_conveyor_run_through_its_process(server: Any, tmp_path: Path) -> None:
+    served = server(grace=1)
+    served.start()
+    driving, pidfile = start(tmp_path, LOCAL_LONG)
+    run_id = json.loads(conveyor("runs", "--json", cwd=tmp_path).stdout)[0]["run_id"]
+    for action in ("resume", "signals/go"):
+        refused = httpx.post(f"{served.url}/api/v1/runs/{run_id}/{action}", timeout=10)
+        assert refused.status_code == 409, refused.text
+        assert f"is being run by process {driving.pid}" in refused.json()["detail"]
+    answer = httpx.post(f"{served.url}/api/v1/runs/{run_id}/cancel", timeout=10)
+    assert answer.status_code == 202, answer.text
+    _out, said = driving.communicate(timeout=30)
+    assert driving.returncode == 1, said  # cancelled, by the process that drove it
+    assert "asked to cancel (the API)" in said
+    assert gone(int(pidfile.read_text()))
+    run = served.run(run_id)
+    assert (run["state"], run["reason"]) == ("cancelled", "cancelled (the API)")
