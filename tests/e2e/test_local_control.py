@@ -202,3 +202,19 @@ def test_cancel_records_a_run_nobody_runs_and_retry_reruns_it(tmp_path: Path) ->
     retried = conveyor("retry", run_id, cwd=tmp_path, timeout=60)
     assert retried.returncode == 0, retried.stdout + retried.stderr
     assert only_run(tmp_path)["state"] == "succeeded"
+
+
+def test_resume_of_a_run_another_process_drives_sends_nothing(tmp_path: Path) -> None:
+    proc, pidfile = start(tmp_path, LONG)
+    step = int(pidfile.read_text())
+    run = only_run(tmp_path)
+    resumed = conveyor("resume", str(run["run_id"]), cwd=tmp_path)
+    assert resumed.returncode == 2
+    assert f"is being run by process {proc.pid}" in resumed.stderr
+    listed = conveyor("events", str(run["run_id"]), cwd=tmp_path).stdout.splitlines()
+    kinds = [json.loads(line)["type"] for line in listed]
+    # No second engine took the run up, even for a moment: first, then wait, once each.
+    assert kinds.count("task_dispatched") == 2 and kinds.count("task_started") == 2
+    assert int(pidfile.read_text()) == step and not gone(step, within=0)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
