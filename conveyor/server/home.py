@@ -129,6 +129,7 @@ async def _runtime(
         stale_after=2.0 if alone else STALE_AFTER,
         artifacts=artifacts,
         hurry=hurry,
+        steers_home=alone,
     )
     await runtime.start()
     try:

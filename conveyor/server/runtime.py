@@ -22,7 +22,7 @@ from contracts.supervision import Supervisor, stop_loops
 from conveyor.metrics import count_decision
 from conveyor.server.folder import WorkflowFolder
 from engine.client import Client
-from engine.triggers.firing import STALE_AFTER, Arrival, Firing
+from engine.triggers.firing import STALE_AFTER, STEER_KIND, Arrival, Firing
 from engine.triggers.notify import FIRST_DELAY, Notifier
 from engine.triggers.queues import QueueSources
 from engine.triggers.registry import Registry
@@ -54,9 +54,12 @@ class TriggerRuntime:
         artifacts: ArtifactStore | None = None,
         clock: Callable[[], float] = time.time,
         hurry: Callable[[], None] | None = None,
+        steers_home: bool = False,
     ) -> None:
         """``hurry``: what ends the grace period of a stop that waits for running steps
-        (an embedded engine's, whose steps run in this process)."""
+        (an embedded engine's, whose steps run in this process). ``steers_home``: the
+        cancels, retries and resumes the command line queues for an embedded server are
+        taken at the next sweep (nothing here handles them as they arrive)."""
         self.store = store
         self.hurry = hurry
         self.stopping = asyncio.Event()
@@ -88,6 +91,7 @@ class TriggerRuntime:
         self._refresh_interval = refresh_interval
         self._sweep_interval = sweep_interval
         self._stale_after = stale_after
+        self._steers_home = steers_home
         self._loops: list[asyncio.Task[None]] = []
         self._handling: set[asyncio.Task[object]] = set()
         self.supervisor = Supervisor("server")
@@ -147,6 +151,8 @@ class TriggerRuntime:
 
     async def _sweep(self) -> None:
         await self.firing.sweep(self._stale_after)
+        if self._steers_home:
+            await self.firing.sweep(0.0, kind=STEER_KIND)
 
     def _every(
         self, interval: float, job: Callable[[], Awaitable[None]], name: str

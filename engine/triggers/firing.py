@@ -222,8 +222,9 @@ class Firing:
             return None
         return await self.handle(arrival)
 
-    async def sweep(self, older_than: float = STALE_AFTER) -> int:
-        """Handle arrivals a process admitted and did not get to; how many."""
+    async def sweep(self, older_than: float = STALE_AFTER, *, kind: str | None = None) -> int:
+        """Handle arrivals a process admitted and did not get to (of one ``kind``, if
+        named); how many."""
         handled = 0
         for key, payload in await self.store.pending(older_than=older_than):
             try:
@@ -231,6 +232,8 @@ class Firing:
             except msgspec.DecodeError:
                 log.error("unreadable arrival in the trigger inbox", key=key)
                 await self.store.settle(key)
+                continue
+            if kind is not None and arrival.kind != kind:
                 continue
             try:
                 await self.handle(arrival)
