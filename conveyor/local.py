@@ -72,15 +72,18 @@ none of these reaches them: the run's cancel kills them."""
 async def drive(
     engine: EmbeddedEngine,
     home: Path,
-    start: Callable[[], Awaitable[tuple[str, int]]],
+    run_id: str,
+    start: Callable[[], Awaitable[int]],
     *,
     observer: Observer | None = None,
     on_interrupt: Callable[[str], None] = lambda _word: None,
 ) -> tuple[RunState, int | None]:
-    """Start a run with ``start`` and drive it to its end here.
+    """Take the run's lock, start it with ``start`` and drive it to its end here.
 
-    ``start`` returns the run id and the round after which it counts as ended (-1; a
-    retry's previous round). A signal of ``STOP_SIGNALS`` cancels the run, and a second
+    The lock comes first: a server starting on the home meanwhile takes up the
+    unfinished runs nobody holds, and would take this one too. ``start`` returns the
+    round after which the run counts as ended (-1; a retry's previous round). A signal
+    of ``STOP_SIGNALS`` cancels the run, and a second
     one exits at once; ``on_interrupt`` hears the first's word ("interrupted", ...).
     Returns the final state and, if a signal stopped it, the exit code it calls for
     (128 + the signal's number; none for the interrupt of ``conveyor cancel``, whose run
@@ -88,9 +91,9 @@ async def drive(
     """
     if observer is not None:
         engine.coordinator.observe(observer)
-    run_id, past_round = await start()
     lock = RunLock(home, run_id)
     with lock.held():
+        past_round = await start()
         stopped_by: list[signal.Signals] = []
         asked_elsewhere: list[signal.Signals] = []
         running = asyncio.get_running_loop()

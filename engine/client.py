@@ -76,13 +76,16 @@ class Client:
         trigger: str = "cli",
         idempotency_key: str | None = None,
         workflow_version: int | None = None,
+        run_id: str | None = None,
     ) -> str:
         """Send a run to its coordinator shard; returns the run id.
 
         The same idempotency key always gives the same run id, and the coordinator
-        appends the submission only once.
+        appends the submission only once. ``run_id``: chosen by the caller beforehand
+        (``new_run_id()``; without a key).
         """
-        run_id = run_id_of(idempotency_key) if idempotency_key is not None else uuid.uuid4().hex
+        if run_id is None:
+            run_id = run_id_of(idempotency_key) if idempotency_key is not None else new_run_id()
         shard = (await self.shard_map()).shard_for(run_id)
         event = RunSubmitted(
             run_id=run_id,
@@ -292,6 +295,10 @@ class Client:
             if state is not None and state.finished and state.round > past_round:
                 return state
         raise ConveyorError(f"run {run_id} did not finish in {timeout}s", retryable=True)
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
 
 
 def run_id_of(idempotency_key: str) -> str:

@@ -48,6 +48,7 @@ from conveyor.preflight import step_import_paths, use_import_paths
 from conveyor.progress import LiveProgress, summary
 from conveyor.report import run_report
 from conveyor.wiring import open_artifacts
+from engine.client import new_run_id
 from engine.state.model import RunState
 
 app = typer.Typer(
@@ -135,14 +136,18 @@ def run(
 
     async def go() -> tuple[RunState, int | None]:
         async with local_engine(settings, workers=workers) as engine:
+            run_id = new_run_id()
 
-            async def start() -> tuple[str, int]:
-                return await engine.submit(workflow, params), -1
+            async def start() -> int:
+                await engine.submit(workflow, params, run_id=run_id)
+                return -1
 
             if as_json:
-                return await drive(engine, home, start, on_interrupt=interrupted)
+                return await drive(engine, home, run_id, start, on_interrupt=interrupted)
             with LiveProgress(err) as progress:
-                return await drive(engine, home, start, observer=progress, on_interrupt=interrupted)
+                return await drive(
+                    engine, home, run_id, start, observer=progress, on_interrupt=interrupted
+                )
 
     state, stopped_with = loop.run(go())
     if as_json:

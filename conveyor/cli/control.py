@@ -105,13 +105,14 @@ def _drive_locally(settings: Settings, run: str, command: str) -> tuple[RunState
             client: Client = engine.client
             run_id = state.run_id
 
-            async def start() -> tuple[str, int]:
+            async def start() -> int:
                 if command == "retry":
-                    return run_id, (await client.retry(run_id)).round
-                return await client.resume(run_id, steps_lost=True), -1
+                    return (await client.retry(run_id)).round
+                await client.resume(run_id, steps_lost=True)
+                return -1
 
             with LiveProgress(err) as progress:
-                return await drive(engine, settings.home, start, observer=progress)
+                return await drive(engine, settings.home, run_id, start, observer=progress)
 
     return loop.run(go())
 

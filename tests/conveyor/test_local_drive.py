@@ -1,0 +1,31 @@
+"""Driving a local run: its lock is held before anything of it exists."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from contracts.validation import parse_workflow
+from conveyor.embedded import EmbeddedEngine
+from conveyor.local import drive
+from conveyor.locks import RunLock
+from engine.client import new_run_id
+
+
+async def test_the_run_is_locked_before_it_is_submitted(tmp_path: Path) -> None:
+    """A server starting on the home takes up the unfinished runs nobody holds: a run
+    submitted before its lock was taken could be driven twice."""
+    workflow = parse_workflow("name: w\ntasks: [{name: a, script: 'true'}]")
+    run_id = new_run_id()
+    holders: list[int | None] = []
+    async with EmbeddedEngine() as engine:
+
+        async def start() -> int:
+            holders.append(RunLock(tmp_path, run_id).holder())
+            await engine.submit(workflow, {}, run_id=run_id)
+            return -1
+
+        state, stopped_with = await drive(engine, tmp_path, run_id, start)
+    assert holders == [os.getpid()]
+    assert (state.run_id, state.status, stopped_with) == (run_id, "succeeded", None)
+    assert RunLock(tmp_path, run_id).holder() is None  # released at the end
