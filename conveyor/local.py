@@ -55,6 +55,8 @@ log = structlog.get_logger("conveyor.local")
 SIGNAL_POLL = 0.2
 """How often a local run's process looks for signals queued by another command."""
 INTERRUPTED = "interrupted (Ctrl-C)"
+RECORDED_WITHIN = 30.0
+"""How long a local run's start may take to reach its log (an embedded engine: ms)."""
 SERVER_ANSWERS_WITHIN = 30.0
 """How long a command queued for the home's server waits for it to be taken."""
 
@@ -93,10 +95,16 @@ async def drive(
         engine.coordinator.observe(observer)
     lock = RunLock(home, run_id)
     with lock.held():
-        past_round = await start()
         stopped_by: list[signal.Signals] = []
         asked_elsewhere: list[signal.Signals] = []
         running = asyncio.get_running_loop()
+        recorded = asyncio.Event()
+        cancelling: list[asyncio.Task[str]] = []
+
+        async def cancel(reason: str) -> str:
+            # A signal during the start cancels the run once its log holds it.
+            await recorded.wait()
+            return await engine.client.cancel(run_id, reason)
 
         def interrupt(received: signal.Signals) -> None:
             if stopped_by:
@@ -108,16 +116,21 @@ async def drive(
                 word, reason = f"asked to cancel ({asker})", f"cancelled ({asker})"
                 asked_elsewhere.append(received)
             on_interrupt(word)
-            cancel = running.create_task(engine.client.cancel(run_id, reason))
-            cancel.add_done_callback(_log_failure)
+            cancelling.append(running.create_task(cancel(reason)))
+            cancelling[-1].add_done_callback(_log_failure)
 
         for received in STOP_SIGNALS:
             running.add_signal_handler(received, interrupt, received)
-        relay = running.create_task(_relay_signals(engine, home, run_id))
+        relay: asyncio.Task[None] | None = None
         try:
+            past_round = await start()
+            await engine.client.store.wait_for_events(run_id, 0, RECORDED_WITHIN)
+            recorded.set()
+            relay = running.create_task(_relay_signals(engine, home, run_id))
             state = await engine.wait(run_id, past_round=past_round)
         finally:
-            relay.cancel()
+            for task in [*cancelling, *([relay] if relay else [])]:
+                task.cancel()
             for received in STOP_SIGNALS:
                 running.remove_signal_handler(received)
                 # Shutting down may wait for a step that cannot be stopped: a signal

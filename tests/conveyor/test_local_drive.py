@@ -29,3 +29,41 @@ async def test_the_run_is_locked_before_it_is_submitted(tmp_path: Path) -> None:
     assert holders == [os.getpid()]
     assert (state.run_id, state.status, stopped_with) == (run_id, "succeeded", None)
     assert RunLock(tmp_path, run_id).holder() is None  # released at the end
+
+
+SIGNALLED_WHILE_STARTING = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from contracts.validation import parse_workflow
+from conveyor.embedded import EmbeddedEngine
+from conveyor.local import drive
+from engine.client import new_run_id
+
+async def main() -> None:
+    workflow = parse_workflow("name: w\\ntasks: [{name: a, script: 'sleep 30'}]")
+    run_id = new_run_id()
+    async with EmbeddedEngine() as engine:
+        async def start() -> int:
+            os.kill(os.getpid(), signal.SIGTERM)  # as systemd would, mid-start
+            await asyncio.sleep(0)
+            await engine.submit(workflow, {}, run_id=run_id)
+            return -1
+        state, stopped_with = await drive(engine, Path(sys.argv[1]), run_id, start)
+    print(state.status, state.reason, stopped_with)
+
+asyncio.run(main())
+"""
+
+
+def test_a_signal_while_the_run_starts_cancels_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNALLED_WHILE_STARTING, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].split() == ["cancelled", "terminated", "(SIGTERM)", "143"]
