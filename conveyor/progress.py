@@ -184,8 +184,9 @@ def summary(state: RunState) -> Group:
             detail.append_text(plain(line, "dim"))
         attempts = str(row["attempts"])
         if node.spec.fans_out:
-            retries = _count(row["retries"], "retry", "retries")
-            attempts = f"{_count(row['items'], 'item')}, {retries}"
+            attempts = _count(row["items"], "item")
+            if row["retries"]:
+                attempts += f", {_count(row['retries'], 'retry', 'retries')}"
         table.add_row(
             node.spec.name,
             Text(node.status, style=STYLE.get(node.status, "")),

@@ -72,6 +72,8 @@ def test_the_summary_counts_a_fan_out_in_words() -> None:
     assert "1 item, 1 retry" in render_text(summary(once.state))
     twice = run_workflow(flow, failures={"each": 2})
     assert "1 item, 2 retries" in render_text(summary(twice.state))
+    never = run_workflow(flow)
+    assert "1 item " in render_text(summary(never.state))  # no "0 retries"
 
 
 def test_a_fan_out_stopped_before_any_item_succeeded_shows_no_outputs() -> None:
