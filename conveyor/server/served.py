@@ -21,6 +21,7 @@ from conveyor.local import interrupt_holder
 from conveyor.locks import RunLock
 from engine.client import Client
 from engine.state.model import RunState
+from engine.triggers.firing import CANCELLED_BY_CLI
 
 
 class ServedClient(Client):
@@ -35,7 +36,8 @@ class ServedClient(Client):
 
     async def cancel(self, run: str, reason: str = "cancelled by user") -> str:
         state = await self.state(run)
-        if not state.finished and interrupt_holder(self._home, state.run_id, "the API") is not None:
+        asker = "conveyor cancel" if reason == CANCELLED_BY_CLI else "the API"
+        if not state.finished and interrupt_holder(self._home, state.run_id, asker) is not None:
             return state.run_id
         return await super().cancel(state.run_id, reason)
 
