@@ -165,12 +165,20 @@ def load_target(target: Path) -> Workflow:
         ) from exc
     found = getattr(module, attribute, None)
     spec = getattr(found, "spec", found)
-    if not isinstance(spec, Workflow):
-        raise InvalidInput(
-            [Problem(f"{text} is not a workflow (decorate it with @conveyor.workflow)")],
-            source=text,
+    if isinstance(spec, Workflow):
+        return spec
+    if found is None:
+        workflows = sorted(
+            name
+            for name, value in vars(module).items()
+            if isinstance(getattr(value, "spec", value), Workflow)
         )
-    return spec
+        said = (
+            f"{module_name} has no {attribute!r} (its workflows: {', '.join(workflows) or 'none'})"
+        )
+    else:
+        said = f"{text} is not a workflow (decorate it with @conveyor.workflow)"
+    raise InvalidInput([Problem(said)], source=text)
 
 
 def load_for_run(file: Path, params: list[str]) -> tuple[Workflow, dict[str, Any]]:

@@ -154,6 +154,9 @@ def test_cli_runs_and_exports_python_workflows(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "cannot import 'no_such_module_q'" in missing.stderr
     not_a_workflow = cli("export", "json:dumps", cwd=tmp_path, home=tmp_path)
     assert not_a_workflow.returncode == 2 and "is not a workflow" in not_a_workflow.stderr
+    misspelt = cli("run", "scoring:scorin", cwd=examples, home=tmp_path)
+    assert misspelt.returncode == 2
+    assert "scoring has no 'scorin' (its workflows: scoring)" in misspelt.stderr
 
 
 def test_tasks_must_be_importable_by_workers() -> None:
