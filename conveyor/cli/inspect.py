@@ -156,10 +156,17 @@ def register(app: typer.Typer) -> None:
             if index is not None and task is None:
                 raise InvalidInput([Problem("--index picks an item of a task: name the task")])
             if task is not None:
-                tasks = list((await client.state(full)).nodes)
-                if task not in tasks:
+                nodes = (await client.state(full)).nodes
+                if task not in nodes:
+                    tasks = ", ".join(nodes)
                     raise InvalidInput(
-                        [Problem(f"run {full} has no task {task!r}; its tasks: {', '.join(tasks)}")]
+                        [Problem(f"run {full} has no task {task!r}; its tasks: {tasks}")]
+                    )
+                count = len(nodes[task].instances)
+                if index is not None and count and index >= count:
+                    raise InvalidInput(
+                        [Problem(f"task {task!r} has {count} item(s), 0 to {count - 1}")],
+                        source="--index",
                     )
             if not follow:
                 show_new(await client.lines(full, task, index))
@@ -195,6 +202,9 @@ def register(app: typer.Typer) -> None:
         rows = _artifact_rows(_read(home, lambda c: c.state(run_id)), task)
         if as_json:
             write_json(rows)
+            return
+        if not rows:
+            say("no artifacts" + (f" of task {task!r}" if task else ""))
             return
         table = Table()
         for column in ("task", "item", "name", "kind", "size", "sha256", "uri"):

@@ -79,6 +79,9 @@ def test_batch_example_then_inspect_history_outputs_and_logs(tmp_path: Path) -> 
     assert {line.split(" ")[0] for line in item.splitlines()} == {"process[3]#1", "process[3]#2"}
     unnamed = conveyor("logs", run_id[:8], "--index", "3", cwd=tmp_path)
     assert unnamed.returncode == 2 and "--index picks an item of a task" in unnamed.stderr
+    beyond = conveyor("logs", run_id[:8], "process", "--index", "9", cwd=tmp_path)
+    assert beyond.returncode == 2 and "task 'process' has 9 item(s), 0 to 8" in beyond.stderr
+    assert conveyor("artifacts", run_id[:8], cwd=tmp_path).stdout == "no artifacts\n"
 
     events = [
         json.loads(line) for line in conveyor("events", run_id, cwd=tmp_path).stdout.splitlines()
