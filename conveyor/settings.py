@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="How often coordinators look for a changed shard map (s)."
     )
     amqp_heartbeat: float = Field(default=10.0, gt=0, description="AMQP connection heartbeat (s).")
+    connect_within: float = Field(
+        default=20.0,
+        gt=0,
+        description="How long a command (submit, cancel, dead-letters, ...) tries to reach"
+        " RabbitMQ before it gives up (s); services keep trying.",
+    )
     queue_type: Literal["quorum", "classic"] = Field(
         default="quorum",
         description="RabbitMQ queue type of Conveyor's queues: quorum (replicated, the"

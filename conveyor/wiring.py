@@ -47,10 +47,11 @@ def open_store(settings: Settings) -> RunStore:
 
 @asynccontextmanager
 async def transport(
-    settings: Settings, role: Role = Role.CLIENT
+    settings: Settings, role: Role = Role.CLIENT, *, connect_within: float | None = None
 ) -> AsyncIterator[DistributedTransport]:
     """The broker, as ``role``: with signing keys configured, every message this process
-    sends is signed and only messages it may receive are opened (``conveyor.signing``)."""
+    sends is signed and only messages it may receive are opened (``conveyor.signing``).
+    ``connect_within``: see ``RabbitTransport`` (a command gives up, a service waits)."""
     require(settings, "amqp_url")
     assert settings.amqp_url
     keys = signing_keys(settings, role)
@@ -63,6 +64,7 @@ async def transport(
         heartbeat=heartbeat,
         queue_type=settings.queue_type,
         delivery_limit=settings.delivery_limit,
+        connect_within=connect_within,
     )
     wrapped: DistributedTransport = t
     if keys is not None:
@@ -101,7 +103,7 @@ async def open_client(settings: Settings, *, steer: bool = False) -> AsyncIterat
         if not steer:
             yield Client(store, shards=settings.shards)
             return
-        async with transport(settings) as t:
+        async with transport(settings, connect_within=settings.connect_within) as t:
             yield Client(store, t, shards=settings.shards)
     finally:
         await store.close()

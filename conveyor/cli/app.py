@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.errors import ConveyorError, InvalidInput, NotFound
 from contracts.spec import Workflow
@@ -217,3 +219,7 @@ def main() -> None:
     except ConveyorError as exc:
         print_error(exc)
         sys.exit(EXIT_INVALID if isinstance(exc, InvalidInput | NotFound) else EXIT_RUN_FAILED)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        # A command reading runs from a Redis that does not answer (services wait).
+        sys.stderr.write(f"error: Redis not reachable: {exc}\n")
+        sys.exit(EXIT_RUN_FAILED)

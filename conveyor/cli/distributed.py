@@ -281,7 +281,7 @@ def register(app: typer.Typer) -> None:
         settings = settings_from(amqp_url)
 
         async def go() -> tuple[int, list[Any]]:
-            async with cluster.transport(settings) as t:
+            async with cluster.transport(settings, connect_within=settings.connect_within) as t:
                 return await t.dead_letter_count(), await t.dead_letters(show) if show else []
 
         try:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -126,7 +127,11 @@ class RabbitTransport:
         publish_retry_max: float = 2.0,
         queue_type: str = "quorum",
         delivery_limit: int = DELIVERY_LIMIT,
+        connect_within: float | None = None,
     ) -> None:
+        """``connect_within``: seconds ``start`` tries to reach the broker before it gives
+        up (a command someone waits for); None tries for as long as it takes (a
+        service, which its supervisor should not see die of a broker that is late)."""
         if queue_type not in QUEUE_TYPES:
             raise ConveyorError(f"queue type must be one of {', '.join(QUEUE_TYPES)}")
         self.queue_type = queue_type
@@ -152,6 +157,7 @@ class RabbitTransport:
         self._closing = False
         self._renewing = asyncio.Lock()
         self._reconnect_hooks: list[Callable[[], None]] = []
+        self._connect_within = connect_within
 
     def on_reconnect(self, hook: Callable[[], None]) -> None:
         """Call ``hook()`` after the connection was lost and made again."""
@@ -168,6 +174,7 @@ class RabbitTransport:
         delay = 0.1
         connection_class = type("ClusterConnection", (FailoverConnection,), {"URLS": self._urls})
         turn = 0
+        deadline = None if self._connect_within is None else time.monotonic() + self._connect_within
         while True:
             url = self._urls[turn % len(self._urls)]
             try:
@@ -176,6 +183,12 @@ class RabbitTransport:
                 )
                 break
             except RETRYABLE as exc:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise ConveyorError(
+                        f"RabbitMQ not reachable at {_where(self._urls)} within"
+                        f" {self._connect_within:g}s: {exc}",
+                        retryable=True,
+                    ) from exc
                 log.warning("RabbitMQ not reachable; retrying", error=str(exc), delay=delay)
                 turn += 1
                 if turn % len(self._urls) == 0:
@@ -429,3 +442,8 @@ class RabbitTransport:
             return [(m.body, m.headers or {}) for m in seen]
         finally:
             await channel.close()  # unacked peeks go back to the queue
+
+
+def _where(urls: tuple[URL, ...]) -> str:
+    """The nodes, without credentials."""
+    return ", ".join(f"{url.host}:{url.port}" for url in urls)

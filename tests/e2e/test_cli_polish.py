@@ -15,6 +15,7 @@ import typer.main
 
 from conveyor.cli.app import app
 from tests.e2e.test_cli import conveyor
+from tests.services import free_port
 
 FAILING = """
 name: failing
@@ -206,3 +207,20 @@ def test_a_parameter_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     assert b"parameter 'who' is not UTF-8 text: byte 0xe9 at offset 3" in done.stderr
     with pytest.raises(InvalidInput, match="not UTF-8 text"):
         resolve_params(load_workflow(hello), {"who": "caf\udce9"})
+
+
+def test_a_command_gives_up_on_servers_that_do_not_answer(tmp_path: Path) -> None:
+    closed = free_port()  # nothing listens there
+    (tmp_path / "w.yaml").write_text("name: w\ntasks: [{name: a, script: 'true'}]\n")
+    down = {
+        "CONVEYOR_AMQP_URL": f"amqp://guest:secret-pw@127.0.0.1:{closed}/",
+        "CONVEYOR_REDIS_URL": f"redis://127.0.0.1:{closed}/0",
+        "CONVEYOR_CONNECT_WITHIN": "1",
+    }
+    submitted = conveyor("submit", "w.yaml", cwd=tmp_path, extra_env=down, timeout=60)
+    assert submitted.returncode == 1
+    assert f"RabbitMQ not reachable at 127.0.0.1:{closed} within 1s" in submitted.stderr
+    assert "secret-pw" not in submitted.stderr
+    listed = conveyor("runs", cwd=tmp_path, extra_env=down, timeout=60)
+    assert listed.returncode == 1 and "error: Redis not reachable" in listed.stderr
+    assert "Traceback" not in listed.stderr + submitted.stderr
