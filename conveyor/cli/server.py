@@ -398,7 +398,10 @@ def token_list(
 ) -> None:
     """The tokens made (never their secrets)."""
     settings = settings_from(amqp_url=amqp_url, redis_url=redis_url, home=home)
-    for token in _with_registry(settings, lambda registry: Tokens(registry.store).all()):
+    tokens = _with_registry(settings, lambda registry: Tokens(registry.store).all())
+    if not tokens:
+        say("no tokens made: conveyor token create --scope admin")
+    for token in tokens:
         state = "revoked" if token.revoked is not None else "active"
         say(f"{token.id}  {token.scope:<5}  {state:<7}  {token.name}")
 

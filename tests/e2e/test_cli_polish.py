@@ -224,3 +224,20 @@ def test_a_command_gives_up_on_servers_that_do_not_answer(tmp_path: Path) -> Non
     listed = conveyor("runs", cwd=tmp_path, extra_env=down, timeout=60)
     assert listed.returncode == 1 and "error: Redis not reachable" in listed.stderr
     assert "Traceback" not in listed.stderr + submitted.stderr
+
+
+def test_tokens_are_made_listed_and_revoked(tmp_path: Path) -> None:
+    assert conveyor("token", "list", cwd=tmp_path).stdout.startswith("no tokens made")
+    made = conveyor("token", "create", "--scope", "run", "--name", "ci", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip().splitlines()[-1]
+    token_id = secret.split("_")[1]
+    listed = conveyor("token", "list", cwd=tmp_path).stdout
+    assert listed.split() == [token_id, "run", "active", "ci"]
+    assert secret not in listed  # only its hash is kept
+    assert conveyor("token", "revoke", token_id, cwd=tmp_path).returncode == 0
+    assert conveyor("token", "list", cwd=tmp_path).stdout.split()[2] == "revoked"
+    again = conveyor("token", "revoke", token_id, cwd=tmp_path)
+    assert again.returncode == 2 and f"no active token {token_id!r}" in again.stderr
+    bad = conveyor("token", "create", "--scope", "god", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown scope 'god' (read, run, admin)" in bad.stderr
