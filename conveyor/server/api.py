@@ -44,6 +44,10 @@ def _artifact_ref(value: Any) -> ArtifactRef:
     return msgspec.convert(value, ArtifactRef)
 
 
+SUBMIT_FIELDS = frozenset({"workflow", "params", "version"})
+"""What the body of ``POST /runs`` may hold (a misspelt field is refused, not ignored)."""
+
+
 def build_router() -> APIRouter:
     api = APIRouter(prefix="/api/v1")
     read, run_scope, admin = needs(Scope.READ), needs(Scope.RUN), needs(Scope.ADMIN)
@@ -162,6 +166,10 @@ def build_router() -> APIRouter:
             raise ApiProblem(400, "bad request", "the body is not JSON") from None
         if not isinstance(body, dict) or not isinstance(body.get("workflow"), str):
             raise ApiProblem(400, "bad request", 'send {"workflow": NAME, "params": {...}}')
+        unknown = sorted(set(body) - SUBMIT_FIELDS)
+        if unknown:
+            known = ", ".join(sorted(SUBMIT_FIELDS))
+            raise ApiProblem(400, "bad request", f"unknown field {unknown[0]!r} (known: {known})")
         params = body.get("params", {})
         if not isinstance(params, dict):
             raise ApiProblem(400, "bad request", "params must be an object")

@@ -92,6 +92,9 @@ async def test_submitting_checks_params_and_honours_idempotency_keys(api: Server
     assert "expected int" in bad.json()["detail"]
     unknown = await api.http.post("/api/v1/runs", json={"workflow": "fan", "params": {"x": 1}})
     assert unknown.status_code == 400 and "unknown parameter 'x'" in unknown.json()["detail"]
+    misspelt = await api.http.post("/api/v1/runs", json={"workflow": "fan", "param": {"n": 1}})
+    assert misspelt.status_code == 400
+    assert misspelt.json()["detail"] == "unknown field 'param' (known: params, version, workflow)"
     for body in (b"not json", b"[]", b'{"workflow": 3}', b'{"workflow": "fan", "params": []}'):
         answer = await api.http.post("/api/v1/runs", content=body)
         assert answer.status_code == 400, body
