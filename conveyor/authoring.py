@@ -43,6 +43,7 @@ from contracts.expressions import Template, templates_in
 from contracts.spec import Workflow
 from contracts.validation import workflow_from_data
 from contracts.values import STREAMED_FORMAT
+from conveyor import typing_rules as rules
 from conveyor.refs import ORDERING, Ref, task_expression
 from conveyor.task_options import apply_options, check_options
 from conveyor.typing_rules import as_list, compatible, element_type, param_type, type_name
@@ -200,14 +201,8 @@ class TaskFunction(Generic[T]):
     def target(self) -> str:
         module = self.fn.__module__
         if self.fn.__qualname__ != self.fn.__name__ or module == "__main__":
-            raise InvalidInput(
-                [
-                    Problem(
-                        f"task {self.name!r} must be a module-level function "
-                        "of an importable module"
-                    )
-                ]
-            )
+            said = f"task {self.name!r} must be a module-level function of an importable module"
+            raise InvalidInput([Problem(said)])
         return f"{module}:{self.fn.__name__}"
 
     # Running (on a worker, or directly in a unit test).
@@ -221,7 +216,8 @@ class TaskFunction(Generic[T]):
                 for k, v in bound.arguments.items()
             }
         except ValidationError as exc:
-            raise NonRetryableError(f"task {self.name!r}: invalid arguments: {exc}") from exc
+            said = rules.mismatch(exc)
+            raise NonRetryableError(f"task {self.name!r}: invalid arguments: {said}") from exc
 
     def _dump(self, value: Any) -> Any:
         if self.result_format is not None:
@@ -316,7 +312,12 @@ class TaskFunction(Generic[T]):
                 args_spec[pname] = str(value)
             else:
                 # Outputs inside a list, tuple or dict are dependencies too.
-                args_spec[pname] = templated(value, refs)
+                held, args_spec[pname] = len(refs), templated(value, refs)
+                if len(refs) == held and pname in self._adapters:
+                    where = f"task {name!r} parameter {pname!r}"
+                    rules.check_literal(
+                        self._adapters[pname], value, self.param_types[pname], where
+                    )
         missing = [
             p
             for p, prm in self.signature.parameters.items()

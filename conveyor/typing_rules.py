@@ -12,6 +12,10 @@ import types
 import typing
 from typing import Any, get_args, get_origin
 
+from pydantic import TypeAdapter, ValidationError
+
+from contracts.errors import InvalidInput, Problem
+
 
 def type_name(tp: Any) -> str:
     if tp is Any or tp is inspect.Parameter.empty:
@@ -81,3 +85,20 @@ def as_list(declared: Any) -> Any:
         if args and origin not in (dict, collections.abc.Mapping):
             return list[args[0]]  # type: ignore[valid-type]
     return declared
+
+
+def mismatch(exc: ValidationError) -> str:
+    """What pydantic found wrong, on one line and without its links."""
+    said = "; ".join(str(error["msg"]) for error in exc.errors())
+    given = exc.errors()[0].get("input") if exc.errors() else None
+    return f"{said} (got {given!r:.80})"
+
+
+def check_literal(adapter: TypeAdapter[Any], value: Any, expected: Any, where: str) -> None:
+    """A literal argument of a task call, checked when the workflow is built."""
+    try:
+        adapter.validate_python(value)
+    except ValidationError as exc:
+        raise InvalidInput(
+            [Problem(f"type mismatch: {where} expects {type_name(expected)}: {mismatch(exc)}")]
+        ) from exc

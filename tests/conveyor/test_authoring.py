@@ -62,6 +62,32 @@ def test_parameters_are_type_checked_too() -> None:
         _ = wrong.spec
 
 
+def test_literal_arguments_are_type_checked_when_the_workflow_is_built() -> None:
+    @workflow
+    def literal(n: int = 2) -> None:
+        double("four")
+
+    expected = "task 'double' parameter 'x' expects int: Input should be a valid integer"
+    with pytest.raises(InvalidInput, match=expected):
+        _ = literal.spec
+
+    @workflow
+    def lax(n: int = 2) -> None:
+        double("4")  # what a worker would take (pydantic's lax mode)
+
+    assert lax.spec.tasks[0].args == {"x": "4"}
+
+
+def test_arguments_that_do_not_fit_fail_the_step_in_one_line() -> None:
+    flow = parse_workflow("name: w\ntasks: [{name: d, python: typedflows:double, args: {x: abc}}]")
+    result = run_workflow(flow)
+    error = result.task("d").error or ""
+    assert "task 'double': invalid arguments: Input should be a valid integer" in error
+    assert error.endswith("(got 'abc')") and "pydantic.dev" not in error
+    said = result.task("d").log_text("stderr")
+    assert len(said) == 1 and said[0].startswith("NonRetryableError: task 'double'")
+
+
 def test_tasks_validate_inputs_and_outputs_when_called_directly() -> None:
     assert double(4) == 8
     assert double("4") == 8  # pydantic's lax mode, as on a worker
