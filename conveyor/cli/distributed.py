@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -14,7 +15,8 @@ from typing import Annotated, Any, NamedTuple
 import typer
 from prometheus_client import start_http_server
 
-from contracts.errors import InvalidInput
+from contracts.errors import InvalidInput, Problem
+from contracts.modelbase import NAME_PATTERN
 from contracts.ports import RunStore
 from contracts.signing import Role
 from contracts.supervision import Supervisor
@@ -192,6 +194,9 @@ def register(app: typer.Typer) -> None:
         metrics_port: MetricsPortOption = None,
     ) -> None:
         """Run a worker: take tasks of one pool, run them, report back. SIGTERM stops it cleanly."""
+        if not re.match(NAME_PATTERN, pool):
+            said = f"{pool!r} is not a pool name (a letter or _, then letters, digits, _ and -)"
+            raise fail_input(InvalidInput([Problem(said)], source="--pool"))
         settings = settings_from(amqp_url, redis_url)
         use_import_paths(step_import_paths(None, python_path or ""))
 

@@ -241,3 +241,9 @@ def test_tokens_are_made_listed_and_revoked(tmp_path: Path) -> None:
     assert again.returncode == 2 and f"no active token {token_id!r}" in again.stderr
     bad = conveyor("token", "create", "--scope", "god", cwd=tmp_path)
     assert bad.returncode == 2 and "unknown scope 'god' (read, run, admin)" in bad.stderr
+
+
+def test_a_worker_for_a_pool_no_task_can_name_is_refused(tmp_path: Path) -> None:
+    refused = conveyor("worker", "--pool", "gpu pool", cwd=tmp_path, timeout=60)
+    assert refused.returncode == 2
+    assert "--pool: 'gpu pool' is not a pool name" in refused.stderr
