@@ -95,96 +95,85 @@ async def drive(
         engine.coordinator.observe(observer)
     lock = RunLock(home, run_id)
     with lock.held():
-        stopped_by: list[signal.Signals] = []
-        asked_elsewhere: list[signal.Signals] = []
+        # One per stop signal heard: 128 + its number, or None for conveyor cancel's.
+        exit_codes: list[int | None] = []
         running = asyncio.get_running_loop()
-        recorded = asyncio.Event()
-        cancelling: list[asyncio.Task[str]] = []
+        background: set[asyncio.Task[Any]] = set()
 
         async def cancel(reason: str) -> str:
             # A signal during the start cancels the run once its log holds it.
-            await recorded.wait()
+            await engine.client.store.wait_for_events(run_id, 0, RECORDED_WITHIN)
             return await engine.client.cancel(run_id, reason)
 
         def interrupt(received: signal.Signals) -> None:
-            if stopped_by:
+            if exit_codes:
                 _quit_at_once(received, None)  # the second one: at once, whatever runs
-            stopped_by.append(received)
             word, reason = STOP_SIGNALS[received]
             asker = _cancel_asked_by(lock) if received == signal.SIGINT else None
             if asker is not None:
                 word, reason = f"asked to cancel ({asker})", f"cancelled ({asker})"
-                asked_elsewhere.append(received)
+            exit_codes.append(None if asker is not None else 128 + received)
             on_interrupt(word)
-            cancelling.append(running.create_task(cancel(reason)))
-            cancelling[-1].add_done_callback(_log_failure)
+            cancelling = running.create_task(cancel(reason))
+            cancelling.add_done_callback(_log_failure)
+            background.add(cancelling)
 
         for received in STOP_SIGNALS:
             running.add_signal_handler(received, interrupt, received)
-        relay: asyncio.Task[None] | None = None
         try:
             past_round = await start()
-            await engine.client.store.wait_for_events(run_id, 0, RECORDED_WITHIN)
-            recorded.set()
-            relay = running.create_task(_relay_signals(engine, home, run_id))
+            background.add(running.create_task(_relay_signals(engine, home, run_id)))
             state = await engine.wait(run_id, past_round=past_round)
         finally:
-            for task in [*cancelling, *([relay] if relay else [])]:
+            for task in background:
                 task.cancel()
             for received in STOP_SIGNALS:
                 running.remove_signal_handler(received)
                 # Shutting down may wait for a step that cannot be stopped: a signal
                 # from here on quits at once.
                 signal.signal(received, _quit_at_once)
-    if asked_elsewhere or not stopped_by:
-        return state, None  # a cancel asked for elsewhere ends as a cancelled run does
-    return state, 128 + stopped_by[0]
+    # A cancel asked for elsewhere ends as any cancelled run does.
+    return state, exit_codes[0] if exit_codes else None
 
 
 async def queue_for_driver(home: Path, workflow: str, kind: str, names: dict[str, Any]) -> str:
     """Put a command for a run (a signal, a cancel) in the home's trigger inbox, where the
     process that drives the run takes it: ``conveyor run`` relays signals for its run,
     an embedded server takes what is left there. Returns the key its record will bear."""
-    arrival = Arrival(
-        workflow=workflow,
-        version=0,
-        trigger="-",
-        kind=kind,
-        key=uuid.uuid4().hex,
-        names=names,
-        at=0.0,
-    )
     store = SqliteTriggerStore(home / "conveyor.db")
     try:
-        await store.admit(arrival.idempotency_key, encode_arrival(arrival), keep=86400)
+        return await _queue(store, workflow, kind, names)
     finally:
         await store.close()
-    return arrival.key
 
 
 async def steer_through_server(home: Path, workflow: str, run_id: str, command: str) -> None:
     """Have the embedded server serving ``home`` cancel, retry or resume a run; returns
     once it has, raises ``InvalidInput`` with its reason if it refused."""
-    key = await queue_for_driver(home, workflow, STEER_KIND, {"run": run_id, "command": command})
     store = SqliteTriggerStore(home / "conveyor.db")
     try:
+        key = await _queue(store, workflow, STEER_KIND, {"run": run_id, "command": command})
         deadline = time.monotonic() + SERVER_ANSWERS_WITHIN
         while time.monotonic() < deadline:
-            for record in await store.records(workflow, "-"):
-                if record.key == key and record.decision == "failed":
-                    raise InvalidInput([Problem(record.reason)])
-                if record.key == key:
-                    return
+            answer = next((r for r in await store.records(workflow, "-") if r.key == key), None)
+            if answer is not None and answer.decision == "failed":
+                raise InvalidInput([Problem(answer.reason)])
+            if answer is not None:
+                return
             await asyncio.sleep(SIGNAL_POLL)
     finally:
         await store.close()
-    raise InvalidInput(
-        [
-            Problem(
-                f"the server of {home} did not take the {command} within {SERVER_ANSWERS_WITHIN:g}s"
-            )
-        ]
+    waited = f"{SERVER_ANSWERS_WITHIN:g}s"
+    raise InvalidInput([Problem(f"the server of {home} did not take the {command} in {waited}")])
+
+
+async def _queue(store: SqliteTriggerStore, workflow: str, kind: str, names: dict[str, Any]) -> str:
+    key = uuid.uuid4().hex
+    arrival = Arrival(
+        workflow=workflow, version=0, trigger="-", kind=kind, key=key, names=names, at=0.0
     )
+    await store.admit(arrival.idempotency_key, encode_arrival(arrival), keep=86400)
+    return key
 
 
 async def _relay_signals(engine: EmbeddedEngine, home: Path, run_id: str) -> None:
