@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from contracts.errors import InvalidInput, Problem
+from contracts.errors import Conflict, Problem
 
 
 class ProcessLock:
@@ -62,10 +62,16 @@ class ProcessLock:
             os.close(self._handle)
             self._handle = None
 
+    def refuse_if_held(self, hint: str = "") -> None:
+        """Raise ``Conflict`` naming the process that holds the lock, if one does."""
+        pid = self.holder()
+        if pid is not None:
+            raise Conflict([Problem(f"{self._what} by process {pid}{hint}")])
+
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
         if not self.acquire():
-            raise InvalidInput([Problem(f"{self._what} by process {self.holder()}")])
+            self.refuse_if_held()
         try:
             yield
         finally:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from contracts.errors import Conflict, InvalidInput, NotFound, Problem
+from contracts.errors import InvalidInput, NotFound, Problem
 from contracts.events import Event
 from contracts.vocabulary import RunStatus
 from conveyor import loop
@@ -89,7 +89,9 @@ def _drive_locally(settings: Settings, run: str, command: str) -> tuple[RunState
     async def go() -> tuple[RunState, int | None]:
         async with open_client(settings) as reader:
             state = await reader.state(run)
-            _not_driven_elsewhere(settings, state.run_id)
+            # Before anything is sent: a resume sent to a run another process drives
+            # would have two engines run its steps.
+            RunLock(settings.home, state.run_id).refuse_if_held()
             server = ServerLock(settings.home).holder()
             if server is not None:
                 past = state.round if command == "retry" else -1
@@ -128,14 +130,6 @@ def _after(count: int, observer: Observer) -> Observer:
             observer(event, state)
 
     return observe
-
-
-def _not_driven_elsewhere(settings: Settings, run_id: str) -> None:
-    """Before anything is sent: a resume sent to a run another process drives would have
-    two engines run its steps."""
-    pid = RunLock(settings.home, run_id).holder()
-    if pid is not None:
-        raise Conflict([Problem(f"run {run_id} is being run by process {pid}")])
 
 
 def register(app: typer.Typer) -> None:

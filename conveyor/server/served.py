@@ -61,13 +61,6 @@ class ServedClient(Client):
         return await super().signal(run, name, data, key=key, sender=sender)
 
     def _not_elsewhere(self, run_id: str) -> None:
-        pid = RunLock(self._home, run_id).holder()
-        if pid is not None:
-            raise Conflict(
-                [
-                    Problem(
-                        f"run {run_id} is being run by process {pid} on this home: steer it"
-                        " with the command line there (conveyor signal, approve, cancel)"
-                    )
-                ]
-            )
+        RunLock(self._home, run_id).refuse_if_held(
+            " on this home: steer it with the command line there (conveyor signal, approve, cancel)"
+        )
