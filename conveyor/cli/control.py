@@ -95,7 +95,7 @@ def _drive_locally(settings: Settings, run: str, command: str) -> tuple[RunState
             server = ServerLock(settings.home).holder()
             if server is not None:
                 past = state.round if command == "retry" else -1
-                before = len(await reader.events(state.run_id))
+                before = state.events_folded  # progress shows only what the command brings
                 await steer_through_server(
                     settings.home, state.workflow.name, state.run_id, command
                 )
