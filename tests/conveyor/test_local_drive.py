@@ -42,13 +42,16 @@ from engine.client import new_run_id
 async def main() -> None:
     workflow = parse_workflow("name: w\\ntasks: [{name: a, script: 'sleep 30'}]")
     run_id = new_run_id()
+    heard = asyncio.Event()
     async with EmbeddedEngine() as engine:
         async def start() -> int:
             os.kill(os.getpid(), signal.SIGTERM)  # as systemd would, mid-start
-            await asyncio.sleep(0)
+            await heard.wait()  # handled before the run exists
             await engine.submit(workflow, {}, run_id=run_id)
             return -1
-        state, stopped_with = await drive(engine, Path(sys.argv[1]), run_id, start)
+        state, stopped_with = await drive(
+            engine, Path(sys.argv[1]), run_id, start, on_interrupt=lambda _word: heard.set()
+        )
     print(state.status, state.reason, stopped_with)
 
 asyncio.run(main())

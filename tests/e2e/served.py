@@ -90,3 +90,11 @@ class Server:
             assert time.monotonic() < deadline, "the step did not start"
             time.sleep(0.05)
         return answer.json()["run_id"], int(self.pidfile.read_text())
+
+    def settled(self, run_id: str, within: float = 30) -> dict[str, Any]:
+        """The run once it is no longer running."""
+        deadline = time.monotonic() + within
+        while (run := self.run(run_id))["state"] == "running":
+            assert time.monotonic() < deadline, run
+            time.sleep(0.05)
+        return run
