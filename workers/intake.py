@@ -1,20 +1,28 @@
-"""How a worker takes task messages from its pool's queue: only when a slot is free,
-and giving back what it holds when its slots stay taken.
+"""How a worker takes task messages from its pool's queue: never more than it has free
+slots for.
 
-A worker whose every slot stays taken for ``give_back_after`` with a message in hand
-gives back what it holds and has not started: its consumer closes, which returns the
-message and the rest of its prefetch to the queue for a worker with room. It consumes
-again once a slot frees, prefetching no more messages than it has free slots. So long
-steps do not hoard the messages queued behind them, and a worker that freezes after
-being full that long holds nothing it has not started (its started attempts run
-elsewhere when their leases end; what a worker holds when it freezes sooner comes back
-when the broker misses its AMQP heartbeats).
+A worker's consumer is opened with a prefetch of its free slots, and the broker counts
+each message it sends against that prefetch until the message is acked. So the worker
+acks a message only when everything the broker could send after the ack finds a free
+slot: at once for a quick step (its slot is free again by the time its start is
+reported), after up to ``SETTLE_WAIT`` for steps to end otherwise. When that does not
+come (every slot taken by long steps), or more may come already than there are free
+slots (a batch took several), it first drains the consumer (an AMQP ``basic.cancel``:
+the messages already on their way still arrive, and none after them), then acks; once
+a slot frees it consumes again on the same channel, with the prefetch of its free slots
+then. Each consumer, from its opening to its drain, is a round.
+
+So a worker holds no message it has no slot for: one that freezes holds only attempts
+it started, which run elsewhere when their leases end, and long steps do not hoard the
+messages queued behind them, which wait in the queue (and in its depth) for a worker
+with room.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import structlog
 
@@ -25,12 +33,9 @@ from contracts.topology import task_queue
 
 log = structlog.get_logger("conveyor.worker")
 
-GIVE_BACK_AFTER = 1.0
-"""Seconds a worker with every slot taken keeps a message it cannot start."""
-
-GIVE_BACK_BELOW = 5
-"""Messages delivered this often already are kept, not given back: a quorum queue counts
-a return as a failed delivery and dead-letters a message at its delivery limit."""
+SETTLE_WAIT = 0.1
+"""Seconds a message's ack waits for a slot for what the broker may send after it,
+before the consumer is drained instead: in a fan-out the steps taken end within it."""
 
 
 class Slots(Protocol):
@@ -41,10 +46,92 @@ class Slots(Protocol):
 
     def free_slots(self) -> int: ...
 
-    async def accepted(self, timeout: float | None = None) -> None:
-        """Returns once the acks of the messages taken so far have gone out."""
+    async def until_free(self, slots: int) -> None:
+        """Returns once at least ``slots`` slots are free."""
 
-    def take(self, delivery: Delivery, tasks: list[TaskReady]) -> None: ...
+    def take(self, delivery: Delivery, tasks: list[TaskReady]) -> None:
+        """Start the message's attempts; it is acked once they are reported started."""
+        ...
+
+
+class Round:
+    """One consumer, opened with a prefetch of the free slots, and what it delivered."""
+
+    def __init__(self, consumer: Consumer, prefetch: int, slots: Slots) -> None:
+        self.consumer = consumer
+        self._prefetch = prefetch
+        self._slots = slots
+        self._unsettled = 0
+        self._draining: asyncio.Future[None] | None = None
+
+    def received(self, delivery: Delivery) -> Delivery:
+        """The delivery, settled through this round."""
+        self._unsettled += 1
+        return GatedDelivery(delivery, self)
+
+    def _credit(self) -> int:
+        """How many more messages the broker may send this consumer."""
+        return self._prefetch - self._unsettled
+
+    async def may_settle(self) -> None:
+        """Returns when one message may be settled: once what the broker may send after
+        it finds a free slot (waiting up to ``SETTLE_WAIT`` for steps to end), or else
+        once the consumer is drained."""
+        if self._draining is None and self._credit() > max(0, self._slots.free_slots()):
+            self.drain()  # more may come already than there are free slots (a batch)
+        if self._draining is None and not await self._room_for_one_more():
+            self.drain()
+        if self._draining is not None:
+            await self.drained()
+        self._unsettled -= 1
+
+    async def _room_for_one_more(self) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE_WAIT
+        while self._draining is None and self._credit() + 1 > self._slots.free_slots():
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._slots.until_free(self._credit() + 1)
+            except TimeoutError:
+                return False
+        # Nothing awaited since the check: the caller settles on what it saw.
+        return self._draining is None
+
+    @property
+    def asked_to_drain(self) -> bool:
+        return self._draining is not None
+
+    def drain(self) -> None:
+        """Ask for no more messages (at once, and once)."""
+        if self._draining is None:
+            self._draining = asyncio.ensure_future(self.consumer.drain())
+
+    async def drained(self) -> None:
+        """Returns once the consumer sends no more."""
+        self.drain()
+        assert self._draining is not None
+        await asyncio.shield(self._draining)
+
+
+class GatedDelivery:
+    """A delivery whose ack or nack waits until its round may settle it."""
+
+    __slots__ = ("_delivery", "_round", "body", "headers", "redelivered")
+
+    def __init__(self, delivery: Delivery, round_: Round) -> None:
+        self._delivery = delivery
+        self._round = round_
+        self.body: bytes = delivery.body
+        self.headers: Mapping[str, Any] = delivery.headers
+        self.redelivered: bool = delivery.redelivered
+
+    async def ack(self) -> None:
+        await self._round.may_settle()
+        await self._delivery.ack()
+
+    async def nack(self, *, requeue: bool) -> None:
+        await self._round.may_settle()
+        await self._delivery.nack(requeue=requeue)
 
 
 class TaskIntake:
@@ -54,55 +141,58 @@ class TaskIntake:
         pool: str,
         slots: Slots,
         *,
-        give_back_after: float | None,
         log: structlog.typing.FilteringBoundLogger = log,
     ) -> None:
-        """``give_back_after``: None keeps what it took however long it waits (a sole
-        worker, as embedded, has no one to give it to)."""
         self._transport = transport
         self._queue = task_queue(pool)
         self._slots = slots
-        self._give_back_after = give_back_after
         self._log = log
         self._consumer: Consumer | None = None
+        self._round: Round | None = None
         self._stopping = False
 
     async def open(self) -> None:
-        self._consumer = await self._consume()
+        prefetch = max(1, self._slots.free_slots())
+        self._consumer = await self._transport.consume(self._queue, prefetch=prefetch)
+        self._round = Round(self._consumer, prefetch, self._slots)
 
     async def run(self) -> None:
-        consumer = self._consumer
-        while consumer is not None and await self._take_from(consumer):
+        consumer, current = self._consumer, self._round
+        if consumer is None or current is None:
+            return
+        while True:
+            await self._take_from(current)
+            if not current.asked_to_drain:
+                return  # it ended on its own (the broker dropped it): the loop fails
             await self._slots.room.wait()
             if self._stopping:
                 return
-            consumer = self._consumer = await self._consume()
+            prefetch = max(1, self._slots.free_slots())
+            await consumer.reopen(prefetch)
+            current = self._round = Round(consumer, prefetch, self._slots)
             if self._stopping:
-                await consumer.close()
-                return
+                current.drain()
 
     def stop_taking(self) -> None:
+        """Take no more: the current round drains, so what it took can be acked."""
         self._stopping = True
+        if self._round is not None:
+            self._round.drain()
 
     async def close(self) -> None:
-        """Take no more; the messages not taken go back to the queue."""
-        self._stopping = True
+        """Take no more; the messages not settled go back to the queue (the worker has
+        waited for the acks of the ones it started)."""
+        self.stop_taking()
         if self._consumer is not None:
             await self._consumer.close()
 
-    async def _consume(self) -> Consumer:
-        return await self._transport.consume(self._queue, prefetch=max(1, self._slots.free_slots()))
-
-    async def _take_from(self, consumer: Consumer) -> bool:
-        """Take messages until the consumer closes; True if it closed to give back."""
-        async for delivery in consumer:
-            if not self._slots.room.is_set() and not await self._room_soon(delivery):
-                await self._give_back(consumer)
-                return True
-            await self._slots.room.wait()
+    async def _take_from(self, current: Round) -> None:
+        """Take what the round delivers until it is drained (or closed)."""
+        async for received in current.consumer:
+            delivery = current.received(received)
             if self._stopping:
                 await delivery.nack(requeue=True)
-                return False
+                continue
             try:
                 tasks = decode_tasks(delivery.body)
                 if not all(task.reply_to for task in tasks):
@@ -112,30 +202,3 @@ class TaskIntake:
                 await delivery.nack(requeue=False)
                 continue
             self._slots.take(delivery, tasks)
-        return False
-
-    async def _room_soon(self, delivery: Delivery) -> bool:
-        """Whether a slot frees within ``give_back_after`` (or the message is kept anyway)."""
-        if self._give_back_after is None or _deliveries(delivery) >= GIVE_BACK_BELOW:
-            return True
-        try:
-            async with asyncio.timeout(self._give_back_after):
-                await self._slots.room.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    async def _give_back(self, consumer: Consumer) -> None:
-        # An ack in flight goes over the consumer's channel: it lands first, or closing
-        # would send back a message whose steps already run.
-        await self._slots.accepted()
-        await consumer.close()
-        self._log.info("gave back task messages: every slot taken", waited=self._give_back_after)
-
-
-def _deliveries(delivery: Delivery) -> int:
-    """How often a quorum queue has delivered this message before (its own count)."""
-    try:
-        return int(delivery.headers.get("x-delivery-count", 0))
-    except (TypeError, ValueError):
-        return 0

@@ -12,8 +12,7 @@ again. So a step may run longer than the broker's consumer timeout, and a messag
 never held for the length of a step. Attempts of a batch wait for a free slot here;
 the worker takes another message only when a slot is free.
 
-A worker whose slots stay taken gives back the messages it holds and has not started
-(``workers.intake``).
+A worker is sent no more messages than it has free slots (``workers.intake``).
 
 Events go out through an outbox that coalesces those ready together into one message.
 
@@ -63,10 +62,11 @@ from workers.executors import (
     default_executors,
 )
 from workers.heartbeats import beat
-from workers.intake import GIVE_BACK_AFTER, TaskIntake
+from workers.intake import TaskIntake
 from workers.logbuffer import LogBuffer
 from workers.outbox import EventOutbox
 from workers.outcomes import HANDED_BACK, Interruption, outcome_event, unsent_event
+from workers.room import Room
 from workers.staging import (
     MAX_VALUE_BYTES,
     fetch_stored_values,
@@ -116,9 +116,7 @@ class Worker:
         heartbeat_interval: float | None = None,
         artifacts: ArtifactStore | None = None,
         max_result_bytes: int = MAX_VALUE_BYTES,
-        give_back_after: float | None = GIVE_BACK_AFTER,
     ) -> None:
-        """``give_back_after``: see ``workers.intake.TaskIntake``."""
         self._transport = transport
         self._pool = pool
         self._concurrency = concurrency
@@ -131,16 +129,14 @@ class Worker:
         self._heartbeat_interval = heartbeat_interval
         self._logs = LogBuffer(logs, clock)
         self._slots = asyncio.Semaphore(concurrency)
-        self.room = asyncio.Event()
+        self._room = Room(concurrency)
+        self.room = self._room.any
         """Set while fewer attempts are taken (and not finished) than there are slots."""
-        self.room.set()
         self._outbox = EventOutbox(transport)
         # Bound once: resolving the module's lazy logger on every call costs more than a
         # no-op step.
         self._log = log.bind(worker=self.name)
-        self._intake = TaskIntake(
-            transport, pool, self, give_back_after=give_back_after, log=self._log
-        )
+        self._intake = TaskIntake(transport, pool, self, log=self._log)
         self._listener: Listener | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._handlers: set[asyncio.Task[None]] = set()
@@ -246,10 +242,10 @@ class Worker:
             await asyncio.wait(list(self._accepting), timeout=timeout)
 
     def _update_room(self) -> None:
-        if self.free_slots() > 0:
-            self.room.set()
-        else:
-            self.room.clear()
+        self._room.update(self.free_slots())
+
+    async def until_free(self, slots: int) -> None:
+        await self._room.until(slots)
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
         handler = asyncio.create_task(coroutine)
@@ -278,7 +274,10 @@ class Worker:
         accepting.add_done_callback(self._accepting.discard)
 
     async def _accept(
-        self, delivery: Delivery, tasks: list[TaskReady], announced: list[asyncio.Future[None]]
+        self,
+        delivery: Delivery,
+        tasks: list[TaskReady],
+        announced: list[asyncio.Future[None]],
     ) -> None:
         """Report the attempts started, then ack their message.
 
