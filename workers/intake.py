@@ -2,15 +2,14 @@
 slots for.
 
 A worker's consumer is opened with a prefetch of its free slots, and the broker counts
-each message it sends against that prefetch until the message is acked. So the worker
-acks a message only when everything the broker could send after the ack finds a free
-slot: at once for a quick step (its slot is free again by the time its start is
-reported), after up to ``SETTLE_WAIT`` for steps to end otherwise. When that does not
-come (every slot taken by long steps), or more may come already than there are free
-slots (a batch took several), it first drains the consumer (an AMQP ``basic.cancel``:
-the messages already on their way still arrive, and none after them), then acks; once
-a slot frees it consumes again on the same channel, with the prefetch of its free slots
-then. Each consumer, from its opening to its drain, is a round.
+each message it sends against that prefetch until the message is acked. So a message is
+acked at once only when everything the broker could send after the ack finds a free
+slot (as for a quick step: its slot is free again by the time its start is reported).
+Otherwise (a long step holds the slot, or a batch took several) the worker first drains
+the consumer, an AMQP ``basic.cancel`` (the messages already on their way still arrive,
+none after them), then acks; once a slot frees, the same consumer consumes again on its
+channel with the prefetch of the free slots then. From its opening to its drain, a
+consumer's deliveries are a round.
 
 So a worker holds no message it has no slot for: one that freezes holds only attempts
 it started, which run elsewhere when their leases end, and long steps do not hoard the
@@ -33,10 +32,6 @@ from contracts.topology import task_queue
 
 log = structlog.get_logger("conveyor.worker")
 
-SETTLE_WAIT = 0.1
-"""Seconds a message's ack waits for a slot for what the broker may send after it,
-before the consumer is drained instead: in a fan-out the steps taken end within it."""
-
 
 class Slots(Protocol):
     """The worker's side: its slots, and what it does with a message it takes."""
@@ -45,9 +40,6 @@ class Slots(Protocol):
     """Set while a slot is free."""
 
     def free_slots(self) -> int: ...
-
-    async def until_free(self, slots: int) -> None:
-        """Returns once at least ``slots`` slots are free."""
 
     def take(self, delivery: Delivery, tasks: list[TaskReady]) -> None:
         """Start the message's attempts; it is acked once they are reported started."""
@@ -74,28 +66,15 @@ class Round:
         return self._prefetch - self._unsettled
 
     async def may_settle(self) -> None:
-        """Returns when one message may be settled: once what the broker may send after
-        it finds a free slot (waiting up to ``SETTLE_WAIT`` for steps to end), or else
-        once the consumer is drained."""
-        if self._draining is None and self._credit() > max(0, self._slots.free_slots()):
-            self.drain()  # more may come already than there are free slots (a batch)
-        if self._draining is None and not await self._room_for_one_more():
+        """Returns when one message may be settled: at once if whatever the broker may
+        send after it finds a free slot, or else once the consumer is drained. (Waiting
+        for steps to end instead would leave their message unacked meanwhile, to be run
+        again by another worker should this one die.)"""
+        if self._draining is None and self._credit() + 1 > self._slots.free_slots():
             self.drain()
         if self._draining is not None:
             await self.drained()
         self._unsettled -= 1
-
-    async def _room_for_one_more(self) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SETTLE_WAIT
-        while self._draining is None and self._credit() + 1 > self._slots.free_slots():
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await self._slots.until_free(self._credit() + 1)
-            except TimeoutError:
-                return False
-        # Nothing awaited since the check: the caller settles on what it saw.
-        return self._draining is None
 
     @property
     def asked_to_drain(self) -> bool:

@@ -66,7 +66,6 @@ from workers.intake import TaskIntake
 from workers.logbuffer import LogBuffer
 from workers.outbox import EventOutbox
 from workers.outcomes import HANDED_BACK, Interruption, outcome_event, unsent_event
-from workers.room import Room
 from workers.staging import (
     MAX_VALUE_BYTES,
     fetch_stored_values,
@@ -129,9 +128,9 @@ class Worker:
         self._heartbeat_interval = heartbeat_interval
         self._logs = LogBuffer(logs, clock)
         self._slots = asyncio.Semaphore(concurrency)
-        self._room = Room(concurrency)
-        self.room = self._room.any
+        self.room = asyncio.Event()
         """Set while fewer attempts are taken (and not finished) than there are slots."""
+        self.room.set()
         self._outbox = EventOutbox(transport)
         # Bound once: resolving the module's lazy logger on every call costs more than a
         # no-op step.
@@ -242,10 +241,10 @@ class Worker:
             await asyncio.wait(list(self._accepting), timeout=timeout)
 
     def _update_room(self) -> None:
-        self._room.update(self.free_slots())
-
-    async def until_free(self, slots: int) -> None:
-        await self._room.until(slots)
+        if self.free_slots() > 0:
+            self.room.set()
+        else:
+            self.room.clear()
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
         handler = asyncio.create_task(coroutine)

@@ -47,8 +47,9 @@ class RabbitConsumer:
     """A consumer on a channel of its own (closing the channel returns what it has not
     settled)."""
 
-    def __init__(self, channel: AbstractChannel, queue: AbstractQueue) -> None:
+    def __init__(self, channel: AbstractChannel, queue: AbstractQueue, prefetch: int) -> None:
         self._channel = channel
+        self._prefetch = prefetch
         self._queue = queue
         self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
         self._tag: str | None = None
@@ -92,7 +93,9 @@ class RabbitConsumer:
     async def reopen(self, prefetch: int) -> None:
         # The same channel: its unsettled deliveries stay ours to settle, and the new
         # prefetch applies to the consumer started after it.
-        await self._channel.set_qos(prefetch_count=prefetch)
+        if prefetch != self._prefetch:
+            await self._channel.set_qos(prefetch_count=prefetch)
+            self._prefetch = prefetch
         self._inbox = asyncio.Queue()
         await self._consume()
 

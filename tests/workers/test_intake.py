@@ -18,7 +18,6 @@ from contracts.messages import StepSpec, TaskReady
 from contracts.ports import Consumer
 from contracts.topology import task_queue
 from engine.runlog.memory import MemoryRunLog
-from workers import intake
 from workers.intake import Round
 from workers.worker import Worker
 
@@ -181,22 +180,9 @@ class Slots:
     def __init__(self, free: int) -> None:
         self.free = free
         self.room = asyncio.Event()
-        self.awaited = asyncio.Event()
-        """Set once a settlement waits for slots."""
-        self._changed = asyncio.Condition()
 
     def free_slots(self) -> int:
         return self.free
-
-    async def until_free(self, slots: int) -> None:
-        self.awaited.set()
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.free >= slots)
-
-    async def set_free(self, free: int) -> None:
-        async with self._changed:
-            self.free = free
-            self._changed.notify_all()
 
     def take(self, delivery: Any, tasks: list[TaskReady]) -> None:
         raise AssertionError("not used: the round is driven by the test")
@@ -207,8 +193,10 @@ class Drained:
 
     def __init__(self) -> None:
         self.drained = asyncio.Event()
+        self.calls = 0
 
     async def drain(self) -> None:
+        self.calls += 1
         self.drained.set()
 
 
@@ -218,54 +206,47 @@ class Acked:
     redelivered = False
 
     def __init__(self) -> None:
-        self.settled = asyncio.Event()
+        self.settled = False
 
     async def ack(self) -> None:
-        self.settled.set()
+        self.settled = True
 
     async def nack(self, *, requeue: bool) -> None:
-        self.settled.set()
+        self.settled = True
 
 
-async def test_a_quick_step_s_message_is_acked_without_draining_once_its_slot_is_free() -> None:
-    """Prefetch 2 with 2 free slots: the message takes one; its ack would let the broker
-    send two, so it waits until the step ends and frees its slot, then goes out."""
-    slots, consumer = Slots(free=2), Drained()
-    current = Round(consumer, 2, slots)
-    delivered = Acked()
-    delivery = current.received(delivered)
-    await slots.set_free(1)  # the step runs
-    acking = asyncio.create_task(delivery.ack())
-    await asyncio.wait_for(slots.awaited.wait(), 1)
-    assert not delivered.settled.is_set()
-    await slots.set_free(2)  # ... and ends
-    await asyncio.wait_for(acking, 1)
-    assert delivered.settled.is_set() and not consumer.drained.is_set()
-
-
-async def test_a_long_step_s_message_is_acked_after_draining(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("prefetch", "free", "free_at_ack", "drains"),
+    [
+        (2, 2, 2, False),  # a quick step: its slot is free again when its start is out
+        (1, 1, 1, False),  # the same with one slot
+        (3, 3, 2, True),  # a step still runs: three more could come to two free slots
+        (1, 1, 0, True),  # one slot, taken by a long step: nothing more may come
+        (3, 3, -7, True),  # a ten-task batch took every slot and two more may come
+    ],
+)
+async def test_a_message_is_acked_at_once_only_if_what_may_follow_finds_a_slot(
+    prefetch: int, free: int, free_at_ack: int, drains: bool
 ) -> None:
-    """Every slot stays taken: the ack waits ``SETTLE_WAIT``, then drains the consumer
-    (so nothing more is sent) and goes out."""
-    monkeypatch.setattr(intake, "SETTLE_WAIT", 0.05)
-    slots, consumer = Slots(free=1), Drained()
-    current = Round(consumer, 1, slots)
+    """A round opened with ``prefetch`` on ``free`` slots takes one message; when it is
+    acked ``free_at_ack`` are free. If what the broker may send after the ack would not
+    all find a slot, the consumer is drained first."""
+    slots, consumer = Slots(free), Drained()
+    current = Round(consumer, prefetch, slots)  # type: ignore[arg-type]
     delivered = Acked()
     delivery = current.received(delivered)
-    await slots.set_free(0)
+    slots.free = free_at_ack
     await asyncio.wait_for(delivery.ack(), 1)
-    assert consumer.drained.is_set() and delivered.settled.is_set()
+    assert delivered.settled
+    assert consumer.drained.is_set() == drains
 
 
-async def test_a_batch_that_took_more_slots_than_one_drains_at_once() -> None:
-    """Prefetch 3 with 3 free slots: a ten-task batch leaves none, while the broker may
-    still send two messages: the consumer is drained before the ack, without waiting."""
-    slots, consumer = Slots(free=3), Drained()
-    current = Round(consumer, 3, slots)
-    delivered = Acked()
-    delivery = current.received(delivered)
-    await slots.set_free(-7)
-    await asyncio.wait_for(delivery.ack(), 1)
-    assert consumer.drained.is_set() and delivered.settled.is_set()
-    assert not slots.awaited.is_set()  # drained at once, not after waiting for slots
+async def test_once_a_round_is_drained_its_other_messages_are_acked_without_asking_again() -> None:
+    slots, consumer = Slots(2), Drained()
+    current = Round(consumer, 2, slots)  # type: ignore[arg-type]
+    first, second = Acked(), Acked()
+    deliveries = [current.received(first), current.received(second)]
+    slots.free = 0
+    for delivery in deliveries:
+        await asyncio.wait_for(delivery.ack(), 1)
+    assert first.settled and second.settled and consumer.calls == 1
