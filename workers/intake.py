@@ -20,6 +20,7 @@ with room.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -147,7 +148,7 @@ class TaskIntake:
             if self._stopping:
                 return
             prefetch = max(1, self._slots.free_slots())
-            await consumer.reopen(prefetch)
+            consumer = await self._reopen(consumer, prefetch)
             current = self._round = Round(consumer, prefetch, self._slots)
             if self._stopping:
                 current.drain()
@@ -164,6 +165,19 @@ class TaskIntake:
         self.stop_taking()
         if self._consumer is not None:
             await self._consumer.close()
+
+    async def _reopen(self, consumer: Consumer, prefetch: int) -> Consumer:
+        """The same consumer consuming again, or a new one if its channel is gone (the
+        broker returned what that one had not settled)."""
+        try:
+            await consumer.reopen(prefetch)
+            return consumer
+        except Exception as exc:
+            self._log.warning("consuming again on a new channel", error=str(exc))
+        with contextlib.suppress(Exception):
+            await consumer.close()
+        self._consumer = await self._transport.consume(self._queue, prefetch=prefetch)
+        return self._consumer
 
     async def _take_from(self, current: Round) -> None:
         """Take what the round delivers until it is drained (or closed)."""

@@ -18,6 +18,7 @@ from contracts.messages import StepSpec, TaskReady
 from contracts.ports import Consumer
 from contracts.topology import task_queue
 from engine.runlog.memory import MemoryRunLog
+from engine.transport.memory import MemoryTransport
 from workers.intake import Round
 from workers.worker import Worker
 
@@ -250,3 +251,44 @@ async def test_once_a_round_is_drained_its_other_messages_are_acked_without_aski
     for delivery in deliveries:
         await asyncio.wait_for(delivery.ack(), 1)
     assert first.settled and second.settled and consumer.calls == 1
+
+
+class ChannelLost(Watched):
+    """The first consumer's channel is gone by the time it would consume again."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.consumers = 0
+
+    async def consume(self, queue: str, *, prefetch: int) -> Consumer:
+        self.consumers += 1
+        consumer = await super().consume(queue, prefetch=prefetch)
+        if self.consumers == 1:
+
+            async def lost(prefetch: int) -> None:
+                raise ConnectionError("channel closed")
+
+            consumer.reopen = lost  # type: ignore[method-assign]
+        return consumer
+
+
+async def test_a_worker_whose_channel_is_gone_takes_work_on_a_new_consumer(
+    names: tuple[str, str], tmp_path: Path
+) -> None:
+    pool, replies = names
+    transport = MemoryTransport()
+    await transport.start()
+    back = Replies(await transport.consume(replies, prefetch=100))
+    lossy = ChannelLost(transport)
+    release = tmp_path / "release"
+    async with Worker(lossy, MemoryRunLog(), pool=pool, concurrency=1, name="w"):
+        await transport.publish(
+            task_queue(pool), [message(1, replies, "teststeps:until_exists", path=str(release))]
+        )
+        await back.of(1, TaskStarted)  # its one slot taken: the consumer is drained
+        release.touch()
+        await back.of(1, TaskSucceeded)
+        await transport.publish(task_queue(pool), [message(2, replies, "teststeps:add", a=2, b=1)])
+        assert (await back.of(2, TaskSucceeded)).result == 3
+    assert lossy.consumers == 2 and lossy.handed == [1, 2]
+    await transport.close()
