@@ -30,6 +30,7 @@ from contracts.codec import DecodeError, decode_tasks
 from contracts.messages import TaskReady
 from contracts.ports import Consumer, Delivery, Transport
 from contracts.topology import task_queue
+from workers.starts import START_HOLD
 
 log = structlog.get_logger("conveyor.worker")
 
@@ -66,13 +67,26 @@ class Round:
         """How many more messages the broker may send this consumer."""
         return self._prefetch - self._unsettled
 
+    def taken(self, tasks: int) -> None:
+        """After a message of ``tasks`` is taken: a drain its ack will need starts when
+        its start is reported (at once for a batch; after ``START_HOLD`` for one task,
+        the time a quick step has to end and free its slot), so that the cancel-ok comes
+        with the report's confirm and the ack goes out as soon as it would have."""
+        if tasks > 1:
+            self._drain_if_needed()
+        else:
+            asyncio.get_running_loop().call_later(START_HOLD, self._drain_if_needed)
+
+    def _drain_if_needed(self) -> None:
+        if self._draining is None and self._credit() + 1 > self._slots.free_slots():
+            self.drain()
+
     async def may_settle(self) -> None:
         """Returns when one message may be settled: at once if whatever the broker may
         send after it finds a free slot, or else once the consumer is drained. (Waiting
         for steps to end instead would leave their message unacked meanwhile, to be run
         again by another worker should this one die.)"""
-        if self._draining is None and self._credit() + 1 > self._slots.free_slots():
-            self.drain()
+        self._drain_if_needed()
         if self._draining is not None:
             await self.drained()
         self._unsettled -= 1
@@ -85,12 +99,21 @@ class Round:
         """Ask for no more messages (at once, and once)."""
         if self._draining is None:
             self._draining = asyncio.ensure_future(self.consumer.drain())
+            self._draining.add_done_callback(_failed_drain)
 
     async def drained(self) -> None:
-        """Returns once the consumer sends no more."""
+        """Returns once the consumer sends no more: drained, or its channel gone (then
+        the broker has taken back what it had not settled, and the acks that follow are
+        lost, as any ack on a closed channel: the attempts go on, leased)."""
         self.drain()
         assert self._draining is not None
-        await asyncio.shield(self._draining)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._draining)
+
+
+def _failed_drain(draining: asyncio.Future[None]) -> None:
+    if not draining.cancelled() and draining.exception() is not None:
+        log.warning("consumer drain failed: its channel is gone", error=str(draining.exception()))
 
 
 class GatedDelivery:
@@ -195,3 +218,4 @@ class TaskIntake:
                 await delivery.nack(requeue=False)
                 continue
             self._slots.take(delivery, tasks)
+            current.taken(len(tasks))

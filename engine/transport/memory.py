@@ -232,7 +232,7 @@ class MemoryTransport:
     def pending(self) -> int:
         """Messages queued or delivered but not settled, over all queues."""
         queued = sum(len(q.messages) for q in self._queues.values())
-        return queued + sum(len(c._unsettled) for c in self._consumers)
+        return queued + sum(len(c._unsettled) + len(c._earlier) for c in self._consumers)
 
     async def dead_letters(self, limit: int = 20) -> list[tuple[bytes, Mapping[str, Any]]]:
         """Every queue's dead letters, like the broker's one dead-letter queue."""
