@@ -72,6 +72,9 @@ class ProcessLock:
     def held(self) -> Iterator[None]:
         if not self.acquire():
             self.refuse_if_held()
+            # Its holder let go between the two looks: take it now, or say it is taken.
+            if not self.acquire():
+                raise Conflict([Problem(f"{self._what} by another process")])
         try:
             yield
         finally:

@@ -70,3 +70,22 @@ def test_a_signal_while_the_run_starts_cancels_it(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].split() == ["cancelled", "terminated", "(SIGTERM)", "143"]
+
+
+def test_a_lock_freed_while_it_is_looked_at_is_taken_not_skipped(tmp_path: Path) -> None:
+    """Taken by another when tried, let go before its holder is read: ``held`` takes it
+    then, rather than going on without it."""
+    from conveyor.locks import ProcessLock
+
+    other = ProcessLock(tmp_path / "x.lock", "x is held")
+    assert other.acquire()
+
+    class LetGoWhileLooking(ProcessLock):
+        def holder(self) -> int | None:
+            other.release()
+            return super().holder()
+
+    lock = LetGoWhileLooking(tmp_path / "x.lock", "x is held")
+    with lock.held():
+        assert lock._handle is not None  # it holds the lock inside
+        assert not other.acquire()
