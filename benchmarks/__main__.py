@@ -294,6 +294,12 @@ class _CountingConsumer:
         CountingTransport.received += len(deliveries)
         return deliveries
 
+    async def drain(self) -> None:
+        await self._inner.drain()
+
+    async def reopen(self, prefetch: int) -> None:
+        await self._inner.reopen(prefetch)
+
     async def close(self) -> None:
         await self._inner.close()
 

@@ -59,6 +59,16 @@ class Consumer(Protocol):
         """Deliveries that can be had right now without waiting (at most ``limit``)."""
         ...
 
+    async def drain(self) -> None:
+        """Ask for no more deliveries; returns once none will come. Iteration ends after
+        the deliveries sent before, and every delivery can be settled until ``close``."""
+        ...
+
+    async def reopen(self, prefetch: int) -> None:
+        """After ``drain``: deliver again, at most ``prefetch`` new ones unsettled (those
+        from before count no more). Iterate the consumer anew."""
+        ...
+
     async def close(self) -> None:
         """Stop receiving; deliveries not yet settled return to the queue, redelivered."""
         ...

@@ -161,7 +161,6 @@ class EmbeddedEngine:
             artifacts=self.artifacts,
             middleware=self._middleware,
             max_result_bytes=self._max_result_bytes,
-            give_back_after=None,  # the pool's only worker: no one else would take it
         )
         # Started in a context of its own: the caller's may have a run's or a trigger's
         # ids bound, and the worker's loops, which serve every run, would log them for

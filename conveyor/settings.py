@@ -62,12 +62,6 @@ class Settings(BaseSettings):
         description="Deliveries of one message before a quorum queue dead-letters it.",
     )
     heartbeat_interval: float = Field(default=2.0, gt=0)
-    give_back_after: float = Field(
-        default=1.0,
-        gt=0,
-        description="A worker whose every slot stays taken this long (s) with a task"
-        " message in hand gives back the messages it has not started, for a worker with room.",
-    )
     heartbeat_timeout: float = Field(
         default=15.0,
         gt=0,

@@ -69,6 +69,12 @@ class SigningConsumer:
                 out.append(opened)
         return out
 
+    async def drain(self) -> None:
+        await self._inner.drain()
+
+    async def reopen(self, prefetch: int) -> None:
+        await self._inner.reopen(prefetch)
+
     def _open(self, delivery: Delivery) -> OpenedDelivery | str:
         """The delivery opened, or why it does not open."""
         try:

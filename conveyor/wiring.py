@@ -149,7 +149,6 @@ def build_worker(
         pool=pool,
         concurrency=concurrency,
         heartbeat_interval=settings.heartbeat_interval,
-        give_back_after=settings.give_back_after,
         artifacts=open_artifacts(settings),
         max_result_bytes=settings.max_result_bytes,
     )

@@ -12,8 +12,7 @@ again. So a step may run longer than the broker's consumer timeout, and a messag
 never held for the length of a step. Attempts of a batch wait for a free slot here;
 the worker takes another message only when a slot is free.
 
-A worker whose slots stay taken gives back the messages it holds and has not started
-(``workers.intake``).
+A worker is sent no more messages than it has free slots (``workers.intake``).
 
 Events go out through an outbox that coalesces those ready together into one message.
 
@@ -63,7 +62,7 @@ from workers.executors import (
     default_executors,
 )
 from workers.heartbeats import beat
-from workers.intake import GIVE_BACK_AFTER, TaskIntake
+from workers.intake import TaskIntake
 from workers.logbuffer import LogBuffer
 from workers.outbox import EventOutbox
 from workers.outcomes import HANDED_BACK, Interruption, outcome_event, unsent_event
@@ -116,9 +115,7 @@ class Worker:
         heartbeat_interval: float | None = None,
         artifacts: ArtifactStore | None = None,
         max_result_bytes: int = MAX_VALUE_BYTES,
-        give_back_after: float | None = GIVE_BACK_AFTER,
     ) -> None:
-        """``give_back_after``: see ``workers.intake.TaskIntake``."""
         self._transport = transport
         self._pool = pool
         self._concurrency = concurrency
@@ -138,9 +135,7 @@ class Worker:
         # Bound once: resolving the module's lazy logger on every call costs more than a
         # no-op step.
         self._log = log.bind(worker=self.name)
-        self._intake = TaskIntake(
-            transport, pool, self, give_back_after=give_back_after, log=self._log
-        )
+        self._intake = TaskIntake(transport, pool, self, log=self._log)
         self._listener: Listener | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._handlers: set[asyncio.Task[None]] = set()
@@ -278,7 +273,10 @@ class Worker:
         accepting.add_done_callback(self._accepting.discard)
 
     async def _accept(
-        self, delivery: Delivery, tasks: list[TaskReady], announced: list[asyncio.Future[None]]
+        self,
+        delivery: Delivery,
+        tasks: list[TaskReady],
+        announced: list[asyncio.Future[None]],
     ) -> None:
         """Report the attempts started, then ack their message.
 

@@ -64,7 +64,10 @@ class MemoryConsumer:
         self._queue = queue
         self._prefetch = prefetch
         self._unsettled: dict[int, _Message] = {}
+        self._earlier: dict[int, _Message] = {}
+        """Unsettled from before a ``reopen``: no longer counted against the prefetch."""
         self._closed = False
+        self._drained = False
 
     def __aiter__(self) -> AsyncIterator[MemoryDelivery]:
         return self
@@ -73,9 +76,13 @@ class MemoryConsumer:
         q = self._queue
         async with q.changed:
             await q.changed.wait_for(
-                lambda: self._closed or (bool(q.messages) and len(self._unsettled) < self._prefetch)
+                lambda: (
+                    self._closed
+                    or self._drained
+                    or (bool(q.messages) and len(self._unsettled) < self._prefetch)
+                )
             )
-            if self._closed:
+            if self._closed or self._drained:
                 raise StopAsyncIteration
             message = q.messages.popleft()
             self._unsettled[id(message)] = message
@@ -86,7 +93,7 @@ class MemoryConsumer:
         out: list[MemoryDelivery] = []
         while (
             len(out) < limit
-            and not self._closed
+            and not (self._closed or self._drained)
             and q.messages
             and len(self._unsettled) < self._prefetch
         ):
@@ -98,7 +105,10 @@ class MemoryConsumer:
     async def _settle(self, message: _Message, requeue: bool | None) -> None:
         q = self._queue
         async with q.changed:
-            if self._unsettled.pop(id(message), None) is None:
+            if (
+                self._unsettled.pop(id(message), None) is None
+                and self._earlier.pop(id(message), None) is None
+            ):
                 return  # already returned to the queue by close()
             if requeue is True:
                 message.redelivered = True
@@ -107,14 +117,32 @@ class MemoryConsumer:
                 q.dead.append(message)
             q.changed.notify_all()
 
+    async def drain(self) -> None:
+        # Nothing is ever on its way here: a message is handed over when it is taken.
+        q = self._queue
+        async with q.changed:
+            self._drained = True
+            q.changed.notify_all()
+
+    async def reopen(self, prefetch: int) -> None:
+        q = self._queue
+        async with q.changed:
+            self._earlier.update(self._unsettled)
+            self._unsettled = {}
+            self._prefetch = prefetch
+            self._drained = False
+            q.changed.notify_all()
+
     async def close(self) -> None:
         q = self._queue
         async with q.changed:
             self._closed = True
-            for message in reversed(list(self._unsettled.values())):
+            unsettled = [*self._earlier.values(), *self._unsettled.values()]
+            for message in reversed(unsettled):
                 message.redelivered = True
                 q.messages.appendleft(message)
             self._unsettled.clear()
+            self._earlier.clear()
             q.changed.notify_all()
 
 
@@ -204,7 +232,7 @@ class MemoryTransport:
     def pending(self) -> int:
         """Messages queued or delivered but not settled, over all queues."""
         queued = sum(len(q.messages) for q in self._queues.values())
-        return queued + sum(len(c._unsettled) for c in self._consumers)
+        return queued + sum(len(c._unsettled) + len(c._earlier) for c in self._consumers)
 
     async def dead_letters(self, limit: int = 20) -> list[tuple[bytes, Mapping[str, Any]]]:
         """Every queue's dead letters, like the broker's one dead-letter queue."""

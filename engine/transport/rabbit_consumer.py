@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -43,13 +44,60 @@ class RabbitDelivery:
 
 
 class RabbitConsumer:
-    def __init__(self, channel: AbstractChannel, queue: AbstractQueue) -> None:
+    """A consumer on a channel of its own (closing the channel returns what it has not
+    settled)."""
+
+    def __init__(self, channel: AbstractChannel, queue: AbstractQueue, prefetch: int) -> None:
         self._channel = channel
+        self._prefetch = prefetch
         self._queue = queue
         self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+        self._tag: str | None = None
+        self._drained = False
 
     async def start(self) -> None:
-        await self._queue.consume(self._inbox.put, no_ack=False)
+        await self._consume()
+
+    async def _consume(self) -> None:
+        # The tag is chosen here, so a delivery for it is known from its first.
+        self._tag = f"conveyor.{uuid.uuid4().hex}"
+        self._drained = False
+        await self._queue.consume(self._received, no_ack=False, consumer_tag=self._tag)
+
+    async def _received(self, message: AbstractIncomingMessage) -> None:
+        if self._drained or message.consumer_tag != self._tag:
+            # Sent before the cancel yet handed over after it (not seen so far): never
+            # taken, so it goes back to the queue.
+            log.debug("delivery after a drain sent back", queue=self._queue.name)
+            with contextlib.suppress(*RETRYABLE):
+                await message.nack(requeue=True)
+            return
+        self._inbox.put_nowait(message)
+
+    async def drain(self) -> None:
+        if self._drained or self._tag is None:
+            return
+        try:
+            await self._queue.cancel(self._tag)
+            # The broker sends no delivery after its cancel-ok, and the client reads the
+            # deliveries before it; each reaches ``_received`` two tasks after being
+            # read (aiormq's, then aio-pika's), so two turns of the loop hand over the
+            # last.
+            for _ in range(2):
+                await asyncio.sleep(0)
+        finally:
+            # Also when the channel died: what it had not settled goes back anyway.
+            self._drained = True
+            self._inbox.put_nowait(None)
+
+    async def reopen(self, prefetch: int) -> None:
+        # The same channel: its unsettled deliveries stay ours to settle, and the new
+        # prefetch applies to the consumer started after it.
+        if prefetch != self._prefetch:
+            await self._channel.set_qos(prefetch_count=prefetch)
+            self._prefetch = prefetch
+        self._inbox = asyncio.Queue()
+        await self._consume()
 
     def __aiter__(self) -> AsyncIterator[RabbitDelivery]:
         return self

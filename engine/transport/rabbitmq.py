@@ -367,7 +367,7 @@ class RabbitTransport:
     async def consume(self, queue: str, *, prefetch: int) -> RabbitConsumer:
         async def consuming(channel: AbstractChannel) -> RabbitConsumer:
             await channel.set_qos(prefetch_count=prefetch)
-            consumer = RabbitConsumer(channel, await self._ensure_queue(channel, queue))
+            consumer = RabbitConsumer(channel, await self._ensure_queue(channel, queue), prefetch)
             await consumer.start()
             return consumer
 

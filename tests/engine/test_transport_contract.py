@@ -90,6 +90,56 @@ async def test_closing_a_consumer_returns_unsettled_messages(transport: Transpor
     assert delivery.body == b"m" and delivery.redelivered
 
 
+async def test_a_drained_consumer_ends_after_what_it_was_sent_and_can_still_settle_it(
+    transport: Transport, q: str
+) -> None:
+    """Draining is how a worker stops a consumer before it acks (so acks do not make
+    room for more messages): what was on its way still arrives, nothing after it, and
+    whatever is not settled by the close goes back to the queue."""
+    await transport.publish(q, [b"1", b"2", b"3", b"4"])
+    consumer = await transport.consume(q, prefetch=3)
+    it = aiter(consumer)
+    first = await anext(it)
+    await consumer.drain()
+    rest = [delivery async for delivery in it]  # ends: no more deliveries come
+    handed = [first.body, *(d.body for d in rest)]
+    assert handed == [b"1", b"2", b"3"][: len(handed)]
+    await first.ack()  # settling still works after the drain
+    await consumer.close()  # ... and the rest, not settled, go back
+
+    other = await transport.consume(q, prefetch=10)
+    back = [await asyncio.wait_for(anext(aiter(other)), 1) for _ in range(3)]
+    assert sorted(d.body for d in back) == [b"2", b"3", b"4"]
+    assert all(d.redelivered for d in back if d.body in handed)
+    with pytest.raises(TimeoutError):  # the acked one is gone for good
+        await asyncio.wait_for(anext(aiter(other)), 0.1)
+
+
+async def test_a_drained_consumer_reopens_with_a_new_prefetch_and_keeps_what_it_had(
+    transport: Transport, q: str
+) -> None:
+    """After a drain the same consumer delivers again, as many as its new prefetch: the
+    deliveries from before stay its own to settle and count against it no more."""
+    await transport.publish(q, [str(i).encode() for i in range(6)])
+    consumer = await transport.consume(q, prefetch=2)
+    it = aiter(consumer)
+    first = await anext(it)
+    await consumer.drain()
+    before = [first, *[delivery async for delivery in it]]
+    await consumer.reopen(prefetch=3)
+    it = aiter(consumer)
+    after = [await asyncio.wait_for(anext(it), 1) for _ in range(3)]
+    with pytest.raises(TimeoutError):  # three unsettled: the new prefetch is reached
+        await asyncio.wait_for(anext(it), 0.1)
+    bodies = [d.body for d in before + after]
+    assert bodies == [str(i).encode() for i in range(len(bodies))]  # in order, none twice
+    for delivery in before:  # settled after the reopen, on the same consumer
+        await delivery.ack()
+    await after[0].ack()
+    assert (await asyncio.wait_for(anext(it), 1)).body == str(len(bodies)).encode()
+    await consumer.close()
+
+
 async def test_each_message_goes_to_one_of_several_consumers(transport: Transport, q: str) -> None:
     bodies = [str(i).encode() for i in range(20)]
     await transport.publish(q, bodies)

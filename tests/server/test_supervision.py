@@ -43,7 +43,7 @@ async def test_a_server_whose_engine_lost_a_loop_fails_with_the_engines_reason(
         (engine,) = engines
         await engine.ensure_pools({"default"})
         worker: Any = engine._workers["default"]
-        await worker._intake._consumer.close()  # the worker's intake loop ends
+        await worker._intake._round.consumer.close()  # the worker's intake loop ends
         reason = await failure_of(runtime)
     assert "its loop worker-embedded" in reason and "ended" in reason
 

@@ -34,7 +34,7 @@ async def test_a_worker_whose_consumer_ends_fails_and_says_which_loop(transport:
     worker = Worker(transport, MemoryRunLog(), pool="supervised", name="w1")
     await worker.start()
     try:
-        consumer: Any = worker._intake._consumer
+        consumer: Any = worker._intake._round.consumer  # type: ignore[union-attr]
         await consumer.close()  # as a consumer the broker dropped for good
         reason = await failure_of(worker.supervisor)
         assert reason.startswith("worker w1: its loop worker-w1 ended")
@@ -70,7 +70,7 @@ async def test_an_embedded_run_whose_worker_lost_its_intake_stops_instead_of_wai
     async with EmbeddedEngine(store, workers=2) as engine:
         await engine.ensure_pools({"default"})
         worker: Any = engine._workers["default"]
-        await worker._intake._consumer.close()
+        await worker._intake._round.consumer.close()
         workflow = parse_workflow("name: stuck\ntasks: [{name: a, script: echo a}]")
         with pytest.raises(ConveyorError, match=r"its loop worker-embedded.* ended"):
             async with asyncio.timeout(10):
