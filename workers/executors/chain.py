@@ -53,7 +53,12 @@ async def trace_attempt(call: StepCall, proceed: Proceed) -> StepOutcome:
     """The attempt's start and end, with how long it took and how it ended."""
     call.log.info("step started", kind=call.task.step.kind)
     started = time.monotonic()
-    outcome = await proceed(call)
+    try:
+        outcome = await proceed(call)
+    except asyncio.CancelledError:
+        # Cancelled, handed back or stopped: the worker reports why.
+        call.log.info("step interrupted", duration=round(time.monotonic() - started, 3))
+        raise
     call.log.info(
         "step finished",
         ok=outcome.ok,
