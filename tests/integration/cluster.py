@@ -51,7 +51,7 @@ class Cluster:
             "CONVEYOR_WAKE_INTERVAL": "0.5",
             "CONVEYOR_SHARD_WATCH_INTERVAL": "0.5",
             "CONVEYOR_AMQP_HEARTBEAT": "1",
-            "CONVEYOR_LOG_LEVEL": "info",
+            "CONVEYOR_LOG_LEVEL": os.environ.get("CONVEYOR_LOG_LEVEL", "info"),
             "PYTHONUNBUFFERED": "1",
             # Python steps of the examples import their module by name.
             "PYTHONPATH": os.pathsep.join([str(EXAMPLES), str(ROOT)]),
