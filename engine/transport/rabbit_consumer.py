@@ -54,6 +54,7 @@ class RabbitConsumer:
         self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
         self._tag: str | None = None
         self._drained = False
+        self._cancelled_again: set[str] = set()
 
     async def start(self) -> None:
         await self._consume()
@@ -66,9 +67,17 @@ class RabbitConsumer:
 
     async def _received(self, message: AbstractIncomingMessage) -> None:
         if self._drained or message.consumer_tag != self._tag:
-            # Sent before the cancel yet handed over after it (not seen so far): never
-            # taken, so it goes back to the queue.
+            # Never taken, so it goes back to the queue. Sent before the cancel yet
+            # handed over after it (not seen so far), or for a drained consumer that a
+            # reconnect brought back (its cancel lost with the connection): that one is
+            # cancelled again first, or the message would come straight back to it, and
+            # so on (each return counted towards the quorum queue's delivery limit).
             log.debug("delivery after a drain sent back", queue=self._queue.name)
+            tag = message.consumer_tag
+            if tag is not None and tag not in self._cancelled_again:
+                self._cancelled_again.add(tag)
+                with contextlib.suppress(*RETRYABLE):
+                    await self._queue.cancel(tag)
             with contextlib.suppress(*RETRYABLE):
                 await message.nack(requeue=True)
             return

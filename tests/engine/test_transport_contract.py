@@ -339,6 +339,40 @@ async def test_a_quorum_queue_dead_letters_past_its_delivery_limit(amqp_url: str
         await transport.close()
 
 
+async def test_a_drained_consumer_a_reconnect_brings_back_is_cancelled_again(
+    amqp_url: str, q: str
+) -> None:
+    """A robust channel consumes again, after a reconnect, for every consumer it knows
+    of; one whose drain was lost with the connection comes back for a consumer that
+    takes nothing more. It sends back what it is handed once and is cancelled, rather
+    than being handed the same message again and again (each return counted by the
+    quorum queue towards its delivery limit)."""
+    transport = RabbitTransport(amqp_url)
+    await transport.start()
+    try:
+        consumer = await transport.consume(q, prefetch=1)
+        drained_tag = consumer._tag
+        await consumer.drain()
+        # What the robust channel's restore does for a consumer it still knows of.
+        await consumer._queue.consume(consumer._received, consumer_tag=drained_tag)
+        await transport.publish(q, [b"m"])
+        async with amqp_channel(amqp_url) as channel:
+            async with asyncio.timeout(10):
+                while True:
+                    declared = await channel.declare_queue(q, passive=True)
+                    result = declared.declaration_result
+                    if result.consumer_count == 0 and result.message_count == 1:
+                        break  # sent back, and nobody consumes for the drained consumer
+                    await asyncio.sleep(0.02)
+        other = await transport.consume(q, prefetch=1)
+        delivery = await asyncio.wait_for(anext(aiter(other)), 5)
+        assert delivery.body == b"m" and delivery.redelivered
+        assert int(delivery.headers.get("x-delivery-count", 0)) <= 1
+        await delivery.ack()
+    finally:
+        await transport.close()
+
+
 async def test_a_message_for_a_queue_deleted_since_it_was_declared_is_not_lost(
     amqp_url: str, q: str
 ) -> None:
