@@ -115,6 +115,8 @@ class Announcer:
     def __call__(self, event: Event, state: RunState) -> None:
         if self._level == AnnounceLevel.NONE:
             return
+        if self._level == AnnounceLevel.RUNS and not isinstance(event, RunSubmitted | RunCompleted):
+            return  # the common case, decided before a document is put together
         found = cloud_event(event, state, self._level)
         if found is None:
             return

@@ -77,6 +77,8 @@ class LogBuffer:
         return AttemptLines(emit, tail)
 
     async def flush(self) -> None:
+        if not self._pending and not self._lock.locked():
+            return  # nothing to write and no write under way that holds a caller's lines
         async with self._lock:
             if not self._pending:
                 return

@@ -37,8 +37,9 @@ class EventOutbox:
             self._flushers[queue] = asyncio.create_task(
                 self._flush(queue), name="outbox", context=contextvars.Context()
             )
-        # Shielded: a caller that is cancelled does not take its events back.
-        await asyncio.shield(future)
+        # A caller that is cancelled does not take its events back: they are queued
+        # already, and the flusher skips a future that is done (cancelled with it).
+        await future
 
     async def _flush(self, queue: str) -> None:
         try:

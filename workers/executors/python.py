@@ -243,6 +243,14 @@ def _is_async(function: Callable[..., Any]) -> bool:
 
 def load_function(target: str) -> Callable[..., Any]:
     module_name, _, attr = target.partition(":")
+    # A module imported already is taken as it is now (the import system's own lookup,
+    # done for every step of a big fan-out, costs more than a small step); the function
+    # is looked up each time, so a test's monkeypatch of it still applies.
+    module = sys.modules.get(module_name)
+    if module is not None:
+        function = getattr(module, attr, None)
+        if function is not None and callable(function):
+            return function  # type: ignore[no-any-return]
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # an import can fail in any way its module's code can
