@@ -156,6 +156,20 @@ class LogLine(msgspec.Struct, frozen=True, kw_only=True):
     text: str
 
 
+LogPosition = tuple[str, int, int, int]
+"""A place in a run's lines in page order: (task, item index, attempt, lines of that
+attempt already read)."""
+
+
+class LogPage(msgspec.Struct, frozen=True, kw_only=True):
+    """Lines of a run in page order: task by name, then item, then attempt, then as
+    printed."""
+
+    lines: list[LogLine]
+    next: LogPosition | None
+    """Where the next page starts; ``None`` once every line stored so far was read."""
+
+
 class RunLog(Protocol):
     """The event-sourced log of every run, and the index of runs derived from it."""
 
@@ -247,6 +261,21 @@ class TaskLogStore(Protocol):
     ) -> list[LogLine]:
         """The run's lines in the order they were printed; of one task, and of one item of
         it, if asked (reading one item of a 100,000-item task reads that item only)."""
+        ...
+
+    async def page_lines(
+        self,
+        run_id: str,
+        task: str | None = None,
+        index: int | None = None,
+        attempt: int | None = None,
+        *,
+        after: LogPosition | None = None,
+        limit: int,
+    ) -> LogPage:
+        """Up to ``limit`` lines from ``after`` on, in page order, of one task, item or
+        attempt if asked. A page reads the attempts it returns, not the whole run: paging
+        through a 100,000-item task costs each page its own lines."""
         ...
 
 

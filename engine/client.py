@@ -26,7 +26,7 @@ from contracts.events import (
     SignalReceived,
 )
 from contracts.messages import ResumeRun
-from contracts.ports import LogLine, RunStore, RunSummary, Transport
+from contracts.ports import LogLine, LogPage, LogPosition, RunStore, RunSummary, Transport
 from contracts.spec import Workflow
 from contracts.topology import DEFAULT_SHARDS, ShardMap, shard_queue
 from contracts.vocabulary import RunStatus
@@ -220,6 +220,21 @@ class Client:
     ) -> list[LogLine]:
         """What the run's steps printed (of one task, of one item of it)."""
         return await self.store.read_lines(await self.find(run), task, index)
+
+    async def line_page(
+        self,
+        run: str,
+        task: str | None = None,
+        index: int | None = None,
+        attempt: int | None = None,
+        *,
+        after: LogPosition | None = None,
+        limit: int = 5000,
+    ) -> LogPage:
+        """A page of what the run's steps printed (``TaskLogStore.page_lines``)."""
+        return await self.store.page_lines(
+            await self.find(run), task, index, attempt, after=after, limit=limit
+        )
 
     async def state(self, run: str) -> RunState:
         """The run's state now: its latest snapshot with the events after it folded in.

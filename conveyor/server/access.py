@@ -10,12 +10,13 @@ from typing import Any
 from fastapi import Depends, Request
 
 from contracts.errors import Conflict, InvalidInput, NotFound
-from contracts.ports import ArtifactStore
+from contracts.ports import ArtifactStore, LogPosition
 from conveyor.server.auth import Caller, Scope, Tokens
 from conveyor.server.runtime import TriggerRuntime
 
 RUN_ID = re.compile(r"^[0-9a-f]{4,32}$")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
+LOG_POSITION = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]{0,62}):(\d{1,12}):(\d{1,6}):(\d{1,9})$")
 
 
 class ApiProblem(Exception):
@@ -73,6 +74,24 @@ def run_id_param(run: str) -> str:
     if not RUN_ID.match(run):
         raise ApiProblem(404, "no such run", "a run id is 4 to 32 hexadecimal digits")
     return run
+
+
+def log_position_param(after: str) -> LogPosition | None:
+    """``after`` of a log page: empty (or ``0``) for the first page, else the
+    ``next_after`` of the page before, ``task:item:attempt:lines``."""
+    if after in ("", "0"):
+        return None
+    found = LOG_POSITION.match(after)
+    if found is None:
+        raise ApiProblem(
+            400, "bad request", f"after={after!r} is not the next_after of a page of logs"
+        )
+    task, item, attempt, read = found.groups()
+    return task, int(item), int(attempt), int(read)
+
+
+def log_position_text(position: LogPosition | None) -> str | None:
+    return None if position is None else ":".join(str(part) for part in position)
 
 
 def name_param(value: str, what: str) -> str:

@@ -27,6 +27,8 @@ from contracts.validation import resolve_params
 from conveyor.server.access import (
     ApiProblem,
     context_of,
+    log_position_param,
+    log_position_text,
     name_param,
     needs,
     run_id_param,
@@ -259,16 +261,19 @@ def build_router() -> APIRouter:
         task: str | None = Query(None, max_length=63),
         index: int | None = Query(None, ge=0),
         attempt: int | None = Query(None, ge=1),
-        after: int = Query(0, ge=0),
+        after: str = Query("", max_length=100),
         limit: int = Query(5000, ge=1, le=50_000),
     ) -> dict[str, Any]:
+        """A page of lines: task by name, then item, then attempt, then as printed.
+        ``next_after`` is where the next page starts, ``null`` after the last line."""
         client = context_of(request).runtime.client
-        lines = await client.lines(run_id_param(run), task, index)
-        chosen = [ln for ln in lines if attempt is None or ln.attempt == attempt]
-        page = chosen[after : after + limit]
+        position = log_position_param(after)
+        page = await client.line_page(
+            run_id_param(run), task, index, attempt, after=position, limit=limit
+        )
         return {
-            "items": [msgspec.to_builtins(ln) for ln in page],
-            "next_after": after + len(page),
+            "items": [msgspec.to_builtins(ln) for ln in page.lines],
+            "next_after": log_position_text(page.next),
         }
 
     @api.get("/runs/{run}/logs/stream", dependencies=[read])

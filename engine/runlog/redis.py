@@ -8,10 +8,7 @@ slot and a Lua script can touch them atomically:
 - ``cv:{R}:ids``      set of event ids already appended (the idempotency check)
 - ``cv:{R}:summary``  hash: the run's index row
 - ``cv:{R}:snap``     hash: latest state snapshot and the stream id it covers
-- ``cv:{R}:logindex`` sorted set of task-attempt log keys, all scored 0 so that they
-                     sort by name: the attempts of one task or one item are a range
-                     (runs stored before it have the set ``cv:{R}:logkeys`` instead)
-- ``cv:{R}:log:T:I:A`` list of log lines of task T, item I, attempt A (capped)
+- ``cv:{R}:log...``   task logs (``engine.runlog.redislines``)
 
 The index across runs lives in sorted sets scored by submission time:
 ``cv:runs``, ``cv:runs:state:<state>``, ``cv:runs:wf:<workflow>``, and the running
@@ -33,18 +30,16 @@ import structlog
 from contracts.codec import decode_event, encode
 from contracts.errors import NotFound
 from contracts.events import Event
-from contracts.ports import LogLine, RunSummary
+from contracts.ports import LogLine, LogPage, LogPosition, RunSummary
 from contracts.topology import ShardMap, initial_shard_map
 from engine.redis_client import redis_client
 from engine.redis_retry import retrying
 from engine.runlog.index import index_update, matches
+from engine.runlog.redislines import PREFIX, RedisTaskLogs, key
 
 log = structlog.get_logger("conveyor.redis")
 T = TypeVar("T")
 
-PREFIX = "cv"
-MAX_LINES_PER_ATTEMPT = 10_000
-MAX_LINE_CHARS = 8_192
 MAX_BLOCK_MS = 4_000
 """Longest blocking read of a follower: under the client's 5 s socket timeout."""
 
@@ -95,9 +90,6 @@ flags[#flags + 1] = tail
 return flags
 """
 
-_line_encoder = msgspec.json.Encoder()
-_line_decoder = msgspec.json.Decoder(LogLine)
-
 
 def _events_of(entries: list[tuple[Any, dict[bytes, bytes]]], after: int = 0) -> list[Event]:
     """A stream entry holds the events of one append, in order; skip those before ``after``.
@@ -118,10 +110,6 @@ def _position(entry_id: bytes | str) -> int:
     return int(text.partition("-")[2])
 
 
-def key(run_id: str, part: str) -> str:
-    return f"{PREFIX}:{{{run_id}}}:{part}"
-
-
 class RedisRunLog:
     """Implements ``RunLog`` and ``TaskLogStore`` on Redis."""
 
@@ -135,6 +123,7 @@ class RedisRunLog:
         self._swap_map = self._redis.register_script(_SWAP)
         self._retry_max = retry_max
         self._tail: dict[str, str] = {}
+        self._lines = RedisTaskLogs(self._redis, self._retrying)
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         return await retrying(what, call, most=self._retry_max)
@@ -329,57 +318,27 @@ class RedisRunLog:
     # -- task logs ------------------------------------------------------------------
 
     async def write_lines(self, lines: Sequence[LogLine]) -> None:
-        if not lines:
-            return
-        pipe = self._redis.pipeline(transaction=False)
-        touched: set[str] = set()
-        for line in lines:
-            if len(line.text) > MAX_LINE_CHARS:
-                line = msgspec.structs.replace(
-                    line, text=line.text[:MAX_LINE_CHARS] + "…[truncated]"
-                )
-            list_key = key(line.run_id, f"log:{line.task}:{line.index}:{line.attempt}")
-            pipe.rpush(list_key, _line_encoder.encode(line))
-            if list_key not in touched:
-                touched.add(list_key)
-                pipe.zadd(key(line.run_id, "logindex"), {list_key: 0})
-        for list_key in touched:
-            pipe.ltrim(list_key, -MAX_LINES_PER_ATTEMPT, -1)
-        await self._retrying("logs", pipe.execute)
+        await self._lines.write_lines(lines)
 
     async def read_lines(
         self, run_id: str, task: str | None = None, index: int | None = None
     ) -> list[LogLine]:
-        # The lists of one task, or of one of its items, are a range of the index by
-        # name: reading one item of a 100,000-item task touches that item's lists only.
-        named = key(run_id, "log:" if task is None else f"log:{task}:")
-        if task is not None and index is not None:
-            named += f"{index}:"
-        prefix = named.encode()
-        looking = self._redis.pipeline(transaction=False)
-        looking.zrangebylex(key(run_id, "logindex"), b"[" + prefix, b"[" + prefix + b"\xff")
-        # Lists written before the index was kept are in a set (of runs stored then, or
-        # of a run going on across the upgrade); it does not exist for later runs.
-        looking.smembers(key(run_id, "logkeys"))
-        indexed, listed_before = await looking.execute()
-        keys = sorted({k.decode() for k in [*indexed, *listed_before]})
-        if task is not None or index is not None:
-            keys = [k for k in keys if _attempt_of(k, task, index)]
-        pipe = self._redis.pipeline(transaction=False)
-        for list_key in keys:
-            pipe.lrange(list_key, 0, -1)
-        lines = [_line_decoder.decode(raw) for chunk in await pipe.execute() for raw in chunk]
-        lines.sort(key=lambda line: line.at)
-        return lines
+        return await self._lines.read_lines(run_id, task, index)
+
+    async def page_lines(
+        self,
+        run_id: str,
+        task: str | None = None,
+        index: int | None = None,
+        attempt: int | None = None,
+        *,
+        after: LogPosition | None = None,
+        limit: int,
+    ) -> LogPage:
+        return await self._lines.page_lines(run_id, task, index, attempt, after=after, limit=limit)
 
     async def close(self) -> None:
         await self._redis.aclose()
-
-
-def _attempt_of(list_key: str, task: str | None, index: int | None) -> bool:
-    """Whether the log list ``list_key`` holds lines of ``task`` (and item ``index``)."""
-    named_task, named_index, _attempt = list_key.split(":log:", 1)[1].rsplit(":", 2)
-    return (task is None or named_task == task) and (index is None or named_index == str(index))
 
 
 _INDEXED = frozenset({"run_submitted", "run_completed", "run_retry_requested"})

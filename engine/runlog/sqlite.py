@@ -11,13 +11,14 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from contracts.codec import decode_event, encode
 from contracts.errors import NotFound
 from contracts.events import Event
-from contracts.ports import LogLine, RunSummary
+from contracts.ports import LogLine, LogPage, LogPosition, RunSummary
 from contracts.topology import ShardMap, initial_shard_map
 from engine.runlog.index import index_update
 from engine.runlog.notify import AppendSignal
@@ -53,7 +54,8 @@ CREATE TABLE IF NOT EXISTS task_logs (
     text TEXT NOT NULL
 );
 DROP INDEX IF EXISTS task_logs_by_run;
-CREATE INDEX IF NOT EXISTS task_logs_by_item ON task_logs (run_id, task, idx);
+DROP INDEX IF EXISTS task_logs_by_item;
+CREATE INDEX IF NOT EXISTS task_logs_by_attempt ON task_logs (run_id, task, idx, attempt);
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -262,15 +264,52 @@ class SqliteRunLog:
             " AND (? IS NULL OR idx = ?) ORDER BY rowid",
             (run_id, task, task, index, index),
         ).fetchall()
-        return [
-            LogLine(
-                run_id=r[0], task=r[1], index=r[2], attempt=r[3], stream=r[4], at=r[5], text=r[6]
-            )
-            for r in rows
-        ]
+        return [_line(r) for r in rows]
+
+    async def page_lines(
+        self,
+        run_id: str,
+        task: str | None = None,
+        index: int | None = None,
+        attempt: int | None = None,
+        *,
+        after: LogPosition | None = None,
+        limit: int,
+    ) -> LogPage:
+        name, item, number, read = after if after is not None else ("", -1, 0, 0)
+        wanted = (
+            " AND (? IS NULL OR task = ?) AND (? IS NULL OR idx = ?) AND (? IS NULL OR attempt = ?)"
+        )
+        filters = (task, task, index, index, attempt, attempt)
+        # Lines only ever join an attempt's end: the rest of the attempt the page starts
+        # in is what follows its first ``read`` lines.
+        rows = self._db.execute(
+            f"SELECT * FROM task_logs WHERE run_id = ? AND task = ? AND idx = ? AND attempt = ?"
+            f"{wanted} ORDER BY rowid LIMIT ? OFFSET ?",
+            (run_id, name, item, number, *filters, limit, read),
+        ).fetchall()
+        rows += self._db.execute(
+            f"SELECT * FROM task_logs WHERE run_id = ?{wanted} AND (task, idx, attempt) > (?, ?, ?)"
+            " ORDER BY task, idx, attempt, rowid LIMIT ?",
+            (run_id, *filters, name, item, number, limit - len(rows)),
+        ).fetchall()
+        lines = [_line(r) for r in rows]
+        if len(lines) < limit:
+            return LogPage(lines=lines, next=None)
+        last = (lines[-1].task, lines[-1].index, lines[-1].attempt)
+        in_last = sum(1 for ln in lines if (ln.task, ln.index, ln.attempt) == last)
+        return LogPage(
+            lines=lines, next=(*last, in_last + (read if last == (name, item, number) else 0))
+        )
 
     async def close(self) -> None:
         self._db.close()
+
+
+def _line(r: tuple[Any, ...]) -> LogLine:
+    return LogLine(
+        run_id=r[0], task=r[1], index=r[2], attempt=r[3], stream=r[4], at=r[5], text=r[6]
+    )
 
 
 def _row_to_summary(row: tuple[object, ...]) -> RunSummary:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -18,7 +19,7 @@ from contracts.events import (
     TaskDispatched,
     TaskSucceeded,
 )
-from contracts.ports import LogLine, RunStore
+from contracts.ports import LogLine, LogPage, RunStore
 from engine.runlog.memory import MemoryRunLog
 from engine.runlog.redis import RedisRunLog, key
 from engine.runlog.sqlite import SqliteRunLog
@@ -123,6 +124,95 @@ async def test_task_logs_are_kept_per_attempt(store: RunStore) -> None:
     assert await store.read_lines("r", "a", 3) == []
 
 
+def _printed(run_id: str = "r") -> list[LogLine]:
+    """Lines of two tasks printed interleaved: items 0-11 of ``b`` (10 and 11 sort
+    before 2 by name, after it by number), item 3 retried, and ``a`` twice."""
+    lines = []
+    for at in range(4):
+        for index in (11, 2, 0, 10, 3, 1, *range(4, 10)):
+            if at < 1 + index % 3:
+                lines.append(
+                    LogLine(
+                        run_id=run_id,
+                        task="b",
+                        index=index,
+                        attempt=1,
+                        stream="stdout",
+                        at=float(at),
+                        text=f"b{index}.1 line {at}",
+                    )
+                )
+        lines.append(
+            LogLine(
+                run_id=run_id,
+                task="b" if at % 2 else "a",
+                index=3 if at % 2 else 0,
+                attempt=2 + at // 2,
+                stream="stderr",
+                at=at + 0.5,
+                text=f"retry {at}",
+            )
+        )
+    return lines
+
+
+def _page_order(lines: list[LogLine]) -> list[LogLine]:
+    return sorted(lines, key=lambda ln: (ln.task, ln.index, ln.attempt))
+
+
+async def _all_pages(store: RunStore, limit: int, **asked: Any) -> list[LogLine]:
+    found: list[LogLine] = []
+    after = None
+    for _ in range(200):
+        page = await store.page_lines("r", **asked, after=after, limit=limit)
+        assert len(page.lines) <= limit
+        found += page.lines
+        if page.next is None:
+            return found
+        assert len(page.lines) == limit  # a short page is the last one
+        after = page.next
+    raise AssertionError("paging did not end")
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 7, 100])
+async def test_lines_page_in_order_of_task_item_and_attempt(store: RunStore, limit: int) -> None:
+    printed = _printed()
+    for at in range(0, len(printed), 5):  # written in several batches, as workers flush
+        await store.write_lines(printed[at : at + 5])
+    assert await _all_pages(store, limit) == _page_order(printed)
+    assert await _all_pages(store, limit, task="b") == [
+        ln for ln in _page_order(printed) if ln.task == "b"
+    ]
+    assert await _all_pages(store, limit, task="b", index=3) == [
+        ln for ln in _page_order(printed) if ln.task == "b" and ln.index == 3
+    ]
+    assert await _all_pages(store, limit, task="b", attempt=2) == [
+        ln for ln in printed if ln.task == "b" and ln.attempt == 2
+    ]
+    assert await _all_pages(store, limit, task="b", index=30) == []
+    assert await _all_pages(store, limit, task="c") == []
+
+
+async def test_a_page_ends_where_the_next_begins_while_lines_are_added(store: RunStore) -> None:
+    first = [
+        LogLine(run_id="r", task="t", index=i, attempt=1, stream="stdout", at=0.0, text=f"{i}.0")
+        for i in (0, 0, 1)
+    ]
+    await store.write_lines(first)
+    page = await store.page_lines("r", limit=1)
+    assert [ln.text for ln in page.lines] == ["0.0"] and page.next == ("t", 0, 1, 1)
+    # The attempt the page ended in prints more; so do an earlier and a later item.
+    more = [
+        LogLine(run_id="r", task="t", index=i, attempt=1, stream="stdout", at=1.0, text=f"{i}.1")
+        for i in (0, 2)
+    ]
+    await store.write_lines(more)
+    rest = await store.page_lines("r", after=page.next, limit=10)
+    assert [ln.text for ln in rest.lines] == ["0.0", "0.1", "1.0", "2.1"]
+    assert rest.next is None
+    assert (await store.page_lines("nothing-here", limit=10)) == LogPage(lines=[], next=None)
+
+
 async def test_redis_reads_the_lines_stored_before_the_log_index(redis_url: str) -> None:
     """Lists written before the sorted index of log lists are in a plain set: they are
     read, also for a run that goes on after the upgrade."""
@@ -150,6 +240,28 @@ async def test_redis_reads_the_lines_stored_before_the_log_index(redis_url: str)
     finally:
         parts = ("logkeys", "logindex", "log:b:1:1", "log:b:1:2", "log:b:10:1")
         await store._redis.delete(*(key(run_id, part) for part in parts))
+        await store.close()
+
+
+async def test_redis_pages_the_lines_stored_before_the_page_order(redis_url: str) -> None:
+    """A run whose lists were written before the page order was kept (only the index by
+    name) is paged by reading its lines whole: the same pages, not fewer lines."""
+    store = RedisRunLog(redis_url)
+    run_id = "r"
+    try:
+        await store._redis.flushdb()
+        printed = _printed(run_id)
+        await store.write_lines(printed)
+        await store._redis.delete(
+            key(run_id, "logtasks"), key(run_id, "logitems:a"), key(run_id, "logitems:b")
+        )
+        for limit in (3, 100):
+            assert await _all_pages(store, limit) == _page_order(printed)
+            assert await _all_pages(store, limit, task="b", attempt=2) == [
+                ln for ln in printed if ln.task == "b" and ln.attempt == 2
+            ]
+    finally:
+        await store._redis.flushdb()
         await store.close()
 
 

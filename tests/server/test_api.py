@@ -74,6 +74,21 @@ async def test_a_run_is_submitted_read_item_by_item_and_approved(api: Server) ->
     assert [i["index"] for i in rest["items"]] == [2, 3, 4] and rest["next_offset"] is None
     logs = (await api.http.get(f"/api/v1/runs/{run_id}/logs?task=each&index=3")).json()
     assert [ln["text"] for ln in logs["items"] if ln["stream"] == "stdout"] == ["item 3"]
+    paged: list[dict[str, Any]] = []
+    after = ""
+    for _ in range(100):
+        got = await api.http.get(f"/api/v1/runs/{run_id}/logs?task=each&limit=2&after={after}")
+        page = got.json()
+        assert len(page["items"]) <= 2
+        paged += page["items"]
+        if page["next_after"] is None:
+            break
+        after = page["next_after"]
+    assert [(ln["index"], ln["text"]) for ln in paged if ln["stream"] == "stdout"] == [
+        (i, f"item {i}") for i in range(5)
+    ]
+    forged = await api.http.get(f"/api/v1/runs/{run_id}/logs?task=each&after=each:1:x")
+    assert forged.status_code == 400 and "next_after" in forged.json()["detail"]
     approved = await api.http.post(f"/api/v1/runs/{run_id}/tasks/gate/approve")
     assert approved.status_code == 202
     state = await api.engine.client.watch(run_id, timeout=10)
