@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import sys
@@ -13,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import typer
-from prometheus_client import start_http_server
 
 from contracts.errors import InvalidInput, Problem
 from contracts.modelbase import NAME_PATTERN
@@ -39,6 +39,7 @@ from conveyor.cli.common import (
     write_json,
 )
 from conveyor.metrics import RunMetrics, TimedRunLog, watch_queues, worker_slots
+from conveyor.metricsport import TOKEN_VARIABLE, MetricsPort, check_metrics_address
 from conveyor.preflight import PATH_VARIABLE, step_import_paths, use_import_paths
 from conveyor.progress import LiveProgress, summary
 from conveyor.report import run_report
@@ -54,6 +55,19 @@ MetricsPortOption = Annotated[
         help="Serve Prometheus metrics on this port.",
     ),
 ]
+MetricsAddressOption = Annotated[
+    str,
+    typer.Option(
+        "--metrics-address",
+        envvar="CONVEYOR_METRICS_ADDRESS",
+        help="Address the metrics port listens on; beyond loopback it needs"
+        f" {TOKEN_VARIABLE} set (the token scrapers send).",
+    ),
+]
+
+
+def _metrics_port(port: int | None, address: str) -> MetricsPort | None:
+    return None if port is None else MetricsPort(port, address, os.environ.get(TOKEN_VARIABLE, ""))
 
 
 async def _slots(worker: Any, pool: str, total: int) -> None:
@@ -137,6 +151,14 @@ async def _serve_until_signalled(settings: Settings, serve: Serve, role: Role) -
         raise typer.Exit(EXIT_FAILED)
 
 
+def _check_metrics(port: int | None, address: str) -> None:
+    if port is not None:
+        try:
+            check_metrics_address(address, os.environ.get(TOKEN_VARIABLE, ""))
+        except InvalidInput as exc:
+            raise fail_input(exc) from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def coordinator(
@@ -144,8 +166,10 @@ def register(app: typer.Typer) -> None:
         redis_url: RedisOption = None,
         shards: ShardsOption = None,
         metrics_port: MetricsPortOption = None,
+        metrics_address: MetricsAddressOption = "127.0.0.1",
     ) -> None:
         """Run a coordinator (several may run: each shard has one active, the rest stand by)."""
+        _check_metrics(metrics_port, metrics_address)
         settings = settings_from(amqp_url, redis_url, shards)
 
         async def serve(t: cluster.DistributedTransport, store: RunStore) -> Service:
@@ -153,8 +177,8 @@ def register(app: typer.Typer) -> None:
                 store = TimedRunLog(store)
             c = cluster.build_coordinator(settings, t, store)
             watching = None
-            if metrics_port is not None:
-                start_http_server(metrics_port)
+            metrics = _metrics_port(metrics_port, metrics_address)
+            if metrics is not None:
                 measured = RunMetrics()
                 c.observe(measured)
                 watching = asyncio.get_running_loop().create_task(watch_queues(t, measured))
@@ -165,6 +189,8 @@ def register(app: typer.Typer) -> None:
                 if watching is not None:
                     watching.cancel()
                 await c.stop()
+                if metrics is not None:
+                    metrics.close()
 
             return Service(stop, c.supervisor)
 
@@ -192,8 +218,10 @@ def register(app: typer.Typer) -> None:
         amqp_url: AmqpOption = None,
         redis_url: RedisOption = None,
         metrics_port: MetricsPortOption = None,
+        metrics_address: MetricsAddressOption = "127.0.0.1",
     ) -> None:
         """Run a worker: take tasks of one pool, run them, report back. SIGTERM stops it cleanly."""
+        _check_metrics(metrics_port, metrics_address)
         if not re.match(NAME_PATTERN, pool):
             said = f"{pool!r} is not a pool name (a letter or _, then letters, digits, _ and -)"
             raise fail_input(InvalidInput([Problem(said)], source="--pool"))
@@ -204,8 +232,8 @@ def register(app: typer.Typer) -> None:
             w = cluster.build_worker(settings, t, store, pool, concurrency)
             await w.start()
             watching = None
-            if metrics_port is not None:
-                start_http_server(metrics_port)
+            metrics = _metrics_port(metrics_port, metrics_address)
+            if metrics is not None:
                 watching = asyncio.get_running_loop().create_task(_slots(w, pool, concurrency))
             err.print(
                 f"worker {w.name} on pool {pool!r} (concurrency {concurrency}); Ctrl-C to stop"
@@ -221,6 +249,8 @@ def register(app: typer.Typer) -> None:
                         " (Ctrl-C again hands them back now)"
                     )
                 await w.stop(grace=wait)
+                if metrics is not None:
+                    metrics.close()
 
             return Service(stop, w.supervisor, w.hurry)
 
