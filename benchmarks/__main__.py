@@ -30,6 +30,8 @@ servers, prints a table, and with ``--json`` prints one JSON object as its last 
 - ``ui_*``, ``api_*``, ``sse_*``: a 100,000-item run page in Chromium, paging 10,000
   runs through the API, the event stream's lag on a 10,000-item fan-out
   (``benchmarks/ui.py``).
+- ``log_page_*_ms``, ``log_whole_task_*_ms``: a page of a 100,000-item task's lines on
+  Redis and SQLite, against reading them all (``benchmarks/logpages.py``).
 """
 
 from __future__ import annotations
@@ -639,6 +641,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         "celery": lambda: asyncio.to_thread(celery, amqp_url, redis_url),
         "dramatiq": lambda: asyncio.to_thread(dramatiq_group, amqp_url, redis_url),
         "webhooks_distributed": lambda: _webhooks_distributed(amqp_url, redis_url),
+        "logpages": lambda: _log_pages(redis_url),
     }
     try:
         for name, bench in benches.items():
@@ -658,6 +661,12 @@ async def _webhooks_distributed(amqp_url: str, redis_url: str) -> dict[str, floa
     return await webhooks.to_first_task_distributed(amqp_url, redis_url)
 
 
+async def _log_pages(redis_url: str) -> dict[str, float]:
+    import logpages
+
+    return await logpages.log_pages(redis_url)
+
+
 WITHOUT_SERVERS = ("embedded", "dask", "isolation", "scripts", "webhooks", "ui")
 """Sections that need no RabbitMQ or Redis (run first, before any is started)."""
 
@@ -672,6 +681,7 @@ SECTIONS = (
     "celery",
     "dramatiq",
     "webhooks_distributed",
+    "logpages",
 )
 """What ``--only`` may name, in the order they run."""
 

@@ -53,3 +53,17 @@ async def test_the_webhook_benchmark_measures_a_real_server() -> None:
     figures = await webhooks.accept_latency(rate=20, seconds=1)
     assert figures["webhook_accept_p50_ms"] > 0 and figures["bare_fastapi_p50_ms"] > 0
     assert figures["webhook_accept_p99_ms"] >= figures["webhook_accept_p50_ms"]
+
+
+async def test_the_log_page_benchmark_reads_pages_and_the_whole(redis_url: str) -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from benchmarks import logpages
+
+    figures = await logpages.log_pages(redis_url, items=300, page=50)
+    assert set(figures) == {
+        f"log_{what}_{store}_ms" for what in ("page", "whole_task") for store in ("redis", "sqlite")
+    }
+    assert all(value > 0 for value in figures.values())

@@ -1,0 +1,75 @@
+"""Paging through the lines of a big fan-out task, on Redis and SQLite.
+
+- ``log_page_redis_ms`` / ``log_page_sqlite_ms``: the median time to read a page of
+  5,000 lines (``TaskLogStore.page_lines``, what ``GET /runs/{run}/logs`` serves) of
+  a task of 100,000 items that printed two lines each, over twenty pages from its
+  start; ``log_whole_task_*_ms`` the time to read all 200,000 lines at once, as every
+  page did before pages were read on their own.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from contracts.ports import LogLine, LogPosition, RunStore
+from engine.runlog.redis import RedisRunLog
+from engine.runlog.sqlite import SqliteRunLog
+
+RUN = "log-pages-benchmark"
+
+
+async def _measure(store: RunStore, items: int, page: int, label: str) -> dict[str, float]:
+    for start in range(0, items, 1_000):
+        await store.write_lines(
+            [
+                LogLine(
+                    run_id=RUN,
+                    task="each",
+                    index=i,
+                    attempt=1,
+                    stream="stdout",
+                    at=float(i),
+                    text=f"item {i} line {k}",
+                )
+                for i in range(start, min(start + 1_000, items))
+                for k in range(2)
+            ]
+        )
+    started = time.perf_counter()
+    whole = await store.read_lines(RUN, "each")
+    whole_ms = (time.perf_counter() - started) * 1000
+    assert len(whole) == 2 * items
+    took: list[float] = []
+    after: LogPosition | None = None
+    for _ in range(20):
+        started = time.perf_counter()
+        lines = await store.page_lines(RUN, "each", after=after, limit=page)
+        took.append((time.perf_counter() - started) * 1000)
+        after = lines.next
+        if after is None:
+            break
+    return {
+        f"log_page_{label}_ms": statistics.median(took),
+        f"log_whole_task_{label}_ms": whole_ms,
+    }
+
+
+async def log_pages(redis_url: str, items: int = 100_000, page: int = 5_000) -> dict[str, float]:
+    redis = RedisRunLog(redis_url)
+    try:
+        figures = await _measure(redis, items, page, "redis")
+    finally:
+        for name in (f"cv:{{{RUN}}}:*",):
+            async for stale in redis._redis.scan_iter(match=name, count=10_000):
+                await redis._redis.delete(stale)
+        await redis.close()
+    with tempfile.TemporaryDirectory() as folder:
+        sqlite = SqliteRunLog(Path(folder) / "logs.db")
+        try:
+            figures |= await _measure(sqlite, items, page, "sqlite")
+        finally:
+            await sqlite.close()
+    return figures
