@@ -10,7 +10,6 @@ of the machine could read it.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
@@ -20,6 +19,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import make_wsgi_app
 
 from contracts.errors import InvalidInput, Problem
+from conveyor.addresses import is_loopback
 
 TOKEN_VARIABLE = "CONVEYOR_METRICS_TOKEN"
 
@@ -28,7 +28,7 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 def check_metrics_address(address: str, token: str) -> None:
     """Refuse, before anything starts, to serve metrics beyond loopback without a token."""
-    if not token and not _loopback(address):
+    if not token and not is_loopback(address):
         raise InvalidInput(
             [
                 Problem(
@@ -38,15 +38,6 @@ def check_metrics_address(address: str, token: str) -> None:
             ],
             source="--metrics-address",
         )
-
-
-def _loopback(address: str) -> bool:
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 class MetricsPort:

@@ -4,7 +4,6 @@ trigger-log."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +15,7 @@ from rich.table import Table
 
 from contracts.errors import InvalidInput, NotFound, Problem
 from conveyor import loop
+from conveyor.addresses import is_loopback
 from conveyor.cli.common import (
     DEFAULT_HOME,
     EXIT_FAILED,
@@ -111,7 +111,7 @@ def server(
             worker_grace=settings.worker_grace,
         ) as runtime:
             has_tokens = await Tokens(runtime.store).any_active()
-            if not has_tokens and not _loopback(host):
+            if not has_tokens and not is_loopback(host):
                 raise InvalidInput(
                     [
                         Problem(
@@ -162,15 +162,6 @@ def server(
         # for the supervisor (systemd, Kubernetes) to start it again.
         say(f"stopped: {failure}")
         raise typer.Exit(EXIT_FAILED)
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _with_registry(settings: Settings, job: Callable[[Registry], Awaitable[T]]) -> T:
