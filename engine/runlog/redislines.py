@@ -10,6 +10,12 @@ Keys, beside the run's others (``engine.runlog.redis``), under the run's hash ta
 - ``cv:{R}:logitems:T``  sorted set of task T's list keys scored by item and attempt:
                          the page order, so a page reads its own attempts only
                          (runs stored before it are paged by reading all their lines)
+
+A page position counts the lines of an attempt already read, so a list capped while it
+is paged (past 10,000 lines) shifts under it and the next page skips what was dropped.
+A run that goes on across the upgrade is told apart by counting: fewer lists in page
+order than in the name index; more new lists written between the two counts than old
+ones would hide the old ones from its pages.
 """
 
 from __future__ import annotations
