@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 
 from contracts.errors import NotFound
@@ -11,6 +10,7 @@ from contracts.ports import LogLine, LogPage, LogPosition, RunSummary
 from contracts.topology import ShardMap, initial_shard_map
 from engine.runlog.index import index_update, matches
 from engine.runlog.notify import AppendSignal
+from engine.runlog.pages import page_of
 
 
 class MemoryRunLog:
@@ -21,9 +21,6 @@ class MemoryRunLog:
         self._ids: dict[str, set[str]] = {}
         self._index: dict[str, RunSummary] = {}
         self._lines: dict[str, list[LogLine]] = {}
-        # The same lines by attempt, and each run's attempts in page order.
-        self._by_attempt: dict[str, dict[tuple[str, int, int], list[LogLine]]] = {}
-        self._attempts: dict[str, list[tuple[str, int, int]]] = {}
         self._snapshots: dict[str, tuple[bytes, int]] = {}
         self._appended = AppendSignal()
         self._shard_map: ShardMap | None = None
@@ -123,12 +120,6 @@ class MemoryRunLog:
     async def write_lines(self, lines: Sequence[LogLine]) -> None:
         for line in lines:
             self._lines.setdefault(line.run_id, []).append(line)
-            by_attempt = self._by_attempt.setdefault(line.run_id, {})
-            attempt = (line.task, line.index, line.attempt)
-            if attempt not in by_attempt:
-                by_attempt[attempt] = []
-                bisect.insort(self._attempts.setdefault(line.run_id, []), attempt)
-            by_attempt[attempt].append(line)
 
     async def read_lines(
         self, run_id: str, task: str | None = None, index: int | None = None
@@ -149,24 +140,10 @@ class MemoryRunLog:
         after: LogPosition | None = None,
         limit: int,
     ) -> LogPage:
-        attempts = self._attempts.get(run_id, [])
-        by_attempt = self._by_attempt.get(run_id, {})
-        first = (task or "", -1 if index is None or task is None else index, 0)
-        if after is not None:
-            first = max(first, after[:3])
-        page: list[LogLine] = []
-        for at in range(bisect.bisect_left(attempts, first), len(attempts)):
-            key = name, item, number = attempts[at]
-            if task is not None and (name != task or (index is not None and item != index)):
-                break  # past what was asked for: attempts are in page order
-            if (index is not None and item != index) or (attempt not in (None, number)):
-                continue
-            start = after[3] if after and after[:3] == key else 0
-            taken = by_attempt[key][start : start + limit - len(page)]
-            page += taken
-            if len(page) == limit:
-                return LogPage(lines=page, next=(name, item, number, start + len(taken)))
-        return LogPage(lines=page, next=None)
+        # A twin for tests and one process: cutting the page from all the lines is
+        # enough here, and the same cut the Redis log makes for runs stored before it
+        # kept a page order.
+        return page_of(await self.read_lines(run_id, task, index), attempt, after, limit)
 
     async def close(self) -> None:
         return None

@@ -35,7 +35,8 @@ from contracts.topology import ShardMap, initial_shard_map
 from engine.redis_client import redis_client
 from engine.redis_retry import retrying
 from engine.runlog.index import index_update, matches
-from engine.runlog.redislines import PREFIX, RedisTaskLogs, key
+from engine.runlog.rediskeys import PREFIX, key
+from engine.runlog.redislines import RedisTaskLogs
 
 log = structlog.get_logger("conveyor.redis")
 T = TypeVar("T")

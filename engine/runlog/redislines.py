@@ -28,11 +28,12 @@ import msgspec
 from redis.asyncio import Redis
 
 from contracts.ports import LogLine, LogPage, LogPosition
+from engine.runlog.pages import page_ending, page_of
+from engine.runlog.rediskeys import key
 
 T = TypeVar("T")
 Retrying = Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
-PREFIX = "cv"
 MAX_LINES_PER_ATTEMPT = 10_000
 MAX_LINE_CHARS = 8_192
 ATTEMPTS_PER_ITEM = 2**20
@@ -44,24 +45,19 @@ _READ_LISTS = """
 -- KEYS: attempt lists in page order. ARGV[1]: lines of the first one read before;
 -- ARGV[2]: room left on the page. One call for a page's lists, not one per list.
 local skip, room = tonumber(ARGV[1]), tonumber(ARGV[2])
-local taken, lines = {}, {}
+local lines = {}
 for i = 1, #KEYS do
   if room <= 0 then break end
   local got = redis.call('LRANGE', KEYS[i], skip, skip + room - 1)
   for _, line in ipairs(got) do lines[#lines + 1] = line end
-  taken[i] = #got
   room = room - #got
   skip = 0
 end
-return {taken, lines}
+return lines
 """
 
 _line_encoder = msgspec.json.Encoder()
 _line_decoder = msgspec.json.Decoder(LogLine)
-
-
-def key(run_id: str, part: str) -> str:
-    return f"{PREFIX}:{{{run_id}}}:{part}"
 
 
 class RedisTaskLogs:
@@ -142,7 +138,7 @@ class RedisTaskLogs:
             counting.zcard(key(run_id, f"logitems:{name}"))
         if before_index or sum(await counting.execute()) < lists:
             # Some lists were written before the page order was kept.
-            return _page_of(await self.read_lines(run_id, task, index), attempt, after, limit)
+            return page_of(await self.read_lines(run_id, task, index), attempt, after, limit)
         page: list[LogLine] = []
         for name in tasks:
             if (task is not None and name != task) or (after is not None and name < after[0]):
@@ -150,10 +146,10 @@ class RedisTaskLogs:
             start = after if after is not None and after[0] == name else (name, 0, 0, 0)
             if index is not None:
                 start = max(start, (name, index, 0, 0))
-            position = await self._page_task(run_id, start, index, attempt, limit, page)
-            if position is not None:
-                return LogPage(lines=page, next=position)
-        return LogPage(lines=page, next=None)
+            await self._page_task(run_id, start, index, attempt, limit, page)
+            if len(page) == limit:
+                break
+        return page_ending(page, limit, after)
 
     async def _page_task(
         self,
@@ -163,9 +159,8 @@ class RedisTaskLogs:
         attempt: int | None,
         limit: int,
         page: list[LogLine],
-    ) -> LogPosition | None:
-        """Add one task's lines from ``start`` to ``page`` until it holds ``limit``; the
-        position after the last line added if it does, else ``None``."""
+    ) -> None:
+        """Add one task's lines from ``start`` to ``page`` until it holds ``limit``."""
         name, item, number, read = start
         items = key(run_id, f"logitems:{name}")
         low: float | str = item * ATTEMPTS_PER_ITEM + number
@@ -183,15 +178,14 @@ class RedisTaskLogs:
                 skip = read if chosen[0][1:] == start[1:3] else 0
                 room = limit - len(page)
                 keys = [list_key for list_key, _, _ in chosen]
-                taken, raws = await self._retrying(
+                raws = await self._retrying(
                     "logs", partial(self._read_lists, keys=keys, args=[skip, room])
                 )
                 page += [_line_decoder.decode(raw) for raw in raws]
                 if len(page) == limit:
-                    _, item, number = chosen[len(taken) - 1]
-                    return (name, item, number, taken[-1] + (skip if len(taken) == 1 else 0))
+                    return
             if len(found) < most:
-                return None
+                return
             low = f"({found[-1][1]}"
 
     async def _look(self, items: str, low: float | str, high: float | str, most: int) -> Any:
@@ -203,23 +197,3 @@ def _attempt_of(list_key: str, task: str | None, index: int | None) -> bool:
     """Whether the log list ``list_key`` holds lines of ``task`` (and item ``index``)."""
     named_task, named_index, _attempt = list_key.split(":log:", 1)[1].rsplit(":", 2)
     return (task is None or named_task == task) and (index is None or named_index == str(index))
-
-
-def _page_of(
-    lines: list[LogLine], attempt: int | None, after: LogPosition | None, limit: int
-) -> LogPage:
-    """A page of lines read whole, in page order (for runs without the page order kept)."""
-    ordered = sorted(
-        (ln for ln in lines if attempt is None or ln.attempt == attempt),
-        key=lambda ln: (ln.task, ln.index, ln.attempt),
-    )
-    first = 0
-    if after is not None:
-        first = sum(1 for ln in ordered if (ln.task, ln.index, ln.attempt) < after[:3])
-        first += after[3]
-    page = ordered[first : first + limit]
-    if len(page) < limit:
-        return LogPage(lines=page, next=None)
-    last = (page[-1].task, page[-1].index, page[-1].attempt)
-    read = sum(1 for ln in ordered[: first + limit] if (ln.task, ln.index, ln.attempt) == last)
-    return LogPage(lines=page, next=(*last, read))

@@ -22,6 +22,7 @@ from contracts.ports import LogLine, LogPage, LogPosition, RunSummary
 from contracts.topology import ShardMap, initial_shard_map
 from engine.runlog.index import index_update
 from engine.runlog.notify import AppendSignal
+from engine.runlog.pages import page_ending
 
 POLL_INTERVAL = 0.05
 """How often a follower looks for events appended by another process."""
@@ -293,14 +294,7 @@ class SqliteRunLog:
             " ORDER BY task, idx, attempt, rowid LIMIT ?",
             (run_id, *filters, name, item, number, limit - len(rows)),
         ).fetchall()
-        lines = [_line(r) for r in rows]
-        if len(lines) < limit:
-            return LogPage(lines=lines, next=None)
-        last = (lines[-1].task, lines[-1].index, lines[-1].attempt)
-        in_last = sum(1 for ln in lines if (ln.task, ln.index, ln.attempt) == last)
-        return LogPage(
-            lines=lines, next=(*last, in_last + (read if last == (name, item, number) else 0))
-        )
+        return page_ending([_line(r) for r in rows], limit, after)
 
     async def close(self) -> None:
         self._db.close()

@@ -190,6 +190,10 @@ async def test_lines_page_in_order_of_task_item_and_attempt(store: RunStore, lim
         ln for ln in printed if ln.task == "b" and ln.attempt == 2
     ]
     assert await _all_pages(store, limit, task="b", index=30) == []
+    # A position from before what is asked for (a page of another task) starts at its
+    # beginning, skipping nothing of it.
+    elsewhere = await store.page_lines("r", "b", after=("a", 0, 2, 1), limit=limit)
+    assert elsewhere.lines == [ln for ln in _page_order(printed) if ln.task == "b"][:limit]
     assert await _all_pages(store, limit, task="c") == []
 
 
