@@ -16,6 +16,7 @@ from pathlib import Path
 
 from contracts.ports import LogLine, LogPosition, RunStore
 from engine.runlog.redis import RedisRunLog
+from engine.runlog.rediskeys import key
 from engine.runlog.sqlite import SqliteRunLog
 
 RUN = "log-pages-benchmark"
@@ -62,9 +63,9 @@ async def log_pages(redis_url: str, items: int = 100_000, page: int = 5_000) -> 
     try:
         figures = await _measure(redis, items, page, "redis")
     finally:
-        for name in (f"cv:{{{RUN}}}:*",):
-            async for stale in redis._redis.scan_iter(match=name, count=10_000):
-                await redis._redis.delete(stale)
+        stale = [found async for found in redis._redis.scan_iter(match=key(RUN, "*"), count=10_000)]
+        for at in range(0, len(stale), 10_000):
+            await redis._redis.delete(*stale[at : at + 10_000])
         await redis.close()
     with tempfile.TemporaryDirectory() as folder:
         sqlite = SqliteRunLog(Path(folder) / "logs.db")
