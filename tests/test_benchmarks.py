@@ -56,10 +56,6 @@ async def test_the_webhook_benchmark_measures_a_real_server() -> None:
 
 
 async def test_the_log_page_benchmark_reads_pages_and_the_whole(redis_url: str) -> None:
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from benchmarks import logpages
 
     figures = await logpages.log_pages(redis_url, items=300, page=50)
