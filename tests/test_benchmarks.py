@@ -60,6 +60,8 @@ async def test_the_log_page_benchmark_reads_pages_and_the_whole(redis_url: str) 
 
     figures = await logpages.log_pages(redis_url, items=300, page=50)
     assert set(figures) == {
-        f"log_{what}_{store}_ms" for what in ("page", "whole_task") for store in ("redis", "sqlite")
+        f"log_{what}_{store}_ms"
+        for what in ("page", "whole_task", "follow_look")
+        for store in ("redis", "sqlite")
     }
     assert all(value > 0 for value in figures.values())

@@ -39,6 +39,7 @@ from conveyor.report import run_report
 from conveyor.terminal import displayable
 from conveyor.wiring import open_artifacts, open_client
 from engine.client import Client
+from engine.logfollow import LineFollower
 from engine.state.model import RunState
 
 T = TypeVar("T")
@@ -138,14 +139,11 @@ def register(app: typer.Typer) -> None:
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
         """Print the output lines of a run's steps, per task attempt."""
-        printed: set[tuple[Any, ...]] = set()
 
-        def show_new(lines: list[LogLine]) -> None:
+        def show(lines: list[LogLine]) -> None:
             for line in lines:
-                key = (line.task, line.index, line.attempt, line.stream, line.at, line.text)
-                if key in printed or (attempt is not None and line.attempt != attempt):
+                if attempt is not None and line.attempt != attempt:
                     continue
-                printed.add(key)
                 label = f"{line.task}[{line.index}]#{line.attempt}"
                 text = line.text if raw else displayable(line.text)
                 sys.stdout.write(f"{label} {line.stream}| {text}\n")
@@ -169,15 +167,16 @@ def register(app: typer.Typer) -> None:
                         source="--index",
                     )
             if not follow:
-                show_new(await client.lines(full, task, index))
+                show(await client.lines(full, task, index))
                 return
-            # The run's log (followed from a cursor) says when it has ended; its lines
-            # are printed as they come meanwhile.
-            ended = asyncio.create_task(client.watch(full))
+            # What is stored now, then what running attempts print, each line read once;
+            # the run's log says when it has ended.
+            follower = LineFollower(client.store, full, task, index, attempt)
+            show(await follower.begin(await client.events(full)))
+            ended = asyncio.create_task(client.watch(full, lambda e, _s: follower.observe(e)))
             while not ended.done():
-                show_new(await client.lines(full, task, index))
                 await asyncio.wait({ended}, timeout=LINES_INTERVAL)
-            show_new(await client.lines(full, task, index))
+                show(await follower.look())
             ended.result()
 
         _read(home, read)

@@ -1,0 +1,148 @@
+"""Following what a run's steps print, reading each line once.
+
+Lines are kept per task attempt, in the order printed, so a follower keeps one count
+per attempt: what it has printed of it. It reads everything stored at the start page by
+page (the pages of ``TaskLogStore.page_lines``), then, on each look, only the attempts
+still running and those that ended since the last look, each from its count on. An
+attempt that ended before the follow began is read once, with the pages: a worker
+writes an attempt's lines before it reports the attempt's end.
+
+So a look costs what is new, not the run: a 100,000-item task is not read again every
+second for the few steps running.
+
+On Redis an attempt keeps its last 10,000 lines (``redislines.MAX_LINES_PER_ATTEMPT``):
+past that its list shifts as it grows, so the count no longer says where to go on. An
+attempt that long is read whole on each look and followed from the last line printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from contracts.events import Event, TaskFailed, TaskStarted, TaskSucceeded
+from contracts.ports import LogLine, TaskLogStore
+from engine.runlog.redislines import MAX_LINES_PER_ATTEMPT
+
+Attempt = tuple[str, int, int]
+
+PAGE = 5000
+"""Lines read at a time."""
+READ_AT_ONCE = 32
+"""Attempts read at the same time on a look (each is its own store read)."""
+
+
+@dataclass
+class LineFollower:
+    """The lines of a run (of one task, item or attempt, if asked) as they come."""
+
+    store: TaskLogStore
+    run_id: str
+    task: str | None = None
+    index: int | None = None
+    attempt: int | None = None
+    _read: dict[Attempt, int] = field(default_factory=dict)
+    """Lines printed of each attempt seen so far."""
+    _last: dict[Attempt, LogLine] = field(default_factory=dict)
+    """The last line printed of each attempt long enough to be capped."""
+    _ended_before: set[Attempt] = field(default_factory=set)
+    """Attempts that had ended when the follow began: the first pages read them whole."""
+    _running: set[Attempt] = field(default_factory=set)
+    _ending: set[Attempt] = field(default_factory=set)
+    """Ended since the last look: read once more, then no longer looked at."""
+
+    def wanted(self, attempt: Attempt) -> bool:
+        task, index, number = attempt
+        return (
+            (self.task is None or task == self.task)
+            and (self.index is None or index == self.index)
+            and (self.attempt is None or number == self.attempt)
+        )
+
+    async def begin(self, past: Iterable[Event]) -> list[LogLine]:
+        """Every line stored now, in page order; ``past`` is the run's log read just
+        before, which says which attempts are running and which have ended."""
+        for event in past:
+            self._note(event, ended=self._ended_before)
+        self._running -= self._ended_before
+        lines: list[LogLine] = []
+        after = None
+        while True:
+            page = await self.store.page_lines(
+                self.run_id, self.task, self.index, self.attempt, after=after, limit=PAGE
+            )
+            for line in page.lines:
+                self._took(line)
+            lines += page.lines
+            if page.next is None:
+                return lines
+            after = page.next
+
+    def observe(self, event: Event) -> None:
+        """Take note of an event of the run (from the start of its log or from where
+        ``begin`` read it to)."""
+        self._note(event, ended=self._ending)
+
+    async def look(self) -> list[LogLine]:
+        """The lines printed since the last look by attempts running or just ended, in
+        the order they were printed (each attempt's in its own order)."""
+        # Events are noted while the reads wait: an attempt that ends meanwhile is read
+        # on the next look.
+        ending, self._ending = self._ending, set()
+        attempts = sorted(self._running | ending)
+        found: list[list[LogLine]] = []
+        for start in range(0, len(attempts), READ_AT_ONCE):
+            found += await asyncio.gather(
+                *(self._new_lines(a) for a in attempts[start : start + READ_AT_ONCE])
+            )
+        self._running -= ending
+        return list(heapq.merge(*found, key=lambda line: line.at))
+
+    def _note(self, event: Event, *, ended: set[Attempt]) -> None:
+        if not isinstance(event, TaskStarted | TaskSucceeded | TaskFailed):
+            return
+        attempt = (event.task, event.index, event.attempt)
+        if not self.wanted(attempt) or attempt in self._ended_before:
+            return
+        if isinstance(event, TaskStarted):
+            self._running.add(attempt)
+        else:
+            ended.add(attempt)
+
+    def _took(self, line: LogLine) -> None:
+        attempt = (line.task, line.index, line.attempt)
+        count = self._read[attempt] = self._read.get(attempt, 0) + 1
+        if count >= MAX_LINES_PER_ATTEMPT:
+            self._last[attempt] = line
+
+    async def _new_lines(self, attempt: Attempt) -> list[LogLine]:
+        task, index, number = attempt
+        count = self._read.get(attempt, 0)
+        capped = count >= MAX_LINES_PER_ATTEMPT
+        after = None if capped else (task, index, number, count)
+        lines: list[LogLine] = []
+        while True:
+            page = await self.store.page_lines(
+                self.run_id, task, index, number, after=after, limit=PAGE
+            )
+            lines += page.lines
+            if page.next is None:
+                break
+            after = page.next
+        if capped:
+            lines = _after_last(lines, self._last.get(attempt))
+        for line in lines:
+            self._took(line)
+        return lines
+
+
+def _after_last(lines: list[LogLine], last: LogLine | None) -> list[LogLine]:
+    """The lines after ``last`` (all of them if it is no longer kept)."""
+    if last is None:
+        return lines
+    for position in range(len(lines) - 1, -1, -1):
+        if lines[position] == last:
+            return lines[position + 1 :]
+    return lines
