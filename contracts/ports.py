@@ -25,6 +25,12 @@ class Delivery(Protocol):
     redelivered: bool
     headers: Mapping[str, Any]
 
+    @property
+    def settleable(self) -> bool:
+        """False once the channel it came on is gone: the broker has taken it back (to
+        send it again), and settling it changes nothing."""
+        ...
+
     async def ack(self) -> None: ...
 
     async def nack(self, *, requeue: bool) -> None: ...

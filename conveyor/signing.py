@@ -30,6 +30,10 @@ class OpenedDelivery:
         self.redelivered = delivery.redelivered
         self.headers: Mapping[str, Any] = {**delivery.headers, SIGNER_HEADER: str(role)}
 
+    @property
+    def settleable(self) -> bool:
+        return self._delivery.settleable
+
     async def ack(self) -> None:
         await self._delivery.ack()
 

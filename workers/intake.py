@@ -55,17 +55,20 @@ class Round:
         self.consumer = consumer
         self._prefetch = prefetch
         self._slots = slots
-        self._unsettled = 0
+        self._unsettled: set[Delivery] = set()
+        """Taken and not yet settled."""
         self._draining: asyncio.Future[None] | None = None
 
     def received(self, delivery: Delivery) -> Delivery:
         """The delivery, settled through this round."""
-        self._unsettled += 1
+        self._unsettled.add(delivery)
         return GatedDelivery(delivery, self)
 
     def _credit(self) -> int:
-        """How many more messages the broker may send this consumer."""
-        return self._prefetch - self._unsettled
+        """How many more messages the broker may send this consumer. What it took back
+        with a lost channel (a reconnect consumes again with the same prefetch) counts
+        no more: the broker may send that much again."""
+        return self._prefetch - sum(1 for held in self._unsettled if held.settleable)
 
     def taken(self, tasks: int) -> None:
         """After a message of ``tasks`` is taken: a drain its ack will need starts when
@@ -81,7 +84,7 @@ class Round:
         if self._draining is None and self._credit() + 1 > self._slots.free_slots():
             self.drain()
 
-    async def may_settle(self) -> None:
+    async def may_settle(self, delivery: Delivery) -> None:
         """Returns when one message may be settled: at once if whatever the broker may
         send after it finds a free slot, or else once the consumer is drained. (Waiting
         for steps to end instead would leave their message unacked meanwhile, to be run
@@ -89,7 +92,7 @@ class Round:
         self._drain_if_needed()
         if self._draining is not None:
             await self.drained()
-        self._unsettled -= 1
+        self._unsettled.discard(delivery)
 
     @property
     def asked_to_drain(self) -> bool:
@@ -128,12 +131,16 @@ class GatedDelivery:
         self.headers: Mapping[str, Any] = delivery.headers
         self.redelivered: bool = delivery.redelivered
 
+    @property
+    def settleable(self) -> bool:
+        return self._delivery.settleable
+
     async def ack(self) -> None:
-        await self._round.may_settle()
+        await self._round.may_settle(self._delivery)
         await self._delivery.ack()
 
     async def nack(self, *, requeue: bool) -> None:
-        await self._round.may_settle()
+        await self._round.may_settle(self._delivery)
         await self._delivery.nack(requeue=requeue)
 
 

@@ -36,6 +36,9 @@ class _Queue:
 class MemoryDelivery:
     __slots__ = ("_consumer", "_message", "_settled", "body", "headers", "redelivered")
 
+    settleable = True
+    """No channel to lose: what a consumer holds stays its own until it closes."""
+
     def __init__(self, consumer: MemoryConsumer, message: _Message) -> None:
         self._consumer = consumer
         self._message = message

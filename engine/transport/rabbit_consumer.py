@@ -28,6 +28,15 @@ class RabbitDelivery:
         self.redelivered = bool(message.redelivered)
         self.headers: Mapping[str, Any] = message.headers or {}
 
+    @property
+    def settleable(self) -> bool:
+        # A reconnect gives the robust channel a new AMQP channel; this one stays closed
+        # (and aio-pika raises on reading a closed one).
+        try:
+            return not self._message.channel.is_closed
+        except ChannelInvalidStateError:
+            return False
+
     async def ack(self) -> None:
         try:
             await self._message.ack()

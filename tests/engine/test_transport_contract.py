@@ -339,6 +339,28 @@ async def test_a_quorum_queue_dead_letters_past_its_delivery_limit(amqp_url: str
         await transport.close()
 
 
+async def test_a_delivery_whose_channel_is_gone_is_no_longer_settleable(
+    amqp_url: str, q: str
+) -> None:
+    """The broker takes back what a lost channel held and sends it again on the channel
+    the robust connection opens in its place; the first delivery says it is gone."""
+    transport = RabbitTransport(amqp_url)
+    await transport.start()
+    try:
+        await transport.publish(q, [b"m"])
+        consumer = await transport.consume(q, prefetch=1)
+        first = await asyncio.wait_for(anext(aiter(consumer)), 5)
+        assert first.settleable and not first.redelivered
+        await first._message.channel.close()  # as a dropped connection closes it
+        again = await asyncio.wait_for(anext(aiter(consumer)), 20)
+        assert again.body == b"m" and again.redelivered
+        assert not first.settleable and again.settleable
+        await again.ack()
+        await consumer.close()
+    finally:
+        await transport.close()
+
+
 async def test_a_drained_consumer_a_reconnect_brings_back_is_cancelled_again(
     amqp_url: str, q: str
 ) -> None:

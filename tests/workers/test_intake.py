@@ -208,6 +208,7 @@ class Acked:
 
     def __init__(self) -> None:
         self.settled = False
+        self.settleable = True
 
     async def ack(self) -> None:
         self.settled = True
@@ -251,6 +252,24 @@ async def test_once_a_round_is_drained_its_other_messages_are_acked_without_aski
     for delivery in deliveries:
         await asyncio.wait_for(delivery.ack(), 1)
     assert first.settled and second.settled and consumer.calls == 1
+
+
+async def test_what_the_broker_took_back_with_a_lost_channel_no_longer_counts() -> None:
+    """After a reconnect the consumer consumes again with the same prefetch, so the
+    broker may send that many again: the messages it took back are not counted as still
+    held, and a message acked with fewer slots free than may follow drains first."""
+    slots, consumer = Slots(2), Drained()
+    current = Round(consumer, 2, slots)  # type: ignore[arg-type]
+    lost = [Acked(), Acked()]
+    for delivery in lost:
+        current.received(delivery)
+    for delivery in lost:
+        delivery.settleable = False  # the connection dropped; the broker has them back
+    again = Acked()  # delivered on the restored channel
+    taken = current.received(again)
+    slots.free = 1  # two more may come after its ack, to one free slot
+    await asyncio.wait_for(taken.ack(), 1)
+    assert again.settled and consumer.drained.is_set()
 
 
 class ChannelLost(Watched):
