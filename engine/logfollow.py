@@ -98,6 +98,9 @@ class LineFollower:
                 *(self._new_lines(a) for a in attempts[start : start + READ_AT_ONCE])
             )
         self._running -= ending
+        for attempt in ending:  # never looked at again
+            self._read.pop(attempt, None)
+            self._last.pop(attempt, None)
         return list(heapq.merge(*found, key=lambda line: line.at))
 
     def _note(self, event: Event, *, ended: set[Attempt]) -> None:
