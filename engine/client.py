@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from contracts.codec import encode
@@ -292,22 +292,29 @@ class Client:
         *,
         timeout: float | None = None,
         past_round: int = -1,
+        seen: Sequence[Event] = (),
     ) -> RunState:
         """Follow a run until it has finished (a round after ``past_round``); its final state.
 
-        ``observer(event, state)`` sees every event with the state it produced.
+        ``observer(event, state)`` sees every event with the state it produced, except
+        ``seen``: the start of the run's log, read already by the caller.
         """
+
+        def over(state: RunState) -> bool:
+            # Only once caught up: a retried run's log holds an earlier completion.
+            return state.finished and state.round > past_round
+
         state: RunState | None = None
-        async for events in self.follow(run_id, timeout=timeout):
+        for event in seen:
+            state = _first_state(run_id, event) if state is None else fold(state, event)
+        if state is not None and over(state):
+            return state
+        async for events in self.follow(run_id, len(seen), timeout=timeout):
             for event in events:
-                if state is None:
-                    state = _first_state(run_id, event)
-                else:
-                    fold(state, event)
+                state = _first_state(run_id, event) if state is None else fold(state, event)
                 if observer is not None:
                     observer(event, state)
-            # Only once caught up: a retried run's log holds an earlier completion.
-            if state is not None and state.finished and state.round > past_round:
+            if state is not None and over(state):
                 return state
         raise ConveyorError(f"run {run_id} did not finish in {timeout}s", retryable=True)
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from contracts.events import Event, TaskFailed, TaskStarted, TaskSucceeded
-from contracts.ports import LogLine, TaskLogStore
+from contracts.ports import LogLine, LogPosition, TaskLogStore
 from engine.runlog.redislines import MAX_LINES_PER_ATTEMPT
 
 Attempt = tuple[str, int, int]
@@ -43,14 +43,12 @@ class LineFollower:
     task: str | None = None
     index: int | None = None
     attempt: int | None = None
-    _read: dict[Attempt, int] = field(default_factory=dict)
+    _read: dict[Attempt, int] = field(default_factory=dict, init=False)
     """Lines printed of each attempt seen so far."""
-    _last: dict[Attempt, LogLine] = field(default_factory=dict)
+    _last: dict[Attempt, LogLine] = field(default_factory=dict, init=False)
     """The last line printed of each attempt long enough to be capped."""
-    _ended_before: set[Attempt] = field(default_factory=set)
-    """Attempts that had ended when the follow began: the first pages read them whole."""
-    _running: set[Attempt] = field(default_factory=set)
-    _ending: set[Attempt] = field(default_factory=set)
+    _running: set[Attempt] = field(default_factory=set, init=False)
+    _ending: set[Attempt] = field(default_factory=set, init=False)
     """Ended since the last look: read once more, then no longer looked at."""
 
     def wanted(self, attempt: Attempt) -> bool:
@@ -63,26 +61,19 @@ class LineFollower:
 
     async def begin(self, past: Iterable[Event]) -> list[LogLine]:
         """Every line stored now, in page order; ``past`` is the run's log read just
-        before, which says which attempts are running and which have ended."""
+        before, which says which attempts are running (the ones that have ended are
+        read whole by these pages)."""
+        ended: set[Attempt] = set()
         for event in past:
-            self._note(event, ended=self._ended_before)
-        self._running -= self._ended_before
-        lines: list[LogLine] = []
-        after = None
-        while True:
-            page = await self.store.page_lines(
-                self.run_id, self.task, self.index, self.attempt, after=after, limit=PAGE
-            )
-            for line in page.lines:
-                self._took(line)
-            lines += page.lines
-            if page.next is None:
-                return lines
-            after = page.next
+            self._note(event, ended=ended)
+        self._running -= ended
+        lines = await self._pages(self.task, self.index, self.attempt, None)
+        for line in lines:
+            self._took(line)
+        return lines
 
     def observe(self, event: Event) -> None:
-        """Take note of an event of the run (from the start of its log or from where
-        ``begin`` read it to)."""
+        """Take note of an event of the run appended after ``past``."""
         self._note(event, ended=self._ending)
 
     async def look(self) -> list[LogLine]:
@@ -107,7 +98,7 @@ class LineFollower:
         if not isinstance(event, TaskStarted | TaskSucceeded | TaskFailed):
             return
         attempt = (event.task, event.index, event.attempt)
-        if not self.wanted(attempt) or attempt in self._ended_before:
+        if not self.wanted(attempt):
             return
         if isinstance(event, TaskStarted):
             self._running.add(attempt)
@@ -124,21 +115,26 @@ class LineFollower:
         task, index, number = attempt
         count = self._read.get(attempt, 0)
         capped = count >= MAX_LINES_PER_ATTEMPT
-        after = None if capped else (task, index, number, count)
-        lines: list[LogLine] = []
-        while True:
-            page = await self.store.page_lines(
-                self.run_id, task, index, number, after=after, limit=PAGE
-            )
-            lines += page.lines
-            if page.next is None:
-                break
-            after = page.next
+        lines = await self._pages(task, index, number, None if capped else (*attempt, count))
         if capped:
             lines = _after_last(lines, self._last.get(attempt))
         for line in lines:
             self._took(line)
         return lines
+
+    async def _pages(
+        self, task: str | None, index: int | None, attempt: int | None, after: LogPosition | None
+    ) -> list[LogLine]:
+        """Every line stored from ``after`` on, read a page at a time."""
+        lines: list[LogLine] = []
+        while True:
+            page = await self.store.page_lines(
+                self.run_id, task, index, attempt, after=after, limit=PAGE
+            )
+            lines += page.lines
+            if page.next is None:
+                return lines
+            after = page.next
 
 
 def _after_last(lines: list[LogLine], last: LogLine | None) -> list[LogLine]:

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from contracts.codec import to_builtins
 from contracts.errors import ConveyorError, InvalidInput, NotFound, Problem
-from contracts.events import ArtifactRef
+from contracts.events import ArtifactRef, Event
 from contracts.ports import LogLine
 from contracts.vocabulary import RunStatus
 from conveyor import loop
@@ -172,8 +172,13 @@ def register(app: typer.Typer) -> None:
             # What is stored now, then what running attempts print, each line read once;
             # the run's log says when it has ended.
             follower = LineFollower(client.store, full, task, index, attempt)
-            show(await follower.begin(await client.events(full)))
-            ended = asyncio.create_task(client.watch(full, lambda e, _s: follower.observe(e)))
+            past = await client.events(full)
+            show(await follower.begin(past))
+
+            def observe(event: Event, _state: RunState) -> None:
+                follower.observe(event)
+
+            ended = asyncio.create_task(client.watch(full, observe, seen=past))
             while not ended.done():
                 await asyncio.wait({ended}, timeout=LINES_INTERVAL)
                 show(await follower.look())

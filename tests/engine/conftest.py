@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
+from contracts.ports import RunStore
 from contracts.topology import DEAD_LETTER_QUEUE, shard_queue, task_queue
 from conveyor.embedded import EmbeddedEngine
 from engine.redis_timers import RedisTimers
+from engine.runlog.memory import MemoryRunLog
 from engine.runlog.redis import RedisRunLog
+from engine.runlog.sqlite import SqliteRunLog
 from engine.transport.rabbitmq import RabbitTransport
 from tests.amqp import amqp_channel
 
@@ -58,3 +63,21 @@ async def purge(amqp_url: str) -> None:
         shards = [shard_queue(n) for n in range(8)]  # (tests that reshard use more than 2)
         for name in [*shards, task_queue("default"), DEAD_LETTER_QUEUE]:
             await channel.queue_delete(name)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
+    """Each run store, empty (the run-log contract and what reads through it)."""
+    s: RunStore
+    if request.param == "memory":
+        s = MemoryRunLog()
+    elif request.param == "sqlite":
+        s = SqliteRunLog(tmp_path / "c.db")
+    elif request.param == "redis":
+        s = RedisRunLog(request.getfixturevalue("redis_url"))
+        await s._redis.flushdb()  # a clean index for each test on the shared server
+    else:
+        s = RedisRunLog(request.getfixturevalue("redis_cluster").url)
+        await s._redis.flushdb(target_nodes=RedisCluster.PRIMARIES)
+    yield s
+    await s.close()

@@ -57,6 +57,21 @@ async def test_follow_from_a_cursor_yields_only_what_is_new(engine: EmbeddedEngi
     assert tail == everything[2:]
 
 
+async def test_watch_takes_up_after_the_events_its_caller_has_read(
+    engine: EmbeddedEngine,
+) -> None:
+    client = engine.client
+    run_id = await client.submit(flow("name: three\ntasks: [{name: a, script: echo 1}]"), {})
+    await client.watch(run_id, timeout=30)
+    everything = await client.events(run_id)
+    seen: list[Event] = []
+    final = await client.watch(run_id, lambda e, _s: seen.append(e), seen=everything[:3])
+    assert final.status == RunStatus.SUCCEEDED and seen == everything[3:]
+    seen.clear()  # all of it read already: finished, nothing to observe or wait for
+    final = await client.watch(run_id, lambda e, _s: seen.append(e), seen=everything)
+    assert final.status == RunStatus.SUCCEEDED and seen == []
+
+
 async def test_cancel_and_its_refusals(engine: EmbeddedEngine) -> None:
     client = engine.client
     started = asyncio.Event()

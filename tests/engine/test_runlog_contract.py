@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from redis.asyncio.cluster import RedisCluster
 
 from contracts.errors import NotFound
 from contracts.events import (
@@ -20,26 +18,8 @@ from contracts.events import (
     TaskSucceeded,
 )
 from contracts.ports import LogLine, LogPage, RunStore
-from engine.runlog.memory import MemoryRunLog
 from engine.runlog.redis import RedisRunLog, key
 from engine.runlog.sqlite import SqliteRunLog
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    s: RunStore
-    if request.param == "memory":
-        s = MemoryRunLog()
-    elif request.param == "sqlite":
-        s = SqliteRunLog(tmp_path / "c.db")
-    elif request.param == "redis":
-        s = RedisRunLog(request.getfixturevalue("redis_url"))
-        await s._redis.flushdb()  # a clean index for each test on the shared server
-    else:
-        s = RedisRunLog(request.getfixturevalue("redis_cluster").url)
-        await s._redis.flushdb(target_nodes=RedisCluster.PRIMARIES)
-    yield s
-    await s.close()
 
 
 def submitted(run_id: str, workflow: str = "wf", at: float = 1.0) -> RunSubmitted:
