@@ -72,23 +72,27 @@ def signed(n: int) -> tuple[bytes, dict[str, str]]:
 
 @contextlib.contextmanager
 def _process(args: list[str], port: int, env: dict[str, str], cwd: Path) -> Iterator[str]:
-    proc = subprocess.Popen(
-        args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
-                break
-            except httpx.HTTPError:
-                assert proc.poll() is None, "the server exited"
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    # What it says goes to a file (a pipe nobody reads could fill and stall it), and is
+    # shown if it exits or does not start.
+    with tempfile.TemporaryFile() as said:
+        proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=said)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
+                    break
+                except httpx.HTTPError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        said.seek(0)
+                        last = said.read().decode(errors="replace").strip().splitlines()[-20:]
+                        how = "exited" if proc.poll() is not None else "did not start in 30 s"
+                        raise RuntimeError(f"{' '.join(args)} {how}:\n" + "\n".join(last)) from None
+                    time.sleep(0.1)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def _env(**extra: str) -> dict[str, str]:
