@@ -221,6 +221,24 @@ def raw_splices(workflow: Workflow) -> list[str]:
     ]
 
 
+def _template_texts(path: Path, value: Any) -> Iterator[tuple[Path, str]]:
+    """The strings holding ``{{ }}`` in a value, each with its path.
+
+    A generator at module level, not a closure calling itself: such a closure is a
+    reference cycle, which would keep the workflow it checks (one per submitted run)
+    until the cyclic collector's next pass.
+    """
+    if isinstance(value, str):
+        if "{{" in value:
+            yield path, value
+    elif isinstance(value, list):
+        for k, item in enumerate(value):
+            yield from _template_texts((*path, k), item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _template_texts((*path, key), item)
+
+
 def _check_task_expressions(
     workflow: Workflow, task: Task, at: Path, deps: dict[str, list[str]], smap: SourceMap
 ) -> list[Problem]:
@@ -234,22 +252,14 @@ def _check_task_expressions(
                 if reason:
                     problems.append(smap.problem(path, f"{reason} in {expr.source!r}"))
 
-    def templates(path: Path, value: Any, allow_item: bool = True) -> None:
-        if isinstance(value, str):
-            if "{{" not in value:
-                return
+    def templates(at: Path, value: Any) -> None:
+        for path, text in _template_texts(at, value):
             try:
-                template = Template(value)
+                template = Template(text)
             except ExpressionError as exc:
                 problems.append(smap.problem(path, exc.message))
-                return
-            check(path, template.expressions, allow_item)
-        elif isinstance(value, list):
-            for k, item in enumerate(value):
-                templates((*path, k), item, allow_item)
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                templates((*path, key), item, allow_item)
+                continue
+            check(path, template.expressions, True)
 
     if task.when is not None:
         try:

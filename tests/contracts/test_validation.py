@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import textwrap
 from typing import Any
@@ -410,3 +411,31 @@ def test_a_mistake_written_twice_in_one_field_is_said_once() -> None:
         """
     )
     assert len(said) == 1 and "'{{ item }}' would splice a value into code" in said[0]
+
+
+def test_checking_a_workflow_leaves_nothing_for_the_cycle_collector() -> None:
+    # A server checks the workflow of every run it is sent: garbage in reference cycles
+    # waits for the collector, whose passes stall every request in flight.
+    data = {
+        "name": "hooked",
+        "params": {"n": {"type": "int"}},
+        "tasks": [
+            {"name": "a", "python": "m:f", "args": {"n": "{{ params.n }}", "l": ["{{ 1 }}"]}},
+            {
+                "name": "b",
+                "script": "echo $A",
+                "env": {"A": "{{ tasks.a.state }}"},
+                "depends": ["a"],
+            },
+        ],
+    }
+    workflow_from_data(data, source="warm-up")  # whatever is built once per process
+    gc.collect()
+    gc.disable()
+    try:
+        workflow = workflow_from_data(data, source="wf.yaml")
+        assert workflow.tasks[1].name == "b"
+        del workflow
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
