@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from contracts.events import Event, TaskFailed, TaskStarted, TaskSucceeded
@@ -50,6 +50,11 @@ class LineFollower:
     _running: set[Attempt] = field(default_factory=set, init=False)
     _ending: set[Attempt] = field(default_factory=set, init=False)
     """Ended since the last look: read once more, then no longer looked at."""
+    _seen: int = field(default=0, init=False)
+    answered: int = field(default=0, init=False)
+    """Events of the run's log the lines returned so far answer for: every line of the
+    attempts that ended in the first ``answered`` has been returned (a place to take up
+    again from, with ``begin(had=...)``)."""
 
     def wanted(self, attempt: Attempt) -> bool:
         task, index, number = attempt
@@ -59,21 +64,31 @@ class LineFollower:
             and (self.attempt is None or number == self.attempt)
         )
 
-    async def begin(self, past: Iterable[Event]) -> list[LogLine]:
+    async def begin(self, past: Sequence[Event], *, had: int = 0) -> list[LogLine]:
         """Every line stored now, in page order; ``past`` is the run's log read just
         before, which says which attempts are running (the ones that have ended are
-        read whole by these pages)."""
+        read whole by these pages).
+
+        ``had``: a reader taking up again where an earlier follower's ``answered`` was
+        has every line of the attempts that ended in the first ``had`` events: they are
+        left out.
+        """
+        had_whole: set[Attempt] = set()
         ended: set[Attempt] = set()
-        for event in past:
-            self._note(event, ended=ended)
-        self._running -= ended
+        for position, event in enumerate(past):
+            self._note(event, ended=had_whole if position < had else ended)
+        self._running -= had_whole | ended
+        self._seen = self.answered = len(past)
         lines = await self._pages(self.task, self.index, self.attempt, None)
+        over = had_whole | ended  # never looked at again: their counts are not kept
         for line in lines:
-            self._took(line)
-        return lines
+            if (line.task, line.index, line.attempt) not in over:
+                self._took(line)
+        return [ln for ln in lines if (ln.task, ln.index, ln.attempt) not in had_whole]
 
     def observe(self, event: Event) -> None:
         """Take note of an event of the run appended after ``past``."""
+        self._seen += 1
         self._note(event, ended=self._ending)
 
     async def look(self) -> list[LogLine]:
@@ -82,6 +97,7 @@ class LineFollower:
         # Events are noted while the reads wait: an attempt that ends meanwhile is read
         # on the next look.
         ending, self._ending = self._ending, set()
+        answers_for = self._seen
         attempts = sorted(self._running | ending)
         found: list[list[LogLine]] = []
         for start in range(0, len(attempts), READ_AT_ONCE):
@@ -92,6 +108,7 @@ class LineFollower:
         for attempt in ending:  # never looked at again
             self._read.pop(attempt, None)
             self._last.pop(attempt, None)
+        self.answered = answers_for
         return list(heapq.merge(*found, key=lambda line: line.at))
 
     def _note(self, event: Event, *, ended: set[Attempt]) -> None:

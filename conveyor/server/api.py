@@ -7,11 +7,9 @@ create``), unless the server runs open (embedded, on loopback, no token made).
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import tempfile
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,7 +33,7 @@ from conveyor.server.access import (
 )
 from conveyor.server.auth import Caller, Scope
 from conveyor.server.shapes import items_page, run_shape, summary_shape
-from conveyor.server.streams import sse_response
+from conveyor.server.streams import log_lines, sse_response
 from engine.triggers.scheduler import tick_arrival
 
 STREAM_POLL = 0.5
@@ -284,61 +282,21 @@ def build_router() -> APIRouter:
         index: int | None = Query(None, ge=0),
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> StreamingResponse:
-        """Server-Sent Events: a task's (or one item's) log lines as they are written, until
-        the run ends. A fan-out task's lines stream item by item (``index``): each look
-        for new lines reads what it streams, and all of a 100,000-item task's lines take
-        seconds to read."""
+        """Server-Sent Events: the lines of a run, a task or one item as they are written,
+        until the run ends; resumes after Last-Event-ID (a count of lines)."""
         client = context_of(request).runtime.client
         run_id = await client.find(run_id_param(run))
-        if index is None:
-            nodes = (await client.state(run_id)).nodes
-            fanning = [n for n, node in nodes.items() if node.spec.fans_out and task in (None, n)]
-            if fanning:
-                raise ApiProblem(
-                    400,
-                    "bad request",
-                    f"{fanning[0]} fans out: stream its lines item by item (index=N), or page"
-                    " through them all with GET /api/v1/runs/{run}/logs",
-                )
         resumed = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
-
-        async def stream() -> AsyncIterator[bytes]:
-            # Lines are counted per attempt: the lines of attempts that run side by side
-            # on different workers are stored when each worker writes them, so a line can
-            # land before lines already streamed, and a position in the whole would skip
-            # it. (A stream resumed after N lines takes the first N in the present order
-            # as sent.)
-            streamed: Counter[tuple[str, int, int]] = Counter()
-            total = 0
-            while not await request.is_disconnected():
-                # Whether the run had ended is asked before the lines are read: the lines
-                # read then are all there will be (a step's lines are stored before its
-                # outcome is sent).
-                ended = (await client.state(run_id)).finished
-                counted: Counter[tuple[str, int, int]] = Counter()
-                chunk = bytearray()
-                for line in await client.lines(run_id, task, index):
-                    attempt = (line.task, line.index, line.attempt)
-                    counted[attempt] += 1
-                    if counted[attempt] <= streamed[attempt]:
-                        continue
-                    streamed[attempt] += 1
-                    total += 1
-                    if total <= resumed:
-                        continue
-                    chunk += (
-                        f"id: {total}\ndata: ".encode()
-                        + msgspec.json.encode(msgspec.to_builtins(line))
-                        + b"\n\n"
-                    )
-                if ended:
-                    yield bytes(chunk) + b"event: end\ndata: {}\n\n"
-                    return
-                if chunk:
-                    yield bytes(chunk)
-                await asyncio.sleep(STREAM_POLL)
-
-        return sse_response(stream(), context_of(request).runtime.stopping)
+        lines = log_lines(
+            client,
+            run_id,
+            task,
+            index,
+            resumed=resumed,
+            every=STREAM_POLL,
+            gone=request.is_disconnected,
+        )
+        return sse_response(lines, context_of(request).runtime.stopping)
 
     @api.get("/runs/{run}/artifacts/{task}/{name}", dependencies=[read])
     async def artifact(

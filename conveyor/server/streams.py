@@ -4,15 +4,28 @@ An event or log stream runs until its run ends, which may be hours. A stopping s
 would otherwise wait for every open page's streams, then cut them off mid-chunk. Ended
 cleanly instead, a browser's EventSource reconnects by itself and resumes after the
 last id it had, on another replica or on this server once it is back.
+
+A log stream reads each line once (``engine.logfollow``): what is stored when it opens,
+page by page, then only what the attempts still running add, however big the task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import msgspec
 from fastapi.responses import StreamingResponse
+
+from contracts.events import Event
+from contracts.ports import LogLine
+from engine.client import Client
+from engine.logfollow import LineFollower
+from engine.state.model import RunState
+
+LINES_PER_CHUNK = 5000
+"""Lines sent in one chunk at most (a big task's stored lines go out in several)."""
 
 
 def sse_response(chunks: AsyncIterator[bytes], stopping: asyncio.Event) -> StreamingResponse:
@@ -48,3 +61,61 @@ async def until_stopping(
             following.cancel()
             with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                 await following
+
+
+async def log_lines(
+    client: Client,
+    run_id: str,
+    task: str | None,
+    index: int | None,
+    *,
+    resumed: int,
+    every: float,
+    gone: Callable[[], Awaitable[bool]],
+) -> AsyncIterator[bytes]:
+    """A run's lines (of one task, of one item) as Server-Sent Events until the run ends,
+    then an ``end`` event. ``every``: seconds between looks for new lines; ``gone`` says
+    whether the reader has left.
+
+    The last line of each read carries an id: a count of the run's events, all of whose
+    ended attempts the lines sent so far hold whole (``LineFollower.answered``). A reader
+    that comes back with it (``resumed``, from Last-Event-ID) is sent every line but
+    those attempts': none is lost, and only the lines sent before of attempts running
+    then come again.
+    """
+    follower = LineFollower(client.store, run_id, task, index)
+    past = await client.events(run_id)
+
+    def as_events(lines: list[LogLine], last_id: int | None) -> bytes:
+        chunk = bytearray()
+        for position, line in enumerate(lines, start=1):
+            if position == len(lines) and last_id is not None:
+                chunk += f"id: {last_id}\n".encode()
+            chunk += b"data: " + msgspec.json.encode(line) + b"\n\n"
+        return bytes(chunk)
+
+    stored = await follower.begin(past, had=resumed)
+    for start in range(0, len(stored), LINES_PER_CHUNK):
+        done = start + LINES_PER_CHUNK >= len(stored)
+        yield as_events(
+            stored[start : start + LINES_PER_CHUNK], follower.answered if done else None
+        )
+    del stored
+
+    def observe(event: Event, _state: RunState) -> None:
+        follower.observe(event)
+
+    # The run's end is noted before the last look: a step's lines are stored before its
+    # outcome is sent, so that look reads all there will be.
+    ended = asyncio.create_task(client.watch(run_id, observe, seen=past))
+    try:
+        while not ended.done():
+            await asyncio.wait({ended}, timeout=every)
+            if await gone():
+                return
+            if chunk := as_events(await follower.look(), follower.answered):
+                yield chunk
+        ended.result()
+        yield b"event: end\ndata: {}\n\n"
+    finally:
+        ended.cancel()

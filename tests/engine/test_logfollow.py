@@ -139,3 +139,29 @@ async def test_an_attempt_that_ends_while_a_look_reads_is_read_on_the_next(
     await store.write_lines([line("each", 1, "one")])
     follower.store = store
     assert texts(await follower.look()) == ["each[1]#1 one"]
+
+
+async def test_a_follow_taken_up_again_leaves_out_attempts_it_had_whole(store: RunStore) -> None:
+    # The first follower returned item 0 whole; items 1 and 2 were running.
+    past: list[Event] = [started("each", 0), started("each", 1), started("each", 2)]
+    await store.write_lines([line("each", i, f"first {i}") for i in range(3)])
+    first = LineFollower(store, RUN)
+    await first.begin(past)
+    await store.write_lines([line("each", 0, "last 0")])
+    past.append(succeeded("each", 0))
+    first.observe(past[-1])
+    assert texts(await first.look()) == ["each[0]#1 last 0"]
+    had = first.answered
+    assert had == len(past)
+    past.append(succeeded("each", 1))
+    first.observe(past[-1])  # noted but not yet looked at: not answered for
+    assert first.answered == had
+    # The reader left there; item 2 printed more before it came back.
+    await store.write_lines([line("each", 2, "later 2")])
+    again = LineFollower(store, RUN)
+    lines = await again.begin(past, had=had)
+    assert texts(lines) == ["each[1]#1 first 1", "each[2]#1 first 2", "each[2]#1 later 2"]
+    assert again.answered == len(past)
+    await store.write_lines([line("each", 2, "end 2")])
+    again.observe(succeeded("each", 2))
+    assert texts(await again.look()) == ["each[2]#1 end 2"]

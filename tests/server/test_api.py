@@ -180,57 +180,81 @@ async def test_the_event_stream_follows_a_run_and_resumes(api: Server) -> None:
     assert tail == [f"id: {ids[-1]}"]
 
 
-async def test_a_fan_out_task_streams_its_lines_item_by_item(api: Server) -> None:
+async def stream_lines(api: Server, url: str, **headers: str) -> tuple[list[str], list[int]]:
+    """The texts of the lines a log stream sends and the ids it gives, once it has ended."""
+    texts: list[str] = []
+    ids: list[int] = []
+    ended = False
+    async with api.http.stream("GET", url, headers=headers) as stream:
+        async for raw in stream.aiter_lines():
+            if raw.startswith("id: "):
+                ids.append(int(raw[4:]))
+            elif raw.startswith('data: {"'):
+                texts.append(json.loads(raw[6:])["text"])
+            elif raw == "event: end":
+                ended = True
+    assert ended, "the stream was cut off before the run's end"
+    return texts, ids
+
+
+async def test_a_fan_out_task_streams_whole_or_item_by_item(api: Server) -> None:
     run_id = await started(api, n=3)
     await until_waiting(api, run_id)
-    whole = await api.http.get(f"/api/v1/runs/{run_id}/logs/stream?task=each")
-    assert whole.status_code == 400 and "each fans out" in whole.json()["detail"]
-    assert (await api.http.get(f"/api/v1/runs/{run_id}/logs/stream")).status_code == 400
     await api.http.post(f"/api/v1/runs/{run_id}/tasks/gate/approve")
-    url = f"/api/v1/runs/{run_id}/logs/stream?task=each&index=1"
-    async with api.http.stream("GET", url) as stream:
-        data = [line async for line in stream.aiter_lines() if line.startswith('data: {"')]
-    assert [json.loads(d[6:])["text"] for d in data] == ["item 1"]
+    base = f"/api/v1/runs/{run_id}/logs/stream"
+    whole, ids = await stream_lines(api, f"{base}?task=each")  # ends with the run
+    events = (await api.http.get(f"/api/v1/runs/{run_id}/events?limit=1000")).json()["items"]
+    assert sorted(whole) == ["item 0", "item 1", "item 2"]
+    assert ids == [len(events)]  # one read: its last line carries the place reached
+    assert (await stream_lines(api, f"{base}?task=each&index=1"))[0] == ["item 1"]
+    assert sorted((await stream_lines(api, base))[0]) == ["item 0", "item 1", "item 2"]
+    # Taken up again after the event that ended item 0: the others' lines, not its own.
+    item_0_ended = next(
+        e["position"]
+        for e in events
+        if e["type"] == "task_succeeded" and e["task"] == "each" and e["index"] == 0
+    )
+    resumed, _ = await stream_lines(
+        api, f"{base}?task=each", **{"Last-Event-ID": str(item_0_ended)}
+    )
+    assert sorted(resumed) == sorted(t for t in whole if t != "item 0")
+    assert (await stream_lines(api, f"{base}?task=each", **{"Last-Event-ID": str(ids[-1])}))[
+        0
+    ] == []
 
 
-async def test_a_line_stored_late_is_streamed_once_in_its_turn(
-    api: Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Attempts on different workers store their lines when each worker writes them: a
-    line can land before lines already streamed. It is streamed, and nothing twice."""
+async def test_a_stream_follows_lines_as_attempts_print_them(api: Server) -> None:
+    """Lines an attempt prints while the stream is open come once each, and the stream
+    ends with the run."""
     run_id = await started(api, n=1)
     await until_waiting(api, run_id)
+    store = api.engine.store
 
-    def line(attempt: int, at: float, text: str) -> LogLine:
+    def line(text: str) -> LogLine:
         return LogLine(
-            run_id=run_id, task="gate", index=0, attempt=attempt, stream="stdout", at=at, text=text
+            run_id=run_id, task="gate", index=0, attempt=1, stream="stdout", at=1.0, text=text
         )
 
-    store = api.engine.store
-    await store.write_lines([line(2, 20.0, "from the second worker")])
-    read_once = asyncio.Event()
-    real_read = store.read_lines
+    await store.write_lines([line("before")])
+    read_pages = asyncio.Event()
+    real_page = store.page_lines
 
-    async def read_lines(*args: Any) -> list[LogLine]:
-        # In the order they were printed, as the Redis store gives them (a list per
-        # attempt, merged by time); the in-memory one keeps the order they were stored.
-        lines = sorted(await real_read(*args), key=lambda line: line.at)
-        read_once.set()  # the stream has this line in hand: it is as good as sent
-        return lines
+    async def page_lines(*args: Any, **kwargs: Any) -> Any:
+        page = await real_page(*args, **kwargs)
+        read_pages.set()  # the stream is open and has read what was stored
+        return page
 
-    monkeypatch.setattr(store, "read_lines", read_lines)
+    store.page_lines = page_lines  # type: ignore[method-assign]
 
-    async def late_line_then_approve() -> None:
-        await read_once.wait()
-        await store.write_lines([line(1, 10.0, "from the first worker")])  # printed earlier
+    async def print_then_approve() -> None:
+        await read_pages.wait()
+        await store.write_lines([line("while open 1"), line("while open 2")])
         await api.http.post(f"/api/v1/runs/{run_id}/tasks/gate/approve")
 
-    meanwhile = asyncio.create_task(late_line_then_approve())
-    async with api.http.stream("GET", f"/api/v1/runs/{run_id}/logs/stream?task=gate") as stream:
-        data = [raw async for raw in stream.aiter_lines() if raw.startswith('data: {"')]
+    meanwhile = asyncio.create_task(print_then_approve())
+    sent, _ids = await stream_lines(api, f"/api/v1/runs/{run_id}/logs/stream?task=gate")
     await meanwhile
-    texts = [json.loads(raw[6:])["text"] for raw in data]
-    assert texts == ["from the second worker", "from the first worker"]
+    assert sent == ["before", "while open 1", "while open 2"]
 
 
 async def test_the_openapi_document_describes_every_endpoint(api: Server) -> None:
