@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from contracts.events import Event, TaskFailed, TaskStarted, TaskSucceeded
@@ -65,9 +65,15 @@ class LineFollower:
         )
 
     async def begin(self, past: Sequence[Event], *, had: int = 0) -> list[LogLine]:
-        """Every line stored now, in page order; ``past`` is the run's log read just
-        before, which says which attempts are running (the ones that have ended are
-        read whole by these pages).
+        """Every line stored now, in page order (``begin_pages``, gathered)."""
+        return [line async for page in self.begin_pages(past, had=had) for line in page]
+
+    async def begin_pages(
+        self, past: Sequence[Event], *, had: int = 0
+    ) -> AsyncIterator[list[LogLine]]:
+        """Every line stored now, a page at a time in page order, so that no more than a
+        page is held; ``past`` is the run's log read just before, which says which
+        attempts are running (the ones that have ended are read whole by these pages).
 
         ``had``: a reader taking up again where an earlier follower's ``answered`` was
         has every line of the attempts that ended in the first ``had`` events: they are
@@ -79,12 +85,12 @@ class LineFollower:
             self._note(event, ended=had_whole if position < had else ended)
         self._running -= had_whole | ended
         self._seen = self.answered = len(past)
-        lines = await self._pages(self.task, self.index, self.attempt, None)
         over = had_whole | ended  # never looked at again: their counts are not kept
-        for line in lines:
-            if (line.task, line.index, line.attempt) not in over:
-                self._took(line)
-        return [ln for ln in lines if (ln.task, ln.index, ln.attempt) not in had_whole]
+        async for page in self._pages(self.task, self.index, self.attempt, None):
+            for line in page:
+                if (line.task, line.index, line.attempt) not in over:
+                    self._took(line)
+            yield [ln for ln in page if (ln.task, ln.index, ln.attempt) not in had_whole]
 
     def observe(self, event: Event) -> None:
         """Take note of an event of the run appended after ``past``."""
@@ -132,7 +138,8 @@ class LineFollower:
         task, index, number = attempt
         count = self._read.get(attempt, 0)
         capped = count >= MAX_LINES_PER_ATTEMPT
-        lines = await self._pages(task, index, number, None if capped else (*attempt, count))
+        after = None if capped else (*attempt, count)
+        lines = [line async for page in self._pages(task, index, number, after) for line in page]
         if capped:
             lines = _after_last(lines, self._last.get(attempt))
         for line in lines:
@@ -141,16 +148,15 @@ class LineFollower:
 
     async def _pages(
         self, task: str | None, index: int | None, attempt: int | None, after: LogPosition | None
-    ) -> list[LogLine]:
-        """Every line stored from ``after`` on, read a page at a time."""
-        lines: list[LogLine] = []
+    ) -> AsyncIterator[list[LogLine]]:
+        """Every line stored from ``after`` on, a page at a time."""
         while True:
             page = await self.store.page_lines(
                 self.run_id, task, index, attempt, after=after, limit=PAGE
             )
-            lines += page.lines
+            yield page.lines
             if page.next is None:
-                return lines
+                return
             after = page.next
 
 

@@ -24,9 +24,6 @@ from engine.client import Client
 from engine.logfollow import LineFollower
 from engine.state.model import RunState
 
-LINES_PER_CHUNK = 5000
-"""Lines sent in one chunk at most (a big task's stored lines go out in several)."""
-
 
 def sse_response(chunks: AsyncIterator[bytes], stopping: asyncio.Event) -> StreamingResponse:
     return StreamingResponse(until_stopping(chunks, stopping), media_type="text/event-stream")
@@ -94,13 +91,18 @@ async def log_lines(
             chunk += b"data: " + msgspec.json.encode(line) + b"\n\n"
         return bytes(chunk)
 
-    stored = await follower.begin(past, had=resumed)
-    for start in range(0, len(stored), LINES_PER_CHUNK):
-        done = start + LINES_PER_CHUNK >= len(stored)
-        yield as_events(
-            stored[start : start + LINES_PER_CHUNK], follower.answered if done else None
-        )
-    del stored
+    # A page at a time (a 100,000-item task's lines are not held at once); only the last
+    # page's last line carries the place reached, once every page has been sent.
+    held: list[LogLine] = []
+    async for page in follower.begin_pages(past, had=resumed):
+        if not page:
+            continue
+        if held:
+            yield as_events(held, None)
+        held = page
+    if held:
+        yield as_events(held, follower.answered)
+    del held
 
     def observe(event: Event, _state: RunState) -> None:
         follower.observe(event)

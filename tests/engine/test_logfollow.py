@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from contracts.events import Event, TaskFailed, TaskStarted, TaskSucceeded
 from contracts.ports import LogLine, LogPage, RunStore
 from contracts.vocabulary import FailureKind
+from engine import logfollow
 from engine.logfollow import LineFollower
 from engine.runlog.redislines import MAX_LINES_PER_ATTEMPT
 
@@ -165,3 +168,17 @@ async def test_a_follow_taken_up_again_leaves_out_attempts_it_had_whole(store: R
     await store.write_lines([line("each", 2, "end 2")])
     again.observe(succeeded("each", 2))
     assert texts(await again.look()) == ["each[2]#1 end 2"]
+
+
+async def test_what_is_stored_comes_a_page_at_a_time(
+    store: RunStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logfollow, "PAGE", 2)
+    past: list[Event] = []
+    for i in range(5):
+        await store.write_lines([line("each", i, f"done {i}")])
+        past += [started("each", i), succeeded("each", i)]
+    follower = LineFollower(store, RUN)
+    pages = [texts(page) async for page in follower.begin_pages(past)]
+    assert [len(page) for page in pages] == [2, 2, 1]
+    assert [text for page in pages for text in page] == [f"each[{i}]#1 done {i}" for i in range(5)]
