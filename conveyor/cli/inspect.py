@@ -173,7 +173,8 @@ def register(app: typer.Typer) -> None:
             # the run's log says when it has ended.
             follower = LineFollower(client.store, full, task, index, attempt)
             past = await client.events(full)
-            show(await follower.begin(past))
+            async for page in follower.begin_pages(past):  # shown as read, not held
+                show(page)
 
             def observe(event: Event, _state: RunState) -> None:
                 follower.observe(event)
