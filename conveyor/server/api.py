@@ -283,7 +283,8 @@ def build_router() -> APIRouter:
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> StreamingResponse:
         """Server-Sent Events: the lines of a run, a task or one item as they are written,
-        until the run ends; resumes after Last-Event-ID (a count of lines)."""
+        until the run ends; takes up again from Last-Event-ID (a place in the run's log,
+        ``streams.log_lines``)."""
         client = context_of(request).runtime.client
         run_id = await client.find(run_id_param(run))
         resumed = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
