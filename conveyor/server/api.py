@@ -225,12 +225,17 @@ def build_router() -> APIRouter:
 
     @api.get("/runs/{run}/events/stream", dependencies=[read])
     async def event_stream(
-        request: Request, run: str, last_event_id: Annotated[str | None, Header()] = None
+        request: Request,
+        run: str,
+        after: int = Query(0, ge=0),
+        last_event_id: Annotated[str | None, Header()] = None,
     ) -> StreamingResponse:
-        """Server-Sent Events: each event as it is appended; resumes after Last-Event-ID."""
+        """Server-Sent Events: each event as it is appended, from the first one or after
+        the first ``after`` (a page already showing them); resumes after Last-Event-ID."""
         client = context_of(request).runtime.client
         run_id = await client.find(run_id_param(run))
-        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+        if last_event_id and last_event_id.isdigit():
+            after = int(last_event_id)
 
         async def stream() -> AsyncIterator[bytes]:
             position = after

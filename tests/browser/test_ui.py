@@ -195,10 +195,15 @@ async def test_a_run_is_cancelled_from_its_page(server: str, page: object) -> No
 
     assert isinstance(page, Page)
     run_id = await start(server, "fan", pause=30.0)
+    streams: list[str] = []
+    page.on("request", lambda r: streams.append(r.url) if "/events/stream" in r.url else None)
     await page.goto(f"{server}/runs/{run_id}")
     await expect(page.locator(".dag .node[data-task='each'] text.caption")).to_contain_text("0/12")
     await page.get_by_role("button", name="Cancel").click()
     await expect(page.locator("#run-state")).to_have_text("cancelled", timeout=30_000)
+    # The page follows the events after those it was drawn from, not the run's whole log.
+    shown = int(streams[0].partition("after=")[2] or 0)
+    assert shown >= 2, streams  # submitted and expanded, at least
     await page.goto(f"{server}/runs?state=cancelled")
     await expect(page.locator("table.runs tr", has_text=run_id[:12])).to_be_visible()
     await shot(page, "runs")

@@ -180,6 +180,22 @@ async def test_the_event_stream_follows_a_run_and_resumes(api: Server) -> None:
     assert tail == [f"id: {ids[-1]}"]
 
 
+async def test_the_event_stream_starts_after_what_a_page_already_shows(api: Server) -> None:
+    run_id = await started(api, n=3)
+    await until_waiting(api, run_id)
+    shown = len((await api.http.get(f"/api/v1/runs/{run_id}/events?limit=1000")).json()["items"])
+    await api.http.post(f"/api/v1/runs/{run_id}/tasks/gate/approve")
+    url = f"/api/v1/runs/{run_id}/events/stream?after={shown}"
+    async with api.http.stream("GET", url) as stream:
+        ids = [int(line[4:]) async for line in stream.aiter_lines() if line.startswith("id: ")]
+    assert ids[0] == shown + 1 and ids[-1] > shown  # the approval's events, not the ones before
+    # A reconnecting browser's Last-Event-ID wins over the page's starting point.
+    headers = {"Last-Event-ID": str(ids[-2])}
+    async with api.http.stream("GET", f"{url}", headers=headers) as stream:
+        tail = [line async for line in stream.aiter_lines() if line.startswith("id: ")]
+    assert tail == [f"id: {ids[-1]}"]
+
+
 async def stream_lines(api: Server, url: str, **headers: str) -> tuple[list[str], list[int]]:
     """The texts of the lines a log stream sends and the ids it gives, once it has ended."""
     texts: list[str] = []

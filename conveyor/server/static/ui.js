@@ -129,11 +129,14 @@ function wire(root) {
   }
 }
 
-function followRun(run) {
+function followRun(run, shown) {
   const live = document.getElementById("live");
   let lost = false;  // the stream is down: the server is away, the page waits for it
   const again = throttled(() => { if (!lost) refresh(live); }, 300);
-  const stream = new EventSource(`/api/v1/runs/${run}/events/stream`, { withCredentials: true });
+  // From the events the page already shows on: a long run's earlier events would only
+  // trigger refreshes of what is on screen.
+  const url = `/api/v1/runs/${run}/events/stream?after=${shown}`;
+  const stream = new EventSource(url, { withCredentials: true });
   stream.onmessage = again;
   for (const kind of ["run_submitted", "task_started", "task_succeeded", "task_failed",
                       "task_skipped", "task_expanded", "run_completed", "signal_received",
@@ -165,7 +168,9 @@ document.addEventListener("DOMContentLoaded", () => {
   wire(document);
   const run = document.getElementById("run");
   const state = document.getElementById("run-state");
-  if (run && state && state.textContent.trim() === "running") followRun(run.dataset.run);
+  if (run && state && state.textContent.trim() === "running") {
+    followRun(run.dataset.run, run.dataset.events || "0");
+  }
   const runs = document.getElementById("runs");
   if (runs) setInterval(() => refresh(runs), 2000);
 });
