@@ -191,8 +191,9 @@ class RunLog(Protocol):
         """
         ...
 
-    async def read(self, run_id: str, after: int = 0) -> list[Event]:
-        """The run's events from position ``after`` on (0-based; ``after`` events skipped).
+    async def read(self, run_id: str, after: int = 0, *, limit: int | None = None) -> list[Event]:
+        """The run's events from position ``after`` on (0-based; ``after`` events skipped),
+        at most ``limit`` of them.
 
         A follower passes how many events it has seen so far and gets only what is
         new. Raises NotFound for a run with no events (checked when ``after`` is 0).

@@ -36,6 +36,9 @@ from engine.state.model import RunState
 Observer = Callable[[Event, RunState], None]
 FOLLOW_WAIT = 2.0
 """Longest single wait of a follower for new events before it looks again."""
+FOLLOW_PAGE = 10_000
+"""Events a follower reads at a time: one that starts at the beginning of a
+1,000,000-item run's log holds a page, not the three million events."""
 STATES_KEPT = 8
 """Run states a client keeps to bring up to date instead of rebuilding (``state``)."""
 SHARD_MAP_KEPT = 2.0
@@ -212,8 +215,9 @@ class Client:
             until=until,
         )
 
-    async def events(self, run: str, after: int = 0) -> list[Event]:
-        return await self.store.read(await self.find(run), after)
+    async def events(self, run: str, after: int = 0, *, limit: int | None = None) -> list[Event]:
+        """The run's events after the first ``after``, at most ``limit`` of them."""
+        return await self.store.read(await self.find(run), after, limit=limit)
 
     async def lines(
         self, run: str, task: str | None = None, index: int | None = None
@@ -271,7 +275,7 @@ class Client:
         seen = after
         while True:
             try:
-                events = await self.store.read(run_id, seen)
+                events = await self.store.read(run_id, seen, limit=FOLLOW_PAGE)
             except NotFound:
                 events = []  # submitted, not yet recorded by its coordinator
             if events:

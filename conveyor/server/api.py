@@ -216,8 +216,9 @@ def build_router() -> APIRouter:
         after: int = Query(0, ge=0),
         limit: int = Query(1000, ge=1, le=10_000),
     ) -> dict[str, Any]:
-        found = await context_of(request).runtime.client.events(run_id_param(run), after)
-        page = found[:limit]
+        page = await context_of(request).runtime.client.events(
+            run_id_param(run), after, limit=limit
+        )
         return {
             "items": [{"position": after + i + 1, **to_builtins(e)} for i, e in enumerate(page)],
             "next_after": after + len(page),

@@ -49,12 +49,12 @@ class MemoryRunLog:
             self._index[run_id] = row
         return True
 
-    async def read(self, run_id: str, after: int = 0) -> list[Event]:
+    async def read(self, run_id: str, after: int = 0, *, limit: int | None = None) -> list[Event]:
         if run_id not in self._events:
             if after:
                 return []
             raise NotFound(f"no run {run_id!r}")
-        return self._events[run_id][after:]
+        return self._events[run_id][after : None if limit is None else after + limit]
 
     async def wait_for_events(self, run_id: str, after: int, timeout: float) -> bool:
         if len(self._events.get(run_id, ())) <= after:

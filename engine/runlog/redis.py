@@ -180,13 +180,17 @@ class RedisRunLog:
     async def summary(self, run_id: str) -> RunSummary | None:
         return await self._retrying("summary", lambda: self._summary(run_id))
 
-    async def read(self, run_id: str, after: int = 0) -> list[Event]:
+    async def read(self, run_id: str, after: int = 0, *, limit: int | None = None) -> list[Event]:
+        # An entry holds one append's events (one or more): ``limit`` entries hold at
+        # least ``limit`` events, or all there are.
         entries = await self._retrying(
-            "read", lambda: self._redis.xrange(key(run_id, "events"), min=f"0-{after + 1}")
+            "read",
+            lambda: self._redis.xrange(key(run_id, "events"), min=f"0-{after + 1}", count=limit),
         )
         if not entries and not after:
             raise NotFound(f"no run {run_id!r}")
-        return _events_of(entries, after)
+        events = _events_of(entries, after)
+        return events if limit is None else events[:limit]
 
     async def wait_for_events(self, run_id: str, after: int, timeout: float) -> bool:
         streams = {key(run_id, "events"): f"0-{after}"}

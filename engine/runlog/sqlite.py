@@ -140,9 +140,10 @@ class SqliteRunLog:
         row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return _row_to_summary(row) if row else None
 
-    async def read(self, run_id: str, after: int = 0) -> list[Event]:
+    async def read(self, run_id: str, after: int = 0, *, limit: int | None = None) -> list[Event]:
         rows = self._db.execute(
-            "SELECT body FROM events WHERE run_id = ? AND seq > ? ORDER BY seq", (run_id, after)
+            "SELECT body FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (run_id, after, -1 if limit is None else limit),
         ).fetchall()
         if not rows and not after:
             raise NotFound(f"no run {run_id!r}")

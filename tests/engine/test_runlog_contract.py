@@ -288,6 +288,23 @@ async def test_read_after_a_position_returns_only_what_is_new(store: RunStore) -
     assert await store.read("r1", after=len(everything)) == []
 
 
+async def test_a_read_takes_at_most_its_limit_from_its_position(store: RunStore) -> None:
+    # Appends of one, three and two events: a limit may end inside an append.
+    events: list[Any] = [submitted("r1")]
+    events += [TaskDispatched(run_id="r1", at=float(i), task=f"t{i}") for i in range(5)]
+    await store.append("r1", events[:1])
+    await store.append("r1", events[1:4])
+    await store.append("r1", events[4:])
+    for after in range(len(events) + 1):
+        for limit in (1, 2, 3, 10):
+            got = await store.read("r1", after=after, limit=limit)
+            assert got == events[after : after + limit], (after, limit)
+    paged: list[Any] = []
+    while page := await store.read("r1", after=len(paged), limit=2):
+        paged += page
+    assert paged == events
+
+
 async def test_a_follower_waits_for_new_events(store: RunStore) -> None:
     await store.append("r1", [submitted("r1")])
     assert await store.wait_for_events("r1", after=0, timeout=0.01) is True
