@@ -38,7 +38,7 @@ from conveyor.progress import summary
 from conveyor.report import run_report
 from conveyor.terminal import displayable
 from conveyor.wiring import open_artifacts, open_client
-from engine.client import Client
+from engine.client import FOLLOW_PAGE, Client
 from engine.logfollow import LineFollower
 from engine.state.model import RunState
 
@@ -190,8 +190,17 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def events(run_id: RunArgument, home: HomeOption = DEFAULT_HOME) -> None:
         """Print a run's raw event log as JSON lines (for debugging and audits)."""
-        for event in _read(home, lambda c: c.events(run_id)):
-            sys.stdout.write(json.dumps(to_builtins(event), separators=(",", ":")) + "\n")
+
+        async def read(client: Client) -> None:
+            # A page at a time: a million-item run's log is three million events.
+            full, printed = await client.find(run_id), 0
+            while page := await client.events(full, printed, limit=FOLLOW_PAGE):
+                sys.stdout.writelines(
+                    json.dumps(to_builtins(e), separators=(",", ":")) + "\n" for e in page
+                )
+                printed += len(page)
+
+        _read(home, read)
 
     artifact_app = typer.Typer(help="Fetch artifacts of runs.", no_args_is_help=True)
     app.add_typer(artifact_app, name="artifact")
