@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,7 +32,7 @@ from conveyor.server.access import (
 )
 from conveyor.server.auth import Caller, Scope
 from conveyor.server.shapes import items_page, run_shape, summary_shape
-from conveyor.server.streams import log_lines, sse_response
+from conveyor.server.streams import CHANGES_EVERY, log_lines, run_events, sse_response
 from engine.triggers.scheduler import tick_arrival
 
 STREAM_POLL = 0.5
@@ -229,34 +228,25 @@ def build_router() -> APIRouter:
         request: Request,
         run: str,
         after: int = Query(0, ge=0),
+        changes: bool = Query(False),
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> StreamingResponse:
         """Server-Sent Events: each event as it is appended, from the first one or after
-        the first ``after`` (a page already showing them); resumes after Last-Event-ID."""
+        the first ``after`` (a page already showing them); resumes after Last-Event-ID.
+        With ``changes``, a ``changes`` event (how many, of which kinds) at most every
+        quarter second instead, and ``run_completed`` in full."""
         client = context_of(request).runtime.client
         run_id = await client.find(run_id_param(run))
         if last_event_id and last_event_id.isdigit():
             after = int(last_event_id)
-
-        async def stream() -> AsyncIterator[bytes]:
-            position = after
-            async for batch in client.follow(run_id, after):
-                chunk = bytearray()
-                for event in batch:
-                    position += 1
-                    chunk += (
-                        f"id: {position}\nevent: {event.kind}\ndata: ".encode()
-                        + msgspec.json.encode(to_builtins(event))
-                        + b"\n\n"
-                    )
-                    if event.kind == "run_completed":
-                        yield bytes(chunk)
-                        return
-                yield bytes(chunk)
-                if await request.is_disconnected():
-                    return
-
-        return sse_response(stream(), context_of(request).runtime.stopping)
+        events = run_events(
+            client,
+            run_id,
+            after,
+            every=CHANGES_EVERY if changes else None,
+            gone=request.is_disconnected,
+        )
+        return sse_response(events, context_of(request).runtime.stopping)
 
     @api.get("/runs/{run}/logs", dependencies=[read])
     async def logs(

@@ -18,11 +18,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import msgspec
 from fastapi.responses import StreamingResponse
 
+from contracts.codec import to_builtins
 from contracts.events import Event
 from contracts.ports import LogLine
 from engine.client import Client
 from engine.logfollow import LineFollower
 from engine.state.model import RunState
+
+CHANGES_EVERY = 0.25
+"""Seconds between ``changes`` events: a page redraws at most every 0.3 s anyway."""
 
 
 def sse_response(chunks: AsyncIterator[bytes], stopping: asyncio.Event) -> StreamingResponse:
@@ -121,3 +125,52 @@ async def log_lines(
         yield b"event: end\ndata: {}\n\n"
     finally:
         ended.cancel()
+
+
+async def run_events(
+    client: Client,
+    run_id: str,
+    after: int,
+    *,
+    every: float | None,
+    gone: Callable[[], Awaitable[bool]],
+) -> AsyncIterator[bytes]:
+    """A run's events after the first ``after`` as Server-Sent Events, each with its
+    position as its id, until ``run_completed``.
+
+    With ``every``, the events read together go as one ``changes`` event (their count
+    and kinds, the last one's position as its id), at most one each ``every`` seconds:
+    a page that redraws itself when something changed needs no more, and a fan-out
+    running at thousands of tasks a second appends tens of thousands of events a second.
+    """
+    position = after
+    async for batch in client.follow(run_id, after):
+        chunk = bytearray()
+        ended = next((e for e in batch if e.kind == "run_completed"), None)
+        if ended is not None:
+            batch = batch[: batch.index(ended) + 1]
+        if every is None:
+            for event in batch:
+                position += 1
+                chunk += (
+                    f"id: {position}\nevent: {event.kind}\ndata: ".encode()
+                    + msgspec.json.encode(to_builtins(event))
+                    + b"\n\n"
+                )
+        else:
+            position += len(batch)
+            kinds = sorted({event.kind for event in batch})
+            summary = {"count": len(batch), "kinds": kinds}
+            chunk += f"id: {position}\nevent: changes\ndata: ".encode()
+            chunk += msgspec.json.encode(summary) + b"\n\n"
+            if ended is not None:
+                chunk += (
+                    b"event: run_completed\ndata: "
+                    + msgspec.json.encode(to_builtins(ended))
+                    + b"\n\n"
+                )
+        yield bytes(chunk)
+        if ended is not None or await gone():
+            return
+        if every is not None:
+            await asyncio.sleep(every)

@@ -180,11 +180,18 @@ async def test_the_event_stream_follows_a_run_and_resumes(api: Server) -> None:
     assert tail == [f"id: {ids[-1]}"]
 
 
-async def test_the_event_stream_starts_after_what_a_page_already_shows(api: Server) -> None:
+async def approved_after_shown(api: Server) -> tuple[str, int]:
+    """A run approved once a page showed its events up to its wait: its id, and how many
+    events that page showed."""
     run_id = await started(api, n=3)
     await until_waiting(api, run_id)
     shown = len((await api.http.get(f"/api/v1/runs/{run_id}/events?limit=1000")).json()["items"])
     await api.http.post(f"/api/v1/runs/{run_id}/tasks/gate/approve")
+    return run_id, shown
+
+
+async def test_the_event_stream_starts_after_what_a_page_already_shows(api: Server) -> None:
+    run_id, shown = await approved_after_shown(api)
     url = f"/api/v1/runs/{run_id}/events/stream?after={shown}"
     async with api.http.stream("GET", url) as stream:
         ids = [int(line[4:]) async for line in stream.aiter_lines() if line.startswith("id: ")]
@@ -194,6 +201,24 @@ async def test_the_event_stream_starts_after_what_a_page_already_shows(api: Serv
     async with api.http.stream("GET", f"{url}", headers=headers) as stream:
         tail = [line async for line in stream.aiter_lines() if line.startswith("id: ")]
     assert tail == [f"id: {ids[-1]}"]
+
+
+async def test_the_event_stream_can_say_only_what_changed(api: Server) -> None:
+    run_id, shown = await approved_after_shown(api)
+    url = f"/api/v1/runs/{run_id}/events/stream?after={shown}&changes=true"
+    kinds, ids, counted = [], [], 0
+    async with api.http.stream("GET", url) as stream:
+        async for line in stream.aiter_lines():
+            if line.startswith("event: "):
+                kinds.append(line[7:])
+            elif line.startswith("id: "):
+                ids.append(int(line[4:]))
+            elif line.startswith("data: ") and kinds[-1] == "changes":
+                counted += json.loads(line[6:])["count"]
+    events = (await api.http.get(f"/api/v1/runs/{run_id}/events?after={shown}")).json()["items"]
+    assert set(kinds[:-1]) == {"changes"} and kinds[-1] == "run_completed"
+    assert counted == len(events) and ids[-1] == shown + len(events)
+    assert ids == sorted(ids)
 
 
 async def stream_lines(api: Server, url: str, **headers: str) -> tuple[list[str], list[int]]:
