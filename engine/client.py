@@ -10,10 +10,11 @@ happened. Nothing here touches a run's state except by reading its log.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 from contracts.codec import encode
@@ -30,6 +31,7 @@ from contracts.ports import LogLine, LogPage, LogPosition, RunStore, RunSummary,
 from contracts.spec import Workflow
 from contracts.topology import DEFAULT_SHARDS, ShardMap, shard_queue
 from contracts.vocabulary import RunStatus
+from engine.logfollow import LineFollower, LinesRead
 from engine.state import fold, new_state, snapshot
 from engine.state.model import RunState
 
@@ -289,6 +291,56 @@ class Client:
                     return
             await self.store.wait_for_events(run_id, seen, wait)
 
+    async def follow_lines(
+        self,
+        run_id: str,
+        task: str | None = None,
+        index: int | None = None,
+        attempt: int | None = None,
+        *,
+        every: float,
+        had: int = 0,
+    ) -> AsyncGenerator[LinesRead]:
+        """What the run's steps print (of one task, item or attempt) until the run ends:
+        what is stored now, a page at a time, then what running attempts add, looked for
+        every ``every`` seconds; each line read once (``engine.logfollow``).
+
+        The last read of the stored lines, and each look, come with the place they
+        answer for (``LineFollower.answered``); ``had`` takes up again from such a place.
+        The run's log is read a page at a time too: a million-item run's is three
+        million events.
+        """
+        follower = LineFollower(self.store, run_id, task, index, attempt)
+        state: RunState | None = None
+        read = 0
+        while past := await self.store.read(run_id, read, limit=FOLLOW_PAGE):
+            follower.read_past(past, had=had)
+            for event in past:
+                state = _first_state(run_id, event) if state is None else fold(state, event)
+            read += len(past)
+        held: list[LogLine] = []  # the last page gets the place, once all are read
+        async for page in follower.begin_pages():
+            if page:
+                if held:
+                    yield LinesRead(held, None)
+                held = page
+        yield LinesRead(held, follower.answered)
+        del held
+
+        def observe(event: Event, _state: RunState) -> None:
+            follower.observe(event)
+
+        # The run's end is noted before the last look: a step's lines are stored before
+        # its outcome is sent, so that look reads all there will be.
+        ended = asyncio.create_task(self.watch(run_id, observe, start=(read, state)))
+        try:
+            while not ended.done():
+                await asyncio.wait({ended}, timeout=every)
+                yield LinesRead(await follower.look(), follower.answered)
+            ended.result()
+        finally:
+            ended.cancel()
+
     async def watch(
         self,
         run_id: str,
@@ -297,23 +349,25 @@ class Client:
         timeout: float | None = None,
         past_round: int = -1,
         seen: Sequence[Event] = (),
+        start: tuple[int, RunState | None] = (0, None),
     ) -> RunState:
         """Follow a run until it has finished (a round after ``past_round``); its final state.
 
         ``observer(event, state)`` sees every event with the state it produced, except
-        ``seen``: the start of the run's log, read already by the caller.
+        ``seen``: the start of the run's log, read already by the caller. ``start``: the
+        count of events the caller has folded already, and the state they made.
         """
 
         def over(state: RunState) -> bool:
             # Only once caught up: a retried run's log holds an earlier completion.
             return state.finished and state.round > past_round
 
-        state: RunState | None = None
+        after, state = start
         for event in seen:
             state = _first_state(run_id, event) if state is None else fold(state, event)
         if state is not None and over(state):
             return state
-        async for events in self.follow(run_id, len(seen), timeout=timeout):
+        async for events in self.follow(run_id, after + len(seen), timeout=timeout):
             for event in events:
                 state = _first_state(run_id, event) if state is None else fold(state, event)
                 if observer is not None:

@@ -21,6 +21,7 @@ import asyncio
 import heapq
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from contracts.events import Event, TaskFailed, TaskStarted, TaskSucceeded
 from contracts.ports import LogLine, LogPosition, TaskLogStore
@@ -32,6 +33,13 @@ PAGE = 5000
 """Lines read at a time."""
 READ_AT_ONCE = 32
 """Attempts read at the same time on a look (each is its own store read)."""
+
+
+class LinesRead(NamedTuple):
+    lines: list[LogLine]
+    answered: int | None
+    """Where a follower taking up again goes on from (``LineFollower.answered``), given
+    with a read's last lines only."""
 
 
 @dataclass
@@ -50,6 +58,9 @@ class LineFollower:
     _running: set[Attempt] = field(default_factory=set, init=False)
     _ending: set[Attempt] = field(default_factory=set, init=False)
     """Ended since the last look: read once more, then no longer looked at."""
+    _had_whole: set[Attempt] = field(default_factory=set, init=False)
+    _ended_before: set[Attempt] = field(default_factory=set, init=False)
+    """Ended in the log read before the stored lines (``read_past``)."""
     _seen: int = field(default=0, init=False)
     answered: int = field(default=0, init=False)
     """Events of the run's log the lines returned so far answer for: every line of the
@@ -68,24 +79,30 @@ class LineFollower:
         """Every line stored now, in page order (``begin_pages``, gathered)."""
         return [line async for page in self.begin_pages(past, had=had) for line in page]
 
-    async def begin_pages(
-        self, past: Sequence[Event], *, had: int = 0
-    ) -> AsyncIterator[list[LogLine]]:
-        """Every line stored now, a page at a time in page order, so that no more than a
-        page is held; ``past`` is the run's log read just before, which says which
-        attempts are running (the ones that have ended are read whole by these pages).
+    def read_past(self, events: Sequence[Event], *, had: int = 0) -> None:
+        """Take note of the next events of the run's log, read just before the stored
+        lines: they say which attempts are running (those that have ended are read whole
+        by ``begin_pages``). A log read a page at a time is noted a page at a time.
 
         ``had``: a reader taking up again where an earlier follower's ``answered`` was
         has every line of the attempts that ended in the first ``had`` events: they are
         left out.
         """
-        had_whole: set[Attempt] = set()
-        ended: set[Attempt] = set()
-        for position, event in enumerate(past):
-            self._note(event, ended=had_whole if position < had else ended)
-        self._running -= had_whole | ended
-        self._seen = self.answered = len(past)
-        over = had_whole | ended  # never looked at again: their counts are not kept
+        for position, event in enumerate(events, start=self._seen):
+            self._note(event, ended=self._had_whole if position < had else self._ended_before)
+        self._seen = self.answered = self._seen + len(events)
+
+    async def begin_pages(
+        self, past: Sequence[Event] = (), *, had: int = 0
+    ) -> AsyncIterator[list[LogLine]]:
+        """Every line stored now, a page at a time in page order, so that no more than a
+        page is held; ``past`` (with ``had``) is the rest of the run's log read before
+        (``read_past``)."""
+        self.read_past(past, had=had)
+        had_whole, over = self._had_whole, self._had_whole | self._ended_before
+        self._running -= over
+        self._had_whole, self._ended_before = set(), set()
+        # The attempts in ``over`` are never looked at again: their counts are not kept.
         async for page in self._pages(self.task, self.index, self.attempt, None):
             for line in page:
                 if (line.task, line.index, line.attempt) not in over:

@@ -6,7 +6,6 @@ Each reads through the client, from the local file or from Redis when
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -20,7 +19,7 @@ from rich.table import Table
 
 from contracts.codec import to_builtins
 from contracts.errors import ConveyorError, InvalidInput, NotFound, Problem
-from contracts.events import ArtifactRef, Event
+from contracts.events import ArtifactRef
 from contracts.ports import LogLine
 from contracts.vocabulary import RunStatus
 from conveyor import loop
@@ -39,7 +38,6 @@ from conveyor.report import run_report
 from conveyor.terminal import displayable
 from conveyor.wiring import open_artifacts, open_client
 from engine.client import FOLLOW_PAGE, Client
-from engine.logfollow import LineFollower
 from engine.state.model import RunState
 
 T = TypeVar("T")
@@ -169,21 +167,12 @@ def register(app: typer.Typer) -> None:
             if not follow:
                 show(await client.lines(full, task, index))
                 return
-            # What is stored now, then what running attempts print, each line read once;
-            # the run's log says when it has ended.
-            follower = LineFollower(client.store, full, task, index, attempt)
-            past = await client.events(full)
-            async for page in follower.begin_pages(past):  # shown as read, not held
-                show(page)
-
-            def observe(event: Event, _state: RunState) -> None:
-                follower.observe(event)
-
-            ended = asyncio.create_task(client.watch(full, observe, seen=past))
-            while not ended.done():
-                await asyncio.wait({ended}, timeout=LINES_INTERVAL)
-                show(await follower.look())
-            ended.result()
+            # What is stored now (shown as read, not held), then what running attempts
+            # print, each line read once; the run's log says when it has ended.
+            async for lines, _ in client.follow_lines(
+                full, task, index, attempt, every=LINES_INTERVAL
+            ):
+                show(lines)
 
         _read(home, read)
 

@@ -19,11 +19,8 @@ import msgspec
 from fastapi.responses import StreamingResponse
 
 from contracts.codec import to_builtins
-from contracts.events import Event
 from contracts.ports import LogLine
 from engine.client import Client
-from engine.logfollow import LineFollower
-from engine.state.model import RunState
 
 CHANGES_EVERY = 0.25
 """Seconds between ``changes`` events: a page redraws at most every 0.3 s anyway."""
@@ -84,8 +81,6 @@ async def log_lines(
     those attempts': none is lost, and only the lines sent before of attempts running
     then come again.
     """
-    follower = LineFollower(client.store, run_id, task, index)
-    past = await client.events(run_id)
 
     def as_events(lines: list[LogLine], last_id: int | None) -> bytes:
         chunk = bytearray()
@@ -95,36 +90,14 @@ async def log_lines(
             chunk += b"data: " + msgspec.json.encode(line) + b"\n\n"
         return bytes(chunk)
 
-    # A page at a time (a 100,000-item task's lines are not held at once); only the last
-    # page's last line carries the place reached, once every page has been sent.
-    held: list[LogLine] = []
-    async for page in follower.begin_pages(past, had=resumed):
-        if not page:
-            continue
-        if held:
-            yield as_events(held, None)
-        held = page
-    if held:
-        yield as_events(held, follower.answered)
-    del held
-
-    def observe(event: Event, _state: RunState) -> None:
-        follower.observe(event)
-
-    # The run's end is noted before the last look: a step's lines are stored before its
-    # outcome is sent, so that look reads all there will be.
-    ended = asyncio.create_task(client.watch(run_id, observe, seen=past))
-    try:
-        while not ended.done():
-            await asyncio.wait({ended}, timeout=every)
+    reads = client.follow_lines(run_id, task, index, every=every, had=resumed)
+    async with contextlib.aclosing(reads):
+        async for read in reads:
+            if chunk := as_events(read.lines, read.answered):
+                yield chunk
             if await gone():
                 return
-            if chunk := as_events(await follower.look(), follower.answered):
-                yield chunk
-        ended.result()
-        yield b"event: end\ndata: {}\n\n"
-    finally:
-        ended.cancel()
+    yield b"event: end\ndata: {}\n\n"
 
 
 async def run_events(

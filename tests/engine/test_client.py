@@ -202,3 +202,47 @@ async def test_a_state_read_again_folds_only_what_is_new_and_equals_a_rebuild(
     rebuilt = await Client(engine.store).state(run_id)  # a client that kept nothing
     assert snapshot.dump(kept) == snapshot.dump(rebuilt)
     assert kept.nodes["flaky"].instances[0].attempt == 3
+
+
+class PagedReads:
+    """A run store that notes the limit of every read of a run's log."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self.limits: list[int | None] = []
+
+    async def read(self, run_id: str, after: int = 0, *, limit: int | None = None) -> list[Event]:
+        self.limits.append(limit)
+        return await self._inner.read(run_id, after, limit=limit)  # type: ignore[attr-defined, no-any-return]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+async def test_following_lines_reads_the_runs_log_a_page_at_a_time(
+    engine: EmbeddedEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log follow opened on a big run holds a page of its log, never all of it."""
+    monkeypatch.setattr("engine.client.FOLLOW_PAGE", 2)
+    workflow = flow("""
+        name: printing
+        tasks:
+          - name: each
+            items: "{{ range(3) }}"
+            env: {ITEM: "{{ item }}"}
+            script: echo "item $ITEM"
+          - name: last
+            depends: [each]
+            script: echo done
+    """)
+    run_id = await engine.client.submit(workflow, {})
+    await engine.client.watch(run_id, timeout=30)
+    reads = PagedReads(engine.client.store)
+    client = Client(reads)  # type: ignore[arg-type]
+
+    got = [read async for read in client.follow_lines(run_id, every=0.05)]
+
+    texts = sorted(line.text for read in got for line in read.lines)
+    assert texts == ["done", "item 0", "item 1", "item 2"]
+    assert reads.limits and set(reads.limits) == {2}  # every read paged, none whole
+    assert got[-1].answered == len(await engine.client.events(run_id))
