@@ -65,6 +65,11 @@ log = structlog.get_logger("conveyor.rabbitmq")
 T = TypeVar("T")
 CLOSE_TIMEOUT = 10.0
 PUBLISH_TIMEOUT = 10.0
+CHANNEL_TIMEOUT = 15.0
+"""Seconds opening and setting up a channel may take before it is tried again. An open
+the broker never answers (on a connection to a node as it stopped, or whose restore
+after a reconnect hangs) would otherwise hold every publish waiting for it, with
+nothing in the logs."""
 
 
 class _Listener:
@@ -219,8 +224,7 @@ class RabbitTransport:
             self._publish_channel = await self._on_a_channel(
                 "opening a publish channel", self._declared_on
             )
-        with contextlib.suppress(*RETRYABLE):
-            await refused.close()
+        await _close_quietly(refused)
 
     async def _on_a_channel(self, what: str, setup: Callable[[AbstractChannel], Awaitable[T]]) -> T:
         """``setup`` on a new channel. A broker that drops the connection meanwhile (a
@@ -230,15 +234,16 @@ class RabbitTransport:
         while True:
             channel = None
             try:
-                channel = await self._connection_or_fail().channel(publisher_confirms=True)
-                return await setup(channel)
+                async with asyncio.timeout(CHANNEL_TIMEOUT):
+                    channel = await self._connection_or_fail().channel(publisher_confirms=True)
+                    return await setup(channel)
             except RETRYABLE as exc:
                 if self._closing:
                     raise
                 if channel is not None:
-                    with contextlib.suppress(*RETRYABLE):
-                        await channel.close()
-                log.warning(f"{what} failed; retrying", error=str(exc), delay=delay)
+                    await _close_quietly(channel)
+                error = str(exc) or type(exc).__name__
+                log.warning(f"{what} failed; retrying", error=error, delay=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max)
 
@@ -442,6 +447,13 @@ class RabbitTransport:
             return [(m.body, m.headers or {}) for m in seen]
         finally:
             await channel.close()  # unacked peeks go back to the queue
+
+
+async def _close_quietly(channel: AbstractChannel) -> None:
+    """Close ``channel`` if the broker answers within ``CLOSE_TIMEOUT``, else leave it."""
+    with contextlib.suppress(*RETRYABLE):
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await channel.close()
 
 
 def _where(urls: tuple[URL, ...]) -> str:

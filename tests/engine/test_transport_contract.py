@@ -469,3 +469,43 @@ async def test_a_connection_the_broker_drops_while_starting_is_waited_out(
         await consumer.close()
     finally:
         await transport.close()
+
+
+async def test_a_publish_channel_that_never_opens_does_not_hold_publishing(
+    amqp_url: str, q: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A channel open the broker never answers (on a connection to a node as it stops)
+    # once held every publish of a process for good, with nothing in its logs: after a
+    # refusal, the publish that renews the channel waited for it, and the others for
+    # that publish.
+    transport = RabbitTransport(amqp_url)
+    await transport.start()
+    monkeypatch.setattr("engine.transport.rabbitmq.CHANNEL_TIMEOUT", 0.5)
+    never_answered = asyncio.Event()
+    real_setup, real_publish = transport._declared_on, RabbitTransport._publish_all
+    refusals = [1]
+
+    async def setup_hanging_once(channel: Any) -> Any:
+        if not never_answered.is_set():
+            never_answered.set()
+            await asyncio.Event().wait()  # the broker never answers
+        return await real_setup(channel)
+
+    async def refused_once(*args: Any) -> None:
+        if refusals[0]:
+            refusals[0] -= 1
+            raise aio_pika.exceptions.DeliveryError(None, aiormq.spec.Basic.Nack(delivery_tag=1))
+        await real_publish(*args)
+
+    monkeypatch.setattr(transport, "_declared_on", setup_hanging_once)
+    monkeypatch.setattr(RabbitTransport, "_publish_all", staticmethod(refused_once))
+    try:
+        async with asyncio.timeout(10):
+            await asyncio.gather(
+                transport.publish(q, [b"refused, then sent"]),
+                transport.publish(q, [b"sent on the renewed channel"]),
+            )
+        assert never_answered.is_set() and refusals == [0]
+        assert await transport.queue_depth(q) == 2
+    finally:
+        await transport.close()
