@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import aio_pika
 import aiormq
 import pytest
+from aio_pika.abc import UnderlayConnection
+from aio_pika.tools import OneShotCallback
 
 from contracts.errors import ConveyorError
 from contracts.ports import processing
+from engine.transport.failover import GuardedChannel
 from engine.transport.queues import mismatch_advice, queue_arguments
 from engine.transport.rabbit_consumer import RabbitConsumer
 from engine.transport.rabbitmq import RabbitTransport
@@ -509,3 +513,30 @@ async def test_a_publish_channel_that_never_opens_does_not_hold_publishing(
         assert await transport.queue_depth(q) == 2
     finally:
         await transport.close()
+
+
+class _NeverReady(UnderlayConnection):
+    """A connection's transport as aio-pika sees it after the connection dropped: its
+    readiness never comes."""
+
+    async def ready(self) -> None:  # type: ignore[override]
+        await asyncio.Event().wait()
+
+
+async def test_a_channel_does_not_wait_for_a_connection_that_is_gone(amqp_url: str) -> None:
+    # A robust channel reopening (to restore itself) on a connection that closes meanwhile
+    # waited for good, holding its restore lock; the robust connection's restore on the
+    # next node then waited behind it, and nothing was consumed or published again.
+    connection = await aiormq.connect(amqp_url)
+    owner = SimpleNamespace(transport=_NeverReady(connection, OneShotCallback(lambda *_: None)))
+    channel = GuardedChannel(owner)  # type: ignore[arg-type]
+    reopening = asyncio.ensure_future(channel._open())
+    await asyncio.wait({reopening}, timeout=0.1)
+    assert not reopening.done()  # waiting for the connection, as it should while it lives
+    await connection.close()
+    async with asyncio.timeout(5):
+        with pytest.raises(aio_pika.exceptions.ChannelInvalidStateError, match="closed"):
+            await reopening
+    # And opening on a connection already closed gives up at once.
+    with pytest.raises(aio_pika.exceptions.ChannelInvalidStateError, match="closed"):
+        await asyncio.wait_for(GuardedChannel(owner)._open(), 5)  # type: ignore[arg-type]
