@@ -10,7 +10,7 @@ writes an attempt's lines before it reports the attempt's end.
 So a look costs what is new, not the run: a 100,000-item task is not read again every
 second for the few steps running.
 
-On Redis an attempt keeps its last 10,000 lines (``redislines.MAX_LINES_PER_ATTEMPT``):
+On Redis an attempt keeps its last 10,000 lines (``pages.MAX_LINES_PER_ATTEMPT``):
 past that its list shifts as it grows, so the count no longer says where to go on. An
 attempt that long is read whole on each look and followed from the last line printed.
 """
@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 from contracts.events import Event, TaskFailed, TaskStarted, TaskSucceeded
 from contracts.ports import LogLine, LogPosition, TaskLogStore
-from engine.runlog.redislines import MAX_LINES_PER_ATTEMPT
+from engine.runlog.pages import MAX_LINES_PER_ATTEMPT
 
 Attempt = tuple[str, int, int]
 

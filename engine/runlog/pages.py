@@ -7,6 +7,10 @@ from contracts.ports import LogLine, LogPage, LogPosition
 
 Attempt = tuple[str, int, int]
 
+MAX_LINES_PER_ATTEMPT = 10_000
+"""Lines a Redis log keeps of one attempt (its last ones): past that its list shifts as
+it grows, which a follower reading on from a count has to know."""
+
 
 def attempt_of(line: LogLine) -> Attempt:
     return line.task, line.index, line.attempt

@@ -28,13 +28,12 @@ import msgspec
 from redis.asyncio import Redis
 
 from contracts.ports import LogLine, LogPage, LogPosition
-from engine.runlog.pages import page_ending, page_of
+from engine.runlog.pages import MAX_LINES_PER_ATTEMPT, page_ending, page_of
 from engine.runlog.rediskeys import key
 
 T = TypeVar("T")
 Retrying = Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
-MAX_LINES_PER_ATTEMPT = 10_000
 MAX_LINE_CHARS = 8_192
 ATTEMPTS_PER_ITEM = 2**20
 """An attempt's score in ``logitems:T`` is ``item * ATTEMPTS_PER_ITEM + attempt``: exact

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import aio_pika
@@ -60,6 +60,7 @@ from engine.transport.queues import (
     queue_arguments,
 )
 from engine.transport.rabbit_consumer import RETRYABLE, RabbitConsumer
+from engine.transport.rabbit_listener import RabbitListener
 
 log = structlog.get_logger("conveyor.rabbitmq")
 T = TypeVar("T")
@@ -70,50 +71,6 @@ CHANNEL_TIMEOUT = 15.0
 the broker never answers (on a connection to a node as it stopped, or whose restore
 after a reconnect hangs) would otherwise hold every publish waiting for it, with
 nothing in the logs."""
-
-
-class _Listener:
-    def __init__(self, transport: RabbitTransport, topic: str) -> None:
-        self._transport = transport
-        self._topic = topic
-        self._inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._channel: AbstractChannel | None = None
-        self._ready = asyncio.get_running_loop().create_task(self._bind())
-
-    async def _bind(self) -> None:
-        channel = await self._transport._connection_or_fail().channel()
-        self._channel = channel
-        exchange = await channel.declare_exchange(
-            self._topic, aio_pika.ExchangeType.FANOUT, durable=False
-        )
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(exchange)
-
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            self._inbox.put_nowait(message.body)
-
-        await queue.consume(on_message, no_ack=True)
-
-    async def ready(self) -> None:
-        """Wait until broadcasts reach this listener."""
-        await asyncio.shield(self._ready)
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self
-
-    async def __anext__(self) -> bytes:
-        await self._ready
-        body = await self._inbox.get()
-        if body is None:
-            raise StopAsyncIteration
-        return body
-
-    async def aclose(self) -> None:
-        self._inbox.put_nowait(None)
-        self._ready.cancel()
-        if self._channel is not None:
-            with contextlib.suppress(*RETRYABLE):
-                await self._channel.close()
 
 
 class Unroutable(Exception):
@@ -390,8 +347,8 @@ class RabbitTransport:
             self._exchanges[topic] = exchange
         await exchange.publish(aio_pika.Message(body), routing_key="")
 
-    def listen(self, topic: str) -> _Listener:
-        return _Listener(self, topic)
+    def listen(self, topic: str) -> RabbitListener:
+        return RabbitListener(self._connection_or_fail, topic)
 
     async def announce(self, routing_key: str, body: bytes) -> None:
         """Publish a state change, persistent and confirmed (a notification is not lost

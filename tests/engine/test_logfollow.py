@@ -11,7 +11,7 @@ from contracts.ports import LogLine, LogPage, RunStore
 from contracts.vocabulary import FailureKind
 from engine import logfollow
 from engine.logfollow import LineFollower
-from engine.runlog.redislines import MAX_LINES_PER_ATTEMPT
+from engine.runlog.pages import MAX_LINES_PER_ATTEMPT
 
 RUN = "r1"
 
