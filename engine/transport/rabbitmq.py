@@ -371,17 +371,24 @@ class RabbitTransport:
         await declared.bind(self._changes, routing_key=pattern)
 
     async def queue_depth(self, queue: str) -> int | None:
-        """Messages waiting in ``queue`` (None if it does not exist)."""
-        connection = self._connection_or_fail()
-        channel = await connection.channel()
+        """Messages waiting in ``queue`` (None if it does not exist). Raises TimeoutError
+        past ``CHANNEL_TIMEOUT``: the queue-depth gauge (what autoscaling reads) looks
+        again, rather than freezing on a broker that does not answer."""
+        channel = await self._look_channel()
         try:
-            declared = await channel.declare_queue(queue, passive=True)
+            async with asyncio.timeout(CHANNEL_TIMEOUT):
+                declared = await channel.declare_queue(queue, passive=True)
             return int(declared.declaration_result.message_count or 0)
         except aio_pika.exceptions.ChannelClosed:
             return None
         finally:
             if not channel.is_closed:
-                await channel.close()
+                await _close_quietly(channel)
+
+    async def _look_channel(self) -> AbstractChannel:
+        """A channel of its own for a look at a queue, opened within ``CHANNEL_TIMEOUT``."""
+        async with asyncio.timeout(CHANNEL_TIMEOUT):
+            return await self._connection_or_fail().channel()
 
     async def dead_letter_count(self) -> int:
         channel = self._publish_channel
@@ -392,7 +399,7 @@ class RabbitTransport:
 
     async def dead_letters(self, limit: int = 20) -> list[tuple[bytes, Mapping[str, Any]]]:
         """Peek at dead-lettered messages (they stay in the queue)."""
-        channel = await self._connection_or_fail().channel()
+        channel = await self._look_channel()
         try:
             queue = await self._declare(channel, DEAD_LETTER_QUEUE, self._dead_arguments)
             seen: list[AbstractIncomingMessage] = []

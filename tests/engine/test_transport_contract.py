@@ -540,3 +540,27 @@ async def test_a_channel_does_not_wait_for_a_connection_that_is_gone(amqp_url: s
     # And opening on a connection already closed gives up at once.
     with pytest.raises(aio_pika.exceptions.ChannelInvalidStateError, match="closed"):
         await asyncio.wait_for(GuardedChannel(owner)._open(), 5)  # type: ignore[arg-type]
+
+
+async def test_a_look_at_a_queue_the_broker_does_not_answer_gives_up(
+    amqp_url: str, q: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The queue-depth gauge autoscaling reads looks every few seconds; a look stuck on a
+    # channel that never opens froze it for good.
+    transport = RabbitTransport(amqp_url)
+    await transport.start()
+    try:
+        await transport.publish(q, [b"waiting"])
+        monkeypatch.setattr("engine.transport.rabbitmq.CHANNEL_TIMEOUT", 0.3)
+        connection = transport._connection_or_fail()
+        real_channel = connection.channel
+        monkeypatch.setattr(connection, "channel", lambda: asyncio.Event().wait())
+        async with asyncio.timeout(5):
+            with pytest.raises(TimeoutError):
+                await transport.queue_depth(q)
+            with pytest.raises(TimeoutError):
+                await transport.dead_letters()
+        monkeypatch.setattr(connection, "channel", real_channel)
+        assert await transport.queue_depth(q) == 1  # the next look answers
+    finally:
+        await transport.close()
