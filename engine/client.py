@@ -221,6 +221,13 @@ class Client:
         """The run's events after the first ``after``, at most ``limit`` of them."""
         return await self.store.read(await self.find(run), after, limit=limit)
 
+    async def event_pages(self, run_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
+        """The run's events after the first ``after`` as they are now, ``FOLLOW_PAGE`` at
+        a time (a million-item run's log is three million events)."""
+        while page := await self.store.read(run_id, after, limit=FOLLOW_PAGE):
+            yield page
+            after += len(page)
+
     async def lines(
         self, run: str, task: str | None = None, index: int | None = None
     ) -> list[LogLine]:
@@ -313,10 +320,9 @@ class Client:
         follower = LineFollower(self.store, run_id, task, index, attempt)
         state: RunState | None = None
         read = 0
-        while past := await self.store.read(run_id, read, limit=FOLLOW_PAGE):
+        async for past in self.event_pages(run_id):
             follower.read_past(past, had=had)
-            for event in past:
-                state = _first_state(run_id, event) if state is None else fold(state, event)
+            state = _folded(run_id, state, past)
             read += len(past)
         held: list[LogLine] = []  # the last page gets the place, once all are read
         async for page in follower.begin_pages():
@@ -363,8 +369,7 @@ class Client:
             return state.finished and state.round > past_round
 
         after, state = start
-        for event in seen:
-            state = _first_state(run_id, event) if state is None else fold(state, event)
+        state = _folded(run_id, state, seen)
         if state is not None and over(state):
             return state
         async for events in self.follow(run_id, after + len(seen), timeout=timeout):
@@ -384,6 +389,13 @@ def new_run_id() -> str:
 def run_id_of(idempotency_key: str) -> str:
     """The run an idempotency key names: the same key always gives the same run."""
     return uuid.uuid5(uuid.NAMESPACE_URL, f"conveyor:{idempotency_key}").hex
+
+
+def _folded(run_id: str, state: RunState | None, events: Sequence[Event]) -> RunState | None:
+    """``state`` (None before the run's first event) with ``events`` folded in."""
+    for event in events:
+        state = _first_state(run_id, event) if state is None else fold(state, event)
+    return state
 
 
 def _first_state(run_id: str, event: Event) -> RunState:

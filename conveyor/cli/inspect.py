@@ -37,7 +37,7 @@ from conveyor.progress import summary
 from conveyor.report import run_report
 from conveyor.terminal import displayable
 from conveyor.wiring import open_artifacts, open_client
-from engine.client import FOLLOW_PAGE, Client
+from engine.client import Client
 from engine.state.model import RunState
 
 T = TypeVar("T")
@@ -182,12 +182,10 @@ def register(app: typer.Typer) -> None:
 
         async def read(client: Client) -> None:
             # A page at a time: a million-item run's log is three million events.
-            full, printed = await client.find(run_id), 0
-            while page := await client.events(full, printed, limit=FOLLOW_PAGE):
+            async for page in client.event_pages(await client.find(run_id)):
                 sys.stdout.writelines(
                     json.dumps(to_builtins(e), separators=(",", ":")) + "\n" for e in page
                 )
-                printed += len(page)
 
         _read(home, read)
 

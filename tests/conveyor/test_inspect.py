@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from contracts.events import RunSubmitted, TaskDispatched
-from conveyor.cli import inspect
+from contracts.events import Event, RunSubmitted, TaskDispatched
 from conveyor.cli.app import app
 from engine.runlog.sqlite import SqliteRunLog
 
@@ -31,15 +31,15 @@ def test_events_are_printed_whole_a_page_at_a_time(
     for name in ("CONVEYOR_REDIS_URL", "CONVEYOR_AMQP_URL"):  # the runs are in this home
         monkeypatch.delenv(name, raising=False)
     pages: list[int] = []
-    monkeypatch.setattr(inspect, "FOLLOW_PAGE", 3)
-    real = inspect.Client.events
+    monkeypatch.setattr("engine.client.FOLLOW_PAGE", 3)
+    real = SqliteRunLog.read
 
-    async def events_of(self: inspect.Client, *args: object, **kwargs: object) -> list[object]:
-        page = await real(self, *args, **kwargs)  # type: ignore[arg-type]
+    async def read(self: SqliteRunLog, *args: Any, **kwargs: Any) -> list[Event]:
+        page = await real(self, *args, **kwargs)
         pages.append(len(page))
-        return page  # type: ignore[return-value]
+        return page
 
-    monkeypatch.setattr(inspect.Client, "events", events_of)
+    monkeypatch.setattr(SqliteRunLog, "read", read)
     result = CliRunner().invoke(app, ["events", "r1", "--home", str(tmp_path)])
     assert result.exit_code == 0, result.output
     printed = [json.loads(line) for line in result.output.splitlines()]
