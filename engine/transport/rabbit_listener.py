@@ -1,4 +1,9 @@
-"""Broadcasts from RabbitMQ (``conveyor.control``: task cancels), one listener each."""
+"""Broadcasts from RabbitMQ (``conveyor.control``: task cancels), one listener each.
+
+Binding (a channel, the exchange, an exclusive queue, a consumer) is bounded and tried
+again: a worker waits for its listener before it takes work, and an open the broker
+never answers would otherwise keep it from starting, with nothing in its log.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +12,53 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import aio_pika
+import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from engine.transport.rabbit_consumer import RETRYABLE
+
+log = structlog.get_logger("conveyor.rabbitmq")
 
 
 class RabbitListener:
     """A listener to a fanout exchange's broadcasts, on an exclusive queue of its own."""
 
-    def __init__(self, connection: Callable[[], AbstractConnection], topic: str) -> None:
+    def __init__(
+        self,
+        connection: Callable[[], AbstractConnection],
+        topic: str,
+        *,
+        bind_timeout: float,
+        retry_max: float = 2.0,
+    ) -> None:
         self._connection = connection
         self._topic = topic
+        self._bind_timeout = bind_timeout
+        self._retry_max = retry_max
         self._inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._channel: AbstractChannel | None = None
         self._ready = asyncio.get_running_loop().create_task(self._bind())
 
     async def _bind(self) -> None:
+        """Bind within ``bind_timeout``; past it, or on an error, close and try again."""
+        delay = 0.05
+        while True:
+            try:
+                async with asyncio.timeout(self._bind_timeout):
+                    await self._bind_once()
+                return
+            except RETRYABLE as exc:
+                log.warning(
+                    "could not listen to broadcasts; retrying",
+                    topic=self._topic,
+                    error=str(exc) or type(exc).__name__,
+                    delay=delay,
+                )
+            await self._close_channel()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._retry_max)
+
+    async def _bind_once(self) -> None:
         channel = await self._connection().channel()
         self._channel = channel
         exchange = await channel.declare_exchange(
@@ -53,6 +89,11 @@ class RabbitListener:
     async def aclose(self) -> None:
         self._inbox.put_nowait(None)
         self._ready.cancel()
-        if self._channel is not None:
+        await self._close_channel()
+
+    async def _close_channel(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
             with contextlib.suppress(*RETRYABLE):
-                await self._channel.close()
+                async with asyncio.timeout(self._bind_timeout):
+                    await channel.close()

@@ -348,7 +348,12 @@ class RabbitTransport:
         await exchange.publish(aio_pika.Message(body), routing_key="")
 
     def listen(self, topic: str) -> RabbitListener:
-        return RabbitListener(self._connection_or_fail, topic)
+        return RabbitListener(
+            self._connection_or_fail,
+            topic,
+            bind_timeout=CHANNEL_TIMEOUT,
+            retry_max=self._retry_max,
+        )
 
     async def announce(self, routing_key: str, body: bytes) -> None:
         """Publish a state change, persistent and confirmed (a notification is not lost
@@ -394,23 +399,26 @@ class RabbitTransport:
         channel = self._publish_channel
         if channel is None:
             raise ConveyorError("transport not started")
-        queue = await self._declare(channel, DEAD_LETTER_QUEUE, self._dead_arguments)
+        async with asyncio.timeout(CHANNEL_TIMEOUT):
+            queue = await self._declare(channel, DEAD_LETTER_QUEUE, self._dead_arguments)
         return int(queue.declaration_result.message_count or 0)
 
     async def dead_letters(self, limit: int = 20) -> list[tuple[bytes, Mapping[str, Any]]]:
-        """Peek at dead-lettered messages (they stay in the queue)."""
+        """Peek at dead-lettered messages (they stay in the queue). Raises TimeoutError
+        if the broker does not answer the look within ``CHANNEL_TIMEOUT``."""
         channel = await self._look_channel()
         try:
-            queue = await self._declare(channel, DEAD_LETTER_QUEUE, self._dead_arguments)
-            seen: list[AbstractIncomingMessage] = []
-            for _ in range(limit):
-                message = await queue.get(no_ack=False, fail=False)
-                if message is None:
-                    break
-                seen.append(message)
+            async with asyncio.timeout(CHANNEL_TIMEOUT):
+                queue = await self._declare(channel, DEAD_LETTER_QUEUE, self._dead_arguments)
+                seen: list[AbstractIncomingMessage] = []
+                for _ in range(limit):
+                    message = await queue.get(no_ack=False, fail=False)
+                    if message is None:
+                        break
+                    seen.append(message)
             return [(m.body, m.headers or {}) for m in seen]
         finally:
-            await channel.close()  # unacked peeks go back to the queue
+            await _close_quietly(channel)  # unacked peeks go back to the queue
 
 
 async def _close_quietly(channel: AbstractChannel) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable
 from types import SimpleNamespace
 from typing import Any
 
@@ -562,5 +563,48 @@ async def test_a_look_at_a_queue_the_broker_does_not_answer_gives_up(
                 await transport.dead_letters()
         monkeypatch.setattr(connection, "channel", real_channel)
         assert await transport.queue_depth(q) == 1  # the next look answers
+
+        # A channel that opens but whose declare is never answered gives up too.
+        async def unanswered(*args: object) -> None:
+            await asyncio.Event().wait()
+
+        monkeypatch.setattr(transport, "_declare", unanswered)
+        async with asyncio.timeout(5):
+            with pytest.raises(TimeoutError):
+                await transport.dead_letters()
+            with pytest.raises(TimeoutError):
+                await transport.dead_letter_count()
+    finally:
+        await transport.close()
+
+
+async def test_a_listener_whose_bind_the_broker_does_not_answer_binds_again(
+    amqp_url: str, q: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker waits for its cancel listener before it takes work: a channel open that
+    # is never answered kept it from starting, with nothing logged.
+    transport = RabbitTransport(amqp_url)
+    await transport.start()
+    try:
+        monkeypatch.setattr("engine.transport.rabbitmq.CHANNEL_TIMEOUT", 0.3)
+        connection = transport._connection_or_fail()
+        real_channel = connection.channel
+        opens = 0
+
+        def first_never_answers() -> Awaitable[object]:
+            nonlocal opens
+            opens += 1
+            return asyncio.Event().wait() if opens == 1 else real_channel()
+
+        monkeypatch.setattr(connection, "channel", first_never_answers)
+        listener = transport.listen(q)
+        try:
+            async with asyncio.timeout(5):
+                await listener.ready()
+                await transport.broadcast(q, b"cancel")
+                assert await anext(aiter(listener)) == b"cancel"
+            assert opens == 2
+        finally:
+            await listener.aclose()
     finally:
         await transport.close()
