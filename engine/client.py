@@ -354,14 +354,13 @@ class Client:
         *,
         timeout: float | None = None,
         past_round: int = -1,
-        seen: Sequence[Event] = (),
         start: tuple[int, RunState | None] = (0, None),
     ) -> RunState:
         """Follow a run until it has finished (a round after ``past_round``); its final state.
 
         ``observer(event, state)`` sees every event with the state it produced, except
-        ``seen``: the start of the run's log, read already by the caller. ``start``: the
-        count of events the caller has folded already, and the state they made.
+        those the caller has folded already: ``start`` is their count, and the state
+        they made.
         """
 
         def over(state: RunState) -> bool:
@@ -369,10 +368,9 @@ class Client:
             return state.finished and state.round > past_round
 
         after, state = start
-        state = _folded(run_id, state, seen)
         if state is not None and over(state):
             return state
-        async for events in self.follow(run_id, after + len(seen), timeout=timeout):
+        async for events in self.follow(run_id, after, timeout=timeout):
             for event in events:
                 state = _first_state(run_id, event) if state is None else fold(state, event)
                 if observer is not None:

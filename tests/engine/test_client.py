@@ -16,7 +16,7 @@ from contracts.vocabulary import RunStatus, TaskStatus
 from conveyor.embedded import EmbeddedEngine
 from engine.client import Client
 from engine.runlog.memory import MemoryRunLog
-from engine.state import snapshot
+from engine.state import replay, snapshot
 
 
 def flow(text: str):  # type: ignore[no-untyped-def]
@@ -65,10 +65,12 @@ async def test_watch_takes_up_after_the_events_its_caller_has_read(
     await client.watch(run_id, timeout=30)
     everything = await client.events(run_id)
     seen: list[Event] = []
-    final = await client.watch(run_id, lambda e, _s: seen.append(e), seen=everything[:3])
+    start = (3, replay(everything[:3]))
+    final = await client.watch(run_id, lambda e, _s: seen.append(e), start=start)
     assert final.status == RunStatus.SUCCEEDED and seen == everything[3:]
     seen.clear()  # all of it read already: finished, nothing to observe or wait for
-    final = await client.watch(run_id, lambda e, _s: seen.append(e), seen=everything)
+    start = (len(everything), replay(everything))
+    final = await client.watch(run_id, lambda e, _s: seen.append(e), start=start)
     assert final.status == RunStatus.SUCCEEDED and seen == []
 
 
