@@ -128,12 +128,21 @@ def test_nothing_shipped_carries_a_default_password() -> None:
     assert published and all(port.startswith("127.0.0.1:") for port in published)
 
 
-def test_the_readme_python_example_runs_as_the_readme_says(tmp_path: Path) -> None:
-    """`cd examples && conveyor run scoring:scoring`, as written in the README."""
-    assert "`cd examples && conveyor run scoring:scoring`" in (ROOT / "README.md").read_text()
+@pytest.mark.parametrize(
+    ("written", "folder", "target"),
+    [
+        ("`cd examples && conveyor run scoring:scoring`", "examples", "scoring:scoring"),
+        ("`conveyor run examples/scoring.py`", ".", "examples/scoring.py"),
+    ],
+)
+def test_the_readme_python_example_runs_as_the_readme_says(
+    tmp_path: Path, written: str, folder: str, target: str
+) -> None:
+    """Both ways the README runs `examples/scoring.py`, as written there."""
+    assert written in (ROOT / "README.md").read_text()
     done = subprocess.run(
-        [sys.executable, "-m", "conveyor", "run", "scoring:scoring"],
-        cwd=ROOT / "examples",
+        [sys.executable, "-m", "conveyor", "run", target],
+        cwd=ROOT / folder,
         env={**os.environ, "CONVEYOR_HOME": str(tmp_path / ".conveyor")},
         capture_output=True,
         text=True,

@@ -34,6 +34,7 @@ from conveyor.cli.common import (
     EXIT_RUN_FAILED,
     HomeOption,
     JsonOption,
+    WorkflowTarget,
     err,
     fail_input,
     load_for_run,
@@ -101,7 +102,7 @@ def main_options(
 
 @app.command()
 def run(
-    file: Annotated[Path, typer.Argument(help="Workflow YAML file, or module:workflow.")],
+    file: WorkflowTarget,
     param: Annotated[
         list[str] | None,
         typer.Option("--param", "-p", help="Parameter override, key=value (repeatable)."),
@@ -164,7 +165,7 @@ def run(
 
 @app.command()
 def export(
-    target: Annotated[Path, typer.Argument(metavar="MODULE:WORKFLOW", help="A Python workflow.")],
+    target: WorkflowTarget,
 ) -> None:
     """Print a workflow (e.g. one written in Python) as YAML."""
     import yaml

@@ -149,33 +149,95 @@ def parse_param_args(values: list[str]) -> dict[str, str]:
     return given
 
 
+WorkflowTarget = Annotated[
+    Path,
+    typer.Argument(
+        help="Workflow YAML file, Python file (file.py, or file.py:NAME) or module:NAME."
+    ),
+]
+
+
 def load_target(target: Path) -> Workflow:
-    """A workflow from a YAML file, or from ``module:attribute`` (a Python workflow)."""
+    """A workflow from a YAML file, a Python file (``flows/etl.py``, or
+    ``flows/etl.py:name`` when it holds more than one), or ``module:name``."""
     text = str(target)
-    if target.exists() or ":" not in text or text.endswith((".yaml", ".yml")):
+    path_text, colon, attribute = text.rpartition(":") if ":" in text else (text, "", "")
+    if path_text.endswith(".py") and not target.exists():
+        return _from_python_file(Path(path_text), attribute, text)
+    if text.endswith(".py"):
+        return _from_python_file(target, "", text)
+    if target.exists() or not colon or text.endswith((".yaml", ".yml")):
         return load_workflow(target, max_bytes=Settings().max_workflow_bytes)
-    module_name, _, attribute = text.partition(":")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    return _workflow_in(_imported(path_text, text), attribute, text)
+
+
+def _from_python_file(path: Path, attribute: str, text: str) -> Workflow:
+    """The workflow of a Python file, imported as a module named after it, from its folder
+    (so the step functions it defines import by the same name in a worker).
+
+    The folder goes after the engine's own paths (``conveyor.preflight``): a file named
+    like a module imported from before them is refused, not taken for that module.
+    """
+    if not path.is_file():
+        raise InvalidInput([Problem(f"no such file: {path}")], source=text)
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
+    module = _imported(path.stem, text)
+    where = Path(getattr(module, "__file__", None) or "")
+    if where.resolve() != path.resolve():
+        raise InvalidInput(
+            [
+                Problem(
+                    f"the module name {path.stem!r} is taken by {where or 'a built-in module'}:"
+                    " rename the file"
+                )
+            ],
+            source=text,
+        )
+    if attribute:
+        return _workflow_in(module, attribute, text)
+    workflows = _workflows_of(module)
+    if len(workflows) == 1:
+        return workflows[0][1]
+    if not workflows:
+        said = f"{path} defines no workflow (decorate one with @conveyor.workflow)"
+    else:
+        names = ", ".join(name for name, _ in workflows)
+        said = f"{path} defines {len(workflows)} workflows ({names}): name one as {path}:NAME"
+    raise InvalidInput([Problem(said)], source=text)
+
+
+def _imported(module_name: str, text: str) -> Any:
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except Exception as exc:  # an import runs arbitrary code; report whatever it raised
         raise InvalidInput(
             [Problem(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}")], source=text
         ) from exc
+
+
+def _workflows_of(module: Any) -> list[tuple[str, Workflow]]:
+    """The workflows a module defines (not those it imports from elsewhere), by name."""
+    found: dict[int, tuple[str, Workflow]] = {}
+    for name, value in vars(module).items():
+        spec = getattr(value, "spec", value)
+        defined_here = getattr(value, "__module__", module.__name__) == module.__name__
+        if isinstance(spec, Workflow) and defined_here:
+            found.setdefault(id(spec), (name, spec))
+    return sorted(found.values(), key=lambda pair: pair[0])
+
+
+def _workflow_in(module: Any, attribute: str, text: str) -> Workflow:
     found = getattr(module, attribute, None)
     spec = getattr(found, "spec", found)
     if isinstance(spec, Workflow):
         return spec
     if found is None:
-        workflows = sorted(
-            name
-            for name, value in vars(module).items()
-            if isinstance(getattr(value, "spec", value), Workflow)
-        )
-        said = (
-            f"{module_name} has no {attribute!r} (its workflows: {', '.join(workflows) or 'none'})"
-        )
+        workflows = ", ".join(name for name, _ in _workflows_of(module)) or "none"
+        said = f"{module.__name__} has no {attribute!r} (its workflows: {workflows})"
     else:
         said = f"{text} is not a workflow (decorate it with @conveyor.workflow)"
     raise InvalidInput([Problem(said)], source=text)

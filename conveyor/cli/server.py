@@ -23,6 +23,7 @@ from conveyor.cli.common import (
     HomeOption,
     JsonOption,
     RedisOption,
+    WorkflowTarget,
     fail_input,
     load_target,
     out,
@@ -41,7 +42,6 @@ from engine.triggers.schedule import Schedule
 from engine.triggers.scheduler import cursor_key, read_cursor, tick_arrival
 
 T = TypeVar("T")
-Target = Annotated[Path, typer.Argument(help="Workflow YAML file, or module:workflow.")]
 
 
 token_app = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
@@ -181,7 +181,7 @@ def _with_registry(settings: Settings, job: Callable[[Registry], Awaitable[T]]) 
 
 
 def apply(
-    target: Target,
+    target: WorkflowTarget,
     amqp_url: AmqpOption = None,
     redis_url: RedisOption = None,
     home: HomeOption = DEFAULT_HOME,

@@ -185,6 +185,35 @@ def test_cli_runs_and_exports_python_workflows(tmp_path: Path) -> None:
     assert "scoring has no 'scorin' (its workflows: scoring)" in misspelt.stderr
 
 
+def test_cli_runs_a_python_file_by_its_path(tmp_path: Path) -> None:
+    # As YAML files are: the path, from anywhere; the file's folder is where its step
+    # functions import from.
+    done = cli("run", "examples/scoring.py", "-p", "size=3", "--json", cwd=ROOT, home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["state"] == "succeeded"
+    two = "examples/dynamic_pieces.py"
+    named = cli("run", f"{two}:process_pieces", "--json", cwd=ROOT, home=tmp_path)
+    assert named.returncode == 0, named.stderr
+    assert json.loads(named.stdout)["workflow"] == "process-pieces"
+    unnamed = cli("run", two, cwd=ROOT, home=tmp_path)
+    assert unnamed.returncode == 2 and "defines 2 workflows (fan_in, process_pieces)" in (
+        unnamed.stderr
+    )
+    assert f"name one as {two}:NAME" in unnamed.stderr
+    none = cli("export", "examples/steps.py", cwd=ROOT, home=tmp_path)
+    assert none.returncode == 2 and "defines no workflow" in none.stderr
+    misspelt = cli("run", "examples/scoring.py:scorin", cwd=ROOT, home=tmp_path)
+    assert misspelt.returncode == 2 and "scoring has no 'scorin'" in misspelt.stderr
+    missing = cli("run", "examples/no_such_file.py", cwd=ROOT, home=tmp_path)
+    assert missing.returncode == 2 and "no such file: examples/no_such_file.py" in missing.stderr
+    # A file named like a module imported already would run that module's code instead.
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "json.py").write_text("raise SystemExit('never imported')\n")
+    shadowed = cli("run", "flows/json.py", cwd=tmp_path, home=tmp_path)
+    assert shadowed.returncode == 2
+    assert "the module name 'json' is taken by" in shadowed.stderr and "rename" in shadowed.stderr
+
+
 def test_tasks_must_be_importable_by_workers() -> None:
     def local() -> int:
         return 1
