@@ -7,6 +7,7 @@ after it gives the same state as folding the whole log; a test holds us to that.
 from __future__ import annotations
 
 from dataclasses import fields
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -19,6 +20,8 @@ from engine.state.model import Instance, Node, RunState
 
 SNAPSHOT_VERSION = 1
 _INSTANCE_FIELDS = [f.name for f in fields(Instance)]
+_instance_values = attrgetter(*_INSTANCE_FIELDS)
+"""An instance's fields as a tuple, in one call: a snapshot of a big fan-out holds many."""
 _NODE_FIELDS = [
     "deps_left",
     "status",
@@ -63,7 +66,7 @@ def dump(state: RunState) -> bytes:
         name: {
             **{f: getattr(node, f) for f in _NODE_FIELDS},
             "items": node.items.stored() if isinstance(node.items, StreamedItems) else node.items,
-            "instances": [[getattr(i, f) for f in _INSTANCE_FIELDS] for i in node.instances],
+            "instances": list(map(_instance_values, node.instances)),
         }
         for name, node in state.nodes.items()
     }
