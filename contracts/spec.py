@@ -8,6 +8,7 @@ the single source of truth: YAML files and the Python authoring API both produce
 
 from __future__ import annotations
 
+import functools
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -379,8 +380,9 @@ class Task(Model):
             raise ValueError("'cache.key_fn' applies only to python steps")
         return self
 
-    @property
+    @functools.cached_property
     def kind(self) -> str:
+        # Asked for each dispatch of the task; a task is frozen, so its kind is too.
         return next(k for k in STEP_KINDS if getattr(self, k) is not None)
 
     @property

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import msgspec
-
 from contracts.codec import encode, encode_tasks
 from contracts.errors import ConveyorError, ExpressionError
 from contracts.events import (
@@ -92,23 +90,30 @@ class Effects:
         leases = self._leases
         unreadable = await self._read_items(events, state)
         for event in events:
-            if isinstance(event, TaskDispatched) and state.nodes[event.task].spec.wait:
-                # A wait step runs nowhere; only its timeout needs arming.
-                for due, timeout in wait_timeouts(state, state.nodes[event.task]):
-                    await self._timers.schedule(due, timeout)
-            elif isinstance(event, TaskDispatched) and event.task in unreadable:
-                failures.append(_unreadable(event, unreadable[event.task]))
-            elif isinstance(event, TaskDispatched):
-                try:
-                    message = render_task(state, event.task, event.index, event.attempt)
-                except ExpressionError as exc:
-                    failures.append(_unrenderable(event, exc))
-                    continue
-                message = msgspec.structs.replace(message, reply_to=reply_to)
-                pool = state.nodes[event.task].spec.pool
-                dispatches.setdefault(task_queue(pool), []).append(message)
-            elif isinstance(event, TaskStarted) and leases is not None:
-                leases.grant(_ref(event), self._clock())
+            # The common events first: a fan-out's three per item (dispatched, started, ended).
+            if isinstance(event, TaskDispatched):
+                node = state.nodes[event.task]
+                if node.spec.wait:
+                    # A wait step runs nowhere; only its timeout needs arming.
+                    for due, timeout in wait_timeouts(state, node):
+                        await self._timers.schedule(due, timeout)
+                elif event.task in unreadable:
+                    failures.append(_unreadable(event, unreadable[event.task]))
+                else:
+                    try:
+                        message = render_task(
+                            state, event.task, event.index, event.attempt, reply_to=reply_to
+                        )
+                    except ExpressionError as exc:
+                        failures.append(_unrenderable(event, exc))
+                        continue
+                    dispatches.setdefault(task_queue(node.spec.pool), []).append(message)
+            elif isinstance(event, TaskStarted):
+                if leases is not None:
+                    leases.grant(_ref(event), self._clock())
+            elif isinstance(event, TaskSucceeded | TaskFailed):
+                if leases is not None:
+                    leases.release(_ref(event))
             elif isinstance(event, RetryScheduled):
                 fired = TimerFired(
                     run_id=event.run_id,
@@ -122,8 +127,6 @@ class Effects:
                 await self.arm_timers(state)
             elif isinstance(event, RunCompleted):
                 await self._completed(state)
-            if leases and isinstance(event, TaskSucceeded | TaskFailed):
-                leases.release(_ref(event))
         for queue, messages in dispatches.items():
             size = batch_size(len(messages), self._dispatch_batch)
             bodies = [

@@ -77,8 +77,11 @@ def evaluate_items(state: RunState, node: Node) -> list[Any] | StreamedItems:
     return value
 
 
-def render_task(state: RunState, task: str, index: int, attempt: int) -> TaskReady:
-    """The message for one dispatch, with every template rendered.
+def render_task(
+    state: RunState, task: str, index: int, attempt: int, *, reply_to: str = ""
+) -> TaskReady:
+    """The message for one dispatch, with every template rendered; its outcome goes to
+    the queue ``reply_to``.
 
     Raises ExpressionError when a template cannot be rendered for this instance.
     """
@@ -110,7 +113,13 @@ def render_task(state: RunState, task: str, index: int, attempt: int) -> TaskRea
         cache=_cache(spec, names),
     )
     return TaskReady(
-        run_id=state.run_id, task=task, index=index, attempt=attempt, step=step, item=item
+        run_id=state.run_id,
+        task=task,
+        index=index,
+        attempt=attempt,
+        step=step,
+        item=item,
+        reply_to=reply_to,
     )
 
 
