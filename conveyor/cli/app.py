@@ -13,7 +13,6 @@ import importlib.metadata
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -179,7 +178,7 @@ def export(
 
 
 @app.command()
-def validate(file: Annotated[Path, typer.Argument(help="Workflow YAML file.")]) -> None:
+def validate(file: WorkflowTarget) -> None:
     """Check a workflow file without running anything (and what it needs here: artifact
     filesystems, Python step modules)."""
     use_import_paths(step_import_paths(file if file.is_file() else None))

@@ -10,7 +10,6 @@ import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import typer
@@ -30,6 +29,7 @@ from conveyor.cli.common import (
     AmqpOption,
     RedisOption,
     ShardsOption,
+    WorkflowTarget,
     err,
     fail_input,
     load_for_run,
@@ -261,7 +261,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def submit(
-        file: Annotated[Path, typer.Argument(help="Workflow YAML file.")],
+        file: WorkflowTarget,
         param: Annotated[
             list[str] | None, typer.Option("--param", "-p", help="Parameter override, key=value.")
         ] = None,

@@ -200,6 +200,8 @@ def test_cli_runs_a_python_file_by_its_path(tmp_path: Path) -> None:
         unnamed.stderr
     )
     assert f"name one as {two}:NAME" in unnamed.stderr
+    checked = cli("validate", "examples/scoring.py", cwd=ROOT, home=tmp_path)
+    assert checked.returncode == 0 and "workflow 'scoring', 4 tasks" in checked.stdout
     none = cli("export", "examples/steps.py", cwd=ROOT, home=tmp_path)
     assert none.returncode == 2 and "defines no workflow" in none.stderr
     misspelt = cli("run", "examples/scoring.py:scorin", cwd=ROOT, home=tmp_path)
