@@ -8,7 +8,6 @@ the single source of truth: YAML files and the Python authoring API both produce
 
 from __future__ import annotations
 
-import functools
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -380,9 +379,9 @@ class Task(Model):
             raise ValueError("'cache.key_fn' applies only to python steps")
         return self
 
-    @functools.cached_property
+    @property
     def kind(self) -> str:
-        # Asked for each dispatch of the task; a task is frozen, so its kind is too.
+        # Not cached: model_copy(update=...) copies a cache without revalidating.
         return next(k for k in STEP_KINDS if getattr(self, k) is not None)
 
     @property
