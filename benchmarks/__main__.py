@@ -10,7 +10,9 @@ servers, prints a table, and with ``--json`` prints one JSON object as its last 
   Both on classic queues; ``raw_amqp_quorum_*`` the same on quorum queues, the kind
   Conveyor declares by default (``CONVEYOR_QUEUE_TYPE``; set it to ``classic`` to run
   the Conveyor benchmarks on classic queues too).
-- ``embedded_fanout_10k_tasks_per_s``: 1 -> 10,000 -> 1 no-op Python steps, embedded.
+- ``embedded_fanout_10k_tasks_per_s``: 1 -> 10,000 -> 1 no-op Python steps, embedded;
+  ``embedded_fanout_10k_async_tasks_per_s`` the same with the 10,000 steps written as
+  ``async def`` (run on the worker's event loop, no thread per step).
 - ``embedded_script_fanout_1k_tasks_per_s``: 1 -> 1,000 -> 1 script steps (``true``),
   embedded: a process started per step.
 - ``fanout_10k_tasks_per_s``: the same on RabbitMQ + Redis (a coordinator in this
@@ -73,9 +75,10 @@ def _size(n: int) -> str:
     return f"{n // 1000}k" if n % 1000 == 0 else str(n)
 
 
-def fanout(n: int, items_from: str = "literal") -> Any:
+def fanout(n: int, items_from: str = "literal", each: str = "benchsteps:noop") -> Any:
     """1 -> n -> 1 no-ops; the items a literal list, ``range(n)`` evaluated by the engine
-    (``range``), or the first step's result stored as JSON Lines (``stored``)."""
+    (``range``), or the first step's result stored as JSON Lines (``stored``); ``each``
+    the function of the n steps."""
     items: Any = {
         "literal": list(range(n)),
         "range": f"{{{{ range({n}) }}}}",
@@ -93,7 +96,7 @@ def fanout(n: int, items_from: str = "literal") -> Any:
                     "name": "each",
                     "depends": ["start"],
                     "items": items,
-                    "python": "benchsteps:noop",
+                    "python": each,
                     "args": {"i": "{{ item }}"},
                 },
                 {
@@ -203,9 +206,16 @@ async def _raw_trips(connection: Any, prefix: str, arguments: dict[str, Any]) ->
 
 
 async def embedded_fanout(n: int = 10_000, rounds: int = 3) -> dict[str, float]:
-    """Default settings (as ``conveyor run``), in-memory log; the median of ``rounds``."""
-    rate = await _embedded_rate(fanout(n), n + 2, rounds)
-    return {f"embedded_fanout_{_size(n)}_tasks_per_s": rate}
+    """Default settings (as ``conveyor run``), in-memory log; the median of ``rounds``.
+
+    The n steps once as plain functions (each handed to a step thread) and once as
+    ``async def`` functions (run on the worker's event loop)."""
+    plain = await _embedded_rate(fanout(n), n + 2, rounds)
+    on_loop = await _embedded_rate(fanout(n, each="benchsteps:noop_async"), n + 2, rounds)
+    return {
+        f"embedded_fanout_{_size(n)}_tasks_per_s": plain,
+        f"embedded_fanout_{_size(n)}_async_tasks_per_s": on_loop,
+    }
 
 
 async def _embedded_rate(workflow: Any, tasks: int, rounds: int) -> float:

@@ -11,6 +11,11 @@ def noop(i: int = 0) -> int:
     return i
 
 
+async def noop_async(i: int = 0) -> int:
+    """``noop`` as a coroutine function: it runs on the worker's event loop."""
+    return i
+
+
 def count(values: list[int]) -> int:
     return len(values)
 

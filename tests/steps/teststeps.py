@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import time
 
 from pydantic import BaseModel
@@ -57,6 +58,14 @@ def blocking_slow(seconds: float) -> str:
 
 def pid() -> int:
     return os.getpid()
+
+
+def thread_name() -> str:
+    return threading.current_thread().name
+
+
+async def async_thread_name() -> str:
+    return threading.current_thread().name
 
 
 def total(values: list[int]) -> int:

@@ -421,6 +421,26 @@ async def test_what_a_step_in_the_worker_prints_is_its_log(
     await executor.stop()
 
 
+async def test_a_plain_function_runs_in_a_step_thread_and_a_coroutine_on_the_loop() -> None:
+    """A plain function may block, so it never runs on the worker's event loop; a
+    coroutine function does, with no thread to hand over to."""
+    executor = PythonExecutor()
+    chain = ExecutorChain({"python": executor})
+    plain, coroutine = await asyncio.gather(
+        chain.run(
+            StepCall(message(kind="python", target="teststeps:thread_name"), Lines(), Path("."))
+        ),
+        chain.run(
+            StepCall(
+                message(kind="python", target="teststeps:async_thread_name"), Lines(), Path(".")
+            )
+        ),
+    )
+    assert plain.result == "conveyor-step"
+    assert coroutine.result == threading.current_thread().name != "conveyor-step"
+    await executor.stop()
+
+
 def _step_threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.name == "conveyor-step"}
 
