@@ -206,7 +206,8 @@ async def _raw_trips(connection: Any, prefix: str, arguments: dict[str, Any]) ->
 
 
 async def embedded_fanout(n: int = 10_000, rounds: int = 3) -> dict[str, float]:
-    """Default settings (as ``conveyor run``), in-memory log; the median of ``rounds``.
+    """Default settings (as ``conveyor run``) with the in-memory log (``conveyor run``
+    keeps its runs in SQLite); the median of ``rounds``.
 
     The n steps once as plain functions (each handed to a step thread) and once as
     ``async def`` functions (run on the worker's event loop)."""
