@@ -12,7 +12,9 @@ servers, prints a table, and with ``--json`` prints one JSON object as its last 
   the Conveyor benchmarks on classic queues too).
 - ``embedded_fanout_10k_tasks_per_s``: 1 -> 10,000 -> 1 no-op Python steps, embedded;
   ``embedded_fanout_10k_async_tasks_per_s`` the same with the 10,000 steps written as
-  ``async def`` (run on the worker's event loop, no thread per step).
+  ``async def`` (run on the worker's event loop, no thread per step);
+  ``embedded_fanout_10k_local_home_tasks_per_s`` the plain steps as ``conveyor run``
+  runs them, the run kept in a local home's SQLite file instead of in memory.
 - ``embedded_script_fanout_1k_tasks_per_s``: 1 -> 1,000 -> 1 script steps (``true``),
   embedded: a process started per step.
 - ``fanout_10k_tasks_per_s``: the same on RabbitMQ + Redis (a coordinator in this
@@ -206,29 +208,48 @@ async def _raw_trips(connection: Any, prefix: str, arguments: dict[str, Any]) ->
 
 
 async def embedded_fanout(n: int = 10_000, rounds: int = 3) -> dict[str, float]:
-    """Default settings (as ``conveyor run``) with the in-memory log (``conveyor run``
-    keeps its runs in SQLite); the median of ``rounds``.
-
-    The n steps once as plain functions (each handed to a step thread) and once as
-    ``async def`` functions (run on the worker's event loop)."""
+    """Default settings, the median of ``rounds``: the n steps as plain functions (each
+    handed to a step thread) and as ``async def`` functions (run on the worker's event
+    loop), both with the in-memory log; and the plain ones as ``conveyor run`` runs
+    them, on a new local home (its SQLite log and artifact store)."""
     plain = await _embedded_rate(fanout(n), n + 2, rounds)
     on_loop = await _embedded_rate(fanout(n, each="benchsteps:noop_async"), n + 2, rounds)
+    at_home = await _embedded_rate(fanout(n), n + 2, rounds, home=True)
     return {
         f"embedded_fanout_{_size(n)}_tasks_per_s": plain,
         f"embedded_fanout_{_size(n)}_async_tasks_per_s": on_loop,
+        f"embedded_fanout_{_size(n)}_local_home_tasks_per_s": at_home,
     }
 
 
-async def _embedded_rate(workflow: Any, tasks: int, rounds: int) -> float:
-    """Tasks a second of ``workflow`` run embedded to completion; the median of ``rounds``."""
+async def _embedded_rate(workflow: Any, tasks: int, rounds: int, *, home: bool = False) -> float:
+    """Tasks a second of ``workflow`` run embedded to completion; the median of ``rounds``.
+
+    ``home``: on the engine ``conveyor run`` uses, in a new local home each round."""
     rates = []
     for _ in range(rounds):
-        async with EmbeddedEngine() as engine:
+        async with _embedded_engine(home) as engine:
             started = time.perf_counter()
             state = await engine.run(workflow, {})
             rates.append(tasks / (time.perf_counter() - started))
         assert state.status == "succeeded", state.reason
     return statistics.median(rates)
+
+
+@contextlib.asynccontextmanager
+async def _embedded_engine(home: bool) -> AsyncIterator[EmbeddedEngine]:
+    if not home:
+        async with EmbeddedEngine() as engine:
+            yield engine
+        return
+    import tempfile
+
+    from conveyor.local import local_engine
+    from conveyor.settings import Settings
+
+    with tempfile.TemporaryDirectory(prefix="conveyor-bench-home-") as directory:
+        async with local_engine(Settings(home=Path(directory))) as engine:
+            yield engine
 
 
 async def script_fanout(n: int = 1_000, rounds: int = 3) -> dict[str, float]:

@@ -36,6 +36,7 @@ async def test_the_embedded_benchmark_runs_a_real_fan_out() -> None:
     assert list(figures) == [
         "embedded_fanout_200_tasks_per_s",
         "embedded_fanout_200_async_tasks_per_s",
+        "embedded_fanout_200_local_home_tasks_per_s",
     ]
     assert all(rate > 0 for rate in figures.values())
 
