@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from benchmarks.__main__ import check_targets, embedded_fanout, script_fanout
+from benchmarks.__main__ import _embedded_engine, check_targets, embedded_fanout, script_fanout
+from engine.runlog.memory import MemoryRunLog
+from engine.runlog.sqlite import SqliteRunLog
 
 
 def test_targets_are_judged_as_ratios_within_one_run() -> None:
@@ -39,6 +41,16 @@ async def test_the_embedded_benchmark_runs_a_real_fan_out() -> None:
         "embedded_fanout_200_local_home_tasks_per_s",
     ]
     assert all(rate > 0 for rate in figures.values())
+
+
+async def test_the_local_home_figure_runs_on_the_engine_conveyor_run_uses() -> None:
+    async with _embedded_engine(home=True) as engine:
+        assert isinstance(engine.store, SqliteRunLog)
+        home = engine.store.path.parent
+        assert home.name.startswith("conveyor-bench-home-")
+    assert not home.exists()  # a new home each round, removed after it
+    async with _embedded_engine(home=False) as engine:
+        assert isinstance(engine.store, MemoryRunLog)
 
 
 async def test_the_script_benchmark_starts_a_process_per_step() -> None:
