@@ -43,6 +43,8 @@ from engine.state.model import RunState
 T = TypeVar("T")
 LINES_INTERVAL = 0.5
 """How often ``logs --follow`` looks for new output lines."""
+LINES_PAGE = 5000
+"""Lines ``logs`` reads at a time: a 100,000-item task's output is never held whole."""
 RunArgument = Annotated[str, typer.Argument(metavar="RUN", help="Run id or a unique prefix.")]
 
 
@@ -136,12 +138,11 @@ def register(app: typer.Typer) -> None:
         ] = False,
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
-        """Print the output lines of a run's steps, per task attempt."""
+        """Print the output lines of a run's steps, per task attempt: task by name, then
+        item, then attempt, each attempt's lines as printed."""
 
         def show(lines: list[LogLine]) -> None:
             for line in lines:
-                if attempt is not None and line.attempt != attempt:
-                    continue
                 label = f"{line.task}[{line.index}]#{line.attempt}"
                 text = line.text if raw else displayable(line.text)
                 sys.stdout.write(f"{label} {line.stream}| {text}\n")
@@ -165,8 +166,14 @@ def register(app: typer.Typer) -> None:
                         source="--index",
                     )
             if not follow:
-                show(await client.lines(full, task, index))
-                return
+                after = None
+                while True:
+                    page = await client.line_page(
+                        full, task, index, attempt, after=after, limit=LINES_PAGE
+                    )
+                    show(page.lines)
+                    if (after := page.next) is None:
+                        return
             # What is stored now (shown as read, not held), then what running attempts
             # print, each line read once; the run's log says when it has ended.
             async for lines, _ in client.follow_lines(

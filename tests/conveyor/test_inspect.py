@@ -1,4 +1,5 @@
-"""``conveyor events`` prints a run's whole log, read a page at a time."""
+"""``conveyor events`` and ``conveyor logs`` print a run's whole log and whole output,
+read a page at a time."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from contracts.events import Event, RunSubmitted, TaskDispatched
+from contracts.ports import LogLine, LogPage
 from conveyor.cli.app import app
 from engine.runlog.sqlite import SqliteRunLog
 
@@ -46,3 +48,59 @@ def test_events_are_printed_whole_a_page_at_a_time(
     assert [e["type"] for e in printed] == ["run_submitted", *["task_dispatched"] * 6]
     assert [e.get("task") for e in printed[1:]] == [f"t{i}" for i in range(6)]
     assert pages == [3, 3, 1, 0]
+
+
+def test_logs_prints_each_attempt_whole_in_page_order_a_page_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    printed_in_turn = [  # (task, item, attempt, text), as the steps printed them
+        ("b", 0, 1, "b0"),
+        ("a", 1, 1, "a1 first"),
+        ("a", 0, 1, "a0 first"),
+        ("a", 1, 2, "a1 retried"),
+        ("a", 0, 1, "a0 second"),
+    ]
+
+    async def record() -> None:
+        store = SqliteRunLog(tmp_path / "conveyor.db")
+        await store.append("r1", [RunSubmitted(run_id="r1", at=1.0, workflow={}, params={})])
+        await store.write_lines(
+            [
+                LogLine(run_id="r1", task=t, index=i, attempt=n, stream="stdout", at=2.0, text=x)
+                for t, i, n, x in printed_in_turn
+            ]
+        )
+        await store.close()
+
+    asyncio.run(record())
+    for name in ("CONVEYOR_REDIS_URL", "CONVEYOR_AMQP_URL"):  # the runs are in this home
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("conveyor.cli.inspect.LINES_PAGE", 2)
+    pages: list[int] = []
+    real = SqliteRunLog.page_lines
+
+    async def page_lines(self: SqliteRunLog, *args: Any, **kwargs: Any) -> LogPage:
+        page = await real(self, *args, **kwargs)
+        pages.append(len(page.lines))
+        return page
+
+    async def whole(*args: Any, **kwargs: Any) -> list[LogLine]:
+        raise AssertionError("read a run's lines whole")
+
+    monkeypatch.setattr(SqliteRunLog, "page_lines", page_lines)
+    monkeypatch.setattr(SqliteRunLog, "read_lines", whole)
+
+    result = CliRunner().invoke(app, ["logs", "r1", "--home", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "a[0]#1 stdout| a0 first",
+        "a[0]#1 stdout| a0 second",
+        "a[1]#1 stdout| a1 first",
+        "a[1]#2 stdout| a1 retried",
+        "b[0]#1 stdout| b0",
+    ]
+    assert pages == [2, 2, 1]
+
+    retried = CliRunner().invoke(app, ["logs", "r1", "--attempt", "2", "--home", str(tmp_path)])
+    assert retried.exit_code == 0, retried.output
+    assert retried.output == "a[1]#2 stdout| a1 retried\n"
