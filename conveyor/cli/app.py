@@ -59,6 +59,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Markdown joins a docstring's wrapped lines into paragraphs; Rich's mode would break
+    # the help wherever the source's lines end.
+    rich_markup_mode="markdown",
 )
 
 

@@ -138,8 +138,9 @@ def register(app: typer.Typer) -> None:
         ] = False,
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
-        """Print the output lines of a run's steps, per task attempt: task by name, then
-        item, then attempt, each attempt's lines as printed."""
+        """Print the output lines of a run's steps, per task attempt.
+
+        Tasks by name, then items, then attempts; each attempt's lines as printed."""
 
         def show(lines: list[LogLine]) -> None:
             for line in lines:
