@@ -181,7 +181,7 @@ def _from_python_file(path: Path, attribute: str, text: str) -> Workflow:
     like a module imported from before them is refused, not taken for that module.
     """
     if not path.is_file():
-        raise InvalidInput([Problem(f"no such file: {path}")], source=text)
+        raise InvalidInput([Problem("no such file")], source=text)
     folder = str(path.resolve().parent)
     if folder not in sys.path:
         sys.path.append(folder)
@@ -203,10 +203,10 @@ def _from_python_file(path: Path, attribute: str, text: str) -> Workflow:
     if len(workflows) == 1:
         return workflows[0][1]
     if not workflows:
-        said = f"{path} defines no workflow (decorate one with @conveyor.workflow)"
+        said = "defines no workflow (decorate one with @conveyor.workflow)"
     else:
         names = ", ".join(name for name, _ in workflows)
-        said = f"{path} defines {len(workflows)} workflows ({names}): name one as {path}:NAME"
+        said = f"defines {len(workflows)} workflows ({names}): name one as {text}:NAME"
     raise InvalidInput([Problem(said)], source=text)
 
 
