@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from contracts.vocabulary import FailureKind
@@ -87,3 +89,10 @@ class NonRetryableError(StepError):
 
 class NotFound(ConveyorError):
     """A run, task or log asked for does not exist."""
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the known word closest to a misspelt one, or
+    nothing when none is close."""
+    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -21,6 +21,7 @@ from pydantic import (
 
 from contracts.calls import AmqpCall, HttpCall
 from contracts.durations import Duration
+from contracts.errors import did_you_mean
 from contracts.modelbase import EnvName, Model, Name
 from contracts.triggers import Notify, Trigger
 from contracts.vocabulary import RetryableKind
@@ -86,6 +87,16 @@ class Param(Model):
         # `count: 3` is short for `count: {type: int, default: 3}`.
         if isinstance(value, dict) and value and set(value) <= _PARAM_KEYS:
             return value
+        if isinstance(value, dict) and "type" in value:
+            # Most likely a parameter's keys with a typo, not a dict default: refused
+            # rather than taken silently for a default value.
+            unknown = sorted(set(value) - _PARAM_KEYS)
+            hints = [f"{key!r}{did_you_mean(key, _PARAM_KEYS)}" for key in unknown]
+            raise ValueError(
+                f"unknown parameter key {', '.join(hints)}: a parameter has "
+                f"{', '.join(sorted(_PARAM_KEYS))}; a dict default with a 'type' key is"
+                " written {type: dict, default: {...}}"
+            )
         return {"type": infer_type(value), "default": value}
 
     @model_validator(mode="after")

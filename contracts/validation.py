@@ -14,8 +14,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from contracts.code_contexts import splices, unsafe_message
-from contracts.errors import ConveyorError, ExpressionError, InvalidInput, Problem
+from contracts.errors import (
+    ConveyorError,
+    ExpressionError,
+    InvalidInput,
+    Problem,
+    did_you_mean,
+)
 from contracts.expressions import ROOT_NAMES, Expression, Reference, Template, templates_in
+from contracts.fields import fields_at
 from contracts.graph import ancestors, find_cycle
 from contracts.params import coerce_param, resolve_params
 from contracts.spec import Task, Workflow
@@ -83,7 +90,7 @@ def workflow_from_data(
         workflow = Workflow.model_validate(data)
     except ValidationError as exc:
         raise InvalidInput(
-            [smap.problem(_loc(data, err["loc"]), _message(err)) for err in exc.errors()],
+            [_problem(data, err, smap) for err in exc.errors()],
             source=source,
         ) from None
     problems = check_workflow(workflow, smap)
@@ -120,6 +127,13 @@ def _loc(data: Any, loc: tuple[Any, ...]) -> Path:
             out.append(part)  # a missing or unknown field: name it
             node = None
     return tuple(out)
+
+
+def _problem(data: Any, err: Any, smap: SourceMap) -> Problem:
+    path = _loc(data, err["loc"])
+    if err["type"] == "extra_forbidden" and path and isinstance(path[-1], str):
+        return smap.problem(path, "unknown field" + did_you_mean(path[-1], fields_at(path[:-1])))
+    return smap.problem(path, _message(err))
 
 
 def _message(err: Any) -> str:

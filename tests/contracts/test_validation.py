@@ -48,6 +48,52 @@ BAD = [
         name: x
         tasks:
           - name: a
+            scrpt: echo
+        """,
+        "wf.yaml:5, tasks[0].scrpt: unknown field (did you mean 'script'?)",
+        id="misspelt-field-named",
+    ),
+    pytest.param(
+        """
+        name: x
+        tasks:
+          - name: a
+            script: echo
+            retry: {limit: 2, backoff: {dealy: 1s}}
+        """,
+        "wf.yaml:6, tasks[0].retry.backoff.dealy: unknown field (did you mean 'delay'?)",
+        id="misspelt-nested-field-named-from-its-own-model",
+    ),
+    pytest.param(
+        """
+        name: x
+        tasks:
+          - name: a
+            script: {source: echo, name: b}
+        """,
+        # 'name' is a field of a task, not of a script: nothing close is offered.
+        "wf.yaml:5, tasks[0].script.name: unknown field",
+        id="a-field-of-another-model-is-not-offered",
+    ),
+    pytest.param(
+        """
+        name: x
+        params:
+          size: {type: int, defualt: 3}
+        tasks:
+          - name: a
+            script: echo
+        """,
+        "wf.yaml:4, params.size: unknown parameter key 'defualt' (did you mean 'default'?):"
+        " a parameter has default, description, from_env, secret, type; a dict default with"
+        " a 'type' key is written {type: dict, default: {...}}",
+        id="misspelt-parameter-key-not-taken-for-a-dict-default",
+    ),
+    pytest.param(
+        """
+        name: x
+        tasks:
+          - name: a
             script: echo
           - name: a
             script: echo
@@ -439,3 +485,25 @@ def test_checking_a_workflow_leaves_nothing_for_the_cycle_collector() -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_a_dict_default_is_written_short_or_with_type_dict() -> None:
+    workflow = parse(
+        """
+        name: x
+        params:
+          size: 3
+          limits: {cpu: 2}
+          shape: {type: dict, default: {type: circle, radius: 1}}
+        tasks:
+          - name: a
+            script: echo
+        """
+    )
+    params = workflow.params
+    assert (params["size"].type, params["size"].default) == ("int", 3)
+    assert (params["limits"].type, params["limits"].default) == ("dict", {"cpu": 2})
+    assert (params["shape"].type, params["shape"].default) == (
+        "dict",
+        {"type": "circle", "radius": 1},
+    )
