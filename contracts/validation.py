@@ -166,7 +166,10 @@ def check_workflow(workflow: Workflow, smap: SourceMap | None = None) -> list[Pr
         for j, dep in enumerate(task.depends):
             if dep not in index:
                 problems.append(
-                    smap.problem(("tasks", i, "depends", j), f"unknown dependency {dep!r}")
+                    smap.problem(
+                        ("tasks", i, "depends", j),
+                        f"unknown dependency {dep!r}{did_you_mean(dep, index)}",
+                    )
                 )
             elif dep == task.name:
                 problems.append(
@@ -378,22 +381,26 @@ def _check_reference(
         return None
     if root == "params":
         if path[1] not in workflow.params:
-            return f"unknown parameter {path[1]!r}"
+            return f"unknown parameter {path[1]!r}{did_you_mean(path[1], workflow.params)}"
     elif root == "run":
         if path[1] not in RUN_FIELDS:
             return f"unknown run field {path[1]!r} (known: id, workflow)"
     elif root == "tasks":
         name = path[1]
         if not any(t.name == name for t in workflow.tasks):
-            return f"unknown task {name!r}"
+            return f"unknown task {name!r}{did_you_mean(name, (t.name for t in workflow.tasks))}"
         if name not in upstream:
             return f"task {name!r} is not upstream of {task.name!r} (add it to depends)"
         if len(path) >= 3 and path[2] not in TASK_FIELDS:
-            return f"unknown task field {path[2]!r} (known: {', '.join(sorted(TASK_FIELDS))})"
+            hint = (
+                did_you_mean(path[2], TASK_FIELDS) or f" (known: {', '.join(sorted(TASK_FIELDS))})"
+            )
+            return f"unknown task field {path[2]!r}{hint}"
         if len(path) >= 4 and path[2] == "outputs":
             source_task = workflow.task(name)
             if path[3] != "result" and path[3] not in source_task.outputs:
-                return f"task {name!r} has no output {path[3]!r}"
+                known = ["result", *source_task.outputs]
+                return f"task {name!r} has no output {path[3]!r}{did_you_mean(path[3], known)}"
         if (
             len(path) >= 4
             and path[2] == "artifacts"

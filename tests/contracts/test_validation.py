@@ -178,6 +178,51 @@ BAD = [
     pytest.param(
         """
         name: x
+        params: {size: 3}
+        tasks:
+          - name: make
+            script: echo
+          - name: use
+            depends: [mkae]
+            command: [echo, "{{ params.sise }}"]
+        """,
+        "wf.yaml:8, tasks[1].depends[0]: unknown dependency 'mkae' (did you mean 'make'?)",
+        id="misspelt-dependency-named",
+    ),
+    pytest.param(
+        """
+        name: x
+        params: {size: 3}
+        tasks:
+          - name: make
+            script: echo
+            outputs: {count: count.txt}
+          - name: use
+            depends: [make]
+            command:
+              - "{{ params.sise }}"
+              - "{{ tasks.mkae.outputs.result }}"
+              - "{{ tasks.make.output.result }}"
+              - "{{ tasks.make.outputs.cuont }}"
+              - "{{ tasks.make.zzz }}"
+        """,
+        [
+            "wf.yaml:11, tasks[1].command[0]: unknown parameter 'sise' (did you mean 'size'?)"
+            " in 'params.sise'",
+            "wf.yaml:12, tasks[1].command[1]: unknown task 'mkae' (did you mean 'make'?)"
+            " in 'tasks.mkae.outputs.result'",
+            "wf.yaml:13, tasks[1].command[2]: unknown task field 'output' (did you mean"
+            " 'outputs'?) in 'tasks.make.output.result'",
+            "wf.yaml:14, tasks[1].command[3]: task 'make' has no output 'cuont' (did you mean"
+            " 'count'?) in 'tasks.make.outputs.cuont'",
+            "wf.yaml:15, tasks[1].command[4]: unknown task field 'zzz' (known: artifacts,"
+            " attempts, outputs, state) in 'tasks.make.zzz'",
+        ],
+        id="misspelt-references-named",
+    ),
+    pytest.param(
+        """
+        name: x
         tasks:
           - name: a
             script: echo
@@ -267,9 +312,12 @@ BAD = [
 
 
 @pytest.mark.parametrize(("text", "expected"), BAD)
-def test_bad_workflows_are_rejected_with_location(text: str, expected: str) -> None:
+def test_bad_workflows_are_rejected_with_location(text: str, expected: str | list[str]) -> None:
     rendered = problems_of(text)
-    assert any(expected in line for line in rendered), rendered
+    if isinstance(expected, list):  # every problem, in order
+        assert rendered == expected
+    else:
+        assert any(expected in line for line in rendered), rendered
 
 
 def test_all_problems_are_reported_not_just_the_first() -> None:
