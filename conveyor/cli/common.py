@@ -168,6 +168,9 @@ def load_target(target: Path) -> Workflow:
         return _from_python_file(target, "", text)
     if target.exists() or not colon or text.endswith((".yaml", ".yml")):
         return load_workflow(target, max_bytes=Settings().max_workflow_bytes)
+    if path_text.endswith((".yaml", ".yml")):
+        said = f"a YAML file holds one workflow: name the file alone ({path_text})"
+        raise InvalidInput([Problem(said)], source=text)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     return _workflow_in(_imported(path_text, text), attribute, text)

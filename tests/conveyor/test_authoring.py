@@ -212,6 +212,12 @@ def test_cli_runs_a_python_file_by_its_path(tmp_path: Path) -> None:
     missing = cli("run", "examples/no_such_file.py", cwd=ROOT, home=tmp_path)
     assert missing.returncode == 2
     assert missing.stderr == "error: examples/no_such_file.py: no such file\n"
+    named_yaml = cli("validate", "examples/batch.yaml:batch", cwd=ROOT, home=tmp_path)
+    assert named_yaml.returncode == 2
+    assert named_yaml.stderr == (
+        "error: examples/batch.yaml:batch: a YAML file holds one workflow: name the file"
+        " alone (examples/batch.yaml)\n"
+    )
     # A file named like a module imported already would run that module's code instead.
     (tmp_path / "flows").mkdir()
     (tmp_path / "flows" / "json.py").write_text("raise SystemExit('never imported')\n")
