@@ -121,6 +121,15 @@ function wire(root) {
       openTask(run.dataset.run, panel.dataset.task, link.dataset.items);
     });
   }
+  // A fan-out of 100,000 items is 2,000 pages: an item is reached by its number.
+  for (const form of root.querySelectorAll("form[data-jump]")) {
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const panel = document.getElementById("task-panel");
+      const item = encodeURIComponent(form.elements.namedItem("item").value);
+      openTask(run.dataset.run, panel.dataset.task, form.dataset.jump + item);
+    });
+  }
   for (const link of root.querySelectorAll("a[data-logs]")) {
     link.addEventListener("click", (event) => {
       event.preventDefault();
