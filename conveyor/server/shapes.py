@@ -106,3 +106,15 @@ def items_page(
             page.append(item_shape(index, inst))
         index += 1
     return page, (index if index < len(node.instances) else None)
+
+
+def previous_offset(node: Node, *, state: str | None, offset: int, limit: int) -> int | None:
+    """Where the page before the one at ``offset`` starts (of one state): ``limit`` items
+    of that state back, or the first; None on the first page."""
+    found = 0
+    index = offset
+    while index > 0 and found < limit:
+        index -= 1
+        if state is None or str(node.instances[index].status) == state:
+            found += 1
+    return index if found else None

@@ -20,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 from conveyor.server.access import ApiContext, ApiProblem, needs, run_id_param
 from conveyor.server.auth import Scope
 from conveyor.server.pictures import BAR_W, BOX_H, BOX_W, LABEL_W, dag, timeline
-from conveyor.server.shapes import items_page, summary_shape, task_shape
+from conveyor.server.shapes import items_page, previous_offset, summary_shape, task_shape
 from engine.triggers.schedule import Schedule
 from engine.triggers.scheduler import cursor_key, read_cursor
 
@@ -159,6 +159,7 @@ def build_ui() -> APIRouter:
         if node is None:
             raise ApiProblem(404, "no such task")
         page, next_offset = items_page(node, state=state or None, offset=offset, limit=50)
+        before = previous_offset(node, state=state or None, offset=offset, limit=50)
         return templates.TemplateResponse(
             request,
             "task.html",
@@ -168,6 +169,7 @@ def build_ui() -> APIRouter:
                 "items": page,
                 "offset": offset,
                 "next_offset": next_offset,
+                "previous_offset": before,
                 "state": state or "",
                 "total": len(node.instances),
             },

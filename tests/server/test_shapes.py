@@ -1,0 +1,55 @@
+"""A fan-out's items a page at a time, forwards and back, of every state or of one."""
+
+from __future__ import annotations
+
+import pytest
+
+from contracts.spec import Task
+from contracts.vocabulary import TaskStatus
+from conveyor.server.shapes import items_page, previous_offset
+from engine.state.model import Instance, Node
+
+S, F = TaskStatus.SUCCEEDED, TaskStatus.FAILED
+
+
+def fan_out(statuses: list[TaskStatus]) -> Node:
+    node = Node(spec=Task(name="each", script="echo"), deps_left=0, ancestors=frozenset())
+    node.instances = [Instance(status=status) for status in statuses]
+    return node
+
+
+def indexes(node: Node, state: str | None, offset: int, limit: int) -> list[int]:
+    return [item["index"] for item in items_page(node, state=state, offset=offset, limit=limit)[0]]
+
+
+# Items 0-11: every third one failed (0, 3, 6, 9).
+TWELVE = [F if i % 3 == 0 else S for i in range(12)]
+
+
+@pytest.mark.parametrize("state", [None, "failed", "succeeded"])
+def test_previous_leads_back_through_the_pages_next_went_through(state: str | None) -> None:
+    node = fan_out(TWELVE)
+    pages, offset = [], 0
+    while True:  # forwards
+        pages.append((offset, indexes(node, state, offset, 2)))
+        _, following = items_page(node, state=state, offset=offset, limit=2)
+        if following is None:
+            break
+        offset = following
+    back = []
+    for offset, _ in reversed(pages):  # and back: each page's previous is the one before
+        before = previous_offset(node, state=state, offset=offset, limit=2)
+        back.append(None if before is None else indexes(node, state, before, 2))
+    shown = [page for _, page in pages]
+    assert back == [*reversed(shown[:-1]), None]
+
+
+def test_previous_of_a_filtered_page_counts_items_of_its_state() -> None:
+    node = fan_out(TWELVE)
+    # The failed items from 9 on are [9]; the two failed ones before it are 3 and 6,
+    # nine items back where 'offset - limit' would have said 7.
+    assert previous_offset(node, state="failed", offset=9, limit=2) == 3
+    assert indexes(node, "failed", 3, 2) == [3, 6]
+    assert previous_offset(node, state="failed", offset=1, limit=2) == 0
+    assert previous_offset(node, state=None, offset=0, limit=2) is None
+    assert previous_offset(node, state="failed", offset=0, limit=2) is None
