@@ -97,7 +97,8 @@ def run_shape(state: RunState) -> dict[str, Any]:
 def items_page(
     node: Node, *, state: str | None, offset: int, limit: int
 ) -> tuple[list[dict[str, Any]], int | None]:
-    """A page of a task's items (of one state); the offset of the next page, or None."""
+    """A page of a task's items (of one state); the offset of the next page: its first
+    item's number, or None when no item (of that state) follows."""
     page: list[dict[str, Any]] = []
     index = offset
     while index < len(node.instances) and len(page) < limit:
@@ -105,7 +106,12 @@ def items_page(
         if state is None or str(inst.status) == state:
             page.append(item_shape(index, inst))
         index += 1
-    return page, (index if index < len(node.instances) else None)
+    # Looked for, not assumed: a "next" that opens on no items is no use.
+    while index < len(node.instances):
+        if state is None or str(node.instances[index].status) == state:
+            return page, index
+        index += 1
+    return page, None
 
 
 def previous_offset(node: Node, *, state: str | None, offset: int, limit: int) -> int | None:

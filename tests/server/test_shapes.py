@@ -53,3 +53,11 @@ def test_previous_of_a_filtered_page_counts_items_of_its_state() -> None:
     assert previous_offset(node, state="failed", offset=1, limit=2) == 0
     assert previous_offset(node, state=None, offset=0, limit=2) is None
     assert previous_offset(node, state="failed", offset=0, limit=2) is None
+
+
+def test_next_is_where_the_next_item_of_the_state_is_and_none_after_the_last() -> None:
+    node = fan_out(TWELVE)
+    assert items_page(node, state="failed", offset=0, limit=2)[1] == 6
+    assert items_page(node, state="failed", offset=6, limit=2)[1] is None  # 6 and 9: the last
+    assert items_page(node, state=None, offset=10, limit=2)[1] is None
+    assert items_page(node, state=None, offset=8, limit=2)[1] == 10
