@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -26,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from webhooks import _port, _process
+from webhooks import _port, _process, server_env
 
 LONG = """
 name: long
@@ -52,12 +51,7 @@ def server(home: Path) -> Iterator[str]:
     (home / "flows" / "long.yaml").write_text(LONG)
     (home / "flows" / "fan.yaml").write_text(FAN)
     port = _port()
-    env = {
-        **os.environ,
-        "CONVEYOR_HOME": str(home / ".conveyor"),
-        "CONVEYOR_LOG_LEVEL": "error",
-        "CONVEYOR_PYTHON_PATH": str(Path(__file__).resolve().parent),
-    }
+    env = server_env(CONVEYOR_HOME=str(home / ".conveyor"))
     args = [sys.executable, "-m", "conveyor", "server", "--workflows", "flows", "--port", str(port)]
     with _process(args, port, env, home) as url:
         yield url

@@ -100,9 +100,17 @@ def _process(
             proc.wait(timeout=30)
 
 
-def _env(**extra: str) -> dict[str, str]:
+_ENGINE_ADDRESSES = ("CONVEYOR_AMQP_URL", "CONVEYOR_REDIS_URL")
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    """A benchmarked server's environment: the suite's, without the broker and log it may
+    have been given (``CONVEYOR_AMQP_URL`` set for the distributed figures would make an
+    embedded server a front end to an engine with no coordinator); ``extra`` sets them
+    again."""
+    inherited = {k: v for k, v in os.environ.items() if k not in _ENGINE_ADDRESSES}
     return {
-        **os.environ,
+        **inherited,
         "BENCH_SECRET": SECRET,
         "CONVEYOR_LOG_LEVEL": "error",
         "CONVEYOR_PYTHON_PATH": str(Path(__file__).resolve().parent),
@@ -116,7 +124,8 @@ def server(home: Path, **env: str) -> Iterator[str]:
     (home / "flows" / "hooked.yaml").write_text(HOOKED)
     port = _port()
     args = [sys.executable, "-m", "conveyor", "server", "--workflows", "flows", "--port", str(port)]
-    with _process(args, port, _env(CONVEYOR_HOME=str(home / ".conveyor"), **env), home) as url:
+    environment = server_env(CONVEYOR_HOME=str(home / ".conveyor"), **env)
+    with _process(args, port, environment, home) as url:
         yield url
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.__main__ import _embedded_engine, check_targets, embedded_fanout, script_fanout
 from engine.runlog.memory import MemoryRunLog
 from engine.runlog.sqlite import SqliteRunLog
@@ -69,6 +71,23 @@ async def test_the_webhook_benchmark_measures_a_real_server() -> None:
     figures = await webhooks.accept_latency(rate=20, seconds=1)
     assert figures["webhook_accept_p50_ms"] > 0 and figures["bare_fastapi_p50_ms"] > 0
     assert figures["webhook_accept_p99_ms"] >= figures["webhook_accept_p50_ms"]
+
+
+async def test_the_embedded_webhook_figure_runs_embedded_whatever_engine_the_suite_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `python -m benchmarks` takes the distributed figures' servers from these; the
+    # embedded server must not become a front end to them (nothing would run its steps).
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from benchmarks import webhooks
+
+    monkeypatch.setenv("CONVEYOR_AMQP_URL", "amqp://nobody:nothing@127.0.0.1:9/")
+    monkeypatch.setenv("CONVEYOR_REDIS_URL", "redis://127.0.0.1:9/0")
+    figures = await webhooks.to_first_task_embedded(count=8)
+    assert 0 < figures["webhook_to_task_p50_ms"] <= figures["webhook_to_task_p99_ms"]
 
 
 async def test_the_log_page_benchmark_reads_pages_and_the_whole(redis_url: str) -> None:
