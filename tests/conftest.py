@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -11,6 +12,11 @@ EXAMPLES = ROOT / "examples"
 for path in (str(EXAMPLES), str(ROOT / "tests" / "steps")):
     if path not in sys.path:
         sys.path.insert(0, path)
+
+# The tests read what the CLI prints as text: a CI system that forces colours on every
+# program (FORCE_COLOR, TTY_COMPATIBLE) would put escape codes between the words.
+for name in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+    os.environ.pop(name, None)
 
 from collections.abc import AsyncIterator, Iterator  # noqa: E402
 from typing import Any  # noqa: E402
