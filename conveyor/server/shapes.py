@@ -103,12 +103,12 @@ def items_page(
     index = offset
     while index < len(node.instances) and len(page) < limit:
         inst = node.instances[index]
-        if state is None or str(inst.status) == state:
+        if _in_state(inst, state):
             page.append(item_shape(index, inst))
         index += 1
     # Looked for, not assumed: a "next" that opens on no items is no use.
     while index < len(node.instances):
-        if state is None or str(node.instances[index].status) == state:
+        if _in_state(node.instances[index], state):
             return page, index
         index += 1
     return page, None
@@ -121,6 +121,10 @@ def previous_offset(node: Node, *, state: str | None, offset: int, limit: int) -
     index = offset
     while index > 0 and found < limit:
         index -= 1
-        if state is None or str(node.instances[index].status) == state:
+        if _in_state(node.instances[index], state):
             found += 1
     return index if found else None
+
+
+def _in_state(inst: Instance, state: str | None) -> bool:
+    return state is None or str(inst.status) == state
