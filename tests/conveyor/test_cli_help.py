@@ -4,7 +4,6 @@ broken where the source's lines end."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
@@ -13,10 +12,8 @@ from typer.testing import CliRunner
 
 from conveyor.cli.app import app
 
-# Wide enough that the terminal wraps nothing, and plain text whatever the environment
-# asks of Rich (CI systems often force colours).
-WIDE: dict[str, str | None] = {"COLUMNS": "1000", "FORCE_COLOR": None, "TTY_COMPATIBLE": None}
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
+WIDE = {"COLUMNS": "1000"}  # wide enough that the terminal wraps nothing (and
+# tests/conftest.py clears what would force colours on)
 
 
 def _commands(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -54,8 +51,7 @@ def test_every_command_has_a_summary_to_check() -> None:
 def test_the_command_list_shows_each_summary_on_one_line() -> None:
     listing = CliRunner().invoke(app, ["--help"], env=WIDE)
     assert listing.exit_code == 0, listing.output
-    text = ANSI.sub("", listing.output)
-    rows = {line.strip("│ ").split(" ", 1)[0]: line for line in text.splitlines()}
+    rows = {line.strip("│ ").split(" ", 1)[0]: line for line in listing.output.splitlines()}
     for (name,) in (words for words in COMMANDS if len(words) == 1):
         assert _summary((name,)) in rows[name], f"{name}: {rows[name]!r}"
 
@@ -64,6 +60,6 @@ def test_the_command_list_shows_each_summary_on_one_line() -> None:
 def test_a_commands_own_help_shows_each_paragraph_on_one_line(words: tuple[str, ...]) -> None:
     shown = CliRunner().invoke(app, [*words, "--help"], env=WIDE)
     assert shown.exit_code == 0, shown.output
-    lines = [line.strip() for line in ANSI.sub("", shown.output).splitlines()]
+    lines = [line.strip() for line in shown.output.splitlines()]
     for paragraph in _paragraphs(words):
         assert paragraph in lines, shown.output
