@@ -249,6 +249,14 @@ class Client:
             await self.find(run), task, index, attempt, after=after, limit=limit
         )
 
+    async def task_names(self, run: str) -> list[str]:
+        """The names of the run's tasks, in workflow order, read from its submission
+        alone (no state is built: a 1,000,000-item run's takes most of a second)."""
+        run_id = await self.find(run)
+        first = await self.store.read(run_id, 0, limit=1)
+        submitted = _first_state_event(run_id, first[0] if first else None)
+        return [task["name"] for task in submitted.workflow.get("tasks", [])]
+
     async def state(self, run: str) -> RunState:
         """The run's state now: its latest snapshot with the events after it folded in.
 
@@ -397,6 +405,10 @@ def _folded(run_id: str, state: RunState | None, events: Sequence[Event]) -> Run
 
 
 def _first_state(run_id: str, event: Event) -> RunState:
+    return new_state(_first_state_event(run_id, event))
+
+
+def _first_state_event(run_id: str, event: Event | None) -> RunSubmitted:
     if not isinstance(event, RunSubmitted):
         raise ConveyorError(f"the log of run {run_id} does not start with its submission")
-    return new_state(event)
+    return event

@@ -18,7 +18,7 @@ import typer
 from rich.table import Table
 
 from contracts.codec import to_builtins
-from contracts.errors import ConveyorError, InvalidInput, NotFound, Problem
+from contracts.errors import ConveyorError, InvalidInput, NotFound, Problem, did_you_mean
 from contracts.events import ArtifactRef
 from contracts.ports import LogLine
 from contracts.vocabulary import RunStatus
@@ -154,14 +154,20 @@ def register(app: typer.Typer) -> None:
             if index is not None and task is None:
                 raise InvalidInput([Problem("--index picks an item of a task: name the task")])
             if task is not None:
-                nodes = (await client.state(full)).nodes
-                if task not in nodes:
-                    tasks = ", ".join(nodes)
+                names = await client.task_names(full)
+                if task not in names:
                     raise InvalidInput(
-                        [Problem(f"run {full} has no task {task!r}; its tasks: {tasks}")]
+                        [
+                            Problem(
+                                f"run {full} has no task {task!r}{did_you_mean(task, names)};"
+                                f" its tasks: {', '.join(names)}"
+                            )
+                        ]
                     )
-                count = len(nodes[task].instances)
-                if index is not None and count and index >= count:
+            if task is not None and index is not None:
+                # Only the state knows how many items a fan-out has.
+                count = len((await client.state(full)).nodes[task].instances)
+                if count and index >= count:
                     raise InvalidInput(
                         [Problem(f"task {task!r} has {count} item(s), 0 to {count - 1}")],
                         source="--index",

@@ -104,3 +104,46 @@ def test_logs_prints_each_attempt_whole_in_page_order_a_page_at_a_time(
     retried = CliRunner().invoke(app, ["logs", "r1", "--attempt", "2", "--home", str(tmp_path)])
     assert retried.exit_code == 0, retried.output
     assert retried.output == "a[1]#2 stdout| a1 retried\n"
+
+
+def test_logs_of_a_task_checks_its_name_against_the_submission_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Naming a task does not build the run's state (most of a second on a
+    1,000,000-item run) before the first line; a misspelt name is answered."""
+    workflow = {"name": "wf", "tasks": [{"name": "process", "script": "true"}]}
+
+    async def record() -> None:
+        store = SqliteRunLog(tmp_path / "conveyor.db")
+        await store.append("r1", [RunSubmitted(run_id="r1", at=1.0, workflow=workflow, params={})])
+        await store.write_lines(
+            [
+                LogLine(
+                    run_id="r1",
+                    task="process",
+                    index=0,
+                    attempt=1,
+                    stream="stdout",
+                    at=2.0,
+                    text="hi",
+                )
+            ]
+        )
+        await store.close()
+
+    asyncio.run(record())
+    for name in ("CONVEYOR_REDIS_URL", "CONVEYOR_AMQP_URL"):  # the runs are in this home
+        monkeypatch.delenv(name, raising=False)
+
+    async def no_state(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("built the run's state")
+
+    monkeypatch.setattr("engine.client.Client.state", no_state)
+    home = ["--home", str(tmp_path)]
+    found = CliRunner().invoke(app, ["logs", "r1", "process", *home])
+    assert found.exit_code == 0, found.output
+    assert found.output == "process[0]#1 stdout| hi\n"
+
+    misspelt = CliRunner().invoke(app, ["logs", "r1", "procss", *home])
+    assert misspelt.exit_code == 2
+    assert "has no task 'procss' (did you mean 'process'?); its tasks: process" in misspelt.output
