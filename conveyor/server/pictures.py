@@ -4,6 +4,7 @@ timeline of the tasks. Pure: the run's state in, positions out."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -11,7 +12,12 @@ from contracts.events import Event, TaskDispatched, TaskFailed, TaskStarted, Tas
 from engine.state.model import RunState
 
 BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 190, 58, 60, 24, 16
-ROW_H, LABEL_W, BAR_W = 22, 160, 640
+ROW_H, LABEL_W = 22, 160
+MIN_BAR = 0.002
+"""The narrowest bar, as a share of the run's span: a step of a millisecond in an hour's
+run is still seen."""
+TICKS = 6
+"""About how many times the timeline's axis names."""
 
 
 @dataclass(frozen=True)
@@ -90,9 +96,19 @@ def dag(state: RunState) -> Graph:
 class Bar:
     name: str
     y: int
-    x: float
-    width: float
+    start: float
+    """Where the bar begins, as a share of the run's span (0 to 1): the picture
+    stretches to the width it is given."""
+    length: float
+    """The bar's length, as a share of the run's span."""
     state: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    at: float
+    """A share of the run's span."""
     label: str
 
 
@@ -103,6 +119,42 @@ class Timeline:
     span: float
     """Seconds from the run's submission to its end (or now)."""
     per_attempt: bool = False
+
+    @property
+    def ticks(self) -> list[Tick]:
+        return ticks(self.span)
+
+
+CLOCK_STEPS = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+"""Steps of a minute or more that a clock reads as round."""
+
+
+def ticks(span: float) -> list[Tick]:
+    """Round times from 0 to ``span`` seconds, about ``TICKS`` of them, for an axis."""
+    raw = span / TICKS
+    if raw <= 30:
+        magnitude = 10 ** math.floor(math.log10(raw))
+        step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    else:
+        step = next((s for s in CLOCK_STEPS if s >= raw), math.ceil(raw / 86400) * 86400)
+    digits = max(0, -math.floor(math.log10(step) + 1e-9))
+    count = math.floor(span / step + 1e-9)
+    return [Tick(n * step / span, _clock(n * step, digits)) for n in range(count + 1)]
+
+
+def _clock(seconds: float, digits: int) -> str:
+    if seconds == 0:
+        return "0s"
+    if seconds < 60 or seconds % 60:
+        return f"{seconds:.{digits}f}s"
+    hours, minutes = divmod(round(seconds) // 60, 60)
+    if not hours:
+        return f"{minutes}m"
+    return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
+
+
+def _bar_at(first: float, last: float, begin: float, span: float) -> tuple[float, float]:
+    return (first - begin) / span, max((last - first) / span, MIN_BAR)
 
 
 def timeline(state: RunState, now: float, events: list[Event] | None = None) -> Timeline:
@@ -122,12 +174,11 @@ def timeline(state: RunState, now: float, events: list[Event] | None = None) -> 
             continue
         first = min(starts)
         last = max(ends) if ends and len(ends) == len(node.instances) else end
-        x = (first - begin) / span * BAR_W
-        width = max((last - first) / span * BAR_W, 2.0)
         label = f"{last - first:.2f}s"
         if node.spec.fans_out:
             label += f" · {len(node.instances):,} items"
-        bars.append(Bar(name, row * ROW_H, LABEL_W + x, width, str(node.status), label))
+        at = _bar_at(first, last, begin, span)
+        bars.append(Bar(name, row * ROW_H, *at, str(node.status), label))
     return Timeline(bars, max(len(state.nodes), 1) * ROW_H, span)
 
 
@@ -159,16 +210,15 @@ def _attempts(state: RunState, now: float, events: list[Event]) -> Timeline:
         if node.spec.fans_out:
             if name in by_task:
                 bar = by_task[name]
-                bars.append(Bar(name, row * ROW_H, bar.x, bar.width, bar.state, bar.label))
+                bars.append(Bar(name, row * ROW_H, bar.start, bar.length, bar.state, bar.label))
             row += 1
             continue
         attempts = sorted((a, at) for (task, a), at in started.items() if task == name)
         for attempt, first in attempts:
             last, outcome = ended.get((name, attempt), (end, "running"))
-            x = LABEL_W + (first - begin) / span * BAR_W
-            width = max((last - first) / span * BAR_W, 2.0)
             label = f"attempt {attempt}: {outcome}, {last - first:.2f}s"
-            bars.append(Bar(f"{name} #{attempt}", row * ROW_H, x, width, outcome, label))
+            at = _bar_at(first, last, begin, span)
+            bars.append(Bar(f"{name} #{attempt}", row * ROW_H, *at, outcome, label))
             row += 1
         if not attempts:
             row += 1

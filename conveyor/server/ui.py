@@ -19,7 +19,7 @@ from fastapi.templating import Jinja2Templates
 
 from conveyor.server.access import ApiContext, ApiProblem, needs, run_id_param
 from conveyor.server.auth import Scope
-from conveyor.server.pictures import BAR_W, BOX_H, BOX_W, LABEL_W, dag, timeline
+from conveyor.server.pictures import BOX_H, BOX_W, LABEL_W, dag, timeline
 from conveyor.server.shapes import items_page, previous_offset, summary_shape, task_shape
 from engine.triggers.schedule import Schedule
 from engine.triggers.scheduler import cursor_key, read_cursor
@@ -44,7 +44,7 @@ def _took(start: float | None, end: float | None) -> str:
 
 
 templates.env.filters["when"] = _when
-templates.env.globals.update(took=_took, BOX_W=BOX_W, BOX_H=BOX_H, LABEL_W=LABEL_W, BAR_W=BAR_W)
+templates.env.globals.update(took=_took, BOX_W=BOX_W, BOX_H=BOX_H, LABEL_W=LABEL_W)
 
 
 def _context(request: Request) -> ApiContext:

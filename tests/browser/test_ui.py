@@ -169,6 +169,12 @@ async def test_a_live_run_is_watched_opened_and_approved(server: str, page: obje
     # The timeline has a bar per attempt of each plain task, one for the whole fan-out.
     await expect(page.locator(".gantt text", has_text="prepare #1")).to_be_visible()
     await expect(page.locator(".gantt text", has_text="each")).to_have_count(1)
+    # Its bars stretch across the panel, whatever the window's width.
+    timeline = await page.locator("section.panel", has=page.locator(".gantt")).bounding_box()
+    bars = await page.locator(".gantt svg.bars").bounding_box()
+    assert timeline is not None and bars is not None
+    assert bars["x"] + bars["width"] > timeline["x"] + timeline["width"] * 0.95
+    await expect(page.locator(".gantt text.tick").first).to_have_text("0s")
     await shot(page, "run-waiting")
     # The fan-out opens as a table of items, with each item's logs.
     await page.locator(".dag .node[data-task='each']").click()
