@@ -7,10 +7,13 @@ read a page at a time. Nothing here grows with the number of items but the count
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from itertools import islice
 from operator import attrgetter
 from typing import Any
 
 from contracts.ports import RunSummary
+from contracts.vocabulary import TaskStatus
 from engine.state.model import Instance, Node, RunState
 
 _status = attrgetter("status")
@@ -99,32 +102,31 @@ def items_page(
 ) -> tuple[list[dict[str, Any]], int | None]:
     """A page of a task's items (of one state); the offset of the next page: its first
     item's number, or None when no item (of that state) follows."""
-    page: list[dict[str, Any]] = []
-    index = offset
-    while index < len(node.instances) and len(page) < limit:
-        inst = node.instances[index]
-        if _in_state(inst, state):
-            page.append(item_shape(index, inst))
-        index += 1
+    found = _in_state(node, state, range(offset, len(node.instances)))
+    page = [item_shape(index, node.instances[index]) for index in islice(found, limit)]
     # Looked for, not assumed: a "next" that opens on no items is no use.
-    while index < len(node.instances):
-        if _in_state(node.instances[index], state):
-            return page, index
-        index += 1
-    return page, None
+    return page, next(found, None)
 
 
 def previous_offset(node: Node, *, state: str | None, offset: int, limit: int) -> int | None:
     """Where the page before the one at ``offset`` starts (of one state): ``limit`` items
     of that state back, or the first; None on the first page."""
-    found = 0
-    index = offset
-    while index > 0 and found < limit:
-        index -= 1
-        if _in_state(node.instances[index], state):
-            found += 1
-    return index if found else None
+    back = list(islice(_in_state(node, state, range(offset - 1, -1, -1)), limit))
+    if not back:
+        return None
+    return back[-1] if len(back) == limit else 0
 
 
-def _in_state(inst: Instance, state: str | None) -> bool:
-    return state is None or str(inst.status) == state
+def _in_state(node: Node, state: str | None, indexes: range) -> Iterator[int]:
+    """The items of ``indexes`` in ``state`` (any state if None), in that order.
+
+    A filter over a 1,000,000-item task may pass over every item, so each is compared
+    with the state asked for as the enum it is stored as, not turned into text first."""
+    if state is None:
+        return iter(indexes)
+    try:
+        wanted = TaskStatus(state)
+    except ValueError:
+        return iter(())  # a state no item can be in
+    instances = node.instances
+    return (index for index in indexes if instances[index].status == wanted)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from contracts.events import RunSubmitted, TaskDispatched, TaskExpanded, TaskFailed
 from contracts.spec import Task
 from contracts.vocabulary import TaskStatus
 from conveyor.server.shapes import items_page, previous_offset
+from engine.state import snapshot
+from engine.state.fold import fold, new_state
 from engine.state.model import Instance, Node
 
 S, F = TaskStatus.SUCCEEDED, TaskStatus.FAILED
@@ -61,3 +64,26 @@ def test_next_is_where_the_next_item_of_the_state_is_and_none_after_the_last() -
     assert items_page(node, state="failed", offset=6, limit=2)[1] is None  # 6 and 9: the last
     assert items_page(node, state=None, offset=10, limit=2)[1] is None
     assert items_page(node, state=None, offset=8, limit=2)[1] == 10
+
+
+def test_a_state_no_item_can_be_in_is_an_empty_page_with_no_next_or_previous() -> None:
+    node = fan_out(TWELVE)
+    assert items_page(node, state="finished", offset=0, limit=2) == ([], None)
+    assert previous_offset(node, state="finished", offset=12, limit=2) is None
+
+
+def test_items_read_from_a_snapshot_are_filtered_alike() -> None:
+    """Pages compare states as the enum: a state loaded from a snapshot holds the same."""
+    workflow = {"name": "wf", "tasks": [{"name": "each", "items": "range(4)", "script": "x"}]}
+    state = new_state(RunSubmitted(run_id="r", at=1.0, workflow=workflow, params={}))
+    fold(state, TaskExpanded(run_id="r", at=1.0, task="each", index=-1, count=4))
+    fold(state, TaskDispatched(run_id="r", at=1.0, task="each", index=0))
+    fold(state, TaskDispatched(run_id="r", at=1.0, task="each", index=1))
+    fold(state, TaskFailed(run_id="r", at=2.0, task="each", index=1, error="boom"))
+    loaded = snapshot.load(snapshot.dump(state))
+    for node in (state.nodes["each"], loaded.nodes["each"]):
+        by_state = {
+            name: [item["index"] for item in items_page(node, state=name, offset=0, limit=9)[0]]
+            for name in ("dispatched", "failed", "pending")
+        }
+        assert by_state == {"dispatched": [0], "failed": [1], "pending": [2, 3]}
