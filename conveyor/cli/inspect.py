@@ -173,14 +173,19 @@ def register(app: typer.Typer) -> None:
                         source="--index",
                     )
             if not follow:
-                after = None
+                after, shown = None, 0
                 while True:
                     page = await client.line_page(
                         full, task, index, attempt, after=after, limit=LINES_PAGE
                     )
                     show(page.lines)
+                    shown += len(page.lines)
                     if (after := page.next) is None:
-                        return
+                        break
+                if not shown:  # on stderr: a pipe reading the lines still reads none
+                    whose = _whose(full, task, index, attempt)
+                    sys.stderr.write(f"no lines: {whose} printed none\n")
+                return
             # What is stored now (shown as read, not held), then what running attempts
             # print, each line read once; the run's log says when it has ended.
             async for lines, _ in client.follow_lines(
@@ -189,6 +194,14 @@ def register(app: typer.Typer) -> None:
                 show(lines)
 
         _read(home, read)
+
+    def _whose(run: str, task: str | None, index: int | None, attempt: int | None) -> str:
+        """Whose lines were asked for, in words."""
+        if task is None:
+            whose = f"the steps of run {run}"
+        else:
+            whose = f"task {task!r}" if index is None else f"item {index} of task {task!r}"
+        return whose if attempt is None else f"{whose} (attempt {attempt})"
 
     @app.command()
     def events(run_id: RunArgument, home: HomeOption = DEFAULT_HOME) -> None:

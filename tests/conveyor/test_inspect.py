@@ -106,40 +106,37 @@ def test_logs_prints_each_attempt_whole_in_page_order_a_page_at_a_time(
     assert retried.output == "a[1]#2 stdout| a1 retried\n"
 
 
-def test_logs_of_a_task_checks_its_name_against_the_submission_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Naming a task does not build the run's state (most of a second on a
-    1,000,000-item run) before the first line; a misspelt name is answered."""
+def _run_of_one_line(home: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A run in ``home`` whose one task, ``process``, printed one line; the CLI options
+    that read it."""
     workflow = {"name": "wf", "tasks": [{"name": "process", "script": "true"}]}
 
     async def record() -> None:
-        store = SqliteRunLog(tmp_path / "conveyor.db")
+        store = SqliteRunLog(home / "conveyor.db")
         await store.append("r1", [RunSubmitted(run_id="r1", at=1.0, workflow=workflow, params={})])
-        await store.write_lines(
-            [
-                LogLine(
-                    run_id="r1",
-                    task="process",
-                    index=0,
-                    attempt=1,
-                    stream="stdout",
-                    at=2.0,
-                    text="hi",
-                )
-            ]
+        line = LogLine(
+            run_id="r1", task="process", index=0, attempt=1, stream="stdout", at=2.0, text="hi"
         )
+        await store.write_lines([line])
         await store.close()
 
     asyncio.run(record())
     for name in ("CONVEYOR_REDIS_URL", "CONVEYOR_AMQP_URL"):  # the runs are in this home
         monkeypatch.delenv(name, raising=False)
+    return ["--home", str(home)]
+
+
+def test_logs_of_a_task_checks_its_name_against_the_submission_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Naming a task does not build the run's state (most of a second on a
+    1,000,000-item run) before the first line; a misspelt name is answered."""
+    home = _run_of_one_line(tmp_path, monkeypatch)
 
     async def no_state(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("built the run's state")
 
     monkeypatch.setattr("engine.client.Client.state", no_state)
-    home = ["--home", str(tmp_path)]
     found = CliRunner().invoke(app, ["logs", "r1", "process", *home])
     assert found.exit_code == 0, found.output
     assert found.output == "process[0]#1 stdout| hi\n"
@@ -147,3 +144,19 @@ def test_logs_of_a_task_checks_its_name_against_the_submission_alone(
     misspelt = CliRunner().invoke(app, ["logs", "r1", "procss", *home])
     assert misspelt.exit_code == 2
     assert "has no task 'procss' (did you mean 'process'?); its tasks: process" in misspelt.output
+
+
+def test_logs_that_find_no_line_say_so_on_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = _run_of_one_line(tmp_path, monkeypatch)
+    for options, whose in [
+        (["process", "--attempt", "2"], "task 'process' (attempt 2)"),
+        (["--attempt", "3"], "the steps of run r1 (attempt 3)"),
+    ]:
+        silent = CliRunner().invoke(app, ["logs", "r1", *options, *home])
+        assert silent.exit_code == 0
+        assert silent.stdout == ""
+        assert silent.stderr == f"no lines: {whose} printed none\n"
+    found = CliRunner().invoke(app, ["logs", "r1", "process", *home])
+    assert found.stderr == ""
