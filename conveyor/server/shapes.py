@@ -111,7 +111,9 @@ def items_page(
 def previous_offset(node: Node, *, state: str | None, offset: int, limit: int) -> int | None:
     """Where the page before the one at ``offset`` starts (of one state): ``limit`` items
     of that state back, or the first; None on the first page."""
-    back = list(islice(_in_state(node, state, range(offset - 1, -1, -1)), limit))
+    # An offset past the last item (typed into a URL) leads back to the last page.
+    last = min(offset, len(node.instances)) - 1
+    back = list(islice(_in_state(node, state, range(last, -1, -1)), limit))
     if not back:
         return None
     return back[-1] if len(back) == limit else 0

@@ -72,6 +72,9 @@ async def test_a_run_is_submitted_read_item_by_item_and_approved(api: Server) ->
     assert page["items"][1]["result"] == "item 1"
     rest = (await api.http.get(f"/api/v1/runs/{run_id}/tasks/each/items?offset=2")).json()
     assert [i["index"] for i in rest["items"]] == [2, 3, 4] and rest["next_offset"] is None
+    # An offset past the last item, typed into the UI's URL, leads back to the last page.
+    past = await api.http.get(f"/runs/{run_id}/tasks/each?offset=900")
+    assert past.status_code == 200 and 'offset=0">← previous' in past.text
     logs = (await api.http.get(f"/api/v1/runs/{run_id}/logs?task=each&index=3")).json()
     assert [ln["text"] for ln in logs["items"] if ln["stream"] == "stdout"] == ["item 3"]
     paged: list[dict[str, Any]] = []

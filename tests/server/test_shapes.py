@@ -87,3 +87,10 @@ def test_items_read_from_a_snapshot_are_filtered_alike() -> None:
             for name in ("dispatched", "failed", "pending")
         }
         assert by_state == {"dispatched": [0], "failed": [1], "pending": [2, 3]}
+
+
+def test_an_offset_past_the_last_item_is_an_empty_page_leading_back_to_the_last() -> None:
+    node = fan_out(TWELVE)
+    assert items_page(node, state=None, offset=500, limit=5) == ([], None)
+    assert previous_offset(node, state=None, offset=500, limit=5) == 7
+    assert previous_offset(node, state="failed", offset=500, limit=2) == 6
