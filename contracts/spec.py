@@ -226,6 +226,9 @@ class CachePolicy(Model):
 
 Interpreter = Literal["sh", "bash", "python"]
 STEP_KINDS = ("script", "command", "python", "container", "http", "amqp", "wait")
+STEP_PATH_VARIABLE = "CONVEYOR_PYTHON_PATH"
+"""Extra folders a ``python`` step's module is imported from, separated like PATH
+(``os.pathsep``), by every process that runs steps."""
 
 
 class Wait(Model):

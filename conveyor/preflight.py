@@ -14,11 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from contracts.errors import InvalidInput, Problem
-from contracts.spec import Workflow
+from contracts.spec import STEP_PATH_VARIABLE, Workflow
 from workers.artifacts import backend_problem
-
-PATH_VARIABLE = "CONVEYOR_PYTHON_PATH"
-"""Extra folders Python steps import from, separated like PATH (``os.pathsep``)."""
 
 
 def step_import_paths(workflow_file: Path | None, extra: str | None = None) -> list[str]:
@@ -28,7 +25,7 @@ def step_import_paths(workflow_file: Path | None, extra: str | None = None) -> l
     paths: list[str] = []
     if workflow_file is not None:
         paths.append(str(workflow_file.resolve().parent))
-    listed = extra if extra is not None else os.environ.get(PATH_VARIABLE, "")
+    listed = extra if extra is not None else os.environ.get(STEP_PATH_VARIABLE, "")
     paths += [str(Path(p).resolve()) for p in listed.split(os.pathsep) if p]
     paths.append(os.getcwd())
     return list(dict.fromkeys(paths))
@@ -62,7 +59,7 @@ def problems(workflow: Workflow, *, modules: bool = True) -> list[Problem]:
                 found.append(
                     Problem(
                         f"cannot import {module!r} for task {task.name!r}: no such module on the"
-                        f" step import path (the workflow's folder, {PATH_VARIABLE}, the"
+                        f" step import path (the workflow's folder, {STEP_PATH_VARIABLE}, the"
                         " current directory)",
                         path=f"{at}.python",
                     )

@@ -253,10 +253,10 @@ def test_the_kubernetes_manifests_name_what_conveyor_has() -> None:
     ]
     kinds = {doc["kind"] for doc in documents}
     assert {"RabbitmqCluster", "StatefulSet", "ScaledObject", "Deployment"} <= kinds
-    from conveyor.preflight import PATH_VARIABLE
+    from contracts.spec import STEP_PATH_VARIABLE
 
     settings = {f"CONVEYOR_{name.upper()}" for name in Settings.model_fields}
-    settings |= {"CONVEYOR_LOG_LEVEL", PATH_VARIABLE}  # read by the command line
+    settings |= {"CONVEYOR_LOG_LEVEL", STEP_PATH_VARIABLE}  # read by the command line
     config = next(
         d for d in documents if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "conveyor"
     )

@@ -18,6 +18,7 @@ from contracts.errors import InvalidInput, Problem
 from contracts.modelbase import NAME_PATTERN
 from contracts.ports import RunStore
 from contracts.signing import Role
+from contracts.spec import STEP_PATH_VARIABLE
 from contracts.supervision import Supervisor
 from contracts.topology import ShardMap
 from contracts.vocabulary import RunStatus
@@ -40,7 +41,7 @@ from conveyor.cli.common import (
 )
 from conveyor.metrics import RunMetrics, TimedRunLog, watch_queues, worker_slots
 from conveyor.metricsport import TOKEN_VARIABLE, MetricsPort, check_metrics_address
-from conveyor.preflight import PATH_VARIABLE, step_import_paths, use_import_paths
+from conveyor.preflight import step_import_paths, use_import_paths
 from conveyor.progress import LiveProgress, summary
 from conveyor.report import run_report
 from conveyor.settings import Settings
@@ -210,7 +211,7 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--python-path",
-                envvar=PATH_VARIABLE,
+                envvar=STEP_PATH_VARIABLE,
                 help="Folders Python steps import from (separated by ':'), before the current"
                 " directory.",
             ),

@@ -315,10 +315,26 @@ async def test_python_exceptions_fail_with_traceback_in_the_log() -> None:
     assert not outcome.ok and not outcome.retryable
 
 
+async def test_a_missing_step_module_is_told_apart_from_a_missing_dependency(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where steps' modules are looked for is said when the step's module (or its
+    package) is missing, not when a module it imports is."""
+    (tmp_path / "needs_missing_dep.py").write_text("import no_such_dependency_k\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    outcome, _ = await run_python("needs_missing_dep:fn")
+    assert "No module named 'no_such_dependency_k'" in outcome.error
+    assert "CONVEYOR_PYTHON_PATH" not in outcome.error
+    outcome, _ = await run_python("no_such_package_k.steps:fn")
+    assert "CONVEYOR_PYTHON_PATH" in outcome.error
+
+
 async def test_python_steps_that_cannot_start() -> None:
     outcome, lines = await run_python("no_such_module_xyz:fn")
     assert outcome.reason == "start" and "cannot import 'no_such_module_xyz'" in outcome.error
     assert lines.of("system") == [outcome.error]
+    assert "its folder in CONVEYOR_PYTHON_PATH or as its current directory" in outcome.error
+    assert os.getcwd() in outcome.error
     outcome, _ = await run_python("teststeps:nothing_here")
     assert outcome.reason == "start" and "has no function 'nothing_here'" in outcome.error
     outcome, _ = await run_python("teststeps:add", a=1)

@@ -20,6 +20,7 @@ import contextvars
 import functools
 import importlib
 import inspect
+import os
 import queue
 import secrets
 import sys
@@ -30,6 +31,7 @@ from typing import Any
 
 from contracts.errors import StepError
 from contracts.messages import TaskReady
+from contracts.spec import STEP_PATH_VARIABLE
 from contracts.values import EncodedValue, StoredValue
 from contracts.vocabulary import FailureKind
 from workers.executors.base import LogEmitter, StepOutcome
@@ -236,6 +238,18 @@ def _argument_mismatch(function: Callable[..., Any], names: tuple[str, ...]) -> 
     return None
 
 
+def _where(module_name: str, exc: Exception) -> str:
+    """Where this process looks for a step's module, when it is the module (or its
+    package) that is missing, not something it imports."""
+    missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    if not missing or not f"{module_name}.".startswith(f"{missing}."):
+        return ""
+    return (
+        f" (to find it, the process running the step needs its folder in"
+        f" {STEP_PATH_VARIABLE} or as its current directory, here {os.getcwd()})"
+    )
+
+
 @functools.lru_cache(maxsize=1024)
 def _is_async(function: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(function) or bool(getattr(function, "is_async", False))
@@ -255,7 +269,8 @@ def load_function(target: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except Exception as exc:  # an import can fail in any way its module's code can
         raise StepError(
-            f"cannot import {module_name!r}: {type(exc).__name__}: {exc}", kind=FailureKind.START
+            f"cannot import {module_name!r}: {type(exc).__name__}: {exc}{_where(module_name, exc)}",
+            kind=FailureKind.START,
         ) from exc
     function = getattr(module, attr, None)
     if function is None or not callable(function):
