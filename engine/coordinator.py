@@ -26,7 +26,7 @@ import structlog
 
 from contracts.codec import CoordinatorInput, encode
 from contracts.errors import ConveyorError, NotFound
-from contracts.events import Event, RunCompleted, RunSubmitted, TaskDispatched
+from contracts.events import Event, RunCompleted, RunSubmitted
 from contracts.messages import Heartbeat, ResumeRun, ShardWake
 from contracts.ports import ArtifactStore, RunLog, Timers, Transport
 from contracts.supervision import Supervisor, stop_loops
@@ -39,6 +39,7 @@ from engine.claims import hydrate
 from engine.effects import DISPATCH_BATCH, Effects
 from engine.intake import ShardIntake
 from engine.leases import Leases
+from engine.recovery import Attempt, Resend, dispatched_again, last_dispatches
 from engine.shards import WATCH_INTERVAL, ShardQueues
 from engine.state import fold, new_state, settle, snapshot
 from engine.state.decide import lost_with_their_process
@@ -307,7 +308,7 @@ class Coordinator:
             # state was behind the log.
             log.debug("events already in the log; rebuilding the run from it")
             # What this process decided before was carried out: send nothing again.
-            await self._reload(state.run_id, resend=False)
+            await self._reload(state.run_id, resend="none")
             return
         self._remember(state)
         durable = [*events, *decisions]
@@ -356,18 +357,18 @@ class Coordinator:
         self._runs.pop(run_id, None)
         self._finished.pop(run_id, None)
 
-    async def _reload(self, run_id: str, *, resend: bool = True) -> None:
+    async def _reload(self, run_id: str, *, resend: Resend = "unsent") -> None:
         self._forget(run_id)
         await self._recover(run_id, resend=resend)
 
-    async def _recover(self, run_id: str, *, resend: bool = True) -> RunState | None:
-        """Rebuild a run this coordinator does not hold from its log, and catch up
-        (``resend``: send the tasks it recorded as dispatched again, in case the
-        process that recorded them died before sending)."""
+    async def _recover(self, run_id: str, *, resend: Resend = "unsent") -> RunState | None:
+        """Rebuild a run this coordinator does not hold from its log, and catch up,
+        sending again the task messages ``resend`` names (``engine.recovery``)."""
         try:
             blob, events = await self._runlog.load(run_id)
         except NotFound:
             return None
+        unsent = last_dispatches(events)
         if blob is not None:
             state = snapshot.load(blob)
         else:
@@ -385,32 +386,28 @@ class Coordinator:
             hook(state)
         await self._effects.arm_timers(state)
         now = self._clock()
-        republish: list[Event] = []
         for node in state.nodes.values():
             for index, inst in enumerate(node.instances):
                 if inst.status == TaskStatus.RUNNING and self._leases is not None:
                     # A grace period for its worker's next heartbeat.
                     self._leases.grant(AttemptRef(run_id, node.spec.name, index, inst.attempt), now)
-                elif inst.status == TaskStatus.DISPATCHED and resend:
-                    # Its message may never have been published (we died in between);
-                    # publishing it again is harmless: results are idempotent.
-                    republish.append(
-                        TaskDispatched(
-                            run_id=run_id,
-                            at=state.now,
-                            task=node.spec.name,
-                            index=index,
-                            attempt=inst.attempt,
-                        )
-                    )
-        await self._carry_out(republish, state)
+        if resend != "none":
+            await self._resend(state, None if resend == "all" else unsent)
         await self._apply(state, [])
         return state
 
+    async def _resend(self, state: RunState, only: set[Attempt] | None) -> None:
+        await self._carry_out(dispatched_again(state, only), state)
+
     async def _resume(self, message: ResumeRun) -> None:
+        # With its steps, the process that ran it lost its queues: what it had
+        # dispatched and not started is sent again, and what it was running has failed.
+        resend: Resend = "all" if message.steps_lost else "unsent"
         state = self._runs.get(message.run_id)
         if state is None:
-            state = await self._recover(message.run_id)
+            state = await self._recover(message.run_id, resend=resend)
+        elif resend == "all" and not state.finished:  # taken up already, by a sweep
+            await self._resend(state, None)
         if state is None or state.finished or not message.steps_lost:
             return
         lost = lost_with_their_process(state, message.at)

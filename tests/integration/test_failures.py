@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,39 @@ async def test_coordinator_killed_mid_run_a_standby_resumes(cluster: Cluster) ->
         assert_one_success_in_state(state, events, task)
     dispatched = [(e.task, e.index, e.attempt) for e in events if e.kind == "task_dispatched"]
     assert len(dispatched) == len(set(dispatched))
+
+
+async def test_coordinator_killed_in_a_fan_out_of_slow_steps_runs_none_twice(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The standby sends again only the task messages that may never have gone out: the
+    tasks dispatched and still queued when the first coordinator died run once."""
+    ran = tmp_path / "ran"
+    active = cluster.coordinator()
+    await cluster.wait_for_shard_consumers(1)
+    cluster.coordinator()
+    cluster.worker(concurrency=8)
+    cluster.worker(concurrency=8)
+    run_id = await cluster.submit(
+        f"""
+        name: slow-fan
+        tasks:
+          - name: each
+            items: "range(1000)"
+            python: tests.steps.teststeps:noted
+            args: {{value: "{{{{ item }}}}", path: "{ran}", seconds: 0.05}}
+        """
+    )
+    await cluster.wait_until(
+        run_id, lambda ev: succeeded_count(ev, "each") >= 100, 60, "100 items to finish"
+    )
+    cluster.kill(active)  # with hundreds of items dispatched and queued
+    state = await cluster.finished(run_id, timeout=120)
+    assert state.status == "succeeded", state.reason
+    assert_one_success_in_state(state, await cluster.events(run_id), "each")
+    runs = Counter(int(value) for value in ran.read_text().split())
+    assert set(runs) == set(range(1000))
+    assert [item for item, count in runs.items() if count > 1] == []  # each ran once
 
 
 async def test_hung_worker_is_reclaimed_and_its_late_result_is_ignored(

@@ -77,6 +77,14 @@ async def slow_identity(value: int, seconds: float) -> int:
     return value
 
 
+def noted(value: int, path: str, seconds: float) -> int:
+    """Sleeps, then notes in ``path`` that it ran (a step's effect, seen once per run)."""
+    time.sleep(seconds)
+    with open(path, "a") as ran:  # one short append: whole lines, however many write
+        ran.write(f"{value}\n")
+    return value
+
+
 def opaque() -> object:
     """A result the wire cannot carry."""
     return object()

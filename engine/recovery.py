@@ -1,0 +1,60 @@
+"""Which task messages a coordinator taking up a run sends again.
+
+A task recorded as dispatched and not yet started may have no message on its way: the
+process that recorded it may have died before sending it (outbox order: the log first).
+Sending a message twice is no remedy for free: an attempt whose message is queued twice
+runs twice; its outcome is recorded once, but its step's effects happen twice. So only
+the messages that may be missing are sent again.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from contracts.events import Event, TaskDispatched
+from contracts.vocabulary import TaskStatus
+from engine.state.model import RunState
+
+Resend = Literal["unsent", "all", "none"]
+"""What to send again: the dispatches that may not have gone out (``unsent``); every
+dispatch not started, their messages having died with the process that held its queues
+(``all``: a local run's, in memory); or nothing."""
+Attempt = tuple[str, int, int]
+"""Task, item, attempt."""
+
+
+def last_dispatches(events: list[Event]) -> set[Attempt]:
+    """The dispatches among the decisions at the end of a run's log: the only ones whose
+    message may not have been published.
+
+    A coordinator appends an incoming event with its decisions, then publishes those
+    before it takes the run's next event. So a dispatch followed in the log by an
+    incoming event went out; only the decisions after the last incoming one may not
+    have. (A snapshot is saved once its decisions are published: an empty ``events``
+    after it leaves nothing pending.)
+    """
+    last: set[Attempt] = set()
+    for event in reversed(events):
+        if not event.decided:
+            break
+        if isinstance(event, TaskDispatched):
+            last.add((event.task, event.index, event.attempt))
+    return last
+
+
+def dispatched_again(state: RunState, only: set[Attempt] | None) -> list[Event]:
+    """The dispatches of the attempts not started yet (of ``only``, if given), to carry
+    out once more."""
+    return [
+        TaskDispatched(
+            run_id=state.run_id,
+            at=state.now,
+            task=node.spec.name,
+            index=index,
+            attempt=inst.attempt,
+        )
+        for node in state.nodes.values()
+        for index, inst in enumerate(node.instances)
+        if inst.status == TaskStatus.DISPATCHED
+        and (only is None or (node.spec.name, index, inst.attempt) in only)
+    ]
