@@ -1,7 +1,7 @@
 """A coordinator taking up a run another left sends again only the task messages that
 may never have gone out. Each message sent twice is a step run twice (its outcome is
-recorded once, its effects happen twice): after a coordinator died in the middle of a
-fan-out of slow steps, every task dispatched and not yet started used to be sent again.
+recorded once, its effects happen twice): sending again every task dispatched and not
+yet started would run hundreds of a fan-out's slow steps twice after a coordinator died.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ async def queued(transport: MemoryTransport) -> Counter[tuple[int, int]]:
     return found
 
 
-async def test_a_coordinator_taking_up_a_run_sends_again_only_itslast_dispatches() -> None:
+async def test_a_coordinator_taking_up_a_run_sends_again_only_its_last_dispatches() -> None:
     transport, store = MemoryTransport(), MemoryRunLog()  # the broker outlives coordinators
     first = Coordinator(transport, store)
     await first.start()
