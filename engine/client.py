@@ -254,7 +254,7 @@ class Client:
         alone (no state is built: a 1,000,000-item run's takes most of a second)."""
         run_id = await self.find(run)
         first = await self.store.read(run_id, 0, limit=1)
-        submitted = _first_state_event(run_id, first[0] if first else None)
+        submitted = _submission(run_id, first[0] if first else None)
         return [task["name"] for task in submitted.workflow.get("tasks", [])]
 
     async def state(self, run: str) -> RunState:
@@ -405,10 +405,10 @@ def _folded(run_id: str, state: RunState | None, events: Sequence[Event]) -> Run
 
 
 def _first_state(run_id: str, event: Event) -> RunState:
-    return new_state(_first_state_event(run_id, event))
+    return new_state(_submission(run_id, event))
 
 
-def _first_state_event(run_id: str, event: Event | None) -> RunSubmitted:
+def _submission(run_id: str, event: Event | None) -> RunSubmitted:
     if not isinstance(event, RunSubmitted):
         raise ConveyorError(f"the log of run {run_id} does not start with its submission")
     return event

@@ -44,17 +44,28 @@ def last_dispatches(events: list[Event]) -> set[Attempt]:
 
 def dispatched_again(state: RunState, only: set[Attempt] | None) -> list[Event]:
     """The dispatches of the attempts not started yet (of ``only``, if given), to carry
-    out once more."""
+    out once more. Given ``only``, just those attempts are looked at, not every item of
+    a 1,000,000-item run."""
+    if only is None:
+        wanted = [
+            (node.spec.name, index, inst.attempt)
+            for node in state.nodes.values()
+            for index, inst in enumerate(node.instances)
+            if inst.status == TaskStatus.DISPATCHED
+        ]
+    else:
+        wanted = sorted(attempt for attempt in only if _not_started(state, attempt))
     return [
-        TaskDispatched(
-            run_id=state.run_id,
-            at=state.now,
-            task=node.spec.name,
-            index=index,
-            attempt=inst.attempt,
-        )
-        for node in state.nodes.values()
-        for index, inst in enumerate(node.instances)
-        if inst.status == TaskStatus.DISPATCHED
-        and (only is None or (node.spec.name, index, inst.attempt) in only)
+        TaskDispatched(run_id=state.run_id, at=state.now, task=task, index=index, attempt=number)
+        for task, index, number in wanted
     ]
+
+
+def _not_started(state: RunState, attempt: Attempt) -> bool:
+    """Whether ``attempt`` is its task's current one, dispatched and not started."""
+    task, index, number = attempt
+    node = state.nodes.get(task)
+    if node is None or not 0 <= index < len(node.instances):
+        return False
+    inst = node.instances[index]
+    return inst.status == TaskStatus.DISPATCHED and inst.attempt == number

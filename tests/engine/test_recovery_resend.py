@@ -11,14 +11,22 @@ import time
 from collections import Counter
 
 from contracts.codec import decode_tasks
-from contracts.events import Event, TaskDispatched, TaskStarted, TaskSucceeded
+from contracts.events import (
+    Event,
+    RunSubmitted,
+    TaskDispatched,
+    TaskExpanded,
+    TaskStarted,
+    TaskSucceeded,
+)
 from contracts.messages import ResumeRun
 from contracts.topology import task_queue
 from contracts.validation import parse_workflow
 from engine.client import Client
 from engine.coordinator import Coordinator
-from engine.recovery import last_dispatches
+from engine.recovery import dispatched_again, last_dispatches
 from engine.runlog.memory import MemoryRunLog
+from engine.state.fold import fold, new_state
 from engine.transport.memory import MemoryTransport
 
 FANOUT = parse_workflow(
@@ -44,6 +52,22 @@ def test_the_dispatches_that_may_not_have_gone_out_are_those_after_the_last_inpu
     assert last_dispatches(log[:2]) == {("a", 0, 1), ("a", 1, 1)}
     assert last_dispatches(log[:3]) == set()
     assert last_dispatches([]) == set()  # all of it in a snapshot, saved once sent
+
+
+def test_only_attempts_still_dispatched_are_sent_again() -> None:
+    submitted = RunSubmitted(run_id="r", at=1.0, workflow=FANOUT.model_dump(), params={})
+    state = new_state(submitted)
+    for event in (
+        TaskExpanded(run_id="r", at=1.0, task="each", index=-1, count=4),
+        dispatched("each", 0),
+        dispatched("each", 1),
+        TaskStarted(run_id="r", at=2.0, task="each", index=1),
+    ):
+        fold(state, event)
+    asked = {("each", 0, 1), ("each", 1, 1), ("each", 0, 2), ("gone", 0, 1), ("each", 9, 1)}
+    again = dispatched_again(state, asked)  # item 1 started; the rest not dispatched
+    assert [(e.task, e.index, e.attempt) for e in again] == [("each", 0, 1)]
+    assert dispatched_again(state, None) == again
 
 
 async def queued(transport: MemoryTransport) -> Counter[tuple[int, int]]:

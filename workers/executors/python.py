@@ -241,7 +241,7 @@ def _argument_mismatch(function: Callable[..., Any], names: tuple[str, ...]) -> 
 def _where(module_name: str, exc: Exception) -> str:
     """Where this process looks for a step's module, when it is the module (or its
     package) that is missing, not something it imports."""
-    missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
     if not missing or not f"{module_name}.".startswith(f"{missing}."):
         return ""
     return (
