@@ -169,6 +169,9 @@ def summary(state: RunState) -> Group:
     table.add_column("attempts", justify="right")
     table.add_column("time", justify="right")
     table.add_column("outputs / error", overflow="fold")
+    # A failed step's last stderr lines (a traceback) go under the table, at full width:
+    # folded into a column they are unreadable.
+    tails: list[Text] = []
     for node in state.nodes.values():
         row = task_report(node)
         detail = plain(
@@ -179,9 +182,10 @@ def summary(state: RunState) -> Group:
                 else ""
             )
         )
-        for line in row.get("stderr_tail", ()):
-            detail.append("\n")
-            detail.append_text(plain(line, "dim"))
+        if row.get("stderr_tail"):
+            item = row.get("stderr_item")
+            writer = node.spec.name if item is None else f"{node.spec.name}[{item}]"
+            tails.append(_stderr_tail(writer, row["stderr_tail"]))
         attempts = str(row["attempts"])
         if node.spec.fans_out:
             attempts = _count(row["items"], "item")
@@ -201,7 +205,15 @@ def summary(state: RunState) -> Group:
         (f" in {_duration(report['duration'])}", ""),
         (displayable(f": {state.reason}") if state.reason else "", style),
     )
-    return Group(table, headline)
+    return Group(table, *tails, headline)
+
+
+def _stderr_tail(writer: str, lines: list[str]) -> Text:
+    text = Text.assemble((writer, "bold"), (", the last lines it wrote to stderr:", ""))
+    for line in lines:
+        text.append("\n  ")
+        text.append_text(plain(line, "dim"))
+    return text
 
 
 def _count(n: int, one: str, many: str = "") -> str:

@@ -34,16 +34,18 @@ def task_report(node: Node) -> dict[str, Any]:
         report["items_failed"] = node.failed
     if node.error:
         report["error"] = node.error
-        tail = next(
+        wrote = next(
             (
-                i.stderr_tail
-                for i in node.instances
+                (index, i.stderr_tail)
+                for index, i in enumerate(node.instances)
                 if i.status == TaskStatus.FAILED and i.stderr_tail
             ),
             None,
         )
-        if tail:
-            report["stderr_tail"] = tail
+        if wrote is not None:
+            report["stderr_tail"] = wrote[1]
+            if node.spec.fans_out:
+                report["stderr_item"] = wrote[0]
     return report
 
 

@@ -18,8 +18,8 @@ from conveyor.progress import LiveProgress, summary
 from engine.state import replay
 
 
-def render_text(renderable: object) -> str:
-    console = Console(file=io.StringIO(), width=120, force_terminal=False)
+def render_text(renderable: object, width: int = 120) -> str:
+    console = Console(file=io.StringIO(), width=width, force_terminal=False)
     console.print(renderable)
     return console.file.getvalue()  # type: ignore[attr-defined, no-any-return]
 
@@ -56,9 +56,27 @@ def test_the_summary_shows_what_a_failed_step_wrote_last() -> None:
         retryable=False,
         stderr_tail=["reading config", "config file /etc/app.conf not found"],
     )
-    text = render_text(summary(replay([*LOG, failed])))
+    text = render_text(summary(replay([*LOG, failed])), width=80)
     assert "slow: exit code 3" in text
-    assert "config file /etc/app.conf not found" in text
+    # Under the table, each line whole, not folded into the table's last column.
+    table_end = text.index("└")
+    lines = text[table_end:].splitlines()
+    assert "slow, the last lines it wrote to stderr:" in lines
+    assert "  config file /etc/app.conf not found" in lines
+    assert "config file" not in text[:table_end]
+
+
+def test_the_summary_names_the_item_whose_stderr_it_shows() -> None:
+    from contracts.validation import parse_workflow
+    from conveyor.testing import run_workflow
+
+    flow = parse_workflow(
+        "name: w\ntasks:\n  - name: each\n    items: [1, 2, 3]\n"
+        "    script: '[ $CONVEYOR_ITEM != 2 ] || { echo item two is bad >&2; exit 4; }'\n"
+    )
+    text = render_text(summary(run_workflow(flow).state))
+    assert "each[1], the last lines it wrote to stderr:" in text.splitlines()
+    assert "  item two is bad" in text.splitlines()
 
 
 def test_the_summary_counts_a_fan_out_in_words() -> None:
