@@ -26,7 +26,7 @@ from contracts.messages import CancelTasks, TaskReady
 from contracts.ports import ArtifactStore, Timers, Transport
 from contracts.topology import CONTROL_TOPIC, shard_queue, task_queue
 from contracts.tracing import DISPATCHED_AT_HEADER, run_traceparent
-from contracts.vocabulary import AttemptRef, FailureKind
+from contracts.vocabulary import AttemptRef, FailureKind, RunStatus
 from engine.itemstream import load_items
 from engine.leases import Leases
 from engine.state.context import render_task
@@ -164,11 +164,18 @@ class Effects:
 
     async def _completed(self, state: RunState) -> None:
         await self._transport.broadcast(
-            CONTROL_TOPIC,
-            encode(CancelTasks(run_id=state.run_id, reason=state.reason or state.status)),
+            CONTROL_TOPIC, encode(CancelTasks(run_id=state.run_id, reason=stop_reason(state)))
         )
         if self._leases is not None:
             self._leases.release_run(state.run_id)
+
+
+def stop_reason(state: RunState) -> str:
+    """Why what still runs of a finished run is stopped: a copy of a step sent again
+    (after a failover), or the steps of a run cancelled or out of time."""
+    if state.status == RunStatus.SUCCEEDED or not state.reason:
+        return f"the run already {state.status}"
+    return state.reason  # says why it failed or was cancelled
 
 
 def _ref(event: TaskStarted | TaskSucceeded | TaskFailed) -> AttemptRef:

@@ -21,9 +21,10 @@ class Interruption:
     def outcome(self) -> StepOutcome:
         # A step handed back did not fail: it runs again at once, elsewhere.
         handed_back = self.kind == FailureKind.LOST
+        said = handed_back or self.message.startswith("cancelled")  # not "cancelled: cancelled …"
         return StepOutcome(
             ok=False,
-            error=self.message if handed_back else f"cancelled: {self.message}",
+            error=self.message if said else f"cancelled: {self.message}",
             reason=self.kind,
             retryable=handed_back,
         )

@@ -6,7 +6,7 @@ from contracts.codec import decode_tasks
 from contracts.events import Event, TaskDispatched
 from contracts.topology import shard_queue, task_queue
 from contracts.vocabulary import AttemptRef
-from engine.effects import Effects
+from engine.effects import Effects, stop_reason
 from engine.leases import Leases
 from engine.transport.memory import MemoryTransport
 from tests.engine.sim import Sim
@@ -78,3 +78,19 @@ async def test_a_failure_releases_its_attempt_s_lease_as_a_success_does() -> Non
     sim.fail("b", retryable=False)
     await effects.carry_out([_last(sim, "task_failed")], sim.state)
     assert leases.expire(sim.now + 3600) == []  # nothing left to be declared lost
+
+
+def test_what_still_runs_of_a_finished_run_is_stopped_saying_why() -> None:
+    # A step's cancelled attempt reports this reason: "cancelled: succeeded" read as
+    # though the step had.
+    succeeded = Sim(FLOW)
+    for task in ("a", "b"):
+        succeeded.started(task)
+        succeeded.ok(task)
+    assert stop_reason(succeeded.state) == "the run already succeeded"
+    cancelled = Sim(FLOW)
+    cancelled.cancel()
+    assert stop_reason(cancelled.state) == "cancelled by user"
+    late = Sim("name: late\ntimeout: 2s\n" + FLOW.split("\n", 2)[2])
+    late.time_out()
+    assert stop_reason(late.state) == "run timed out after 2s"

@@ -13,8 +13,10 @@ from contracts.events import Event, TaskFailed, TaskStarted, TaskSucceeded
 from contracts.messages import CancelTasks, StepSpec, TaskReady
 from contracts.ports import Consumer
 from contracts.topology import CONTROL_TOPIC, task_queue
+from contracts.vocabulary import FailureKind
 from engine.runlog.memory import MemoryRunLog
 from engine.transport.memory import MemoryTransport
+from workers.outcomes import HANDED_BACK, Interruption
 from workers.worker import Worker
 
 REPLIES = "replies"
@@ -147,10 +149,10 @@ async def test_queued_attempts_of_a_batch_are_cancelled_and_handed_back(
     # The other run's task is taken once the slot is free (its TaskStarted may share a
     # message with the cancellations).
     events, _ = await replies(back, 4)
-    assert sorted((e.index, e.reason) for e in events if isinstance(e, TaskFailed)) == [
-        (0, "cancelled"),
-        (1, "cancelled"),
-        (2, "cancelled"),
+    assert sorted((e.index, e.reason, e.error) for e in events if isinstance(e, TaskFailed)) == [
+        (0, "cancelled", "cancelled: user"),
+        (1, "cancelled", "cancelled: user"),
+        (2, "cancelled", "cancelled: user"),
     ]
     assert [e.run_id for e in events if isinstance(e, TaskStarted)] == ["other"]
     # Stopping hands back what is still running.
@@ -285,3 +287,12 @@ async def test_when_neither_outcome_nor_failure_can_carry_the_start_the_message_
     assert (messages, [type(e) for e in events]) == (1, [TaskStarted, TaskSucceeded])
     assert back.ready(10) == []
     await transport.close()
+
+
+def test_an_interruption_says_cancelled_once() -> None:
+    run_over = Interruption(FailureKind.CANCELLED, "the run already succeeded").outcome()
+    assert (run_over.error, run_over.retryable) == ("cancelled: the run already succeeded", False)
+    by_user = Interruption(FailureKind.CANCELLED, "cancelled by user").outcome()
+    assert by_user.error == "cancelled by user"  # not "cancelled: cancelled by user"
+    handed_back = HANDED_BACK.outcome()
+    assert (handed_back.error, handed_back.retryable) == ("handed back: the worker stopped", True)
