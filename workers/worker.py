@@ -334,6 +334,7 @@ class Worker:
         ref = message.ref
         current = asyncio.current_task()
         assert current is not None
+        started: float | None = None  # once it has a slot
         try:
             emit = self._logs.emitter(message.run_id, message.task, message.index, message.attempt)
             try:
@@ -352,7 +353,7 @@ class Worker:
                 while current.uncancel():  # every cancel was this one (stop may repeat it)
                     pass
                 outcome = interruption.outcome()
-                duration = 0.0
+                duration = 0.0 if started is None else time.monotonic() - started
             self._reporting.add(ref)  # nothing left to cancel; heartbeats go on until sent
             self._update_room()
             if not outcome.ok:

@@ -154,6 +154,9 @@ async def test_queued_attempts_of_a_batch_are_cancelled_and_handed_back(
         (1, "cancelled", "cancelled: user"),
         (2, "cancelled", "cancelled: user"),
     ]
+    # How long each ran: the one in the slot for a while, the two waiting not at all.
+    took = {e.index: e.duration for e in events if isinstance(e, TaskFailed)}
+    assert took[0] > 0 and took[1] == took[2] == 0
     assert [e.run_id for e in events if isinstance(e, TaskStarted)] == ["other"]
     # Stopping hands back what is still running.
     await worker.stop(grace=0.05)
