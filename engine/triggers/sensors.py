@@ -96,6 +96,9 @@ class Sensors:
         assert spec is not None
         folder = local_folder(spec.files) if spec.files else None
         changes = _changes(folder) if folder is not None else None
+        # The wait for the next change outlives an interval that ends first: cancelling
+        # it would close the watch, and every wait after that would end at once.
+        next_change: asyncio.Future[object] | None = None
         try:
             while True:
                 try:
@@ -107,9 +110,23 @@ class Sensors:
                     continue
                 # A local folder pushes its changes (inotify): look as soon as one comes,
                 # and every interval anyway (a change made while looking is not missed).
-                with contextlib.suppress(TimeoutError, StopAsyncIteration):
-                    await asyncio.wait_for(anext(changes), spec.interval)
+                if next_change is None:
+                    next_change = asyncio.ensure_future(anext(changes))
+                await asyncio.wait({next_change}, timeout=spec.interval)
+                if next_change.done():
+                    ended, next_change = next_change.exception(), None
+                    if ended is not None:  # the folder went away, say: look every interval
+                        log.warning(
+                            "sensor folder no longer watched; looking every interval",
+                            trigger=served.trigger.name,
+                            error=repr(ended),
+                        )
+                        changes = None
         finally:
+            if next_change is not None:
+                next_change.cancel()
+                with contextlib.suppress(BaseException):
+                    await next_change
             if changes is not None:
                 await changes.aclose()
 

@@ -299,3 +299,57 @@ async def test_overlap_cancel_other_cancels_the_previous_run(
     assert [r.decision for r in records] == ["fired", "fired"]
     assert records[0].run_id is not None
     await engine.client.cancel(records[0].run_id)
+
+
+async def test_a_watched_folder_s_sensor_waits_between_looks_and_keeps_its_watch(
+    engine: EmbeddedEngine, clock: Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interval that passes with no change must not end the folder's watch: once it
+    did, every wait after it ended at once and the sensor looked without pause."""
+    import asyncio
+    import time
+
+    from engine.triggers import sensors
+
+    watched = sensors._changes
+    pushed: list[object] = []
+    closed = asyncio.Event()
+
+    async def observed(folder: Path) -> AsyncIterator[object]:
+        try:
+            async for change in watched(folder):
+                pushed.append(change)
+                yield change
+        finally:
+            closed.set()
+
+    monkeypatch.setattr(sensors, "_changes", observed)
+    replica = Replica(MemoryTriggerStore(clock), engine.client, clock)
+    interval = 0.2
+    flow = SENSOR.replace("FOLDER", str(tmp_path)).replace("0.1s", f"{interval}s")
+    await replica.registry.register(parse_workflow(flow))
+    looked: list[float] = []
+    look = replica.sensors.look
+
+    async def counted(served: Served) -> int:
+        looked.append(time.monotonic())
+        return await look(served)
+
+    monkeypatch.setattr(replica.sensors, "look", counted)
+    await replica.registry.refresh()
+    await replica.sensors.apply()
+    try:
+        async with asyncio.timeout(20):
+            while len(looked) < 4:  # three intervals with nothing in the folder
+                await asyncio.sleep(0.02)
+        assert looked[3] - looked[0] >= 3 * interval * 0.9  # not three looks at once
+        assert not closed.is_set() and pushed == []
+        (tmp_path / "late.csv").write_text("x")
+        async with asyncio.timeout(20):
+            while not pushed:  # the watch still pushes what lands
+                await asyncio.sleep(0.02)
+            while not await replica.firing.store.records("landed"):
+                await asyncio.sleep(0.02)
+    finally:
+        await replica.sensors.stop()
+    assert closed.is_set()  # stopping closes the watch
