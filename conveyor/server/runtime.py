@@ -143,6 +143,8 @@ class TriggerRuntime:
             await self.folder.load()
         if await self.registry.refresh():
             await self._apply_registry()
+        elif self.queues.not_started:
+            await self.queues.apply()  # a broker away until now may answer
 
     async def _apply_registry(self) -> None:
         self.scheduler.wake()

@@ -30,6 +30,14 @@ from engine.triggers.registry import Registry, Served
 log = structlog.get_logger("conveyor.queues")
 
 REASON_HEADER = "x-conveyor-reason"
+CONNECT_TIMEOUT = 10.0
+"""Longest wait for another service's broker: a server's refreshes wait on it."""
+
+RETRY_FIRST, RETRY_LONGEST = 1.0, 30.0
+"""Seconds before a source not started is tried again, doubling after each failure."""
+
+SourceKey = tuple[str, int, str]
+"""A queue source: workflow, version, trigger."""
 
 
 def dead_letter_queue(queue: str) -> str:
@@ -74,7 +82,16 @@ class QueueSources:
         self._firing = firing
         self._default_url = default_url
         self._connections: dict[str, AbstractRobustConnection] = {}
-        self._consuming: dict[tuple[str, int, str], tuple[aio_pika.abc.AbstractChannel, str]] = {}
+        self._consuming: dict[SourceKey, tuple[aio_pika.abc.AbstractChannel, str]] = {}
+        self._not_started: dict[SourceKey, str] = {}
+        self._next_try: dict[SourceKey, tuple[int, float]] = {}
+        """Of each source not started: its failed tries, and when to try again."""
+
+    @property
+    def not_started(self) -> dict[SourceKey, str]:
+        """Queue sources served but not consuming, and why (each ``apply`` tries again:
+        a broker away when the server started is consumed from once it answers)."""
+        return dict(self._not_started)
 
     async def apply(self) -> None:
         wanted = {
@@ -83,12 +100,25 @@ class QueueSources:
         for key in set(self._consuming) - set(wanted):
             channel, _ = self._consuming.pop(key)
             await channel.close()
+        for key in set(self._not_started) - set(wanted):
+            del self._not_started[key], self._next_try[key]
         for key, served in wanted.items():
-            if key not in self._consuming:
-                try:
-                    self._consuming[key] = await self._consume(served)
-                except (ConveyorError, OSError, aio_pika.exceptions.AMQPError) as exc:
-                    log.error("queue source not started", trigger=key, error=str(exc))
+            tries, due = self._next_try.get(key, (0, 0.0))
+            if key in self._consuming or time.monotonic() < due:
+                continue
+            try:
+                self._consuming[key] = await self._consume(served)
+            except (ConveyorError, OSError, aio_pika.exceptions.AMQPError) as exc:
+                why = str(exc) or type(exc).__name__
+                if self._not_started.get(key) != why:  # said once, not on every try
+                    log.error("queue source not started; trying again", trigger=key, error=why)
+                self._not_started[key] = why
+                delay = min(RETRY_LONGEST, RETRY_FIRST * 2**tries)
+                self._next_try[key] = (tries + 1, time.monotonic() + delay)
+            else:
+                if self._not_started.pop(key, None) is not None:
+                    del self._next_try[key]
+                    log.info("queue source started after all", trigger=key)
 
     async def stop(self) -> None:
         for channel, _ in self._consuming.values():
@@ -107,7 +137,7 @@ class QueueSources:
                 f" {spec.url_env or 'url_env'} for another broker)"
             )
         if url not in self._connections:
-            self._connections[url] = await aio_pika.connect_robust(url)
+            self._connections[url] = await aio_pika.connect_robust(url, timeout=CONNECT_TIMEOUT)
         return self._connections[url]
 
     async def _consume(self, served: Served) -> tuple[aio_pika.abc.AbstractChannel, str]:
