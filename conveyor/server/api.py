@@ -55,14 +55,21 @@ def build_router() -> APIRouter:
 
     @api.get("/workflows", dependencies=[read])
     async def workflows(request: Request) -> dict[str, Any]:
-        registry = context_of(request).runtime.registry
+        runtime = context_of(request).runtime
+        registry = runtime.registry
         items = []
         for name in registry.names():
             latest = registry.latest(name)
             assert latest is not None
             version, spec = latest
             triggers = [
-                {"name": t.name, "kind": t.kind, "enabled": t.enabled} for t in spec.triggers
+                {
+                    "name": t.name,
+                    "kind": t.kind,
+                    "enabled": t.enabled,
+                    "problem": runtime.trigger_problem(name, version, t.name),
+                }
+                for t in spec.triggers
             ]
             items.append(
                 {

@@ -138,6 +138,12 @@ class TriggerRuntime:
             # Still in the inbox: the sweep starts it when the engine answers again.
             log.warning("run not started yet", key=arrival.idempotency_key, error=str(exc))
 
+    def trigger_problem(self, workflow: str, version: int, trigger: str) -> str | None:
+        """Why this server does not serve a trigger now, if it does not (a queue source
+        whose broker it cannot reach)."""
+        why = self.queues.not_started.get((workflow, version, trigger))
+        return None if why is None else f"not consuming: {why} (trying again)"
+
     async def _refresh(self) -> None:
         if self.folder is not None:
             await self.folder.load()

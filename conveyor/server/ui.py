@@ -186,7 +186,11 @@ def build_ui() -> APIRouter:
             version, spec = latest
             triggers = []
             for trigger in spec.triggers:
-                entry: dict[str, Any] = {"name": trigger.name, "kind": trigger.kind}
+                entry: dict[str, Any] = {
+                    "name": trigger.name,
+                    "kind": trigger.kind,
+                    "problem": runtime.trigger_problem(name, version, trigger.name),
+                }
                 if trigger.schedule is not None:
                     entry["next"] = next(Schedule.of(trigger.schedule).fires(now)).isoformat()
                     cursor = read_cursor(await runtime.store.cursor(cursor_key(name, trigger.name)))

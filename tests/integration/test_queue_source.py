@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import os
 import time
 
 import aio_pika
+import httpx
 import pytest
 
 from contracts.validation import parse_workflow
 from conveyor.embedded import EmbeddedEngine
+from conveyor.server.app import create_app
 from conveyor.server.runtime import TriggerRuntime
 from engine.triggers.stores.memory import MemoryTriggerStore
 from tests.amqp import amqp_channel
@@ -37,6 +40,15 @@ async def test_a_queue_source_whose_broker_was_away_at_start_consumes_once_it_an
         try:
             source = ("orders", 1, "created")
             assert source in runtime.queues.not_started
+            # Said where people look, not only in the server's log.
+            app = httpx.ASGITransport(app=create_app(runtime))
+            async with httpx.AsyncClient(transport=app, base_url="http://test") as http:
+                (listed,) = (await http.get("/api/v1/workflows")).json()["items"]
+                (trigger,) = listed["triggers"]
+                assert trigger["problem"].startswith("not consuming: ")
+                assert "(trying again)" in trigger["problem"]
+                page = (await http.get("/workflows")).text
+                assert trigger["problem"] in html.unescape(page)
             async with amqp_channel(amqp_url, publisher_confirms=True) as channel:
                 await channel.declare_queue(queue, durable=True)
                 await channel.default_exchange.publish(
@@ -48,6 +60,9 @@ async def test_a_queue_source_whose_broker_was_away_at_start_consumes_once_it_an
                     while not (records := await store.records("orders")):
                         await asyncio.sleep(0.05)
                 assert runtime.queues.not_started == {}
+                async with httpx.AsyncClient(transport=app, base_url="http://test") as http:
+                    (listed,) = (await http.get("/api/v1/workflows")).json()["items"]
+                    assert listed["triggers"][0]["problem"] is None
                 (record,) = records
                 assert record.decision == "accepted" and record.run_id is not None
                 state = await engine.client.watch(record.run_id, timeout=20)

@@ -56,7 +56,12 @@ async def api(server: Server) -> Server:
 async def test_workflows_are_listed_with_their_triggers(api: Server) -> None:
     listed = (await api.http.get("/api/v1/workflows")).json()["items"]
     names = {w["name"]: w for w in listed}
-    assert names["hooked"]["triggers"][0] == {"name": "push", "kind": "webhook", "enabled": True}
+    assert names["hooked"]["triggers"][0] == {
+        "name": "push",
+        "kind": "webhook",
+        "enabled": True,
+        "problem": None,
+    }
     one = (await api.http.get("/api/v1/workflows/fan")).json()
     assert one["version"] == 1 and one["document"]["name"] == "fan"
     assert (await api.http.get("/api/v1/workflows/nope")).status_code == 404
