@@ -139,10 +139,14 @@ class TriggerRuntime:
             log.warning("run not started yet", key=arrival.idempotency_key, error=str(exc))
 
     def trigger_problem(self, workflow: str, version: int, trigger: str) -> str | None:
-        """Why this server does not serve a trigger now, if it does not (a queue source
-        whose broker it cannot reach)."""
-        why = self.queues.not_started.get((workflow, version, trigger))
-        return None if why is None else f"not consuming: {why} (trying again)"
+        """Why this server does not serve a trigger now, if it does not: a queue source
+        whose broker it cannot reach, a sensor whose last look failed."""
+        key = (workflow, version, trigger)
+        if (why := self.queues.not_started.get(key)) is not None:
+            return f"not consuming: {why} (trying again)"
+        if (why := self.sensors.failing.get(key)) is not None:
+            return f"last look failed: {why} (looking again every interval)"
+        return None
 
     async def _refresh(self) -> None:
         if self.folder is not None:

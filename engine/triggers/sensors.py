@@ -75,6 +75,8 @@ class Sensors:
         self._firing = firing
         self._clock = clock
         self._running: dict[tuple[str, int, str], asyncio.Task[None]] = {}
+        self.failing: dict[tuple[str, int, str], str] = {}
+        """Sensors whose last look failed, and how (cleared by a look that works)."""
 
     async def apply(self) -> None:
         """Run a look loop for each served sensor; stop those no longer served."""
@@ -83,6 +85,7 @@ class Sensors:
         }
         for key in set(self._running) - set(wanted):
             self._running.pop(key).cancel()
+            self.failing.pop(key, None)
         for key, served in wanted.items():
             if key not in self._running:
                 self._running[key] = asyncio.create_task(self._loop(served), name=f"sensor {key}")
@@ -96,6 +99,7 @@ class Sensors:
         assert spec is not None
         folder = local_folder(spec.files) if spec.files else None
         changes = _changes(folder) if folder is not None else None
+        key = (served.workflow.name, served.version, served.trigger.name)
         # The wait for the next change outlives an interval that ends first: cancelling
         # it would close the watch, and every wait after that would end at once.
         next_change: asyncio.Future[object] | None = None
@@ -105,6 +109,9 @@ class Sensors:
                     await self.look(served)
                 except Exception as exc:  # a store that fails now may answer next time
                     log.warning("sensor look failed", trigger=served.trigger.name, error=repr(exc))
+                    self.failing[key] = f"{type(exc).__name__}: {exc}"
+                else:
+                    self.failing.pop(key, None)
                 if changes is None:
                     await asyncio.sleep(spec.interval)
                     continue

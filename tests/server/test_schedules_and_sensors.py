@@ -353,3 +353,42 @@ async def test_a_watched_folder_s_sensor_waits_between_looks_and_keeps_its_watch
     finally:
         await replica.sensors.stop()
     assert closed.is_set()  # stopping closes the watch
+
+
+async def test_a_sensor_whose_looks_fail_says_so_until_one_works(
+    server: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from tests.server.conftest import Server
+
+    assert isinstance(server, Server)
+    numbers = tmp_path / "numbers"  # not there yet: each look fails
+    monkeypatch.setenv("SENSOR_NUMBERS", str(numbers))
+    await server.register(
+        """
+        name: numbers
+        params: {n: {type: int}}
+        tasks: [{name: show, script: "true"}]
+        triggers:
+          - name: fresh
+            sensor: {python: "tests.steps.sensorfuncs:new_numbers", interval: 0.1s}
+        """
+    )
+
+    async def problem() -> str | None:
+        listed = (await server.http.get("/api/v1/workflows")).json()["items"]
+        (numbers_flow,) = [w for w in listed if w["name"] == "numbers"]
+        found: str | None = numbers_flow["triggers"][0]["problem"]
+        return found
+
+    async with asyncio.timeout(20):
+        while (said := await problem()) is None:
+            await asyncio.sleep(0.02)
+    assert said.startswith("last look failed: FileNotFoundError")
+    assert str(numbers) in said
+    numbers.write_text("4")
+    async with asyncio.timeout(20):
+        while not await server.runtime.store.records("numbers"):
+            await asyncio.sleep(0.02)
+    assert await problem() is None
