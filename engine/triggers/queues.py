@@ -83,15 +83,14 @@ class QueueSources:
         self._default_url = default_url
         self._connections: dict[str, AbstractRobustConnection] = {}
         self._consuming: dict[SourceKey, tuple[aio_pika.abc.AbstractChannel, str]] = {}
-        self._not_started: dict[SourceKey, str] = {}
-        self._next_try: dict[SourceKey, tuple[int, float]] = {}
-        """Of each source not started: its failed tries, and when to try again."""
+        self._not_started: dict[SourceKey, tuple[str, int, float]] = {}
+        """Of each source not started: why, its failed tries, and when to try again."""
 
     @property
     def not_started(self) -> dict[SourceKey, str]:
         """Queue sources served but not consuming, and why (each ``apply`` tries again:
         a broker away when the server started is consumed from once it answers)."""
-        return dict(self._not_started)
+        return {key: why for key, (why, _, _) in self._not_started.items()}
 
     async def apply(self) -> None:
         wanted = {
@@ -101,23 +100,21 @@ class QueueSources:
             channel, _ = self._consuming.pop(key)
             await channel.close()
         for key in set(self._not_started) - set(wanted):
-            del self._not_started[key], self._next_try[key]
+            del self._not_started[key]
         for key, served in wanted.items():
-            tries, due = self._next_try.get(key, (0, 0.0))
+            said, tries, due = self._not_started.get(key, ("", 0, 0.0))
             if key in self._consuming or time.monotonic() < due:
                 continue
             try:
                 self._consuming[key] = await self._consume(served)
             except (ConveyorError, OSError, aio_pika.exceptions.AMQPError) as exc:
                 why = str(exc) or type(exc).__name__
-                if self._not_started.get(key) != why:  # said once, not on every try
+                if why != said:  # said once, not on every try
                     log.error("queue source not started; trying again", trigger=key, error=why)
-                self._not_started[key] = why
                 delay = min(RETRY_LONGEST, RETRY_FIRST * 2**tries)
-                self._next_try[key] = (tries + 1, time.monotonic() + delay)
+                self._not_started[key] = (why, tries + 1, time.monotonic() + delay)
             else:
                 if self._not_started.pop(key, None) is not None:
-                    del self._next_try[key]
                     log.info("queue source started after all", trigger=key)
 
     async def stop(self) -> None:
