@@ -134,7 +134,8 @@ class Announcer:
             run_id, key, body = self._queue.get_nowait()
             for attempt in range(1, PUBLISH_ATTEMPTS + 1):
                 try:
-                    await asyncio.wait_for(self._transport.announce(key, body), PUBLISH_TIMEOUT)
+                    async with asyncio.timeout(PUBLISH_TIMEOUT):
+                        await self._transport.announce(key, body)
                     break
                 except Exception as exc:  # the broker's errors are many; none may stop runs
                     if attempt == PUBLISH_ATTEMPTS:
