@@ -195,7 +195,8 @@ def validate(file: WorkflowTarget) -> None:
         say(f"values spliced into code on purpose (raw): {len(spliced)}")
         for place in spliced:
             say(f"  {place}")
-    say(f"{file}: ok (workflow {workflow.name!r}, {len(workflow.tasks)} tasks)")
+    count = len(workflow.tasks)
+    say(f"{file}: ok (workflow {workflow.name!r}, {count} task{'' if count == 1 else 's'})")
 
 
 @app.command()

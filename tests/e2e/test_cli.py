@@ -143,6 +143,10 @@ def test_invalid_input_exits_2_and_starts_nothing(
 def test_validate_and_schema(tmp_path: Path) -> None:
     ok = conveyor("validate", str(EXAMPLES / "batch.yaml"), cwd=tmp_path)
     assert ok.returncode == 0 and "ok" in ok.stdout
+    single = tmp_path / "single.yaml"
+    single.write_text("name: single\ntasks:\n  - name: a\n    script: 'true'\n")
+    one = conveyor("validate", str(single), cwd=tmp_path)
+    assert one.stdout.strip() == f"{single}: ok (workflow 'single', 1 task)"
     wf = tmp_path / "cycle.yaml"
     wf.write_text(
         "name: c\ntasks:\n  - name: a\n    depends: [b]\n    script: x\n"
