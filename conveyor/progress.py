@@ -188,9 +188,9 @@ def summary(state: RunState) -> Group:
             tails.append(_stderr_tail(writer, row["stderr_tail"]))
         attempts = str(row["attempts"])
         if node.spec.fans_out:
-            attempts = _count(row["items"], "item")
+            attempts = counted(row["items"], "item")
             if row["retries"]:
-                attempts += f", {_count(row['retries'], 'retry', 'retries')}"
+                attempts += f", {counted(row['retries'], 'retry', 'retries')}"
         table.add_row(
             node.spec.name,
             Text(node.status, style=STYLE.get(node.status, "")),
@@ -216,5 +216,6 @@ def _stderr_tail(writer: str, lines: list[str]) -> Text:
     return text
 
 
-def _count(n: int, one: str, many: str = "") -> str:
+def counted(n: int, one: str, many: str = "") -> str:
+    """``1 item``, ``3 items``, ``2 retries``."""
     return f"{n} {one if n == 1 else many or one + 's'}"

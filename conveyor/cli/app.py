@@ -47,7 +47,7 @@ from conveyor.cli.common import (
 from conveyor.local import drive, local_engine
 from conveyor.logsetup import LogFormat, configure_logging
 from conveyor.preflight import step_import_paths, use_import_paths
-from conveyor.progress import LiveProgress, summary
+from conveyor.progress import LiveProgress, counted, summary
 from conveyor.report import run_report
 from conveyor.wiring import open_artifacts
 from engine.client import new_run_id
@@ -195,8 +195,7 @@ def validate(file: WorkflowTarget) -> None:
         say(f"values spliced into code on purpose (raw): {len(spliced)}")
         for place in spliced:
             say(f"  {place}")
-    count = len(workflow.tasks)
-    say(f"{file}: ok (workflow {workflow.name!r}, {count} task{'' if count == 1 else 's'})")
+    say(f"{file}: ok (workflow {workflow.name!r}, {counted(len(workflow.tasks), 'task')})")
 
 
 @app.command()
