@@ -33,6 +33,7 @@ from conveyor.cli.common import (
 )
 from conveyor.cli.server_process import REQUESTS_GRACE, StopSignals, web_server
 from conveyor.preflight import step_import_paths, use_import_paths
+from conveyor.progress import counted
 from conveyor.server.auth import Scope, Tokens
 from conveyor.server.home import distributed, open_trigger_store, serving
 from conveyor.settings import Settings
@@ -325,9 +326,10 @@ def backfill(
         say(f"{nominal}  {run_id}  {note}".rstrip())
     queued = sum(1 for _, _, admitted in rows if admitted)
     if dry_run:
-        say(f"{len(rows)} runs would be started (dry run: nothing was)")
+        say(f"{counted(len(rows), 'run')} would be started (dry run: nothing was)")
     else:
-        say(f"{queued} runs queued for the server to start; {len(rows) - queued} had run already")
+        ran = len(rows) - queued
+        say(f"{counted(queued, 'run')} queued for the server to start; {ran} had run already")
 
 
 def trigger_log(

@@ -48,6 +48,9 @@ def test_backfill_previews_then_queues_each_nominal_time_once(tmp_path: Path) ->
         "2026-03-28T23:00:00+00:00",
         "2026-03-29T22:00:00+00:00",
     ]
+    one_night = ["--from", "2026-03-27T00:00+01:00", "--to", "2026-03-27T12:00+01:00"]
+    single = conveyor("backfill", "daily", "midnight", *one_night, "--dry-run", cwd=tmp_path)
+    assert "1 run would be started (dry run: nothing was)" in single.stdout
     queued = conveyor("backfill", "daily", "midnight", *window, cwd=tmp_path)
     assert "4 runs queued for the server to start; 0 had run already" in queued.stdout
     twice = conveyor("backfill", "daily", "midnight", *window, cwd=tmp_path)
