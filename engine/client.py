@@ -344,12 +344,16 @@ class Client:
         def observe(event: Event, _state: RunState) -> None:
             follower.observe(event)
 
-        # The run's end is noted before the last look: a step's lines are stored before
-        # its outcome is sent, so that look reads all there will be.
+        # The last look is one that began after the run's end was noted: a step's lines
+        # are stored before its outcome is sent, so that look reads all there will be.
+        # (A look under way when the end comes reads only the attempts it began with.)
         ended = asyncio.create_task(self.watch(run_id, observe, start=(read, state)))
         try:
-            while not ended.done():
-                await asyncio.wait({ended}, timeout=every)
+            last = False
+            while not last:
+                if not ended.done():
+                    await asyncio.wait({ended}, timeout=every)
+                last = ended.done()
                 yield LinesRead(await follower.look(), follower.answered)
             ended.result()
         finally:

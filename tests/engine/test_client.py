@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from contracts.errors import InvalidInput, NotFound
 from contracts.events import Event, RunCompleted, RunSubmitted, TaskStarted
+from contracts.ports import LogLine, LogPage
 from contracts.validation import parse_workflow
 from contracts.vocabulary import RunStatus, TaskStatus
 from conveyor.embedded import EmbeddedEngine
@@ -248,3 +250,65 @@ async def test_following_lines_reads_the_runs_log_a_page_at_a_time(
     assert texts == ["done", "item 0", "item 1", "item 2"]
     assert reads.limits and set(reads.limits) == {2}  # every read paged, none whole
     assert got[-1].answered == len(await engine.client.events(run_id))
+
+
+class EndsDuringALook:
+    """A run store holding a run up to its first task's start. A look's read of that
+    task lets the rest happen (the second task's lines and events, the run's end) and
+    returns only once the follow's watch has read the end: the end is noted while the
+    look reads."""
+
+    def __init__(self, inner: MemoryRunLog, rest: list[Event], lines: list[LogLine]) -> None:
+        self._inner = inner
+        self._rest, self._lines = rest, lines
+        self._end_read = asyncio.Event()
+
+    async def read(self, run_id: str, after: int = 0, *, limit: int | None = None) -> list[Event]:
+        events = await self._inner.read(run_id, after, limit=limit)
+        if any(isinstance(event, RunCompleted) for event in events):
+            self._end_read.set()
+        return events
+
+    async def page_lines(
+        self, run_id: str, task: str | None = None, *args: Any, **kwargs: Any
+    ) -> LogPage:
+        if task is not None and self._rest:  # a look, not the read of what was stored
+            await self._inner.write_lines(self._lines)
+            rest, self._rest = self._rest, []
+            await self._inner.append(run_id, rest)
+            async with asyncio.timeout(10):
+                await self._end_read.wait()
+        return await self._inner.page_lines(run_id, task, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+async def test_following_lines_reads_what_ended_while_its_last_look_read(
+    engine: EmbeddedEngine,
+) -> None:
+    workflow = flow("""
+        name: two
+        tasks:
+          - name: first
+            script: echo one
+          - name: second
+            depends: [first]
+            script: echo two
+    """)
+    run_id = await engine.client.submit(workflow, {})
+    await engine.client.watch(run_id, timeout=30)
+    events = await engine.store.read(run_id)
+    lines = await engine.store.read_lines(run_id)
+    split = 1 + next(
+        n for n, e in enumerate(events) if isinstance(e, TaskStarted) and e.task == "first"
+    )
+    store = MemoryRunLog()
+    await store.append(run_id, events[:split])
+    await store.write_lines([line for line in lines if line.task == "first"])
+    held = EndsDuringALook(store, events[split:], [ln for ln in lines if ln.task == "second"])
+    client = Client(held)  # type: ignore[arg-type]
+
+    got = [read async for read in client.follow_lines(run_id, every=0.01)]
+
+    assert sorted(line.text for read in got for line in read.lines) == ["one", "two"]
