@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import structlog
@@ -17,6 +17,25 @@ log = structlog.get_logger("conveyor.rabbitmq")
 
 RETRYABLE = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError, RuntimeError)
 """What the broker or the network can raise that trying again may cure."""
+
+
+@contextlib.contextmanager
+def closing_fails_the_call() -> Iterator[None]:
+    """A ``CancelledError`` that nobody asked of this task becomes a ``ConnectionError``.
+
+    aiormq fails the pending futures of a channel or connection it closes with
+    ``CancelledError`` (its default reason), so a publish awaiting its confirm while the
+    connection goes to another node raises one in a task that was never cancelled. Let
+    through, it would end the publisher's task as if it had been stopped, silently; as
+    a ``ConnectionError`` the caller tries again. A cancel of the task itself passes.
+    """
+    try:
+        yield
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+        raise ConnectionError("the broker closed the connection under this call") from exc
 
 
 class RabbitDelivery:

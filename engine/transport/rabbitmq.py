@@ -59,7 +59,7 @@ from engine.transport.queues import (
     mismatch_advice,
     queue_arguments,
 )
-from engine.transport.rabbit_consumer import RETRYABLE, RabbitConsumer
+from engine.transport.rabbit_consumer import RETRYABLE, RabbitConsumer, closing_fails_the_call
 from engine.transport.rabbit_listener import RabbitListener
 
 log = structlog.get_logger("conveyor.rabbitmq")
@@ -192,8 +192,9 @@ class RabbitTransport:
             channel = None
             try:
                 async with asyncio.timeout(CHANNEL_TIMEOUT):
-                    channel = await self._connection_or_fail().channel(publisher_confirms=True)
-                    return await setup(channel)
+                    with closing_fails_the_call():
+                        channel = await self._connection_or_fail().channel(publisher_confirms=True)
+                        return await setup(channel)
             except RETRYABLE as exc:
                 if self._closing:
                     raise
@@ -222,7 +223,9 @@ class RabbitTransport:
             hook()
         if self._publish_channel is not None:
             try:
-                await self._declare_topology(self._publish_channel)
+                async with asyncio.timeout(CHANNEL_TIMEOUT):
+                    with closing_fails_the_call():
+                        await self._declare_topology(self._publish_channel)
             except RETRYABLE as exc:
                 log.warning("re-declaring topology failed; will retry on use", error=str(exc))
 
@@ -274,13 +277,14 @@ class RabbitTransport:
             try:
                 if channel is None:
                     raise ConveyorError("transport not started")
-                if queue not in self._declared:
-                    await self._ensure_queue(channel, queue)
-                exchange = channel.default_exchange
                 # A confirm that never comes (its connection went down mid-publish) must
                 # not hold the sender forever: past the bound, the publish is tried again.
                 async with asyncio.timeout(PUBLISH_TIMEOUT):
-                    await self._publish_all(exchange, queue, bodies, headers)
+                    with closing_fails_the_call():
+                        if queue not in self._declared:
+                            await self._ensure_queue(channel, queue)
+                        exchange = channel.default_exchange
+                        await self._publish_all(exchange, queue, bodies, headers)
                 return
             except Unroutable:
                 # The queue was deleted since this process declared it: the broker
@@ -366,7 +370,8 @@ class RabbitTransport:
             content_type="application/cloudevents+json",
             message_id=uuid.uuid4().hex,
         )
-        await self._changes.publish(message, routing_key=routing_key)
+        with closing_fails_the_call():
+            await self._changes.publish(message, routing_key=routing_key)
 
     async def bind_announcements(self, queue: str, pattern: str) -> None:
         channel = self._publish_channel
@@ -423,7 +428,7 @@ class RabbitTransport:
 
 async def _close_quietly(channel: AbstractChannel) -> None:
     """Close ``channel`` if the broker answers within ``CLOSE_TIMEOUT``, else leave it."""
-    with contextlib.suppress(*RETRYABLE):
+    with contextlib.suppress(*RETRYABLE), closing_fails_the_call():
         async with asyncio.timeout(CLOSE_TIMEOUT):
             await channel.close()
 

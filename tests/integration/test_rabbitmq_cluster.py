@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -59,6 +60,9 @@ async def phase(what: str, seconds: float | None) -> AsyncIterator[asyncio.Timeo
         async with asyncio.timeout(seconds) as limit:
             yield limit
     except TimeoutError:
+        for task in asyncio.all_tasks():  # where each is waiting: what the hang is
+            print(f"\n[task] {task.get_name()}")
+            task.print_stack(file=sys.stdout)
         pytest.fail(f"{what} took too long")
     print(f"\n[phase] {what}: {time.monotonic() - started:.1f}s")
 
@@ -93,6 +97,9 @@ async def test_publishes_reach_every_queue_again_when_the_node_they_went_through
         at_stop = dict(confirmed)
         async with phase("every queue taking publishes again", 60):
             while any(confirmed[q] < at_stop[q] + 200 for q in queues):
+                # A publisher ends only by failing: say how, rather than wait out the phase.
+                if stopped := [p for p in publishers if p.done()]:
+                    pytest.fail(f"a publisher stopped: {stopped[0]!r}")
                 await asyncio.sleep(0.05)
     finally:
         for publisher in publishers:

@@ -1,0 +1,71 @@
+"""A RabbitMQ publish whose channel closes under it is tried again; a publisher that is
+itself cancelled still stops. (aiormq fails the futures of what it closes with
+``CancelledError``, so the two look alike to the code awaiting them.)"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from engine.transport.rabbitmq import RabbitTransport
+
+
+class ClosingExchange:
+    """Fails its first ``closes`` publishes as aiormq does when it closes the channel
+    under a confirm; confirms the rest."""
+
+    def __init__(self, closes: int) -> None:
+        self.closes = closes
+        self.published: list[bytes] = []
+        self.confirm_sent = asyncio.Event()
+
+    async def publish(self, message: Any, routing_key: str, *, mandatory: bool) -> object:
+        confirm = asyncio.get_running_loop().create_future()
+        self.confirm_sent.set()
+        if self.closes:
+            self.closes -= 1
+            confirm.set_exception(asyncio.CancelledError())  # aiormq's reason for a close
+        else:
+            self.published.append(message.body)
+            confirm.set_result("ack")
+        return await confirm
+
+
+class Channel:
+    def __init__(self, exchange: ClosingExchange) -> None:
+        self.default_exchange = exchange
+
+
+def transport_on(exchange: ClosingExchange) -> RabbitTransport:
+    transport = RabbitTransport("amqp://guest:guest@127.0.0.1:1/", publish_retry_max=0.01)
+    transport._publish_channel = Channel(exchange)  # type: ignore[assignment]
+    transport._declared.add("q")
+    return transport
+
+
+async def test_a_publish_whose_channel_closes_under_it_is_tried_again() -> None:
+    exchange = ClosingExchange(closes=2)
+
+    async with asyncio.timeout(10):
+        await transport_on(exchange).publish("q", [b"one"])
+
+    assert exchange.published == [b"one"]
+    assert exchange.closes == 0
+
+
+async def test_a_cancelled_publisher_still_stops() -> None:
+    class Unanswered(ClosingExchange):
+        async def publish(self, message: Any, routing_key: str, *, mandatory: bool) -> object:
+            self.confirm_sent.set()
+            return await asyncio.get_running_loop().create_future()  # never confirmed
+
+    exchange = Unanswered(closes=0)
+    publishing = asyncio.create_task(transport_on(exchange).publish("q", [b"one"]))
+    await exchange.confirm_sent.wait()
+
+    publishing.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await publishing
