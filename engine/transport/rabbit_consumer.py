@@ -58,7 +58,8 @@ class RabbitDelivery:
 
     async def ack(self) -> None:
         try:
-            await self._message.ack()
+            with closing_fails_the_call():
+                await self._message.ack()
         except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
             # The channel died after the work was done: the broker will redeliver, and
             # the consequence is idempotent.
@@ -66,7 +67,8 @@ class RabbitDelivery:
 
     async def nack(self, *, requeue: bool) -> None:
         try:
-            await self._message.nack(requeue=requeue)
+            with closing_fails_the_call():
+                await self._message.nack(requeue=requeue)
         except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
             log.warning("nack lost with its channel", error=str(exc))
 

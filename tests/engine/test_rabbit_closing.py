@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from engine.transport.rabbit_consumer import RabbitDelivery
 from engine.transport.rabbitmq import RabbitTransport
 
 
@@ -69,3 +70,23 @@ async def test_a_cancelled_publisher_still_stops() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         await publishing
+
+
+class ClosingMessage:
+    """An incoming message whose channel closes as it is acked (aiormq's way)."""
+
+    async def ack(self) -> None:
+        closed = asyncio.get_running_loop().create_future()
+        closed.set_exception(asyncio.CancelledError())
+        await closed
+
+    async def nack(self, requeue: bool) -> None:
+        await self.ack()
+
+
+async def test_an_ack_lost_with_its_channel_leaves_the_taker_running() -> None:
+    delivery = RabbitDelivery.__new__(RabbitDelivery)
+    delivery._message = ClosingMessage()  # type: ignore[assignment]
+
+    await delivery.ack()  # the broker redelivers; the taker goes on
+    await delivery.nack(requeue=True)
