@@ -106,9 +106,9 @@ class RabbitConsumer:
             tag = message.consumer_tag
             if tag is not None and tag not in self._cancelled_again:
                 self._cancelled_again.add(tag)
-                with contextlib.suppress(*RETRYABLE):
+                with contextlib.suppress(*RETRYABLE), closing_fails_the_call():
                     await self._queue.cancel(tag)
-            with contextlib.suppress(*RETRYABLE):
+            with contextlib.suppress(*RETRYABLE), closing_fails_the_call():
                 await message.nack(requeue=True)
             return
         self._inbox.put_nowait(message)
@@ -163,5 +163,5 @@ class RabbitConsumer:
     async def close(self) -> None:
         self._inbox.put_nowait(None)
         # Closing the channel returns its unacked deliveries to the queue.
-        with contextlib.suppress(*RETRYABLE):
+        with contextlib.suppress(*RETRYABLE), closing_fails_the_call():
             await self._channel.close()

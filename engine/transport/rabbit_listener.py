@@ -15,7 +15,7 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from engine.transport.rabbit_consumer import RETRYABLE
+from engine.transport.rabbit_consumer import RETRYABLE, closing_fails_the_call
 
 log = structlog.get_logger("conveyor.rabbitmq")
 
@@ -94,6 +94,6 @@ class RabbitListener:
     async def _close_channel(self) -> None:
         channel, self._channel = self._channel, None
         if channel is not None:
-            with contextlib.suppress(*RETRYABLE):
+            with contextlib.suppress(*RETRYABLE), closing_fails_the_call():
                 async with asyncio.timeout(self._bind_timeout):
                     await channel.close()
