@@ -310,7 +310,7 @@ def backfill(
         result = []
         now = datetime.now(UTC).timestamp()
         for nominal in times:
-            arrival = tick_arrival(served, nominal, now)
+            arrival = tick_arrival(served, nominal, now, origin="conveyor backfill")
             if dry_run:
                 result.append((arrival.key, arrival.run_id, False))
                 continue

@@ -118,7 +118,9 @@ def build_router() -> APIRouter:
 
         from engine.triggers.registry import Served
 
-        arrival = tick_arrival(Served(spec, version, found), datetime.now(UTC), time.time())
+        arrival = tick_arrival(
+            Served(spec, version, found), datetime.now(UTC), time.time(), origin="fired by hand"
+        )
         await runtime.firing.admit_and_handle(arrival)
         return {"run_id": arrival.run_id, "nominal": arrival.key}
 

@@ -55,6 +55,9 @@ class Arrival(msgspec.Struct, kw_only=True):
     names: dict[str, Any]
     """What the trigger's expressions read: body, headers, query, event, nominal, ..."""
     at: float
+    origin: str = ""
+    """Who fired it, when not the trigger itself (``conveyor backfill``, the API's fire
+    by hand): the reason its trigger-log line gives."""
 
     @property
     def idempotency_key(self) -> str:
@@ -152,7 +155,7 @@ class Firing:
             # holds it (an embedded engine's queue dies with its process).
             await self.recorded(arrival.run_id)
             decision = "fired" if arrival.kind == "schedule" else "accepted"
-            record = await self.record(arrival, decision, run_id=arrival.run_id)
+            record = await self.record(arrival, decision, arrival.origin, run_id=arrival.run_id)
         await self.store.settle(arrival.idempotency_key)
         return record
 

@@ -49,7 +49,9 @@ def cursor_key(workflow: str, trigger: str) -> str:
     return f"schedule:{workflow}:{trigger}"
 
 
-def tick_arrival(served: Served, nominal: datetime, at: float, kind: str = "schedule") -> Arrival:
+def tick_arrival(
+    served: Served, nominal: datetime, at: float, kind: str = "schedule", origin: str = ""
+) -> Arrival:
     stamp = nominal.astimezone(UTC).isoformat()
     return Arrival(
         workflow=served.workflow.name,
@@ -59,6 +61,7 @@ def tick_arrival(served: Served, nominal: datetime, at: float, kind: str = "sche
         key=stamp,
         names={"nominal": stamp, "trigger": served.trigger.name},
         at=at,
+        origin=origin,
     )
 
 

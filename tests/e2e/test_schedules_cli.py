@@ -4,6 +4,7 @@ starting the backfilled runs."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from conveyor.embedded import EmbeddedEngine
@@ -79,3 +80,6 @@ def test_backfill_previews_then_queues_each_nominal_time_once(tmp_path: Path) ->
             await runs.close()
 
     assert asyncio.run(serve()) == ["2026-03-26", "2026-03-27", "2026-03-28", "2026-03-29"]
+    logged = json.loads(conveyor("trigger-log", "daily", "--json", cwd=tmp_path).stdout)
+    fired = [(r["decision"], r["reason"]) for r in logged if r["run_id"]]
+    assert fired == [("fired", "conveyor backfill")] * 4

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts.ports import LogLine
+from contracts.vocabulary import RunStatus
 from conveyor.server.app import create_app
 from conveyor.server.auth import Scope, Tokens
 from tests.server.conftest import Server
@@ -304,6 +305,36 @@ async def test_a_stream_follows_lines_as_attempts_print_them(api: Server) -> Non
     sent, _ids = await stream_lines(api, f"/api/v1/runs/{run_id}/logs/stream?task=gate")
     await meanwhile
     assert sent == ["before", "while open 1", "while open 2"]
+
+
+NIGHTLY = """
+name: nightly
+triggers:
+  - name: midnight
+    schedule: {cron: "0 0 * * *"}
+tasks:
+  - name: report
+    script: "true"
+"""
+
+
+async def test_a_schedule_fired_by_hand_starts_its_run_and_says_so_in_its_log(
+    server: Server,
+) -> None:
+    await server.register(NIGHTLY)
+
+    fired = await server.http.post("/api/v1/workflows/nightly/triggers/midnight/fire")
+
+    assert fired.status_code == 202
+    run_id = fired.json()["run_id"]
+    assert (await server.engine.client.watch(run_id, timeout=20)).status == RunStatus.SUCCEEDED
+    log = await server.http.get("/api/v1/workflows/nightly/triggers/midnight/records")
+    [record] = log.json()["items"]
+    assert (record["decision"], record["reason"], record["run_id"]) == (
+        "fired",
+        "fired by hand",
+        run_id,
+    )
 
 
 async def test_the_openapi_document_describes_every_endpoint(api: Server) -> None:
