@@ -375,4 +375,27 @@ def check_triggers(
                             f" expressions read {', '.join(sorted(scope))}",
                         )
                     )
+        if isinstance(trigger.source, ScheduleTrigger):
+            for name, value in trigger.source.params.items():
+                if _reads_like_an_expression(value, scope):
+                    problems.append(
+                        smap.problem(
+                            (*at, trigger.kind, "params", name),
+                            f"{value!r} would be passed as this text: a schedule's params are"
+                            f" text or templates; to compute it write '{{{{ {value} }}}}'",
+                        )
+                    )
     return problems
+
+
+def _reads_like_an_expression(value: Any, scope: frozenset[str]) -> bool:
+    """Text outside any template that is an expression over the trigger's names, such as
+    ``nominal[:10]``: as a webhook's param it would be computed, here it is passed on
+    as written. (A bare name, ``trigger``, is left alone: that is a plausible word.)"""
+    if not isinstance(value, str) or "{{" in value or value.strip() in scope:
+        return False
+    try:
+        references = Expression(value).references()
+    except ExpressionError:
+        return False
+    return any(ref.path and ref.path[0] in scope for ref in references)

@@ -555,3 +555,38 @@ def test_a_dict_default_is_written_short_or_with_type_dict() -> None:
         "dict",
         {"type": "circle", "radius": 1},
     )
+
+
+NIGHTLY = """
+name: nightly
+params: {{day: {{type: str, default: ""}}, n: {{type: int, default: 0}}}}
+triggers:
+  - name: midnight
+    schedule: {{cron: "0 0 * * *", params: {params}}}
+tasks:
+  - name: a
+    script: echo
+"""
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        '{day: "{{ nominal[:10] }}"}',
+        '{day: "trigger"}',
+        '{day: "2026-01-01"}',
+        '{day: "every night"}',
+        "{n: 5}",
+    ],
+)
+def test_schedule_params_that_are_text_or_templates_pass(params: str) -> None:
+    assert parse(NIGHTLY.format(params=params)).triggers[0].name == "midnight"
+
+
+def test_a_schedule_param_written_as_a_bare_expression_is_refused_with_the_fix() -> None:
+    with pytest.raises(InvalidInput) as info:
+        parse(NIGHTLY.format(params='{day: "nominal[:10]"}'))
+    text = str(info.value)
+    assert "triggers[0].schedule.params.day" in text
+    assert "'nominal[:10]' would be passed as this text" in text
+    assert "write '{{ nominal[:10] }}'" in text
