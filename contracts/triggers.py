@@ -398,4 +398,5 @@ def _reads_like_an_expression(value: Any, scope: frozenset[str]) -> bool:
         references = Expression(value).references()
     except ExpressionError:
         return False
-    return any(ref.path and ref.path[0] in scope for ref in references)
+    roots = {ref.path[0] for ref in references if ref.path}
+    return bool(roots) and roots <= scope  # 'trigger-happy' reads 'happy': plain text

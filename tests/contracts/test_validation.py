@@ -576,6 +576,7 @@ tasks:
         '{day: "trigger"}',
         '{day: "2026-01-01"}',
         '{day: "every night"}',
+        '{day: "trigger-happy"}',
         "{n: 5}",
     ],
 )
