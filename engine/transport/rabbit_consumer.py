@@ -38,6 +38,15 @@ def closing_fails_the_call() -> Iterator[None]:
         raise ConnectionError("the broker closed the connection under this call") from exc
 
 
+@contextlib.contextmanager
+def broker_errors_ignored() -> Iterator[None]:
+    """For calls whose failure changes nothing (closing a channel, sending back a
+    delivery): what the broker or the network raises, a closing's ``CancelledError``
+    among it, is let go."""
+    with contextlib.suppress(*RETRYABLE), closing_fails_the_call():
+        yield
+
+
 class RabbitDelivery:
     __slots__ = ("_message", "body", "headers", "redelivered")
 
@@ -106,9 +115,9 @@ class RabbitConsumer:
             tag = message.consumer_tag
             if tag is not None and tag not in self._cancelled_again:
                 self._cancelled_again.add(tag)
-                with contextlib.suppress(*RETRYABLE), closing_fails_the_call():
+                with broker_errors_ignored():
                     await self._queue.cancel(tag)
-            with contextlib.suppress(*RETRYABLE), closing_fails_the_call():
+            with broker_errors_ignored():
                 await message.nack(requeue=True)
             return
         self._inbox.put_nowait(message)
@@ -163,5 +172,5 @@ class RabbitConsumer:
     async def close(self) -> None:
         self._inbox.put_nowait(None)
         # Closing the channel returns its unacked deliveries to the queue.
-        with contextlib.suppress(*RETRYABLE), closing_fails_the_call():
+        with broker_errors_ignored():
             await self._channel.close()

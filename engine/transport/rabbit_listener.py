@@ -8,14 +8,13 @@ never answers would otherwise keep it from starting, with nothing in its log.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from engine.transport.rabbit_consumer import RETRYABLE, closing_fails_the_call
+from engine.transport.rabbit_consumer import RETRYABLE, broker_errors_ignored
 
 log = structlog.get_logger("conveyor.rabbitmq")
 
@@ -94,6 +93,6 @@ class RabbitListener:
     async def _close_channel(self) -> None:
         channel, self._channel = self._channel, None
         if channel is not None:
-            with contextlib.suppress(*RETRYABLE), closing_fails_the_call():
+            with broker_errors_ignored():
                 async with asyncio.timeout(self._bind_timeout):
                     await channel.close()

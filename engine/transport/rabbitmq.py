@@ -27,7 +27,6 @@ publishes of one call are pipelined). Deliveries are settled by the caller
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -59,7 +58,12 @@ from engine.transport.queues import (
     mismatch_advice,
     queue_arguments,
 )
-from engine.transport.rabbit_consumer import RETRYABLE, RabbitConsumer, closing_fails_the_call
+from engine.transport.rabbit_consumer import (
+    RETRYABLE,
+    RabbitConsumer,
+    broker_errors_ignored,
+    closing_fails_the_call,
+)
 from engine.transport.rabbit_listener import RabbitListener
 
 log = structlog.get_logger("conveyor.rabbitmq")
@@ -428,7 +432,7 @@ class RabbitTransport:
 
 async def _close_quietly(channel: AbstractChannel) -> None:
     """Close ``channel`` if the broker answers within ``CLOSE_TIMEOUT``, else leave it."""
-    with contextlib.suppress(*RETRYABLE), closing_fails_the_call():
+    with broker_errors_ignored():
         async with asyncio.timeout(CLOSE_TIMEOUT):
             await channel.close()
 
