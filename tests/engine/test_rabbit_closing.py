@@ -13,33 +13,46 @@ from engine.transport.rabbit_consumer import RabbitDelivery
 from engine.transport.rabbitmq import RabbitTransport
 
 
+async def closed_under_it() -> None:
+    """What awaiting a confirm or an ack does when aiormq closes its channel: its future
+    fails with ``CancelledError``, aiormq's default reason for a close."""
+    closed = asyncio.get_running_loop().create_future()
+    closed.set_exception(asyncio.CancelledError())
+    await closed
+
+
 class ClosingExchange:
-    """Fails its first ``closes`` publishes as aiormq does when it closes the channel
-    under a confirm; confirms the rest."""
+    """Closed under its first ``closes`` publishes; confirms the rest."""
 
     def __init__(self, closes: int) -> None:
         self.closes = closes
         self.published: list[bytes] = []
+
+    async def publish(self, message: Any, routing_key: str, *, mandatory: bool) -> object:
+        if self.closes:
+            self.closes -= 1
+            await closed_under_it()
+        self.published.append(message.body)
+        return "ack"
+
+
+class UnansweredExchange:
+    """Never confirms."""
+
+    def __init__(self) -> None:
         self.confirm_sent = asyncio.Event()
 
     async def publish(self, message: Any, routing_key: str, *, mandatory: bool) -> object:
-        confirm = asyncio.get_running_loop().create_future()
         self.confirm_sent.set()
-        if self.closes:
-            self.closes -= 1
-            confirm.set_exception(asyncio.CancelledError())  # aiormq's reason for a close
-        else:
-            self.published.append(message.body)
-            confirm.set_result("ack")
-        return await confirm
+        return await asyncio.get_running_loop().create_future()
 
 
 class Channel:
-    def __init__(self, exchange: ClosingExchange) -> None:
+    def __init__(self, exchange: object) -> None:
         self.default_exchange = exchange
 
 
-def transport_on(exchange: ClosingExchange) -> RabbitTransport:
+def transport_on(exchange: object) -> RabbitTransport:
     transport = RabbitTransport("amqp://guest:guest@127.0.0.1:1/", publish_retry_max=0.01)
     transport._publish_channel = Channel(exchange)  # type: ignore[assignment]
     transport._declared.add("q")
@@ -57,12 +70,7 @@ async def test_a_publish_whose_channel_closes_under_it_is_tried_again() -> None:
 
 
 async def test_a_cancelled_publisher_still_stops() -> None:
-    class Unanswered(ClosingExchange):
-        async def publish(self, message: Any, routing_key: str, *, mandatory: bool) -> object:
-            self.confirm_sent.set()
-            return await asyncio.get_running_loop().create_future()  # never confirmed
-
-    exchange = Unanswered(closes=0)
+    exchange = UnansweredExchange()
     publishing = asyncio.create_task(transport_on(exchange).publish("q", [b"one"]))
     await exchange.confirm_sent.wait()
 
@@ -76,12 +84,10 @@ class ClosingMessage:
     """An incoming message whose channel closes as it is acked (aiormq's way)."""
 
     async def ack(self) -> None:
-        closed = asyncio.get_running_loop().create_future()
-        closed.set_exception(asyncio.CancelledError())
-        await closed
+        await closed_under_it()
 
     async def nack(self, requeue: bool) -> None:
-        await self.ack()
+        await closed_under_it()
 
 
 async def test_an_ack_lost_with_its_channel_leaves_the_taker_running() -> None:
