@@ -284,9 +284,9 @@ class EndsDuringALook:
         return getattr(self._inner, name)
 
 
-async def test_following_lines_reads_what_ended_while_its_last_look_read(
-    engine: EmbeddedEngine,
-) -> None:
+async def test_following_lines_reads_what_ended_while_its_last_look_read() -> None:
+    """The run is made once, in memory, for its events and lines: the race is in the
+    client's follow, which reads them from a store of its own."""
     workflow = flow("""
         name: two
         tasks:
@@ -296,10 +296,11 @@ async def test_following_lines_reads_what_ended_while_its_last_look_read(
             depends: [first]
             script: echo two
     """)
-    run_id = await engine.client.submit(workflow, {})
-    await engine.client.watch(run_id, timeout=30)
-    events = await engine.store.read(run_id)
-    lines = await engine.store.read_lines(run_id)
+    async with EmbeddedEngine(workers=2) as engine:
+        run_id = await engine.client.submit(workflow, {})
+        await engine.client.watch(run_id, timeout=30)
+        events = await engine.store.read(run_id)
+        lines = await engine.store.read_lines(run_id)
     split = 1 + next(
         n for n, e in enumerate(events) if isinstance(e, TaskStarted) and e.task == "first"
     )
