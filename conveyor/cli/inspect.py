@@ -142,15 +142,19 @@ def register(app: typer.Typer) -> None:
 
         Tasks by name, then items, then attempts; each attempt's lines as printed."""
 
+        fan_outs: set[str] = set()
+
         def show(lines: list[LogLine]) -> None:
             for line in lines:
-                label = f"{line.task}[{line.index}]#{line.attempt}"
+                item = f"[{line.index}]" if line.task in fan_outs else ""
+                label = f"{line.task}{item}#{line.attempt}"
                 text = line.text if raw else displayable(line.text)
                 sys.stdout.write(f"{label} {line.stream}| {text}\n")
             sys.stdout.flush()
 
         async def read(client: Client) -> None:
             full = await client.find(run_id)
+            fan_outs.update(await client.fan_out_names(full))
             if index is not None and task is None:
                 raise InvalidInput([Problem("--index picks an item of a task: name the task")])
             if task is not None:

@@ -63,7 +63,10 @@ def test_logs_prints_each_attempt_whole_in_page_order_a_page_at_a_time(
 
     async def record() -> None:
         store = SqliteRunLog(tmp_path / "conveyor.db")
-        await store.append("r1", [RunSubmitted(run_id="r1", at=1.0, workflow={}, params={})])
+        # a fans out, b does not: only a's lines name their item.
+        tasks = [{"name": "a", "items": [0, 1], "script": "x"}, {"name": "b", "script": "y"}]
+        submitted = RunSubmitted(run_id="r1", at=1.0, workflow={"tasks": tasks}, params={})
+        await store.append("r1", [submitted])
         await store.write_lines(
             [
                 LogLine(run_id="r1", task=t, index=i, attempt=n, stream="stdout", at=2.0, text=x)
@@ -97,7 +100,7 @@ def test_logs_prints_each_attempt_whole_in_page_order_a_page_at_a_time(
         "a[0]#1 stdout| a0 second",
         "a[1]#1 stdout| a1 first",
         "a[1]#2 stdout| a1 retried",
-        "b[0]#1 stdout| b0",
+        "b#1 stdout| b0",
     ]
     assert pages == [2, 2, 1]
 
@@ -139,7 +142,7 @@ def test_logs_of_a_task_checks_its_name_against_the_submission_alone(
     monkeypatch.setattr("engine.client.Client.state", no_state)
     found = CliRunner().invoke(app, ["logs", "r1", "process", *home])
     assert found.exit_code == 0, found.output
-    assert found.output == "process[0]#1 stdout| hi\n"
+    assert found.output == "process#1 stdout| hi\n"
 
     misspelt = CliRunner().invoke(app, ["logs", "r1", "procss", *home])
     assert misspelt.exit_code == 2

@@ -89,7 +89,7 @@ def test_ctrl_c_cancels_the_run_kills_its_steps_and_exits_130(tmp_path: Path) ->
     assert run["state"] == "cancelled" and run["reason"] == "interrupted (Ctrl-C)"
     # The run is over, so following its log ends at once.
     follow = conveyor("logs", str(run["run_id"]), "-f", cwd=tmp_path, timeout=20)
-    assert follow.returncode == 0 and "first[0]#1 stdout| first" in follow.stdout
+    assert follow.returncode == 0 and "first#1 stdout| first" in follow.stdout
 
 
 @pytest.mark.parametrize(

@@ -75,14 +75,14 @@ def test_following_a_fan_out_prints_each_line_once(tmp_path: Path) -> None:
         )
         assert follower.stdout is not None
         # The gate's line has come through the follow: the fan-out starts only now.
-        assert follower.stdout.readline() == "gate[0]#1 stdout| open\n"
+        assert follower.stdout.readline() == "gate#1 stdout| open\n"
         flag.touch()
         rest, errors = follower.communicate(timeout=90)  # it ends with the run
         assert follower.returncode == 0, errors
         assert run.wait(timeout=30) == 0, output.read_text()
     finally:
         run.kill()
-    followed = ["gate[0]#1 stdout| open", *rest.splitlines()]
+    followed = ["gate#1 stdout| open", *rest.splitlines()]
     assert len(followed) == len(set(followed)) == 1 + 2 * ITEMS
     stored = conveyor("logs", run_id, cwd=tmp_path).stdout.splitlines()
     assert sorted(followed) == sorted(stored)

@@ -69,7 +69,7 @@ tasks:
     ok_runs = [e for e in events if e["type"] == "task_succeeded" and e["task"] == "ok"]
     assert len(ok_runs) == 1  # the successful task was kept, not run again
     logs = cli(cluster, "logs", run_id, "needs-fix").stdout
-    assert "needs-fix[0]#2 stdout| fixed" in logs
+    assert "needs-fix#2 stdout| fixed" in logs
     listed = json.loads(cli(cluster, "runs", "--json").stdout)
     assert [(r["run_id"], r["state"]) for r in listed] == [(run_id, "succeeded")]
 
@@ -147,8 +147,8 @@ async def test_logs_follow_prints_lines_as_they_come_and_ends_with_the_run(
         stdout=asyncio.subprocess.PIPE,
     )
     first = await asyncio.wait_for(follower.stdout.readline(), 20)  # type: ignore[union-attr]
-    assert first.decode().strip() == "t[0]#1 stdout| line 1"
+    assert first.decode().strip() == "t#1 stdout| line 1"
     assert not replay(await cluster.events(run_id)).finished  # it came while the step ran
     rest, _ = await asyncio.wait_for(follower.communicate(), 30)  # exits when the run ends
-    assert rest.decode().splitlines() == ["t[0]#1 stdout| line 2", "t[0]#1 stdout| line 3"]
+    assert rest.decode().splitlines() == ["t#1 stdout| line 2", "t#1 stdout| line 3"]
     assert follower.returncode == 0

@@ -59,7 +59,9 @@ function followLogs(url, index) {
   logStream = new EventSource(full, { withCredentials: true });
   logStream.onmessage = (message) => {
     const line = JSON.parse(message.data);
-    const where = `${line.task}[${line.index}]#${line.attempt} ${line.stream}| `;
+    // Only a fan-out's stream is opened for an item; a single task's lines have no index.
+    const item = index === undefined ? "" : `[${line.index}]`;
+    const where = `${line.task}${item}#${line.attempt} ${line.stream}| `;
     pre.append(document.createTextNode(where + line.text + "\n"));
     pre.scrollTop = pre.scrollHeight;
   };
