@@ -26,7 +26,20 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 """What stops a long-running process (server, coordinator, worker) as asked: systemd and
 Kubernetes send SIGTERM, a terminal Ctrl-C, a closed terminal or SSH session SIGHUP."""
 
-out = Console(highlight=False, soft_wrap=False)
+PIPED_WIDTH = 10_000
+"""Columns to draw in when stdout is not a terminal: a pipe or a file is read by lines
+(grep, awk), and at a terminal's usual 80 a table would wrap its cells onto lines of
+their own. ``COLUMNS`` still sets a width of its own."""
+
+
+def _stdout_console() -> Console:
+    console = Console(highlight=False, soft_wrap=False)
+    if not console.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+        console.width = PIPED_WIDTH
+    return console
+
+
+out = _stdout_console()
 err = Console(stderr=True, highlight=False)
 
 DEFAULT_HOME = Path(".conveyor")

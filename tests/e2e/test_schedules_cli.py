@@ -83,3 +83,7 @@ def test_backfill_previews_then_queues_each_nominal_time_once(tmp_path: Path) ->
     logged = json.loads(conveyor("trigger-log", "daily", "--json", cwd=tmp_path).stdout)
     fired = [(r["decision"], r["reason"]) for r in logged if r["run_id"]]
     assert fired == [("fired", "conveyor backfill")] * 4
+    # Piped, the table is drawn at its own width: a row is one line, whole, for grep.
+    piped = conveyor("trigger-log", "daily", cwd=tmp_path, extra_env={"COLUMNS": ""})
+    rows = [line for line in piped.stdout.splitlines() if " fired " in line]
+    assert len(rows) == 4 and all(row.rstrip(" │").endswith("conveyor backfill") for row in rows)
