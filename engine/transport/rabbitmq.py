@@ -391,7 +391,8 @@ class RabbitTransport:
         channel = await self._look_channel()
         try:
             async with asyncio.timeout(CHANNEL_TIMEOUT):
-                declared = await channel.declare_queue(queue, passive=True)
+                with closing_fails_the_call():
+                    declared = await channel.declare_queue(queue, passive=True)
             return int(declared.declaration_result.message_count or 0)
         except aio_pika.exceptions.ChannelClosed:
             return None
@@ -402,14 +403,16 @@ class RabbitTransport:
     async def _look_channel(self) -> AbstractChannel:
         """A channel of its own for a look at a queue, opened within ``CHANNEL_TIMEOUT``."""
         async with asyncio.timeout(CHANNEL_TIMEOUT):
-            return await self._connection_or_fail().channel()
+            with closing_fails_the_call():
+                return await self._connection_or_fail().channel()
 
     async def dead_letter_count(self) -> int:
         channel = self._publish_channel
         if channel is None:
             raise ConveyorError("transport not started")
         async with asyncio.timeout(CHANNEL_TIMEOUT):
-            queue = await self._declare(channel, DEAD_LETTER_QUEUE, self._dead_arguments)
+            with closing_fails_the_call():
+                queue = await self._declare(channel, DEAD_LETTER_QUEUE, self._dead_arguments)
         return int(queue.declaration_result.message_count or 0)
 
     async def dead_letters(self, limit: int = 20) -> list[tuple[bytes, Mapping[str, Any]]]:
@@ -418,13 +421,14 @@ class RabbitTransport:
         channel = await self._look_channel()
         try:
             async with asyncio.timeout(CHANNEL_TIMEOUT):
-                queue = await self._declare(channel, DEAD_LETTER_QUEUE, self._dead_arguments)
-                seen: list[AbstractIncomingMessage] = []
-                for _ in range(limit):
-                    message = await queue.get(no_ack=False, fail=False)
-                    if message is None:
-                        break
-                    seen.append(message)
+                with closing_fails_the_call():
+                    queue = await self._declare(channel, DEAD_LETTER_QUEUE, self._dead_arguments)
+                    seen: list[AbstractIncomingMessage] = []
+                    for _ in range(limit):
+                        message = await queue.get(no_ack=False, fail=False)
+                        if message is None:
+                            break
+                        seen.append(message)
             return [(m.body, m.headers or {}) for m in seen]
         finally:
             await _close_quietly(channel)  # unacked peeks go back to the queue

@@ -5,10 +5,12 @@ itself cancelled still stops. (aiormq fails the futures of what it closes with
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from conveyor.metrics import QUEUE_DEPTH, RunMetrics, watch_queues
 from engine.transport.rabbit_consumer import RabbitDelivery
 from engine.transport.rabbitmq import RabbitTransport
 
@@ -96,3 +98,65 @@ async def test_an_ack_lost_with_its_channel_leaves_the_taker_running() -> None:
 
     await delivery.ack()  # the broker redelivers; the taker goes on
     await delivery.nack(requeue=True)
+
+
+class LookChannel:
+    """A channel opened for a look at a queue: closed under the look, or answering."""
+
+    def __init__(self, closes: bool, answered: asyncio.Event) -> None:
+        self.closes = closes
+        self.answered = answered
+        self.is_closed = False
+
+    async def declare_queue(self, name: str, passive: bool) -> Any:
+        if self.closes:
+            await closed_under_it()
+        self.answered.set()
+        return SimpleNamespace(declaration_result=SimpleNamespace(message_count=7))
+
+    async def close(self) -> None:
+        self.is_closed = True
+
+
+class LookConnection:
+    """Its first ``closes`` channels are closed under the look they were opened for."""
+
+    def __init__(self, closes: int) -> None:
+        self.closes = closes
+        self.answered = asyncio.Event()
+
+    async def channel(self) -> LookChannel:
+        self.closes -= 1
+        return LookChannel(self.closes >= 0, self.answered)
+
+
+def transport_looking_through(connection: LookConnection) -> RabbitTransport:
+    transport = RabbitTransport("amqp://guest:guest@127.0.0.1:1/")
+    transport._connection = connection  # type: ignore[assignment]
+    return transport
+
+
+async def test_a_look_at_a_queue_closed_under_it_fails_as_a_broker_error() -> None:
+    transport = transport_looking_through(LookConnection(closes=1))
+
+    with pytest.raises(ConnectionError):
+        await transport.queue_depth("q")
+    assert await transport.queue_depth("q") == 7
+
+
+async def test_the_queue_depth_gauge_outlives_a_look_closed_under_it() -> None:
+    """What autoscaling reads: a look that fails is followed by the next one."""
+    connection = LookConnection(closes=2)
+    metrics = RunMetrics()
+    metrics.pools.add("closing-pool")
+    watching = asyncio.create_task(
+        watch_queues(transport_looking_through(connection), metrics, every=0)
+    )
+    answered = asyncio.create_task(connection.answered.wait())
+
+    await asyncio.wait([watching, answered], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+
+    assert not watching.done(), "the gauge's loop ended"
+    assert QUEUE_DEPTH.labels("closing-pool")._value.get() == 7
+    watching.cancel()
+    answered.cancel()
