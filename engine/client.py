@@ -261,9 +261,8 @@ class Client:
     async def _submitted_tasks(self, run: str) -> list[dict[str, Any]]:
         run_id = await self.find(run)
         first = await self.store.read(run_id, 0, limit=1)
-        tasks: list[dict[str, Any]] = _submission(run_id, first[0] if first else None).workflow.get(
-            "tasks", []
-        )
+        submitted = _submission(run_id, first[0] if first else None)
+        tasks: list[dict[str, Any]] = submitted.workflow.get("tasks", [])
         return tasks
 
     async def state(self, run: str) -> RunState:
