@@ -192,9 +192,9 @@ def check_workflow(workflow: Workflow, smap: SourceMap | None = None) -> list[Pr
             smap=smap,
         )
     )
-    if problems:
-        return problems
     for i, task in enumerate(workflow.tasks):
+        if index[task.name] != i:
+            continue  # a second task of a name (reported): its references would mislead
         problems.extend(_check_task_expressions(workflow, task, ("tasks", i), deps, smap))
         problems.extend(_check_secret_uses(task, ("tasks", i), secrets, smap))
         problems.extend(

@@ -507,6 +507,46 @@ def test_a_mistake_written_twice_in_one_field_is_said_once() -> None:
     assert len(said) == 1 and "'{{ item }}' would splice a value into code" in said[0]
 
 
+def test_a_broken_graph_does_not_hide_the_mistakes_in_expressions() -> None:
+    said = problems_of(
+        """
+        name: x
+        tasks:
+          - name: a
+            depends: [b]
+            script: echo a
+          - name: b
+            depends: [a]
+            script: echo b
+          - name: c
+            depends: [missing]
+            items: "{{ range( }}"
+            env: {N: "{{ params.nope }}"}
+            script: echo "$N"
+        """
+    )
+    assert said == [
+        "wf.yaml:11, tasks[2].depends[0]: unknown dependency 'missing'",
+        "wf.yaml:5, tasks[0].depends: dependency cycle: a -> b -> a",
+        "wf.yaml:12, tasks[2].items: invalid expression 'range(': '(' was never closed",
+        "wf.yaml:13, tasks[2].env.N: unknown parameter 'nope' in 'params.nope'",
+    ]
+
+
+def test_a_second_task_of_a_name_is_said_once_not_checked_against_the_first() -> None:
+    said = problems_of(
+        """
+        name: x
+        tasks:
+          - name: a
+            script: echo a
+          - name: a
+            script: echo {{ tasks.a.outputs.result }}
+        """
+    )
+    assert said == ["wf.yaml:6, tasks[1].name: duplicate task name 'a' (also tasks[0])"]
+
+
 def test_checking_a_workflow_leaves_nothing_for_the_cycle_collector() -> None:
     # A server checks the workflow of every run it is sent: garbage in reference cycles
     # waits for the collector, whose passes stall every request in flight.
