@@ -258,12 +258,18 @@ class Client:
         """The names of the run's fan-out tasks, read from its submission alone."""
         return {t["name"] for t in await self._submitted_tasks(run) if t.get("items") is not None}
 
+    async def workflow(self, run: str) -> Workflow:
+        """The workflow the run was submitted with, read from its submission alone."""
+        return Workflow.model_validate((await self._submitted(run)).workflow)
+
     async def _submitted_tasks(self, run: str) -> list[dict[str, Any]]:
+        tasks: list[dict[str, Any]] = (await self._submitted(run)).workflow.get("tasks", [])
+        return tasks
+
+    async def _submitted(self, run: str) -> RunSubmitted:
         run_id = await self.find(run)
         first = await self.store.read(run_id, 0, limit=1)
-        submitted = _submission(run_id, first[0] if first else None)
-        tasks: list[dict[str, Any]] = submitted.workflow.get("tasks", [])
-        return tasks
+        return _submission(run_id, first[0] if first else None)
 
     async def state(self, run: str) -> RunState:
         """The run's state now: its latest snapshot with the events after it folded in.

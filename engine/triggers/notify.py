@@ -38,8 +38,8 @@ LONGEST_DELAY = 60.0
 PERMANENT = frozenset(range(400, 500)) - {408, 429}
 """Answers that another try will not change."""
 RUNS_REMEMBERED = 10_000
-"""Runs whose ``notify`` entries are kept, so a run's state is read once, not at each
-of its changes (reading it costs in proportion to the run's size)."""
+"""Runs whose ``notify`` entries are kept, so a run's submission is read once, not at
+each of its changes."""
 
 
 class Notifier:
@@ -136,7 +136,7 @@ class Notifier:
             raise
 
     async def _read_entries(self, run_id: str) -> tuple[str, tuple[Notify, ...]]:
-        workflow = (await self._client.state(run_id)).workflow
+        workflow = await self._client.workflow(run_id)
         return workflow.name, tuple(workflow.notify)
 
     async def _deliver(self, entry: Notify, change: dict[str, Any], body: bytes, name: str) -> None:

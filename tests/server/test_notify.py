@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from contracts.spec import Workflow
 from contracts.vocabulary import RunStatus
-from engine.state.model import RunState
 from engine.triggers.signatures import Preset, verify
 from tests.server.conftest import SECRET, Server
 from tests.services import free_port
@@ -155,17 +155,17 @@ async def test_state_changes_are_announced_with_routing_keys(server: Server) -> 
 async def test_a_run_is_read_once_however_many_changes_it_announces(
     server: Server, receiver: Receiver
 ) -> None:
-    # Reading a run costs in proportion to its size: a 100,000-item run's every change
-    # must not load it again.
+    # A run's notify entries come from its submission, read once: not from its state,
+    # which costs in proportion to the run's size, and not again at each change.
     await server.register(notifying(receiver.url))
     assert server.runtime.notifier is not None
     client = server.runtime.notifier._client
     reads: list[str] = []
 
-    class CountingClient:
-        async def state(self, run_id: str) -> RunState:
+    class CountingClient:  # no state(): reading one would fail the handling
+        async def workflow(self, run_id: str) -> Workflow:
             reads.append(run_id)
-            return await client.state(run_id)
+            return await client.workflow(run_id)
 
     server.runtime.notifier._client = CountingClient()  # type: ignore[assignment]
     receiver.failures_left = 0
