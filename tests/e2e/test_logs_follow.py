@@ -58,6 +58,7 @@ def test_following_a_fan_out_prints_each_line_once(tmp_path: Path) -> None:
         run = subprocess.Popen(
             [*command, "run", "wf.yaml"], cwd=tmp_path, env=env, stdout=out, stderr=out
         )
+    follower: subprocess.Popen[str] | None = None
     try:
         listed: list[dict[str, str]] = []
         while not listed:  # until the run is recorded
@@ -82,6 +83,8 @@ def test_following_a_fan_out_prints_each_line_once(tmp_path: Path) -> None:
         assert run.wait(timeout=30) == 0, output.read_text()
     finally:
         run.kill()
+        if follower is not None:  # a follow of a run killed here would wait for ever
+            follower.kill()
     followed = ["gate#1 stdout| open", *rest.splitlines()]
     assert len(followed) == len(set(followed)) == 1 + 2 * ITEMS
     stored = conveyor("logs", run_id, cwd=tmp_path).stdout.splitlines()
