@@ -27,20 +27,21 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 Kubernetes send SIGTERM, a terminal Ctrl-C, a closed terminal or SSH session SIGHUP."""
 
 PIPED_WIDTH = 10_000
-"""Columns to draw in when stdout is not a terminal: a pipe or a file is read by lines
-(grep, awk), and at a terminal's usual 80 a table would wrap its cells onto lines of
-their own. ``COLUMNS`` still sets a width of its own."""
+"""Columns to draw in when the output is not a terminal: a pipe or a file is read by
+lines (grep, awk, a CI log), and at a terminal's usual 80 a table would wrap its cells,
+and a progress line its reason, onto lines of their own. ``COLUMNS`` still sets a
+width of its own."""
 
 
-def _stdout_console() -> Console:
-    console = Console(highlight=False, soft_wrap=False)
+def _console(*, stderr: bool, soft_wrap: bool) -> Console:
+    console = Console(stderr=stderr, highlight=False, soft_wrap=soft_wrap)
     if not console.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
         console.width = PIPED_WIDTH
     return console
 
 
-out = _stdout_console()
-err = Console(stderr=True, highlight=False)
+out = _console(stderr=False, soft_wrap=False)
+err = _console(stderr=True, soft_wrap=False)
 
 DEFAULT_HOME = Path(".conveyor")
 HomeOption = Annotated[

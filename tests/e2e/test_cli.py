@@ -58,7 +58,9 @@ def test_batch_example_then_inspect_history_outputs_and_logs(tmp_path: Path) -> 
     assert "run succeeded" in done.stdout
     # Progress went to stderr as the tasks moved (not a terminal here: one line per change).
     assert "process: running (9 items)" in done.stderr
-    assert "alert: skipped" in done.stderr
+    # ... each change on a line of its own, whole, however long its reason.
+    skipped = "alert: skipped: when \"tasks.report.outputs.result['mean'] < params.alert_below\""
+    assert f"{skipped} was false\n" in done.stderr
     print(f"batch example (9 items): {took:.2f}s")
 
     listed = conveyor("runs", "--json", cwd=tmp_path)
