@@ -103,15 +103,13 @@ async def test_an_ack_lost_with_its_channel_leaves_the_taker_running() -> None:
 class LookChannel:
     """A channel opened for a look at a queue: closed under the look, or answering."""
 
-    def __init__(self, closes: bool, answered: asyncio.Event) -> None:
+    def __init__(self, closes: bool) -> None:
         self.closes = closes
-        self.answered = answered
         self.is_closed = False
 
     async def declare_queue(self, name: str, passive: bool) -> Any:
         if self.closes:
             await closed_under_it()
-        self.answered.set()
         return SimpleNamespace(declaration_result=SimpleNamespace(message_count=7))
 
     async def close(self) -> None:
@@ -119,15 +117,20 @@ class LookChannel:
 
 
 class LookConnection:
-    """Its first ``closes`` channels are closed under the look they were opened for."""
+    """Its first ``closes`` channels are closed under the look they were opened for;
+    ``looks`` is set once ``wanted`` looks have begun."""
 
-    def __init__(self, closes: int) -> None:
+    def __init__(self, closes: int, wanted: int = 0) -> None:
         self.closes = closes
-        self.answered = asyncio.Event()
+        self.opened = 0
+        self.wanted = wanted
+        self.looks = asyncio.Event()
 
     async def channel(self) -> LookChannel:
-        self.closes -= 1
-        return LookChannel(self.closes >= 0, self.answered)
+        self.opened += 1
+        if self.opened == self.wanted:
+            self.looks.set()
+        return LookChannel(self.opened <= self.closes)
 
 
 def transport_looking_through(connection: LookConnection) -> RabbitTransport:
@@ -146,17 +149,17 @@ async def test_a_look_at_a_queue_closed_under_it_fails_as_a_broker_error() -> No
 
 async def test_the_queue_depth_gauge_outlives_a_look_closed_under_it() -> None:
     """What autoscaling reads: a look that fails is followed by the next one."""
-    connection = LookConnection(closes=2)
+    connection = LookConnection(closes=2, wanted=4)  # two closed, one answered, one more
     metrics = RunMetrics()
     metrics.pools.add("closing-pool")
     watching = asyncio.create_task(
         watch_queues(transport_looking_through(connection), metrics, every=0)
     )
-    answered = asyncio.create_task(connection.answered.wait())
+    fourth_look = asyncio.create_task(connection.looks.wait())
 
-    await asyncio.wait([watching, answered], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([watching, fourth_look], timeout=10, return_when=asyncio.FIRST_COMPLETED)
 
     assert not watching.done(), "the gauge's loop ended"
     assert QUEUE_DEPTH.labels("closing-pool")._value.get() == 7
     watching.cancel()
-    answered.cancel()
+    fourth_look.cancel()
