@@ -33,15 +33,15 @@ and a progress line its reason, onto lines of their own. ``COLUMNS`` still sets 
 width of its own."""
 
 
-def _console(*, stderr: bool, soft_wrap: bool) -> Console:
-    console = Console(stderr=stderr, highlight=False, soft_wrap=soft_wrap)
+def _console(*, stderr: bool) -> Console:
+    console = Console(stderr=stderr, highlight=False, soft_wrap=False)
     if not console.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
         console.width = PIPED_WIDTH
     return console
 
 
-out = _console(stderr=False, soft_wrap=False)
-err = _console(stderr=True, soft_wrap=False)
+out = _console(stderr=False)
+err = _console(stderr=True)
 
 DEFAULT_HOME = Path(".conveyor")
 HomeOption = Annotated[
