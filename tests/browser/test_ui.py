@@ -197,6 +197,9 @@ async def test_a_live_run_is_watched_opened_and_approved(server: str, page: obje
     await expect(page.locator(".gantt text", has_text="approval #1")).to_be_visible()
     await page.locator(".dag .node[data-task='ship']").click()
     await expect(page.locator("#logs")).to_contain_text("ship#1 stdout| shipped, approved by open")
+    # A single task's logs are already below: its row has no item number or logs link.
+    await expect(page.locator("#task-panel a.logs-link")).to_have_count(0)
+    await expect(page.locator("#task-panel table.items th", has_text="#")).to_have_count(0)
     await shot(page, "run-succeeded")
     await page.goto(f"{server}/workflows")
     await expect(page.get_by_role("heading", name="fan version 1")).to_be_visible()
