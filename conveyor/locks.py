@@ -105,3 +105,9 @@ class ServerLock(ProcessLock):
 
     def __init__(self, home: Path) -> None:
         super().__init__(home / "locks" / "server.lock", f"{home} is served already")
+
+
+def run_driver(home: Path, run_id: str) -> int | None:
+    """The pid of the process of ``home`` that drives the run (its own ``conveyor run``,
+    ``resume`` or ``retry``, or the home's server), if one does."""
+    return RunLock(home, run_id).holder() or ServerLock(home).holder()

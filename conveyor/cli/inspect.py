@@ -6,8 +6,10 @@ Each reads through the client, from the local file or from Redis when
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +35,7 @@ from conveyor.cli.common import (
     settings_from,
     write_json,
 )
+from conveyor.locks import run_driver
 from conveyor.progress import summary
 from conveyor.report import run_report
 from conveyor.terminal import displayable
@@ -45,6 +48,8 @@ LINES_INTERVAL = 0.5
 """How often ``logs --follow`` looks for new output lines."""
 LINES_PAGE = 5000
 """Lines ``logs`` reads at a time: a 100,000-item task's output is never held whole."""
+DRIVER_LOOK = 1.0
+"""How often ``logs --follow`` on a local home looks that a process still runs the run."""
 RunArgument = Annotated[str, typer.Argument(metavar="RUN", help="Run id or a unique prefix.")]
 
 
@@ -190,14 +195,45 @@ def register(app: typer.Typer) -> None:
                     whose = _whose(full, task, index, attempt)
                     sys.stderr.write(f"no lines: {whose} printed none\n")
                 return
+
             # What is stored now (shown as read, not held), then what running attempts
             # print, each line read once; the run's log says when it has ended.
-            async for lines, _ in client.follow_lines(
-                full, task, index, attempt, every=LINES_INTERVAL
-            ):
-                show(lines)
+            async def follow_lines() -> None:
+                async for lines, _ in client.follow_lines(
+                    full, task, index, attempt, every=LINES_INTERVAL
+                ):
+                    show(lines)
+
+            if settings_from(home=home).redis_url is not None:
+                await follow_lines()  # coordinators drive the run: one stopping hands it on
+                return
+            following = asyncio.ensure_future(follow_lines())
+            abandoned = asyncio.ensure_future(_abandoned(client, home, full))
+            try:
+                await asyncio.wait([following, abandoned], return_when=FIRST_COMPLETED)
+            finally:
+                abandoned.cancel()
+                following.cancel()
+            if following.done() and not following.cancelled():
+                following.result()
+                return
+            raise ConveyorError(
+                f"run {full} is not running: the process that ran it ended first"
+                f" (killed?); `conveyor resume {full[:12]}` finishes it"
+            )
 
         _read(home, read)
+
+    async def _abandoned(client: Client, home: Path, run_id: str) -> None:
+        """Returns once no process of the local home drives the unfinished run: its own
+        process was killed, say. A follow of it would wait for an end that never comes."""
+        while True:
+            await asyncio.sleep(DRIVER_LOOK)
+            if run_driver(home, run_id) is None:
+                # A driver lets go only after the run's end is in its log.
+                if not (await client.state(run_id)).finished:
+                    return
+                await asyncio.Event().wait()  # ended: the follow ends by itself
 
     def _whose(run: str, task: str | None, index: int | None, attempt: int | None) -> str:
         """Whose lines were asked for, in words."""

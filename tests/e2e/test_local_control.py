@@ -157,6 +157,33 @@ def test_a_killed_run_is_resumed_and_finishes_what_was_not_done(tmp_path: Path) 
     assert again.returncode == 2 and "already succeeded" in again.stderr
 
 
+def test_following_the_logs_of_a_run_whose_process_is_killed_ends_and_says_so(
+    tmp_path: Path,
+) -> None:
+    proc, pidfile = start(tmp_path, LONG)
+    run_id = str(only_run(tmp_path)["run_id"])
+    recorded_started(tmp_path, run_id, "wait")
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "logs", run_id, "-f"],
+        cwd=tmp_path,
+        env={**os.environ, "CONVEYOR_HOME": str(tmp_path / ".conveyor")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        assert follower.stdout.readline() == "first#1 stdout| first\n"  # it follows
+        killed(proc)
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        _, errors = follower.communicate(timeout=30)
+    finally:
+        follower.kill()
+    assert follower.returncode == 1, errors
+    assert f"run {run_id} is not running: the process that ran it ended first" in errors
+    assert f"`conveyor resume {run_id[:12]}` finishes it" in errors
+
+
 def test_a_step_left_running_by_a_killed_run_is_ended_before_it_resumes(tmp_path: Path) -> None:
     """SIGKILL (the OOM killer, say) leaves the step running in its own session: resumed,
     the run would run it a second time beside it. The resuming process ends it first."""
