@@ -249,27 +249,12 @@ class Client:
             await self.find(run), task, index, attempt, after=after, limit=limit
         )
 
-    async def task_names(self, run: str) -> list[str]:
-        """The names of the run's tasks, in workflow order, read from its submission
-        alone (no state is built: a 1,000,000-item run's takes most of a second)."""
-        return [task["name"] for task in await self._submitted_tasks(run)]
-
-    async def fan_out_names(self, run: str) -> set[str]:
-        """The names of the run's fan-out tasks, read from its submission alone."""
-        return {t["name"] for t in await self._submitted_tasks(run) if t.get("items") is not None}
-
     async def workflow(self, run: str) -> Workflow:
-        """The workflow the run was submitted with, read from its submission alone."""
-        return Workflow.model_validate((await self._submitted(run)).workflow)
-
-    async def _submitted_tasks(self, run: str) -> list[dict[str, Any]]:
-        tasks: list[dict[str, Any]] = (await self._submitted(run)).workflow.get("tasks", [])
-        return tasks
-
-    async def _submitted(self, run: str) -> RunSubmitted:
+        """The workflow the run was submitted with, read from its submission alone (no
+        state is built: a 1,000,000-item run's takes most of a second)."""
         run_id = await self.find(run)
         first = await self.store.read(run_id, 0, limit=1)
-        return _submission(run_id, first[0] if first else None)
+        return Workflow.model_validate(_submission(run_id, first[0] if first else None).workflow)
 
     async def state(self, run: str) -> RunState:
         """The run's state now: its latest snapshot with the events after it folded in.

@@ -147,7 +147,7 @@ def register(app: typer.Typer) -> None:
 
         Tasks by name, then items, then attempts; each attempt's lines as printed."""
 
-        fan_outs: set[str] = set()
+        fan_outs: set[str] = set()  # whose lines name their item
 
         def show(lines: list[LogLine]) -> None:
             for line in lines:
@@ -159,11 +159,12 @@ def register(app: typer.Typer) -> None:
 
         async def read(client: Client) -> None:
             full = await client.find(run_id)
-            fan_outs.update(await client.fan_out_names(full))
+            tasks = (await client.workflow(full)).tasks
+            fan_outs.update(t.name for t in tasks if t.fans_out)
             if index is not None and task is None:
                 raise InvalidInput([Problem("--index picks an item of a task: name the task")])
             if task is not None:
-                names = await client.task_names(full)
+                names = [t.name for t in tasks]
                 if task not in names:
                     raise InvalidInput(
                         [
@@ -210,13 +211,12 @@ def register(app: typer.Typer) -> None:
             following = asyncio.ensure_future(follow_lines())
             abandoned = asyncio.ensure_future(_abandoned(client, home, full))
             try:
-                await asyncio.wait([following, abandoned], return_when=FIRST_COMPLETED)
+                done, _ = await asyncio.wait([following, abandoned], return_when=FIRST_COMPLETED)
             finally:
                 abandoned.cancel()
                 following.cancel()
-            if following.done() and not following.cancelled():
-                following.result()
-                return
+            if following in done:
+                return following.result()
             raise ConveyorError(
                 f"run {full} is not running: the process that ran it ended first"
                 f" (killed?); `conveyor resume {full[:12]}` finishes it"

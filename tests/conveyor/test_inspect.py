@@ -65,7 +65,8 @@ def test_logs_prints_each_attempt_whole_in_page_order_a_page_at_a_time(
         store = SqliteRunLog(tmp_path / "conveyor.db")
         # a fans out, b does not: only a's lines name their item.
         tasks = [{"name": "a", "items": [0, 1], "script": "x"}, {"name": "b", "script": "y"}]
-        submitted = RunSubmitted(run_id="r1", at=1.0, workflow={"tasks": tasks}, params={})
+        workflow = {"name": "wf", "tasks": tasks}
+        submitted = RunSubmitted(run_id="r1", at=1.0, workflow=workflow, params={})
         await store.append("r1", [submitted])
         await store.write_lines(
             [
