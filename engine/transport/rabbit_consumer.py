@@ -38,6 +38,15 @@ def closing_fails_the_call() -> Iterator[None]:
         raise ConnectionError("the broker closed the connection under this call") from exc
 
 
+@contextlib.asynccontextmanager
+async def broker_call(seconds: float) -> AsyncIterator[None]:
+    """A call to the broker, bounded: past ``seconds`` it raises ``TimeoutError`` (the
+    bound's own cancel passes the guard), and a closing under it ``ConnectionError``."""
+    async with asyncio.timeout(seconds):
+        with closing_fails_the_call():
+            yield
+
+
 @contextlib.contextmanager
 def broker_errors_ignored() -> Iterator[None]:
     """For calls whose failure changes nothing (closing a channel, sending back a

@@ -61,6 +61,7 @@ from engine.transport.queues import (
 from engine.transport.rabbit_consumer import (
     RETRYABLE,
     RabbitConsumer,
+    broker_call,
     broker_errors_ignored,
     closing_fails_the_call,
 )
@@ -195,10 +196,9 @@ class RabbitTransport:
         while True:
             channel = None
             try:
-                async with asyncio.timeout(CHANNEL_TIMEOUT):
-                    with closing_fails_the_call():
-                        channel = await self._connection_or_fail().channel(publisher_confirms=True)
-                        return await setup(channel)
+                async with broker_call(CHANNEL_TIMEOUT):
+                    channel = await self._connection_or_fail().channel(publisher_confirms=True)
+                    return await setup(channel)
             except RETRYABLE as exc:
                 if self._closing:
                     raise
@@ -227,9 +227,8 @@ class RabbitTransport:
             hook()
         if self._publish_channel is not None:
             try:
-                async with asyncio.timeout(CHANNEL_TIMEOUT):
-                    with closing_fails_the_call():
-                        await self._declare_topology(self._publish_channel)
+                async with broker_call(CHANNEL_TIMEOUT):
+                    await self._declare_topology(self._publish_channel)
             except RETRYABLE as exc:
                 log.warning("re-declaring topology failed; will retry on use", error=str(exc))
 
@@ -283,12 +282,11 @@ class RabbitTransport:
                     raise ConveyorError("transport not started")
                 # A confirm that never comes (its connection went down mid-publish) must
                 # not hold the sender forever: past the bound, the publish is tried again.
-                async with asyncio.timeout(PUBLISH_TIMEOUT):
-                    with closing_fails_the_call():
-                        if queue not in self._declared:
-                            await self._ensure_queue(channel, queue)
-                        exchange = channel.default_exchange
-                        await self._publish_all(exchange, queue, bodies, headers)
+                async with broker_call(PUBLISH_TIMEOUT):
+                    if queue not in self._declared:
+                        await self._ensure_queue(channel, queue)
+                    exchange = channel.default_exchange
+                    await self._publish_all(exchange, queue, bodies, headers)
                 return
             except Unroutable:
                 # The queue was deleted since this process declared it: the broker
@@ -390,9 +388,8 @@ class RabbitTransport:
         again, rather than freezing on a broker that does not answer."""
         channel = await self._look_channel()
         try:
-            async with asyncio.timeout(CHANNEL_TIMEOUT):
-                with closing_fails_the_call():
-                    declared = await channel.declare_queue(queue, passive=True)
+            async with broker_call(CHANNEL_TIMEOUT):
+                declared = await channel.declare_queue(queue, passive=True)
             return int(declared.declaration_result.message_count or 0)
         except aio_pika.exceptions.ChannelClosed:
             return None
@@ -402,17 +399,15 @@ class RabbitTransport:
 
     async def _look_channel(self) -> AbstractChannel:
         """A channel of its own for a look at a queue, opened within ``CHANNEL_TIMEOUT``."""
-        async with asyncio.timeout(CHANNEL_TIMEOUT):
-            with closing_fails_the_call():
-                return await self._connection_or_fail().channel()
+        async with broker_call(CHANNEL_TIMEOUT):
+            return await self._connection_or_fail().channel()
 
     async def dead_letter_count(self) -> int:
         channel = self._publish_channel
         if channel is None:
             raise ConveyorError("transport not started")
-        async with asyncio.timeout(CHANNEL_TIMEOUT):
-            with closing_fails_the_call():
-                queue = await self._declare(channel, DEAD_LETTER_QUEUE, self._dead_arguments)
+        async with broker_call(CHANNEL_TIMEOUT):
+            queue = await self._declare(channel, DEAD_LETTER_QUEUE, self._dead_arguments)
         return int(queue.declaration_result.message_count or 0)
 
     async def dead_letters(self, limit: int = 20) -> list[tuple[bytes, Mapping[str, Any]]]:
@@ -420,15 +415,14 @@ class RabbitTransport:
         if the broker does not answer the look within ``CHANNEL_TIMEOUT``."""
         channel = await self._look_channel()
         try:
-            async with asyncio.timeout(CHANNEL_TIMEOUT):
-                with closing_fails_the_call():
-                    queue = await self._declare(channel, DEAD_LETTER_QUEUE, self._dead_arguments)
-                    seen: list[AbstractIncomingMessage] = []
-                    for _ in range(limit):
-                        message = await queue.get(no_ack=False, fail=False)
-                        if message is None:
-                            break
-                        seen.append(message)
+            async with broker_call(CHANNEL_TIMEOUT):
+                queue = await self._declare(channel, DEAD_LETTER_QUEUE, self._dead_arguments)
+                seen: list[AbstractIncomingMessage] = []
+                for _ in range(limit):
+                    message = await queue.get(no_ack=False, fail=False)
+                    if message is None:
+                        break
+                    seen.append(message)
             return [(m.body, m.headers or {}) for m in seen]
         finally:
             await _close_quietly(channel)  # unacked peeks go back to the queue

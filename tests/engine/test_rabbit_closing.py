@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from conveyor.metrics import QUEUE_DEPTH, RunMetrics, watch_queues
-from engine.transport.rabbit_consumer import RabbitDelivery
+from engine.transport.rabbit_consumer import RabbitDelivery, broker_call
 from engine.transport.rabbitmq import RabbitTransport
 
 
@@ -163,3 +163,12 @@ async def test_the_queue_depth_gauge_outlives_a_look_closed_under_it() -> None:
     assert QUEUE_DEPTH.labels("closing-pool")._value.get() == 7
     watching.cancel()
     fourth_look.cancel()
+
+
+async def test_a_bounded_broker_call_tells_its_own_timeout_from_a_closing() -> None:
+    with pytest.raises(TimeoutError):  # the bound's cancel is the task's own: it passes
+        async with broker_call(0.01):
+            await asyncio.get_running_loop().create_future()
+    with pytest.raises(ConnectionError):
+        async with broker_call(10):
+            await closed_under_it()
