@@ -97,14 +97,18 @@ def register(app: typer.Typer) -> None:
         if as_json:
             write_json(to_builtins(rows))
             return
+        stalled = _stalled(home, [row.run_id for row in rows if row.state == RunStatus.RUNNING])
         table = Table()
         for column in ("run", "workflow", "state", "submitted", "duration"):
             table.add_column(column)
         for row in rows:
             when = datetime.fromtimestamp(row.submitted_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
             took = f"{row.finished_at - row.submitted_at:.2f}s" if row.finished_at else ""
-            table.add_row(row.run_id[:12], row.workflow, row.state, when, took)
+            shown = f"{row.state} (stalled)" if row.run_id in stalled else row.state
+            table.add_row(row.run_id[:12], row.workflow, shown, when, took)
         out.print(table)
+        if stalled:
+            say(f"stalled: {_ended_first('RUN')}")
 
     @app.command()
     def show(
@@ -116,8 +120,10 @@ def register(app: typer.Typer) -> None:
         state = _read(home, lambda c: c.state(run_id))
         if as_json:
             write_json(run_report(state))
-        else:
-            out.print(summary(state))
+            return
+        out.print(summary(state))
+        if not state.finished and _stalled(home, [state.run_id]):
+            say(f"stalled: {_ended_first(state.run_id[:12])}")
 
     @app.command()
     def logs(
@@ -217,10 +223,7 @@ def register(app: typer.Typer) -> None:
                 following.cancel()
             if following in done:
                 return following.result()
-            raise ConveyorError(
-                f"run {full} is not running: the process that ran it ended first"
-                f" (killed?); `conveyor resume {full[:12]}` finishes it"
-            )
+            raise ConveyorError(f"run {full} is not running: {_ended_first(full[:12])}")
 
         _read(home, read)
 
@@ -234,6 +237,16 @@ def register(app: typer.Typer) -> None:
                 if not (await client.state(run_id)).finished:
                     return
                 await asyncio.Event().wait()  # ended: the follow ends by itself
+
+    def _stalled(home: Path, running: list[str]) -> set[str]:
+        """Of the unfinished runs of a local home, those no process drives: a run's own
+        process was killed, say. (On the distributed engine any coordinator drives it.)"""
+        if settings_from(home=home).redis_url is not None:
+            return set()
+        return {run_id for run_id in running if run_driver(home, run_id) is None}
+
+    def _ended_first(run: str) -> str:
+        return f"the process that ran it ended first (killed?); `conveyor resume {run}` finishes it"
 
     def _whose(run: str, task: str | None, index: int | None, attempt: int | None) -> str:
         """Whose lines were asked for, in words."""
