@@ -163,7 +163,10 @@ class LiveProgress:
 
 def summary(state: RunState) -> Group:
     report = run_report(state)
-    table = Table(title=f"run {state.run_id} · {state.workflow.name}", title_justify="left")
+    # The title as a line of its own: a table's title is padded to the table's width,
+    # which leaves trailing spaces in a pipe.
+    title = Text(f"run {state.run_id} · {state.workflow.name}", style="table.title")
+    table = Table()
     table.add_column("task")
     table.add_column("state")
     table.add_column("attempts", justify="right")
@@ -205,7 +208,7 @@ def summary(state: RunState) -> Group:
         (f" in {_duration(report['duration'])}", ""),
         (displayable(f": {state.reason}") if state.reason else "", style),
     )
-    return Group(table, *tails, headline)
+    return Group(title, table, *tails, headline)
 
 
 def _stderr_tail(writer: str, lines: list[str]) -> Text:

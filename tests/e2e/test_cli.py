@@ -93,6 +93,9 @@ def test_batch_example_then_inspect_history_outputs_and_logs(tmp_path: Path) -> 
 
     human = conveyor("show", run_id[:8], cwd=tmp_path)
     assert human.returncode == 0 and "process" in human.stdout and "succeeded" in human.stdout
+    lines = human.stdout.splitlines()
+    assert lines[0] == f"run {run_id} · batch"  # piped: nothing padded to the table's width
+    assert not [line for line in lines if line != line.rstrip()]
 
 
 def test_failed_run_exits_1(tmp_path: Path) -> None:
