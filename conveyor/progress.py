@@ -161,7 +161,9 @@ class LiveProgress:
         )
 
 
-def summary(state: RunState) -> Group:
+def summary(state: RunState, now: float | None = None) -> Group:
+    """The run's tasks as a table, with a headline: how it ended and how long it took, or,
+    while it runs, how long it has been running (by the clock, ``now``)."""
     report = run_report(state)
     # The title as a line of its own: a table's title is padded to the table's width,
     # which leaves trailing spaces in a pipe.
@@ -205,7 +207,9 @@ def summary(state: RunState) -> Group:
     headline = Text.assemble(
         ("run ", ""),
         (state.status, f"bold {style}"),
-        (f" in {_duration(report['duration'])}", ""),
+        (f" in {_duration(report['duration'])}", "")
+        if state.finished
+        else (f" for {_duration((now or time.time()) - state.submitted_at)}", ""),
         (displayable(f": {state.reason}") if state.reason else "", style),
     )
     return Group(title, table, *tails, headline)

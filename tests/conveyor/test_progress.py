@@ -47,6 +47,12 @@ def test_the_live_view_keeps_counting_while_a_step_runs_without_events() -> None
     assert "12.50s" in render_text(progress.render())
 
 
+def test_the_summary_of_a_running_run_says_how_long_it_has_run_by_the_clock() -> None:
+    # Its last event came with its submission: the clock, not the log, says how long.
+    text = render_text(summary(replay(LOG), now=227.0))
+    assert text.splitlines()[-1] == "run running for 2.1m"
+
+
 def test_the_summary_shows_what_a_failed_step_wrote_last() -> None:
     failed = TaskFailed(
         run_id="r" * 32,
