@@ -31,6 +31,7 @@ from conveyor.server.access import (
     run_id_param,
 )
 from conveyor.server.auth import Caller, Scope
+from conveyor.server.served import run_stalled, stalled_in
 from conveyor.server.shapes import items_page, run_shape, summary_shape
 from conveyor.server.streams import CHANGES_EVERY, log_lines, run_events, sse_response
 from engine.triggers.scheduler import tick_arrival
@@ -160,7 +161,9 @@ def build_router() -> APIRouter:
             until=until,
         )
         next_cursor = f"{rows[-1].submitted_at!r}~{rows[-1].run_id}" if len(rows) == limit else None
-        return {"items": [summary_shape(r) for r in rows], "next_cursor": next_cursor}
+        stalled = stalled_in(context_of(request).runtime.client, rows, time.time())
+        items = [summary_shape(r, stalled=r.run_id in stalled) for r in rows]
+        return {"items": items, "next_cursor": next_cursor}
 
     @api.post("/runs", status_code=202, dependencies=[run_scope])
     async def submit(
@@ -199,7 +202,10 @@ def build_router() -> APIRouter:
 
     @api.get("/runs/{run}", dependencies=[read])
     async def run_detail(request: Request, run: str) -> dict[str, Any]:
-        return run_shape(await context_of(request).runtime.client.state(run_id_param(run)))
+        client = context_of(request).runtime.client
+        state = await client.state(run_id_param(run))
+        stalled = run_stalled(client, state, time.time())
+        return run_shape(state, stalled=stalled)
 
     @api.get("/runs/{run}/tasks/{task}/items", dependencies=[read])
     async def items(

@@ -7,16 +7,20 @@ server's API and UI do not act on such a run: a cancel interrupts the process th
 drives it (as ``conveyor cancel`` does), anything else is refused with the process's
 pid. A resume of a run the server drives itself is refused too: its steps are running
 here, and resuming would start them again.
+
+A run that neither drives (its ``conveyor run`` was killed while the server ran) is
+shown stalled, and a resume through the server takes it up.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from contracts.errors import Conflict, Problem
+from contracts.ports import RunSummary
 from conveyor.local import interrupt_holder
 from conveyor.locks import RunLock
 from engine.client import Client
@@ -60,7 +64,40 @@ class ServedClient(Client):
         self._not_elsewhere(await self.find(run))
         return await super().signal(run, name, data, key=key, sender=sender)
 
+    def stalled(self, run_id: str) -> bool:
+        """Whether no process drives this unfinished run: neither the server's engine nor
+        a ``conveyor run``, ``resume`` or ``retry`` of the home."""
+        return not self._drives(run_id) and RunLock(self._home, run_id).holder() is None
+
     def _not_elsewhere(self, run_id: str) -> None:
         RunLock(self._home, run_id).refuse_if_held(
             " on this home: steer it with the command line there (conveyor signal, approve, cancel)"
         )
+
+
+STALL_GRACE = 2.0
+"""Seconds a run must have been quiet before it can count as stalled: the server's engine
+takes up a run it was sent a moment after the run is in the log."""
+
+
+def stalled_runs(client: Client, runs: Iterable[tuple[str, float]], now: float) -> set[str]:
+    """Of unfinished runs, (id, time of their latest event) each, those no process drives.
+
+    Only an embedded server can tell: on the distributed engine another coordinator takes
+    up a run whose coordinator died, so none is ever stalled there."""
+    if not isinstance(client, ServedClient):
+        return set()
+    return {
+        run for run, quiet_since in runs if now - quiet_since > STALL_GRACE and client.stalled(run)
+    }
+
+
+def stalled_in(client: Client, rows: list[RunSummary], now: float) -> set[str]:
+    """The runs of a page of the run list that no process drives."""
+    running = ((row.run_id, row.submitted_at) for row in rows if row.state == "running")
+    return stalled_runs(client, running, now)
+
+
+def run_stalled(client: Client, state: RunState, now: float) -> bool:
+    """Whether no process drives the run (quiet since its latest event)."""
+    return not state.finished and bool(stalled_runs(client, [(state.run_id, state.now)], now))

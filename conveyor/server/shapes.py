@@ -21,11 +21,13 @@ PREVIEW_CHARS = 2000
 """Longest result shown inline; the rest is in the event log."""
 
 
-def summary_shape(row: RunSummary) -> dict[str, Any]:
+def summary_shape(row: RunSummary, *, stalled: bool = False) -> dict[str, Any]:
+    """A row of the run list; ``stalled``: running, and no process drives it."""
     return {
         "run_id": row.run_id,
         "workflow": row.workflow,
         "state": row.state,
+        "stalled": stalled,
         "submitted_at": row.submitted_at,
         "finished_at": row.finished_at,
         "reason": row.reason,
@@ -83,11 +85,12 @@ def item_shape(index: int, inst: Instance) -> dict[str, Any]:
     }
 
 
-def run_shape(state: RunState) -> dict[str, Any]:
+def run_shape(state: RunState, *, stalled: bool = False) -> dict[str, Any]:
     return {
         "run_id": state.run_id,
         "workflow": state.workflow.name,
         "state": str(state.status),
+        "stalled": stalled,
         "submitted_at": state.submitted_at,
         "finished_at": state.finished_at,
         "reason": state.reason,

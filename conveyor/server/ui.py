@@ -20,6 +20,7 @@ from fastapi.templating import Jinja2Templates
 from conveyor.server.access import ApiContext, ApiProblem, needs, run_id_param
 from conveyor.server.auth import Scope
 from conveyor.server.pictures import BOX_H, BOX_W, LABEL_W, dag, timeline
+from conveyor.server.served import ServedClient, run_stalled, stalled_in
 from conveyor.server.shapes import items_page, previous_offset, summary_shape, task_shape
 from engine.triggers.schedule import Schedule
 from engine.triggers.scheduler import cursor_key, read_cursor
@@ -39,7 +40,8 @@ def _when(stamp: float | None) -> str:
 def _took(start: float | None, end: float | None) -> str:
     if start is None:
         return ""
-    seconds = (end or time.time()) - start
+    # A step's start comes stamped by its worker's clock, which may run a little ahead.
+    seconds = max(0.0, (end or time.time()) - start)
     return f"{seconds:.2f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
 
 
@@ -102,8 +104,9 @@ def build_ui() -> APIRouter:
             before=before,
         )
         next_cursor = f"{rows[-1].submitted_at!r}~{rows[-1].run_id}" if len(rows) == limit else None
+        stalled = stalled_in(_context(request).runtime.client, rows, time.time())
         page = {
-            "runs": [summary_shape(r) for r in rows],
+            "runs": [summary_shape(r, stalled=r.run_id in stalled) for r in rows],
             "workflow": workflow or "",
             "state": state or "",
             "trigger": trigger or "",
@@ -122,8 +125,13 @@ def build_ui() -> APIRouter:
             if state.events_folded <= ATTEMPT_GANTT_EVENTS
             else None
         )
+        stalled = run_stalled(client, state, time.time())
         return {
             "run": state,
+            "stalled": stalled,
+            # An embedded server drives the runs of its home itself (or leaves them to the
+            # process that does): Resume is offered only for a run that nothing drives.
+            "resumable": not state.finished and (stalled or not isinstance(client, ServedClient)),
             "tasks": [task_shape(node) for node in state.nodes.values()],
             "graph": dag(state),
             "timeline": timeline(state, time.time(), events),

@@ -5,8 +5,11 @@ driving them a second time."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ import pytest
 
 from tests.e2e.test_cli import conveyor
 from tests.e2e.test_local_control import LONG as LOCAL_LONG
-from tests.e2e.test_local_control import gone, start
+from tests.e2e.test_local_control import gone, killed, start
 from tests.services import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -121,3 +124,40 @@ def test_the_server_steers_a_conveyor_run_through_its_process(server: Any, tmp_p
     assert gone(int(pidfile.read_text()))
     run = served.run(run_id)
     assert (run["state"], run["reason"]) == ("cancelled", "cancelled (the API)")
+
+
+def test_a_run_whose_conveyor_run_was_killed_shows_stalled_and_the_server_takes_it_up(
+    server: Any, tmp_path: Path
+) -> None:
+    served = server(grace=1)
+    served.start()
+    own_run, _own_step = served.start_run()  # one the server drives itself
+    served.pidfile.unlink()  # the local run's step writes its pid to the same file
+    driving, pidfile = start(tmp_path, LOCAL_LONG)
+    run_id = next(
+        r["run_id"]
+        for r in json.loads(conveyor("runs", "--json", cwd=tmp_path).stdout)
+        if r["workflow"] == "long" and r["run_id"] != own_run
+    )
+    for driven in (own_run, run_id):  # the server's and the process's: neither is stalled
+        assert served.run(driven)["stalled"] is False
+        page = httpx.get(f"{served.url}/runs/{driven}/live", timeout=10).text
+        assert "stalled" not in page and "/resume" not in page
+    killed(driving)  # SIGKILL: the run is left running in the log, with nobody driving it
+    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    deadline = time.monotonic() + 15  # quiet for STALL_GRACE first
+    while not served.run(run_id)["stalled"]:
+        assert time.monotonic() < deadline, "never shown stalled"
+        time.sleep(0.1)
+    listed = httpx.get(f"{served.url}/api/v1/runs", timeout=10).json()["items"]
+    assert {r["run_id"]: r["stalled"] for r in listed} == {run_id: True, own_run: False}
+    page = httpx.get(f"{served.url}/runs/{run_id}/live", timeout=10).text
+    assert 'class="pill stalled"' in page and f"/api/v1/runs/{run_id}/resume" in page
+    (tmp_path / "fixed").touch()  # the local step's flag: its next attempt succeeds
+    # Resume (the page's button) has the server take it up; then the server drives it.
+    answer = httpx.post(f"{served.url}/api/v1/runs/{run_id}/resume", timeout=10)
+    assert answer.status_code == 202, answer.text
+    assert served.run(run_id)["stalled"] is False
+    run = served.settled(run_id)
+    assert run["state"] == "succeeded", run
+    assert [(t["name"], t["attempt"]) for t in run["tasks"]] == [("first", 1), ("wait", 2)]
