@@ -94,10 +94,10 @@ def register(app: typer.Typer) -> None:
         """List recent runs, newest first."""
         status = None if state is None else str(state)
         rows = _read(home, lambda c: c.runs(state=status, workflow=workflow, limit=limit))
-        if as_json:
-            write_json(to_builtins(rows))
-            return
         stalled = _stalled(home, [row.run_id for row in rows if row.state == RunStatus.RUNNING])
+        if as_json:
+            write_json([{**to_builtins(row), "stalled": row.run_id in stalled} for row in rows])
+            return
         table = Table()
         for column in ("run", "workflow", "state", "submitted", "duration"):
             table.add_column(column)
@@ -118,11 +118,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Show a run: tasks, states, attempts, durations, outputs."""
         state = _read(home, lambda c: c.state(run_id))
+        stalled = not state.finished and bool(_stalled(home, [state.run_id]))
         if as_json:
-            write_json(run_report(state))
+            write_json({**run_report(state), "stalled": stalled})
             return
         out.print(summary(state))
-        if not state.finished and _stalled(home, [state.run_id]):
+        if stalled:
             say(f"stalled: {_ended_first(state.run_id[:12])}")
 
     @app.command()

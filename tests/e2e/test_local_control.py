@@ -138,11 +138,12 @@ def test_a_killed_run_is_resumed_and_finishes_what_was_not_done(tmp_path: Path) 
     proc, pidfile = start(tmp_path, LONG)
     recorded_started(tmp_path, str(only_run(tmp_path)["run_id"]), "wait")
     assert "stalled" not in conveyor("runs", cwd=tmp_path).stdout  # its process drives it
+    assert only_run(tmp_path)["stalled"] is False
     step_pid = int(pidfile.read_text())
     killed(proc)  # SIGKILL: no chance to record anything
     os.kill(step_pid, signal.SIGKILL)  # its step went down with the machine, say
     run = only_run(tmp_path)
-    assert run["state"] == "running"
+    assert run["state"] == "running" and run["stalled"] is True
     # Its log says running; the listing and the run's page say that nothing runs it.
     short = str(run["run_id"])[:12]
     listed = conveyor("runs", cwd=tmp_path).stdout
@@ -152,6 +153,7 @@ def test_a_killed_run_is_resumed_and_finishes_what_was_not_done(tmp_path: Path) 
         f"stalled: the process that ran it ended first (killed?); `conveyor resume {short}`"
         in shown
     )
+    assert json.loads(conveyor("show", short, "--json", cwd=tmp_path).stdout)["stalled"] is True
     (tmp_path / "fixed").touch()
     resumed = conveyor("resume", str(run["run_id"])[:8], cwd=tmp_path, timeout=60)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -162,6 +164,7 @@ def test_a_killed_run_is_resumed_and_finishes_what_was_not_done(tmp_path: Path) 
     done = [(e["task"], e["attempt"]) for e in events if e["type"] == "task_succeeded"]
     assert done == [("first", 1), ("wait", 2)]  # first kept; the lost attempt ran again
     assert "stalled" not in conveyor("show", short, cwd=tmp_path).stdout
+    assert json.loads(conveyor("show", short, "--json", cwd=tmp_path).stdout)["stalled"] is False
     lost = [e for e in events if e["type"] == "task_failed"]
     assert [e["reason"] for e in lost] == ["lost"]
     again = conveyor("resume", str(run["run_id"]), cwd=tmp_path)
