@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -84,15 +85,21 @@ def serve_on(home: Path, port: int, grace: float | None = None) -> subprocess.Po
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not Path(CHROMIUM).exists():
-        unavailable("no chromium for the browser tests (apt-get install chromium)")
+def served_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder the server runs in: its flows, and its local home ``.conveyor``."""
     home = tmp_path_factory.mktemp("ui")
     (home / "flows").mkdir()
     (home / "flows" / "fan.yaml").write_text(FAN)
     (home / "flows" / "long.yaml").write_text(LONG)
+    return home
+
+
+@pytest.fixture(scope="module")
+def server(served_home: Path) -> Iterator[str]:
+    if not Path(CHROMIUM).exists():
+        unavailable("no chromium for the browser tests (apt-get install chromium)")
     port = free_port()
-    proc = serve_on(home, port)
+    proc = serve_on(served_home, port)
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=30)
@@ -223,6 +230,62 @@ async def test_a_run_is_cancelled_from_its_page(server: str, page: object) -> No
     await page.goto(f"{server}/runs?state=cancelled")
     await expect(page.locator("table.runs tr", has_text=run_id[:12])).to_be_visible()
     await shot(page, "runs")
+
+
+STALLS = """
+name: stalls
+tasks:
+  - name: work
+    script: |
+      echo $$ > {pidfile}
+      test -f {flag} && echo "done this time" && exit 0
+      exec sleep 600
+  - name: after
+    depends: [work]
+    script: echo after
+"""
+
+
+async def test_a_run_whose_process_was_killed_shows_stalled_and_resumes_from_its_page(
+    server: str, served_home: Path, page: object
+) -> None:
+    """A ``conveyor run`` on the server's home, killed: nothing drives its run any more."""
+    from playwright.async_api import Page, expect
+
+    assert isinstance(page, Page)
+    pidfile, flag = served_home / "stalls.pid", served_home / "stalls.ok"
+    (served_home / "stalls.yaml").write_text(STALLS.format(pidfile=pidfile, flag=flag))
+    running = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "run", "stalls.yaml"],
+        cwd=served_home,
+        env={**os.environ, "CONVEYOR_HOME": str(served_home / ".conveyor")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    async with httpx.AsyncClient(base_url=server) as http:
+        async with asyncio.timeout(30):
+            while not (pidfile.exists() and pidfile.read_text().strip()):
+                await asyncio.sleep(0.05)
+        listed = (await http.get("/api/v1/runs", params={"workflow": "stalls"})).json()
+        [run_id] = [r["run_id"] for r in listed["items"]]
+        await page.goto(f"{server}/runs/{run_id}")  # while its process drives it
+        await expect(page.locator("#run-state")).to_have_text("running")
+        await expect(page.get_by_role("button", name="Resume")).to_have_count(0)
+        running.kill()
+        running.wait()
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        async with asyncio.timeout(30):
+            while not (await http.get(f"/api/v1/runs/{run_id}")).json()["stalled"]:
+                await asyncio.sleep(0.1)
+    flag.touch()  # the step's next attempt succeeds
+    await page.goto(f"{server}/runs/{run_id}")
+    await expect(page.locator(".runhead .pill.stalled")).to_have_text("stalled")
+    await shot(page, "run-stalled")
+    await page.get_by_role("button", name="Resume").click()
+    await expect(page.locator("#run-state")).to_have_text("succeeded", timeout=30_000)
+    await expect(page.locator(".runhead .pill.stalled")).to_have_count(0)
+    await expect(page.locator("table.tasks tr", has_text="work")).to_contain_text("2")
 
 
 async def test_a_run_of_100000_items_opens_with_a_bounded_page(server: str, page: object) -> None:
