@@ -81,7 +81,8 @@ takes up a run it was sent a moment after the run is in the log."""
 
 
 def stalled_runs(client: Client, runs: Iterable[tuple[str, float]], now: float) -> set[str]:
-    """Of unfinished runs, (id, time of their latest event) each, those no process drives.
+    """Of unfinished runs, (id, when it was last known to move) each, those no process
+    drives.
 
     Only an embedded server can tell: on the distributed engine another coordinator takes
     up a run whose coordinator died, so none is ever stalled there."""
@@ -93,7 +94,8 @@ def stalled_runs(client: Client, runs: Iterable[tuple[str, float]], now: float) 
 
 
 def stalled_in(client: Client, rows: list[RunSummary], now: float) -> set[str]:
-    """The runs of a page of the run list that no process drives."""
+    """The runs of a page of the run list that no process drives (a row knows only
+    when its run was submitted)."""
     running = ((row.run_id, row.submitted_at) for row in rows if row.state == "running")
     return stalled_runs(client, running, now)
 
@@ -101,3 +103,10 @@ def stalled_in(client: Client, rows: list[RunSummary], now: float) -> set[str]:
 def run_stalled(client: Client, state: RunState, now: float) -> bool:
     """Whether no process drives the run (quiet since its latest event)."""
     return not state.finished and bool(stalled_runs(client, [(state.run_id, state.now)], now))
+
+
+def resumable(client: Client, state: RunState, stalled: bool) -> bool:
+    """Whether to offer a resume: an embedded server drives the runs of its home itself,
+    or leaves them to the process that does, so only a run nothing drives; on the
+    distributed engine, any unfinished run."""
+    return not state.finished and (stalled or not isinstance(client, ServedClient))

@@ -20,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 from conveyor.server.access import ApiContext, ApiProblem, needs, run_id_param
 from conveyor.server.auth import Scope
 from conveyor.server.pictures import BOX_H, BOX_W, LABEL_W, dag, timeline
-from conveyor.server.served import ServedClient, run_stalled, stalled_in
+from conveyor.server.served import resumable, run_stalled, stalled_in
 from conveyor.server.shapes import items_page, previous_offset, summary_shape, task_shape
 from engine.triggers.schedule import Schedule
 from engine.triggers.scheduler import cursor_key, read_cursor
@@ -129,9 +129,7 @@ def build_ui() -> APIRouter:
         return {
             "run": state,
             "stalled": stalled,
-            # An embedded server drives the runs of its home itself (or leaves them to the
-            # process that does): Resume is offered only for a run that nothing drives.
-            "resumable": not state.finished and (stalled or not isinstance(client, ServedClient)),
+            "resumable": resumable(client, state, stalled),
             "tasks": [task_shape(node) for node in state.nodes.values()],
             "graph": dag(state),
             "timeline": timeline(state, time.time(), events),
