@@ -39,8 +39,15 @@ def require(settings: Settings, *names: str) -> None:
         )
 
 
+def runs_in_home(settings: Settings) -> bool:
+    """Whether runs are kept in the local home (its SQLite file), not in Redis: then only
+    the home's own processes drive them, and its locks say which."""
+    return not settings.redis_url
+
+
 def open_store(settings: Settings) -> RunStore:
-    if settings.redis_url:
+    if not runs_in_home(settings):
+        assert settings.redis_url
         return RedisRunLog(settings.redis_url)
     return SqliteRunLog(settings.home / "conveyor.db")
 

@@ -39,7 +39,7 @@ from conveyor.locks import run_driver
 from conveyor.progress import summary
 from conveyor.report import run_report
 from conveyor.terminal import displayable
-from conveyor.wiring import open_artifacts, open_client
+from conveyor.wiring import open_artifacts, open_client, runs_in_home
 from engine.client import Client
 from engine.state.model import RunState
 
@@ -79,7 +79,7 @@ def _read(home: Path, read: Callable[[Client], Awaitable[T]]) -> T:
 
 
 def _home_exists(home: Path) -> bool:
-    return bool(settings_from(home=home).redis_url) or (home / "conveyor.db").exists()
+    return not runs_in_home(settings_from(home=home)) or (home / "conveyor.db").exists()
 
 
 def register(app: typer.Typer) -> None:
@@ -212,7 +212,7 @@ def register(app: typer.Typer) -> None:
                 ):
                     show(lines)
 
-            if settings_from(home=home).redis_url is not None:
+            if not runs_in_home(settings_from(home=home)):
                 await follow_lines()  # coordinators drive the run: one stopping hands it on
                 return
             following = asyncio.ensure_future(follow_lines())
@@ -242,7 +242,7 @@ def register(app: typer.Typer) -> None:
     def _stalled(home: Path, running: list[str]) -> set[str]:
         """Of the unfinished runs of a local home, those no process drives: a run's own
         process was killed, say. (On the distributed engine any coordinator drives it.)"""
-        if settings_from(home=home).redis_url is not None:
+        if not runs_in_home(settings_from(home=home)):
             return set()
         return {run_id for run_id in running if run_driver(home, run_id) is None}
 

@@ -164,3 +164,34 @@ def test_logs_that_find_no_line_say_so_on_stderr(
         assert silent.stderr == f"no lines: {whose} printed none\n"
     found = CliRunner().invoke(app, ["logs", "r1", "process", *home])
     assert found.stderr == ""
+
+
+@pytest.mark.parametrize("redis_url", [None, ""])
+def test_a_run_of_the_home_that_no_process_drives_is_listed_stalled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str | None
+) -> None:
+    """Unset or empty, CONVEYOR_REDIS_URL leaves the runs in the home (as the store
+    chosen for them does), so the home's locks say who drives them."""
+    submitted = RunSubmitted(
+        run_id="r1",
+        at=1.0,
+        workflow={"name": "wf", "tasks": [{"name": "a", "script": "x"}]},
+        params={},
+    )
+
+    async def record() -> None:
+        store = SqliteRunLog(tmp_path / "conveyor.db")
+        await store.append("r1", [submitted])
+        await store.close()
+
+    asyncio.run(record())
+    monkeypatch.delenv("CONVEYOR_AMQP_URL", raising=False)
+    if redis_url is None:
+        monkeypatch.delenv("CONVEYOR_REDIS_URL", raising=False)
+    else:
+        monkeypatch.setenv("CONVEYOR_REDIS_URL", redis_url)
+    listed = CliRunner().invoke(app, ["runs", "--json", "--home", str(tmp_path)])
+    assert listed.exit_code == 0, listed.output
+    assert [(r["run_id"], r["state"], r["stalled"]) for r in json.loads(listed.output)] == [
+        ("r1", "running", True)
+    ]
