@@ -31,8 +31,8 @@ from conveyor.server.access import (
     run_id_param,
 )
 from conveyor.server.auth import Caller, Scope
-from conveyor.server.served import run_stalled, stalled_in
-from conveyor.server.shapes import items_page, run_shape, summary_shape
+from conveyor.server.served import listed, run_stalled
+from conveyor.server.shapes import items_page, run_shape
 from conveyor.server.streams import CHANGES_EVERY, log_lines, run_events, sse_response
 from engine.triggers.scheduler import tick_arrival
 
@@ -161,8 +161,7 @@ def build_router() -> APIRouter:
             until=until,
         )
         next_cursor = f"{rows[-1].submitted_at!r}~{rows[-1].run_id}" if len(rows) == limit else None
-        stalled = stalled_in(context_of(request).runtime.client, rows, time.time())
-        items = [summary_shape(r, stalled=r.run_id in stalled) for r in rows]
+        items = listed(context_of(request).runtime.client, rows, time.time())
         return {"items": items, "next_cursor": next_cursor}
 
     @api.post("/runs", status_code=202, dependencies=[run_scope])

@@ -23,6 +23,7 @@ from contracts.errors import Conflict, Problem
 from contracts.ports import RunSummary
 from conveyor.local import interrupt_holder
 from conveyor.locks import RunLock
+from conveyor.server.shapes import summary_shape
 from engine.client import Client
 from engine.state.model import RunState
 from engine.triggers.firing import CANCELLED_BY_CLI
@@ -93,11 +94,12 @@ def stalled_runs(client: Client, runs: Iterable[tuple[str, float]], now: float) 
     }
 
 
-def stalled_in(client: Client, rows: list[RunSummary], now: float) -> set[str]:
-    """The runs of a page of the run list that no process drives (a row knows only
-    when its run was submitted)."""
+def listed(client: Client, rows: list[RunSummary], now: float) -> list[dict[str, Any]]:
+    """A page of the run list, each row saying whether no process drives its run (a row
+    knows only when its run was submitted)."""
     running = ((row.run_id, row.submitted_at) for row in rows if row.state == "running")
-    return stalled_runs(client, running, now)
+    stalled = stalled_runs(client, running, now)
+    return [summary_shape(row, stalled=row.run_id in stalled) for row in rows]
 
 
 def run_stalled(client: Client, state: RunState, now: float) -> bool:

@@ -21,7 +21,7 @@ PREVIEW_CHARS = 2000
 """Longest result shown inline; the rest is in the event log."""
 
 
-def summary_shape(row: RunSummary, *, stalled: bool = False) -> dict[str, Any]:
+def summary_shape(row: RunSummary, *, stalled: bool) -> dict[str, Any]:
     """A row of the run list; ``stalled``: running, and no process drives it."""
     return {
         "run_id": row.run_id,
@@ -85,7 +85,7 @@ def item_shape(index: int, inst: Instance) -> dict[str, Any]:
     }
 
 
-def run_shape(state: RunState, *, stalled: bool = False) -> dict[str, Any]:
+def run_shape(state: RunState, *, stalled: bool) -> dict[str, Any]:
     return {
         "run_id": state.run_id,
         "workflow": state.workflow.name,

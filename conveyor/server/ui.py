@@ -20,8 +20,8 @@ from fastapi.templating import Jinja2Templates
 from conveyor.server.access import ApiContext, ApiProblem, needs, run_id_param
 from conveyor.server.auth import Scope
 from conveyor.server.pictures import BOX_H, BOX_W, LABEL_W, dag, timeline
-from conveyor.server.served import resumable, run_stalled, stalled_in
-from conveyor.server.shapes import items_page, previous_offset, summary_shape, task_shape
+from conveyor.server.served import listed, resumable, run_stalled
+from conveyor.server.shapes import items_page, previous_offset, task_shape
 from engine.triggers.schedule import Schedule
 from engine.triggers.scheduler import cursor_key, read_cursor
 
@@ -104,9 +104,8 @@ def build_ui() -> APIRouter:
             before=before,
         )
         next_cursor = f"{rows[-1].submitted_at!r}~{rows[-1].run_id}" if len(rows) == limit else None
-        stalled = stalled_in(_context(request).runtime.client, rows, time.time())
         page = {
-            "runs": [summary_shape(r, stalled=r.run_id in stalled) for r in rows],
+            "runs": listed(_context(request).runtime.client, rows, time.time()),
             "workflow": workflow or "",
             "state": state or "",
             "trigger": trigger or "",
