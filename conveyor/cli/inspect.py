@@ -233,7 +233,7 @@ def register(app: typer.Typer) -> None:
         process was killed, say. A follow of it would wait for an end that never comes."""
         while True:
             await asyncio.sleep(DRIVER_LOOK)
-            if run_driver(home, run_id) is None:
+            if _stalled(home, [run_id]):
                 # A driver lets go only after the run's end is in its log.
                 if not (await client.state(run_id)).finished:
                     return
