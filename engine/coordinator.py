@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +36,7 @@ from engine.announce import AnnounceLevel, Announcer
 from engine.appended import AppendedEvents
 from engine.claims import hydrate
 from engine.effects import DISPATCH_BATCH, Effects
+from engine.held import HeldRuns
 from engine.intake import ShardIntake
 from engine.leases import Leases
 from engine.recovery import Attempt, Resend, dispatched_again, last_dispatches
@@ -51,8 +51,6 @@ log = structlog.get_logger("conveyor.coordinator")
 
 Observer = Callable[[Event, RunState], None]
 TimersFactory = Callable[[Callable[[Event], Any]], Timers]
-FINISHED_KEPT = 256
-"""Finished runs kept in memory (late events for them need no log read)."""
 
 
 class Coordinator:
@@ -107,8 +105,7 @@ class Coordinator:
         self._wake_interval = wake_interval
         self._snapshot_every = snapshot_every
         self._artifacts = artifacts
-        self._runs: dict[str, RunState] = {}
-        self._finished: OrderedDict[str, RunState] = OrderedDict()
+        self._held = HeldRuns()
         self._appended = AppendedEvents()
         self._snapshotted: dict[str, int] = {}
         self._waiters: dict[str, list[tuple[int, asyncio.Future[RunState]]]] = {}
@@ -165,15 +162,14 @@ class Coordinator:
         Called when the broker connection was lost: another coordinator may have
         advanced our runs meanwhile.
         """
-        self._runs.clear()
-        self._finished.clear()
+        self._held.clear()
         if self._leases is not None:
             self._leases.clear()
 
     async def wait(self, run_id: str, *, past_round: int = -1) -> RunState:
         """Wait until the run completes here, in a round after ``past_round`` (a retried
         run completes once per round); returns its final state."""
-        done = self._finished.get(run_id)
+        done = self._held.finished(run_id)
         if done is not None and done.round > past_round:
             return done
         future: asyncio.Future[RunState] = asyncio.get_running_loop().create_future()
@@ -181,7 +177,7 @@ class Coordinator:
         return await future
 
     def is_finished(self, run_id: str) -> bool:
-        return run_id in self._finished
+        return self._held.finished(run_id) is not None
 
     async def publish_event(self, event: Event) -> None:
         """Send an event of the coordinator's own (a timer, a lost attempt) to its run's shard."""
@@ -195,7 +191,7 @@ class Coordinator:
 
     async def _shard_named(self, run_id: str) -> int | None:
         """The shard a run's submission named (a run not held here: from its index row)."""
-        if state := self._runs.get(run_id) or self._finished.get(run_id):
+        if state := self._held.any(run_id):
             return state.shard
         summary = await self._runlog.summary(run_id)
         return summary.shard if summary is not None else None
@@ -204,14 +200,21 @@ class Coordinator:
 
     def holds(self, run_id: str, shard: int | None = None) -> bool:
         """Whether the run is unfinished and held here (on ``shard``, if one is named)."""
-        state = self._runs.get(run_id)
+        state = self._held.live(run_id)
         return state is not None and shard in (None, self._pinned(run_id, state.shard))
+
+    def drives(self, run_id: str) -> bool:
+        """Whether the unfinished run is driven here: held, or being rebuilt from its log
+        (a moment in which ``holds`` is false). Another engine must not take it up."""
+        return self._held.driving(run_id)
 
     async def handle_group(self, events: list[Event]) -> bool:
         run_id = events[0].run_id
         try:
             with structlog.contextvars.bound_contextvars(run_id=run_id):
-                await self._apply(self._runs[run_id], events)
+                state = self._held.live(run_id)
+                assert state is not None, "only runs held here are grouped"
+                await self._apply(state, events)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -235,7 +238,7 @@ class Coordinator:
     async def handle_event(self, event: Event, shard: int | None = None) -> None:
         """Append, fold, decide and act for one incoming event (off queue ``shard``)."""
         run_id = event.run_id
-        state = self._runs.get(run_id) or self._finished.get(run_id)
+        state = self._held.any(run_id)
         if shard is not None and not await self._belongs(event, shard):
             return
         if state is None:
@@ -301,7 +304,7 @@ class Coordinator:
         except BaseException:
             # The state may now be ahead of the log: never keep it. Whoever handles
             # these events again starts from the log.
-            self._forget(state.run_id)
+            self._held.forget(state.run_id)
             raise
         if not all(added):
             # Decisions are a function of the state: one already in the log means our
@@ -310,7 +313,7 @@ class Coordinator:
             # What this process decided before was carried out: send nothing again.
             await self._reload(state.run_id, resend="none")
             return
-        self._remember(state)
+        self._held.remember(state)
         durable = [*events, *decisions]
         self._appended.note(durable)
         for event in durable:
@@ -343,42 +346,30 @@ class Coordinator:
 
     # -- runs held in memory ------------------------------------------------------------
 
-    def _remember(self, state: RunState) -> None:
-        if state.finished:
-            self._finished[state.run_id] = state
-            self._runs.pop(state.run_id, None)
-            while len(self._finished) > FINISHED_KEPT:
-                self._finished.popitem(last=False)
-        else:
-            self._runs[state.run_id] = state
-            self._finished.pop(state.run_id, None)  # a retried run is live again
-
-    def _forget(self, run_id: str) -> None:
-        self._runs.pop(run_id, None)
-        self._finished.pop(run_id, None)
-
     async def _reload(self, run_id: str, *, resend: Resend = "unsent") -> None:
-        self._forget(run_id)
+        self._held.forget(run_id)
         await self._recover(run_id, resend=resend)
 
     async def _recover(self, run_id: str, *, resend: Resend = "unsent") -> RunState | None:
         """Rebuild a run this coordinator does not hold from its log, and catch up,
         sending again the task messages ``resend`` names (``engine.recovery``)."""
-        try:
-            blob, events = await self._runlog.load(run_id)
-        except NotFound:
-            return None
-        unsent = last_dispatches(events)
-        if blob is not None:
-            state = snapshot.load(blob)
-        else:
-            first = events.pop(0)
-            assert isinstance(first, RunSubmitted)
-            state = new_state(first)
-        for event in events:
-            fold(state, await hydrate(event, self._artifacts))
-        self._snapshotted[run_id] = state.events_folded
-        self._remember(state)
+        # Dropped (a reload) or not yet held, the run is driven here all the same.
+        with self._held.rebuilding(run_id):
+            try:
+                blob, events = await self._runlog.load(run_id)
+            except NotFound:
+                return None
+            unsent = last_dispatches(events)
+            if blob is not None:
+                state = snapshot.load(blob)
+            else:
+                first = events.pop(0)
+                assert isinstance(first, RunSubmitted)
+                state = new_state(first)
+            for event in events:
+                fold(state, await hydrate(event, self._artifacts))
+            self._snapshotted[run_id] = state.events_folded
+            self._held.remember(state)
         if state.finished:
             return state
         log.info("run recovered from its log", events=state.events_folded)
@@ -403,7 +394,7 @@ class Coordinator:
         # With its steps, the process that ran it lost its queues: what it had
         # dispatched and not started is sent again, and what it was running has failed.
         resend: Resend = "all" if message.steps_lost else "unsent"
-        state = self._runs.get(message.run_id)
+        state = self._held.live(message.run_id)
         if state is None:
             state = await self._recover(message.run_id, resend=resend)
         elif resend == "all" and not state.finished:  # taken up already, by a sweep
@@ -441,6 +432,6 @@ class Coordinator:
     async def _sweep(self, shard: int) -> None:
         """Take up every unfinished run of ``shard`` that this coordinator does not hold."""
         for run_id in await self._runlog.running(shard):
-            if run_id not in self._runs:
+            if self._held.live(run_id) is None:
                 with structlog.contextvars.bound_contextvars(run_id=run_id):
                     await self._recover(run_id)

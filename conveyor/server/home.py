@@ -86,7 +86,7 @@ async def _embedded(
         engine.coordinator.observe(measured)
         watching = asyncio.get_running_loop().create_task(watch_queues(engine.transport, measured))
         try:
-            client = ServedClient(engine.client, settings.home, engine.coordinator.holds)
+            client = ServedClient(engine.client, settings.home, engine.coordinator.drives)
             await _take_up_unfinished(client, settings.home)
             async with _runtime(
                 store,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Sequence
 
 from contracts.codec import decode_tasks
 from contracts.events import (
@@ -110,3 +111,56 @@ async def test_a_coordinator_taking_up_a_run_sends_again_only_its_last_dispatche
     # message had gone out. Item 2's, the last decision in the log, is sent again;
     # item 0 has run.
     assert after == {(0, 1): 1, (1, 1): 1, (2, 1): 2}
+
+
+class StallingRunLog(MemoryRunLog):
+    """A run log whose next append fails and whose loads wait until let through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_next_append = False
+        self.loading = asyncio.Event()
+        self.let_load = asyncio.Event()
+        self.let_load.set()
+
+    async def append(
+        self, run_id: str, events: Sequence[Event], *, then: Sequence[Event] = ()
+    ) -> list[bool]:
+        if self.fail_next_append:
+            self.fail_next_append = False
+            raise ConnectionError("the log's answer was lost")
+        return await super().append(run_id, events, then=then)
+
+    async def load(self, run_id: str) -> tuple[bytes | None, list[Event]]:
+        self.loading.set()
+        await self.let_load.wait()
+        return await super().load(run_id)
+
+
+async def test_a_run_rebuilt_after_a_failed_batch_is_driven_here_throughout() -> None:
+    """While a run's state is rebuilt from its log it is not held, but it is still this
+    coordinator's: an engine beside it asking whether to take it up must hear so."""
+    transport, store = MemoryTransport(), StallingRunLog()
+    coordinator = Coordinator(transport, store)
+    await coordinator.start()
+    try:
+        run_id = await Client(store, transport).submit(FANOUT, {})
+        async with asyncio.timeout(10):
+            while not coordinator.holds(run_id):
+                await asyncio.sleep(0.01)
+        assert coordinator.drives(run_id)
+        store.loading, store.let_load = asyncio.Event(), asyncio.Event()
+        store.fail_next_append = True
+        started = TaskStarted(run_id=run_id, at=time.time(), task="each", index=0)
+        handling = asyncio.create_task(coordinator.handle_group([started]))
+        async with asyncio.timeout(10):
+            await store.loading.wait()  # the batch failed: its state dropped, being rebuilt
+        assert not coordinator.holds(run_id)
+        assert coordinator.drives(run_id)
+        store.let_load.set()
+        async with asyncio.timeout(10):
+            assert await handling is False  # its events go one by one after this
+        assert coordinator.holds(run_id) and coordinator.drives(run_id)
+        assert not coordinator.drives("another-run")
+    finally:
+        await coordinator.stop()
