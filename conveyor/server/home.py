@@ -13,13 +13,15 @@ import structlog
 from contracts.errors import InvalidInput, Problem
 from contracts.ports import ArtifactStore, Transport, TriggerStore
 from contracts.signing import Role
+from contracts.supervision import stop_loops
 from conveyor import wiring
 from conveyor.embedded import WORKER_GRACE
 from conveyor.local import local_engine
-from conveyor.locks import RunLock, ServerLock
+from conveyor.locks import ServerLock
 from conveyor.metrics import RunMetrics, watch_queues
 from conveyor.server.runtime import TriggerRuntime
 from conveyor.server.served import ServedClient
+from conveyor.server.takeup import keep_taking_up, take_up_left_unfinished
 from conveyor.settings import Settings
 from engine.client import Client
 from engine.triggers.firing import STALE_AFTER
@@ -87,7 +89,7 @@ async def _embedded(
         watching = asyncio.get_running_loop().create_task(watch_queues(engine.transport, measured))
         try:
             client = ServedClient(engine.client, settings.home, engine.coordinator.drives)
-            await _take_up_unfinished(client, settings.home)
+            await take_up_left_unfinished(client)
             async with _runtime(
                 store,
                 client,
@@ -99,7 +101,14 @@ async def _embedded(
             ) as runtime:
                 # Its runs would stop moving: the server stops with it.
                 engine.on_failure(runtime.supervisor.fail)
-                yield runtime
+                taking_up = asyncio.get_running_loop().create_task(
+                    keep_taking_up(client, settings.wake_interval), name="take-up"
+                )
+                runtime.supervisor.watch(taking_up)
+                try:
+                    yield runtime
+                finally:
+                    await stop_loops([taking_up])
         finally:
             watching.cancel()
 
@@ -136,12 +145,3 @@ async def _runtime(
         yield runtime
     finally:
         await runtime.stop()
-
-
-async def _take_up_unfinished(client: Client, home: Path) -> None:
-    """Runs a previous embedded server left unfinished go on here (their steps died with
-    it, so they run again); runs another live process drives are left to it."""
-    for run_id in await client.store.running():
-        if RunLock(home, run_id).holder() is None:
-            log.info("resuming a run left unfinished", run_id=run_id)
-            await client.resume(run_id, steps_lost=True)

@@ -63,10 +63,15 @@ tasks:
 """
 
 
-def serve_on(home: Path, port: int, grace: float | None = None) -> subprocess.Popen[bytes]:
+def serve_on(
+    home: Path, port: int, grace: float | None = None, wake: float | None = None
+) -> subprocess.Popen[bytes]:
     """``conveyor server`` of ``home``'s flows on ``port``, listening once this returns;
-    ``grace``: how long its running steps get when it stops."""
+    ``grace``: how long its running steps get when it stops; ``wake``: how often it
+    looks for runs of its home no process drives, to take them up."""
     extra = {} if grace is None else {"CONVEYOR_WORKER_GRACE": str(grace)}
+    if wake is not None:
+        extra["CONVEYOR_WAKE_INTERVAL"] = str(wake)
     proc = subprocess.Popen(
         [sys.executable, "-m", "conveyor", "server", "--workflows", "flows", "--port", str(port)],
         cwd=home,
@@ -99,7 +104,8 @@ def server(served_home: Path) -> Iterator[str]:
     if not Path(CHROMIUM).exists():
         unavailable("no chromium for the browser tests (apt-get install chromium)")
     port = free_port()
-    proc = serve_on(served_home, port)
+    # A stalled run stays stalled until its page's Resume is clicked.
+    proc = serve_on(served_home, port, wake=600)
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=30)

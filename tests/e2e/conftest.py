@@ -15,8 +15,8 @@ from tests.e2e.served import Server
 def server(tmp_path: Path) -> Iterator[Any]:
     made: list[Server] = []
 
-    def make(grace: float) -> Server:
-        made.append(Server(tmp_path, grace=grace))
+    def make(grace: float, wake: float | None = None, debug: bool = False) -> Server:
+        made.append(Server(tmp_path, grace=grace, wake=wake, debug=debug))
         return made[-1]
 
     yield make

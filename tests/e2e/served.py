@@ -31,7 +31,12 @@ tasks:
 class Server:
     """``conveyor server`` on a home in ``tmp_path``, serving the LONG workflow."""
 
-    def __init__(self, tmp_path: Path, *, grace: float) -> None:
+    def __init__(
+        self, tmp_path: Path, *, grace: float, wake: float | None = None, debug: bool = False
+    ) -> None:
+        """``grace``: for its running steps when it stops; ``wake``: how often it looks for
+        runs of its home that no process drives (``CONVEYOR_WAKE_INTERVAL``); ``debug``:
+        its log says more."""
         self.tmp_path = tmp_path
         self.pidfile = tmp_path / "step.pid"
         self.flag = tmp_path / "fixed"
@@ -43,6 +48,8 @@ class Server:
             **os.environ,
             "CONVEYOR_HOME": str(tmp_path / ".conveyor"),
             "CONVEYOR_WORKER_GRACE": str(grace),
+            **({} if wake is None else {"CONVEYOR_WAKE_INTERVAL": str(wake)}),
+            **({"CONVEYOR_LOG_LEVEL": "debug"} if debug else {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -64,9 +71,10 @@ class Server:
         assert self.proc is not None
         return self.proc.wait(timeout=within)
 
-    def says(self, text: str, within: float = 10) -> None:
+    def says(self, text: str, within: float = 10, times: int = 1) -> None:
+        """Wait until its log says ``text`` (at least ``times`` times)."""
         deadline = time.monotonic() + within
-        while text not in self.log.read_text():
+        while self.log.read_text().count(text) < times:
             assert time.monotonic() < deadline, f"never said {text!r}: {self.log.read_text()}"
             time.sleep(0.05)
 

@@ -126,10 +126,10 @@ def test_the_server_steers_a_conveyor_run_through_its_process(server: Any, tmp_p
     assert (run["state"], run["reason"]) == ("cancelled", "cancelled (the API)")
 
 
-def test_a_run_whose_conveyor_run_was_killed_shows_stalled_and_the_server_takes_it_up(
+def test_a_run_whose_conveyor_run_was_killed_shows_stalled_and_resumes_when_asked(
     server: Any, tmp_path: Path
 ) -> None:
-    served = server(grace=1)
+    served = server(grace=1, wake=600)  # it would take the run up by itself too: later
     served.start()
     own_run, _own_step = served.start_run()  # one the server drives itself
     served.pidfile.unlink()  # the local run's step writes its pid to the same file
@@ -161,3 +161,31 @@ def test_a_run_whose_conveyor_run_was_killed_shows_stalled_and_the_server_takes_
     run = served.settled(run_id)
     assert run["state"] == "succeeded", run
     assert [(t["name"], t["attempt"]) for t in run["tasks"]] == [("first", 1), ("wait", 2)]
+
+
+def test_the_server_takes_up_by_itself_a_run_whose_conveyor_run_was_killed(
+    server: Any, tmp_path: Path
+) -> None:
+    served = server(grace=1, wake=0.2, debug=True)
+    served.start()
+    driving, pidfile = start(tmp_path, LOCAL_LONG)
+    [run_id] = [r["run_id"] for r in json.loads(conveyor("runs", "--json", cwd=tmp_path).stdout)]
+    first_step = int(pidfile.read_text())
+    looked = served.log.read_text().count("looked for runs no process drives")
+    # Three more checks while the process drives its run: each leaves it alone.
+    served.says("looked for runs no process drives", times=looked + 3)
+    assert "taking up" not in served.log.read_text()
+    assert int(pidfile.read_text()) == first_step
+    (tmp_path / "fixed").touch()  # the step's next attempt succeeds
+    killed(driving)  # SIGKILL: no cancel is written, nobody drives the run
+    os.kill(first_step, signal.SIGKILL)
+    pidfile.unlink()
+    served.says("taking up a run no process drives")
+    deadline = time.monotonic() + 30  # the step runs again, in the server
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert time.monotonic() < deadline, "the step did not run again"
+        time.sleep(0.05)
+    run = served.settled(run_id)
+    assert run["state"] == "succeeded", run
+    assert [(t["name"], t["attempt"]) for t in run["tasks"]] == [("first", 1), ("wait", 2)]
+    assert served.log.read_text().count("taking up a run") == 1
