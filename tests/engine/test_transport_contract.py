@@ -219,6 +219,26 @@ async def test_announcements_reach_the_queues_bound_to_matching_keys(
         await consumer.close()
 
 
+async def test_announcements_sent_together_arrive_in_the_order_they_were_started(
+    transport: Transport, q: str
+) -> None:
+    """The announcer sends a window of state changes before awaiting their confirms, and
+    relies on the transport to send them in the order it started them."""
+    await transport.bind_announcements(q, f"task.{q}.*")
+    bodies = [str(n).encode() for n in range(300)]
+    await asyncio.gather(*(transport.announce(f"task.{q}.running", body) for body in bodies))
+    consumer = await transport.consume(q, prefetch=len(bodies))
+    got: list[bytes] = []
+    async with asyncio.timeout(10):
+        async for delivery in consumer:
+            got.append(delivery.body)
+            await delivery.ack()
+            if len(got) == len(bodies):
+                break
+    assert got == bodies
+    await consumer.close()
+
+
 def test_topic_matching_follows_amqp() -> None:
     from contracts.topology import topic_matches
 
