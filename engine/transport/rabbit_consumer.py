@@ -21,13 +21,15 @@ RETRYABLE = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError, RuntimeE
 
 @contextlib.contextmanager
 def closing_fails_the_call() -> Iterator[None]:
-    """A ``CancelledError`` that nobody asked of this task becomes a ``ConnectionError``.
+    """A closing under the call becomes a ``ConnectionError``, which callers try again.
 
-    aiormq fails the pending futures of a channel or connection it closes with
-    ``CancelledError`` (its default reason), so a publish awaiting its confirm while the
-    connection goes to another node raises one in a task that was never cancelled. Let
-    through, it would end the publisher's task as if it had been stopped, silently; as
-    a ``ConnectionError`` the caller tries again. A cancel of the task itself passes.
+    aiormq fails the pending futures of a channel or connection it closes with the
+    close's reason: ``CancelledError`` by default, so a publish awaiting its confirm
+    while the connection goes to another node raises one in a task that was never
+    cancelled. Let through, it would end the publisher's task as if it had been stopped,
+    silently. A close without a reason fails them, and any future made on the closed
+    channel after it, with a bare ``Exception``, which no handler of broker errors
+    expects. A cancel of the task itself passes.
     """
     try:
         yield
@@ -36,6 +38,10 @@ def closing_fails_the_call() -> Iterator[None]:
         if task is None or task.cancelling():
             raise
         raise ConnectionError("the broker closed the connection under this call") from exc
+    except Exception as exc:
+        if type(exc) is not Exception or exc.args:
+            raise
+        raise ConnectionError("the broker's channel closed under this call") from exc
 
 
 @contextlib.asynccontextmanager

@@ -5,10 +5,12 @@ itself cancelled still stops. (aiormq fails the futures of what it closes with
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiormq.base import FutureStore
 
 from conveyor.metrics import QUEUE_DEPTH, RunMetrics, watch_queues
 from engine.transport.rabbit_consumer import RabbitDelivery, broker_call
@@ -23,17 +25,26 @@ async def closed_under_it() -> None:
     await closed
 
 
-class ClosingExchange:
-    """Closed under its first ``closes`` publishes; confirms the rest."""
+async def closed_without_a_reason() -> None:
+    """The same when aiormq closes a channel with no reason (``close(None)``): its
+    futures, and any made on it afterwards, fail with a bare ``Exception``."""
+    store = FutureStore(asyncio.get_running_loop())
+    await store.reject_all(None)
+    await store.create_future()
 
-    def __init__(self, closes: int) -> None:
+
+class ClosingExchange:
+    """Closed under its first ``closes`` publishes (``how``); confirms the rest."""
+
+    def __init__(self, closes: int, how: Callable[[], Awaitable[None]] = closed_under_it) -> None:
         self.closes = closes
+        self.how = how
         self.published: list[bytes] = []
 
     async def publish(self, message: Any, routing_key: str, *, mandatory: bool) -> object:
         if self.closes:
             self.closes -= 1
-            await closed_under_it()
+            await self.how()
         self.published.append(message.body)
         return "ack"
 
@@ -61,14 +72,23 @@ def transport_on(exchange: object) -> RabbitTransport:
     return transport
 
 
-async def test_a_publish_whose_channel_closes_under_it_is_tried_again() -> None:
-    exchange = ClosingExchange(closes=2)
+@pytest.mark.parametrize("how", [closed_under_it, closed_without_a_reason])
+async def test_a_publish_whose_channel_closes_under_it_is_tried_again(
+    how: Callable[[], Awaitable[None]],
+) -> None:
+    exchange = ClosingExchange(closes=2, how=how)
 
     async with asyncio.timeout(10):
         await transport_on(exchange).publish("q", [b"one"])
 
     assert exchange.published == [b"one"]
     assert exchange.closes == 0
+
+
+async def test_an_error_of_the_code_itself_is_not_taken_for_a_closing() -> None:
+    with pytest.raises(Exception, match="a bug"):
+        async with broker_call(5):
+            raise Exception("a bug")
 
 
 async def test_a_cancelled_publisher_still_stops() -> None:
