@@ -191,7 +191,7 @@ class Coordinator:
 
     async def _shard_named(self, run_id: str) -> int | None:
         """The shard a run's submission named (a run not held here: from its index row)."""
-        if state := self._held.any(run_id):
+        if state := self._held.get(run_id):
             return state.shard
         summary = await self._runlog.summary(run_id)
         return summary.shard if summary is not None else None
@@ -238,7 +238,7 @@ class Coordinator:
     async def handle_event(self, event: Event, shard: int | None = None) -> None:
         """Append, fold, decide and act for one incoming event (off queue ``shard``)."""
         run_id = event.run_id
-        state = self._held.any(run_id)
+        state = self._held.get(run_id)
         if shard is not None and not await self._belongs(event, shard):
             return
         if state is None:

@@ -33,7 +33,7 @@ class HeldRuns:
     def finished(self, run_id: str) -> RunState | None:
         return self._finished.get(run_id)
 
-    def any(self, run_id: str) -> RunState | None:
+    def get(self, run_id: str) -> RunState | None:
         """The state held here, live or finished."""
         return self._live.get(run_id) or self._finished.get(run_id)
 
