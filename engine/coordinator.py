@@ -320,6 +320,7 @@ class Coordinator:
             self._notify(event, state)
         await self._carry_out(durable, state)
         await self._maybe_snapshot(state)
+        await self._announcer.room()  # before taking in more: bounded, none dropped
 
     async def _carry_out(self, durable: list[Event], state: RunState) -> None:
         failures = await self._effects.carry_out(durable, state)

@@ -9,14 +9,29 @@ from types import SimpleNamespace
 from typing import cast
 
 import msgspec
+import pytest
 
-from contracts.events import RunSubmitted
+from contracts.events import RunSubmitted, TaskStarted
 from contracts.ports import Transport
-from engine.announce import IN_FLIGHT, Announcer
+from contracts.validation import parse_workflow
+from engine import announce
+from engine.announce import IN_FLIGHT, AnnounceLevel, Announcer
+from engine.client import Client
+from engine.coordinator import Coordinator
+from engine.runlog.memory import MemoryRunLog
 from engine.state.model import RunState
 from engine.transport.memory import MemoryTransport
 
 CHANGES = 300
+FORTY = parse_workflow(
+    """
+name: forty
+tasks:
+  - name: each
+    items: range(40)
+    command: [echo, "{{ item }}"]
+"""
+)
 
 
 def _state(run_id: str) -> RunState:
@@ -116,3 +131,45 @@ async def test_an_announcement_refused_once_is_sent_again() -> None:
     assert broker.sent == ["run-0", "run-2", "run-1"]  # the one sent again comes last
     broker.confirm_all()
     await announcer.drain()
+
+
+async def test_a_backlog_of_unpublished_changes_holds_the_coordinator_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broker slower than the runs: the changes waiting to be published stop growing
+    at the bound (the coordinator takes in nothing more meanwhile), and none is lost."""
+    monkeypatch.setattr(announce, "IN_FLIGHT", 2)
+    monkeypatch.setattr(announce, "BACKLOG", 10)
+    broker = ConfirmingBroker()
+    transport = MemoryTransport()
+    transport.announce = broker.announce  # type: ignore[method-assign]
+    store = MemoryRunLog()
+    coordinator = Coordinator(transport, store, announce=AnnounceLevel.TASKS)
+    await coordinator.start()
+    try:
+        run_id = await Client(store, transport).submit(FORTY, {})
+        await until(lambda: coordinator.holds(run_id))
+        starts = [
+            TaskStarted(run_id=run_id, at=1.0, task="each", index=index) for index in range(40)
+        ]
+
+        async def report() -> None:  # as the workers would, one by one
+            for started in starts:
+                await coordinator.handle_event(started)
+
+        reporting = asyncio.create_task(report())
+        for _ in range(200):  # turns of the loop: enough for all 40 were nothing held back
+            await asyncio.sleep(0)
+        waiting = coordinator._announcer._queue.qsize()
+        assert not reporting.done()
+        assert 10 <= waiting <= 11, waiting  # 2 in flight besides
+        while not reporting.done():
+            broker.confirm_all()
+            await asyncio.sleep(0)
+        while len(broker.sent) < 41:  # the run's start, and each item's
+            broker.confirm_all()
+            await asyncio.sleep(0)
+        assert broker.sent == [run_id] + [f"{run_id}/each/{n}" for n in range(40)]
+    finally:
+        broker.confirm_all()
+        await coordinator.stop()
