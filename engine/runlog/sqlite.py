@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS runs (
     reason TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (submitted_at);
+-- The unfinished runs are looked for every few seconds (a server's take-up), among
+-- however many finished ones the home keeps.
+CREATE INDEX IF NOT EXISTS runs_unfinished ON runs (run_id) WHERE state = 'running';
 CREATE TABLE IF NOT EXISTS task_logs (
     run_id TEXT NOT NULL,
     task TEXT NOT NULL,
@@ -67,6 +70,10 @@ CREATE TABLE IF NOT EXISTS snapshots (
     upto INTEGER NOT NULL
 );
 """
+
+
+UNFINISHED_RUNS = "SELECT run_id FROM runs WHERE state = 'running' AND (? IS NULL OR shard = ?)"
+"""The ids of unfinished runs (of one shard, or all): read through ``runs_unfinished``."""
 
 
 class SqliteRunLog:
@@ -187,10 +194,7 @@ class SqliteRunLog:
         return True
 
     async def running(self, shard: int | None = None) -> list[str]:
-        rows = self._db.execute(
-            "SELECT run_id FROM runs WHERE state = 'running' AND (? IS NULL OR shard = ?)",
-            (shard, shard),
-        ).fetchall()
+        rows = self._db.execute(UNFINISHED_RUNS, (shard, shard)).fetchall()
         return [str(r[0]) for r in rows]
 
     async def summary(self, run_id: str) -> RunSummary | None:

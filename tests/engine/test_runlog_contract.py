@@ -19,7 +19,7 @@ from contracts.events import (
 )
 from contracts.ports import LogLine, LogPage, RunStore
 from engine.runlog.redis import RedisRunLog, key
-from engine.runlog.sqlite import SqliteRunLog
+from engine.runlog.sqlite import UNFINISHED_RUNS, SqliteRunLog
 
 
 def submitted(run_id: str, workflow: str = "wf", at: float = 1.0) -> RunSubmitted:
@@ -257,6 +257,21 @@ async def test_sqlite_log_survives_reopening(tmp_path: Path) -> None:
     assert [r.run_id for r in await second.runs()] == ["r"]
     assert await second.append("r", [submitted("r")]) == [False]
     await second.close()
+
+
+async def test_a_homes_unfinished_runs_are_found_without_reading_its_finished_ones(
+    tmp_path: Path,
+) -> None:
+    """A served home looks for unfinished runs every few seconds, among however many
+    finished ones it keeps: the lookup goes through an index of the unfinished alone."""
+    store = SqliteRunLog(tmp_path / "c.db")
+    await store.append("done", [submitted("done")])
+    await store.append("done", [RunCompleted(run_id="done", at=2.0, state="succeeded")])
+    await store.append("open", [submitted("open")])
+    assert await store.running() == ["open"]
+    plan = store._db.execute(f"EXPLAIN QUERY PLAN {UNFINISHED_RUNS}", (None, None)).fetchall()
+    assert "USING INDEX runs_unfinished" in str(plan), plan
+    await store.close()
 
 
 async def test_snapshot_then_tail(store: RunStore) -> None:
