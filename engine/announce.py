@@ -123,6 +123,8 @@ class Announcer:
         self._task: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
         self._room.set()
+        self._sending = 0
+        """Changes sent and not confirmed yet."""
 
     def __call__(self, event: Event, state: RunState) -> None:
         if self._level == AnnounceLevel.NONE:
@@ -148,10 +150,12 @@ class Announcer:
         while not self._queue.empty():
             ready = min(self._queue.qsize(), IN_FLIGHT)
             sending = [self._queue.get_nowait() for _ in range(ready)]
+            self._sending = len(sending)
             # Sent in this order on one channel (the transport's publishes take turns in
             # the order they are started), their confirms awaited together. One sent
             # again after a failure can arrive after changes that came later.
             await asyncio.gather(*(self._publish_one(*change) for change in sending))
+            self._sending = 0
             if self._queue.qsize() < BACKLOG:
                 self._room.set()
 
@@ -173,7 +177,12 @@ class Announcer:
                     await asyncio.sleep(0.1 * 2**attempt)
 
     async def drain(self, timeout: float = 5.0) -> None:
-        """Publish what is queued (at shutdown)."""
+        """Publish what is queued (at shutdown), and say how many changes could not be."""
         if self._task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        left = self._queue.qsize() + self._sending
+        if left:
+            log.error(
+                "state changes not announced: stopped before the broker took them", count=left
+            )

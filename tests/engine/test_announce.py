@@ -10,6 +10,7 @@ from typing import cast
 
 import msgspec
 import pytest
+import structlog
 
 from contracts.events import RunSubmitted, TaskStarted
 from contracts.ports import Transport
@@ -173,3 +174,21 @@ async def test_a_backlog_of_unpublished_changes_holds_the_coordinator_back(
     finally:
         broker.confirm_all()
         await coordinator.stop()
+
+
+async def test_changes_a_stop_leaves_unpublished_are_counted_aloud() -> None:
+    broker = ConfirmingBroker()  # confirms nothing: the broker is gone
+    announcer = Announcer(cast(Transport, broker))
+    _announce(announcer, IN_FLIGHT + 5)
+    await until(lambda: len(broker.sent) == IN_FLIGHT)
+    with structlog.testing.capture_logs() as logs:
+        await announcer.drain(timeout=0.05)
+    assert [(entry["event"], entry["count"]) for entry in logs] == [
+        ("state changes not announced: stopped before the broker took them", IN_FLIGHT + 5)
+    ]
+    broker.confirm_all()
+    await until(lambda: len(broker.sent) == IN_FLIGHT + 5)
+    broker.confirm_all()
+    with structlog.testing.capture_logs() as logs:
+        await announcer.drain()  # all of them taken since: nothing said
+    assert logs == []
