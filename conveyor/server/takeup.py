@@ -26,12 +26,9 @@ log = structlog.get_logger("conveyor.server")
 
 
 async def take_up_left_unfinished(client: ServedClient) -> None:
-    """At the server's start: every unfinished run no process drives (its engine holds
-    none yet) goes on here."""
-    for run_id in await client.store.running():
-        if client.stalled(run_id):
-            log.info("resuming a run left unfinished", run_id=run_id)
-            await _take_up(client, run_id)
+    """At the server's start: every unfinished run no process drives goes on here (its
+    engine holds none yet, so none is in the instant a second look guards against)."""
+    await take_up_stalled(client, seen=None)
 
 
 async def keep_taking_up(client: ServedClient, interval: float) -> None:
@@ -42,15 +39,17 @@ async def keep_taking_up(client: ServedClient, interval: float) -> None:
         seen = await take_up_stalled(client, seen)
 
 
-async def take_up_stalled(client: ServedClient, seen: set[str]) -> set[str]:
+async def take_up_stalled(client: ServedClient, seen: set[str] | None) -> set[str]:
     """Resume the unfinished runs no process drives that were in ``seen`` (undriven at
-    the last check) too; returns the rest of those found undriven now, for the next."""
+    the last check) too, or all of them if there was no last check (None); returns the
+    rest of those found undriven now, for the next."""
     undriven = {run_id for run_id in await client.store.running() if client.stalled(run_id)}
     log.debug("looked for runs no process drives", undriven=len(undriven))
-    for run_id in sorted(undriven & seen):
+    taken = undriven if seen is None else undriven & seen
+    for run_id in sorted(taken):
         log.warning("taking up a run no process drives (its process died)", run_id=run_id)
         await _take_up(client, run_id)
-    return undriven - seen
+    return undriven - taken
 
 
 async def _take_up(client: ServedClient, run_id: str) -> None:
