@@ -225,6 +225,18 @@ class RunLog(Protocol):
         """The run's index row (None for a run not in the index)."""
         ...
 
+    async def unannounced(self, shard: int | None = None) -> list[Event]:
+        """The run state changes (submissions and completions) appended and not marked
+        ``announced`` yet, oldest first; with ``shard``, of the runs pinned there. A
+        coordinator that stopped before the broker took them left them here, for the
+        next one to publish."""
+        ...
+
+    async def announced(self, event_ids: Sequence[str]) -> None:
+        """Mark run state changes announced: the broker took them (or, announcements
+        being off, nobody will)."""
+        ...
+
     async def shard_map(self, default: int) -> ShardMap:
         """The stored shard map; the first caller stores one of ``default`` shards."""
         ...

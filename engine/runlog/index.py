@@ -8,6 +8,12 @@ from contracts.events import Event, RunCompleted, RunRetryRequested, RunSubmitte
 from contracts.ports import RunSummary
 
 
+def owes_announcement(event: Event) -> bool:
+    """Whether appending ``event`` owes the world an announcement that must survive the
+    coordinator (``RunLog.unannounced``): the run state changes, not the task ones."""
+    return isinstance(event, RunSubmitted | RunCompleted)
+
+
 def index_update(current: RunSummary | None, event: Event) -> RunSummary | None:
     """The new index row for ``event``, or None when the event does not change it."""
     if isinstance(event, RunSubmitted):

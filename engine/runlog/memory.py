@@ -8,7 +8,7 @@ from contracts.errors import NotFound
 from contracts.events import Event
 from contracts.ports import LogLine, LogPage, LogPosition, RunSummary
 from contracts.topology import ShardMap, initial_shard_map
-from engine.runlog.index import index_update, matches
+from engine.runlog.index import index_update, matches, owes_announcement
 from engine.runlog.notify import AppendSignal
 from engine.runlog.pages import page_of
 
@@ -24,6 +24,7 @@ class MemoryRunLog:
         self._snapshots: dict[str, tuple[bytes, int]] = {}
         self._appended = AppendSignal()
         self._shard_map: ShardMap | None = None
+        self._unannounced: dict[str, Event] = {}
 
     async def append(
         self, run_id: str, events: Sequence[Event], *, then: Sequence[Event] = ()
@@ -47,6 +48,8 @@ class MemoryRunLog:
         row = index_update(self._index.get(run_id), event)
         if row is not None:
             self._index[run_id] = row
+        if owes_announcement(event):
+            self._unannounced[event_id] = event
         return True
 
     async def read(self, run_id: str, after: int = 0, *, limit: int | None = None) -> list[Event]:
@@ -79,6 +82,17 @@ class MemoryRunLog:
 
     async def summary(self, run_id: str) -> RunSummary | None:
         return self._index.get(run_id)
+
+    async def unannounced(self, shard: int | None = None) -> list[Event]:
+        return [
+            event
+            for event in self._unannounced.values()
+            if shard is None or self._index[event.run_id].shard == shard
+        ]
+
+    async def announced(self, event_ids: Sequence[str]) -> None:
+        for event_id in event_ids:
+            self._unannounced.pop(event_id, None)
 
     async def shard_map(self, default: int) -> ShardMap:
         if self._shard_map is None:

@@ -14,6 +14,8 @@ The index across runs lives in sorted sets scored by submission time:
 ``cv:runs``, ``cv:runs:state:<state>``, ``cv:runs:wf:<workflow>``, and the running
 runs pinned to each coordinator shard, ``cv:runs:running:shard:<N>``. They are
 derived from the runs' summaries. ``cv:shard-map`` holds the shard map.
+``cv:unannounced`` (scored by time) and ``cv:unannounced:bodies`` hold the run state
+changes not announced yet.
 
 While Redis is unreachable every call waits and retries with backoff
 (``engine.redis_retry``).
@@ -34,7 +36,7 @@ from contracts.ports import LogLine, LogPage, LogPosition, RunSummary
 from contracts.topology import ShardMap, initial_shard_map
 from engine.redis_client import redis_client
 from engine.redis_retry import retrying
-from engine.runlog.index import index_update, matches
+from engine.runlog.index import index_update, matches, owes_announcement
 from engine.runlog.rediskeys import PREFIX, key
 from engine.runlog.redislines import RedisTaskLogs
 
@@ -152,14 +154,19 @@ class RedisRunLog:
         return added
 
     async def _update_index(self, run_id: str, events: Sequence[Event], added: list[bool]) -> None:
+        """The run's index row, and the run changes it now owes (``unannounced``), in
+        one round trip after reading the row."""
         summary = await self._summary(run_id)
+        pipe = self._redis.pipeline(transaction=False)
         for new, event in zip(added, events, strict=True):
             if not new:
                 continue
+            if owes_announcement(event):
+                pipe.hset(UNANNOUNCED_BODIES, event.id, encode(event))
+                pipe.zadd(UNANNOUNCED, {event.id: event.at})
             update = index_update(summary, event)
             if update is None:
                 continue
-            pipe = self._redis.pipeline(transaction=False)
             if summary is not None:
                 pipe.zrem(f"{PREFIX}:runs:state:{summary.state}", run_id)
                 if summary.state == "running" and summary.shard is not None:
@@ -170,8 +177,8 @@ class RedisRunLog:
             pipe.zadd(f"{PREFIX}:runs", {run_id: update.submitted_at})
             pipe.zadd(f"{PREFIX}:runs:state:{update.state}", {run_id: update.submitted_at})
             pipe.zadd(f"{PREFIX}:runs:wf:{update.workflow}", {run_id: update.submitted_at})
-            await pipe.execute()
             summary = update
+        await pipe.execute()
 
     async def _summary(self, run_id: str) -> RunSummary | None:
         raw = await self._redis.hgetall(key(run_id, "summary"))
@@ -282,6 +289,35 @@ class RedisRunLog:
         ids = await self._retrying("running", lambda: self._redis.zrange(source, 0, -1))
         return [run_id.decode() for run_id in ids]
 
+    async def unannounced(self, shard: int | None = None) -> list[Event]:
+        async def read() -> list[Event]:
+            ids = await self._redis.zrange(UNANNOUNCED, 0, -1)
+            if not ids:
+                return []
+            bodies = await self._redis.hmget(UNANNOUNCED_BODIES, ids)
+            events = [decode_event(body) for body in bodies if body is not None]
+            if shard is None:
+                return events
+            pipe = self._redis.pipeline(transaction=False)
+            for event in events:
+                pipe.hget(key(event.run_id, "summary"), "shard")
+            pinned = await pipe.execute()
+            return [e for e, on in zip(events, pinned, strict=True) if on == str(shard).encode()]
+
+        return await self._retrying("unannounced", read)
+
+    async def announced(self, event_ids: Sequence[str]) -> None:
+        if not event_ids:
+            return
+
+        async def mark() -> None:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zrem(UNANNOUNCED, *event_ids)
+            pipe.hdel(UNANNOUNCED_BODIES, *event_ids)
+            await pipe.execute()
+
+        await self._retrying("announced", mark)
+
     async def shard_map(self, default: int) -> ShardMap:
         raw = await self._retrying("shard map", lambda: self._redis.get(SHARD_MAP_KEY))
         if raw is None:  # the first reader stores it; a racing one keeps the other's
@@ -348,6 +384,8 @@ class RedisRunLog:
 
 _INDEXED = frozenset({"run_submitted", "run_completed", "run_retry_requested"})
 SHARD_MAP_KEY = f"{PREFIX}:shard-map"
+UNANNOUNCED = f"{PREFIX}:unannounced"
+UNANNOUNCED_BODIES = f"{PREFIX}:unannounced:bodies"
 _SWAP = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])

@@ -20,7 +20,7 @@ from contracts.errors import NotFound
 from contracts.events import Event
 from contracts.ports import LogLine, LogPage, LogPosition, RunSummary
 from contracts.topology import ShardMap, initial_shard_map
-from engine.runlog.index import index_update
+from engine.runlog.index import index_update, owes_announcement
 from engine.runlog.notify import AppendSignal
 from engine.runlog.pages import page_ending
 
@@ -63,6 +63,12 @@ CREATE INDEX IF NOT EXISTS task_logs_by_attempt ON task_logs (run_id, task, idx,
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value BLOB NOT NULL
+);
+-- Run state changes appended and not announced yet (``RunLog.unannounced``).
+CREATE TABLE IF NOT EXISTS unannounced (
+    event_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    body BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS snapshots (
     run_id TEXT PRIMARY KEY,
@@ -108,16 +114,22 @@ class SqliteRunLog:
                 if position == len(events) and not all(added):
                     added.extend([False] * len(then))
                     break
+                body = encode(event)
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO events (run_id, seq, event_id, body)"
                     " VALUES (?, ?, ?, ?)",
-                    (run_id, seq + 1, event.id, encode(event)),
+                    (run_id, seq + 1, event.id, body),
                 )
                 if cursor.rowcount == 0:
                     added.append(False)
                     continue
                 seq += 1
                 added.append(True)
+                if owes_announcement(event):
+                    db.execute(
+                        "INSERT OR IGNORE INTO unannounced VALUES (?, ?, ?)",
+                        (event.id, run_id, body),
+                    )
                 update = index_update(summary, event)
                 if update is not None:
                     summary = update
@@ -196,6 +208,19 @@ class SqliteRunLog:
     async def running(self, shard: int | None = None) -> list[str]:
         rows = self._db.execute(UNFINISHED_RUNS, (shard, shard)).fetchall()
         return [str(r[0]) for r in rows]
+
+    async def unannounced(self, shard: int | None = None) -> list[Event]:
+        rows = self._db.execute(
+            "SELECT body FROM unannounced WHERE ? IS NULL"
+            " OR run_id IN (SELECT run_id FROM runs WHERE shard = ?) ORDER BY rowid",
+            (shard, shard),
+        ).fetchall()
+        return [decode_event(body) for (body,) in rows]
+
+    async def announced(self, event_ids: Sequence[str]) -> None:
+        self._db.executemany(
+            "DELETE FROM unannounced WHERE event_id = ?", [(i,) for i in event_ids]
+        )
 
     async def summary(self, run_id: str) -> RunSummary | None:
         return self._summary(run_id)

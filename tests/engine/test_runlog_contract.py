@@ -428,3 +428,39 @@ async def test_running_runs_are_listed_by_the_shard_they_are_pinned_to(store: Ru
     # A finished run that is retried is running on its shard again.
     await store.append("c", [RunRetryRequested(run_id="c", at=3.0, round=1)])
     assert sorted(await store.running(3)) == ["b", "c"]
+
+
+async def test_run_state_changes_stay_unannounced_until_marked(store: RunStore) -> None:
+    """A submission and a completion are owed to the world once appended: they stay
+    listed, across appends of the same events again, until marked announced."""
+    a = RunSubmitted(run_id="a", at=1.0, workflow={"name": "wf"}, params={}, shard=0)
+    b = RunSubmitted(run_id="b", at=2.0, workflow={"name": "wf"}, params={}, shard=1)
+    done = RunCompleted(run_id="a", at=3.0, state="failed", reason="x")
+    await store.append("a", [a], then=[TaskDispatched(run_id="a", at=1.0, task="t")])
+    await store.append("b", [b])
+    await store.append("a", [TaskSucceeded(run_id="a", at=2.5, task="t"), done])
+    await store.append("a", [a, done])  # redelivered: owed once
+    assert await store.unannounced() == [a, b, done]
+    assert await store.unannounced(0) == [a, done]
+    assert await store.unannounced(1) == [b]
+    assert await store.unannounced(2) == []
+
+    await store.announced([a.id, done.id, "a/never-appended"])
+    assert await store.unannounced() == [b]
+    await store.append("a", [done])  # already in the log: not owed again
+    assert await store.unannounced() == [b]
+    # A retried run's next completion is a change of its own.
+    again = RunCompleted(run_id="a", at=5.0, state="succeeded", round=1)
+    await store.append("a", [RunRetryRequested(run_id="a", at=4.0, round=1), again])
+    assert await store.unannounced(0) == [again]
+    await store.announced([])
+    assert await store.unannounced() == [b, again]
+
+
+async def test_sqlite_keeps_unannounced_changes_across_reopening(tmp_path: Path) -> None:
+    first = SqliteRunLog(tmp_path / "c.db")
+    await first.append("r", [submitted("r")])
+    await first.close()
+    second = SqliteRunLog(tmp_path / "c.db")
+    assert await second.unannounced() == [submitted("r")]
+    await second.close()
