@@ -4,6 +4,11 @@ CloudEvent on the state-changes topic exchange, routing key ``run.<workflow>.<st
 
 Other services bind their own queues to the keys they care about; the server's
 notifier delivers the ``notify:`` webhooks of workflows from one such queue.
+
+Run changes are announced at least once: the run log keeps each one as unannounced
+until the broker has confirmed it (``RunLog.unannounced``), and a coordinator that
+starts after one stopped short publishes what was left, with the same CloudEvent id.
+Task changes are announced at most once.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from contracts.events import (
     TaskStarted,
     TaskSucceeded,
 )
-from contracts.ports import Transport
+from contracts.ports import RunLog, Transport
+from engine.runlog.index import owes_announcement
 from engine.state.model import RunState
 
 log = structlog.get_logger("conveyor.announce")
@@ -71,12 +77,12 @@ def _task_state(event: Event) -> str | None:
 
 
 def cloud_event(
-    event: Event, state: RunState, level: AnnounceLevel
+    event: Event, workflow: str, level: AnnounceLevel
 ) -> tuple[str, dict[str, Any]] | None:
-    """The routing key and CloudEvent (JSON format, spec 1.0) of a state change, or None
-    for an event that changes no state worth announcing at ``level``."""
-    workflow = state.workflow.name
-    data: dict[str, Any] = {"run_id": state.run_id, "workflow": workflow}
+    """The routing key and CloudEvent (JSON format, spec 1.0) of a state change of a run
+    of ``workflow``, or None for an event that changes no state worth announcing at
+    ``level``."""
+    data: dict[str, Any] = {"run_id": event.run_id, "workflow": workflow}
     if isinstance(event, RunSubmitted):
         kind, new = "run", "running"
         data["trigger"] = event.trigger
@@ -95,7 +101,7 @@ def cloud_event(
     else:
         return None
     data["state"] = new
-    subject = state.run_id if kind == "run" else f"{state.run_id}/{data['task']}/{data['index']}"
+    subject = event.run_id if kind == "run" else f"{event.run_id}/{data['task']}/{data['index']}"
     document = {
         "specversion": "1.0",
         "id": event.id,
@@ -115,11 +121,24 @@ class Announcer:
     only once ``BACKLOG`` changes wait (``room``), so that none is dropped and the
     coordinator's memory stays bounded."""
 
-    def __init__(self, transport: Transport, level: AnnounceLevel = AnnounceLevel.RUNS) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        level: AnnounceLevel = AnnounceLevel.RUNS,
+        runlog: RunLog | None = None,
+    ) -> None:
+        """``runlog``: where run changes are marked announced once the broker has them
+        (without one, nothing is marked: a test's announcer)."""
         self._transport = transport
         self._level = level
-        self._queue: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue()
-        """(run id, routing key, body) of each state change not published yet."""
+        self._runlog = runlog
+        self._queue: asyncio.Queue[tuple[str, str, bytes, str | None]] = asyncio.Queue()
+        """(run id, routing key, body, id to mark announced) of each state change not
+        published yet."""
+        self._owed: set[str] = set()
+        """Ids of the run changes queued or being published here."""
+        self._to_mark: list[str] = []
+        """Ids of run changes published (or not to be) and not marked announced yet."""
         self._task: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
         self._room.set()
@@ -127,18 +146,58 @@ class Announcer:
         """Changes sent and not confirmed yet."""
 
     def __call__(self, event: Event, state: RunState) -> None:
+        owed = owes_announcement(event)
         if self._level == AnnounceLevel.NONE:
+            if owed and self._runlog is not None:
+                self._to_mark.append(event.id)  # nobody will announce it
+                self._wake()
             return
-        if self._level == AnnounceLevel.RUNS and not isinstance(event, RunSubmitted | RunCompleted):
+        if self._level == AnnounceLevel.RUNS and not owed:
             return  # the common case, decided before a document is put together
-        found = cloud_event(event, state, self._level)
+        self._enqueue(event, state.workflow.name, owed)
+
+    async def announce_unannounced(self) -> int:
+        """Publish the run changes the log still holds as unannounced (a coordinator
+        stopped before the broker took them), each with the CloudEvent id it had then;
+        with announcements off, only mark them. Returns how many are published again."""
+        if self._runlog is None:
+            return 0
+        left = [e for e in await self._runlog.unannounced() if e.id not in self._owed]
+        if self._level == AnnounceLevel.NONE:
+            self._to_mark += [event.id for event in left]
+            self._wake()
+            return 0
+        workflows: dict[str, str] = {}
+        for event in left:
+            if event.run_id not in workflows:
+                workflows[event.run_id] = await self._workflow_of(event)
+            self._enqueue(event, workflows[event.run_id], owed=True)
+        if left:
+            log.warning("announcing run changes a stopped coordinator left", count=len(left))
+        return len(left)
+
+    async def _workflow_of(self, event: Event) -> str:
+        if isinstance(event, RunSubmitted):
+            return str(event.workflow.get("name", "?"))
+        assert self._runlog is not None
+        summary = await self._runlog.summary(event.run_id)
+        return summary.workflow if summary is not None else "?"
+
+    def _enqueue(self, event: Event, workflow: str, owed: bool) -> None:
+        found = cloud_event(event, workflow, self._level)
         if found is None:
             return
         key, document = found
-        self._queue.put_nowait((event.run_id, key, msgspec.json.encode(document)))
+        mark = event.id if owed and self._runlog is not None else None
+        if mark is not None:
+            self._owed.add(mark)
+        self._queue.put_nowait((event.run_id, key, msgspec.json.encode(document), mark))
         if self._queue.qsize() >= BACKLOG and self._room.is_set():
             log.warning("state changes not published yet hold the runs back", waiting=BACKLOG)
             self._room.clear()
+        self._wake()
+
+    def _wake(self) -> None:
         if self._task is None or self._task.done():
             # In a context of its own: it publishes other runs' changes too, and the ids
             # bound where it was started would be on its lines about them.
@@ -147,34 +206,56 @@ class Announcer:
             )
 
     async def _publish(self) -> None:
-        while not self._queue.empty():
+        while not self._queue.empty() or self._to_mark:
             ready = min(self._queue.qsize(), IN_FLIGHT)
             sending = [self._queue.get_nowait() for _ in range(ready)]
             self._sending = len(sending)
             # Sent in this order on one channel (the transport's publishes take turns in
             # the order they are started), their confirms awaited together. One sent
             # again after a failure can arrive after changes that came later.
-            await asyncio.gather(*(self._publish_one(*change) for change in sending))
+            published = await asyncio.gather(
+                *(self._publish_one(run_id, key, body) for run_id, key, body, _ in sending)
+            )
             self._sending = 0
             if self._queue.qsize() < BACKLOG:
                 self._room.set()
+            for (_, _, _, mark), done in zip(sending, published, strict=True):
+                if mark is not None:
+                    self._owed.discard(mark)  # not published: left for the next coordinator
+                    if done:
+                        self._to_mark.append(mark)
+            await self._mark()
+
+    async def _mark(self) -> None:
+        if not self._to_mark or self._runlog is None:
+            return
+        marks, self._to_mark = self._to_mark, []
+        try:
+            await self._runlog.announced(marks)
+        except Exception as exc:
+            log.warning(
+                "could not record run changes as announced: they will be announced again",
+                count=len(marks),
+                error=repr(exc),
+            )
 
     async def room(self) -> None:
         """Return once fewer than ``BACKLOG`` changes wait (at once, nearly always)."""
         if not self._room.is_set():
             await self._room.wait()
 
-    async def _publish_one(self, run_id: str, key: str, body: bytes) -> None:
+    async def _publish_one(self, run_id: str, key: str, body: bytes) -> bool:
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             try:
                 async with asyncio.timeout(PUBLISH_TIMEOUT):
                     await self._transport.announce(key, body)
-                return
+                return True
             except Exception as exc:  # the broker's errors are many; none may stop runs
                 if attempt == PUBLISH_ATTEMPTS:
                     log.error("state change not announced", run_id=run_id, key=key, error=repr(exc))
                 else:
                     await asyncio.sleep(0.1 * 2**attempt)
+        return False
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Publish what is queued (at shutdown), and say how many changes could not be."""

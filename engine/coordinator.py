@@ -109,7 +109,7 @@ class Coordinator:
         self._appended = AppendedEvents()
         self._snapshotted: dict[str, int] = {}
         self._waiters: dict[str, list[tuple[int, asyncio.Future[RunState]]]] = {}
-        self._announcer = Announcer(transport, announce)
+        self._announcer = Announcer(transport, announce, runlog)
         self._observers: list[Observer] = [self._announcer, run_span]
         self._on_recover: list[Callable[[RunState], None]] = []
         self._loops: list[asyncio.Task[None]] = []
@@ -150,6 +150,11 @@ class Coordinator:
     def observe(self, observer: Observer) -> None:
         """Call ``observer(event, state)`` after every event folded into a live run."""
         self._observers.append(observer)
+
+    async def announce_unannounced(self) -> int:
+        """Publish the run changes a stopped coordinator left unannounced (at start, in
+        a process whose announcements reach their listeners); returns how many."""
+        return await self._announcer.announce_unannounced()
 
     def on_recover(self, hook: Callable[[RunState], None]) -> None:
         """Call ``hook(state)`` when an unfinished run is rebuilt from its log here, before

@@ -1,0 +1,129 @@
+"""Run changes are announced at least once: each stays unannounced in the run log until
+the broker has confirmed it, and what a coordinator could not announce before it
+stopped goes out from the next one, with the id it had."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import msgspec
+import pytest
+import structlog
+
+from contracts.events import RunSubmitted
+from contracts.ports import RunStore, Transport
+from contracts.validation import parse_workflow
+from conveyor.embedded import EmbeddedEngine
+from engine import announce
+from engine.announce import AnnounceLevel, Announcer
+from engine.runlog.memory import MemoryRunLog
+from engine.transport.memory import MemoryTransport
+from tests.engine.test_announce import ConfirmingBroker, _state, until
+
+ONE = parse_workflow(
+    """
+name: one
+tasks:
+  - name: a
+    command: [echo, hi]
+"""
+)
+
+
+class RefusingTransport(MemoryTransport):
+    """A broker that takes the tasks and results but not one announcement."""
+
+    async def announce(self, routing_key: str, body: bytes) -> None:
+        raise ConnectionError("the state-changes exchange refused it")
+
+
+def _submitted(run_id: str) -> RunSubmitted:
+    return RunSubmitted(run_id=run_id, at=1.0, workflow={"name": "w"}, params={})
+
+
+async def test_a_change_is_unannounced_until_the_broker_confirms_it() -> None:
+    store = MemoryRunLog()
+    submitted = _submitted("r1")
+    await store.append("r1", [submitted])
+    broker = ConfirmingBroker()
+    announcer = Announcer(cast(Transport, broker), runlog=store)
+    announcer(submitted, _state("r1"))
+    await until(lambda: broker.sent == ["r1"])
+    assert await store.unannounced() == [submitted]  # sent, not confirmed
+    # A coordinator looking for what was left does not send it a second time.
+    assert await announcer.announce_unannounced() == 0
+    broker.confirm_all()
+    await announcer.drain()
+    assert await store.unannounced() == []
+    assert broker.sent == ["r1"]
+
+
+async def test_run_changes_a_stopped_coordinator_could_not_announce_go_out_from_the_next(
+    store: RunStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(announce, "PUBLISH_ATTEMPTS", 1)
+    with structlog.testing.capture_logs() as logs:
+        async with EmbeddedEngine(store, transport=RefusingTransport()) as engine:
+            state = await engine.run(ONE, {})
+    assert state.status == "succeeded"
+    assert [entry["event"] for entry in logs].count("state change not announced") == 2
+    run_id = state.run_id
+    left = [f"{run_id}/run_submitted", f"{run_id}/run_completed/0"]
+    assert [event.id for event in await store.unannounced()] == left
+
+    transport = MemoryTransport()
+    async with EmbeddedEngine(store, transport=transport) as engine:
+        await transport.bind_announcements("changes", "run.#")  # a listener, as a server's
+        assert await engine.coordinator.announce_unannounced() == 2
+        await until_depth(transport, 2)
+        documents = [
+            msgspec.json.decode(d.body)
+            for d in (await transport.consume("changes", prefetch=10)).ready(10)
+        ]
+    assert [(d["id"], d["type"], d["subject"]) for d in documents] == [
+        (left[0], "dev.conveyor.run.running", run_id),
+        (left[1], "dev.conveyor.run.succeeded", run_id),
+    ]
+    assert documents[1]["data"]["workflow"] == "one"
+    assert documents[1]["data"]["state"] == "succeeded"
+    assert await store.unannounced() == []  # confirmed: never announced a third time
+
+
+async def until_depth(transport: MemoryTransport, depth: int) -> None:
+    async with asyncio.timeout(10):
+        while (await transport.queue_depth("changes") or 0) < depth:
+            await asyncio.sleep(0)
+
+
+async def test_with_announcements_off_nothing_is_left_owed(store: RunStore) -> None:
+    submitted = _submitted("r1")
+    await store.append("r1", [submitted])
+    await store.append("r2", [_submitted("r2")])
+    transport = MemoryTransport()
+    await transport.bind_announcements("changes", "#")
+    announcer = Announcer(transport, AnnounceLevel.NONE, runlog=store)
+    announcer(submitted, _state("r1"))
+    await announcer.drain()
+    assert [event.run_id for event in await store.unannounced()] == ["r2"]
+    assert await announcer.announce_unannounced() == 0
+    await announcer.drain()
+    assert await store.unannounced() == []
+    assert not await transport.queue_depth("changes")
+
+
+async def test_a_change_the_log_cannot_mark_is_announced_again_not_lost() -> None:
+    class Unmarkable(MemoryRunLog):
+        async def announced(self, event_ids: Any) -> None:
+            raise ConnectionError("the run log is away")
+
+    store = Unmarkable()
+    submitted = _submitted("r1")
+    await store.append("r1", [submitted])
+    transport = MemoryTransport()
+    announcer = Announcer(transport, runlog=store)
+    with structlog.testing.capture_logs() as logs:
+        announcer(submitted, _state("r1"))
+        await announcer.drain()
+    assert "they will be announced again" in logs[-1]["event"]
+    assert await store.unannounced() == [submitted]
