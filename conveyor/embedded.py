@@ -59,9 +59,14 @@ class EmbeddedEngine:
         middleware: Sequence[Middleware] = DEFAULT_MIDDLEWARE,
         run_steps: bool = True,
         max_result_bytes: int = MAX_VALUE_BYTES,
+        listener_marks_announced: bool = False,
     ) -> None:
         """The defaults are all in memory; pass real adapters to run the same engine on
-        RabbitMQ and Redis within one process (as the behaviour tests do)."""
+        RabbitMQ and Redis within one process (as the behaviour tests do).
+
+        ``listener_marks_announced``: run changes are marked announced by whoever listens
+        to them in this process (a server's notifier), not once published: an in-memory
+        broker that dies with the process keeps none of them."""
         self.store: RunStore = store if store is not None else MemoryRunLog()
         self.transport: Any = transport if transport is not None else MemoryTransport()
         self.artifacts = artifacts
@@ -74,6 +79,7 @@ class EmbeddedEngine:
             timers=timers,
             shards=shards,
             artifacts=artifacts,
+            marks_announced=not listener_marks_announced,
         )
         self.client = Client(self.store, self.transport, shards=shards, clock=clock)
         """Every way of steering this engine's runs: submit, cancel, retry, resume, watch."""

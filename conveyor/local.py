@@ -239,12 +239,15 @@ async def local_engine(
     workers: int | None = None,
     run_steps: bool = True,
     worker_grace: float = WORKER_GRACE,
+    listened: bool = False,
 ) -> AsyncIterator[EmbeddedEngine]:
     """An embedded engine on the local home's run log and artifact store.
 
     Without ``run_steps`` it starts no workers: enough to record what the run's log
     calls for (a cancellation) without running anything. ``worker_grace``: how long
     steps still running when it stops may finish before they are handed back.
+    ``listened``: a notifier in this process marks the run changes it has handled as
+    announced (a server's), where nobody listens otherwise (``conveyor run``).
     """
     store = SqliteRunLog(settings.home / "conveyor.db")
     try:
@@ -255,6 +258,7 @@ async def local_engine(
             run_steps=run_steps,
             max_result_bytes=settings.max_result_bytes,
             worker_grace=worker_grace,
+            listener_marks_announced=listened,
         ) as engine:
             yield engine
     finally:

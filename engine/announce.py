@@ -126,12 +126,17 @@ class Announcer:
         transport: Transport,
         level: AnnounceLevel = AnnounceLevel.RUNS,
         runlog: RunLog | None = None,
+        *,
+        marks: bool = True,
     ) -> None:
         """``runlog``: where run changes are marked announced once the broker has them
-        (without one, nothing is marked: a test's announcer)."""
+        (without one, nothing is marked: a test's announcer). ``marks=False``: the
+        broker keeps nothing (it is in memory), so its listener marks each change once
+        it has handled it (an embedded server's notifier)."""
         self._transport = transport
         self._level = level
         self._runlog = runlog
+        self._marks = marks
         self._queue: asyncio.Queue[tuple[str, str, bytes, str | None]] = asyncio.Queue()
         """(run id, routing key, body, id to mark announced) of each state change not
         published yet."""
@@ -188,7 +193,7 @@ class Announcer:
         if found is None:
             return
         key, document = found
-        mark = event.id if owed and self._runlog is not None else None
+        mark = event.id if owed and self._marks and self._runlog is not None else None
         if mark is not None:
             self._owed.add(mark)
         self._queue.put_nowait((event.run_id, key, msgspec.json.encode(document), mark))

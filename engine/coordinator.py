@@ -70,6 +70,7 @@ class Coordinator:
         artifacts: ArtifactStore | None = None,
         dispatch_batch: int = DISPATCH_BATCH,
         announce: AnnounceLevel = AnnounceLevel.RUNS,
+        marks_announced: bool = True,
     ) -> None:
         self._transport = transport
         self._runlog = runlog
@@ -109,7 +110,7 @@ class Coordinator:
         self._appended = AppendedEvents()
         self._snapshotted: dict[str, int] = {}
         self._waiters: dict[str, list[tuple[int, asyncio.Future[RunState]]]] = {}
-        self._announcer = Announcer(transport, announce, runlog)
+        self._announcer = Announcer(transport, announce, runlog, marks=marks_announced)
         self._observers: list[Observer] = [self._announcer, run_span]
         self._on_recover: list[Callable[[RunState], None]] = []
         self._loops: list[asyncio.Task[None]] = []

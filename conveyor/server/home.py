@@ -83,7 +83,9 @@ async def _embedded(
     workers: int | None,
     worker_grace: float,
 ) -> AsyncIterator[TriggerRuntime]:
-    async with local_engine(settings, workers=workers, worker_grace=worker_grace) as engine:
+    async with local_engine(
+        settings, workers=workers, worker_grace=worker_grace, listened=True
+    ) as engine:
         measured = RunMetrics()
         engine.coordinator.observe(measured)
         watching = asyncio.get_running_loop().create_task(watch_queues(engine.transport, measured))

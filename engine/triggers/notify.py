@@ -106,6 +106,7 @@ class Notifier:
             name, entries = await self._entries_of(run_id)
         except NotFound:
             await delivery.ack()  # a run this home does not hold
+            await self._handled(change)
             return
         except ConveyorError as exc:
             log.warning("run state not readable yet", run_id=run_id, error=str(exc))
@@ -116,6 +117,18 @@ class Notifier:
             *(self._deliver(entry, change, delivery.body, name) for entry in wanted)
         )
         await delivery.ack()
+        await self._handled(change)
+
+    async def _handled(self, change: dict[str, Any]) -> None:
+        """Mark the change announced: an embedded server's coordinator leaves that to
+        its notifier, its broker (in memory) keeping nothing a killed process had
+        not delivered. (On RabbitMQ the coordinator marked it already.)"""
+        if "id" not in change:
+            return
+        try:
+            await self._client.store.announced([str(change["id"])])
+        except Exception as exc:
+            log.warning("could not record a run change as handled", error=repr(exc))
 
     async def _entries_of(self, run_id: str) -> tuple[str, tuple[Notify, ...]]:
         """The run's workflow name and ``notify`` entries (fixed for the run's life). Its

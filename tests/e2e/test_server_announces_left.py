@@ -8,10 +8,12 @@ import http.server
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from contracts.validation import parse_workflow
@@ -33,15 +35,29 @@ notify:
 """
 
 
+@dataclass
+class Receiver:
+    """A ``notify:`` receiver: what it was sent (headers, CloudEvent), and whether it
+    answers 503 for now."""
+
+    url: str = ""
+    got: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
+    refusing: bool = False
+
+    def delivered(self) -> list[dict[str, Any]]:
+        return [change for headers, change in self.got if headers.get("x-answered") == "204"]
+
+
 @pytest.fixture
-def receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], dict[str, Any]]]]]:
-    got: list[tuple[dict[str, str], dict[str, Any]]] = []
+def receiver() -> Iterator[Receiver]:
+    found = Receiver()
 
     class Hook(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["content-length"]))
-            got.append((dict(self.headers), json.loads(body)))
-            self.send_response(204)
+            status = 503 if found.refusing else 204
+            found.got.append(({**self.headers, "x-answered": str(status)}, json.loads(body)))
+            self.send_response(status)
             self.end_headers()
 
         def log_message(self, *args: Any) -> None:
@@ -49,17 +65,25 @@ def receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], dict[str, Any]]
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", got
+    found.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield found
     httpd.shutdown()
+
+
+def until(condition: Callable[[], bool], what: str, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
 
 
 def test_a_completion_left_unannounced_is_delivered_by_the_next_server(
     server: Any,
     tmp_path: Path,
-    receiver: tuple[str, list[tuple[dict[str, str], dict[str, Any]]]],
+    receiver: Receiver,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    url, got = receiver
+    url, got = receiver.url, receiver.got
     monkeypatch.setattr(announce, "PUBLISH_ATTEMPTS", 1)
     monkeypatch.setenv("TOLD_SECRET", "a secret of the receiver's")
     home_log = tmp_path / ".conveyor" / "conveyor.db"
@@ -106,3 +130,27 @@ def test_a_completion_left_unannounced_is_delivered_by_the_next_server(
     again.start()  # its port opens once it has looked for changes left unannounced
     assert "announcing run changes" not in again.log.read_text()[said_before:]
     assert len(got) == 1
+
+
+def test_a_change_a_killed_server_was_still_delivering_is_delivered_by_the_next(
+    server: Any, tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its notifier's queue was in the killed process's memory: the change is handed
+    over as unannounced until the notifier has handled it."""
+    monkeypatch.setenv("TOLD_SECRET", "a secret of the receiver's")
+    receiver.refusing = True
+    served = server(grace=1)
+    (tmp_path / "flows" / "told.yaml").write_text(TOLD.format(url=receiver.url))
+    served.start()
+    answer = httpx.post(f"{served.url}/api/v1/runs", json={"workflow": "told"}, timeout=10)
+    assert answer.status_code == 202, answer.text
+    run_id = answer.json()["run_id"]
+    until(lambda: len(receiver.got) >= 1, "the completion was never sent")  # refused: retried
+    served.kill()
+    receiver.refusing = False
+    again = server(grace=1)
+    again.start()
+    until(lambda: receiver.delivered() != [], "the refused completion was never delivered")
+    [change] = receiver.delivered()
+    assert change["id"] == f"{run_id}/run_completed/0"
+    assert {headers["webhook-id"] for headers, _ in receiver.got} == {change["id"]}

@@ -127,3 +127,18 @@ async def test_a_change_the_log_cannot_mark_is_announced_again_not_lost() -> Non
         await announcer.drain()
     assert "they will be announced again" in logs[-1]["event"]
     assert await store.unannounced() == [submitted]
+
+
+async def test_over_a_broker_in_memory_the_listener_marks_what_it_handled() -> None:
+    """An embedded server's broker dies with its process: a change published to it is
+    still owed until its notifier has handled it."""
+    store = MemoryRunLog()
+    submitted = _submitted("r1")
+    await store.append("r1", [submitted])
+    transport = MemoryTransport()
+    await transport.bind_announcements("changes", "run.#")
+    announcer = Announcer(transport, runlog=store, marks=False)
+    announcer(submitted, _state("r1"))
+    await announcer.drain()
+    assert await transport.queue_depth("changes") == 1
+    assert await store.unannounced() == [submitted]
