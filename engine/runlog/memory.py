@@ -87,7 +87,8 @@ class MemoryRunLog:
         return [
             event
             for event in self._unannounced.values()
-            if shard is None or self._index[event.run_id].shard == shard
+            if shard is None
+            or ((row := self._index.get(event.run_id)) is not None and row.shard == shard)
         ]
 
     async def announced(self, event_ids: Sequence[str]) -> None:

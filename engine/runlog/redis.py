@@ -295,6 +295,9 @@ class RedisRunLog:
             if not ids:
                 return []
             bodies = await self._redis.hmget(UNANNOUNCED_BODIES, ids)
+            marked = [i for i, body in zip(ids, bodies, strict=True) if body is None]
+            if marked:  # a mark that removed the body and not the id
+                await self._redis.zrem(UNANNOUNCED, *marked)
             events = [decode_event(body) for body in bodies if body is not None]
             if shard is None:
                 return events
@@ -312,8 +315,8 @@ class RedisRunLog:
 
         async def mark() -> None:
             pipe = self._redis.pipeline(transaction=False)
-            pipe.zrem(UNANNOUNCED, *event_ids)
             pipe.hdel(UNANNOUNCED_BODIES, *event_ids)
+            pipe.zrem(UNANNOUNCED, *event_ids)  # after: an id left alone is cleared on reading
             await pipe.execute()
 
         await self._retrying("announced", mark)

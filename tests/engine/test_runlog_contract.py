@@ -18,7 +18,7 @@ from contracts.events import (
     TaskSucceeded,
 )
 from contracts.ports import LogLine, LogPage, RunStore
-from engine.runlog.redis import RedisRunLog, key
+from engine.runlog.redis import UNANNOUNCED, UNANNOUNCED_BODIES, RedisRunLog, key
 from engine.runlog.sqlite import UNFINISHED_RUNS, SqliteRunLog
 
 
@@ -464,3 +464,17 @@ async def test_sqlite_keeps_unannounced_changes_across_reopening(tmp_path: Path)
     second = SqliteRunLog(tmp_path / "c.db")
     assert await second.unannounced() == [submitted("r")]
     await second.close()
+
+
+async def test_redis_forgets_an_unannounced_id_whose_mark_went_half_through(
+    redis_url: str,
+) -> None:
+    """A mark removes the body, then the id: an id left without its body is announced
+    already, and is cleared the next time the changes left are looked for."""
+    store = RedisRunLog(redis_url)
+    await store._redis.flushdb()
+    await store.append("r", [submitted("r")])
+    await store._redis.hdel(UNANNOUNCED_BODIES, "r/run_submitted")
+    assert await store.unannounced() == []
+    assert await store._redis.zcard(UNANNOUNCED) == 0
+    await store.close()
