@@ -225,11 +225,13 @@ class RunLog(Protocol):
         """The run's index row (None for a run not in the index)."""
         ...
 
-    async def unannounced(self, shard: int | None = None) -> list[Event]:
+    async def unannounced(
+        self, shard: int | None = None, *, before: float | None = None
+    ) -> list[Event]:
         """The run state changes (submissions and completions) appended and not marked
-        ``announced`` yet, oldest first; with ``shard``, of the runs pinned there. A
-        coordinator that stopped before the broker took them left them here, for the
-        next one to publish."""
+        ``announced`` yet, oldest first; with ``shard``, of the runs pinned there; with
+        ``before``, only those stamped earlier. A coordinator that stopped before the
+        broker took them, or whose broker refused them, left them here."""
         ...
 
     async def announced(self, event_ids: Sequence[str]) -> None:

@@ -44,6 +44,10 @@ log = structlog.get_logger("conveyor.announce")
 CLOUDEVENT_TYPE_PREFIX = "dev.conveyor"
 PUBLISH_ATTEMPTS = 5
 PUBLISH_TIMEOUT = 10.0
+ANNOUNCE_AGAIN_AFTER = 60.0
+"""Seconds after which a run change still unannounced is published again by its shard's
+coordinator, as it checks on the shard: its broker refused it (five times), and nothing
+announces it otherwise until a coordinator starts. Past any publish still going on."""
 IN_FLIGHT = 256
 """Announcements sent before their confirms are awaited. Confirmed one at a time, the
 20,000 task changes of a 10,000-item fan-out were still being published 22-24 s after
@@ -161,13 +165,18 @@ class Announcer:
             return  # the common case, decided before a document is put together
         self._enqueue(event, state.workflow.name, owed)
 
-    async def announce_unannounced(self) -> int:
-        """Publish the run changes the log still holds as unannounced (a coordinator
-        stopped before the broker took them), each with the CloudEvent id it had then;
-        with announcements off, only mark them. Returns how many are published again."""
+    async def announce_unannounced(
+        self, shard: int | None = None, *, before: float | None = None
+    ) -> int:
+        """Publish the run changes the log still holds as unannounced (of ``shard``,
+        stamped before ``before``, if given): a coordinator stopped before the broker
+        took them, or its broker refused them. Each goes with the CloudEvent id it had
+        then; with announcements off, they are only marked. Returns how many are
+        published again."""
         if self._runlog is None:
             return 0
-        left = [e for e in await self._runlog.unannounced() if e.id not in self._owed]
+        owed = await self._runlog.unannounced(shard, before=before)
+        left = [e for e in owed if e.id not in self._owed]
         if self._level == AnnounceLevel.NONE:
             self._to_mark += [event.id for event in left]
             self._wake()
@@ -178,7 +187,7 @@ class Announcer:
                 workflows[event.run_id] = await self._workflow_of(event)
             self._enqueue(event, workflows[event.run_id], owed=True)
         if left:
-            log.warning("announcing run changes a stopped coordinator left", count=len(left))
+            log.warning("announcing run changes left unannounced", count=len(left))
         return len(left)
 
     async def _workflow_of(self, event: Event) -> str:

@@ -32,7 +32,7 @@ from contracts.supervision import Supervisor, stop_loops
 from contracts.topology import ShardMap, shard_queue
 from contracts.validation import check_submission
 from contracts.vocabulary import AttemptRef, TaskStatus
-from engine.announce import AnnounceLevel, Announcer
+from engine.announce import ANNOUNCE_AGAIN_AFTER, AnnounceLevel, Announcer
 from engine.appended import AppendedEvents
 from engine.claims import hydrate
 from engine.effects import DISPATCH_BATCH, Effects
@@ -437,8 +437,12 @@ class Coordinator:
             await asyncio.sleep(self._wake_interval)
 
     async def _sweep(self, shard: int) -> None:
-        """Take up every unfinished run of ``shard`` that this coordinator does not hold."""
+        """Take up every unfinished run of ``shard`` that this coordinator does not hold,
+        and announce the shard's run changes left unannounced a while."""
         for run_id in await self._runlog.running(shard):
             if self._held.live(run_id) is None:
                 with structlog.contextvars.bound_contextvars(run_id=run_id):
                     await self._recover(run_id)
+        await self._announcer.announce_unannounced(
+            shard, before=self._clock() - ANNOUNCE_AGAIN_AFTER
+        )

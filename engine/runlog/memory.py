@@ -83,12 +83,18 @@ class MemoryRunLog:
     async def summary(self, run_id: str) -> RunSummary | None:
         return self._index.get(run_id)
 
-    async def unannounced(self, shard: int | None = None) -> list[Event]:
+    async def unannounced(
+        self, shard: int | None = None, *, before: float | None = None
+    ) -> list[Event]:
+        def pinned(run_id: str) -> int | None:
+            row = self._index.get(run_id)
+            return None if row is None else row.shard
+
         return [
             event
             for event in self._unannounced.values()
-            if shard is None
-            or ((row := self._index.get(event.run_id)) is not None and row.shard == shard)
+            if (before is None or event.at < before)
+            and (shard is None or pinned(event.run_id) == shard)
         ]
 
     async def announced(self, event_ids: Sequence[str]) -> None:

@@ -289,9 +289,12 @@ class RedisRunLog:
         ids = await self._retrying("running", lambda: self._redis.zrange(source, 0, -1))
         return [run_id.decode() for run_id in ids]
 
-    async def unannounced(self, shard: int | None = None) -> list[Event]:
+    async def unannounced(
+        self, shard: int | None = None, *, before: float | None = None
+    ) -> list[Event]:
         async def read() -> list[Event]:
-            ids = await self._redis.zrange(UNANNOUNCED, 0, -1)
+            top = "+inf" if before is None else f"({before!r}"
+            ids = await self._redis.zrangebyscore(UNANNOUNCED, "-inf", top)
             if not ids:
                 return []
             bodies = await self._redis.hmget(UNANNOUNCED_BODIES, ids)

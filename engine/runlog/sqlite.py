@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS settings (
 CREATE TABLE IF NOT EXISTS unannounced (
     event_id TEXT PRIMARY KEY,
     run_id TEXT NOT NULL,
+    at REAL NOT NULL,
     body BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -127,8 +128,8 @@ class SqliteRunLog:
                 added.append(True)
                 if owes_announcement(event):
                     db.execute(
-                        "INSERT OR IGNORE INTO unannounced VALUES (?, ?, ?)",
-                        (event.id, run_id, body),
+                        "INSERT OR IGNORE INTO unannounced VALUES (?, ?, ?, ?)",
+                        (event.id, run_id, event.at, body),
                     )
                 update = index_update(summary, event)
                 if update is not None:
@@ -209,11 +210,13 @@ class SqliteRunLog:
         rows = self._db.execute(UNFINISHED_RUNS, (shard, shard)).fetchall()
         return [str(r[0]) for r in rows]
 
-    async def unannounced(self, shard: int | None = None) -> list[Event]:
+    async def unannounced(
+        self, shard: int | None = None, *, before: float | None = None
+    ) -> list[Event]:
         rows = self._db.execute(
-            "SELECT body FROM unannounced WHERE ? IS NULL"
-            " OR run_id IN (SELECT run_id FROM runs WHERE shard = ?) ORDER BY rowid",
-            (shard, shard),
+            "SELECT body FROM unannounced WHERE (? IS NULL OR at < ?) AND (? IS NULL"
+            " OR run_id IN (SELECT run_id FROM runs WHERE shard = ?)) ORDER BY rowid",
+            (before, before, shard, shard),
         ).fetchall()
         return [decode_event(body) for (body,) in rows]
 

@@ -112,7 +112,7 @@ def test_a_completion_left_unannounced_is_delivered_by_the_next_server(
     assert change["type"] == "dev.conveyor.run.succeeded"
     assert change["data"]["run_id"] == run_id
     assert change["id"] == headers["webhook-id"] == f"{run_id}/run_completed/0"
-    served.says("announcing run changes a stopped coordinator left")
+    served.says("announcing run changes left unannounced")
 
     async def unannounced() -> list[str]:
         store = SqliteRunLog(home_log)

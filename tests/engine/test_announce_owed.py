@@ -11,12 +11,14 @@ import msgspec
 import pytest
 import structlog
 
-from contracts.events import RunSubmitted
+from contracts.events import RunCompleted, RunSubmitted
+from contracts.messages import ShardWake
 from contracts.ports import RunStore, Transport
 from contracts.validation import parse_workflow
 from conveyor.embedded import EmbeddedEngine
 from engine import announce
-from engine.announce import AnnounceLevel, Announcer
+from engine.announce import ANNOUNCE_AGAIN_AFTER, AnnounceLevel, Announcer
+from engine.coordinator import Coordinator
 from engine.runlog.memory import MemoryRunLog
 from engine.transport.memory import MemoryTransport
 from tests.engine.test_announce import ConfirmingBroker, _state, until
@@ -142,3 +144,31 @@ async def test_over_a_broker_in_memory_the_listener_marks_what_it_handled() -> N
     await announcer.drain()
     assert await transport.queue_depth("changes") == 1
     assert await store.unannounced() == [submitted]
+
+
+async def test_a_shards_coordinator_announces_what_was_left_a_while_as_it_checks_on_it() -> None:
+    """A change its broker refused five times goes out at a later check on its shard,
+    once it is old enough that no publish of it can still be going on."""
+    now = 1_000.0
+    store = MemoryRunLog()
+    transport = MemoryTransport()
+    coordinator = Coordinator(transport, store, clock=lambda: now)
+    await coordinator.start()
+    try:
+        await transport.bind_announcements("changes", "run.#")
+        old = RunCompleted(run_id="old", at=now - ANNOUNCE_AGAIN_AFTER - 1, state="failed")
+        young = RunCompleted(run_id="young", at=now - 1, state="succeeded")
+        for done in (old, young):
+            submitted = RunSubmitted(
+                run_id=done.run_id, at=done.at - 1, workflow={"name": "w"}, params={}, shard=0
+            )
+            await store.append(done.run_id, [submitted, done])
+            await store.announced([submitted.id])
+        await coordinator.handle(ShardWake(shard=1, at=now), 1)
+        await coordinator.handle(ShardWake(shard=0, at=now), 0)
+        await until_depth(transport, 1)
+        [delivery] = (await transport.consume("changes", prefetch=10)).ready(10)
+        assert msgspec.json.decode(delivery.body)["id"] == old.id
+    finally:
+        await coordinator.stop()
+    assert await store.unannounced() == [young]

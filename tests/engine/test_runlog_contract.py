@@ -444,6 +444,9 @@ async def test_run_state_changes_stay_unannounced_until_marked(store: RunStore) 
     assert await store.unannounced(0) == [a, done]
     assert await store.unannounced(1) == [b]
     assert await store.unannounced(2) == []
+    assert await store.unannounced(before=2.0) == [a]
+    assert await store.unannounced(before=3.0) == [a, b]
+    assert await store.unannounced(0, before=3.5) == [a, done]
 
     await store.announced([a.id, done.id, "a/never-appended"])
     assert await store.unannounced() == [b]
