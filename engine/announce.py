@@ -163,7 +163,7 @@ class Announcer:
             return
         if self._level == AnnounceLevel.RUNS and not owed:
             return  # the common case, decided before a document is put together
-        self._enqueue(event, state.workflow.name, owed)
+        self._enqueue(event, state.workflow.name)
 
     async def announce_unannounced(
         self, shard: int | None = None, *, before: float | None = None
@@ -185,7 +185,7 @@ class Announcer:
         for event in left:
             if event.run_id not in workflows:
                 workflows[event.run_id] = await self._workflow_of(event)
-            self._enqueue(event, workflows[event.run_id], owed=True)
+            self._enqueue(event, workflows[event.run_id])
         if left:
             log.warning("announcing run changes left unannounced", count=len(left))
         return len(left)
@@ -197,12 +197,13 @@ class Announcer:
         summary = await self._runlog.summary(event.run_id)
         return summary.workflow if summary is not None else "?"
 
-    def _enqueue(self, event: Event, workflow: str, owed: bool) -> None:
+    def _enqueue(self, event: Event, workflow: str) -> None:
         found = cloud_event(event, workflow, self._level)
         if found is None:
             return
         key, document = found
-        mark = event.id if owed and self._marks and self._runlog is not None else None
+        marked_here = self._marks and self._runlog is not None
+        mark = event.id if marked_here and owes_announcement(event) else None
         if mark is not None:
             self._owed.add(mark)
         self._queue.put_nowait((event.run_id, key, msgspec.json.encode(document), mark))
