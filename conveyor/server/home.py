@@ -144,6 +144,7 @@ async def _runtime(
         artifacts=artifacts,
         hurry=hurry,
         steers_home=alone,
+        listener_marks_announced=alone,
     )
     await runtime.start()
     try:

@@ -55,11 +55,14 @@ class TriggerRuntime:
         clock: Callable[[], float] = time.time,
         hurry: Callable[[], None] | None = None,
         steers_home: bool = False,
+        listener_marks_announced: bool = False,
     ) -> None:
         """``hurry``: what ends the grace period of a stop that waits for running steps
         (an embedded engine's, whose steps run in this process). ``steers_home``: the
         cancels, retries and resumes the command line queues for an embedded server are
-        taken at the next sweep (nothing here handles them as they arrive)."""
+        taken at the next sweep (nothing here handles them as they arrive).
+        ``listener_marks_announced``: the engine's coordinator leaves marking run changes
+        announced to the notifier (``EmbeddedEngine``'s flag of the same name)."""
         self.store = store
         self.hurry = hurry
         self.stopping = asyncio.Event()
@@ -83,6 +86,7 @@ class TriggerRuntime:
                 environment_secret,
                 clock=clock,
                 first_delay=notify_retry_delay,
+                marks_handled=listener_marks_announced,
             )
             if transport is not None
             else None

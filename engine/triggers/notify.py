@@ -54,7 +54,11 @@ class Notifier:
         first_delay: float = FIRST_DELAY,
         timeout: float = 10.0,
         concurrency: int = 16,
+        marks_handled: bool = False,
     ) -> None:
+        """``marks_handled``: mark each run change announced once handled, for a
+        coordinator that leaves that to its listener (an embedded server's, whose broker
+        is in memory); on RabbitMQ the coordinator marks it on the broker's confirm."""
         self._transport = transport
         self._client = client
         self._store = store
@@ -63,6 +67,7 @@ class Notifier:
         self._first_delay = first_delay
         self._timeout = timeout
         self._concurrency = concurrency
+        self._marks_handled = marks_handled
         self._task: asyncio.Task[None] | None = None
         self._handling: set[asyncio.Task[None]] = set()
         self._http: httpx.AsyncClient | None = None
@@ -120,10 +125,9 @@ class Notifier:
         await self._handled(change)
 
     async def _handled(self, change: dict[str, Any]) -> None:
-        """Mark the change announced: an embedded server's coordinator leaves that to
-        its notifier, its broker (in memory) keeping nothing a killed process had
-        not delivered. (On RabbitMQ the coordinator marked it already.)"""
-        if "id" not in change:
+        """Mark the change announced, where that is left to this notifier: its broker
+        (in memory) keeps nothing a killed process had not delivered."""
+        if not self._marks_handled or "id" not in change:
             return
         try:
             await self._client.store.announced([str(change["id"])])
