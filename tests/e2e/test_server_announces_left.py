@@ -83,7 +83,6 @@ def test_a_completion_left_unannounced_is_delivered_by_the_next_server(
     receiver: Receiver,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    url, got = receiver.url, receiver.got
     monkeypatch.setattr(announce, "PUBLISH_ATTEMPTS", 1)
     monkeypatch.setenv("TOLD_SECRET", "a secret of the receiver's")
     home_log = tmp_path / ".conveyor" / "conveyor.db"
@@ -93,22 +92,19 @@ def test_a_completion_left_unannounced_is_delivered_by_the_next_server(
         store = SqliteRunLog(home_log)
         try:
             async with EmbeddedEngine(store, transport=RefusingTransport()) as engine:
-                state = await engine.run(parse_workflow(TOLD.format(url=url)), {})
+                state = await engine.run(parse_workflow(TOLD.format(url=receiver.url)), {})
             assert state.status == "succeeded"
             return state.run_id
         finally:
             await store.close()
 
     run_id = asyncio.run(run_without_announcing())
-    assert got == []
+    assert receiver.got == []
 
     served = server(grace=1)
     served.start()
-    deadline = time.monotonic() + 30
-    while not got:
-        assert time.monotonic() < deadline, "the left completion was never delivered"
-        time.sleep(0.05)
-    headers, change = got[0]
+    until(lambda: receiver.got != [], "the left completion was never delivered")
+    headers, change = receiver.got[0]
     assert change["type"] == "dev.conveyor.run.succeeded"
     assert change["data"]["run_id"] == run_id
     assert change["id"] == headers["webhook-id"] == f"{run_id}/run_completed/0"
@@ -121,15 +117,13 @@ def test_a_completion_left_unannounced_is_delivered_by_the_next_server(
         finally:
             await store.close()
 
-    while asyncio.run(unannounced()):
-        assert time.monotonic() < deadline, "the delivered changes stayed unannounced"
-        time.sleep(0.05)
+    until(lambda: asyncio.run(unannounced()) == [], "the delivered changes stayed unannounced")
     served.kill()
     said_before = len(served.log.read_text())
     again = server(grace=1)  # on the same home, writing to the same log
     again.start()  # its port opens once it has looked for changes left unannounced
     assert "announcing run changes" not in again.log.read_text()[said_before:]
-    assert len(got) == 1
+    assert len(receiver.got) == 1
 
 
 def test_a_change_a_killed_server_was_still_delivering_is_delivered_by_the_next(
