@@ -166,17 +166,17 @@ class Announcer:
         self._enqueue(event, state.workflow.name)
 
     async def announce_unannounced(
-        self, shard: int | None = None, *, before: float | None = None
+        self, shard: int | None = None, *, before: float | None = None, run_id: str | None = None
     ) -> int:
         """Publish the run changes the log still holds as unannounced (of ``shard``,
-        stamped before ``before``, if given): a coordinator stopped before the broker
-        took them, or its broker refused them. Each goes with the CloudEvent id it had
-        then; with announcements off, they are only marked. Returns how many are
-        published again."""
+        stamped before ``before``, of the run ``run_id``, if given): a coordinator
+        stopped before the broker took them, or its broker refused them. Each goes with
+        the CloudEvent id it had then; with announcements off, they are only marked.
+        Returns how many are published again."""
         if self._runlog is None:
             return 0
         owed = await self._runlog.unannounced(shard, before=before)
-        left = [e for e in owed if e.id not in self._owed]
+        left = [e for e in owed if e.id not in self._owed and run_id in (None, e.run_id)]
         if self._level == AnnounceLevel.NONE:
             self._to_mark += [event.id for event in left]
             self._wake()

@@ -110,8 +110,10 @@ class Coordinator:
         self._appended = AppendedEvents()
         self._snapshotted: dict[str, int] = {}
         self._waiters: dict[str, list[tuple[int, asyncio.Future[RunState]]]] = {}
-        self._announcer = Announcer(transport, announce, runlog, marks=marks_announced)
-        self._observers: list[Observer] = [self._announcer, run_span]
+        self.announcer = Announcer(transport, announce, runlog, marks=marks_announced)
+        """Publishes the state changes of the runs handled here; its
+        ``announce_unannounced`` sends those a stopped coordinator left."""
+        self._observers: list[Observer] = [self.announcer, run_span]
         self._on_recover: list[Callable[[RunState], None]] = []
         self._loops: list[asyncio.Task[None]] = []
 
@@ -135,7 +137,7 @@ class Coordinator:
         await stop_loops(self._loops)
         self._loops.clear()
         await self._timers.close()
-        await self._announcer.drain()
+        await self.announcer.drain()
 
     async def __aenter__(self) -> Coordinator:
         await self.start()
@@ -151,11 +153,6 @@ class Coordinator:
     def observe(self, observer: Observer) -> None:
         """Call ``observer(event, state)`` after every event folded into a live run."""
         self._observers.append(observer)
-
-    async def announce_unannounced(self) -> int:
-        """Publish the run changes a stopped coordinator left unannounced (at start, in
-        a process whose announcements reach their listeners); returns how many."""
-        return await self._announcer.announce_unannounced()
 
     def on_recover(self, hook: Callable[[RunState], None]) -> None:
         """Call ``hook(state)`` when an unfinished run is rebuilt from its log here, before
@@ -326,7 +323,7 @@ class Coordinator:
             self._notify(event, state)
         await self._carry_out(durable, state)
         await self._maybe_snapshot(state)
-        await self._announcer.room()  # before taking in more: bounded, none dropped
+        await self.announcer.room()  # before taking in more: bounded, none dropped
 
     async def _carry_out(self, durable: list[Event], state: RunState) -> None:
         failures = await self._effects.carry_out(durable, state)
@@ -443,6 +440,6 @@ class Coordinator:
             if self._held.live(run_id) is None:
                 with structlog.contextvars.bound_contextvars(run_id=run_id):
                     await self._recover(run_id)
-        await self._announcer.announce_unannounced(
+        await self.announcer.announce_unannounced(
             shard, before=self._clock() - ANNOUNCE_AGAIN_AFTER
         )

@@ -185,7 +185,7 @@ def register(app: typer.Typer) -> None:
                 watching = asyncio.get_running_loop().create_task(watch_queues(t, measured))
             await c.start()
             # Run changes a coordinator that stopped short left unannounced go out now.
-            await c.announce_unannounced()
+            await c.announcer.announce_unannounced()
             err.print("coordinator running; Ctrl-C to stop")
 
             async def stop() -> None:

@@ -105,7 +105,7 @@ async def _embedded(
                 engine.on_failure(runtime.supervisor.fail)
                 # Once its notifier listens: run changes a process of this home stopped
                 # before announcing (``notify:`` webhooks owed) go out now.
-                await engine.coordinator.announce_unannounced()
+                await engine.coordinator.announcer.announce_unannounced()
                 taking_up = asyncio.get_running_loop().create_task(
                     keep_taking_up(client, settings.wake_interval), name="take-up"
                 )

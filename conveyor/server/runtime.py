@@ -9,7 +9,6 @@ per key by the trigger store and starts the run its key names, so it happens onc
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,14 +27,9 @@ from engine.triggers.queues import QueueSources
 from engine.triggers.registry import Registry
 from engine.triggers.scheduler import Scheduler
 from engine.triggers.sensors import Sensors
-from engine.triggers.webhooks import WebhookIntake
+from engine.triggers.webhooks import WebhookIntake, environment_secret
 
 log = structlog.get_logger("conveyor.server")
-
-
-def environment_secret(name: str) -> bytes | None:
-    value = os.environ.get(name)
-    return value.encode() if value else None
 
 
 class TriggerRuntime:

@@ -74,6 +74,9 @@ class Notifier:
         self._entries: OrderedDict[str, asyncio.Future[tuple[str, tuple[Notify, ...]]]] = (
             OrderedDict()
         )
+        self.handled = 0
+        """State changes handled so far: delivered, given up on, or not this home's."""
+        self._progress = asyncio.Condition()
 
     async def start(self) -> None:
         await self._transport.bind_announcements(NOTIFY_QUEUE, "run.#")
@@ -97,6 +100,16 @@ class Notifier:
             await self._consumer.close()
         if self._http is not None:
             await self._http.aclose()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a state change it has taken is still being handled."""
+        return bool(self._handling)
+
+    async def handled_beyond(self, count: int) -> None:
+        """Return once more than ``count`` state changes have been handled."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.handled > count)
 
     async def _handle(self, delivery: Delivery) -> None:
         try:
@@ -127,12 +140,14 @@ class Notifier:
     async def _handled(self, change: dict[str, Any]) -> None:
         """Mark the change announced, where that is left to this notifier: its broker
         (in memory) keeps nothing a killed process had not delivered."""
-        if not self._marks_handled or "id" not in change:
-            return
-        try:
-            await self._client.store.announced([str(change["id"])])
-        except Exception as exc:
-            log.warning("could not record a run change as handled", error=repr(exc))
+        if self._marks_handled and "id" in change:
+            try:
+                await self._client.store.announced([str(change["id"])])
+            except Exception as exc:
+                log.warning("could not record a run change as handled", error=repr(exc))
+        async with self._progress:
+            self.handled += 1
+            self._progress.notify_all()
 
     async def _entries_of(self, run_id: str) -> tuple[str, tuple[Notify, ...]]:
         """The run's workflow name and ``notify`` entries (fixed for the run's life). Its

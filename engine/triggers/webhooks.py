@@ -9,6 +9,7 @@ failing start never makes the sender retry, and a retry never makes a second run
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -24,6 +25,14 @@ from engine.triggers.registry import Registry, Served
 from engine.triggers.signatures import Preset, verify
 
 SecretLookup = Callable[[str], bytes | None]
+
+
+def environment_secret(name: str) -> bytes | None:
+    """The secret a workflow names (``secret_env``), from this process's environment."""
+    value = os.environ.get(name)
+    return value.encode() if value else None
+
+
 """The secret held in a named environment variable of the server (None: unset)."""
 
 

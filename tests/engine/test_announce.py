@@ -161,7 +161,7 @@ async def test_a_backlog_of_unpublished_changes_holds_the_coordinator_back(
         reporting = asyncio.create_task(report())
         for _ in range(200):  # turns of the loop: enough for all 40 were nothing held back
             await asyncio.sleep(0)
-        waiting = coordinator._announcer._queue.qsize()
+        waiting = coordinator.announcer._queue.qsize()
         assert not reporting.done()
         assert 10 <= waiting <= 11, waiting  # 2 in flight besides
         while not reporting.done():

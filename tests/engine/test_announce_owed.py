@@ -77,7 +77,7 @@ async def test_run_changes_a_stopped_coordinator_could_not_announce_go_out_from_
     transport = MemoryTransport()
     async with EmbeddedEngine(store, transport=transport) as engine:
         await transport.bind_announcements("changes", "run.#")  # a listener, as a server's
-        assert await engine.coordinator.announce_unannounced() == 2
+        assert await engine.coordinator.announcer.announce_unannounced() == 2
         await until_depth(transport, 2)
         documents = [
             msgspec.json.decode(d.body)
