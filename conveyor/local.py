@@ -35,6 +35,7 @@ import structlog
 
 from contracts.errors import InvalidInput, Problem
 from conveyor.embedded import WORKER_GRACE, EmbeddedEngine, default_worker_count
+from conveyor.local_notify import LocalNotifications
 from conveyor.locks import RunLock
 from conveyor.settings import Settings
 from conveyor.wiring import open_artifacts
@@ -79,6 +80,7 @@ async def drive(
     *,
     observer: Observer | None = None,
     on_interrupt: Callable[[str], None] = lambda _word: None,
+    notices: LocalNotifications | None = None,
 ) -> tuple[RunState, int | None]:
     """Take the run's lock, start it with ``start`` and drive it to its end here.
 
@@ -87,6 +89,8 @@ async def drive(
     round after which the run counts as ended (-1; a retry's previous round). A signal
     of ``STOP_SIGNALS`` cancels the run, and a second
     one exits at once; ``on_interrupt`` hears the first's word ("interrupted", ...).
+    ``notices``: the run's ``notify:`` webhooks, delivered before the lock is let go
+    (a signal then exits at once, leaving them owed to the next process on the home).
     Returns the final state and, if a signal stopped it, the exit code it calls for
     (128 + the signal's number; none for the interrupt of ``conveyor cancel``, whose run
     ends as any cancelled run).
@@ -132,6 +136,8 @@ async def drive(
                 # Shutting down may wait for a step that cannot be stopped: a signal
                 # from here on quits at once.
                 signal.signal(received, _quit_at_once)
+        if notices is not None:
+            await notices.delivered()
     # A cancel asked for elsewhere ends as any cancelled run does.
     return state, exit_codes[0] if exit_codes else None
 

@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.errors import ConveyorError, InvalidInput, NotFound
+from contracts.ports import TriggerRecord
 from contracts.spec import Workflow
 from contracts.validation import raw_splices
 from contracts.vocabulary import RunStatus
@@ -41,10 +42,13 @@ from conveyor.cli.common import (
     out,
     print_error,
     say,
+    say_notified,
+    say_notify_wait,
     settings_from,
     write_json,
 )
 from conveyor.local import drive, local_engine
+from conveyor.local_notify import notifications
 from conveyor.logsetup import LogFormat, configure_logging
 from conveyor.preflight import step_import_paths, use_import_paths
 from conveyor.progress import LiveProgress, counted, summary
@@ -139,26 +143,49 @@ def run(
     def interrupted(word: str) -> None:
         err.print(f"{word}: cancelling the run (Ctrl-C again to quit at once)")
 
+    outcomes: list[TriggerRecord] = []
+
     async def go() -> tuple[RunState, int | None]:
-        async with local_engine(settings, workers=workers) as engine:
-            run_id = new_run_id()
+        told = bool(workflow.notify)
+        async with (
+            local_engine(settings, workers=workers, listened=told) as engine,
+            notifications(engine, home, run_id, workflow, say_notify_wait) as notices,
+        ):
 
             async def start() -> int:
                 await engine.submit(workflow, params, run_id=run_id)
                 return -1
 
-            if as_json:
-                return await drive(engine, home, run_id, start, on_interrupt=interrupted)
-            with LiveProgress(err) as progress:
-                return await drive(
-                    engine, home, run_id, start, observer=progress, on_interrupt=interrupted
-                )
+            try:
+                if as_json:
+                    return await drive(
+                        engine, home, run_id, start, on_interrupt=interrupted, notices=notices
+                    )
+                with LiveProgress(err) as progress:
+                    return await drive(
+                        engine,
+                        home,
+                        run_id,
+                        start,
+                        observer=progress,
+                        on_interrupt=interrupted,
+                        notices=notices,
+                    )
+            finally:
+                outcomes.extend(notices.outcomes if notices else [])
 
+    run_id = new_run_id()
     state, stopped_with = loop.run(go())
     if as_json:
-        write_json(run_report(state))
+        report = run_report(state)
+        if workflow.notify:
+            report["notified"] = [
+                {"decision": r.decision, "reason": r.reason, "key": r.key} for r in outcomes
+            ]
+        write_json(report)
     else:
         out.print(summary(state))
+        say_notified(outcomes)
         say(f"inspect: conveyor show {state.run_id[:12]} · conveyor logs {state.run_id[:12]}")
     if stopped_with is not None:
         raise typer.Exit(stopped_with)

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from contracts.errors import ConveyorError, InvalidInput, Problem
+from contracts.ports import TriggerRecord
 from contracts.spec import Workflow
 from contracts.validation import load_workflow, resolve_params
 from conveyor.settings import Settings
@@ -112,6 +113,21 @@ def write_json(data: Any) -> None:
 def say(text: str) -> None:
     """One line for a person (and for grep): never wrapped, unlike tables."""
     sys.stdout.write(text + "\n")
+
+
+def say_notify_wait(owed: int) -> None:
+    """A run's ``notify:`` webhooks still being delivered after it ended."""
+    changes = "1 change" if owed == 1 else f"{owed} changes"
+    sys.stderr.write(
+        f"notify: delivering the run's webhooks ({changes} left); Ctrl-C leaves them"
+        " to the next `conveyor server` on this home\n"
+    )
+
+
+def say_notified(outcomes: list[TriggerRecord]) -> None:
+    """What became of each ``notify:`` delivery of the run made here."""
+    for record in outcomes:
+        say(f"notify {record.decision}: {record.reason}")
 
 
 def print_error(exc: ConveyorError) -> None:

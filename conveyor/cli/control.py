@@ -17,6 +17,7 @@ import typer
 
 from contracts.errors import InvalidInput, NotFound, Problem
 from contracts.events import Event
+from contracts.ports import TriggerRecord
 from contracts.vocabulary import RunStatus
 from conveyor import loop
 from conveyor.cli.common import (
@@ -31,9 +32,12 @@ from conveyor.cli.common import (
     fail_input,
     out,
     say,
+    say_notified,
+    say_notify_wait,
     settings_from,
 )
 from conveyor.local import drive, interrupt_holder, local_engine, steer_through_server
+from conveyor.local_notify import notifications
 from conveyor.locks import RunLock, ServerLock
 from conveyor.progress import LiveProgress, summary
 from conveyor.settings import Settings
@@ -56,9 +60,13 @@ def _distributed(settings: Settings) -> bool:
     return bool(settings.amqp_url and settings.redis_url)
 
 
-def _finish(state: RunState, stopped_with: int | None = None) -> None:
-    """``stopped_with``: the exit code of a signal that stopped the run here."""
+def _finish(
+    state: RunState, stopped_with: int | None = None, notified: list[TriggerRecord] | None = None
+) -> None:
+    """``stopped_with``: the exit code of a signal that stopped the run here;
+    ``notified``: its ``notify:`` deliveries made here."""
     out.print(summary(state))
+    say_notified(notified or [])
     if stopped_with is not None:
         raise typer.Exit(stopped_with)
     raise typer.Exit(EXIT_OK if state.status == RunStatus.SUCCEEDED else EXIT_RUN_FAILED)
@@ -85,7 +93,12 @@ def _steer(settings: Settings, run: str, command: str, wait: bool) -> RunState |
     return loop.run(go())
 
 
-def _drive_locally(settings: Settings, run: str, command: str) -> tuple[RunState, int | None]:
+def _drive_locally(
+    settings: Settings, run: str, command: str, notified: list[TriggerRecord]
+) -> tuple[RunState, int | None]:
+    """Resume or retry the local run to its end; its ``notify:`` deliveries made here go
+    into ``notified``."""
+
     async def go() -> tuple[RunState, int | None]:
         async with open_client(settings) as reader:
             state = await reader.state(run)
@@ -103,9 +116,12 @@ def _drive_locally(settings: Settings, run: str, command: str) -> tuple[RunState
                 with LiveProgress(err) as progress:
                     shown = _after(before, progress)
                     return await reader.watch(state.run_id, shown, past_round=past), None
-        async with local_engine(settings) as engine:
+        run_id, workflow = state.run_id, state.workflow
+        async with (
+            local_engine(settings, listened=bool(workflow.notify)) as engine,
+            notifications(engine, settings.home, run_id, workflow, say_notify_wait) as notices,
+        ):
             client: Client = engine.client
-            run_id = state.run_id
 
             async def start() -> int:
                 if command == "retry":
@@ -113,8 +129,13 @@ def _drive_locally(settings: Settings, run: str, command: str) -> tuple[RunState
                 await client.resume(run_id, steps_lost=True)
                 return -1
 
-            with LiveProgress(err) as progress:
-                return await drive(engine, settings.home, run_id, start, observer=progress)
+            try:
+                with LiveProgress(err) as progress:
+                    return await drive(
+                        engine, settings.home, run_id, start, observer=progress, notices=notices
+                    )
+            finally:
+                notified.extend(notices.outcomes if notices else [])
 
     return loop.run(go())
 
@@ -148,10 +169,12 @@ def register(app: typer.Typer) -> None:
                 full = _steer(settings, run, "cancel", wait=False)
                 say(f"cancel requested for {full}")
                 return
-            said = _cancel_locally(settings, run)
+            notified: list[TriggerRecord] = []
+            said = _cancel_locally(settings, run, notified)
         except (InvalidInput, NotFound) as exc:
             raise fail_input(exc) from None
         say(said)
+        say_notified(notified)
 
     @app.command()
     def retry(
@@ -187,14 +210,16 @@ def _control(run: str, command: str, wait: bool, settings: Settings) -> None:
                 say(f"{command} requested for {result}")
                 return
             _finish(result)
-        result, stopped_with = _drive_locally(settings, run, command)
+        notified: list[TriggerRecord] = []
+        result, stopped_with = _drive_locally(settings, run, command, notified)
     except (InvalidInput, NotFound) as exc:
         raise fail_input(exc) from None
-    _finish(result, stopped_with)
+    _finish(result, stopped_with, notified)
 
 
-def _cancel_locally(settings: Settings, run: str) -> str:
-    """Cancel a local run through whatever drives it; what was done, in words."""
+def _cancel_locally(settings: Settings, run: str, notified: list[TriggerRecord]) -> str:
+    """Cancel a local run through whatever drives it; what was done, in words. Where it
+    is cancelled here, its ``notify:`` deliveries go into ``notified``."""
 
     async def go() -> str:
         async with open_client(settings) as reader:
@@ -210,9 +235,16 @@ def _cancel_locally(settings: Settings, run: str) -> str:
                 await steer_through_server(settings.home, state.workflow.name, full, "cancel")
                 return f"cancelled {full} (by the server of this home, process {server})"
         # Nobody runs it: record the cancellation here, running nothing.
-        async with local_engine(settings, run_steps=False) as engine:
-            await engine.client.cancel(state.run_id)
-            await engine.wait(state.run_id)
-        return f"cancelled {state.run_id} (no process was running it)"
+        workflow = state.workflow
+        async with (
+            local_engine(settings, run_steps=False, listened=bool(workflow.notify)) as engine,
+            notifications(engine, settings.home, full, workflow, say_notify_wait) as notices,
+        ):
+            await engine.client.cancel(full)
+            await engine.wait(full)
+            if notices is not None:
+                await notices.delivered()
+                notified.extend(notices.outcomes)
+        return f"cancelled {full} (no process was running it)"
 
     return loop.run(go())

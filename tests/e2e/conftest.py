@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.receiver import receiver  # noqa: F401  (a fixture of these tests)
 from tests.e2e.served import Server
 
 

@@ -4,12 +4,6 @@ workflow's ``notify:`` webhook from the next ``conveyor server``, once."""
 from __future__ import annotations
 
 import asyncio
-import http.server
-import json
-import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +14,7 @@ from contracts.validation import parse_workflow
 from conveyor.embedded import EmbeddedEngine
 from engine import announce
 from engine.runlog.sqlite import SqliteRunLog
+from tests.e2e.receiver import Receiver, until
 from tests.engine.test_announce_owed import RefusingTransport
 
 pytestmark = pytest.mark.timeout(120)
@@ -33,48 +28,6 @@ notify:
   - url: {url}/hook
     secret_env: TOLD_SECRET
 """
-
-
-@dataclass
-class Receiver:
-    """A ``notify:`` receiver: what it was sent (headers, CloudEvent), and whether it
-    answers 503 for now."""
-
-    url: str = ""
-    got: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
-    refusing: bool = False
-
-    def delivered(self) -> list[dict[str, Any]]:
-        return [change for headers, change in self.got if headers.get("x-answered") == "204"]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["content-length"]))
-            status = 503 if found.refusing else 204
-            found.got.append(({**self.headers, "x-answered": str(status)}, json.loads(body)))
-            self.send_response(status)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            return
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    found.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield found
-    httpd.shutdown()
-
-
-def until(condition: Callable[[], bool], what: str, within: float = 30) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def test_a_completion_left_unannounced_is_delivered_by_the_next_server(
@@ -99,12 +52,12 @@ def test_a_completion_left_unannounced_is_delivered_by_the_next_server(
             await store.close()
 
     run_id = asyncio.run(run_without_announcing())
-    assert receiver.got == []
+    assert receiver.sent == []
 
     served = server(grace=1)
     served.start()
-    until(lambda: receiver.got != [], "the left completion was never delivered")
-    headers, change = receiver.got[0]
+    until(lambda: receiver.sent != [], "the left completion was never delivered")
+    headers, change = receiver.sent[0].headers, receiver.sent[0].change
     assert change["type"] == "dev.conveyor.run.succeeded"
     assert change["data"]["run_id"] == run_id
     assert change["id"] == headers["webhook-id"] == f"{run_id}/run_completed/0"
@@ -123,7 +76,7 @@ def test_a_completion_left_unannounced_is_delivered_by_the_next_server(
     again = server(grace=1)  # on the same home, writing to the same log
     again.start()  # its port opens once it has looked for changes left unannounced
     assert "announcing run changes" not in again.log.read_text()[said_before:]
-    assert len(receiver.got) == 1
+    assert len(receiver.sent) == 1
 
 
 def test_a_change_a_killed_server_was_still_delivering_is_delivered_by_the_next(
@@ -139,7 +92,7 @@ def test_a_change_a_killed_server_was_still_delivering_is_delivered_by_the_next(
     answer = httpx.post(f"{served.url}/api/v1/runs", json={"workflow": "told"}, timeout=10)
     assert answer.status_code == 202, answer.text
     run_id = answer.json()["run_id"]
-    until(lambda: len(receiver.got) >= 1, "the completion was never sent")  # refused: retried
+    until(lambda: len(receiver.sent) >= 1, "the completion was never sent")  # refused: retried
     served.kill()
     receiver.refusing = False
     again = server(grace=1)
@@ -147,4 +100,4 @@ def test_a_change_a_killed_server_was_still_delivering_is_delivered_by_the_next(
     until(lambda: receiver.delivered() != [], "the refused completion was never delivered")
     [change] = receiver.delivered()
     assert change["id"] == f"{run_id}/run_completed/0"
-    assert {headers["webhook-id"] for headers, _ in receiver.got} == {change["id"]}
+    assert {each.headers["webhook-id"] for each in receiver.sent} == {change["id"]}
