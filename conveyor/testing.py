@@ -33,6 +33,7 @@ from contracts.vocabulary import FailureKind
 from conveyor.embedded import EmbeddedEngine
 from conveyor.logsetup import configure_logging
 from conveyor.values import decoded
+from engine.announce import AnnounceLevel, cloud_event
 from engine.state.model import Node, RunState
 from workers.artifacts import FsspecArtifactStore
 from workers.executors import DEFAULT_MIDDLEWARE, Middleware, Proceed, StepCall, StepOutcome
@@ -145,12 +146,38 @@ class TaskResult:
         return [line.text for line in self.logs if stream is None or line.stream == stream]
 
 
+@dataclass(frozen=True)
+class Notification:
+    """A ``notify:`` delivery the run calls for. Not sent: a test makes no network calls."""
+
+    url: str
+    state: str
+    """The run's new state: running, succeeded, failed or cancelled."""
+    change: dict[str, Any]
+    """The CloudEvent that would be its body."""
+
+
 @dataclass
 class RunResult:
     state: RunState
     events: list[Event]
     logs: list[LogLine]
     artifacts: ArtifactStore | None = None
+
+    @property
+    def notifications(self) -> list[Notification]:
+        """The deliveries the workflow's ``notify`` entries call for, in order."""
+        found = []
+        for event in self.events:
+            announced = cloud_event(event, self.state.workflow.name, AnnounceLevel.RUNS)
+            if announced is None:
+                continue
+            change = announced[1]
+            state = change["data"]["state"]
+            for entry in self.state.workflow.notify:
+                if state in entry.on:
+                    found.append(Notification(entry.url, state, change))
+        return found
 
     @property
     def status(self) -> str:
