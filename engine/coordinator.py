@@ -46,6 +46,7 @@ from engine.state.decide import lost_with_their_process
 from engine.state.model import RunState
 from engine.timers import LoopTimers
 from engine.tracing import run_span
+from engine.waiters import RunWaiters
 
 log = structlog.get_logger("conveyor.coordinator")
 
@@ -109,7 +110,7 @@ class Coordinator:
         self._held = HeldRuns()
         self._appended = AppendedEvents()
         self._snapshotted: dict[str, int] = {}
-        self._waiters: dict[str, list[tuple[int, asyncio.Future[RunState]]]] = {}
+        self._waiters = RunWaiters()
         self.announcer = Announcer(transport, announce, runlog, marks=marks_announced)
         """Publishes the state changes of the runs handled here; its
         ``announce_unannounced`` sends those a stopped coordinator left."""
@@ -175,9 +176,7 @@ class Coordinator:
         done = self._held.finished(run_id)
         if done is not None and done.round > past_round:
             return done
-        future: asyncio.Future[RunState] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(run_id, []).append((past_round, future))
-        return await future
+        return await self._waiters.add(run_id, past_round)
 
     def is_finished(self, run_id: str) -> bool:
         return self._held.finished(run_id) is not None
@@ -253,10 +252,7 @@ class Coordinator:
             try:
                 check_submission(run_id, event.workflow, dict(event.params))
             except ConveyorError as exc:
-                # Whoever waits for this run here learns why it will never start.
-                for _round, waiter in self._waiters.pop(run_id, []):
-                    if not waiter.done():
-                        waiter.set_exception(exc)
+                self._waiters.refused(run_id, exc)  # their run will never start
                 raise
             state = new_state(event)
             log.info("run submitted", workflow=state.workflow.name, tasks=len(state.nodes))
@@ -341,12 +337,7 @@ class Coordinator:
     async def _completed(self, state: RunState) -> None:
         log.info("run completed", state=state.status, reason=state.reason)
         await self._runlog.save_snapshot(state.run_id, snapshot.dump(state))
-        waiting = self._waiters.pop(state.run_id, [])
-        for past_round, future in waiting:
-            if state.round <= past_round:
-                self._waiters.setdefault(state.run_id, []).append((past_round, future))
-            elif not future.done():
-                future.set_result(state)
+        self._waiters.ended(state)
 
     # -- runs held in memory ------------------------------------------------------------
 
