@@ -5,11 +5,17 @@ timeline of the tasks. Pure: the run's state in, positions out."""
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
+from operator import attrgetter, is_not
 
 from contracts.events import Event, TaskDispatched, TaskFailed, TaskStarted, TaskSucceeded
+from conveyor.server.shapes import status_counts
 from engine.state.model import RunState
+
+_started_at = attrgetter("started_at")
+_finished_at = attrgetter("finished_at")
+_known = partial(is_not, None)
 
 BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 190, 58, 60, 24, 16
 ROW_H, LABEL_W = 22, 160
@@ -65,9 +71,7 @@ def dag(state: RunState) -> Graph:
     for column, names in columns.items():
         for row, name in enumerate(names):
             node = state.nodes[name]
-            counts = (
-                dict(Counter(str(i.status) for i in node.instances)) if node.spec.fans_out else {}
-            )
+            counts = status_counts(node) if node.spec.fans_out else {}
             boxes[name] = Box(
                 name=name,
                 x=MARGIN + column * (BOX_W + GAP_X),
@@ -168,8 +172,9 @@ def timeline(state: RunState, now: float, events: list[Event] | None = None) -> 
     span = max(end - begin, 0.001)
     bars: list[Bar] = []
     for row, (name, node) in enumerate(state.nodes.items()):
-        starts = [i.started_at for i in node.instances if i.started_at is not None]
-        ends = [i.finished_at for i in node.instances if i.finished_at is not None]
+        # Filtered in C: a fan-out's million instances are read on every view of the run.
+        starts = list(filter(_known, map(_started_at, node.instances)))
+        ends = list(filter(_known, map(_finished_at, node.instances)))
         if not starts:
             continue
         first = min(starts)

@@ -57,10 +57,7 @@ def task_shape(node: Node) -> dict[str, Any]:
     if spec.signal is not None:
         shape["waits_for"] = spec.signal
     if spec.fans_out:
-        # Counted in C: a million items are counted on every view of the run.
-        counts = Counter(map(_status, node.instances))
-        by_state = {str(status): count for status, count in counts.items()}
-        shape["items"] = {"count": len(node.instances), "by_state": dict(sorted(by_state.items()))}
+        shape["items"] = {"count": len(node.instances), "by_state": status_counts(node)}
     else:
         inst = node.instances[0] if node.instances else None
         shape["attempt"] = inst.attempt if inst else 0
@@ -70,6 +67,13 @@ def task_shape(node: Node) -> dict[str, Any]:
             shape["outputs"] = {name: _preview(value) for name, value in node.outputs().items()}
             shape["artifacts"] = dict(inst.artifacts or {})
     return shape
+
+
+def status_counts(node: Node) -> dict[str, int]:
+    """How many of the node's instances are in each state, by name. Counted in C: a
+    million items are counted on every view of the run."""
+    counts = Counter(map(_status, node.instances))
+    return dict(sorted((str(status), count) for status, count in counts.items()))
 
 
 def item_shape(index: int, inst: Instance) -> dict[str, Any]:

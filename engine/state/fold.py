@@ -128,11 +128,13 @@ def _on_expanded(state: RunState, event: TaskExpanded) -> None:
     else:
         node.instances = [
             Instance(attempt=previous[i].attempt, lost=previous[i].lost)
-            if i < len(previous)
-            else Instance()
-            for i in range(event.count)
+            for i in range(min(len(previous), event.count))
         ]
-    node.done = sum(1 for inst in node.instances if inst.status == TaskStatus.SUCCEEDED)
+        node.instances += [Instance() for _ in range(event.count - len(node.instances))]
+    # Only instances a reopened task keeps can have succeeded: a new fan-out's million
+    # fresh ones are not looked at again.
+    kept = node.instances is previous
+    node.done = sum(1 for inst in previous if inst.status == TaskStatus.SUCCEEDED) if kept else 0
     node.status = TaskStatus.RUNNING
     node.started_at = event.at
     if node.done == event.count:
