@@ -9,6 +9,7 @@ All of them reach runs through the one client (``engine.client``).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -143,12 +144,12 @@ def run(
     def interrupted(word: str) -> None:
         err.print(f"{word}: cancelling the run (Ctrl-C again to quit at once)")
 
+    run_id = new_run_id()
     outcomes: list[TriggerRecord] = []
 
     async def go() -> tuple[RunState, int | None]:
-        told = bool(workflow.notify)
         async with (
-            local_engine(settings, workers=workers, listened=told) as engine,
+            local_engine(settings, workers=workers, listened=bool(workflow.notify)) as engine,
             notifications(engine, home, run_id, workflow, say_notify_wait) as notices,
         ):
 
@@ -157,11 +158,7 @@ def run(
                 return -1
 
             try:
-                if as_json:
-                    return await drive(
-                        engine, home, run_id, start, on_interrupt=interrupted, notices=notices
-                    )
-                with LiveProgress(err) as progress:
+                with contextlib.nullcontext() if as_json else LiveProgress(err) as progress:
                     return await drive(
                         engine,
                         home,
@@ -174,7 +171,6 @@ def run(
             finally:
                 outcomes.extend(notices.outcomes if notices else [])
 
-    run_id = new_run_id()
     state, stopped_with = loop.run(go())
     if as_json:
         report = run_report(state)
