@@ -17,7 +17,9 @@ from engine.state.items import StreamedItems
 
 class Instance(msgspec.Struct, array_like=True, gc=False):
     """A msgspec struct, kept in a snapshot as the array of its fields: a snapshot of a
-    million-item fan-out is decoded into instances in C, not built one call at a time."""
+    million-item fan-out is decoded into instances in C, not built one call at a time.
+    The garbage collector does not walk instances (``gc=False``): an instance holds
+    only decoded data, which never refers back to it, so it is never part of a cycle."""
 
     status: TaskStatus = TaskStatus.PENDING
     attempt: int = 0
