@@ -125,16 +125,15 @@ def _on_expanded(state: RunState, event: TaskExpanded) -> None:
     previous = node.instances  # non-empty when a retried run reopens the task
     if len(previous) == event.count:
         node.instances = previous
+        node.done = sum(1 for inst in previous if inst.status == TaskStatus.SUCCEEDED)
     else:
+        # None has succeeded: a new fan-out's million fresh instances are not counted.
         node.instances = [
             Instance(attempt=previous[i].attempt, lost=previous[i].lost)
             for i in range(min(len(previous), event.count))
         ]
         node.instances += [Instance() for _ in range(event.count - len(node.instances))]
-    # Only instances a reopened task keeps can have succeeded: a new fan-out's million
-    # fresh ones are not looked at again.
-    kept = node.instances is previous
-    node.done = sum(1 for inst in previous if inst.status == TaskStatus.SUCCEEDED) if kept else 0
+        node.done = 0
     node.status = TaskStatus.RUNNING
     node.started_at = event.at
     if node.done == event.count:

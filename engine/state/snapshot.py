@@ -17,40 +17,11 @@ from engine.state.items import StreamedItems
 from engine.state.model import Instance, Node, RunState
 
 SNAPSHOT_VERSION = 1
-_NODE_FIELDS = [
-    "deps_left",
-    "status",
-    "items",
-    "next_index",
-    "retry_ready",
-    "inflight",
-    "done",
-    "failed",
-    "started_at",
-    "finished_at",
-    "error",
-]
-_STATE_FIELDS = [
-    "run_id",
-    "params",
-    "submitted_at",
-    "now",
-    "status",
-    "finished_at",
-    "reason",
-    "open_nodes",
-    "cancel_reason",
-    "timed_out",
-    "events_folded",
-    "round",
-    "deadline_base",
-    "signals",
-    "shard",
-]
 
 
 class _SavedNode(msgspec.Struct):
-    """A node as a snapshot keeps it (``_NODE_FIELDS`` and its instances)."""
+    """A node as a snapshot keeps it: these fields of ``Node``, then its instances. A
+    field a snapshot made before it existed lacks stays ``UNSET``."""
 
     deps_left: Any = msgspec.UNSET
     status: Any = msgspec.UNSET
@@ -69,8 +40,9 @@ class _SavedNode(msgspec.Struct):
 
 
 class _Saved(msgspec.Struct):
-    """A snapshot as decoded: ``_STATE_FIELDS``, then what is kept in a form of its own.
-    A field a snapshot made before it existed lacks stays ``UNSET``."""
+    """A snapshot as decoded: these fields of ``RunState``, then what is kept in a form
+    of its own (``_OWN_FORM``). A field a snapshot made before it existed lacks stays
+    ``UNSET``."""
 
     run_id: Any = msgspec.UNSET
     params: Any = msgspec.UNSET
@@ -94,6 +66,11 @@ class _Saved(msgspec.Struct):
     retry_due: Any = msgspec.UNSET
     signal_due: Any = msgspec.UNSET
     nodes: dict[str, _SavedNode] = msgspec.field(default_factory=dict)
+
+
+_OWN_FORM = {"v", "workflow", "evaluable", "dispatchable", "retry_due", "signal_due", "nodes"}
+_STATE_FIELDS = [name for name in _Saved.__struct_fields__ if name not in _OWN_FORM]
+_NODE_FIELDS = [name for name in _SavedNode.__struct_fields__ if name != "instances"]
 
 
 def dump(state: RunState) -> bytes:

@@ -25,15 +25,13 @@ from engine.triggers.registry import Registry, Served
 from engine.triggers.signatures import Preset, verify
 
 SecretLookup = Callable[[str], bytes | None]
+"""The secret held in a named environment variable of the server (None: unset)."""
 
 
 def environment_secret(name: str) -> bytes | None:
     """The secret a workflow names (``secret_env``), from this process's environment."""
     value = os.environ.get(name)
     return value.encode() if value else None
-
-
-"""The secret held in a named environment variable of the server (None: unset)."""
 
 
 @dataclass(frozen=True)
