@@ -34,8 +34,9 @@ import msgspec
 import structlog
 
 from contracts.errors import InvalidInput, Problem
+from contracts.spec import Workflow
 from conveyor.embedded import WORKER_GRACE, EmbeddedEngine, default_worker_count
-from conveyor.local_notify import LocalNotifications
+from conveyor.local_notify import LocalNotifications, notifications
 from conveyor.locks import RunLock
 from conveyor.settings import Settings
 from conveyor.wiring import open_artifacts
@@ -269,3 +270,26 @@ async def local_engine(
             yield engine
     finally:
         await store.close()
+
+
+@contextlib.asynccontextmanager
+async def engine_for_run(
+    settings: Settings,
+    run_id: str,
+    workflow: Workflow,
+    *,
+    workers: int | None = None,
+    run_steps: bool = True,
+    waiting: Callable[[int], None] = lambda _owed: None,
+) -> AsyncIterator[tuple[EmbeddedEngine, LocalNotifications | None]]:
+    """``local_engine`` for a command that drives one run of ``workflow``, with that
+    run's ``notify:`` webhooks delivered from here if the workflow has any (the engine
+    then leaves marking its changes announced to them). ``waiting``: see
+    ``LocalNotifications``."""
+    async with (
+        local_engine(
+            settings, workers=workers, run_steps=run_steps, listened=bool(workflow.notify)
+        ) as engine,
+        notifications(engine, settings.home, run_id, workflow, waiting) as notices,
+    ):
+        yield engine, notices

@@ -43,12 +43,14 @@ class LocalNotifications:
         engine: EmbeddedEngine,
         home: Path,
         run_id: str,
+        workflow: str,
         waiting: Callable[[int], None] = lambda _owed: None,
     ) -> None:
-        """``waiting(owed)`` is told once, if the run's changes are still owed
-        ``TELL_AFTER`` after the run ended."""
+        """``workflow``: the run's workflow's name. ``waiting(owed)`` is told once, if
+        the run's changes are still owed ``TELL_AFTER`` after the run ended."""
         self._engine = engine
         self._run_id = run_id
+        self._workflow = workflow
         self._waiting = waiting
         self._store = SqliteTriggerStore(home / "conveyor.db")
         self._notifier = Notifier(
@@ -92,8 +94,7 @@ class LocalNotifications:
         self.outcomes = await self._outcomes()
 
     async def _outcomes(self) -> list[TriggerRecord]:
-        workflow = (await self._engine.client.workflow(self._run_id)).name
-        found = await self._store.records(workflow, "notify", limit=1000)
+        found = await self._store.records(self._workflow, "notify", limit=1000)
         mine = [r for r in found if r.run_id == self._run_id and r.at >= self._started]
         return mine[::-1]
 
@@ -108,11 +109,11 @@ async def notifications(
 ) -> AsyncIterator[LocalNotifications | None]:
     """The run's notifications while ``engine`` drives it, if its workflow asks for any
     (``engine`` must then leave marking its changes announced to them:
-    ``local_engine(listened=True)``)."""
+    ``conveyor.local.engine_for_run`` makes both)."""
     if not workflow.notify:
         yield None
         return
-    notices = LocalNotifications(engine, home, run_id, waiting)
+    notices = LocalNotifications(engine, home, run_id, workflow.name, waiting)
     await notices.start()
     try:
         yield notices

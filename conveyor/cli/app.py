@@ -48,8 +48,7 @@ from conveyor.cli.common import (
     settings_from,
     write_json,
 )
-from conveyor.local import drive, local_engine
-from conveyor.local_notify import notifications
+from conveyor.local import drive, engine_for_run
 from conveyor.logsetup import LogFormat, configure_logging
 from conveyor.preflight import step_import_paths, use_import_paths
 from conveyor.progress import LiveProgress, counted, summary
@@ -145,33 +144,29 @@ def run(
         err.print(f"{word}: cancelling the run (Ctrl-C again to quit at once)")
 
     run_id = new_run_id()
-    outcomes: list[TriggerRecord] = []
 
-    async def go() -> tuple[RunState, int | None]:
-        async with (
-            local_engine(settings, workers=workers, listened=bool(workflow.notify)) as engine,
-            notifications(engine, home, run_id, workflow, say_notify_wait) as notices,
-        ):
+    async def go() -> tuple[RunState, int | None, list[TriggerRecord]]:
+        async with engine_for_run(
+            settings, run_id, workflow, workers=workers, waiting=say_notify_wait
+        ) as (engine, notices):
 
             async def start() -> int:
                 await engine.submit(workflow, params, run_id=run_id)
                 return -1
 
-            try:
-                with contextlib.nullcontext() if as_json else LiveProgress(err) as progress:
-                    return await drive(
-                        engine,
-                        home,
-                        run_id,
-                        start,
-                        observer=progress,
-                        on_interrupt=interrupted,
-                        notices=notices,
-                    )
-            finally:
-                outcomes.extend(notices.outcomes if notices else [])
+            with contextlib.nullcontext() if as_json else LiveProgress(err) as progress:
+                state, stopped_with = await drive(
+                    engine,
+                    home,
+                    run_id,
+                    start,
+                    observer=progress,
+                    on_interrupt=interrupted,
+                    notices=notices,
+                )
+            return state, stopped_with, notices.outcomes if notices else []
 
-    state, stopped_with = loop.run(go())
+    state, stopped_with, outcomes = loop.run(go())
     if as_json:
         report = run_report(state)
         if workflow.notify:

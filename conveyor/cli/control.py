@@ -36,8 +36,7 @@ from conveyor.cli.common import (
     say_notify_wait,
     settings_from,
 )
-from conveyor.local import drive, interrupt_holder, local_engine, steer_through_server
-from conveyor.local_notify import notifications
+from conveyor.local import drive, engine_for_run, interrupt_holder, steer_through_server
 from conveyor.locks import RunLock, ServerLock
 from conveyor.progress import LiveProgress, summary
 from conveyor.settings import Settings
@@ -94,12 +93,12 @@ def _steer(settings: Settings, run: str, command: str, wait: bool) -> RunState |
 
 
 def _drive_locally(
-    settings: Settings, run: str, command: str, notified: list[TriggerRecord]
-) -> tuple[RunState, int | None]:
-    """Resume or retry the local run to its end; its ``notify:`` deliveries made here go
-    into ``notified``."""
+    settings: Settings, run: str, command: str
+) -> tuple[RunState, int | None, list[TriggerRecord]]:
+    """Resume or retry the local run to its end: its final state, the exit code of a
+    signal that stopped it here, and its ``notify:`` deliveries made here."""
 
-    async def go() -> tuple[RunState, int | None]:
+    async def go() -> tuple[RunState, int | None, list[TriggerRecord]]:
         async with open_client(settings) as reader:
             state = await reader.state(run)
             # Before anything is sent: a resume sent to a run another process drives
@@ -115,11 +114,11 @@ def _drive_locally(
                 err.print(f"{command}: the server of this home (process {server}) runs it")
                 with LiveProgress(err) as progress:
                     shown = _after(before, progress)
-                    return await reader.watch(state.run_id, shown, past_round=past), None
-        run_id, workflow = state.run_id, state.workflow
-        async with (
-            local_engine(settings, listened=bool(workflow.notify)) as engine,
-            notifications(engine, settings.home, run_id, workflow, say_notify_wait) as notices,
+                    return await reader.watch(state.run_id, shown, past_round=past), None, []
+        run_id = state.run_id
+        async with engine_for_run(settings, run_id, state.workflow, waiting=say_notify_wait) as (
+            engine,
+            notices,
         ):
             client: Client = engine.client
 
@@ -129,13 +128,11 @@ def _drive_locally(
                 await client.resume(run_id, steps_lost=True)
                 return -1
 
-            try:
-                with LiveProgress(err) as progress:
-                    return await drive(
-                        engine, settings.home, run_id, start, observer=progress, notices=notices
-                    )
-            finally:
-                notified.extend(notices.outcomes if notices else [])
+            with LiveProgress(err) as progress:
+                ended, stopped_with = await drive(
+                    engine, settings.home, run_id, start, observer=progress, notices=notices
+                )
+            return ended, stopped_with, notices.outcomes if notices else []
 
     return loop.run(go())
 
@@ -169,8 +166,7 @@ def register(app: typer.Typer) -> None:
                 full = _steer(settings, run, "cancel", wait=False)
                 say(f"cancel requested for {full}")
                 return
-            notified: list[TriggerRecord] = []
-            said = _cancel_locally(settings, run, notified)
+            said, notified = _cancel_locally(settings, run)
         except (InvalidInput, NotFound) as exc:
             raise fail_input(exc) from None
         say(said)
@@ -210,18 +206,17 @@ def _control(run: str, command: str, wait: bool, settings: Settings) -> None:
                 say(f"{command} requested for {result}")
                 return
             _finish(result)
-        notified: list[TriggerRecord] = []
-        result, stopped_with = _drive_locally(settings, run, command, notified)
+        result, stopped_with, notified = _drive_locally(settings, run, command)
     except (InvalidInput, NotFound) as exc:
         raise fail_input(exc) from None
     _finish(result, stopped_with, notified)
 
 
-def _cancel_locally(settings: Settings, run: str, notified: list[TriggerRecord]) -> str:
-    """Cancel a local run through whatever drives it; what was done, in words. Where it
-    is cancelled here, its ``notify:`` deliveries go into ``notified``."""
+def _cancel_locally(settings: Settings, run: str) -> tuple[str, list[TriggerRecord]]:
+    """Cancel a local run through whatever drives it: what was done, in words, and the
+    ``notify:`` deliveries made here (where it is cancelled here)."""
 
-    async def go() -> str:
+    async def go() -> tuple[str, list[TriggerRecord]]:
         async with open_client(settings) as reader:
             state = await reader.state(run)
             if state.finished:
@@ -229,22 +224,20 @@ def _cancel_locally(settings: Settings, run: str, notified: list[TriggerRecord])
             full = state.run_id
             pid = interrupt_holder(settings.home, full)
             if pid is not None:
-                return f"cancel requested for {full} (interrupted process {pid}, which runs it)"
+                return f"cancel requested for {full} (interrupted process {pid}, which runs it)", []
             server = ServerLock(settings.home).holder()
             if server is not None:
                 await steer_through_server(settings.home, state.workflow.name, full, "cancel")
-                return f"cancelled {full} (by the server of this home, process {server})"
+                return f"cancelled {full} (by the server of this home, process {server})", []
         # Nobody runs it: record the cancellation here, running nothing.
-        workflow = state.workflow
-        async with (
-            local_engine(settings, run_steps=False, listened=bool(workflow.notify)) as engine,
-            notifications(engine, settings.home, full, workflow, say_notify_wait) as notices,
-        ):
+        async with engine_for_run(
+            settings, full, state.workflow, run_steps=False, waiting=say_notify_wait
+        ) as (engine, notices):
             await engine.client.cancel(full)
             await engine.wait(full)
             if notices is not None:
                 await notices.delivered()
-                notified.extend(notices.outcomes)
-        return f"cancelled {full} (no process was running it)"
+        notified = notices.outcomes if notices else []
+        return f"cancelled {full} (no process was running it)", notified
 
     return loop.run(go())
