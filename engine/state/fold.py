@@ -100,6 +100,15 @@ def _instance_finished(state: RunState, node: Node, at: float) -> None:
         state.dispatchable[node.spec.name] = None
 
 
+def _move(node: Node, inst: Instance, status: TaskStatus) -> None:
+    """Change an instance's status, and the node's count of statuses if it keeps one."""
+    counted = node.counted
+    if counted is not None:
+        counted[inst.status] -= 1
+        counted[status] = counted.get(status, 0) + 1
+    inst.status = status
+
+
 def _slot(state: RunState, task: str, index: int) -> tuple[Node, Instance] | None:
     """The node and instance an event names, if both exist."""
     node = state.nodes.get(task)
@@ -134,6 +143,7 @@ def _on_expanded(state: RunState, event: TaskExpanded) -> None:
         ]
         node.instances += [Instance() for _ in range(event.count - len(node.instances))]
         node.done = 0
+    node.counted = None  # new instances: counted again when next asked
     node.status = TaskStatus.RUNNING
     node.started_at = event.at
     if node.done == event.count:
@@ -156,7 +166,7 @@ def _on_dispatched(state: RunState, event: TaskDispatched) -> None:
         node.next_index = max(node.next_index, event.index + 1)
     elif event.index in node.retry_ready:
         node.retry_ready.remove(event.index)
-    inst.status = TaskStatus.DISPATCHED
+    _move(node, inst, TaskStatus.DISPATCHED)
     inst.attempt = event.attempt
     inst.due = None
     node.inflight += 1
@@ -166,7 +176,7 @@ def _on_dispatched(state: RunState, event: TaskDispatched) -> None:
     if signal is not None:
         # A wait step runs nowhere: it is waiting from now on (for a signal that may
         # already have come).
-        inst.status = TaskStatus.RUNNING
+        _move(node, inst, TaskStatus.RUNNING)
         inst.started_at = event.at
         if signal in state.signals:
             state.signal_due[(event.task, event.index)] = None
@@ -186,9 +196,9 @@ def _on_started(state: RunState, event: TaskStarted) -> None:
     found = _current(state, event.task, event.index, event.attempt)
     if found is None:
         return
-    _node, inst = found
+    node, inst = found
     if inst.status == TaskStatus.DISPATCHED:
-        inst.status = TaskStatus.RUNNING
+        _move(node, inst, TaskStatus.RUNNING)
         inst.started_at = event.at
 
 
@@ -199,7 +209,7 @@ def _on_succeeded(state: RunState, event: TaskSucceeded) -> None:
     node, inst = found
     if node.spec.wait is not None:
         state.signal_due.pop((event.task, event.index), None)
-    inst.status = TaskStatus.SUCCEEDED
+    _move(node, inst, TaskStatus.SUCCEEDED)
     inst.result = event.result
     inst.outputs = event.outputs or None
     inst.artifacts = msgspec.to_builtins(event.artifacts) if event.artifacts else None
@@ -230,12 +240,12 @@ def _on_failed(state: RunState, event: TaskFailed) -> None:
             and event.attempt - inst.lost <= policy.limit
         )
     if retry:
-        inst.status = TaskStatus.RETRY_DUE
+        _move(node, inst, TaskStatus.RETRY_DUE)
         state.retry_due[(event.task, event.index)] = None
         if node.has_pending and node.capacity > 0:
             state.dispatchable[event.task] = None
         return
-    inst.status = TaskStatus.FAILED
+    _move(node, inst, TaskStatus.FAILED)
     node.failed += 1
     if node.error is None:
         where = f"[{event.index}]" if node.spec.fans_out else ""
@@ -256,11 +266,11 @@ def _on_retry_scheduled(state: RunState, event: RetryScheduled) -> None:
     found = _slot(state, event.task, event.index)
     if found is None:
         return
-    _node, inst = found
+    node, inst = found
     if inst.status != TaskStatus.RETRY_DUE or inst.attempt + 1 != event.attempt:
         return
     state.retry_due.pop((event.task, event.index), None)
-    inst.status = TaskStatus.RETRY_WAIT
+    _move(node, inst, TaskStatus.RETRY_WAIT)
     inst.due = event.due
 
 
@@ -321,6 +331,7 @@ def _on_retry_run(state: RunState, event: RunRetryRequested) -> None:
         node.context = None
         # Expansion re-evaluates items and keeps these where they still fit.
         node.instances = kept
+        node.counted = None
         node.items = None
         node.next_index = 0
         node.done = node.failed = 0
@@ -343,7 +354,7 @@ def _on_completed(state: RunState, event: RunCompleted) -> None:
     for node in state.nodes.values():
         for inst in node.instances:
             if inst.status not in TERMINAL:
-                inst.status = TaskStatus.CANCELLED
+                _move(node, inst, TaskStatus.CANCELLED)
         if node.status not in TERMINAL:
             node.status = TaskStatus.CANCELLED
             node.finished_at = event.at

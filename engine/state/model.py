@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -37,6 +39,8 @@ class Instance(msgspec.Struct, array_like=True, gc=False):
     """Of a failed attempt: the last lines it wrote to stderr."""
 
 
+_STATUS = attrgetter("status")
+
 MAX_LOST_ATTEMPTS = 5
 DISPATCH_WINDOW = 4096
 """Most instances of a task without ``parallelism`` in flight at once."""
@@ -64,6 +68,18 @@ class Node:
     error: str | None = None
     context: dict[str, Any] | None = None
     """Expression context of upstream tasks; built once, upstream is final by then."""
+    counted: dict[TaskStatus, int] | None = field(default=None, compare=False)
+    """How many instances are in each status, once ``status_counts`` was asked; the
+    fold keeps it up to date from then on (``None``: not counted, as in a coordinator,
+    which never asks)."""
+
+    def status_counts(self) -> dict[TaskStatus, int]:
+        """How many instances are in each status (none with a count of 0). Counted once
+        and then kept by the fold: a page showing a million-item run asks on every
+        view, and a count takes a pass over all the instances."""
+        if self.counted is None:
+            self.counted = Counter(map(_STATUS, self.instances))
+        return {status: count for status, count in self.counted.items() if count}
 
     @property
     def capacity(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -11,6 +12,7 @@ from contracts.events import Event, RetryScheduled, TaskDispatched
 from contracts.validation import workflow_from_data
 from contracts.vocabulary import TERMINAL, TaskStatus
 from engine.state import fold, replay, snapshot
+from engine.state.model import Instance
 from tests.engine.sim import Sim
 
 
@@ -117,9 +119,13 @@ def test_random_dags_always_terminate_with_every_task_final(
     # A snapshot taken anywhere, plus the events after it, gives the same state.
     cut = data.draw(st.integers(1, len(sim.log)), label="snapshot at")
     resumed = snapshot.load(snapshot.dump(replay(sim.log[:cut])))
+    for node in resumed.nodes.values():
+        node.status_counts()  # counted here: the fold keeps the counts from now on
     for event in sim.log[cut:]:
         fold(resumed, event)
     assert snapshot.dump(resumed) == snapshot.dump(state)
+    for node in resumed.nodes.values():
+        assert node.status_counts() == _counted(node.instances), node.spec.name
     # Replay is exact, and the engine agrees with every decision in the log.
     replayed = replay(sim.log, strict=True)
     assert replayed.status == state.status
@@ -129,3 +135,7 @@ def test_random_dags_always_terminate_with_every_task_final(
     assert [[i.result for i in v.instances] for v in replayed.nodes.values()] == [
         [i.result for i in v.instances] for v in state.nodes.values()
     ]
+
+
+def _counted(instances: list[Instance]) -> dict[TaskStatus, int]:
+    return dict(Counter(inst.status for inst in instances))

@@ -1,15 +1,19 @@
 """Building a run's state: snapshots kept in run logs before the current code still load
 (instances as arrays of their fields, shorter where a field came later, state fields
-missing), and a fan-out's instances are made and counted once."""
+missing), a fan-out's instances are made and counted once, and the count of their
+statuses a run page asks for is kept by the fold."""
 
 from __future__ import annotations
 
 import gc
+from collections import Counter
 
 import msgspec
 
 from contracts.events import (
     Event,
+    RetryScheduled,
+    RunCancelRequested,
     RunCompleted,
     RunRetryRequested,
     RunSubmitted,
@@ -20,7 +24,7 @@ from contracts.events import (
     TaskSucceeded,
 )
 from contracts.vocabulary import FailureKind, RunStatus, TaskStatus
-from engine.state import replay, snapshot
+from engine.state import fold, replay, snapshot
 from engine.state.model import Instance
 
 # Written by the code before instances were decoded typed, then trimmed as a snapshot
@@ -93,3 +97,45 @@ def test_a_reopened_fan_out_keeps_its_successes_only_where_its_items_still_fit()
     grown = replay([*_retried_fan_out(), msgspec.structs.replace(again, count=3)]).nodes["a"]
     assert {i.status for i in grown.instances} == {TaskStatus.PENDING}
     assert len(grown.instances) == 3 and grown.done == 0
+
+
+def test_a_count_of_statuses_asked_at_any_point_stays_true_as_the_run_goes_on() -> None:
+    """A run page asks for a fan-out's counts on every view; after the first, the fold
+    keeps them, through each change of an instance: dispatch, start, success, failure,
+    a retry due and waiting, the run's retry reopening it, and a cancel ending it."""
+    log = _retried_fan_out()
+    log += [
+        TaskExpanded(run_id="r", at=7.0, task="a", index=-1, attempt=0, count=3),
+        TaskDispatched(run_id="r", at=8.0, task="a", index=0, attempt=2),
+        TaskDispatched(run_id="r", at=8.0, task="a", index=1, attempt=2),
+        TaskStarted(run_id="r", at=8.5, task="a", index=1, attempt=2),
+        TaskFailed(run_id="r", at=9.0, task="a", index=0, attempt=2, error="again"),
+        RunCancelRequested(run_id="r", at=9.5, reason="enough"),
+        RunCompleted(run_id="r", at=10.0, state=RunStatus.CANCELLED, reason="enough"),
+    ]
+    for cut in range(2, len(log)):
+        state = replay(log[:cut])
+        node = state.nodes["a"]
+        node.status_counts()
+        for event in log[cut:]:
+            fold(state, event)
+            assert node.status_counts() == dict(Counter(i.status for i in node.instances))
+    assert node.status_counts() == {TaskStatus.FAILED: 1, TaskStatus.CANCELLED: 2}
+
+
+def test_retries_due_and_waiting_are_counted_as_they_change() -> None:
+    workflow = {"name": "w", "tasks": [{"name": "a", "items": [1], "script": "x"}]}
+    workflow["tasks"][0]["retry"] = {"limit": 2}
+    state = replay(
+        [
+            RunSubmitted(run_id="r", at=1.0, workflow=workflow, params={}),
+            TaskExpanded(run_id="r", at=1.5, task="a", index=-1, attempt=0, count=1),
+            TaskDispatched(run_id="r", at=2.0, task="a", index=0),
+        ]
+    )
+    node = state.nodes["a"]
+    assert node.status_counts() == {TaskStatus.DISPATCHED: 1}
+    fold(state, TaskFailed(run_id="r", at=3.0, task="a", index=0, error="x", retryable=True))
+    assert node.status_counts() == {TaskStatus.RETRY_DUE: 1}
+    fold(state, RetryScheduled(run_id="r", at=3.0, task="a", index=0, attempt=2, due=4.0))
+    assert node.status_counts() == {TaskStatus.RETRY_WAIT: 1}
