@@ -6,16 +6,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import partial
-from operator import attrgetter, is_not
 
 from contracts.events import Event, TaskDispatched, TaskFailed, TaskStarted, TaskSucceeded
 from conveyor.server.shapes import status_counts
 from engine.state.model import RunState
-
-_started_at = attrgetter("started_at")
-_finished_at = attrgetter("finished_at")
-_known = partial(is_not, None)
 
 BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 190, 58, 60, 24, 16
 ROW_H, LABEL_W = 22, 160
@@ -172,13 +166,17 @@ def timeline(state: RunState, now: float, events: list[Event] | None = None) -> 
     span = max(end - begin, 0.001)
     bars: list[Bar] = []
     for row, (name, node) in enumerate(state.nodes.items()):
-        # Filtered in C: a fan-out's million instances are read on every view of the run.
-        starts = list(filter(_known, map(_started_at, node.instances)))
-        ends = list(filter(_known, map(_finished_at, node.instances)))
-        if not starts:
+        # Kept by the fold once read: a fan-out's million instances are not read again
+        # on every view of the run.
+        times = node.instance_times()
+        first = times.first_start
+        if first is None:
             continue
-        first = min(starts)
-        last = max(ends) if ends and len(ends) == len(node.instances) else end
+        last = (
+            times.last_finish
+            if times.last_finish is not None and times.finished == len(node.instances)
+            else end
+        )
         label = f"{last - first:.2f}s"
         if node.spec.fans_out:
             label += f" · {len(node.instances):,} items"

@@ -109,6 +109,30 @@ def _move(node: Node, inst: Instance, status: TaskStatus) -> None:
     inst.status = status
 
 
+def _started(node: Node, inst: Instance, at: float) -> None:
+    """Set an instance's start, and the node's kept times if it keeps them."""
+    timed = node.timed
+    if timed is not None:
+        if inst.started_at is not None and inst.started_at == timed.first_start:
+            node.timed = None  # the earliest start moves: read the times again when asked
+        elif timed.first_start is None or at < timed.first_start:
+            timed.first_start = at
+    inst.started_at = at
+
+
+def _finished(node: Node, inst: Instance, at: float) -> None:
+    """Set an instance's finish, and the node's kept times if it keeps them."""
+    timed = node.timed
+    if timed is not None:
+        if inst.finished_at is None:
+            timed.finished += 1
+        elif inst.finished_at == timed.last_finish and at < inst.finished_at:
+            node.timed = None  # the latest finish moves back: read again when asked
+        if node.timed is not None and (timed.last_finish is None or at > timed.last_finish):
+            timed.last_finish = at
+    inst.finished_at = at
+
+
 def _slot(state: RunState, task: str, index: int) -> tuple[Node, Instance] | None:
     """The node and instance an event names, if both exist."""
     node = state.nodes.get(task)
@@ -143,7 +167,7 @@ def _on_expanded(state: RunState, event: TaskExpanded) -> None:
         ]
         node.instances += [Instance() for _ in range(event.count - len(node.instances))]
         node.done = 0
-    node.counted = None  # new instances: counted again when next asked
+    node.counted = node.timed = None  # new instances: counted again when next asked
     node.status = TaskStatus.RUNNING
     node.started_at = event.at
     if node.done == event.count:
@@ -177,7 +201,7 @@ def _on_dispatched(state: RunState, event: TaskDispatched) -> None:
         # A wait step runs nowhere: it is waiting from now on (for a signal that may
         # already have come).
         _move(node, inst, TaskStatus.RUNNING)
-        inst.started_at = event.at
+        _started(node, inst, event.at)
         if signal in state.signals:
             state.signal_due[(event.task, event.index)] = None
 
@@ -199,7 +223,7 @@ def _on_started(state: RunState, event: TaskStarted) -> None:
     node, inst = found
     if inst.status == TaskStatus.DISPATCHED:
         _move(node, inst, TaskStatus.RUNNING)
-        inst.started_at = event.at
+        _started(node, inst, event.at)
 
 
 def _on_succeeded(state: RunState, event: TaskSucceeded) -> None:
@@ -214,7 +238,7 @@ def _on_succeeded(state: RunState, event: TaskSucceeded) -> None:
     inst.outputs = event.outputs or None
     inst.artifacts = msgspec.to_builtins(event.artifacts) if event.artifacts else None
     inst.error = None
-    inst.finished_at = event.at
+    _finished(node, inst, event.at)
     node.inflight -= 1
     _instance_finished(state, node, event.at)
 
@@ -228,7 +252,7 @@ def _on_failed(state: RunState, event: TaskFailed) -> None:
     inst.error = event.error
     inst.reason = event.reason
     inst.stderr_tail = event.stderr_tail or None
-    inst.finished_at = event.at
+    _finished(node, inst, event.at)
     policy = node.spec.retry
     if event.reason == FailureKind.LOST and inst.lost < m.MAX_LOST_ATTEMPTS:
         inst.lost += 1
@@ -331,7 +355,7 @@ def _on_retry_run(state: RunState, event: RunRetryRequested) -> None:
         node.context = None
         # Expansion re-evaluates items and keeps these where they still fit.
         node.instances = kept
-        node.counted = None
+        node.counted = node.timed = None
         node.items = None
         node.next_index = 0
         node.done = node.failed = 0

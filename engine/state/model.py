@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from operator import attrgetter
+from functools import partial
+from operator import attrgetter, is_not
 from typing import Any
 
 import msgspec
@@ -40,6 +41,22 @@ class Instance(msgspec.Struct, array_like=True, gc=False):
 
 
 _STATUS = attrgetter("status")
+_STARTED_AT = attrgetter("started_at")
+_FINISHED_AT = attrgetter("finished_at")
+_KNOWN = partial(is_not, None)
+
+
+@dataclass(slots=True)
+class InstanceTimes:
+    """When a node's instances started and finished, as a Gantt bar of it needs them."""
+
+    first_start: float | None
+    """The earliest ``started_at`` of its instances."""
+    last_finish: float | None
+    """The latest ``finished_at`` of its instances."""
+    finished: int
+    """How many of its instances have a ``finished_at``."""
+
 
 MAX_LOST_ATTEMPTS = 5
 DISPATCH_WINDOW = 4096
@@ -72,6 +89,8 @@ class Node:
     """How many instances are in each status, once ``status_counts`` was asked; the
     fold keeps it up to date from then on (``None``: not counted, as in a coordinator,
     which never asks)."""
+    timed: InstanceTimes | None = field(default=None, compare=False)
+    """The instances' times, once ``instance_times`` was asked; kept as ``counted``."""
 
     def status_counts(self) -> dict[TaskStatus, int]:
         """How many instances are in each status (none with a count of 0). Counted once
@@ -80,6 +99,17 @@ class Node:
         if self.counted is None:
             self.counted = Counter(map(_STATUS, self.instances))
         return {status: count for status, count in self.counted.items() if count}
+
+    def instance_times(self) -> InstanceTimes:
+        """When the instances started and finished. Read once and then kept by the fold,
+        as ``status_counts`` is."""
+        if self.timed is None:
+            starts = list(filter(_KNOWN, map(_STARTED_AT, self.instances)))
+            ends = list(filter(_KNOWN, map(_FINISHED_AT, self.instances)))
+            self.timed = InstanceTimes(
+                min(starts, default=None), max(ends, default=None), len(ends)
+            )
+        return self.timed
 
     @property
     def capacity(self) -> int:

@@ -12,7 +12,7 @@ from contracts.events import Event, RetryScheduled, TaskDispatched
 from contracts.validation import workflow_from_data
 from contracts.vocabulary import TERMINAL, TaskStatus
 from engine.state import fold, replay, snapshot
-from engine.state.model import Instance
+from engine.state.model import Instance, InstanceTimes
 from tests.engine.sim import Sim
 
 
@@ -120,12 +120,14 @@ def test_random_dags_always_terminate_with_every_task_final(
     cut = data.draw(st.integers(1, len(sim.log)), label="snapshot at")
     resumed = snapshot.load(snapshot.dump(replay(sim.log[:cut])))
     for node in resumed.nodes.values():
-        node.status_counts()  # counted here: the fold keeps the counts from now on
+        node.status_counts()  # read here: the fold keeps counts and times from now on
+        node.instance_times()
     for event in sim.log[cut:]:
         fold(resumed, event)
     assert snapshot.dump(resumed) == snapshot.dump(state)
     for node in resumed.nodes.values():
         assert node.status_counts() == _counted(node.instances), node.spec.name
+        assert node.instance_times() == _timed(node.instances), node.spec.name
     # Replay is exact, and the engine agrees with every decision in the log.
     replayed = replay(sim.log, strict=True)
     assert replayed.status == state.status
@@ -139,3 +141,9 @@ def test_random_dags_always_terminate_with_every_task_final(
 
 def _counted(instances: list[Instance]) -> dict[TaskStatus, int]:
     return dict(Counter(inst.status for inst in instances))
+
+
+def _timed(instances: list[Instance]) -> InstanceTimes:
+    starts = [inst.started_at for inst in instances if inst.started_at is not None]
+    ends = [inst.finished_at for inst in instances if inst.finished_at is not None]
+    return InstanceTimes(min(starts, default=None), max(ends, default=None), len(ends))

@@ -1,7 +1,7 @@
 """Building a run's state: snapshots kept in run logs before the current code still load
 (instances as arrays of their fields, shorter where a field came later, state fields
 missing), a fan-out's instances are made and counted once, and the count of their
-statuses a run page asks for is kept by the fold."""
+statuses and times a run page asks for are kept by the fold."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from contracts.events import (
 )
 from contracts.vocabulary import FailureKind, RunStatus, TaskStatus
 from engine.state import fold, replay, snapshot
-from engine.state.model import Instance
+from engine.state.model import Instance, InstanceTimes
 
 # Written by the code before instances were decoded typed, then trimmed as a snapshot
 # made before ``shard``, ``signal_due`` and an instance's ``artifacts`` and
@@ -139,3 +139,32 @@ def test_retries_due_and_waiting_are_counted_as_they_change() -> None:
     assert node.status_counts() == {TaskStatus.RETRY_DUE: 1}
     fold(state, RetryScheduled(run_id="r", at=3.0, task="a", index=0, attempt=2, due=4.0))
     assert node.status_counts() == {TaskStatus.RETRY_WAIT: 1}
+
+
+def test_a_fan_out_s_times_kept_by_the_fold_follow_starts_and_finishes_moving_back() -> None:
+    """The timeline reads a fan-out's first start and last finish once, then the fold
+    keeps them. A retried instance's start and finish replace its earlier ones, which
+    may have been the earliest start or (a worker's clock behind) the latest finish."""
+    workflow = {"name": "w", "tasks": [{"name": "a", "items": [1, 2], "script": "x"}]}
+    workflow["tasks"][0]["retry"] = {"limit": 2}
+    state = replay(
+        [
+            RunSubmitted(run_id="r", at=1.0, workflow=workflow, params={}),
+            TaskExpanded(run_id="r", at=1.0, task="a", index=-1, attempt=0, count=2),
+            TaskDispatched(run_id="r", at=1.0, task="a", index=0),
+            TaskDispatched(run_id="r", at=1.0, task="a", index=1),
+        ]
+    )
+    node = state.nodes["a"]
+    assert node.instance_times() == InstanceTimes(None, None, 0)
+    fold(state, TaskStarted(run_id="r", at=2.0, task="a", index=0))
+    fold(state, TaskStarted(run_id="r", at=3.0, task="a", index=1))
+    fold(state, TaskSucceeded(run_id="r", at=4.0, task="a", index=1))
+    fold(state, TaskFailed(run_id="r", at=9.0, task="a", index=0, error="x", retryable=True))
+    assert node.instance_times() == InstanceTimes(2.0, 9.0, 2)
+    fold(state, RetryScheduled(run_id="r", at=9.0, task="a", index=0, attempt=2, due=9.0))
+    fold(state, TaskDispatched(run_id="r", at=9.0, task="a", index=0, attempt=2))
+    fold(state, TaskStarted(run_id="r", at=5.0, task="a", index=0, attempt=2))
+    assert node.instance_times() == InstanceTimes(3.0, 9.0, 2)
+    fold(state, TaskSucceeded(run_id="r", at=6.0, task="a", index=0, attempt=2))
+    assert node.instance_times() == InstanceTimes(3.0, 6.0, 2)
