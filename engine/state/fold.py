@@ -36,7 +36,7 @@ from contracts.spec import Workflow
 from contracts.vocabulary import IN_FLIGHT, TERMINAL, FailureKind, RunStatus, TaskStatus
 from engine.state import model as m
 from engine.state.context import evaluate_items
-from engine.state.model import Instance, Node, RunState
+from engine.state.model import Instance, InstanceTimes, Node, RunState
 
 
 def new_state(event: RunSubmitted) -> RunState:
@@ -157,17 +157,19 @@ def _on_expanded(state: RunState, event: TaskExpanded) -> None:
     node.items = evaluate_items(state, node) if node.spec.fans_out else None
     previous = node.instances  # non-empty when a retried run reopens the task
     if len(previous) == event.count:
-        node.instances = previous
+        node.instances = previous  # (their counts and times are read when next asked)
         node.done = sum(1 for inst in previous if inst.status == TaskStatus.SUCCEEDED)
     else:
-        # None has succeeded: a new fan-out's million fresh instances are not counted.
+        # All fresh: pending, never started. A new fan-out's million instances are not
+        # read again to count them, neither here nor on the run page.
         node.instances = [
             Instance(attempt=previous[i].attempt, lost=previous[i].lost)
             for i in range(min(len(previous), event.count))
         ]
         node.instances += [Instance() for _ in range(event.count - len(node.instances))]
         node.done = 0
-    node.counted = node.timed = None  # new instances: counted again when next asked
+        node.counted = {TaskStatus.PENDING: event.count}
+        node.timed = InstanceTimes(None, None, 0)
     node.status = TaskStatus.RUNNING
     node.started_at = event.at
     if node.done == event.count:

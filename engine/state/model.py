@@ -86,11 +86,11 @@ class Node:
     context: dict[str, Any] | None = None
     """Expression context of upstream tasks; built once, upstream is final by then."""
     counted: dict[TaskStatus, int] | None = field(default=None, compare=False)
-    """How many instances are in each status, once ``status_counts`` was asked; the
-    fold keeps it up to date from then on (``None``: not counted, as in a coordinator,
-    which never asks)."""
+    """How many instances are in each status: known when fresh instances are made, else
+    counted when ``status_counts`` is first asked (after a snapshot's load, say); the
+    fold keeps it up to date from then on. ``None``: not counted yet."""
     timed: InstanceTimes | None = field(default=None, compare=False)
-    """The instances' times, once ``instance_times`` was asked; kept as ``counted``."""
+    """When the instances started and finished; known and kept as ``counted`` is."""
 
     def status_counts(self) -> dict[TaskStatus, int]:
         """How many instances are in each status (none with a count of 0). Counted once
