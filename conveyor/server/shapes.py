@@ -132,5 +132,7 @@ def _in_state(node: Node, state: str | None, indexes: range) -> Iterator[int]:
         wanted = TaskStatus(state)
     except ValueError:
         return iter(())  # a state no item can be in
+    if wanted not in node.status_counts():
+        return iter(())  # none is (the counts are kept): no pass over a million items
     instances = node.instances
     return (index for index in indexes if instances[index].status == wanted)

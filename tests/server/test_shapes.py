@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from contracts.events import RunSubmitted, TaskDispatched, TaskExpanded, TaskFailed
@@ -70,6 +72,27 @@ def test_a_state_no_item_can_be_in_is_an_empty_page_with_no_next_or_previous() -
     node = fan_out(TWELVE)
     assert items_page(node, state="finished", offset=0, limit=2) == ([], None)
     assert previous_offset(node, state="finished", offset=12, limit=2) is None
+
+
+class _Watched(list[Instance]):
+    """A node's instances that count how many are read one by one."""
+
+    reads = 0
+
+    def __getitem__(self, index: Any) -> Any:
+        self.reads += 1
+        return super().__getitem__(index)
+
+
+def test_a_state_no_item_is_in_is_answered_from_the_counts_without_reading_items() -> None:
+    """Filtering a million items for failures that are not there read every item."""
+    node = fan_out(TWELVE)
+    node.instances = watched = _Watched(node.instances)
+    assert items_page(node, state="running", offset=0, limit=2) == ([], None)
+    assert previous_offset(node, state="running", offset=12, limit=2) is None
+    assert watched.reads == 0
+    assert indexes(node, "failed", 0, 2) == [0, 3]
+    assert watched.reads > 0
 
 
 def test_items_read_from_a_snapshot_are_filtered_alike() -> None:
