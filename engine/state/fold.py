@@ -111,10 +111,10 @@ def _move(node: Node, inst: Instance, status: TaskStatus) -> None:
 
 def _started(node: Node, inst: Instance, at: float) -> None:
     """Set an instance's start, and the node's kept times if it keeps them."""
-    timed = node.timed
+    timed, before = node.timed, inst.started_at
     if timed is not None:
-        if inst.started_at is not None and inst.started_at == timed.first_start:
-            node.timed = None  # the earliest start moves: read the times again when asked
+        if before is not None and before == timed.first_start and at > before:
+            node.timed = None  # the earliest start moves on: read again when asked
         elif timed.first_start is None or at < timed.first_start:
             timed.first_start = at
     inst.started_at = at
@@ -122,14 +122,15 @@ def _started(node: Node, inst: Instance, at: float) -> None:
 
 def _finished(node: Node, inst: Instance, at: float) -> None:
     """Set an instance's finish, and the node's kept times if it keeps them."""
-    timed = node.timed
+    timed, before = node.timed, inst.finished_at
     if timed is not None:
-        if inst.finished_at is None:
-            timed.finished += 1
-        elif inst.finished_at == timed.last_finish and at < inst.finished_at:
+        if before is not None and before == timed.last_finish and at < before:
             node.timed = None  # the latest finish moves back: read again when asked
-        if node.timed is not None and (timed.last_finish is None or at > timed.last_finish):
-            timed.last_finish = at
+        else:
+            if before is None:
+                timed.finished += 1
+            if timed.last_finish is None or at > timed.last_finish:
+                timed.last_finish = at
     inst.finished_at = at
 
 
