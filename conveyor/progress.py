@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from contracts.events import Event, RunCompleted
+from contracts.events import Event
 from contracts.values import STORED_KEY, is_stored
 from contracts.vocabulary import TaskStatus
 from conveyor.report import run_report, task_report
@@ -62,6 +63,9 @@ def _short(value: Any, width: int = 60) -> str:
 
 
 def progress_table(state: RunState, now: float) -> Table:
+    """The run's tasks as they stand. Reads no instance: it may be drawn in the live
+    display's thread while the coordinator folds events into the state (a retry count
+    shows once the node's tally is made, on the coordinator's side)."""
     table = Table(title=f"{state.workflow.name} · run {state.run_id[:12]}", title_justify="left")
     table.add_column("task")
     table.add_column("state")
@@ -78,7 +82,8 @@ def progress_table(state: RunState, now: float) -> Table:
         else:
             elapsed = None
         bar = ProgressBar(total=max(total, 1), completed=node.done if total else 0, width=22)
-        retries = sum(max(0, i.attempt - 1) for i in node.instances)
+        tally = node.tallied
+        retries = tally.retries if tally is not None else 0
         style = STYLE.get(node.status, "")
         table.add_row(
             node.spec.name,
@@ -105,7 +110,6 @@ class LiveProgress:
         self._live: Live | None = None
         self._state: RunState | None = None
         self._table: Table | None = None
-        self._built = 0.0
         self._printed: dict[str, str] = {}
 
     def __enter__(self) -> LiveProgress:
@@ -121,7 +125,10 @@ class LiveProgress:
 
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
-            self._table = None  # the final state, drawn whole
+            # Made on the coordinator's thread, as in ``__call__``: the final table shows
+            # the retries of tasks that had no event since this process took up the run.
+            for node in self._state.nodes.values() if self._state is not None else ():
+                node.tally()
             self._live.refresh()
             self._live.__exit__(None, None, None)
 
@@ -130,23 +137,19 @@ class LiveProgress:
         state = self._state
         if state is None:
             return Text("")
-        now = self._clock()
-        # Building walks every instance (retries): big fan-outs are rebuilt less often.
-        size = sum(len(node.instances) for node in state.nodes.values())
-        interval = 0.0 if size < 10_000 else 0.5
-        if self._table is None or now - self._built >= interval:
-            try:
-                self._table = progress_table(state, now if not state.finished else state.now)
-                self._built = now
-            except RuntimeError:  # the state changed under the drawing thread; next time
-                pass
+        # The state may change under the drawing thread (a RuntimeError): next time.
+        with contextlib.suppress(RuntimeError):
+            self._table = progress_table(state, self._clock() if not state.finished else state.now)
         return self._table if self._table is not None else Text("")
 
     def __call__(self, event: Event, state: RunState) -> None:
         self._state = state
         if self._live is not None:
-            if isinstance(event, RunCompleted):
-                self._table = None
+            # Made here, on the coordinator's side, for the drawing thread to read: one
+            # made there could miss a change folded while it read the instances.
+            node = state.nodes.get(getattr(event, "task", ""))
+            if node is not None and node.tallied is None:
+                node.tally()
             return
         task = getattr(event, "task", None)
         node = state.nodes.get(task) if task is not None else None

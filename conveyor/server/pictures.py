@@ -168,13 +168,13 @@ def timeline(state: RunState, now: float, events: list[Event] | None = None) -> 
     for row, (name, node) in enumerate(state.nodes.items()):
         # Kept by the fold once read: a fan-out's million instances are not read again
         # on every view of the run.
-        times = node.instance_times()
-        first = times.first_start
+        tally = node.tally()
+        first = tally.first_start
         if first is None:
             continue
         last = (
-            times.last_finish
-            if times.last_finish is not None and times.finished == len(node.instances)
+            tally.last_finish
+            if tally.last_finish is not None and tally.finished == len(node.instances)
             else end
         )
         label = f"{last - first:.2f}s"

@@ -36,7 +36,7 @@ from contracts.spec import Workflow
 from contracts.vocabulary import IN_FLIGHT, TERMINAL, FailureKind, RunStatus, TaskStatus
 from engine.state import model as m
 from engine.state.context import evaluate_items
-from engine.state.model import Instance, InstanceTimes, Node, RunState
+from engine.state.model import Instance, Node, RunState, Tally
 
 
 def new_state(event: RunSubmitted) -> RunState:
@@ -101,36 +101,37 @@ def _instance_finished(state: RunState, node: Node, at: float) -> None:
 
 
 def _move(node: Node, inst: Instance, status: TaskStatus) -> None:
-    """Change an instance's status, and the node's count of statuses if it keeps one."""
-    counted = node.counted
-    if counted is not None:
-        counted[inst.status] -= 1
-        counted[status] = counted.get(status, 0) + 1
+    """Change an instance's status, and the node's tally if it keeps one."""
+    tally = node.tallied
+    if tally is not None:
+        counts = tally.by_status
+        counts[inst.status] -= 1
+        counts[status] = counts.get(status, 0) + 1
     inst.status = status
 
 
 def _started(node: Node, inst: Instance, at: float) -> None:
-    """Set an instance's start, and the node's kept times if it keeps them."""
-    timed, before = node.timed, inst.started_at
-    if timed is not None:
-        if before is not None and before == timed.first_start and at > before:
-            node.timed = None  # the earliest start moves on: read again when asked
-        elif timed.first_start is None or at < timed.first_start:
-            timed.first_start = at
+    """Set an instance's start, and the node's tally if it keeps one."""
+    tally, before = node.tallied, inst.started_at
+    if tally is not None:
+        if before is not None and before == tally.first_start and at > before:
+            node.tallied = None  # the earliest start moves on: read again when asked
+        elif tally.first_start is None or at < tally.first_start:
+            tally.first_start = at
     inst.started_at = at
 
 
 def _finished(node: Node, inst: Instance, at: float) -> None:
-    """Set an instance's finish, and the node's kept times if it keeps them."""
-    timed, before = node.timed, inst.finished_at
-    if timed is not None:
-        if before is not None and before == timed.last_finish and at < before:
-            node.timed = None  # the latest finish moves back: read again when asked
+    """Set an instance's finish, and the node's tally if it keeps one."""
+    tally, before = node.tallied, inst.finished_at
+    if tally is not None:
+        if before is not None and before == tally.last_finish and at < before:
+            node.tallied = None  # the latest finish moves back: read again when asked
         else:
             if before is None:
-                timed.finished += 1
-            if timed.last_finish is None or at > timed.last_finish:
-                timed.last_finish = at
+                tally.finished += 1
+            if tally.last_finish is None or at > tally.last_finish:
+                tally.last_finish = at
     inst.finished_at = at
 
 
@@ -158,19 +159,19 @@ def _on_expanded(state: RunState, event: TaskExpanded) -> None:
     node.items = evaluate_items(state, node) if node.spec.fans_out else None
     previous = node.instances  # non-empty when a retried run reopens the task
     if len(previous) == event.count:
-        node.instances = previous  # (their counts and times are read when next asked)
+        node.instances = previous  # (their tally is read when next asked)
         node.done = sum(1 for inst in previous if inst.status == TaskStatus.SUCCEEDED)
     else:
         # All fresh: pending, never started. A new fan-out's million instances are not
-        # read again to count them, neither here nor on the run page.
+        # read again to tally them, neither here nor on the run page.
         node.instances = [
             Instance(attempt=previous[i].attempt, lost=previous[i].lost)
             for i in range(min(len(previous), event.count))
         ]
+        retries = sum(inst.attempt - 1 for inst in node.instances if inst.attempt > 1)
         node.instances += [Instance() for _ in range(event.count - len(node.instances))]
         node.done = 0
-        node.counted = {TaskStatus.PENDING: event.count}
-        node.timed = InstanceTimes(None, None, 0)
+        node.tallied = Tally({TaskStatus.PENDING: event.count}, None, None, 0, retries)
     node.status = TaskStatus.RUNNING
     node.started_at = event.at
     if node.done == event.count:
@@ -195,6 +196,8 @@ def _on_dispatched(state: RunState, event: TaskDispatched) -> None:
         node.retry_ready.remove(event.index)
     _move(node, inst, TaskStatus.DISPATCHED)
     inst.attempt = event.attempt
+    if event.attempt > 1 and node.tallied is not None:
+        node.tallied.retries += 1
     inst.due = None
     node.inflight += 1
     if node.capacity <= 0 or not node.has_pending:
@@ -358,7 +361,7 @@ def _on_retry_run(state: RunState, event: RunRetryRequested) -> None:
         node.context = None
         # Expansion re-evaluates items and keeps these where they still fit.
         node.instances = kept
-        node.counted = node.timed = None
+        node.tallied = None
         node.items = None
         node.next_index = 0
         node.done = node.failed = 0

@@ -113,3 +113,44 @@ def test_a_fan_out_stopped_before_any_item_succeeded_shows_no_outputs() -> None:
     assert "result=" not in render_text(summary(none_ran.state))
     one_ran = run_workflow(flow, failures={"each": lambda index, _attempt: index == 1})
     assert task_report(one_ran.state.nodes["each"])["outputs"] == {"result": [1, None]}
+
+
+def test_a_resumed_run_s_retries_are_tallied_on_the_coordinator_s_side_not_the_drawing_s() -> None:
+    """The table is drawn in the live display's thread while the coordinator folds
+    events; a tally made there could miss a change. A run taken up from a snapshot has
+    none: the drawing shows no retries until the coordinator's side makes it."""
+    from contracts.events import RetryScheduled, TaskSucceeded
+    from engine.state import fold, snapshot
+
+    run = "r" * 32
+    log: list[Event] = [
+        RunSubmitted(
+            run_id=run,
+            at=100.0,
+            workflow={
+                "name": "w",
+                "tasks": [{"name": "each", "items": [1, 2], "script": "x", "retry": {"limit": 2}}],
+            },
+            params={},
+        ),
+        TaskExpanded(run_id=run, at=100.0, task="each", index=-1, attempt=0, count=2),
+        TaskDispatched(run_id=run, at=100.0, task="each", index=0),
+        TaskFailed(run_id=run, at=101.0, task="each", index=0, error="x", retryable=True),
+        RetryScheduled(run_id=run, at=101.0, task="each", index=0, attempt=2, due=102.0),
+        TaskDispatched(run_id=run, at=102.0, task="each", index=0, attempt=2),
+    ]
+    state = snapshot.load(snapshot.dump(replay(log)))
+    node = state.nodes["each"]
+    assert node.tallied is None
+    console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    with LiveProgress(console, clock=lambda: 103.0) as progress:
+        progress(log[0], state)  # an event of no task: the state is handed over
+        progress.render()
+        assert node.tallied is None  # the drawing made none
+        event = TaskSucceeded(run_id=run, at=103.0, task="each", index=0, attempt=2)
+        fold(state, event)
+        progress(event, state)
+        assert node.tallied is not None
+        drawn = render_text(progress.render())
+    row = next(line for line in drawn.splitlines() if "each" in line)
+    assert row.split("│")[5].strip() == "1", drawn  # the retries column

@@ -12,7 +12,7 @@ from contracts.events import Event, RetryScheduled, TaskDispatched
 from contracts.validation import workflow_from_data
 from contracts.vocabulary import TERMINAL, TaskStatus
 from engine.state import fold, replay, snapshot
-from engine.state.model import Instance, InstanceTimes
+from engine.state.model import Instance, Tally
 from tests.engine.sim import Sim
 
 
@@ -120,14 +120,14 @@ def test_random_dags_always_terminate_with_every_task_final(
     cut = data.draw(st.integers(1, len(sim.log)), label="snapshot at")
     resumed = snapshot.load(snapshot.dump(replay(sim.log[:cut])))
     for node in resumed.nodes.values():
-        node.status_counts()  # read here (a snapshot has none): the fold keeps them on
-        node.instance_times()
+        node.tally()  # read here (a snapshot has none): the fold keeps it from now on
     for event in sim.log[cut:]:
         fold(resumed, event)
     assert snapshot.dump(resumed) == snapshot.dump(state)
     for node in [*resumed.nodes.values(), *state.nodes.values()]:
         assert node.status_counts() == _counted(node.instances), node.spec.name
-        assert node.instance_times() == _timed(node.instances), node.spec.name
+        assert _times(node.tally()) == _timed(node.instances), node.spec.name
+        assert node.tally().retries == _retries(node.instances), node.spec.name
     # Replay is exact, and the engine agrees with every decision in the log.
     replayed = replay(sim.log, strict=True)
     assert replayed.status == state.status
@@ -143,7 +143,15 @@ def _counted(instances: list[Instance]) -> dict[TaskStatus, int]:
     return dict(Counter(inst.status for inst in instances))
 
 
-def _timed(instances: list[Instance]) -> InstanceTimes:
+def _timed(instances: list[Instance]) -> tuple[float | None, float | None, int]:
     starts = [inst.started_at for inst in instances if inst.started_at is not None]
     ends = [inst.finished_at for inst in instances if inst.finished_at is not None]
-    return InstanceTimes(min(starts, default=None), max(ends, default=None), len(ends))
+    return min(starts, default=None), max(ends, default=None), len(ends)
+
+
+def _times(tally: Tally) -> tuple[float | None, float | None, int]:
+    return tally.first_start, tally.last_finish, tally.finished
+
+
+def _retries(instances: list[Instance]) -> int:
+    return sum(max(0, inst.attempt - 1) for inst in instances)

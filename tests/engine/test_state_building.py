@@ -1,7 +1,7 @@
 """Building a run's state: snapshots kept in run logs before the current code still load
 (instances as arrays of their fields, shorter where a field came later, state fields
 missing), a fan-out's instances are made and counted once, and the count of their
-statuses and times a run page asks for are kept by the fold."""
+statuses, times and retries the views of a run ask for are kept by the fold."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from contracts.events import (
 )
 from contracts.vocabulary import FailureKind, RunStatus, TaskStatus
 from engine.state import fold, replay, snapshot
-from engine.state.model import Instance, InstanceTimes
+from engine.state.model import Instance, Node
 
 # Written by the code before instances were decoded typed, then trimmed as a snapshot
 # made before ``shard``, ``signal_due`` and an instance's ``artifacts`` and
@@ -116,10 +116,11 @@ def test_a_count_of_statuses_asked_at_any_point_stays_true_as_the_run_goes_on() 
     for cut in range(2, len(log)):
         state = replay(log[:cut])
         node = state.nodes["a"]
-        node.status_counts()
+        node.tally()
         for event in log[cut:]:
             fold(state, event)
             assert node.status_counts() == dict(Counter(i.status for i in node.instances))
+            assert node.tally().retries == sum(max(0, i.attempt - 1) for i in node.instances)
     assert node.status_counts() == {TaskStatus.FAILED: 1, TaskStatus.CANCELLED: 2}
 
 
@@ -156,15 +157,42 @@ def test_a_fan_out_s_times_kept_by_the_fold_follow_starts_and_finishes_moving_ba
         ]
     )
     node = state.nodes["a"]
-    assert node.instance_times() == InstanceTimes(None, None, 0)
+    assert _times(node) == (None, None, 0)
     fold(state, TaskStarted(run_id="r", at=2.0, task="a", index=0))
     fold(state, TaskStarted(run_id="r", at=3.0, task="a", index=1))
     fold(state, TaskSucceeded(run_id="r", at=4.0, task="a", index=1))
     fold(state, TaskFailed(run_id="r", at=9.0, task="a", index=0, error="x", retryable=True))
-    assert node.instance_times() == InstanceTimes(2.0, 9.0, 2)
+    assert _times(node) == (2.0, 9.0, 2)
     fold(state, RetryScheduled(run_id="r", at=9.0, task="a", index=0, attempt=2, due=9.0))
     fold(state, TaskDispatched(run_id="r", at=9.0, task="a", index=0, attempt=2))
     fold(state, TaskStarted(run_id="r", at=5.0, task="a", index=0, attempt=2))
-    assert node.instance_times() == InstanceTimes(3.0, 9.0, 2)
+    assert _times(node) == (3.0, 9.0, 2)
+    assert node.tally().retries == 1
     fold(state, TaskSucceeded(run_id="r", at=6.0, task="a", index=0, attempt=2))
-    assert node.instance_times() == InstanceTimes(3.0, 6.0, 2)
+    assert _times(node) == (3.0, 6.0, 2)
+
+
+def _times(node: Node) -> tuple[float | None, float | None, int]:
+    tally = node.tally()
+    return tally.first_start, tally.last_finish, tally.finished
+
+
+def test_a_grown_fan_out_of_a_retried_run_counts_the_retries_its_kept_instances_had() -> None:
+    workflow = {"name": "w", "tasks": [{"name": "a", "items": [1], "script": "x"}]}
+    workflow["tasks"][0]["retry"] = {"limit": 1}
+    failed = TaskFailed(run_id="r", at=3.0, task="a", index=0, error="x", retryable=True)
+    log: list[Event] = [
+        RunSubmitted(run_id="r", at=1.0, workflow=workflow, params={}),
+        TaskExpanded(run_id="r", at=1.0, task="a", index=-1, attempt=0, count=1),
+        TaskDispatched(run_id="r", at=2.0, task="a", index=0),
+        failed,
+        RetryScheduled(run_id="r", at=3.0, task="a", index=0, attempt=2, due=4.0),
+        TaskDispatched(run_id="r", at=4.0, task="a", index=0, attempt=2),
+        msgspec.structs.replace(failed, at=5.0, attempt=2),
+        RunCompleted(run_id="r", at=6.0, state=RunStatus.FAILED, reason="failed tasks: a"),
+        RunRetryRequested(run_id="r", at=7.0, round=1),
+        TaskExpanded(run_id="r", at=8.0, task="a", index=-1, attempt=0, count=3),
+    ]
+    node = replay(log).nodes["a"]
+    assert node.tallied is not None  # made with the instances, not read from them
+    assert node.tally().retries == 1
