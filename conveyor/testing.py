@@ -32,6 +32,7 @@ from contracts.validation import resolve_params
 from contracts.vocabulary import FailureKind
 from conveyor.embedded import EmbeddedEngine
 from conveyor.logsetup import configure_logging
+from conveyor.loop import run_plain
 from conveyor.values import decoded
 from engine.announce import AnnounceLevel, cloud_event
 from engine.state.model import Node, RunState
@@ -281,7 +282,7 @@ def run_workflow(
     workflow: Workflow | Any, params: Mapping[str, Any] | None = None, **kwargs: Any
 ) -> RunResult:
     """Run a workflow (a spec, or a ``@workflow`` function) to the end, in-process."""
-    return asyncio.run(run_workflow_async(workflow, params, **kwargs))
+    return run_plain(run_workflow_async(workflow, params, **kwargs))
 
 
 def _loaded(value: Any, store: ArtifactStore | None) -> Any:
