@@ -16,8 +16,6 @@ from conveyor.settings import Settings
 from conveyor.signing import SigningTransport
 from engine.client import Client
 from engine.coordinator import Coordinator
-from engine.redis_timers import RedisTimers
-from engine.runlog.redis import RedisRunLog
 from engine.runlog.sqlite import SqliteRunLog
 from engine.transport.rabbitmq import RabbitTransport
 from workers.artifacts import FsspecArtifactStore, backend_problem
@@ -48,6 +46,10 @@ def runs_in_home(settings: Settings) -> bool:
 def open_store(settings: Settings) -> RunStore:
     if not runs_in_home(settings):
         assert settings.redis_url
+        # Imported once chosen, as every Redis backend here: the client takes 0.1 to
+        # 0.3 s to import, and a command on a local home never uses it.
+        from engine.runlog.redis import RedisRunLog
+
         return RedisRunLog(settings.redis_url)
     return SqliteRunLog(settings.home / "conveyor.db")
 
@@ -131,6 +133,8 @@ def build_coordinator(settings: Settings, t: DistributedTransport, store: RunSto
     require(settings, "redis_url")
     assert settings.redis_url
     url = settings.redis_url
+    from engine.redis_timers import RedisTimers  # imported once chosen (open_store)
+
     coordinator = Coordinator(
         t,
         store,

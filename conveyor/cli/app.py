@@ -17,8 +17,6 @@ import sys
 from typing import Annotated
 
 import typer
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.errors import ConveyorError, InvalidInput, NotFound
 from contracts.ports import TriggerRecord
@@ -231,6 +229,13 @@ serving.register(app)
 signals.register(app)
 
 
+def _redis_unreachable(exc: Exception) -> bool:
+    """Whether ``exc`` is the Redis client failing to reach its server. Only commands
+    that use Redis load the client: if it is not loaded, it raised nothing."""
+    errors = sys.modules.get("redis.exceptions")
+    return errors is not None and isinstance(exc, errors.ConnectionError | errors.TimeoutError)
+
+
 def main() -> None:
     # Everything Conveyor writes (run store, logs, artifacts, scratch) is the user's
     # alone: run logs hold parameters and results.
@@ -240,7 +245,9 @@ def main() -> None:
     except ConveyorError as exc:
         print_error(exc)
         sys.exit(EXIT_INVALID if isinstance(exc, InvalidInput | NotFound) else EXIT_RUN_FAILED)
-    except (RedisConnectionError, RedisTimeoutError) as exc:
+    except Exception as exc:
+        if not _redis_unreachable(exc):
+            raise
         # A command reading runs from a Redis that does not answer (services wait).
         sys.stderr.write(f"error: Redis not reachable: {exc}\n")
         sys.exit(EXIT_RUN_FAILED)

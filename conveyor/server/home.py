@@ -25,7 +25,6 @@ from conveyor.server.takeup import keep_taking_up, take_up_left_unfinished
 from conveyor.settings import Settings
 from engine.client import Client
 from engine.triggers.firing import STALE_AFTER
-from engine.triggers.stores.redis import RedisTriggerStore
 from engine.triggers.stores.sqlite import SqliteTriggerStore
 
 log = structlog.get_logger("conveyor.server")
@@ -37,6 +36,9 @@ def distributed(settings: Settings) -> bool:
 
 def open_trigger_store(settings: Settings) -> TriggerStore:
     if settings.redis_url:
+        # Imported once chosen: a server on a local home never loads the Redis client.
+        from engine.triggers.stores.redis import RedisTriggerStore
+
         return RedisTriggerStore(settings.redis_url)
     return SqliteTriggerStore(settings.home / "conveyor.db")
 
