@@ -158,8 +158,7 @@ def _on_expanded(state: RunState, event: TaskExpanded) -> None:
     state.evaluable.pop(event.task, None)
     node.items = evaluate_items(state, node) if node.spec.fans_out else None
     previous = node.instances  # non-empty when a retried run reopens the task
-    if len(previous) == event.count:
-        node.instances = previous  # (their tally is read when next asked)
+    if len(previous) == event.count:  # kept as they are (the reopen dropped their tally)
         node.done = sum(1 for inst in previous if inst.status == TaskStatus.SUCCEEDED)
     else:
         # All fresh: pending, never started. A new fan-out's million instances are not

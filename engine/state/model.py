@@ -66,7 +66,8 @@ class Tally:
 
     @classmethod
     def of(cls, instances: list[Instance]) -> Tally:
-        """Read from the instances, in C: its passes over a million take 0.4 s here."""
+        """Read from the instances, in C: its passes over a million instances take about
+        0.4 s on a 2-core machine."""
         starts = list(filter(_KNOWN, map(_STARTED_AT, instances)))
         ends = list(filter(_KNOWN, map(_FINISHED_AT, instances)))
         attempts = list(map(_ATTEMPT, instances))
