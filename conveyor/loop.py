@@ -31,7 +31,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:  # not built for this platform
-        return asyncio.run(_boxed(coro)).value
+        return run_plain(coro)
     return uvloop.run(_boxed(coro)).value
 
 

@@ -127,8 +127,9 @@ class LiveProgress:
         if self._live is not None:
             # Made on the coordinator's thread, as in ``__call__``: the final table shows
             # the retries of tasks that had no event since this process took up the run.
-            for node in self._state.nodes.values() if self._state is not None else ():
-                node.tally()
+            if self._state is not None:
+                for node in self._state.nodes.values():
+                    node.tally()
             self._live.refresh()
             self._live.__exit__(None, None, None)
 

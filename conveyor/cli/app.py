@@ -229,11 +229,11 @@ serving.register(app)
 signals.register(app)
 
 
-def _redis_unreachable(exc: Exception) -> bool:
-    """Whether ``exc`` is the Redis client failing to reach its server. Only commands
-    that use Redis load the client: if it is not loaded, it raised nothing."""
+def _redis_unreachable() -> tuple[type[Exception], ...]:
+    """The Redis client's errors for a server that does not answer. Only commands that
+    use Redis load the client: if it is not loaded, none of them was raised."""
     errors = sys.modules.get("redis.exceptions")
-    return errors is not None and isinstance(exc, errors.ConnectionError | errors.TimeoutError)
+    return () if errors is None else (errors.ConnectionError, errors.TimeoutError)
 
 
 def main() -> None:
@@ -245,9 +245,7 @@ def main() -> None:
     except ConveyorError as exc:
         print_error(exc)
         sys.exit(EXIT_INVALID if isinstance(exc, InvalidInput | NotFound) else EXIT_RUN_FAILED)
-    except Exception as exc:
-        if not _redis_unreachable(exc):
-            raise
+    except _redis_unreachable() as exc:
         # A command reading runs from a Redis that does not answer (services wait).
         sys.stderr.write(f"error: Redis not reachable: {exc}\n")
         sys.exit(EXIT_RUN_FAILED)
