@@ -21,6 +21,10 @@ VALUE_FORMATS = ("json", "pickle", "parquet", "jsonl")
 STREAMED_FORMAT = "jsonl"
 """JSON Lines, one item per line: a list a fan-out can take without anyone holding it
 whole (its reference also carries ``count``, the number of items)."""
+MAX_VALUE_BYTES = 64 << 20
+"""Largest result or output parameter a step may give (``CONVEYOR_MAX_RESULT_BYTES``):
+anything over the workers' inline limit (64 KiB) goes to the artifact store, but every
+consumer of the value still holds it whole in memory."""
 VALUES_FOLDER = "~values"
 """The folder under an attempt's key where stored values go; an artifact name (letters,
 digits, ``_`` and ``-``) can never be this, so nothing but a stored value is there."""

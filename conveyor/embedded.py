@@ -17,13 +17,13 @@ from contracts.errors import ConveyorError
 from contracts.events import Event, TaskDispatched
 from contracts.ports import ArtifactStore, RunStore, Transport
 from contracts.spec import Workflow
+from contracts.values import MAX_VALUE_BYTES
 from engine.client import Client
 from engine.coordinator import Coordinator, Observer, TimersFactory
 from engine.runlog.memory import MemoryRunLog
 from engine.state.model import RunState
 from engine.transport.memory import MemoryTransport
 from workers.executors import DEFAULT_MIDDLEWARE, Middleware
-from workers.staging import MAX_VALUE_BYTES
 from workers.worker import Worker
 
 

@@ -10,8 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.topology import DEFAULT_SHARDS
 from contracts.validation import MAX_WORKFLOW_BYTES
+from contracts.values import MAX_VALUE_BYTES
 from engine.announce import AnnounceLevel
-from workers.staging import MAX_VALUE_BYTES
 
 
 class Settings(BaseSettings):

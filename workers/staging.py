@@ -17,6 +17,7 @@ from contracts.events import ArtifactRef
 from contracts.messages import TaskReady
 from contracts.ports import ArtifactStore
 from contracts.values import (
+    MAX_VALUE_BYTES,
     STORED_KEY,
     STREAMED_FORMAT,
     VALUE_FORMATS,
@@ -29,11 +30,7 @@ from contracts.vocabulary import CLAIM_KEY, FailureKind
 from workers.executors.base import StepOutcome, confined
 
 INLINE_LIMIT = 64 * 1024
-MAX_VALUE_BYTES = 64 << 20
-"""Largest result or output parameter a step may give (``CONVEYOR_MAX_RESULT_BYTES``):
-anything over ``INLINE_LIMIT`` goes to the artifact store, but every consumer of the
-value still holds it whole in memory."""
-
+"""Largest value a message carries inline; a bigger one goes to the artifact store."""
 
 MAX_DEPTH = 100
 """How deeply a result may nest lists and maps: every component that decodes it must be

@@ -50,6 +50,7 @@ from contracts.ports import (
 from contracts.supervision import Supervisor, stop_loops
 from contracts.topology import CONTROL_TOPIC
 from contracts.tracing import DISPATCHED_AT_HEADER
+from contracts.values import MAX_VALUE_BYTES
 from contracts.vocabulary import AttemptRef, FailureKind
 from workers.cache import StepCache
 from workers.executors import (
@@ -66,12 +67,7 @@ from workers.intake import TaskIntake
 from workers.logbuffer import LogBuffer
 from workers.outbox import EventOutbox
 from workers.outcomes import HANDED_BACK, Interruption, outcome_event, unsent_event
-from workers.staging import (
-    MAX_VALUE_BYTES,
-    fetch_stored_values,
-    stage_inputs,
-    store_outputs,
-)
+from workers.staging import fetch_stored_values, stage_inputs, store_outputs
 from workers.starts import START_HOLD, HeldStarts
 from workers.tracing import attempt_trace
 
