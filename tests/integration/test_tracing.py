@@ -72,7 +72,7 @@ def test_the_sdk_s_in_memory_exporter_sees_an_embedded_run() -> None:
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
         from contracts.validation import parse_workflow
         from conveyor.embedded import EmbeddedEngine
-        from conveyor.telemetry import RunIds
+        from conveyor.tracesdk import RunIds
 
         exporter = InMemorySpanExporter()
         provider = TracerProvider(id_generator=RunIds())
