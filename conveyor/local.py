@@ -28,15 +28,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import structlog
 
 from contracts.errors import InvalidInput, Problem
 from contracts.spec import Workflow
-from conveyor.embedded import WORKER_GRACE, EmbeddedEngine, default_worker_count
-from conveyor.local_notify import LocalNotifications, notifications
 from conveyor.locks import RunLock
 from conveyor.settings import Settings
 from conveyor.wiring import open_artifacts
@@ -51,6 +49,10 @@ from engine.triggers.firing import (
     encode_arrival,
 )
 from engine.triggers.stores.sqlite import SqliteTriggerStore
+
+if TYPE_CHECKING:
+    from conveyor.embedded import EmbeddedEngine
+    from conveyor.local_notify import LocalNotifications
 
 log = structlog.get_logger("conveyor.local")
 
@@ -245,17 +247,23 @@ async def local_engine(
     *,
     workers: int | None = None,
     run_steps: bool = True,
-    worker_grace: float = WORKER_GRACE,
+    worker_grace: float | None = None,
     listened: bool = False,
 ) -> AsyncIterator[EmbeddedEngine]:
     """An embedded engine on the local home's run log and artifact store.
 
     Without ``run_steps`` it starts no workers: enough to record what the run's log
     calls for (a cancellation) without running anything. ``worker_grace``: how long
-    steps still running when it stops may finish before they are handed back.
+    steps still running when it stops may finish before they are handed back (default
+    ``WORKER_GRACE``).
     ``listened``: a notifier in this process marks the run changes it has handled as
     announced (a server's), where nobody listens otherwise (``conveyor run``).
     """
+    # Imported here, where a run is driven: the engine brings the step executors with
+    # the broker's and an HTTP client (a quarter of a second to import), which commands
+    # that only read or steer runs never use.
+    from conveyor.embedded import WORKER_GRACE, EmbeddedEngine, default_worker_count
+
     store = SqliteRunLog(settings.home / "conveyor.db")
     try:
         async with EmbeddedEngine(
@@ -264,7 +272,7 @@ async def local_engine(
             artifacts=open_artifacts(settings),
             run_steps=run_steps,
             max_result_bytes=settings.max_result_bytes,
-            worker_grace=worker_grace,
+            worker_grace=WORKER_GRACE if worker_grace is None else worker_grace,
             listener_marks_announced=listened,
         ) as engine:
             yield engine
@@ -286,6 +294,8 @@ async def engine_for_run(
     run's ``notify:`` webhooks delivered from here if the workflow has any (the engine
     then leaves marking its changes announced to them). ``waiting``: see
     ``LocalNotifications``."""
+    from conveyor.local_notify import notifications  # an HTTP client too (see local_engine)
+
     async with (
         local_engine(
             settings, workers=workers, run_steps=run_steps, listened=bool(workflow.notify)

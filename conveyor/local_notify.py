@@ -19,15 +19,18 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from contracts.ports import TriggerRecord
 from contracts.spec import Workflow
-from conveyor.embedded import EmbeddedEngine
 from engine.triggers.notify import NOTIFY_QUEUE, Notifier
 from engine.triggers.stores.sqlite import SqliteTriggerStore
 from engine.triggers.webhooks import environment_secret
+
+if TYPE_CHECKING:
+    from conveyor.embedded import EmbeddedEngine
 
 log = structlog.get_logger("conveyor.notify")
 

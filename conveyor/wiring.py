@@ -1,4 +1,9 @@
-"""Building the distributed engine's parts from settings (the composition root's helpers)."""
+"""Building the distributed engine's parts from settings (the composition root's helpers).
+
+Each backend is imported once the settings choose it: the Redis client, the broker's
+client (with the signing wrapper) and the engine's processes together take about half a
+second to import, and a command that reads runs in a local home uses none of them.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +11,27 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import structlog
 
 from contracts.errors import InvalidInput, Problem
-from contracts.ports import RunStore
+from contracts.ports import RunStore, TriggerStore
 from contracts.signing import KeyRing, Role
 from conveyor.settings import Settings
-from conveyor.signing import SigningTransport
 from engine.client import Client
-from engine.coordinator import Coordinator
 from engine.runlog.sqlite import SqliteRunLog
-from engine.transport.rabbitmq import RabbitTransport
+from engine.triggers.stores.sqlite import SqliteTriggerStore
 from workers.artifacts import FsspecArtifactStore, backend_problem
-from workers.worker import Worker
 
-DistributedTransport = RabbitTransport | SigningTransport
+if TYPE_CHECKING:
+    from conveyor.signing import SigningTransport
+    from engine.coordinator import Coordinator
+    from engine.transport.rabbitmq import RabbitTransport
+    from workers.worker import Worker
+
+    DistributedTransport = RabbitTransport | SigningTransport
+
 log = structlog.get_logger("conveyor.wiring")
 
 
@@ -43,15 +53,27 @@ def runs_in_home(settings: Settings) -> bool:
     return not settings.redis_url
 
 
+def distributed(settings: Settings) -> bool:
+    """Whether the settings name the distributed engine's services (a server then serves
+    them rather than the local home)."""
+    return bool(settings.amqp_url or settings.redis_url)
+
+
 def open_store(settings: Settings) -> RunStore:
     if not runs_in_home(settings):
         assert settings.redis_url
-        # Imported once chosen, as every Redis backend here: the client takes 0.1 to
-        # 0.3 s to import, and a command on a local home never uses it.
-        from engine.runlog.redis import RedisRunLog
+        from engine.runlog.redis import RedisRunLog  # the client takes 0.1 to 0.3 s
 
         return RedisRunLog(settings.redis_url)
     return SqliteRunLog(settings.home / "conveyor.db")
+
+
+def open_trigger_store(settings: Settings) -> TriggerStore:
+    if settings.redis_url:
+        from engine.triggers.stores.redis import RedisTriggerStore
+
+        return RedisTriggerStore(settings.redis_url)
+    return SqliteTriggerStore(settings.home / "conveyor.db")
 
 
 @asynccontextmanager
@@ -63,6 +85,9 @@ async def transport(
     ``connect_within``: see ``RabbitTransport`` (a command gives up, a service waits)."""
     require(settings, "amqp_url")
     assert settings.amqp_url
+    from conveyor.signing import SigningTransport
+    from engine.transport.rabbitmq import RabbitTransport
+
     keys = signing_keys(settings, role)
     # A frozen process holds the messages delivered to it (and not yet acked) until the
     # broker misses two AMQP heartbeats: keep that within the attempts' lease, so every
@@ -133,7 +158,8 @@ def build_coordinator(settings: Settings, t: DistributedTransport, store: RunSto
     require(settings, "redis_url")
     assert settings.redis_url
     url = settings.redis_url
-    from engine.redis_timers import RedisTimers  # imported once chosen (open_store)
+    from engine.coordinator import Coordinator
+    from engine.redis_timers import RedisTimers
 
     coordinator = Coordinator(
         t,
@@ -154,6 +180,8 @@ def build_coordinator(settings: Settings, t: DistributedTransport, store: RunSto
 def build_worker(
     settings: Settings, t: DistributedTransport, store: RunStore, pool: str, concurrency: int
 ) -> Worker:
+    from workers.worker import Worker
+
     return Worker(
         t,
         store,

@@ -167,20 +167,47 @@ def test_no_module_is_too_big_to_hold() -> None:
     assert {name: size for name, size in sizes.items() if size > 450} == {}
 
 
-@pytest.mark.parametrize(
-    ("module", "loaded_too"),
-    [("conveyor", "conveyor.embedded"), ("conveyor.cli.app", "conveyor.cli.server")],
-)
-def test_embedded_mode_loads_no_redis_client(module: str, loaded_too: str) -> None:
-    """``import conveyor`` (the embedded engine, ``conveyor.testing``) and the command
-    line stay free of the Redis client: it costs 0.1 to 0.3 s to import, and embedded
-    mode and a local home never use it (the backends are imported once chosen)."""
-    loaded = subprocess.run(
-        [sys.executable, "-c", f"import sys, {module}; print(sorted(sys.modules))"],
+def loaded_by(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code``."""
+    printed = subprocess.run(
+        [sys.executable, "-c", f"{code}; import sys; print(*sys.modules)"],
         capture_output=True,
         text=True,
         check=True,
         cwd=ROOT,
     ).stdout
-    assert "'redis'" not in loaded
-    assert f"'{loaded_too}'" in loaded
+    return set(printed.split())
+
+
+CLIENTS = {"redis", "aio_pika", "httpx", "opentelemetry.sdk"}
+"""Clients and SDKs that take 0.05 to 0.3 s each to import; each is imported where the
+backend that needs it is chosen."""
+
+
+@pytest.mark.parametrize(
+    ("code", "not_loaded", "loaded_too"),
+    [
+        # Embedded mode (the engine, conveyor.testing) never uses Redis.
+        ("from conveyor import EmbeddedEngine", {"redis"}, "conveyor.embedded"),
+        # The package's names are imported as they are used.
+        ("import conveyor", CLIENTS | {"conveyor.embedded"}, "conveyor"),
+        ("from conveyor import task, workflow", CLIENTS, "conveyor.authoring"),
+        # A command that reads or steers runs in a local home, or asks for help, uses
+        # none of them (`conveyor run` loads the engine as it starts one).
+        ("import conveyor.cli.app", CLIENTS | {"conveyor.embedded"}, "conveyor.cli.server"),
+    ],
+)
+def test_clients_are_imported_once_chosen(code: str, not_loaded: set[str], loaded_too: str) -> None:
+    loaded = loaded_by(code)
+    assert not_loaded & loaded == set()
+    assert loaded_too in loaded
+
+
+def test_every_public_name_of_the_package_is_there() -> None:
+    import conveyor
+
+    for name in conveyor.__all__:
+        assert getattr(conveyor, name) is not None, name
+    assert set(conveyor.__all__) <= set(dir(conveyor))
+    with pytest.raises(AttributeError, match="no attribute 'Enginee'"):
+        conveyor.Enginee  # noqa: B018

@@ -128,7 +128,7 @@ class Service(NamedTuple):
     now rather than at the end of the grace period)."""
 
 
-Serve = Callable[[cluster.DistributedTransport, RunStore], Awaitable[Service]]
+Serve = Callable[["cluster.DistributedTransport", RunStore], Awaitable[Service]]
 
 
 async def _serve_until_signalled(settings: Settings, serve: Serve, role: Role) -> None:

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from contracts.errors import InvalidInput, NotFound, Problem
-from conveyor import loop
+from conveyor import loop, wiring
 from conveyor.addresses import is_loopback
 from conveyor.cli.common import (
     DEFAULT_HOME,
@@ -35,7 +35,6 @@ from conveyor.cli.server_process import REQUESTS_GRACE, StopSignals, web_server
 from conveyor.preflight import step_import_paths, use_import_paths
 from conveyor.progress import counted
 from conveyor.server.auth import Scope, Tokens
-from conveyor.server.home import distributed, open_trigger_store, serving
 from conveyor.settings import Settings
 from engine.triggers.firing import encode_arrival
 from engine.triggers.registry import Registry, Served
@@ -82,13 +81,14 @@ def server(
     import uvicorn
 
     from conveyor.server.app import create_app
+    from conveyor.server.home import serving
 
     settings = settings_from(amqp_url=amqp_url, redis_url=redis_url, home=home)
     # Python steps run here (embedded) and Python sensors import from the workflows'
     # folder first, then CONVEYOR_PYTHON_PATH, then the current directory.
     folder = [str(workflows.resolve())] if workflows is not None else []
     use_import_paths([*folder, *step_import_paths(None)])
-    is_distributed = distributed(settings)
+    is_distributed = wiring.distributed(settings)
     mode = "distributed" if is_distributed else f"embedded (runs kept in {home})"
 
     async def go() -> str | None:
@@ -167,7 +167,7 @@ def server(
 
 def _with_registry(settings: Settings, job: Callable[[Registry], Awaitable[T]]) -> T:
     async def go() -> T:
-        store = open_trigger_store(settings)
+        store = wiring.open_trigger_store(settings)
         try:
             registry = Registry(store)
             await registry.refresh()

@@ -15,7 +15,6 @@ from contracts.ports import ArtifactStore, Transport, TriggerStore
 from contracts.signing import Role
 from contracts.supervision import stop_loops
 from conveyor import wiring
-from conveyor.embedded import WORKER_GRACE
 from conveyor.local import local_engine
 from conveyor.locks import ServerLock
 from conveyor.metrics import RunMetrics, watch_queues
@@ -25,22 +24,8 @@ from conveyor.server.takeup import keep_taking_up, take_up_left_unfinished
 from conveyor.settings import Settings
 from engine.client import Client
 from engine.triggers.firing import STALE_AFTER
-from engine.triggers.stores.sqlite import SqliteTriggerStore
 
 log = structlog.get_logger("conveyor.server")
-
-
-def distributed(settings: Settings) -> bool:
-    return bool(settings.amqp_url or settings.redis_url)
-
-
-def open_trigger_store(settings: Settings) -> TriggerStore:
-    if settings.redis_url:
-        # Imported once chosen: a server on a local home never loads the Redis client.
-        from engine.triggers.stores.redis import RedisTriggerStore
-
-        return RedisTriggerStore(settings.redis_url)
-    return SqliteTriggerStore(settings.home / "conveyor.db")
 
 
 @contextlib.asynccontextmanager
@@ -49,13 +34,14 @@ async def serving(
     *,
     workflows_dir: Path | None = None,
     workers: int | None = None,
-    worker_grace: float = WORKER_GRACE,
+    worker_grace: float | None = None,
 ) -> AsyncIterator[TriggerRuntime]:
     """A started trigger runtime on the home the settings name; stopped on exit (an
-    embedded engine's running steps get ``worker_grace`` seconds to finish)."""
-    store = open_trigger_store(settings)
+    embedded engine's running steps get ``worker_grace`` seconds to finish, by default
+    ``conveyor.embedded.WORKER_GRACE``)."""
+    store = wiring.open_trigger_store(settings)
     try:
-        if distributed(settings):
+        if wiring.distributed(settings):
             wiring.require(settings, "amqp_url", "redis_url")
             run_store = wiring.open_store(settings)
             try:
@@ -83,7 +69,7 @@ async def _embedded(
     settings: Settings,
     workflows_dir: Path | None,
     workers: int | None,
-    worker_grace: float,
+    worker_grace: float | None,
 ) -> AsyncIterator[TriggerRuntime]:
     async with local_engine(
         settings, workers=workers, worker_grace=worker_grace, listened=True
@@ -134,7 +120,7 @@ async def _runtime(
     if workflows_dir is not None and not workflows_dir.is_dir():
         raise InvalidInput([Problem("not a folder")], source=f"--workflows {workflows_dir}")
     # One embedded server owns its inbox: what is left there is looked at soon.
-    alone = not distributed(settings)
+    alone = not wiring.distributed(settings)
     runtime = TriggerRuntime(
         store,
         client,
