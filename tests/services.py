@@ -78,9 +78,11 @@ class LocalRabbit:
     base: Path
     port: int = field(default_factory=free_port)
     dist_port: int = field(default_factory=free_port)
-    # Tiny, so any message held unacked for long makes a test fail. (RabbitMQ 3.10 checks
+    # Tiny, so any message held unacked for long makes a test fail. (RabbitMQ checks
     # once a minute, so only holds of more than about a minute are caught.)
     consumer_timeout_ms: int = 1_000
+    check_every_ms: int | None = None
+    """How often each channel checks its consumers' timeouts, if not once a minute."""
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -101,6 +103,7 @@ class LocalRabbit:
             "RABBITMQ_MNESIA_BASE": str(self.base / "mnesia"),
             "RABBITMQ_LOG_BASE": str(self.base / "log"),
             "RABBITMQ_CONFIG_FILE": str(self.base / "rabbitmq"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.base / "advanced.config"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.base / "enabled_plugins"),
         }
 
@@ -110,6 +113,9 @@ class LocalRabbit:
         (self.base / "rabbitmq.conf").write_text(
             f"consumer_timeout = {self.consumer_timeout_ms}\nloopback_users = none\n"
         )
+        every = self.check_every_ms
+        ticks = "" if every is None else f"{{channel_tick_interval, {every}}}"
+        (self.base / "advanced.config").write_text(f"[{{rabbit, [{ticks}]}}].\n")
         (self.base / "enabled_plugins").write_text("[].\n")
         try:
             user = pwd.getpwnam("rabbitmq")
@@ -119,6 +125,10 @@ class LocalRabbit:
             pass
         self.proc = start_logging_to(self.base / "server.out", ["rabbitmq-server"], env=self._env())
         wait_for_port(self.port, 90, self.proc)
+
+    def log(self) -> str:
+        """What the node has logged."""
+        return "".join(path.read_text() for path in sorted((self.base / "log").glob("*.log")))
 
     def stop(self) -> None:
         if self.proc is None:
@@ -176,14 +186,19 @@ class LocalRedis:
             self.proc = None
 
 
+def server_folder(prefix: str) -> Path:
+    """A new folder in the system's /tmp, not the test run's scratch: RabbitMQ switches to
+    its own user, which cannot enter pytest's private directories."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(folder, 0o755)
+    return folder
+
+
 class Services:
     """Lazily started servers, shared by a whole test session."""
 
     def __init__(self) -> None:
-        # In the system's /tmp, not the test run's scratch: RabbitMQ switches to its own
-        # user, which cannot enter pytest's private directories. Removed on close.
-        self._tmp = Path(tempfile.mkdtemp(prefix="conveyor-services-", dir="/tmp"))
-        os.chmod(self._tmp, 0o755)
+        self._tmp = server_folder("conveyor-services-")  # removed on close
         self.rabbit: LocalRabbit | None = None
         self.redis: LocalRedis | None = None
         self._amqp_url: str | None = os.environ.get("CONVEYOR_TEST_AMQP_URL")

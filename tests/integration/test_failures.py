@@ -8,6 +8,7 @@ time from the fault to recovery is printed (run pytest with -s to see it).
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import time
 from collections import Counter
@@ -25,7 +26,7 @@ from tests.integration.cluster import (
     started,
     succeeded_count,
 )
-from tests.services import Services
+from tests.services import LocalRabbit, Services, server_folder
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -360,26 +361,37 @@ async def test_rabbitmq_restart_mid_run(cluster: Cluster, services: Services) ->
         assert_one_success_in_state(state, events, task)
 
 
-async def test_step_longer_than_the_broker_consumer_timeout(
-    cluster: Cluster, services: Services
-) -> None:
-    if services.rabbit is None:
-        pytest.skip("needs the local RabbitMQ, configured with a 1s consumer timeout")
-    # RabbitMQ enforces consumer_timeout (1s here) about once a minute: a step of 70s
-    # outlives at least one check. Holding its message unacked would get the channel closed.
-    cluster.coordinator()
-    cluster.worker(concurrency=1)
-    run_id = await cluster.submit(
-        """
-        name: long
-        tasks:
-          - name: step
-            script: sleep 70; echo done
-        """
-    )
-    state = await cluster.finished(run_id, timeout=150)
-    assert state.status == "succeeded"
-    assert state.nodes["step"].instances[0].attempt == 1
+async def test_step_longer_than_the_broker_consumer_timeout(redis_url: str, tmp_path: Path) -> None:
+    if shutil.which("rabbitmq-server") is None:
+        pytest.skip("needs RabbitMQ's server, to start a node that checks timeouts often")
+    # The session's node checks its 1 s consumer_timeout once a minute; this one twice a
+    # second, so a step of 4 s outlives several checks. A worker holding the step's message
+    # unacked would get its channel closed (the attempt would go on, leased, and the
+    # message's redelivery be recognised: the broker's log is what tells).
+    base = server_folder("conveyor-rabbit-")
+    rabbit = LocalRabbit(base, consumer_timeout_ms=1_000, check_every_ms=500)
+    await asyncio.to_thread(rabbit.start)
+    cluster = Cluster(rabbit.url, redis_url, tmp_path)
+    try:
+        await cluster.reset()
+        cluster.coordinator()
+        cluster.worker(concurrency=1)
+        run_id = await cluster.submit(
+            """
+            name: long
+            tasks:
+              - name: step
+                script: sleep 4; echo done
+            """
+        )
+        state = await cluster.finished(run_id, timeout=60)
+        assert state.status == "succeeded"
+        assert state.nodes["step"].instances[0].attempt == 1
+        assert "timed out waiting for delivery acknowledgement" not in rabbit.log()
+    finally:
+        await cluster.close()
+        await asyncio.to_thread(rabbit.stop)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 async def test_every_task_a_frozen_worker_held_runs_elsewhere_within_the_lease(

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
+import shutil
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +24,7 @@ from engine.runlog.redis import RedisRunLog
 from engine.state.model import RunState
 from engine.transport.rabbitmq import RabbitTransport
 from tests.clusters import LocalRabbitCluster
+from tests.services import server_folder
 
 # The queue must have a member on every node before one stops: a quorum queue declared
 # while a node was still booting gets two members, and losing its leader then loses the
@@ -39,15 +38,14 @@ SHARDS = 2
 
 @pytest.fixture(scope="module")
 def rabbit_cluster() -> Iterator[LocalRabbitCluster]:
-    # In the system's /tmp: RabbitMQ runs as its own user, outside pytest's folders.
-    base = Path(tempfile.mkdtemp(prefix="conveyor-rabbit-cluster-", dir="/tmp"))
-    os.chmod(base, 0o755)
+    base = server_folder("conveyor-rabbit-cluster-")
     cluster = LocalRabbitCluster(base)
     started = time.monotonic()
     cluster.start()
     print(f"\n[phase] the cluster forming: {time.monotonic() - started:.1f}s")
     yield cluster
     cluster.stop()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager
