@@ -6,20 +6,20 @@ HTTP: a status outside ``expect`` (default any 2xx) fails the attempt, retryably
 URLs are called; a response over ``max_bytes`` fails the attempt. AMQP: the message
 is published with a fresh ``correlation_id`` and RabbitMQ's direct reply-to, and the
 reply with that id is the result; no reply within ``wait`` is a timeout.
+
+Each client is imported by the first step that calls with it: together they take 0.1 to
+0.2 s to import, which an engine whose steps call no service (most) is spared.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import uuid
 from pathlib import Path
-from typing import Any
-
-import aio_pika
-import httpx
-from aio_pika.abc import AbstractIncomingMessage
+from typing import TYPE_CHECKING, Any
 
 from contracts.messages import TaskReady
 from contracts.vocabulary import FailureKind
@@ -27,6 +27,11 @@ from workers.executors.base import LogEmitter, StepOutcome, parse_result
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 RETRYABLE_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+
+if TYPE_CHECKING:
+    import aio_pika
+    import httpx
+    from aio_pika.abc import AbstractIncomingMessage
 
 
 def with_env(text: str, env: dict[str, str]) -> str:
@@ -61,11 +66,15 @@ class HttpExecutor:
             self._client = None
 
     def _http(self) -> httpx.AsyncClient:
+        import httpx
+
         if self._client is None:  # no await in between: concurrent first steps share one
             self._client = httpx.AsyncClient(follow_redirects=False, timeout=None)
         return self._client
 
     async def run(self, task: TaskReady, emit: LogEmitter, workdir: Path) -> StepOutcome:
+        import httpx
+
         client = self._http()
         request = task.step.call or {}
         env = task.step.env
@@ -123,13 +132,15 @@ class AmqpExecutor:
         self._connections.clear()
 
     async def _connection(self, url: str) -> aio_pika.abc.AbstractRobustConnection:
+        import aio_pika
+
         async with self._connecting:
             if url not in self._connections:
                 self._connections[url] = await aio_pika.connect_robust(url)
             return self._connections[url]
 
     async def run(self, task: TaskReady, emit: LogEmitter, workdir: Path) -> StepOutcome:
-        import os
+        import aio_pika
 
         request = task.step.call or {}
         url = os.environ.get(str(request.get("url_env", "CONVEYOR_AMQP_URL")))
