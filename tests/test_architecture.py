@@ -196,6 +196,8 @@ backend that needs it is chosen."""
         # A command that reads or steers runs in a local home, or asks for help, uses
         # none of them (`conveyor run` loads the engine as it starts one).
         ("import conveyor.cli.app", CLIENTS | {"conveyor.embedded"}, "conveyor.cli.server"),
+        # A local run's notify: webhooks, whose client waits for a workflow that has some.
+        ("import conveyor.local_notify", CLIENTS, "engine.triggers.notify"),
     ],
 )
 def test_clients_are_imported_once_chosen(code: str, not_loaded: set[str], loaded_too: str) -> None:

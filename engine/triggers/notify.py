@@ -16,9 +16,8 @@ import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import msgspec
 import structlog
 
@@ -28,6 +27,9 @@ from contracts.supervision import stop_loops
 from contracts.triggers import Notify
 from engine.client import Client
 from engine.triggers.signatures import standard_headers
+
+if TYPE_CHECKING:
+    import httpx
 from engine.triggers.webhooks import SecretLookup
 
 log = structlog.get_logger("conveyor.notify")
@@ -81,6 +83,8 @@ class Notifier:
     async def start(self) -> None:
         await self._transport.bind_announcements(NOTIFY_QUEUE, "run.#")
         consumer = await self._transport.consume(NOTIFY_QUEUE, prefetch=self._concurrency)
+        import httpx  # here: a process whose runs notify nobody never loads the client
+
         self._http = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
 
         async def consume() -> None:
@@ -172,6 +176,8 @@ class Notifier:
         return workflow.name, tuple(workflow.notify)
 
     async def _deliver(self, entry: Notify, change: dict[str, Any], body: bytes, name: str) -> None:
+        import httpx
+
         assert self._http is not None
         headers = {"content-type": "application/cloudevents+json", **entry.headers}
         outcome = ""
