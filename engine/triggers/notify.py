@@ -27,10 +27,10 @@ from contracts.supervision import stop_loops
 from contracts.triggers import Notify
 from engine.client import Client
 from engine.triggers.signatures import standard_headers
+from engine.triggers.webhooks import SecretLookup
 
 if TYPE_CHECKING:
     import httpx
-from engine.triggers.webhooks import SecretLookup
 
 log = structlog.get_logger("conveyor.notify")
 

@@ -25,13 +25,13 @@ from contracts.messages import TaskReady
 from contracts.vocabulary import FailureKind
 from workers.executors.base import LogEmitter, StepOutcome, parse_result
 
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-RETRYABLE_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
-
 if TYPE_CHECKING:
     import aio_pika
     import httpx
     from aio_pika.abc import AbstractIncomingMessage
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+RETRYABLE_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 
 
 def with_env(text: str, env: dict[str, str]) -> str:
