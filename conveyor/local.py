@@ -254,8 +254,8 @@ async def local_engine(
 
     Without ``run_steps`` it starts no workers: enough to record what the run's log
     calls for (a cancellation) without running anything. ``worker_grace``: how long
-    steps still running when it stops may finish before they are handed back (default
-    ``WORKER_GRACE``).
+    steps still running when it stops may finish before they are handed back (by default
+    ``conveyor.embedded.WORKER_GRACE``).
     ``listened``: a notifier in this process marks the run changes it has handled as
     announced (a server's), where nobody listens otherwise (``conveyor run``).
     """
