@@ -167,7 +167,7 @@ def _on_expanded(state: RunState, event: TaskExpanded) -> None:
             Instance(attempt=previous[i].attempt, lost=previous[i].lost)
             for i in range(min(len(previous), event.count))
         ]
-        retries = sum(inst.attempt - 1 for inst in node.instances if inst.attempt > 1)
+        retries = m.retries_of(node.instances)
         node.instances += [Instance() for _ in range(event.count - len(node.instances))]
         node.done = 0
         node.tallied = Tally({TaskStatus.PENDING: event.count}, None, None, 0, retries)

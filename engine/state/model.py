@@ -70,15 +70,19 @@ class Tally:
         0.4 s on a 2-core machine."""
         starts = list(filter(_KNOWN, map(_STARTED_AT, instances)))
         ends = list(filter(_KNOWN, map(_FINISHED_AT, instances)))
-        attempts = list(map(_ATTEMPT, instances))
         return cls(
             by_status=Counter(map(_STATUS, instances)),
             first_start=min(starts, default=None),
             last_finish=max(ends, default=None),
             finished=len(ends),
-            # Each attempt after the first of an instance dispatched (attempt 0: never).
-            retries=sum(attempts) - len(attempts) + attempts.count(0),
+            retries=retries_of(instances),
         )
+
+
+def retries_of(instances: list[Instance]) -> int:
+    """The attempts after each instance's first (one never dispatched has attempt 0)."""
+    attempts: list[int] = list(map(_ATTEMPT, instances))
+    return sum(attempts) - len(attempts) + attempts.count(0)
 
 
 MAX_LOST_ATTEMPTS = 5
