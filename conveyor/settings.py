@@ -13,6 +13,10 @@ from contracts.validation import MAX_WORKFLOW_BYTES
 from contracts.values import MAX_VALUE_BYTES
 from engine.announce import AnnounceLevel
 
+MAX_REQUEST_BYTES = 1 << 20
+"""The default ceiling on a request to the server's API and UI: parameters and signal
+data are small; files go as artifacts."""
+
 
 class Settings(BaseSettings):
     """Where the services are and how the engine paces itself.
@@ -106,6 +110,12 @@ class Settings(BaseSettings):
     )
     max_workflow_bytes: int = Field(
         default=MAX_WORKFLOW_BYTES, gt=0, description="Largest workflow file read."
+    )
+    max_request_bytes: int = Field(
+        default=MAX_REQUEST_BYTES,
+        gt=0,
+        description="Largest request body the server's API and UI read (a 413 past it;"
+        " webhooks have their own max_bytes per trigger).",
     )
 
     def artifact_store_url(self) -> str:

@@ -128,6 +128,7 @@ def server(
                 open_access=open_access,
                 distributed=is_distributed,
                 artifacts=runtime.artifacts,
+                max_request_bytes=settings.max_request_bytes,
             )
             config = uvicorn.Config(
                 app,

@@ -17,8 +17,10 @@ from contracts.ports import ArtifactStore
 from conveyor.server.access import ApiContext, ApiProblem, needs, problem_of
 from conveyor.server.api import build_router
 from conveyor.server.auth import Scope, Tokens
+from conveyor.server.limits import BodyLimit, BodyTooLarge
 from conveyor.server.runtime import TriggerRuntime
 from conveyor.server.ui import HERE, build_ui
+from conveyor.settings import MAX_REQUEST_BYTES
 from engine.triggers.webhooks import WebhookRequest
 
 STATIC = HERE / "static"
@@ -46,9 +48,11 @@ def create_app(
     open_access: bool = True,
     distributed: bool = False,
     artifacts: ArtifactStore | None = None,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
 ) -> FastAPI:
     """The server's application. ``open_access``: the API needs no token (embedded, on
-    loopback, no token made)."""
+    loopback, no token made). ``max_request_bytes``: the largest body the API and the UI
+    read (webhooks have their own limit, per trigger)."""
     app = FastAPI(
         title="Conveyor",
         version=importlib.metadata.version("conveyor"),
@@ -66,6 +70,7 @@ def create_app(
     app.include_router(build_router())
     app.include_router(build_ui())
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
 
     @app.exception_handler(ApiProblem)
     async def api_problem(request: Request, exc: ApiProblem) -> Response:
@@ -90,6 +95,8 @@ def create_app(
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        if isinstance(exc, BodyTooLarge):
+            return problem(exc.status_code, "payload too large", exc.detail)
         return problem(exc.status_code, str(exc.detail))
 
     # Metrics name workflows, pools and triggers: a scraper presents a read token as

@@ -1,0 +1,62 @@
+"""A ceiling on what one request may send to the API and the UI: a body over it is
+refused with a 413 as soon as it is known to be over, never read whole.
+
+Webhooks are left to their own limit (``max_bytes`` of each trigger, up to 64 MiB),
+which also records the refusal in the trigger's log.
+"""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from conveyor.settings import MAX_REQUEST_BYTES
+
+OWN_LIMIT = ("/hooks/",)
+"""Paths whose routes bound their bodies themselves."""
+
+
+class BodyTooLarge(HTTPException):
+    """Raised while the body is read, so the route answers 413 however it reads it (a
+    form FastAPI parses, or ``request.json()`` in the route)."""
+
+    def __init__(self, size: int | None, limit: int) -> None:
+        said = f"{size:,} bytes" if size is not None else "a longer body"
+        super().__init__(413, f"body over the limit: {said} (at most {limit:,})")
+
+
+class BodyLimit:
+    """ASGI middleware: counts what the app reads of a body, and stops it past
+    ``max_bytes`` (at once when the declared length is already over)."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int = MAX_REQUEST_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or str(scope["path"]).startswith(OWN_LIMIT):
+            await self.app(scope, receive, send)
+            return
+        declared = _declared_length(scope)
+        limit = self.max_bytes
+        received = 0
+
+        async def bounded() -> Message:
+            nonlocal received
+            if declared is not None and declared > limit:
+                raise BodyTooLarge(declared, limit)
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(None, limit)
+            return message
+
+        await self.app(scope, bounded, send)
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
