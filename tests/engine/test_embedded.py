@@ -216,6 +216,30 @@ async def test_steps_that_cannot_start_fail_with_the_reason_in_their_log(
     assert any("not found" in line.text for line in cmd_logs)
 
 
+async def test_a_variable_too_large_for_the_system_fails_once_saying_which(
+    engine: EmbeddedEngine,
+) -> None:
+    state = await run(
+        engine,
+        """
+        name: huge
+        params: {value: {type: str}}
+        tasks:
+          - name: echo
+            env: {TEXT: "{{ params.value }}"}
+            retry: {limit: 3}
+            script: echo "$TEXT"
+        """,
+        value="x" * 200_000,
+    )
+    assert state.status == "failed"
+    [instance] = state.nodes["echo"].instances
+    assert (instance.attempt, instance.reason) == (1, "start")  # the same values would fail again
+    assert "variable TEXT is 200,006 bytes, over the 131,072 the system" in (instance.error or "")
+    logs = await engine.store.read_lines(state.run_id, "echo")
+    assert any("pass large values as files" in line.text for line in logs)
+
+
 async def test_inputs_that_cannot_be_rendered_fail_the_instance(engine: EmbeddedEngine) -> None:
     state = await run(
         engine,

@@ -10,8 +10,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from contracts.errors import StepError
 from tests.workers.cancelling import cancel_at_each_turn
-from workers.executors.spawning import Spawned, spawn
+from workers.executors.spawning import MAX_ARG_STRLEN, Spawned, spawn
 
 ENV = {"PATH": os.environ["PATH"]}
 
@@ -62,6 +63,23 @@ async def test_what_cannot_start_raises_at_once(tmp_path: Path) -> None:
         await spawn(["no-such-program-anywhere"], cwd=tmp_path, env=ENV)
     with pytest.raises((FileNotFoundError, NotADirectoryError)):
         await spawn(["true"], cwd=tmp_path / "missing", env=ENV)
+
+
+async def test_values_too_large_for_the_system_are_named(tmp_path: Path) -> None:
+    big = "x" * MAX_ARG_STRLEN
+    with pytest.raises(StepError) as raised:
+        await spawn(["true"], cwd=tmp_path, env={**ENV, "BIG": big})
+    assert raised.value.kind == "start" and not raised.value.retryable
+    assert raised.value.message == (
+        f"cannot start 'true': variable BIG is {MAX_ARG_STRLEN + 5:,} bytes, over the"
+        f" {MAX_ARG_STRLEN:,} the system takes for one; pass large values as files (input"
+        " artifacts)"
+    )
+    with pytest.raises(StepError, match="argument 1 is 131,073 bytes, over the 131,072"):
+        await spawn(["echo", big], cwd=tmp_path, env=ENV)
+    many = {f"V{n}": "x" * 100_000 for n in range(30)}  # each fits; together they do not
+    with pytest.raises(StepError, match=r"come to 3,\d{3},\d{3} bytes \(the system takes about"):
+        await spawn(["true"], cwd=tmp_path, env={**ENV, **many})
 
 
 async def test_a_cancel_while_starting_leaves_no_child_and_no_pipe(tmp_path: Path) -> None:

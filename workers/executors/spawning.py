@@ -11,14 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from contracts.errors import StepError
+from contracts.vocabulary import FailureKind
+
 READ_AFTER_KILL = 1.0
 """Seconds an ended child's last output may take to be read before its pipes close."""
+
+MAX_ARG_STRLEN = 32 * 4096
+"""Linux's ceiling on one argument or one ``NAME=value`` variable handed to a program,
+beside the ceiling on all of them together (``SC_ARG_MAX``)."""
 
 
 class Spawned:
@@ -81,18 +89,29 @@ async def spawn(
     process's directory and environment unless ``cwd`` and ``env`` are given), in a
     session of its own: its process group is the step's tree, killed as one.
 
-    Raises what ``subprocess.Popen`` raises when the program or ``cwd`` cannot be used.
+    Raises what ``subprocess.Popen`` raises when the program or ``cwd`` cannot be used,
+    and a ``StepError`` naming what is too large when the system refuses the arguments
+    and variables (the same values would be refused again: not retryable).
     """
     loop = asyncio.get_running_loop()
-    popen = subprocess.Popen(
-        list(argv),
-        cwd=cwd,
-        env=None if env is None else dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    try:
+        popen = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=None if env is None else dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        if exc.errno != errno.E2BIG:
+            raise
+        raise StepError(
+            too_large(argv, os.environ if env is None else env),
+            kind=FailureKind.START,
+            retryable=False,
+        ) from None
     pipes: list[asyncio.BaseTransport] = []
     unclaimed = [pipe for pipe in (popen.stdout, popen.stderr) if pipe is not None]
     try:
@@ -107,6 +126,28 @@ async def spawn(
             pipe.close()
         raise
     return Spawned(popen, stdout, stderr, _exit_of(loop, popen), pipes)
+
+
+def too_large(argv: Sequence[str], env: Mapping[str, str]) -> str:
+    """What to say when the system refuses ``argv`` and ``env`` as too large (E2BIG):
+    which values are over the ceiling on one, or how far all are over the total."""
+    sizes = {f"variable {name}": _held(f"{name}={value}") for name, value in env.items()}
+    sizes |= {f"argument {position}": _held(arg) for position, arg in enumerate(argv)}
+    over = [f"{what} is {size:,} bytes" for what, size in sizes.items() if size > MAX_ARG_STRLEN]
+    if over:
+        said = f"{', '.join(over)}, over the {MAX_ARG_STRLEN:,} the system takes for one"
+    else:
+        limit = os.sysconf("SC_ARG_MAX")
+        said = (
+            f"its variables and arguments come to {sum(sizes.values()):,} bytes (the system"
+            f" takes about {limit:,} in all)"
+        )
+    return f"cannot start {argv[0]!r}: {said}; pass large values as files (input artifacts)"
+
+
+def _held(text: str) -> int:
+    """Bytes the system counts for one argument or variable (its ending NUL included)."""
+    return len(text.encode(errors="surrogateescape")) + 1
 
 
 async def _reader(
