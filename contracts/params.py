@@ -4,12 +4,13 @@ against its declared type; secrets only ever as the mark that names their variab
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from contracts.errors import InvalidInput, Problem
 from contracts.spec import ParamType, Workflow, check_type
 from contracts.vocabulary import SECRET_MARK
+from contracts.yamlsource import SourceMap, load_yaml
 
 
 def coerce_param(kind: ParamType, raw: str) -> Any:
@@ -42,41 +43,71 @@ def coerce_param(kind: ParamType, raw: str) -> Any:
     return check_type(kind, value)
 
 
+def checked_params(
+    workflow: Workflow,
+    given: Mapping[str, Any],
+    *,
+    from_text: bool | Collection[str] = False,
+    source: str = "params",
+    lines: SourceMap | None = None,
+) -> dict[str, Any]:
+    """Given values, each a declared parameter checked against its type, without the
+    defaults. ``from_text``: the values (all, or those named) are command-line text, to
+    be converted; ``lines``: where each name stands in the document it came from."""
+    problems: list[Problem] = []
+    checked: dict[str, Any] = {}
+    where = lines or SourceMap()
+    text = given.keys() if from_text is True else from_text or ()
+    for name, value in given.items():
+        param = workflow.params.get(name) if isinstance(name, str) else None
+        if param is None:
+            known = ", ".join(sorted(workflow.params)) or "none"
+            problems.append(where.problem((name,), f"unknown parameter {name!r} (known: {known})"))
+        elif param.is_secret:
+            if value != SECRET_MARK.format(name=param.from_env):
+                problems.append(
+                    where.problem(
+                        (name,),
+                        f"a secret is not given here: the worker reads it from ${param.from_env}",
+                    )
+                )
+            checked[name] = value
+        else:
+            try:
+                if name in text and isinstance(value, str):
+                    checked[name] = coerce_param(param.type, value)
+                else:
+                    checked[name] = check_type(param.type, value)
+            except ValueError as exc:
+                problems.append(where.problem((name,), str(exc)))
+    if problems:
+        raise InvalidInput(problems, source=source)
+    return checked
+
+
 def resolve_params(
     workflow: Workflow,
     given: Mapping[str, Any],
     *,
-    from_text: bool = False,
+    from_text: bool | Collection[str] = False,
     source: str = "params",
 ) -> dict[str, Any]:
-    """Defaults overlaid with given values, each checked against its declared type."""
+    """Defaults overlaid with given values, each checked against its declared type
+    (``from_text`` as for ``checked_params``)."""
     problems: list[Problem] = []
+    try:
+        checked = checked_params(workflow, given, from_text=from_text, source=source)
+    except InvalidInput as exc:
+        problems += exc.problems
+        checked = {}
     resolved: dict[str, Any] = {}
-    for name in given:
-        if name not in workflow.params:
-            known = ", ".join(sorted(workflow.params)) or "none"
-            problems.append(Problem(f"unknown parameter {name!r} (known: {known})", path=name))
     for name, param in workflow.params.items():
         if param.is_secret:
-            mark = SECRET_MARK.format(name=param.from_env)
-            if name in given and given[name] != mark:
-                problems.append(
-                    Problem(
-                        f"a secret is not given here: the worker reads it from ${param.from_env}",
-                        path=name,
-                    )
-                )
-            resolved[name] = mark
-            continue
-        if name in given:
-            value = given[name]
-            try:
-                if from_text and isinstance(value, str):
-                    resolved[name] = coerce_param(param.type, value)
-                else:
-                    resolved[name] = check_type(param.type, value)
-            except ValueError as exc:
-                problems.append(Problem(str(exc), path=name))
+            resolved[name] = SECRET_MARK.format(name=param.from_env)
+        elif name in checked:
+            resolved[name] = checked[name]
+        elif name in given:
+            continue  # refused above
         elif param.required:
             problems.append(Problem("missing required parameter", path=name))
         else:
@@ -84,3 +115,16 @@ def resolve_params(
     if problems:
         raise InvalidInput(problems, source=source)
     return resolved
+
+
+def params_from_yaml(workflow: Workflow, text: str, source: str) -> dict[str, Any]:
+    """Values from a parameters file (YAML or JSON: a mapping of names to values), each
+    checked against its declared type; problems name their line."""
+    data, lines = load_yaml(text, source)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InvalidInput(
+            [Problem("a parameters file is a mapping of names to values", line=1)], source=source
+        )
+    return checked_params(workflow, data, source=source, lines=lines)

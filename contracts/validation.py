@@ -39,26 +39,32 @@ MAX_WORKFLOW_BYTES = 4 << 20
 
 def load_workflow(path: str | FsPath, *, max_bytes: int = MAX_WORKFLOW_BYTES) -> Workflow:
     """Read, parse and check a workflow file; refused before parsing when over ``max_bytes``."""
+    return parse_workflow(read_document(path, "workflow", max_bytes=max_bytes), source=str(path))
+
+
+def read_document(path: str | FsPath, what: str, *, max_bytes: int = MAX_WORKFLOW_BYTES) -> str:
+    """The UTF-8 text of an input file (``what`` it is: workflow, parameters), refused
+    unread past ``max_bytes``."""
     file = FsPath(path)
     try:
         with file.open("rb") as handle:
             raw = handle.read(max_bytes + 1)
     except OSError as exc:
         raise InvalidInput(
-            [Problem(f"cannot read workflow: {exc.strerror}")], source=str(file)
+            [Problem(f"cannot read {what} file: {exc.strerror}")], source=str(file)
         ) from None
     if len(raw) > max_bytes:
         raise InvalidInput(
             [
                 Problem(
-                    f"workflow file is over the {max_bytes:,}-byte limit"
+                    f"{what} file is over the {max_bytes:,}-byte limit"
                     " (raise it with CONVEYOR_MAX_WORKFLOW_BYTES)"
                 )
             ],
             source=str(file),
         )
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise InvalidInput(
@@ -70,7 +76,6 @@ def load_workflow(path: str | FsPath, *, max_bytes: int = MAX_WORKFLOW_BYTES) ->
             ],
             source=str(file),
         ) from None
-    return parse_workflow(text, source=str(file))
 
 
 def parse_workflow(text: str, source: str | None = None) -> Workflow:

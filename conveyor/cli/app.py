@@ -33,6 +33,8 @@ from conveyor.cli.common import (
     EXIT_RUN_FAILED,
     HomeOption,
     JsonOption,
+    ParamOption,
+    ParamsFileOption,
     WorkflowTarget,
     err,
     fail_input,
@@ -107,10 +109,8 @@ def main_options(
 @app.command()
 def run(
     file: WorkflowTarget,
-    param: Annotated[
-        list[str] | None,
-        typer.Option("--param", "-p", help="Parameter override, key=value (repeatable)."),
-    ] = None,
+    param: ParamOption = None,
+    params_file: ParamsFileOption = None,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -130,7 +130,7 @@ def run(
     # then the current directory.
     use_import_paths(step_import_paths(file if file.is_file() else None))
     try:
-        workflow, params = load_for_run(file, param or [])
+        workflow, params = load_for_run(file, param or [], params_file)
         preflight.check(workflow, str(file))
         open_artifacts(settings)
     except InvalidInput as exc:

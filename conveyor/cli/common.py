@@ -14,9 +14,10 @@ import typer
 from rich.console import Console
 
 from contracts.errors import ConveyorError, InvalidInput, Problem
+from contracts.params import params_from_yaml
 from contracts.ports import TriggerRecord
 from contracts.spec import Workflow
-from contracts.validation import load_workflow, resolve_params
+from contracts.validation import load_workflow, read_document, resolve_params
 from conveyor.settings import Settings
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_INVALID = 0, 1, 2
@@ -276,7 +277,31 @@ def _workflow_in(module: Any, attribute: str, text: str) -> Workflow:
     raise InvalidInput([Problem(said)], source=text)
 
 
-def load_for_run(file: Path, params: list[str]) -> tuple[Workflow, dict[str, Any]]:
+ParamOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param", "-p", help="Parameter value, key=value (repeatable; wins over --params-file)."
+    ),
+]
+ParamsFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--params-file",
+        "-f",
+        help="Parameter values from a YAML or JSON file (a mapping of names to values).",
+    ),
+]
+
+
+def load_for_run(
+    file: Path, params: list[str], params_file: Path | None = None
+) -> tuple[Workflow, dict[str, Any]]:
+    """The workflow and its parameters: defaults, then the file's values, then ``-p``'s."""
     workflow = load_target(file)
-    values = resolve_params(workflow, parse_param_args(params), from_text=True, source="-p")
-    return workflow, values
+    given: dict[str, Any] = {}
+    if params_file is not None:
+        max_bytes = Settings().max_workflow_bytes
+        text = read_document(params_file, "parameters", max_bytes=max_bytes)
+        given = params_from_yaml(workflow, text, str(params_file))
+    texts = parse_param_args(params)
+    return workflow, resolve_params(workflow, given | texts, from_text=texts.keys(), source="-p")

@@ -28,6 +28,8 @@ from conveyor.cli.common import (
     EXIT_FAILED,
     STOP_SIGNALS,
     AmqpOption,
+    ParamOption,
+    ParamsFileOption,
     RedisOption,
     ShardsOption,
     WorkflowTarget,
@@ -265,9 +267,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def submit(
         file: WorkflowTarget,
-        param: Annotated[
-            list[str] | None, typer.Option("--param", "-p", help="Parameter override, key=value.")
-        ] = None,
+        param: ParamOption = None,
+        params_file: ParamsFileOption = None,
         wait: Annotated[
             bool, typer.Option("--wait/--no-wait", help="Show progress; exit like `conveyor run`.")
         ] = False,
@@ -285,7 +286,7 @@ def register(app: typer.Typer) -> None:
         settings = settings_from(amqp_url, redis_url, shards)
         try:
             cluster.require(settings, "amqp_url", "redis_url")
-            workflow, params = load_for_run(file, param or [])
+            workflow, params = load_for_run(file, param or [], params_file)
         except InvalidInput as exc:
             raise fail_input(exc) from None
 

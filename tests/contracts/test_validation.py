@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from contracts.errors import InvalidInput
+from contracts.params import params_from_yaml
 from contracts.spec import Workflow
 from contracts.validation import (
     coerce_param,
@@ -427,6 +428,31 @@ def test_param_errors_are_all_reported_before_anything_runs() -> None:
     assert "-p, n: expected int, got 'five'" in text
     assert "unknown parameter 'bogus'" in text
     assert "who: missing required parameter" in text
+
+
+def test_a_parameters_file_is_data_checked_with_its_lines() -> None:
+    text = "n: 5\nnames: [a, b]\nwho: '[1]'\n"
+    assert params_from_yaml(WF, text, "p.yaml") == {"n": 5, "names": ["a", "b"], "who": "[1]"}
+    assert params_from_yaml(WF, "", "p.yaml") == {}
+    with pytest.raises(InvalidInput) as info:
+        params_from_yaml(WF, "n: '5'\nbogus: 1\non: true\n", "p.yaml")
+    assert info.value.message.splitlines() == [
+        "p.yaml:1, n: expected int, got str '5'",  # data, not text: never converted
+        "p.yaml:2, bogus: unknown parameter 'bogus' (known: n, names, on, ratio, who)",
+    ]
+    with pytest.raises(InvalidInput, match=r"p\.yaml:1: a parameters file is a mapping"):
+        params_from_yaml(WF, "[n, 5]", "p.yaml")
+
+
+def test_command_line_text_is_converted_and_file_data_is_not() -> None:
+    values = resolve_params(WF, {"n": "7", "names": "[1]", "who": "[1]"}, from_text={"n", "names"})
+    assert (values["n"], values["names"], values["who"]) == (7, [1], "[1]")
+    with pytest.raises(InvalidInput) as info:
+        resolve_params(WF, {"n": "seven", "names": "[1]"}, from_text={"names"}, source="-p")
+    assert info.value.message.splitlines() == [
+        "-p, n: expected int, got str 'seven'",
+        "-p, who: missing required parameter",
+    ]
 
 
 def test_typed_params_reject_wrong_python_types() -> None:

@@ -83,6 +83,33 @@ def test_bad_parameters_and_files(tmp_path: Path) -> None:
     assert "latin.yaml:2: not UTF-8 text: byte 0xe9 at byte offset 13" in latin.stderr
 
 
+def test_parameters_from_a_file_with_the_command_line_over_them(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "name: p\nparams: {a: {type: str}, n: {type: int, default: 1}, tags: {type: list}}\n"
+        "tasks: [{name: t, env: {A: '{{ params.a }}'}, script: 'echo \"$A\"'}]\n"
+    )
+    (tmp_path / "values.yaml").write_text("a: from the file\nn: 3\ntags: [x, y]\n")
+    done = conveyor(
+        "run", "p.yaml", "-f", "values.yaml", "-p", "a=from -p", "--json", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["params"] == {"a": "from -p", "n": 3, "tags": ["x", "y"]}
+    assert result["tasks"][0]["outputs"]["result"] == "from -p"
+    (tmp_path / "wrong.json").write_text('{"a": "ok",\n "n": "3", "tag": []}')
+    wrong = conveyor("run", "p.yaml", "--params-file", "wrong.json", cwd=tmp_path)
+    assert wrong.returncode == 2
+    assert wrong.stderr.splitlines() == [
+        "error: 2 problems",
+        "  wrong.json:2, n: expected int, got str '3'",
+        "  wrong.json:2, tag: unknown parameter 'tag' (known: a, n, tags)",
+    ]
+    missing = conveyor("run", "p.yaml", "-f", "nowhere.yaml", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "nowhere.yaml: cannot read parameters file: No such file" in missing.stderr
+    assert conveyor("runs", "--json", cwd=tmp_path).stdout.count('"run_id"') == 1
+
+
 def test_the_problem_count_matches_the_problems_listed(tmp_path: Path) -> None:
     (tmp_path / "two.yaml").write_text(
         "name: two\ntasks:\n  - {name: a, script: x, bogus: 1}\n  - {name: b, script: y, nope: 2}\n"
