@@ -13,6 +13,14 @@ from contracts.vocabulary import SECRET_MARK
 from contracts.yamlsource import SourceMap, load_yaml
 
 
+def secret_variable(value: Any) -> str | None:
+    """The variable a secret parameter's mark names; None for any other value."""
+    prefix, _, rest = SECRET_MARK.partition("{name}")
+    if isinstance(value, str) and value.startswith(prefix) and value.endswith(rest):
+        return value[len(prefix) : -len(rest)] or None
+    return None
+
+
 def coerce_param(kind: ParamType, raw: str) -> Any:
     """A parameter value typed on the command line, converted to its declared type."""
     if kind == "str":

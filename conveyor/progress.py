@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable
-from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -15,9 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from contracts.events import Event
-from contracts.values import STORED_KEY, is_stored
 from contracts.vocabulary import TaskStatus
-from conveyor.report import run_report, task_report
+from conveyor.report import params_shown, run_report, short_value, task_report
 from conveyor.terminal import displayable, plain
 from engine.state.model import RunState
 
@@ -47,19 +44,6 @@ def _duration(seconds: float | None) -> str:
     if seconds < 120:
         return f"{seconds:.2f}s"
     return f"{seconds / 60:.1f}m"
-
-
-def _short(value: Any, width: int = 60) -> str:
-    if is_stored(value):
-        stored = value[STORED_KEY]
-        return f"<stored {stored.get('format')}, {stored.get('size', 0):,} bytes>"
-    if isinstance(value, list) and value and all(is_stored(v) for v in value):
-        return f"<{len(value)} stored {value[0][STORED_KEY].get('format')} values>"
-    text = (
-        value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), default=str)
-    )
-    text = text.replace("\n", "⏎")
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def progress_table(state: RunState, now: float) -> Table:
@@ -165,13 +149,17 @@ class LiveProgress:
         )
 
 
-def summary(state: RunState, now: float | None = None) -> Group:
+def summary(state: RunState, now: float | None = None, *, with_params: bool = False) -> Group:
     """The run's tasks as a table, with a headline: how it ended and how long it took, or,
-    while it runs, how long it has been running (by the clock, ``now``)."""
+    while it runs, how long it has been running (by the clock, ``now``). ``with_params``:
+    the parameters it was given under its title."""
     report = run_report(state)
     # The title as a line of its own: a table's title is padded to the table's width,
     # which leaves trailing spaces in a pipe.
     title = Text(f"run {state.run_id} · {state.workflow.name}", style="table.title")
+    if with_params and state.params:
+        title.append("\nparams: ", style="")
+        title.append_text(plain(" ".join(f"{k}={v}" for k, v in params_shown(state))))
     table = Table()
     table.add_column("task")
     table.add_column("state")
@@ -186,7 +174,7 @@ def summary(state: RunState, now: float | None = None) -> Group:
         detail = plain(
             row.get("error")
             or (
-                " ".join(f"{k}={_short(v)}" for k, v in row["outputs"].items())
+                " ".join(f"{k}={short_value(v)}" for k, v in row["outputs"].items())
                 if row["outputs"]
                 else ""
             )

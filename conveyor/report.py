@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from contracts.params import secret_variable
+from contracts.values import STORED_KEY, is_stored
 from contracts.vocabulary import TaskStatus
 from engine.state.model import Node, RunState
+
+
+def short_value(value: Any, width: int = 60) -> str:
+    """A value in one line of at most ``width`` characters: JSON but for text; a
+    stored value or a secret by what it is, never its content."""
+    if is_stored(value):
+        stored = value[STORED_KEY]
+        return f"<stored {stored.get('format')}, {stored.get('size', 0):,} bytes>"
+    if isinstance(value, list) and value and all(is_stored(v) for v in value):
+        return f"<{len(value)} stored {value[0][STORED_KEY].get('format')} values>"
+    variable = secret_variable(value)
+    if variable is not None:
+        return f"<secret from ${variable}>"
+    text = (
+        value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), default=str)
+    )
+    text = text.replace("\n", "⏎")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def params_shown(state: RunState, width: int = 60) -> list[tuple[str, str]]:
+    """The run's parameters, each as a name and its value in one short line."""
+    return [(name, short_value(value, width)) for name, value in state.params.items()]
 
 
 def task_report(node: Node) -> dict[str, Any]:

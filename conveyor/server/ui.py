@@ -17,6 +17,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from conveyor.report import params_shown
 from conveyor.server.access import ApiContext, ApiProblem, needs, run_id_param
 from conveyor.server.auth import Scope
 from conveyor.server.pictures import BOX_H, BOX_W, LABEL_W, dag, timeline
@@ -129,6 +130,7 @@ def build_ui() -> APIRouter:
             "run": state,
             "stalled": stalled,
             "resumable": resumable(client, state, stalled),
+            "params": params_shown(state, width=120),
             "tasks": [task_shape(node) for node in state.nodes.values()],
             "graph": dag(state),
             "timeline": timeline(state, time.time(), events),

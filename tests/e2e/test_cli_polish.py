@@ -89,9 +89,7 @@ def test_parameters_from_a_file_with_the_command_line_over_them(tmp_path: Path) 
         "tasks: [{name: t, env: {A: '{{ params.a }}'}, script: 'echo \"$A\"'}]\n"
     )
     (tmp_path / "values.yaml").write_text("a: from the file\nn: 3\ntags: [x, y]\n")
-    done = conveyor(
-        "run", "p.yaml", "-f", "values.yaml", "-p", "a=from -p", "--json", cwd=tmp_path
-    )
+    done = conveyor("run", "p.yaml", "-f", "values.yaml", "-p", "a=from -p", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["params"] == {"a": "from -p", "n": 3, "tags": ["x", "y"]}
