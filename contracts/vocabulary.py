@@ -71,6 +71,10 @@ class AttemptRef(msgspec.Struct, frozen=True, array_like=True):
     attempt: int
 
 
+TRIGGER_FILTER = r"^[a-z]+(:[A-Za-z0-9_-]+)?$"
+"""What a list of runs may be narrowed to by what started them: a kind (``cli``,
+``api``, ``webhook``, ...) or one trigger of a kind (``webhook:push``)."""
+
 SECRET_MARK = "\x1esecret:{name}\x1e"
 """What a secret parameter's value is everywhere but on the worker that runs the step:
 the name of the worker's environment variable that holds it, marked. The worker swaps

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable
@@ -23,7 +24,7 @@ from contracts.codec import to_builtins
 from contracts.errors import ConveyorError, InvalidInput, NotFound, Problem, did_you_mean
 from contracts.events import ArtifactRef
 from contracts.ports import LogLine
-from contracts.vocabulary import RunStatus
+from contracts.vocabulary import TRIGGER_FILTER, RunStatus
 from conveyor import loop
 from conveyor.cli.common import (
     DEFAULT_HOME,
@@ -87,25 +88,41 @@ def register(app: typer.Typer) -> None:
     def runs(
         state: Annotated[RunStatus | None, typer.Option(help="Only runs in this state.")] = None,
         workflow: Annotated[str | None, typer.Option(help="Only runs of this workflow.")] = None,
+        trigger: Annotated[
+            str | None,
+            typer.Option(
+                help="Only runs started so: cli, api, a kind of trigger (webhook, schedule,"
+                " queue, sensor), or one trigger (webhook:push)."
+            ),
+        ] = None,
         limit: Annotated[int, typer.Option(min=1, help="At most this many runs.")] = 20,
         as_json: JsonOption = False,
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
         """List recent runs, newest first."""
         status = None if state is None else str(state)
-        rows = _read(home, lambda c: c.runs(state=status, workflow=workflow, limit=limit))
+        if trigger is not None and not re.match(TRIGGER_FILTER, trigger):
+            raise fail_input(
+                InvalidInput(
+                    [Problem(f"{trigger!r}: a kind (webhook) or a kind and a name (webhook:push)")],
+                    source="--trigger",
+                )
+            )
+        rows = _read(
+            home, lambda c: c.runs(state=status, workflow=workflow, trigger=trigger, limit=limit)
+        )
         stalled = _stalled(home, [row.run_id for row in rows if row.state == RunStatus.RUNNING])
         if as_json:
             write_json([{**to_builtins(row), "stalled": row.run_id in stalled} for row in rows])
             return
         table = Table()
-        for column in ("run", "workflow", "state", "submitted", "duration"):
+        for column in ("run", "workflow", "state", "trigger", "submitted", "duration"):
             table.add_column(column)
         for row in rows:
             when = datetime.fromtimestamp(row.submitted_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
             took = f"{row.finished_at - row.submitted_at:.2f}s" if row.finished_at else ""
             shown = f"{row.state} (stalled)" if row.run_id in stalled else row.state
-            table.add_row(row.run_id[:12], row.workflow, shown, when, took)
+            table.add_row(row.run_id[:12], row.workflow, shown, row.trigger, when, took)
         out.print(table)
         if stalled:
             say(f"stalled: {_ended_first('RUN')}")
@@ -116,7 +133,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
-        """Show a run: tasks, states, attempts, durations, outputs."""
+        """Show a run: its parameters, tasks, states, attempts, durations, outputs."""
         state = _read(home, lambda c: c.state(run_id))
         stalled = not state.finished and bool(_stalled(home, [state.run_id]))
         if as_json:

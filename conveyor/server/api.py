@@ -21,6 +21,7 @@ from starlette.background import BackgroundTask
 from contracts.codec import to_builtins
 from contracts.events import ArtifactRef
 from contracts.validation import resolve_params
+from contracts.vocabulary import TRIGGER_FILTER
 from conveyor.server.access import (
     ApiProblem,
     context_of,
@@ -137,7 +138,7 @@ def build_router() -> APIRouter:
             None, max_length=80, description="next_cursor of the previous page"
         ),
         trigger: str | None = Query(
-            None, pattern=r"^[a-z]+(:[A-Za-z0-9_-]+)?$", description="webhook, or webhook:push"
+            None, pattern=TRIGGER_FILTER, description="webhook, or webhook:push"
         ),
         since: float | None = Query(None, ge=0, description="submitted at or after (epoch s)"),
         until: float | None = Query(None, ge=0, description="submitted at or before (epoch s)"),

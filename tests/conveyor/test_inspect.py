@@ -195,3 +195,43 @@ def test_a_run_of_the_home_that_no_process_drives_is_listed_stalled(
     assert [(r["run_id"], r["state"], r["stalled"]) for r in json.loads(listed.output)] == [
         ("r1", "running", True)
     ]
+
+
+def test_runs_are_listed_with_what_started_them_and_narrowed_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = {"r1": "cli", "r2": "webhook:push", "r3": "webhook:nightly", "r4": "api"}
+
+    async def record() -> None:
+        store = SqliteRunLog(tmp_path / "conveyor.db")
+        for at, (run_id, trigger) in enumerate(started.items()):
+            submitted = RunSubmitted(
+                run_id=run_id,
+                at=float(at),
+                workflow={"name": "wf", "tasks": [{"name": "a", "script": "x"}]},
+                params={},
+                trigger=trigger,
+            )
+            await store.append(run_id, [submitted])
+        await store.close()
+
+    asyncio.run(record())
+    monkeypatch.delenv("CONVEYOR_AMQP_URL", raising=False)
+    monkeypatch.delenv("CONVEYOR_REDIS_URL", raising=False)
+
+    def listed(*args: str) -> list[str]:
+        done = CliRunner().invoke(app, ["runs", *args, "--home", str(tmp_path)])
+        assert done.exit_code == 0, done.output
+        return [line for line in done.output.splitlines() if line.startswith("│")]
+
+    def column(rows: list[str], number: int) -> list[str]:
+        return [row.split("│")[number].strip() for row in rows]
+
+    everything = listed()  # newest first
+    assert column(everything, 1) == ["r4", "r3", "r2", "r1"]
+    assert column(everything, 4) == ["api", "webhook:nightly", "webhook:push", "cli"]
+    assert column(listed("--trigger", "webhook"), 1) == ["r3", "r2"]
+    assert column(listed("--trigger", "webhook:push"), 1) == ["r2"]
+    refused = CliRunner().invoke(app, ["runs", "--trigger", "web hook", "--home", str(tmp_path)])
+    assert refused.exit_code == 2
+    assert "--trigger: 'web hook': a kind (webhook)" in refused.output
