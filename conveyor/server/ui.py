@@ -8,6 +8,7 @@ items at a time, so a run with 100,000 items is as light as one with ten.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from contracts.spec import Param, Workflow
 from conveyor.report import params_shown
 from conveyor.server.access import ApiContext, ApiProblem, needs, run_id_param
 from conveyor.server.auth import Scope
@@ -36,6 +38,26 @@ def _when(stamp: float | None) -> str:
     if stamp is None:
         return ""
     return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _defaults(spec: Workflow) -> str:
+    """The parameters a run would be started with, as the JSON the start form sends."""
+    given = {n: p.default for n, p in spec.params.items() if not (p.is_secret or p.required)}
+    return json.dumps(given, indent=2, default=str) if given else "{}"
+
+
+def _param_line(name: str, param: Param) -> dict[str, str]:
+    """A parameter as the start form describes it: its type, and its default, or that it
+    must be given, or where a secret comes from."""
+    if param.from_env is not None:
+        said = f"secret from ${param.from_env}"
+    elif param.is_secret:
+        said = "secret"
+    elif param.required:
+        said = f"{param.type}, required"
+    else:
+        said = f"{param.type}, default {json.dumps(param.default, default=str)[:80]}"
+    return {"name": name, "said": said, "description": param.description or ""}
 
 
 def _took(start: float | None, end: float | None) -> str:
@@ -199,14 +221,25 @@ def build_ui() -> APIRouter:
                     "problem": runtime.trigger_problem(name, version, trigger.name),
                 }
                 if trigger.schedule is not None:
-                    entry["next"] = next(Schedule.of(trigger.schedule).fires(now)).isoformat()
+                    entry["next"] = _when(
+                        next(Schedule.of(trigger.schedule).fires(now)).timestamp()
+                    )
                     cursor = read_cursor(await runtime.store.cursor(cursor_key(name, trigger.name)))
                     entry["last"] = (
                         _when(cursor.last_fire) if cursor and cursor.last_fire else "never"
                     )
                 entry["records"] = await runtime.store.records(name, trigger.name, limit=10)
                 triggers.append(entry)
-            found.append({"name": name, "version": version, "spec": spec, "triggers": triggers})
+            found.append(
+                {
+                    "name": name,
+                    "version": version,
+                    "spec": spec,
+                    "triggers": triggers,
+                    "params": [_param_line(n, p) for n, p in spec.params.items()],
+                    "defaults": _defaults(spec),
+                }
+            )
         return templates.TemplateResponse(request, "workflows.html", {"workflows": found})
 
     return ui

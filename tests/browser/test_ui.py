@@ -165,7 +165,11 @@ async def test_a_live_run_is_watched_opened_and_approved(server: str, page: obje
     assert isinstance(page, Page)
     # Started from the UI: a bad parameter is refused in place, a good one opens the run.
     await page.goto(f"{server}/workflows")
-    params = page.get_by_label("parameters of fan")
+    params = page.get_by_label("parameters of fan", exact=True)
+    # The form starts from the defaults, and says what each parameter takes.
+    await expect(params).to_have_value('{\n  "n": 12,\n  "pause": 0.3\n}')
+    described = page.get_by_label("the parameters of fan")
+    await expect(described).to_contain_text("n int, default 12")
     await params.fill('{"n": "many"}')
     await page.get_by_role("button", name="Start a run of fan").click()
     await expect(page.locator("form[data-start='fan'] .error")).to_contain_text("expected int")

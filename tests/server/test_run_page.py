@@ -1,8 +1,10 @@
-"""The run page says what a run was given: its parameters, as text, secrets by name."""
+"""The run page says what a run was given, and the workflows page what a run may be
+given: parameters as text, secrets by name, the start form filled with the defaults."""
 
 from __future__ import annotations
 
 import html
+import json
 
 import pytest
 
@@ -11,8 +13,10 @@ from tests.server.conftest import Server
 GIVEN = """
 name: given
 params:
-  label: {type: str}
+  label: {type: str, description: "shown <b>as text</b>"}
   token: {from_env: DEPLOY_TOKEN}
+  size: {type: int, default: 3}
+  tag: {type: str, default: "</textarea><script>alert(1)</script>"}
 tasks:
   - name: t
     script: "true"
@@ -37,3 +41,23 @@ async def test_the_run_page_shows_the_parameters_as_text(
     assert "<img" not in page
     assert "&lt;secret from $DEPLOY_TOKEN&gt;" in page
     assert "hunter2" not in page
+
+
+async def test_the_start_form_describes_each_parameter_and_holds_the_defaults(
+    server: Server,
+) -> None:
+    await server.register(GIVEN)
+    page = (await server.http.get("/workflows")).text
+    form = page[page.index('aria-label="the parameters of given"') :]
+    form = form[: form.index("</form>")]
+    for said in (
+        '<span class="mono">label</span> <span class="small">str, required</span>'
+        " · shown &lt;b&gt;as text&lt;/b&gt;",
+        '<span class="mono">token</span> <span class="small">secret from $DEPLOY_TOKEN</span>',
+        '<span class="mono">size</span> <span class="small">int, default 3</span>',
+    ):
+        assert said in form
+    area = form[form.index("<textarea") :]
+    defaults = html.unescape(area[area.index(">") + 1 : area.index("</textarea>")])
+    assert json.loads(defaults) == {"size": 3, "tag": "</textarea><script>alert(1)</script>"}
+    assert "<script>" not in page
