@@ -13,11 +13,22 @@ from engine.state.model import RunState
 
 BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 190, 58, 60, 24, 16
 ROW_H, LABEL_W = 22, 160
+BOX_NAME_CHARS, LABEL_CHARS = 21, 22
+"""About how many characters of a name fit in a box, and in the timeline's labels."""
 MIN_BAR = 0.002
 """The narrowest bar, as a share of the run's span: a step of a millisecond in an hour's
 run is still seen."""
 TICKS = 6
 """About how many times the timeline's axis names."""
+
+
+def fitted(name: str, chars: int) -> str:
+    """``name`` in at most ``chars`` characters: cut in the middle, so that names that
+    differ only at the end (``extract_10``, ``extract_11``) stay told apart."""
+    if len(name) <= chars:
+        return name
+    tail = (chars - 1) // 2
+    return f"{name[: chars - 1 - tail]}…{name[-tail:]}"
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,10 @@ class Box:
     state: str
     kind: str
     counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def shown_name(self) -> str:
+        return fitted(self.name, BOX_NAME_CHARS)
 
     @property
     def caption(self) -> str:
@@ -101,6 +116,10 @@ class Bar:
     """The bar's length, as a share of the run's span."""
     state: str
     label: str
+
+    @property
+    def shown_name(self) -> str:
+        return fitted(self.name, LABEL_CHARS)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The run's timeline: bars placed as shares of the run's span, so the picture stretches
-to any width, and an axis of round times."""
+to any width, and an axis of round times; names that fit the boxes and the labels."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from contracts.events import (
     TaskStarted,
     TaskSucceeded,
 )
-from conveyor.server.pictures import MIN_BAR, ticks, timeline
+from conveyor.server.pictures import BOX_NAME_CHARS, LABEL_CHARS, MIN_BAR, dag, ticks, timeline
 from engine.state.fold import fold, new_state
 from engine.state.model import RunState
 
@@ -92,3 +92,24 @@ def test_the_axis_has_a_few_evenly_spaced_ticks_within_the_span(span: float) -> 
     assert len(steps) == 1
     (step,) = steps
     assert found[-1].at <= 1 + 1e-9 < found[-1].at + step  # the last tick within the span
+
+
+def test_long_names_are_cut_in_the_middle_and_stay_told_apart() -> None:
+    names = [f"extract_source_number_{n}" for n in range(12)]
+    tasks = [{"name": name, "script": "true"} for name in names]
+    state = new_state(
+        RunSubmitted(run_id="r", at=100.0, workflow={"name": "wide", "tasks": tasks}, params={})
+    )
+    for name in names:
+        fold(state, TaskExpanded(run_id="r", at=100.0, task=name, index=-1, count=1))
+        fold(state, TaskDispatched(run_id="r", at=100.0, task=name))
+        fold(state, TaskStarted(run_id="r", at=100.5, task=name))
+    boxes = [box.shown_name for box in dag(state).boxes]
+    labels = [bar.shown_name for bar in timeline(state, 101.0).bars]
+    for shown, chars in ((boxes, BOX_NAME_CHARS), (labels, LABEL_CHARS)):
+        assert len(set(shown)) == len(names)
+        assert all(len(text) <= chars and "…" in text for text in shown)
+    assert boxes[11] == "extract_so…_number_11"
+    assert labels[0] == "extract_sou…e_number_0"
+    short = new_state(RunSubmitted(run_id="s", at=100.0, workflow=WORKFLOW, params={}))
+    assert [box.shown_name for box in dag(short).boxes] == ["a", "b"]
