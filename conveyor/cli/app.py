@@ -197,12 +197,17 @@ def export(
 
 
 @app.command()
-def validate(file: WorkflowTarget) -> None:
+def validate(
+    file: WorkflowTarget, param: ParamOption = None, params_file: ParamsFileOption = None
+) -> None:
     """Check a workflow file without running anything (and what it needs here: artifact
-    filesystems, Python step modules)."""
+    filesystems, Python step modules); with -p or -f, the parameters a run would get."""
     use_import_paths(step_import_paths(file if file.is_file() else None))
     try:
-        workflow = load_target(file)
+        if param or params_file is not None:
+            workflow, _ = load_for_run(file, param or [], params_file)
+        else:
+            workflow = load_target(file)
         preflight.check(workflow, str(file))
     except InvalidInput as exc:
         raise fail_input(exc) from None

@@ -102,6 +102,10 @@ def test_parameters_from_a_file_with_the_command_line_over_them(tmp_path: Path) 
         "  wrong.json:2, n: expected int, got str '3'",
         "  wrong.json:2, tag: unknown parameter 'tag' (known: a, n, tags)",
     ]
+    checked = conveyor("validate", "p.yaml", "-f", "wrong.json", cwd=tmp_path)
+    assert (checked.returncode, checked.stderr) == (wrong.returncode, wrong.stderr)
+    fine = conveyor("validate", "p.yaml", "-f", "values.yaml", "-p", "n=4", cwd=tmp_path)
+    assert fine.returncode == 0 and "p.yaml: ok" in fine.stderr + fine.stdout
     missing = conveyor("run", "p.yaml", "-f", "nowhere.yaml", cwd=tmp_path)
     assert missing.returncode == 2
     assert "nowhere.yaml: cannot read parameters file: No such file" in missing.stderr
