@@ -29,18 +29,23 @@ class Sent:
 
 @dataclass
 class Receiver:
-    """What it was sent; it answers ``answers`` in turn, then 503 while ``refusing``, else
-    204."""
+    """What it was sent; it answers 503 to the first ``refused_tries`` of each change,
+    ``answers`` in turn, then 503 while ``refusing``, else 204."""
 
     url: str = ""
     sent: list[Sent] = field(default_factory=list)
     answers: list[int] = field(default_factory=list)
     refusing: bool = False
+    refused_tries: int = 0
 
     def delivered(self) -> list[dict[str, Any]]:
         return [each.change for each in self.sent if each.status == 204]
 
-    def status(self) -> int:
+    def status(self, change_id: str) -> int:
+        if sum(each.headers.get("webhook-id") == change_id for each in self.sent) < (
+            self.refused_tries
+        ):
+            return 503
         if self.answers:
             return self.answers.pop(0)
         return 503 if self.refusing else 204
@@ -53,7 +58,7 @@ def receiver() -> Iterator[Receiver]:
     class Hook(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["content-length"]))
-            status = found.status()
+            status = found.status(self.headers.get("webhook-id", ""))
             found.sent.append(Sent({k.lower(): v for k, v in self.headers.items()}, body, status))
             self.send_response(status)
             self.end_headers()

@@ -112,12 +112,14 @@ def test_conveyor_run_delivers_its_run_changes_signed(tmp_path: Path, receiver: 
 def test_a_refused_delivery_is_tried_again_before_the_command_exits(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    receiver.answers = [503, 503]  # the first try of each change
+    # Two tries refused: the run's end is owed 1 + 2 s after it, past the 1 s after which
+    # the command says it is still delivering (one refused try would race that second).
+    receiver.refused_tries = 2
     done = told("run", str(write(tmp_path, receiver)), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "notify: delivering the run's webhooks" in done.stderr
     assert len(receiver.delivered()) == 2
-    assert f"succeeded -> {receiver.url}/hook: HTTP 204 (2 attempts)" in done.stdout
+    assert f"succeeded -> {receiver.url}/hook: HTTP 204 (3 attempts)" in done.stdout
     assert owed(tmp_path) == []
 
 
