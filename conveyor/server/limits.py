@@ -15,6 +15,10 @@ from conveyor.settings import MAX_REQUEST_BYTES
 OWN_LIMIT = ("/hooks/",)
 """Paths whose routes bound their bodies themselves."""
 
+WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+"""Methods whose bodies a route reads. The others are left alone: a page or a stream of
+events also calls ``receive``, to learn that its client went away."""
+
 
 class BodyTooLarge(HTTPException):
     """Raised while the body is read, so the route answers 413 however it reads it (a
@@ -34,7 +38,11 @@ class BodyLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or str(scope["path"]).startswith(OWN_LIMIT):
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in WITH_BODY
+            or str(scope["path"]).startswith(OWN_LIMIT)
+        ):
             await self.app(scope, receive, send)
             return
         declared = _declared_length(scope)

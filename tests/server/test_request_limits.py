@@ -85,3 +85,17 @@ async def test_webhooks_keep_their_own_limit(limited: httpx.AsyncClient) -> None
     body = b"x" * (LIMIT * 2)  # over the API's limit, under the open hook's 1 MiB
     answer = await limited.post("/hooks/hooked/open?repo=acme", content=body)
     assert answer.status_code == 202, answer.text
+
+
+async def test_a_stream_is_not_cut_by_the_body_its_request_declares(
+    server: Server, limited: httpx.AsyncClient
+) -> None:
+    # A stream reads its request only to learn that the client went away.
+    run_id = (await limited.post("/api/v1/runs", json={"workflow": "fan"})).json()["run_id"]
+    await until_waiting(server, run_id)
+    await limited.post(f"/api/v1/runs/{run_id}/tasks/gate/approve")
+    url = f"/api/v1/runs/{run_id}/events/stream"
+    async with limited.stream("GET", url, content=b"x" * (LIMIT * 2)) as stream:
+        assert stream.status_code == 200
+        kinds = [line async for line in stream.aiter_lines() if line.startswith("event: ")]
+    assert kinds[-1] == "event: run_completed"
