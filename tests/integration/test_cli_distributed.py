@@ -110,8 +110,12 @@ async def test_dead_letters_are_counted(cluster: Cluster) -> None:
     assert "not an event" in done.stdout
 
 
-async def test_submit_a_python_workflow(cluster: Cluster) -> None:
-    done = cli(cluster, "submit", "scoring:scoring", "-p", "size=4", "--wait", "--json")
+async def test_submit_a_python_workflow(cluster: Cluster, tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text("size: 3\n")
+    done = cli(
+        cluster, "submit", "scoring:scoring", "-f", str(values), "-p", "size=4", "--wait", "--json"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout)
     assert [t["state"] for t in result["tasks"]] == [
@@ -120,7 +124,8 @@ async def test_submit_a_python_workflow(cluster: Cluster) -> None:
         "succeeded",
         "skipped",
     ]
-    assert result["tasks"][2]["outputs"]["result"]["items"] == 4
+    assert result["tasks"][2]["outputs"]["result"]["items"] == 4  # -p over the file
+    assert result["params"]["size"] == 4
 
 
 async def test_logs_follow_prints_lines_as_they_come_and_ends_with_the_run(
