@@ -53,6 +53,11 @@ def read_document(path: str | FsPath, what: str, *, max_bytes: int = MAX_WORKFLO
         raise InvalidInput(
             [Problem(f"cannot read {what} file: {exc.strerror}")], source=str(file)
         ) from None
+    return document_text(raw, what, max_bytes=max_bytes, source=str(file))
+
+
+def document_text(raw: bytes, what: str, *, max_bytes: int, source: str) -> str:
+    """``raw`` (read up to one byte past ``max_bytes``) as text, or why it is not."""
     if len(raw) > max_bytes:
         raise InvalidInput(
             [
@@ -61,7 +66,7 @@ def read_document(path: str | FsPath, what: str, *, max_bytes: int = MAX_WORKFLO
                     " (raise it with CONVEYOR_MAX_WORKFLOW_BYTES)"
                 )
             ],
-            source=str(file),
+            source=source,
         )
     try:
         return raw.decode("utf-8")
@@ -74,7 +79,7 @@ def read_document(path: str | FsPath, what: str, *, max_bytes: int = MAX_WORKFLO
                     line=line,
                 )
             ],
-            source=str(file),
+            source=source,
         ) from None
 
 

@@ -17,7 +17,7 @@ from contracts.errors import ConveyorError, InvalidInput, Problem
 from contracts.params import params_from_yaml
 from contracts.ports import TriggerRecord
 from contracts.spec import Workflow
-from contracts.validation import load_workflow, read_document, resolve_params
+from contracts.validation import document_text, load_workflow, read_document, resolve_params
 from conveyor.settings import Settings
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_INVALID = 0, 1, 2
@@ -288,7 +288,8 @@ ParamsFileOption = Annotated[
     typer.Option(
         "--params-file",
         "-f",
-        help="Parameter values from a YAML or JSON file (a mapping of names to values).",
+        help="Parameter values from a YAML or JSON file (a mapping of names to values;"
+        " - reads standard input).",
     ),
 ]
 
@@ -301,7 +302,13 @@ def load_for_run(
     given: dict[str, Any] = {}
     if params_file is not None:
         max_bytes = Settings().max_workflow_bytes
-        text = read_document(params_file, "parameters", max_bytes=max_bytes)
-        given = params_from_yaml(workflow, text, str(params_file))
+        if str(params_file) == "-":  # piped in: jq ... | conveyor submit flow.yaml -f -
+            raw = sys.stdin.buffer.read(max_bytes + 1)
+            source = "stdin"
+            text = document_text(raw, "parameters", max_bytes=max_bytes, source=source)
+        else:
+            source = str(params_file)
+            text = read_document(params_file, "parameters", max_bytes=max_bytes)
+        given = params_from_yaml(workflow, text, source)
     texts = parse_param_args(params)
     return workflow, resolve_params(workflow, given | texts, from_text=texts.keys(), source="-p")

@@ -17,7 +17,11 @@ EXAMPLES = ROOT / "examples"
 
 
 def conveyor(
-    *args: str, cwd: Path, timeout: float = 120, extra_env: dict[str, str] | None = None
+    *args: str,
+    cwd: Path,
+    timeout: float = 120,
+    extra_env: dict[str, str] | None = None,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
@@ -32,6 +36,7 @@ def conveyor(
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=stdin,
     )
 
 

@@ -106,10 +106,17 @@ def test_parameters_from_a_file_with_the_command_line_over_them(tmp_path: Path) 
     assert (checked.returncode, checked.stderr) == (wrong.returncode, wrong.stderr)
     fine = conveyor("validate", "p.yaml", "-f", "values.yaml", "-p", "n=4", cwd=tmp_path)
     assert fine.returncode == 0 and "p.yaml: ok" in fine.stderr + fine.stdout
+    piped = conveyor(
+        "run", "p.yaml", "-f", "-", "--json", cwd=tmp_path, stdin='{"a": "in", "tags": []}'
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["params"] == {"a": "in", "n": 1, "tags": []}
+    not_a_map = conveyor("validate", "p.yaml", "-f", "-", cwd=tmp_path, stdin="- a\n")
+    assert "stdin:1: a parameters file is a mapping" in not_a_map.stderr
     missing = conveyor("run", "p.yaml", "-f", "nowhere.yaml", cwd=tmp_path)
     assert missing.returncode == 2
     assert "nowhere.yaml: cannot read parameters file: No such file" in missing.stderr
-    assert conveyor("runs", "--json", cwd=tmp_path).stdout.count('"run_id"') == 1
+    assert conveyor("runs", "--json", cwd=tmp_path).stdout.count('"run_id"') == 2
 
 
 def test_the_problem_count_matches_the_problems_listed(tmp_path: Path) -> None:
