@@ -149,15 +149,17 @@ class LiveProgress:
         )
 
 
-def summary(state: RunState, now: float | None = None, *, with_params: bool = False) -> Group:
+def summary(state: RunState, now: float | None = None, *, with_origin: bool = False) -> Group:
     """The run's tasks as a table, with a headline: how it ended and how long it took, or,
-    while it runs, how long it has been running (by the clock, ``now``). ``with_params``:
-    the parameters it was given under its title."""
+    while it runs, how long it has been running (by the clock, ``now``). ``with_origin``:
+    what started it and with which parameters, under its title."""
     report = run_report(state)
     # The title as a line of its own: a table's title is padded to the table's width,
     # which leaves trailing spaces in a pipe.
     title = Text(f"run {state.run_id} · {state.workflow.name}", style="table.title")
-    if with_params and state.params:
+    if with_origin and state.trigger:
+        title.append_text(plain(f"\nstarted by {state.trigger}"))
+    if with_origin and state.params:
         title.append("\nparams: ", style="")
         title.append_text(plain(" ".join(f"{k}={v}" for k, v in params_shown(state))))
     table = Table()

@@ -83,6 +83,7 @@ def run_report(state: RunState) -> dict[str, Any]:
         "state": state.status,
         "reason": state.reason,
         "params": state.params,
+        "trigger": state.trigger,
         "submitted_at": state.submitted_at,
         "finished_at": state.finished_at,
         "duration": end - state.submitted_at,

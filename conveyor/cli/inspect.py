@@ -139,7 +139,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             write_json({**run_report(state), "stalled": stalled})
             return
-        out.print(summary(state, with_params=True))
+        out.print(summary(state, with_origin=True))
         if stalled:
             say(f"stalled: {_ended_first(state.run_id[:12])}")
 

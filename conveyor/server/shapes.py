@@ -94,6 +94,7 @@ def run_shape(state: RunState, *, stalled: bool) -> dict[str, Any]:
         "finished_at": state.finished_at,
         "reason": state.reason,
         "params": state.params,
+        "trigger": state.trigger,
         "round": state.round,
         "tasks": [task_shape(node) for node in state.nodes.values()],
     }

@@ -57,6 +57,7 @@ def new_state(event: RunSubmitted) -> RunState:
         open_nodes=len(nodes),
         deadline_base=event.at,
         shard=event.shard,
+        trigger=event.trigger,
     )
     for name, node in nodes.items():
         if node.deps_left == 0:

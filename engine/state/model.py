@@ -202,6 +202,9 @@ class RunState:
     """Waiting instances whose signal has come: to succeed."""
     shard: int | None = None
     """The coordinator shard the run is pinned to (``RunSubmitted.shard``)."""
+    trigger: str = ""
+    """What started the run (``RunSubmitted.trigger``: cli, api, webhook:push, ...);
+    empty in a state from a snapshot made before it was kept."""
 
     @property
     def finished(self) -> bool:

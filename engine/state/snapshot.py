@@ -59,6 +59,7 @@ class _Saved(msgspec.Struct):
     deadline_base: Any = msgspec.UNSET
     signals: Any = msgspec.UNSET
     shard: Any = msgspec.UNSET
+    trigger: Any = msgspec.UNSET
     v: Any = msgspec.UNSET
     workflow: Any = msgspec.UNSET
     evaluable: Any = msgspec.UNSET

@@ -156,7 +156,7 @@ def test_a_resumed_run_s_retries_are_tallied_on_the_coordinator_s_side_not_the_d
     assert row.split("│")[5].strip() == "1", drawn  # the retries column
 
 
-def test_the_summary_can_show_the_parameters_without_a_secret_or_a_whole_value() -> None:
+def test_the_summary_can_say_what_started_the_run_and_its_parameters() -> None:
     submitted = RunSubmitted(
         run_id="p" * 32,
         at=100.0,
@@ -164,7 +164,7 @@ def test_the_summary_can_show_the_parameters_without_a_secret_or_a_whole_value()
         params={"token": "\x1esecret:DEPLOY_TOKEN\x1e", "n": 3, "notes": "x" * 500},
     )
     state = replay([submitted])
-    text = render_text(summary(state, now=101.0, with_params=True))
+    text = render_text(summary(state, now=101.0, with_origin=True))
     shown = f"params: token=<secret from $DEPLOY_TOKEN> n=3 notes={'x' * 59}…"
-    assert text.splitlines()[1] == shown
+    assert text.splitlines()[1:3] == ["started by cli", shown]
     assert "params" not in render_text(summary(state, now=101.0))

@@ -28,7 +28,7 @@ from engine.state.model import Instance, Node
 from tests.engine.tallies import kept, read_whole
 
 # Written by the code before instances were decoded typed, then trimmed as a snapshot
-# made before ``shard``, ``signal_due`` and an instance's ``artifacts`` and
+# made before ``shard``, ``trigger``, ``signal_due`` and an instance's ``artifacts`` and
 # ``stderr_tail`` existed would be.
 OLD = (
     b'{"run_id":"r","params":{},"submitted_at":1.0,"now":4.0,"status":"running",'
@@ -47,7 +47,7 @@ OLD = (
 def test_a_snapshot_of_the_earlier_form_loads_with_typed_values() -> None:
     state = snapshot.load(OLD)
     assert state.status is RunStatus.RUNNING
-    assert state.shard is None and state.signal_due == {}
+    assert state.shard is None and state.signal_due == {} and state.trigger == ""
     failed, pending = state.nodes["a"].instances
     assert failed.status is TaskStatus.FAILED and failed.reason is FailureKind.TIMEOUT
     assert failed.error == "boom" and failed.started_at == 3.0
@@ -57,6 +57,8 @@ def test_a_snapshot_of_the_earlier_form_loads_with_typed_values() -> None:
     # Dumped again, it is in today's form, and loads to the same state.
     again = snapshot.dump(state)
     assert snapshot.dump(snapshot.load(again)) == again
+    state.trigger = "webhook:push"
+    assert snapshot.load(snapshot.dump(state)).trigger == "webhook:push"
 
 
 def test_instances_are_left_out_of_the_garbage_collector_s_walks() -> None:

@@ -36,6 +36,7 @@ async def test_the_run_page_shows_the_parameters_as_text(
     run_id = answer.json()["run_id"]
     await server.engine.client.watch(run_id, timeout=10)
     page = (await server.http.get(f"/runs/{run_id}")).text
+    assert " by api · " in page
     shown = html.escape(label[:119] + "…", quote=False)
     assert f'<span class="mono value">{shown}</span>' in page
     assert "<img" not in page
