@@ -22,6 +22,7 @@ from engine.effects import batch_size
 from engine.intake import POISON_LIMIT
 from engine.state.model import RunState
 from tests.deadletters import until_dead_lettered
+from workers.executors.spawning import MAX_ARG_STRLEN
 
 
 async def run(engine: EmbeddedEngine, text: str, **params: Any) -> RunState:
@@ -235,7 +236,8 @@ async def test_a_variable_too_large_for_the_system_fails_once_saying_which(
     assert state.status == "failed"
     [instance] = state.nodes["echo"].instances
     assert (instance.attempt, instance.reason) == (1, "start")  # the same values would fail again
-    assert "variable TEXT is 200,006 bytes, over the 131,072 the system" in (instance.error or "")
+    said = f"variable TEXT is 200,006 bytes, over the {MAX_ARG_STRLEN:,} the system"
+    assert said in (instance.error or "")
     logs = await engine.store.read_lines(state.run_id, "echo")
     assert any("pass large values as files" in line.text for line in logs)
 

@@ -24,9 +24,9 @@ from contracts.vocabulary import FailureKind
 READ_AFTER_KILL = 1.0
 """Seconds an ended child's last output may take to be read before its pipes close."""
 
-MAX_ARG_STRLEN = 32 * 4096
-"""Linux's ceiling on one argument or one ``NAME=value`` variable handed to a program,
-beside the ceiling on all of them together (``SC_ARG_MAX``)."""
+MAX_ARG_STRLEN = 32 * os.sysconf("SC_PAGE_SIZE")
+"""Linux's ceiling on one argument or one ``NAME=value`` variable handed to a program
+(32 pages), beside the ceiling on all of them together (``SC_ARG_MAX``)."""
 
 
 class Spawned:
@@ -130,7 +130,7 @@ async def spawn(
 
 def too_large(argv: Sequence[str], env: Mapping[str, str]) -> str:
     """What to say when the system refuses ``argv`` and ``env`` as too large (E2BIG):
-    which values are over the ceiling on one, or how far all are over the total."""
+    which values are over the ceiling on one, or else what all of them come to."""
     sizes = {f"variable {name}": _held(f"{name}={value}") for name, value in env.items()}
     sizes |= {f"argument {position}": _held(arg) for position, arg in enumerate(argv)}
     over = [f"{what} is {size:,} bytes" for what, size in sizes.items() if size > MAX_ARG_STRLEN]
