@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from contracts.spec import Param, Workflow
-from conveyor.report import params_shown
+from conveyor.report import params_shown, short_value
 from conveyor.server.access import ApiContext, ApiProblem, needs, run_id_param
 from conveyor.server.auth import Scope
 from conveyor.server.pictures import BOX_H, BOX_W, LABEL_W, dag, timeline
@@ -56,7 +56,7 @@ def _param_line(name: str, param: Param) -> dict[str, str]:
     elif param.required:
         said = f"{param.type}, required"
     else:
-        said = f"{param.type}, default {json.dumps(param.default, default=str)[:80]}"
+        said = f"{param.type}, default {short_value(json.dumps(param.default, default=str), 80)}"
     return {"name": name, "said": said, "description": param.description or ""}
 
 
