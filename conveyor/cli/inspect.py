@@ -133,8 +133,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
-        """Show a run: what started it, its parameters, tasks, states, attempts, durations,
-        outputs."""
+        """Show a run: what started it, parameters, tasks, attempts, durations, outputs."""
         state = _read(home, lambda c: c.state(run_id))
         stalled = not state.finished and bool(_stalled(home, [state.run_id]))
         if as_json:
