@@ -17,7 +17,7 @@ from contracts.ports import ArtifactStore
 from conveyor.server.access import ApiContext, ApiProblem, needs, problem_of
 from conveyor.server.api import build_router
 from conveyor.server.auth import Scope, Tokens
-from conveyor.server.limits import BodyLimit, BodyTooLarge
+from conveyor.server.limits import BodyLimit, BodyTooLarge, allow_body
 from conveyor.server.runtime import TriggerRuntime
 from conveyor.server.ui import HERE, build_ui
 from conveyor.settings import MAX_REQUEST_BYTES
@@ -119,19 +119,15 @@ def create_app(
             return problem(404, "no such webhook", f"no webhook trigger {workflow}/{trigger}")
         hook = served.trigger.webhook
         assert hook is not None
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > hook.max_bytes:
-            answer = await runtime.webhooks.too_large(served, int(declared))
+        allow_body(request, hook.max_bytes)
+        try:
+            body = await request.body()
+        except BodyTooLarge as refused:
+            answer = await runtime.webhooks.too_large(served, refused.detail)
             return problem(answer.status, "payload too large", answer.body["detail"])
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > hook.max_bytes:
-                answer = await runtime.webhooks.too_large(served, None)
-                return problem(answer.status, "payload too large", answer.body["detail"])
         headers = {name.lower(): value for name, value in request.headers.items()}
         answer = await runtime.webhooks.receive(
-            served, WebhookRequest(headers, bytes(body), dict(request.query_params))
+            served, WebhookRequest(headers, body, dict(request.query_params))
         )
         if answer.arrival is not None:
             runtime.handle_later(answer.arrival)

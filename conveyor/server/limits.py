@@ -1,23 +1,29 @@
-"""A ceiling on what one request may send to the API and the UI: a body over it is
-refused with a 413 as soon as it is known to be over, never read whole.
+"""A ceiling on what one request may send: a body over it is refused with a 413 as soon as
+it is known to be over, never read whole.
 
-Webhooks are left to their own limit (``max_bytes`` of each trigger, up to 64 MiB),
-which also records the refusal in the trigger's log.
+The ceiling is the server's (``CONVEYOR_MAX_REQUEST_BYTES``) unless a route sets its own
+before it reads the body (``allow_body``): a webhook's is its trigger's ``max_bytes``.
 """
 
 from __future__ import annotations
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor.settings import MAX_REQUEST_BYTES
 
-OWN_LIMIT = ("/hooks/",)
-"""Paths whose routes bound their bodies themselves."""
-
 WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 """Methods whose bodies a route reads. The others are left alone: a page or a stream of
 events also calls ``receive``, to learn that its client went away."""
+
+_ROUTE_LIMIT = "conveyor.max_body_bytes"
+"""Where a route's own ceiling is kept in the request's scope."""
+
+
+def allow_body(request: Request, max_bytes: int) -> None:
+    """This request's body may be up to ``max_bytes``, whatever the server's ceiling."""
+    request.scope[_ROUTE_LIMIT] = max_bytes
 
 
 class BodyTooLarge(HTTPException):
@@ -30,27 +36,23 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyLimit:
-    """ASGI middleware: counts what the app reads of a body, and stops it past
-    ``max_bytes`` (at once when the declared length is already over)."""
+    """ASGI middleware: counts what the app reads of a body, and stops it past the
+    ceiling (at once when the declared length is already over)."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int = MAX_REQUEST_BYTES) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] not in WITH_BODY
-            or str(scope["path"]).startswith(OWN_LIMIT)
-        ):
+        if scope["type"] != "http" or scope["method"] not in WITH_BODY:
             await self.app(scope, receive, send)
             return
         declared = _declared_length(scope)
-        limit = self.max_bytes
         received = 0
 
         async def bounded() -> Message:
             nonlocal received
+            limit: int = scope.get(_ROUTE_LIMIT, self.max_bytes)  # read as the route reads
             if declared is not None and declared > limit:
                 raise BodyTooLarge(declared, limit)
             message = await receive()

@@ -75,11 +75,9 @@ class WebhookIntake:
                 return Served(spec, version, candidate)
         return None
 
-    async def too_large(self, served: Served, size: int | None) -> Answer:
-        hook = served.trigger.webhook
-        assert hook is not None
-        said = f"{size:,} bytes" if size is not None else "a longer body"
-        reason = f"body over the limit: {said} (at most {hook.max_bytes:,})"
+    async def too_large(self, served: Served, reason: str) -> Answer:
+        """Record and answer a delivery refused, unread, past the trigger's ``max_bytes``
+        (``reason``: by how much, as the server's body limit says)."""
         await self._firing.record(self._base(served), "rejected", reason)
         return Answer(413, {"error": "payload too large", "detail": reason})
 
