@@ -9,16 +9,14 @@ from typing import Any
 
 from contracts.errors import InvalidInput, Problem
 from contracts.spec import ParamType, Workflow, check_type
-from contracts.vocabulary import SECRET_MARK
+from contracts.vocabulary import SECRET_MARK, SECRET_MARKS
 from contracts.yamlsource import SourceMap, load_yaml
 
 
 def secret_variable(value: Any) -> str | None:
     """The variable a secret parameter's mark names; None for any other value."""
-    prefix, _, rest = SECRET_MARK.partition("{name}")
-    if isinstance(value, str) and value.startswith(prefix) and value.endswith(rest):
-        return value[len(prefix) : -len(rest)] or None
-    return None
+    found = SECRET_MARKS.fullmatch(value) if isinstance(value, str) else None
+    return found.group(1) if found else None
 
 
 def coerce_param(kind: ParamType, raw: str) -> Any:

@@ -7,6 +7,7 @@ run logs and shown to users, so they never change meaning.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Literal
 
@@ -80,6 +81,8 @@ SECRET_MARK = "\x1esecret:{name}\x1e"
 the name of the worker's environment variable that holds it, marked. The worker swaps
 the mark in a step's ``env`` for the value, and masks the value in everything the step
 reports."""
+SECRET_MARKS = re.compile("\x1esecret:([A-Za-z_][A-Za-z0-9_]*)\x1e")
+"""Finds the marks of ``SECRET_MARK`` in a text; the group is the variable's name."""
 
 CLAIM_KEY = "$claim"
 """A value stored in the artifact store travels as ``{"$claim": <reference>}``."""

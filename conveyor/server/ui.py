@@ -49,10 +49,8 @@ def _defaults(spec: Workflow) -> str:
 def _param_line(name: str, param: Param) -> dict[str, str]:
     """A parameter as the start form describes it: its type, and its default, or that it
     must be given, or where a secret comes from."""
-    if param.from_env is not None:
+    if param.from_env is not None:  # a secret always names its variable
         said = f"secret from ${param.from_env}"
-    elif param.is_secret:
-        said = "secret"
     elif param.required:
         said = f"{param.type}, required"
     else:

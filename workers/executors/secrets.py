@@ -16,11 +16,10 @@ from typing import Any
 
 import msgspec
 
-from contracts.vocabulary import FailureKind
+from contracts.vocabulary import SECRET_MARKS, FailureKind
 from workers.executors.base import StepOutcome
 from workers.executors.call import Proceed, StepCall
 
-_MARK = re.compile("\x1esecret:([A-Za-z_][A-Za-z0-9_]*)\x1e")
 MASK = "***"
 
 
@@ -40,7 +39,7 @@ async def reveal_secrets(call: StepCall, proceed: Proceed) -> StepOutcome:
         values.append(value)
         return value
 
-    revealed = {key: _MARK.sub(reveal, value) for key, value in env.items()}
+    revealed = {key: SECRET_MARKS.sub(reveal, value) for key, value in env.items()}
     if missing:
         return StepOutcome(
             ok=False,
