@@ -188,6 +188,10 @@ class RunLog(Protocol):
         appended after ``events`` only if every one of ``events`` was new (decisions
         made on a state that includes them); the returned list covers them too, all
         False when they were not appended. One round trip either way.
+
+        A run's log starts with its submission: events for a run whose log is empty
+        (never submitted, or deleted) are not appended, and all come back False. So a
+        late result of a deleted run's attempt does not bring a shard of it back.
         """
         ...
 
@@ -303,6 +307,12 @@ class TaskLogStore(Protocol):
 class RunStore(RunLog, TaskLogStore, Protocol):
     """A backend holding both run logs and task logs (the embedded SQLite file, Redis)."""
 
+    async def delete(self, run_id: str) -> bool:
+        """Remove a finished run for good: its events, snapshot, index row and task
+        lines. False for a run the log does not hold; raises Conflict for one still
+        running. A crash part way leaves the index row, so deleting again finishes."""
+        ...
+
 
 class ArtifactStore(Protocol):
     """Where artifacts and oversized results live; events carry only references."""
@@ -331,6 +341,11 @@ class ArtifactStore(Protocol):
 
     async def get_named(self, key: str) -> bytes | None:
         """What ``put_named`` wrote under ``key``, or None."""
+        ...
+
+    async def remove(self, key: str) -> int:
+        """Delete everything stored under the folder ``key`` (a run's artifacts are
+        under ``runs/<run id>``); returns how many objects went. Nothing there: 0."""
         ...
 
 

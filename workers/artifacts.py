@@ -19,7 +19,7 @@ from typing import Any
 import fsspec
 from fsspec.registry import known_implementations, registry
 
-from contracts.errors import StepError
+from contracts.errors import InvalidInput, Problem, StepError
 from contracts.events import ArtifactRef
 from contracts.vocabulary import FailureKind
 
@@ -203,6 +203,20 @@ class FsspecArtifactStore:
         except FileNotFoundError:
             return None
         return found
+
+    async def remove(self, key: str) -> int:
+        parts = key.strip("/").split("/")
+        if not key.strip("/") or any(part in ("", ".", "..") for part in parts):
+            # Never the whole store, nor a folder above it, whatever the caller passes.
+            raise InvalidInput([Problem(f"not a folder of the artifact store: {key!r}")])
+        return await asyncio.to_thread(self._remove, "/".join(parts))
+
+    def _remove(self, key: str) -> int:
+        folder = f"{self._root}/{key}"
+        found = self._fs.find(folder) if self._fs.exists(folder) else []
+        if found:
+            self._fs.rm(folder, recursive=True)
+        return len(found)
 
 
 def _sha256(file: Path) -> str:

@@ -4,8 +4,28 @@ from __future__ import annotations
 
 import msgspec
 
+from contracts.errors import Conflict, Problem
 from contracts.events import Event, RunCompleted, RunRetryRequested, RunSubmitted
 from contracts.ports import RunSummary
+
+
+def opens_log(event: Event) -> bool:
+    """Whether ``event`` may be the first of a run's log: its submission only. Anything
+    else for a run with no log (a late result of a deleted run) is not appended."""
+    return isinstance(event, RunSubmitted)
+
+
+def refuse_unfinished(row: RunSummary) -> None:
+    """A run is deleted only once it has ended: raise Conflict for one still running."""
+    if row.state == "running":
+        raise Conflict(
+            [
+                Problem(
+                    f"run {row.run_id} is still running: cancel it, or let it end,"
+                    " before deleting it"
+                )
+            ]
+        )
 
 
 def owes_announcement(event: Event) -> bool:

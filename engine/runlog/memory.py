@@ -8,7 +8,13 @@ from contracts.errors import NotFound
 from contracts.events import Event
 from contracts.ports import LogLine, LogPage, LogPosition, RunSummary
 from contracts.topology import ShardMap, initial_shard_map
-from engine.runlog.index import index_update, matches, owes_announcement
+from engine.runlog.index import (
+    index_update,
+    matches,
+    opens_log,
+    owes_announcement,
+    refuse_unfinished,
+)
 from engine.runlog.notify import AppendSignal
 from engine.runlog.pages import page_of
 
@@ -39,6 +45,8 @@ class MemoryRunLog:
         return added
 
     def _add(self, run_id: str, event: Event) -> bool:
+        if run_id not in self._events and not opens_log(event):
+            return False
         ids = self._ids.setdefault(run_id, set())
         event_id = event.id
         if event_id in ids:
@@ -137,6 +145,15 @@ class MemoryRunLog:
                 f"no run matches {prefix!r}" if not matches else f"{prefix!r} is ambiguous"
             )
         return matches[0]
+
+    async def delete(self, run_id: str) -> bool:
+        row = self._index.get(run_id)
+        if row is None:
+            return False
+        refuse_unfinished(row)
+        for kept in (self._lines, self._snapshots, self._ids, self._events, self._index):
+            kept.pop(run_id, None)
+        return True
 
     async def write_lines(self, lines: Sequence[LogLine]) -> None:
         for line in lines:

@@ -36,8 +36,16 @@ from contracts.ports import LogLine, LogPage, LogPosition, RunSummary
 from contracts.topology import ShardMap, initial_shard_map
 from engine.redis_client import redis_client
 from engine.redis_retry import retrying
-from engine.runlog.index import index_update, matches, owes_announcement
-from engine.runlog.rediskeys import PREFIX, key
+from engine.runlog.index import index_update, matches, opens_log, owes_announcement
+from engine.runlog.redisdelete import RunDeletion
+from engine.runlog.rediskeys import (
+    ALL_RUNS,
+    PREFIX,
+    key,
+    running_on,
+    runs_in_state,
+    runs_of_workflow,
+)
 from engine.runlog.redislines import RedisTaskLogs
 
 log = structlog.get_logger("conveyor.redis")
@@ -53,10 +61,17 @@ _APPEND = """
 -- SADD and one XADD (several events per stream entry) per 500 events.
 -- An entry's id is 0-<events in the log after it>, so a reader that has seen N events
 -- asks for the entries after 0-N (the id set's size is the count of events so far).
+-- The last ARGV is 1 when the first event opens a log (a submission): the only
+-- event appended to a run with none.
 local gate = tonumber(ARGV[1])
 local total = redis.call('SCARD', KEYS[2])
-local count = (#ARGV - 1) / 2
+local count = (#ARGV - 2) / 2
 local flags, seen = {}, {}
+if total == 0 and ARGV[#ARGV] ~= '1' then
+  for i = 1, count do flags[i] = 0 end
+  flags[count + 1] = ''
+  return flags
+end
 for first = 1, count, 500 do
   local last = math.min(first + 499, count)
   local chunk = {}
@@ -127,6 +142,7 @@ class RedisRunLog:
         self._retry_max = retry_max
         self._tail: dict[str, str] = {}
         self._lines = RedisTaskLogs(self._redis, self._retrying)
+        self._deletion = RunDeletion(self._redis, self._lines, self._retrying)
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         return await retrying(what, call, most=self._retry_max)
@@ -142,6 +158,7 @@ class RedisRunLog:
         argv: list[Any] = [len(events)]
         for event in everything:
             argv += [event.id, encode(event)]
+        argv.append(1 if opens_log(everything[0]) else 0)
         keys = [key(run_id, "events"), key(run_id, "ids")]
         result = await self._retrying("append", lambda: self._append(keys=keys, args=argv))
         added = [bool(flag) for flag in result[:-1]]
@@ -168,15 +185,15 @@ class RedisRunLog:
             if update is None:
                 continue
             if summary is not None:
-                pipe.zrem(f"{PREFIX}:runs:state:{summary.state}", run_id)
+                pipe.zrem(runs_in_state(summary.state), run_id)
                 if summary.state == "running" and summary.shard is not None:
-                    pipe.zrem(_running_on(summary.shard), run_id)
+                    pipe.zrem(running_on(summary.shard), run_id)
             if update.state == "running" and update.shard is not None:
-                pipe.zadd(_running_on(update.shard), {run_id: update.submitted_at})
+                pipe.zadd(running_on(update.shard), {run_id: update.submitted_at})
             pipe.hset(key(run_id, "summary"), mapping=_summary_fields(update))
-            pipe.zadd(f"{PREFIX}:runs", {run_id: update.submitted_at})
-            pipe.zadd(f"{PREFIX}:runs:state:{update.state}", {run_id: update.submitted_at})
-            pipe.zadd(f"{PREFIX}:runs:wf:{update.workflow}", {run_id: update.submitted_at})
+            pipe.zadd(ALL_RUNS, {run_id: update.submitted_at})
+            pipe.zadd(runs_in_state(update.state), {run_id: update.submitted_at})
+            pipe.zadd(runs_of_workflow(update.workflow), {run_id: update.submitted_at})
             summary = update
         await pipe.execute()
 
@@ -251,11 +268,11 @@ class RedisRunLog:
         until: float | None = None,
     ) -> list[RunSummary]:
         if (state and workflow) or state:
-            source = f"{PREFIX}:runs:state:{state}"
+            source = runs_in_state(state)
         elif workflow:
-            source = f"{PREFIX}:runs:wf:{workflow}"
+            source = runs_of_workflow(workflow)
         else:
-            source = f"{PREFIX}:runs"
+            source = ALL_RUNS
         rows: list[RunSummary] = []
         offset = 0
         tops = [t for t in (None if before is None else before[0], until) if t is not None]
@@ -285,7 +302,7 @@ class RedisRunLog:
         return rows[:limit]
 
     async def running(self, shard: int | None = None) -> list[str]:
-        source = f"{PREFIX}:runs:state:running" if shard is None else _running_on(shard)
+        source = runs_in_state("running") if shard is None else running_on(shard)
         ids = await self._retrying("running", lambda: self._redis.zrange(source, 0, -1))
         return [run_id.decode() for run_id in ids]
 
@@ -362,6 +379,11 @@ class RedisRunLog:
             )
         return matches[0]
 
+    async def delete(self, run_id: str) -> bool:
+        self._tail.pop(run_id, None)
+        row = await self.summary(run_id)
+        return row is not None and await self._deletion.delete(row)
+
     # -- task logs ------------------------------------------------------------------
 
     async def write_lines(self, lines: Sequence[LogLine]) -> None:
@@ -397,10 +419,6 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
-
-
-def _running_on(shard: int) -> str:
-    return f"{PREFIX}:runs:running:shard:{shard}"
 
 
 def _summary_fields(row: RunSummary) -> dict[str, Any]:

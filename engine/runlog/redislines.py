@@ -116,6 +116,38 @@ class RedisTaskLogs:
         lines.sort(key=lambda line: line.at)
         return lines
 
+    async def delete(self, run_id: str) -> None:
+        """Unlink every line list of the run, then the indexes that find them. A batch of
+        lists at a time: a 100,000-item run has that many, and one call for all would
+        hold Redis up. The indexes go last, so that a delete cut short can be redone."""
+        names = await self._retrying("logs", partial(self._redis.smembers, key(run_id, "logtasks")))
+        while await self._retrying("logs", partial(self._unlink_lists, run_id)):
+            pass
+        indexes = [key(run_id, f"logitems:{name.decode()}") for name in names]
+        indexes += [key(run_id, part) for part in ("logindex", "logkeys", "logtasks")]
+        await self._retrying("logs", partial(self._redis.unlink, *indexes))
+
+    async def _unlink_lists(self, run_id: str) -> bool:
+        """Unlink the next batch of the run's lists and take them out of the name
+        indexes (``logindex``, and ``logkeys`` of runs stored before it); False once
+        none are left."""
+        listed = self._redis.pipeline(transaction=False)
+        listed.zrange(key(run_id, "logindex"), 0, LISTS_PER_LOOK - 1)
+        listed.srandmember(key(run_id, "logkeys"), LISTS_PER_LOOK)
+        indexed, listed_before = await listed.execute()
+        if not indexed and not listed_before:
+            return False
+        pipe = self._redis.pipeline(transaction=False)
+        # One command: the lists share the run's slot (a Cluster pipeline's own
+        # ``unlink`` would split them by slot, and cannot be queued).
+        pipe.execute_command("UNLINK", *{*indexed, *listed_before})
+        if indexed:
+            pipe.zrem(key(run_id, "logindex"), *indexed)
+        if listed_before:
+            pipe.srem(key(run_id, "logkeys"), *listed_before)
+        await pipe.execute()
+        return True
+
     async def page_lines(
         self,
         run_id: str,

@@ -20,7 +20,7 @@ from contracts.errors import NotFound
 from contracts.events import Event
 from contracts.ports import LogLine, LogPage, LogPosition, RunSummary
 from contracts.topology import ShardMap, initial_shard_map
-from engine.runlog.index import index_update, owes_announcement
+from engine.runlog.index import index_update, opens_log, owes_announcement, refuse_unfinished
 from engine.runlog.notify import AppendSignal
 from engine.runlog.pages import page_ending
 
@@ -115,6 +115,9 @@ class SqliteRunLog:
                 if position == len(events) and not all(added):
                     added.extend([False] * len(then))
                     break
+                if seq == 0 and not opens_log(event):
+                    added.append(False)
+                    continue
                 body = encode(event)
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO events (run_id, seq, event_id, body)"
@@ -281,6 +284,21 @@ class SqliteRunLog:
         if len(rows) != 1:
             raise NotFound(f"no run matches {prefix!r}" if not rows else f"{prefix!r} is ambiguous")
         return str(rows[0][0])
+
+    async def delete(self, run_id: str) -> bool:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self._summary(run_id)
+            if row is not None:
+                refuse_unfinished(row)
+                for table in ("task_logs", "snapshots", "events", "runs"):
+                    db.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return row is not None
 
     async def write_lines(self, lines: Sequence[LogLine]) -> None:
         self._db.execute("BEGIN")
