@@ -314,6 +314,11 @@ class RunStore(RunLog, TaskLogStore, Protocol):
         ...
 
 
+def run_artifacts(run_id: str) -> str:
+    """The folder of an artifact store that holds everything a run's steps stored."""
+    return f"runs/{run_id}"
+
+
 class ArtifactStore(Protocol):
     """Where artifacts and oversized results live; events carry only references."""
 

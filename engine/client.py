@@ -27,11 +27,21 @@ from contracts.events import (
     SignalReceived,
 )
 from contracts.messages import ResumeRun
-from contracts.ports import LogLine, LogPage, LogPosition, RunStore, RunSummary, Transport
+from contracts.ports import (
+    ArtifactStore,
+    LogLine,
+    LogPage,
+    LogPosition,
+    RunStore,
+    RunSummary,
+    Transport,
+    run_artifacts,
+)
 from contracts.spec import Workflow
 from contracts.topology import DEFAULT_SHARDS, ShardMap, shard_queue
 from contracts.vocabulary import RunStatus
 from engine.logfollow import LineFollower, LinesRead
+from engine.runlog.index import refuse_unfinished
 from engine.state import fold, new_state, snapshot
 from engine.state.model import RunState
 
@@ -181,6 +191,20 @@ class Client:
         )
         await self._send(await self._shard(state), encode(event))
         return state.run_id
+
+    async def delete(self, run: str, artifacts: ArtifactStore | None = None) -> str:
+        """Delete a finished run for good: its log, its task lines and, given the store,
+        its artifacts; returns its full id. A run still running is refused (Conflict)."""
+        run_id = await self.find(run)
+        row = await self.store.summary(run_id)
+        if row is None:
+            raise NotFound(f"no run {run_id!r}")
+        refuse_unfinished(row)
+        if artifacts is not None:  # first: a delete cut short leaves the run to find again
+            await artifacts.remove(run_artifacts(run_id))
+        await self.store.delete(run_id)
+        self._states.pop(run_id, None)
+        return run_id
 
     async def _shard(self, state: RunState) -> int:
         return (await self.shard_map()).pinned(state.run_id, state.shard)

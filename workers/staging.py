@@ -15,7 +15,7 @@ import msgspec
 from contracts.errors import StepError
 from contracts.events import ArtifactRef
 from contracts.messages import TaskReady
-from contracts.ports import ArtifactStore
+from contracts.ports import ArtifactStore, run_artifacts
 from contracts.values import (
     MAX_VALUE_BYTES,
     STORED_KEY,
@@ -96,7 +96,7 @@ def _ref(data: Any) -> ArtifactRef:
 
 
 def _key(task: TaskReady, name: str) -> str:
-    return f"runs/{task.run_id}/{task.task}/{task.index}/{task.attempt}/{name}"
+    return f"{run_artifacts(task.run_id)}/{task.task}/{task.index}/{task.attempt}/{name}"
 
 
 async def store_outputs(

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from contracts.codec import encode
+from contracts.errors import InvalidInput
 from contracts.events import TaskSucceeded
 from contracts.validation import load_workflow, parse_workflow, resolve_params, workflow_from_data
 from contracts.vocabulary import RunStatus
@@ -170,3 +171,24 @@ async def test_a_directory_artifact_holding_a_link_out_fails_its_reader_not_the_
     assert state.status == RunStatus.FAILED
     error = state.nodes["read"].instances[0].error or ""
     assert "link" in error.lower(), error
+
+
+@pytest.mark.parametrize("where", ["file", "memory"])
+async def test_a_runs_artifacts_are_removed_and_no_others(tmp_path: Path, where: str) -> None:
+    url = tmp_path / "store" if where == "file" else f"memory://remove-{tmp_path.name}"
+    store = FsspecArtifactStore(url)
+    folder = tmp_path / "out"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "b.txt").write_text("deep")
+    await store.put_path("runs/r1/t/0/1/out", folder)
+    await store.put_bytes("runs/r1/t/1/1/values/result.json", b"1")
+    kept = await store.put_bytes("runs/r10/t/0/1/values/result.json", b"10")
+    await store.put_named("cache/k.json", b"{}")
+    assert await store.remove("runs/r1") == 2
+    assert await store.remove("runs/r1/") == 0
+    assert await store.get_bytes(kept) == b"10"
+    assert await store.get_named("cache/k.json") == b"{}"
+    for wrong in ("", "/", "runs/..", "../store", "runs//r1", "runs/./r10"):
+        with pytest.raises(InvalidInput, match="not a folder of the artifact store"):
+            await store.remove(wrong)
+    assert await store.get_bytes(kept) == b"10"

@@ -1,0 +1,136 @@
+"""Retention: ended runs older than the period go, with their lines and artifacts;
+running runs, younger runs and runs of other states or workflows stay."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import time
+import uuid
+
+import msgspec
+import pytest
+
+from contracts.errors import Conflict, NotFound
+from contracts.events import ArtifactRef, RunCompleted, RunSubmitted
+from contracts.ports import RunSummary
+from contracts.validation import parse_workflow
+from contracts.vocabulary import RunStatus
+from conveyor.embedded import EmbeddedEngine
+from engine.client import Client
+from engine.retention import PAGE, Retention, prune
+from engine.runlog.memory import MemoryRunLog
+from workers.artifacts import FsspecArtifactStore
+
+PRINTS = """
+    name: prints
+    tasks:
+      - name: say
+        script: mkdir -p out && echo hello | tee out/said.txt
+        artifacts:
+          out: {said: out/said.txt}
+"""
+FAILS = "name: fails\ntasks: [{name: boom, script: echo bad; exit 3}]"
+WAITS = "name: waits\ntasks: [{name: hold, wait: {signal: go}}]"
+
+
+def flow(text: str):  # type: ignore[no-untyped-def]
+    return parse_workflow(textwrap.dedent(text))
+
+
+async def ended(client: Client, text: str) -> str:
+    run_id = await client.submit(flow(text), {})
+    await client.watch(run_id, timeout=30)
+    return run_id
+
+
+async def test_prune_deletes_ended_runs_past_the_period_and_nothing_else(
+    engine: EmbeddedEngine,
+) -> None:
+    client = engine.client
+    succeeded = await ended(client, "name: prints\ntasks: [{name: say, script: echo hello}]")
+    failed = await ended(client, FAILS)
+    waiting = await client.submit(flow(WAITS), {})
+    async for _submitted_now in client.follow(waiting, timeout=30):
+        break
+    now = time.time()
+    assert (await client.state(waiting)).status == RunStatus.RUNNING
+
+    # Nothing has ended an hour ago yet.
+    assert (await prune(client, Retention(keep=3600), now)).deleted == 0
+    # Of one state only: the failed run goes, the succeeded one stays.
+    gone: list[RunSummary] = []
+    done = await prune(client, Retention(keep=0, state="failed"), now + 1, deleted=gone.append)
+    assert (done.deleted, [row.run_id for row in gone]) == (1, [failed])
+    with pytest.raises(NotFound):
+        await client.state(failed)
+    assert await client.lines(succeeded) != []
+    # Of another workflow: nothing.
+    assert (await prune(client, Retention(keep=0, workflow="nope"), now + 1)).deleted == 0
+    # Everything ended: the succeeded run goes; the waiting one is running and stays.
+    assert (await prune(client, Retention(keep=0), now + 1)).deleted == 1
+    assert [row.run_id for row in await client.runs()] == [waiting]
+    assert await client.store.read_lines(succeeded) == []
+    with pytest.raises(Conflict, match="still running"):
+        await client.delete(waiting)
+    await client.cancel(waiting)
+    await client.watch(waiting, timeout=30)
+    assert await client.delete(waiting[:8]) == waiting
+    assert await client.runs() == []
+
+
+async def test_a_deleted_runs_artifacts_go_with_it() -> None:
+    store = FsspecArtifactStore(f"memory://retention-{uuid.uuid4().hex}")
+    async with EmbeddedEngine(artifacts=store) as engine:
+        first = await ended(engine.client, PRINTS)
+        second = await ended(engine.client, PRINTS)
+        said = (await engine.client.state(second)).nodes["say"].artifacts()["said"]
+        await engine.client.delete(first, store)
+    assert await store.remove(f"runs/{first}") == 0  # nothing of it was left
+    assert await store.get_bytes(msgspec.convert(said, ArtifactRef)) == b"hello\n"
+
+
+async def test_prune_reads_the_index_a_page_at_a_time() -> None:
+    """More runs than a page, all expired: every one goes, and the pages are read up
+    to the period's start only."""
+    log = MemoryRunLog()
+    client = Client(log)
+    runs = PAGE * 2 + 7
+    for n in range(runs):
+        run_id = f"r{n:05}"
+        await log.append(run_id, [_submitted(run_id, at=float(n))])
+        await log.append(run_id, [_completed(run_id, at=float(n) + 0.5)])
+    asked: list[float | None] = []
+    reading = log.runs
+
+    async def runs_read(**filters):  # type: ignore[no-untyped-def]
+        asked.append(filters["until"])
+        return await reading(**filters)
+
+    log.runs = runs_read  # type: ignore[method-assign]
+    done = await prune(client, Retention(keep=100.0), now=float(runs))
+    log.runs = reading  # type: ignore[method-assign]
+    assert done.deleted == runs - 100
+    assert len(await log.runs(limit=10_000)) == 100
+    assert set(asked) == {float(runs) - 100.0} and len(asked) >= 2
+
+
+async def test_pruners_racing_delete_each_run_once() -> None:
+    log = MemoryRunLog()
+    client = Client(log)
+    for n in range(50):
+        await log.append(f"r{n}", [_submitted(f"r{n}", at=1.0)])
+        await log.append(f"r{n}", [_completed(f"r{n}", at=2.0)])
+    first, second = await asyncio.gather(
+        prune(client, Retention(keep=0), 10.0), prune(client, Retention(keep=0), 10.0)
+    )
+    assert first.deleted + second.deleted == 50
+    assert await log.runs() == []
+
+
+def _submitted(run_id: str, at: float) -> RunSubmitted:
+    return RunSubmitted(run_id=run_id, at=at, workflow={"name": "wf"}, params={})
+
+
+def _completed(run_id: str, at: float) -> RunCompleted:
+    return RunCompleted(run_id=run_id, at=at, state="succeeded")
