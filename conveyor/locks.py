@@ -100,6 +100,15 @@ class RunLock(ProcessLock):
                 self.cancel_note.unlink(missing_ok=True)
 
 
+def forget_run(home: Path, run_id: str) -> None:
+    """Remove the lock file and cancel note of a deleted run (nobody drives an ended
+    run, and a home keeps no file per run it no longer holds)."""
+    lock = RunLock(home, run_id)
+    if lock.holder() is None:
+        lock.path.unlink(missing_ok=True)
+        lock.cancel_note.unlink(missing_ok=True)
+
+
 class ServerLock(ProcessLock):
     """Held by the embedded server of a home while it serves."""
 

@@ -24,7 +24,7 @@ from contracts.spec import Workflow
 from contracts.validation import raw_splices
 from contracts.vocabulary import RunStatus
 from conveyor import loop, preflight, telemetry
-from conveyor.cli import control, distributed, inspect, signals
+from conveyor.cli import control, distributed, inspect, retention, signals
 from conveyor.cli import server as serving
 from conveyor.cli.common import (
     DEFAULT_HOME,
@@ -232,6 +232,7 @@ control.register(app)
 distributed.register(app)
 serving.register(app)
 signals.register(app)
+retention.register(app)
 
 
 def _redis_unreachable() -> tuple[type[Exception], ...]:

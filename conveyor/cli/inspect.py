@@ -39,6 +39,7 @@ from conveyor.cli.common import (
 from conveyor.locks import run_driver
 from conveyor.progress import summary
 from conveyor.report import run_report
+from conveyor.settings import Settings
 from conveyor.terminal import displayable
 from conveyor.wiring import open_artifacts, open_client, runs_in_home
 from engine.client import Client
@@ -61,7 +62,18 @@ def _read(home: Path, read: Callable[[Client], Awaitable[T]]) -> T:
         async with open_client(settings_from(home=home)) as client:
             return await read(client)
 
-    if not _home_exists(home):
+    require_runs_here(settings_from(home=home))
+    try:
+        return loop.run(go())
+    except (NotFound, InvalidInput) as exc:
+        raise fail_input(exc) from None
+
+
+def require_runs_here(settings: Settings) -> None:
+    """Exit with a clear error when runs are kept in a local home that does not exist
+    (rather than make an empty one)."""
+    home = settings.home
+    if runs_in_home(settings) and not (home / "conveyor.db").exists():
         raise fail_input(
             InvalidInput(
                 [
@@ -73,14 +85,6 @@ def _read(home: Path, read: Callable[[Client], Awaitable[T]]) -> T:
                 ]
             )
         )
-    try:
-        return loop.run(go())
-    except (NotFound, InvalidInput) as exc:
-        raise fail_input(exc) from None
-
-
-def _home_exists(home: Path) -> bool:
-    return not runs_in_home(settings_from(home=home)) or (home / "conveyor.db").exists()
 
 
 def register(app: typer.Typer) -> None:
