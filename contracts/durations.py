@@ -34,8 +34,17 @@ def parse_duration(value: Any) -> float:
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         pos = match.end()
     if pos != len(text) or not text:
-        raise ValueError(f"invalid duration {value!r}: use forms like 500ms, 30s, 1m30s, 2h")
+        raise ValueError(f"invalid duration {value!r}: use forms like 500ms, 30s, 1m30s, 2h, 30d")
     return total
+
+
+def duration_text(seconds: float) -> str:
+    """A duration as users write it, in its largest whole unit (``30d``, ``90m``, ``1.5s``)."""
+    for unit in ("d", "h", "m"):
+        size = _UNIT_SECONDS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 Duration = Annotated[

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.durations import Duration
 from contracts.topology import DEFAULT_SHARDS
 from contracts.validation import MAX_WORKFLOW_BYTES
 from contracts.values import MAX_VALUE_BYTES
@@ -73,6 +74,12 @@ class Settings(BaseSettings):
         " for this long runs again elsewhere (the AMQP heartbeat is kept under a third).",
     )
     wake_interval: float = Field(default=5.0, gt=0)
+    retention: Duration | None = Field(
+        default=None,
+        gt=0,
+        description="A server deletes runs that ended longer ago than this (30d, 12h), with"
+        " their output lines and artifacts; unset, runs are kept for good.",
+    )
     worker_grace: float = Field(default=30.0, ge=0)
     dispatch_batch: int = Field(
         default=32,

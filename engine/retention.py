@@ -9,12 +9,14 @@ still running (or retried meanwhile) is never touched.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import structlog
 
-from contracts.errors import Conflict, NotFound
+from contracts.errors import Conflict, ConveyorError, NotFound
 from contracts.ports import ArtifactStore, RunSummary
 from engine.client import Client
 
@@ -22,6 +24,9 @@ log = structlog.get_logger("conveyor.retention")
 
 PAGE = 500
 """Index rows read at a time: a home of millions of runs is never listed whole."""
+LONGEST_PAUSE = 3600.0
+"""Most seconds between two prunings of a server: a run is kept at most this much
+longer than its period."""
 
 
 @dataclass(frozen=True)
@@ -94,3 +99,29 @@ async def prune(
         if deleted is not None:
             deleted(row)
     return done
+
+
+def pause_between(keep: float) -> float:
+    """Seconds between prunings: a tenth of the period, from a second up to an hour."""
+    return min(LONGEST_PAUSE, max(1.0, keep / 10))
+
+
+async def keep_pruning(
+    client: Client,
+    rule: Retention,
+    *,
+    artifacts: ArtifactStore | None = None,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """A server's retention: prune now, then every ``pause_between`` seconds, until
+    cancelled. A pruning that fails (its store out of reach for longer than its retries)
+    is tried again at the next."""
+    while True:
+        try:
+            done = await prune(client, rule, clock(), artifacts=artifacts)
+        except (ConveyorError, OSError) as exc:
+            log.warning("pruning failed; trying again later", error=str(exc))
+        else:
+            if done.deleted or done.kept_running:
+                log.info("pruned runs", deleted=done.deleted, kept_running=done.kept_running)
+        await asyncio.sleep(pause_between(rule.keep))

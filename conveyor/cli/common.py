@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from contracts.errors import ConveyorError, InvalidInput, Problem
@@ -103,7 +104,22 @@ def settings_from(
         values["shards"] = shards
     if home is not None:
         values["home"] = home
-    return Settings(**values)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        # A setting comes from a flag or from the environment; either way, the variable
+        # is what a user looks for.
+        raise fail_input(
+            InvalidInput(
+                [
+                    Problem(
+                        f"{error['msg'].removeprefix('Value error, ')} (got {error['input']!r})",
+                        path="CONVEYOR_" + "_".join(map(str, error["loc"])).upper(),
+                    )
+                    for error in exc.errors()
+                ]
+            )
+        ) from None
 
 
 def write_json(data: Any) -> None:

@@ -13,6 +13,7 @@ import msgspec
 import typer
 from rich.table import Table
 
+from contracts.durations import duration_text
 from contracts.errors import InvalidInput, NotFound, Problem
 from conveyor import loop, wiring
 from conveyor.addresses import is_loopback
@@ -141,6 +142,9 @@ def server(
             web = web_server(config)
             say(f"conveyor server on http://{host}:{port} · {mode}")
             say(f"serving: {', '.join(runtime.registry.names()) or 'no workflows yet'}")
+            if settings.retention is not None:
+                kept = duration_text(settings.retention)
+                say(f"runs are deleted {kept} after they end (CONVEYOR_RETENTION)")
             if open_access:
                 say("the API and UI are open (no token made; loopback only): conveyor token create")
             elif not has_tokens:

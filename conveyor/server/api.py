@@ -386,6 +386,12 @@ def build_router() -> APIRouter:
         )
         return {"run_id": run_id}
 
+    @api.delete("/runs/{run}", dependencies=[admin])
+    async def delete(request: Request, run: str) -> dict[str, Any]:
+        context = context_of(request)
+        run_id = await context.runtime.client.delete(run_id_param(run), context.artifacts)
+        return {"run_id": run_id, "deleted": True}
+
     @api.post("/runs/{run}/signals/{name}", status_code=202, dependencies=[run_scope])
     async def signal(request: Request, run: str, name: str) -> dict[str, Any]:
         raw = await request.body()

@@ -23,6 +23,7 @@ from conveyor.server.served import ServedClient
 from conveyor.server.takeup import keep_taking_up, take_up_left_unfinished
 from conveyor.settings import Settings
 from engine.client import Client
+from engine.retention import Retention, keep_pruning
 from engine.triggers.firing import STALE_AFTER
 
 log = structlog.get_logger("conveyor.server")
@@ -135,7 +136,14 @@ async def _runtime(
         listener_marks_announced=alone,
     )
     await runtime.start()
+    loops = []
+    if settings.retention is not None:
+        rule = Retention(settings.retention)
+        pruning = keep_pruning(client, rule, artifacts=artifacts)
+        loops.append(asyncio.get_running_loop().create_task(pruning, name="retention"))
+        runtime.supervisor.watch(loops[-1])
     try:
         yield runtime
     finally:
+        await stop_loops(loops)
         await runtime.stop()

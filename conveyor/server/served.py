@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from contracts.errors import Conflict, Problem
-from contracts.ports import RunSummary
+from contracts.ports import ArtifactStore, RunSummary
 from conveyor.local import interrupt_holder
-from conveyor.locks import RunLock
+from conveyor.locks import RunLock, forget_run
 from conveyor.server.shapes import summary_shape
 from engine.client import Client
 from engine.state.model import RunState
@@ -64,6 +64,11 @@ class ServedClient(Client):
     ) -> str:
         self._not_elsewhere(await self.find(run))
         return await super().signal(run, name, data, key=key, sender=sender)
+
+    async def delete(self, run: str, artifacts: ArtifactStore | None = None) -> str:
+        run_id = await super().delete(run, artifacts)
+        forget_run(self._home, run_id)
+        return run_id
 
     def stalled(self, run_id: str) -> bool:
         """Whether no process drives this unfinished run: neither the server's engine nor

@@ -189,3 +189,29 @@ def test_the_server_takes_up_by_itself_a_run_whose_conveyor_run_was_killed(
     assert run["state"] == "succeeded", run
     assert [(t["name"], t["attempt"]) for t in run["tasks"]] == [("first", 1), ("wait", 2)]
     assert served.log.read_text().count("taking up a run") == 1
+
+
+def test_a_server_given_a_retention_period_deletes_the_runs_past_it(
+    server: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "hello.yaml").write_text("name: hello\ntasks: [{name: a, script: echo hi}]\n")
+    before = json.loads(conveyor("run", "hello.yaml", "--json", cwd=tmp_path).stdout)["run_id"]
+    served = server(grace=1)
+    served.env["CONVEYOR_RETENTION"] = "1s"
+    served.start()
+    served.says("runs are deleted 1s after they end (CONVEYOR_RETENTION)")
+    run_id, _step = served.start_run()
+    served.flag.touch()
+    assert served.settled(run_id)["state"] == "succeeded"
+    deadline = time.monotonic() + 30  # a second's period, then a pruning each second
+    while httpx.get(f"{served.url}/api/v1/runs/{run_id}", timeout=10).status_code != 404:
+        assert time.monotonic() < deadline, "the ended run was never pruned"
+        time.sleep(0.1)
+    assert httpx.get(f"{served.url}/api/v1/runs/{before}", timeout=10).status_code == 404
+    assert not (tmp_path / ".conveyor" / "locks" / f"{before}.lock").exists()
+
+
+def test_a_bad_retention_period_stops_the_server_before_it_serves(tmp_path: Path) -> None:
+    refused = conveyor("server", extra_env={"CONVEYOR_RETENTION": "a month"}, cwd=tmp_path)
+    assert refused.returncode == 2, refused
+    assert "CONVEYOR_RETENTION" in refused.stderr and "a month" in refused.stderr

@@ -4,6 +4,7 @@ running runs, younger runs and runs of other states or workflows stay."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import textwrap
 import time
 import uuid
@@ -11,14 +12,21 @@ import uuid
 import msgspec
 import pytest
 
-from contracts.errors import Conflict, NotFound
+from contracts.errors import Conflict, ConveyorError, NotFound
 from contracts.events import ArtifactRef, RunCompleted, RunSubmitted
 from contracts.ports import RunSummary
 from contracts.validation import parse_workflow
 from contracts.vocabulary import RunStatus
 from conveyor.embedded import EmbeddedEngine
 from engine.client import Client
-from engine.retention import PAGE, Retention, prune
+from engine.retention import (
+    LONGEST_PAUSE,
+    PAGE,
+    Retention,
+    keep_pruning,
+    pause_between,
+    prune,
+)
 from engine.runlog.memory import MemoryRunLog
 from workers.artifacts import FsspecArtifactStore
 
@@ -134,3 +142,39 @@ def _submitted(run_id: str, at: float) -> RunSubmitted:
 
 def _completed(run_id: str, at: float) -> RunCompleted:
     return RunCompleted(run_id=run_id, at=at, state="succeeded")
+
+
+def test_a_server_prunes_a_tenth_of_its_period_apart_within_bounds() -> None:
+    assert pause_between(30 * 86400) == LONGEST_PAUSE
+    assert pause_between(600) == 60
+    assert pause_between(1) == 1
+
+
+async def test_a_pruning_that_fails_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its store out of reach past its retries, the server's retention goes on, and
+    prunes once the store answers."""
+    log = MemoryRunLog()
+    await log.append("r", [_submitted("r", at=1.0)])
+    await log.append("r", [_completed("r", at=2.0)])
+    answered = log.runs
+    failures = 2
+    looked = asyncio.Event()
+
+    async def runs_read(**filters):  # type: ignore[no-untyped-def]
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise ConveyorError("redis out of reach")
+        found = await answered(**filters)
+        if not found:
+            looked.set()
+        return found
+
+    log.runs = runs_read  # type: ignore[method-assign]
+    monkeypatch.setattr("engine.retention.pause_between", lambda keep: 0.001)
+    pruning = asyncio.create_task(keep_pruning(Client(log), Retention(keep=0), clock=lambda: 9.0))
+    await asyncio.wait_for(looked.wait(), 10)
+    pruning.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pruning
+    assert failures == 0 and await answered() == []
