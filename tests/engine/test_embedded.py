@@ -22,6 +22,7 @@ from engine.effects import batch_size
 from engine.intake import POISON_LIMIT
 from engine.state.model import RunState
 from tests.deadletters import until_dead_lettered
+from tests.engine.draining import shard_drained
 from workers.executors.spawning import MAX_ARG_STRLEN
 
 
@@ -278,18 +279,7 @@ async def test_a_redelivered_result_has_no_second_effect(engine: EmbeddedEngine)
         shard_queue(shard_of(state.run_id, (await engine.client.shard_map()).count)),
         [encode(result)],
     )
-    # Drain: a later run of the same shard completing proves the duplicate was handled
-    # first (a shard's messages are handled in order).
-    shards = (await engine.client.shard_map()).count
-    key = next(
-        k
-        for k in (f"drain-{i}" for i in range(1000))
-        if shard_of(uuid.uuid5(uuid.NAMESPACE_URL, f"conveyor:{k}").hex, shards)
-        == shard_of(state.run_id, shards)
-    )
-    after = parse_workflow("name: after\ntasks:\n  - name: a\n    script: echo 2\n")
-    drain_id = await engine.submit(after, {}, idempotency_key=key)
-    await asyncio.wait_for(engine.coordinator.wait(drain_id), 20)
+    await shard_drained(engine, state.run_id)
     assert await engine.store.read(state.run_id) == before
 
 

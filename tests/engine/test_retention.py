@@ -12,9 +12,11 @@ import uuid
 import msgspec
 import pytest
 
+from contracts.codec import encode
 from contracts.errors import Conflict, ConveyorError, NotFound
-from contracts.events import ArtifactRef, RunCompleted, RunSubmitted
+from contracts.events import ArtifactRef, RunCompleted, RunSubmitted, TaskSucceeded
 from contracts.ports import RunSummary
+from contracts.topology import shard_of, shard_queue
 from contracts.validation import parse_workflow
 from contracts.vocabulary import RunStatus
 from conveyor.embedded import EmbeddedEngine
@@ -28,6 +30,7 @@ from engine.retention import (
     prune,
 )
 from engine.runlog.memory import MemoryRunLog
+from tests.engine.draining import shard_drained
 from workers.artifacts import FsspecArtifactStore
 
 PRINTS = """
@@ -178,3 +181,20 @@ async def test_a_pruning_that_fails_is_tried_again(monkeypatch: pytest.MonkeyPat
     with contextlib.suppress(asyncio.CancelledError):
         await pruning
     assert failures == 0 and await answered() == []
+
+
+async def test_a_late_result_of_a_deleted_run_is_dropped(engine: EmbeddedEngine) -> None:
+    """The result of an attempt that outlived its run (redelivered, or from a worker
+    that froze) reaches the coordinator after the run was deleted: nothing of the run
+    comes back, and the shard goes on."""
+    client = engine.client
+    run_id = await ended(client, "name: once\ntasks: [{name: a, script: echo 1}]")
+    result = next(e for e in await client.events(run_id) if isinstance(e, TaskSucceeded))
+    await client.delete(run_id)
+    late = msgspec.structs.replace(result, attempt=result.attempt + 1, at=time.time())
+    shard = shard_of(run_id, (await client.shard_map()).count)
+    await engine.transport.publish(shard_queue(shard), [encode(late)])
+    await shard_drained(engine, run_id)
+    with pytest.raises(NotFound):
+        await engine.store.read(run_id)
+    assert await engine.store.summary(run_id) is None
