@@ -222,7 +222,7 @@ async def test_a_live_run_is_watched_opened_and_approved(server: str, page: obje
     await expect(page.get_by_role("heading", name="fan version 1")).to_be_visible()
 
 
-async def test_a_run_is_cancelled_from_its_page(server: str, page: object) -> None:
+async def test_a_run_is_cancelled_then_deleted_from_its_page(server: str, page: object) -> None:
     from playwright.async_api import Page, expect
 
     assert isinstance(page, Page)
@@ -240,6 +240,24 @@ async def test_a_run_is_cancelled_from_its_page(server: str, page: object) -> No
     await page.goto(f"{server}/runs?state=cancelled")
     await expect(page.locator("table.runs tr", has_text=run_id[:12])).to_be_visible()
     await shot(page, "runs")
+
+    # Ended, it can be deleted: asked first, then gone from the list and the API.
+    await page.goto(f"{server}/runs/{run_id}")
+    asked: list[str] = []
+
+    async def answer(dialog: Any) -> None:
+        asked.append(dialog.message)
+        await (dialog.dismiss() if len(asked) == 1 else dialog.accept())
+
+    page.on("dialog", answer)
+    await page.get_by_role("button", name="Delete").click()  # dismissed: kept
+    await page.get_by_role("button", name="Delete").click()
+    await page.wait_for_url(f"{server}/runs")
+    assert (
+        asked == [f"Delete run {run_id[:12]} for good: its events, output lines and artifacts?"] * 2
+    )
+    await expect(page.locator("table.runs tr", has_text=run_id[:12])).to_have_count(0)
+    assert httpx.get(f"{server}/api/v1/runs/{run_id}").status_code == 404
 
 
 STALLS = """

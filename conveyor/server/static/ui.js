@@ -33,13 +33,17 @@ async function refresh(element) {
 function wireActions(root) {
   for (const button of root.querySelectorAll("button[data-action]")) {
     button.addEventListener("click", async () => {
+      if (button.dataset.confirm && !confirm(button.dataset.confirm)) return;
       button.disabled = true;
       const answer = await fetch(button.dataset.action, {
-        method: "POST", headers: HEADERS, credentials: "same-origin",
+        method: button.dataset.method || "POST", headers: HEADERS, credentials: "same-origin",
       });
       if (!answer.ok) {
         const problem = await answer.json().catch(() => ({}));
         alert(`${problem.title || answer.status}: ${problem.detail || ""}`);
+      } else if (button.dataset.then) {
+        window.location.assign(button.dataset.then);  // the page's run is gone
+        return;
       }
       button.disabled = false;
       const live = document.getElementById("live");
