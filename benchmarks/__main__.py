@@ -36,6 +36,9 @@ servers, prints a table, and with ``--json`` prints one JSON object as its last 
   (``benchmarks/ui.py``).
 - ``log_page_*_ms``, ``log_whole_task_*_ms``: a page of a 100,000-item task's lines on
   Redis and SQLite, against reading them all (``benchmarks/logpages.py``).
+- ``prune_runs_per_s_*``, ``delete_100k_run_*_s``, ``stall_*_ms_*``: deleting ended runs
+  on Redis and SQLite, and what deleting a 100,000-item run costs a run going on
+  beside it (``benchmarks/retention.py``).
 """
 
 from __future__ import annotations
@@ -674,6 +677,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         "dramatiq": lambda: asyncio.to_thread(dramatiq_group, amqp_url, redis_url),
         "webhooks_distributed": lambda: _webhooks_distributed(amqp_url, redis_url),
         "logpages": lambda: _log_pages(redis_url),
+        "retention": lambda: _retention(redis_url),
     }
     try:
         for name, bench in benches.items():
@@ -699,6 +703,12 @@ async def _log_pages(redis_url: str) -> dict[str, float]:
     return await logpages.log_pages(redis_url)
 
 
+async def _retention(redis_url: str) -> dict[str, float]:
+    import retention
+
+    return await retention.retention(redis_url)
+
+
 WITHOUT_SERVERS = ("embedded", "dask", "isolation", "scripts", "webhooks", "ui")
 """Sections that need no RabbitMQ or Redis (run first, before any is started)."""
 
@@ -714,6 +724,7 @@ SECTIONS = (
     "dramatiq",
     "webhooks_distributed",
     "logpages",
+    "retention",
 )
 """What ``--only`` may name, in the order they run."""
 

@@ -100,3 +100,20 @@ async def test_the_log_page_benchmark_reads_pages_and_the_whole(redis_url: str) 
         for store in ("redis", "sqlite")
     }
     assert all(value > 0 for value in figures.values())
+
+
+async def test_the_retention_benchmark_prunes_and_deletes_on_both_stores(redis_url: str) -> None:
+    from benchmarks import retention
+
+    figures = await retention.retention(redis_url, runs=20, items=3_000)
+    assert set(figures) == {
+        f"{what}_{store}{unit}"
+        for what, unit in (
+            ("prune_runs_per_s", ""),
+            ("delete_3k_run", "_s"),
+            ("stall_during_delete_max_ms", ""),
+            ("stall_idle_max_ms", ""),
+        )
+        for store in ("redis", "sqlite")
+    }
+    assert all(value >= 0 for value in figures.values())

@@ -3,7 +3,9 @@ what would break a run still going. Runs against each implementation."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -19,6 +21,7 @@ from contracts.events import (
 from contracts.ports import LogLine, RunStore
 from engine.runlog.redis import RedisRunLog
 from engine.runlog.redislines import LISTS_PER_LOOK
+from engine.runlog.sqlite import SqliteRunLog
 
 
 def submitted(run_id: str, at: float = 1.0) -> RunSubmitted:
@@ -139,3 +142,32 @@ async def test_redis_leaves_no_key_of_a_deleted_run(redis_store: RedisRunLog) ->
     for index in (b"cv:runs", b"cv:runs:state:succeeded", b"cv:runs:wf:wf"):
         assert await store._redis.zrange(index, 0, -1) == [b"other"]
     assert len(await store.read_lines("other")) == 3
+
+
+async def test_sqlite_deletes_a_chunk_at_a_time_and_finishes_what_was_cut_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other runs go on between the chunks; a deletion cut short (its process stopped)
+    leaves the run marked, refusing appends, and deleting it again finishes it."""
+    monkeypatch.setattr("engine.runlog.sqlite.DELETE_CHUNK", 10)
+    store = SqliteRunLog(tmp_path / "home.db")
+    await finished_run(store, "big")
+    await store.write_lines([line("big", "each", i) for i in range(95)])
+    await store.append("other", [submitted("other", 2.0)])
+    deleting = asyncio.ensure_future(store.delete("big"))
+    await asyncio.sleep(0)  # one turn of the loop: the deletion runs to its first chunk's end
+    other = TaskDispatched(run_id="other", at=3.0, task="t")
+    assert await store.append("other", [other]) == [True]  # between two chunks
+    assert not deleting.done()
+    deleting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await deleting
+    [cut_short] = [row for row in await store.runs() if row.run_id == "big"]
+    assert cut_short.state == "deleting"
+    assert await store.append("big", [TaskDispatched(run_id="big", at=9.0, task="u")]) == [False]
+    assert await store.delete("big") is True
+    assert [row.run_id for row in await store.runs()] == ["other"]
+    assert store._db.execute("SELECT COUNT(*) FROM task_logs").fetchone() == (0,)
+    assert store._db.execute("SELECT COUNT(*) FROM events WHERE run_id = 'big'").fetchone() == (0,)
+    assert await store.read("other") == [submitted("other", 2.0), other]
+    await store.close()
