@@ -337,6 +337,9 @@ class Coordinator:
     async def _completed(self, state: RunState) -> None:
         log.info("run completed", state=state.status, reason=state.reason)
         await self._runlog.save_snapshot(state.run_id, snapshot.dump(state))
+        # Spacing of the snapshots of a run going on: a long-lived coordinator sees
+        # millions of runs end.
+        self._snapshotted.pop(state.run_id, None)
         self._waiters.ended(state)
 
     # -- runs held in memory ------------------------------------------------------------

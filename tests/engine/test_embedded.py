@@ -443,3 +443,23 @@ async def test_a_forged_submission_is_checked_again_and_refused(engine: Embedded
         await engine.store.find_run(forged.run_id)
     state = await run(engine, "name: after\ntasks:\n  - name: a\n    script: echo ok\n")
     assert state.status == "succeeded"
+
+
+async def test_a_coordinator_keeps_nothing_of_the_snapshots_of_a_run_that_ended(
+    engine: EmbeddedEngine,
+) -> None:
+    """A big run is snapshotted as it goes (every so many events); once it ends, the
+    coordinator keeps no count of it, or a long-lived one would grow with every run."""
+    taken: list[str] = []
+    saving = engine.store.save_snapshot
+
+    async def save(run_id: str, state: bytes) -> bool:
+        taken.append(run_id)
+        return await saving(run_id, state)
+
+    engine.coordinator._runlog.save_snapshot = save  # type: ignore[method-assign]
+    state = await run(
+        engine, "name: big\ntasks:\n  - {name: each, items: range(400), script: 'true'}\n"
+    )
+    assert taken.count(state.run_id) >= 2  # on the way, and at its end
+    assert state.run_id not in engine.coordinator._snapshotted
