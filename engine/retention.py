@@ -10,6 +10,7 @@ still running (or retried meanwhile) is never touched.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import structlog
 from contracts.errors import Conflict, ConveyorError, NotFound
 from contracts.ports import ArtifactStore, RunSummary
 from engine.client import Client
+from engine.redis_retry import UNREACHABLE
 
 log = structlog.get_logger("conveyor.retention")
 
@@ -126,12 +128,13 @@ async def keep_pruning(
     clock: Callable[[], float] = time.time,
 ) -> None:
     """A server's retention: prune now, then every ``pause_between`` seconds, until
-    cancelled. A pruning that fails (its store out of reach for longer than its retries)
-    is tried again at the next."""
+    cancelled. A pruning that fails (Redis out of reach where a call is not retried,
+    such as a page of the index; a local home's file locked) is tried again at the
+    next, and the server goes on serving."""
     while True:
         try:
             done = await prune(client, rule, clock(), artifacts=artifacts)
-        except (ConveyorError, OSError) as exc:
+        except (ConveyorError, sqlite3.Error, *UNREACHABLE) as exc:
             log.warning("pruning failed; trying again later", error=str(exc))
         else:
             if done.deleted or done.kept_running:

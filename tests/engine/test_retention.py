@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import textwrap
 import time
 import uuid
 
 import msgspec
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from contracts.codec import encode
 from contracts.errors import Conflict, ConveyorError, NotFound
@@ -153,7 +155,18 @@ def test_a_server_prunes_a_tenth_of_its_period_apart_within_bounds() -> None:
     assert pause_between(1) == 1
 
 
-async def test_a_pruning_that_fails_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ConveyorError("redis out of reach"),
+        RedisConnectionError("refused"),
+        sqlite3.OperationalError("database is locked"),
+    ],
+    ids=["conveyor", "redis", "sqlite"],
+)
+async def test_a_pruning_that_fails_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
     """Its store out of reach past its retries, the server's retention goes on, and
     prunes once the store answers."""
     log = MemoryRunLog()
@@ -167,7 +180,7 @@ async def test_a_pruning_that_fails_is_tried_again(monkeypatch: pytest.MonkeyPat
         nonlocal failures
         if failures:
             failures -= 1
-            raise ConveyorError("redis out of reach")
+            raise failure
         found = await answered(**filters)
         if not found:
             looked.set()
