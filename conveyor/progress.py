@@ -218,5 +218,5 @@ def _stderr_tail(writer: str, lines: list[str]) -> Text:
 
 
 def counted(n: int, one: str, many: str = "") -> str:
-    """``1 item``, ``3 items``, ``2 retries``."""
-    return f"{n} {one if n == 1 else many or one + 's'}"
+    """``1 item``, ``3 items``, ``2 retries``, ``100,000 items``."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"

@@ -35,6 +35,7 @@ from conveyor.cli.common import (
 )
 from conveyor.cli.inspect import require_runs_here
 from conveyor.locks import forget_run
+from conveyor.progress import counted
 from conveyor.settings import Settings
 from conveyor.wiring import open_artifacts, open_client, runs_in_home
 from engine.retention import Retention, expired_runs, prune
@@ -56,17 +57,18 @@ def _when(at: float | None) -> str:
     return "" if at is None else datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _delete(settings: Settings, runs: list[str]) -> list[str]:
-    async def go() -> list[str]:
+def _delete(settings: Settings, runs: list[str]) -> None:
+    """Delete each run in turn, saying so as it goes (a run refused stops the rest)."""
+
+    async def go() -> None:
         artifacts = open_artifacts(settings)
-        deleted = []
         async with open_client(settings) as client:
             for run in runs:
-                deleted.append(await client.delete(run, artifacts))
-                _forget_locally(settings, deleted[-1])
-        return deleted
+                run_id = await client.delete(run, artifacts)
+                _forget_locally(settings, run_id)
+                say(f"deleted {run_id}")
 
-    return loop.run(go())
+    loop.run(go())
 
 
 def _prune(
@@ -88,7 +90,7 @@ def _prune(
                         rows.append(row)
                     if not dry_run:
                         _forget_locally(settings, row.run_id)
-                    status.update(f"{'found' if dry_run else 'deleted'} {count:,} runs")
+                    status.update(f"{'found' if dry_run else 'deleted'} {counted(count, 'run')}")
 
                 if dry_run:
                     async for row in expired_runs(client, rule, now):
@@ -97,7 +99,8 @@ def _prune(
                 artifacts = open_artifacts(settings)
                 done = await prune(client, rule, now, artifacts=artifacts, deleted=note)
         if done.kept_running:
-            err.print(f"kept {done.kept_running} runs retried while they were being deleted")
+            kept = counted(done.kept_running, "run")
+            err.print(f"kept {kept} retried while being deleted")
         return count, rows
 
     return loop.run(go())
@@ -119,8 +122,7 @@ def register(app: typer.Typer) -> None:
         settings = settings_from(redis_url=redis_url, home=home)
         require_runs_here(settings)
         try:
-            for run_id in _delete(settings, runs):
-                say(f"deleted {run_id}")
+            _delete(settings, runs)
         except ConveyorError as exc:
             raise fail_input(exc) from None
 
@@ -172,4 +174,4 @@ def register(app: typer.Typer) -> None:
                 table.add_row(row.run_id[:12], row.workflow, row.state, _when(row.finished_at))
             out.print(table)
         verb = "would delete" if dry_run else "deleted"
-        say(f"{verb} {count:,} runs that ended before {_when(now - keep)} UTC")
+        say(f"{verb} {counted(count, 'run')} that ended before {_when(now - keep)} UTC")

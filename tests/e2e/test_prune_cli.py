@@ -50,11 +50,11 @@ def test_prune_and_delete_in_a_local_home(tmp_path: Path) -> None:
     dry = conveyor("prune", "--older-than", "0", "--state", "failed", "--dry-run", cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr
     assert failed[:12] in dry.stdout and made[:12] not in dry.stdout
-    assert "would delete 1 runs" in dry.stdout
+    assert "would delete 1 run that" in dry.stdout
     assert sorted(listed(tmp_path)) == sorted([made, failed])
 
     pruned = conveyor("prune", "--older-than", "0", "--state", "failed", cwd=tmp_path)
-    assert pruned.returncode == 0 and "deleted 1 runs" in pruned.stdout, pruned
+    assert pruned.returncode == 0 and "deleted 1 run that" in pruned.stdout, pruned
     assert listed(tmp_path) == [made]
     gone = conveyor("show", failed, cwd=tmp_path)
     assert gone.returncode == 2 and f"no run matches '{failed}'" in gone.stderr
@@ -102,7 +102,7 @@ async def test_prune_on_redis(redis_url: str, tmp_path: Path) -> None:
             await store.append(run_id, [RunCompleted(run_id=run_id, at=ended, state="failed")])
     env = {"CONVEYOR_REDIS_URL": redis_url}
     pruned = conveyor("prune", "--older-than", "1d", cwd=tmp_path, extra_env=env)
-    assert pruned.returncode == 0 and "deleted 1 runs" in pruned.stdout, pruned
+    assert pruned.returncode == 0 and "deleted 1 run that" in pruned.stdout, pruned
     assert [row.run_id for row in await store.runs()] == ["new"]
     assert [k async for k in store._redis.scan_iter(match="cv:{old}:*")] == []
     await store.close()
