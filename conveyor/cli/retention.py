@@ -141,7 +141,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         workflow: Annotated[str | None, typer.Option(help="Only runs of this workflow.")] = None,
         dry_run: Annotated[
-            bool, typer.Option("--dry-run", help="List the runs that would go; delete none.")
+            bool,
+            typer.Option(
+                "--dry-run/--no-dry-run", help="List the runs that would go; delete none."
+            ),
         ] = False,
         as_json: JsonOption = False,
         home: HomeOption = DEFAULT_HOME,
