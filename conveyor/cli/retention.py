@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -38,7 +38,9 @@ from conveyor.locks import forget_run
 from conveyor.progress import counted
 from conveyor.settings import Settings
 from conveyor.wiring import open_artifacts, open_client, runs_in_home
-from engine.retention import Retention, expired_runs, prune
+
+if TYPE_CHECKING:
+    from engine.retention import Retention
 
 RunsArgument = Annotated[
     list[str], typer.Argument(metavar="RUN...", help="Run ids or unique prefixes.")
@@ -76,6 +78,8 @@ def _prune(
 ) -> tuple[int, list[RunSummary]]:
     """How many runs were pruned (or, dry, would be), shown as the count grows, and
     which, if ``listed`` (a count of millions keeps none of them)."""
+    # Here, not above: the command line loads no Redis client unless one is used.
+    from engine.retention import expired_runs, prune
 
     async def go() -> tuple[int, list[RunSummary]]:
         rows: list[RunSummary] = []
@@ -160,6 +164,8 @@ def register(app: typer.Typer) -> None:
         keep = _period(older_than)
         settings = settings_from(redis_url=redis_url, home=home)
         require_runs_here(settings)
+        from engine.retention import Retention
+
         rule = Retention(keep, None if state is None else str(state), workflow)
         now = time.time()
         try:
