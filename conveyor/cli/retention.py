@@ -17,7 +17,7 @@ from rich.table import Table
 
 from contracts.codec import to_builtins
 from contracts.durations import parse_duration
-from contracts.errors import ConveyorError, InvalidInput, Problem
+from contracts.errors import InvalidInput, NotFound, Problem
 from contracts.ports import RunSummary
 from contracts.vocabulary import RunStatus
 from conveyor import loop
@@ -127,7 +127,7 @@ def register(app: typer.Typer) -> None:
         require_runs_here(settings)
         try:
             _delete(settings, runs)
-        except ConveyorError as exc:
+        except (InvalidInput, NotFound) as exc:  # a run running, or none such
             raise fail_input(exc) from None
 
     @app.command()
@@ -170,7 +170,7 @@ def register(app: typer.Typer) -> None:
         now = time.time()
         try:
             count, rows = _prune(settings, rule, now, dry_run=dry_run, listed=dry_run or as_json)
-        except ConveyorError as exc:
+        except (InvalidInput, NotFound) as exc:  # a run running, or none such
             raise fail_input(exc) from None
         if as_json:
             write_json([to_builtins(row) for row in rows])
