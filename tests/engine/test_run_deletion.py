@@ -171,3 +171,19 @@ async def test_sqlite_deletes_a_chunk_at_a_time_and_finishes_what_was_cut_short(
     assert store._db.execute("SELECT COUNT(*) FROM events WHERE run_id = 'big'").fetchone() == (0,)
     assert await store.read("other") == [submitted("other", 2.0), other]
     await store.close()
+
+
+async def test_redis_keeps_a_run_retried_between_its_check_and_its_deletion(
+    redis_store: RedisRunLog,
+) -> None:
+    """The run was read ended, then retried before its keys went: the script that
+    deletes them looks again, and keeps it."""
+    store = redis_store
+    await finished_run(store, "r1")
+    row = await store.summary("r1")
+    assert row is not None and row.state == "succeeded"
+    await store.append("r1", [RunRetryRequested(run_id="r1", at=8.0, round=1)])
+    with pytest.raises(Conflict, match="still running"):
+        await store._deletion.delete(row)
+    assert [r.run_id for r in await store.runs(state="running")] == ["r1"]
+    assert (await store.read("r1"))[-1] == RunRetryRequested(run_id="r1", at=8.0, round=1)
