@@ -9,7 +9,8 @@ reach) is finished by deleting again:
 3. its id out of the index's sorted sets, which live in other Cluster slots.
 
 The run's summary goes in step 2, and the index's readers already pass over an id whose
-summary is gone; so between steps 2 and 3 the run is simply not listed.
+summary is gone; so between steps 2 and 3 the run is simply not listed. A deletion cut
+there leaves those ids behind for good (nothing lists them to delete again).
 """
 
 from __future__ import annotations
