@@ -67,6 +67,7 @@ def _took(start: float | None, end: float | None) -> str:
 
 
 templates.env.filters["when"] = _when
+templates.env.filters["short"] = lambda value: short_value(value, 120)
 templates.env.globals.update(took=_took, BOX_W=BOX_W, BOX_H=BOX_H, LABEL_W=LABEL_W)
 
 

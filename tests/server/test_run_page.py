@@ -56,3 +56,16 @@ async def test_the_start_form_describes_each_parameter_and_holds_the_defaults(
     defaults = html.unescape(area[area.index(">") + 1 : area.index("</textarea>")])
     assert json.loads(defaults) == {"size": 3, "tag": "</textarea><script>alert(1)</script>"}
     assert "<script>" not in page
+
+
+async def test_a_tasks_result_reads_as_json_in_one_line(server: Server) -> None:
+    said = '{"ok": true, "none": null, "text": "<b>"}'
+    await server.register(f"name: says\ntasks:\n  - name: t\n    script: |\n      echo '{said}'\n")
+    answer = await server.http.post("/api/v1/runs", json={"workflow": "says"})
+    run_id = answer.json()["run_id"]
+    await server.engine.client.watch(run_id, timeout=10)
+    page = (await server.http.get(f"/runs/{run_id}")).text
+    cell = page[page.index('<td class="reason">') + len('<td class="reason">') :]
+    cell = cell[: cell.index("</td>")]
+    assert html.unescape(cell) == '{"ok":true,"none":null,"text":"<b>"}'
+    assert "<b>" not in page
