@@ -64,8 +64,9 @@ async def test_a_tasks_result_reads_as_json_in_one_line(server: Server) -> None:
     answer = await server.http.post("/api/v1/runs", json={"workflow": "says"})
     run_id = answer.json()["run_id"]
     await server.engine.client.watch(run_id, timeout=10)
-    page = (await server.http.get(f"/runs/{run_id}")).text
-    cell = page[page.index('<td class="reason">') + len('<td class="reason">') :]
-    cell = cell[: cell.index("</td>")]
-    assert html.unescape(cell) == '{"ok":true,"none":null,"text":"<b>"}'
-    assert "<b>" not in page
+    for path in (f"/runs/{run_id}", f"/runs/{run_id}/tasks/t"):  # the page, the task's panel
+        page = (await server.http.get(path)).text
+        cell = page[page.index('<td class="reason">') + len('<td class="reason">') :]
+        cell = cell[: cell.index("</td>")]
+        assert html.unescape(cell) == '{"ok":true,"none":null,"text":"<b>"}', path
+        assert "<b>" not in page
