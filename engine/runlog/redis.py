@@ -38,6 +38,7 @@ from engine.redis_client import redis_client
 from engine.redis_retry import retrying
 from engine.runlog.index import index_update, matches, opens_log, owes_announcement
 from engine.runlog.redisdelete import RunDeletion
+from engine.runlog.redisindex import row_fields, row_from
 from engine.runlog.rediskeys import (
     ALL_RUNS,
     PREFIX,
@@ -174,6 +175,7 @@ class RedisRunLog:
         """The run's index row, and the run changes it now owes (``unannounced``), in
         one round trip after reading the row."""
         summary = await self._summary(run_id)
+        row: RunSummary | None = None
         pipe = self._redis.pipeline(transaction=False)
         for new, event in zip(added, events, strict=True):
             if not new:
@@ -190,16 +192,35 @@ class RedisRunLog:
                     pipe.zrem(running_on(summary.shard), run_id)
             if update.state == "running" and update.shard is not None:
                 pipe.zadd(running_on(update.shard), {run_id: update.submitted_at})
-            pipe.hset(key(run_id, "summary"), mapping=_summary_fields(update))
+            pipe.hset(key(run_id, "summary"), mapping=row_fields(update))
             pipe.zadd(ALL_RUNS, {run_id: update.submitted_at})
             pipe.zadd(runs_in_state(update.state), {run_id: update.submitted_at})
             pipe.zadd(runs_of_workflow(update.workflow), {run_id: update.submitted_at})
-            summary = update
+            summary = row = update
+        if row is None:
+            await pipe.execute()
+            return
+        # After the row, in the row's slot: whether the run's events are still there.
+        pipe.exists(key(run_id, "events"))
+        if not (await pipe.execute())[-1]:
+            await self._forget_row(row)
+
+    async def _forget_row(self, row: RunSummary) -> None:
+        """Take back the row just written of a run deleted since it was read (the
+        deletion took the events, and the row then written would list the run, say
+        running, with nothing to drive it)."""
+        pipe = self._redis.pipeline(transaction=False)
+        # (A Cluster pipeline's own ``unlink`` cannot be queued.)
+        pipe.execute_command("UNLINK", key(row.run_id, "summary"))
+        for index in (ALL_RUNS, runs_in_state(row.state), runs_of_workflow(row.workflow)):
+            pipe.zrem(index, row.run_id)
+        if row.shard is not None:
+            pipe.zrem(running_on(row.shard), row.run_id)
         await pipe.execute()
 
     async def _summary(self, run_id: str) -> RunSummary | None:
         raw = await self._redis.hgetall(key(run_id, "summary"))
-        return _summary_from(run_id, raw) if raw else None
+        return row_from(run_id, raw) if raw else None
 
     async def summary(self, run_id: str) -> RunSummary | None:
         return await self._retrying("summary", lambda: self._summary(run_id))
@@ -291,7 +312,7 @@ class RedisRunLog:
             for run_id, raw in zip(ids, await pipe.execute(), strict=True):
                 if not raw:
                     continue
-                row = _summary_from(run_id.decode(), raw)
+                row = row_from(run_id.decode(), raw)
                 if before is not None and (row.submitted_at, row.run_id) >= before:
                     continue
                 if matches(
@@ -419,29 +440,3 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
-
-
-def _summary_fields(row: RunSummary) -> dict[str, Any]:
-    return {
-        "workflow": row.workflow,
-        "state": row.state,
-        "submitted_at": repr(row.submitted_at),
-        "finished_at": "" if row.finished_at is None else repr(row.finished_at),
-        "reason": row.reason,
-        "trigger": row.trigger,
-        "shard": "" if row.shard is None else str(row.shard),
-    }
-
-
-def _summary_from(run_id: str, raw: dict[bytes, bytes]) -> RunSummary:
-    finished = raw.get(b"finished_at", b"").decode()
-    return RunSummary(
-        run_id=run_id,
-        workflow=raw[b"workflow"].decode(),
-        state=raw[b"state"].decode(),
-        submitted_at=float(raw[b"submitted_at"]),
-        finished_at=float(finished) if finished else None,
-        reason=raw.get(b"reason", b"").decode(),
-        trigger=raw.get(b"trigger", b"").decode(),
-        shard=int(raw[b"shard"]) if raw.get(b"shard") else None,
-    )

@@ -18,8 +18,8 @@ from contracts.events import (
     TaskDispatched,
     TaskSucceeded,
 )
-from contracts.ports import LogLine, RunStore
-from engine.runlog.redis import RedisRunLog
+from contracts.ports import LogLine, RunStore, RunSummary
+from engine.runlog.redis import RedisRunLog, key
 from engine.runlog.redislines import LISTS_PER_LOOK
 from engine.runlog.sqlite import SqliteRunLog
 
@@ -187,3 +187,25 @@ async def test_redis_keeps_a_run_retried_between_its_check_and_its_deletion(
         await store._deletion.delete(row)
     assert [r.run_id for r in await store.runs(state="running")] == ["r1"]
     assert (await store.read("r1"))[-1] == RunRetryRequested(run_id="r1", at=8.0, round=1)
+
+
+async def test_redis_gives_no_row_back_to_a_run_deleted_while_its_index_was_updated(
+    redis_store: RedisRunLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry's events were appended, and its index row read, just before the run was
+    deleted; the row is written after. The deleted run gets no row and no place in the
+    index back (it would be listed running, and nothing would drive it)."""
+    store = redis_store
+    await finished_run(store, "r1")
+    stale = await store.summary("r1")
+    await store.delete("r1")
+
+    async def read_before_the_deletion(run_id: str) -> RunSummary | None:
+        return stale
+
+    monkeypatch.setattr(store, "_summary", read_before_the_deletion)
+    retry = RunRetryRequested(run_id="r1", at=8.0, round=1)
+    await store._update_index("r1", [retry], [True])
+    assert await store._redis.exists(key("r1", "summary")) == 0
+    assert await store.running() == []
+    assert [k async for k in store._redis.scan_iter(match="cv:runs*")] == []
