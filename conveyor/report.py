@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from contracts.params import secret_variable
 from contracts.values import STORED_KEY, is_stored
 from contracts.vocabulary import TaskStatus
 from engine.state.model import Node, RunState
+
+
+def when(stamp: float | None) -> str:
+    """A moment as the views show it: UTC, to the second (nothing for none)."""
+    if stamp is None:
+        return ""
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def short_value(value: Any, width: int = 60) -> str:

@@ -12,7 +12,6 @@ import re
 import sys
 from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -38,7 +37,7 @@ from conveyor.cli.common import (
 )
 from conveyor.locks import run_driver
 from conveyor.progress import summary
-from conveyor.report import run_report
+from conveyor.report import run_report, when
 from conveyor.settings import Settings
 from conveyor.terminal import displayable
 from conveyor.wiring import open_artifacts, open_client, runs_in_home
@@ -58,11 +57,13 @@ RunArgument = Annotated[str, typer.Argument(metavar="RUN", help="Run id or a uni
 def _read(home: Path, read: Callable[[Client], Awaitable[T]]) -> T:
     """Run ``read`` with a client on the home; a run that is not there is bad input."""
 
+    settings = settings_from(home=home)
+
     async def go() -> T:
-        async with open_client(settings_from(home=home)) as client:
+        async with open_client(settings) as client:
             return await read(client)
 
-    require_runs_here(settings_from(home=home))
+    require_runs_here(settings)
     try:
         return loop.run(go())
     except (NotFound, InvalidInput) as exc:
@@ -123,10 +124,10 @@ def register(app: typer.Typer) -> None:
         for column in ("run", "workflow", "state", "trigger", "submitted", "duration"):
             table.add_column(column)
         for row in rows:
-            when = datetime.fromtimestamp(row.submitted_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
             took = f"{row.finished_at - row.submitted_at:.2f}s" if row.finished_at else ""
             shown = f"{row.state} (stalled)" if row.run_id in stalled else row.state
-            table.add_row(row.run_id[:12], row.workflow, shown, row.trigger, when, took)
+            submitted = when(row.submitted_at)
+            table.add_row(row.run_id[:12], row.workflow, shown, row.trigger, submitted, took)
         out.print(table)
         if stalled:
             say(f"stalled: {_ended_first('RUN')}")

@@ -9,7 +9,6 @@ for it, and a late result of one of its attempts is not appended.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -36,6 +35,7 @@ from conveyor.cli.common import (
 from conveyor.cli.inspect import require_runs_here
 from conveyor.locks import forget_run
 from conveyor.progress import counted
+from conveyor.report import when
 from conveyor.settings import Settings
 from conveyor.wiring import open_artifacts, open_client, runs_in_home
 
@@ -53,10 +53,6 @@ def _period(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise fail_input(InvalidInput([Problem(str(exc))], source="--older-than")) from None
-
-
-def _when(at: float | None) -> str:
-    return "" if at is None else datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _delete(settings: Settings, runs: list[str]) -> None:
@@ -180,7 +176,7 @@ def register(app: typer.Typer) -> None:
             for column in ("run", "workflow", "state", "ended"):
                 table.add_column(column)
             for row in rows:
-                table.add_row(row.run_id[:12], row.workflow, row.state, _when(row.finished_at))
+                table.add_row(row.run_id[:12], row.workflow, row.state, when(row.finished_at))
             out.print(table)
         verb = "would delete" if dry_run else "deleted"
-        say(f"{verb} {counted(count, 'run')} that ended before {_when(now - keep)} UTC")
+        say(f"{verb} {counted(count, 'run')} that ended before {when(now - keep)} UTC")

@@ -35,6 +35,7 @@ from conveyor.cli.common import (
 from conveyor.cli.server_process import REQUESTS_GRACE, StopSignals, web_server
 from conveyor.preflight import step_import_paths, use_import_paths
 from conveyor.progress import counted
+from conveyor.report import when
 from conveyor.server.auth import Scope, Tokens
 from conveyor.settings import Settings
 from engine.triggers.firing import encode_arrival
@@ -362,7 +363,7 @@ def trigger_log(
     table = Table("at", "trigger", "decision", "key", "run", "reason")
     for r in records:
         table.add_row(
-            datetime.fromtimestamp(r.at, UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            when(r.at),
             r.trigger,
             r.decision,
             (r.key or "")[:40],

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from contracts.spec import Param, Workflow
-from conveyor.report import params_shown, short_value
+from conveyor.report import params_shown, short_value, when
 from conveyor.server.access import ApiContext, ApiProblem, needs, run_id_param
 from conveyor.server.auth import Scope
 from conveyor.server.pictures import BOX_H, BOX_W, LABEL_W, dag, timeline
@@ -32,12 +32,6 @@ HERE = Path(__file__).resolve().parent
 ATTEMPT_GANTT_EVENTS = 5000
 """Runs with at most this many events get a bar per attempt in their timeline."""
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-
-
-def _when(stamp: float | None) -> str:
-    if stamp is None:
-        return ""
-    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _defaults(spec: Workflow) -> str:
@@ -66,7 +60,7 @@ def _took(start: float | None, end: float | None) -> str:
     return f"{seconds:.2f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
 
 
-templates.env.filters["when"] = _when
+templates.env.filters["when"] = when
 templates.env.filters["short"] = lambda value: short_value(value, 120)
 templates.env.globals.update(took=_took, BOX_W=BOX_W, BOX_H=BOX_H, LABEL_W=LABEL_W)
 
@@ -220,12 +214,10 @@ def build_ui() -> APIRouter:
                     "problem": runtime.trigger_problem(name, version, trigger.name),
                 }
                 if trigger.schedule is not None:
-                    entry["next"] = _when(
-                        next(Schedule.of(trigger.schedule).fires(now)).timestamp()
-                    )
+                    entry["next"] = when(next(Schedule.of(trigger.schedule).fires(now)).timestamp())
                     cursor = read_cursor(await runtime.store.cursor(cursor_key(name, trigger.name)))
                     entry["last"] = (
-                        _when(cursor.last_fire) if cursor and cursor.last_fire else "never"
+                        when(cursor.last_fire) if cursor and cursor.last_fire else "never"
                     )
                 entry["records"] = await runtime.store.records(name, trigger.name, limit=10)
                 triggers.append(entry)
