@@ -37,19 +37,18 @@ longer than its period."""
 @dataclass(frozen=True)
 class Retention:
     """Keep finished runs ``keep`` seconds after they ended; of one state or workflow
-    only, if given."""
+    only, if given (the index is read with those filters)."""
 
     keep: float
     state: str | None = None
     workflow: str | None = None
 
     def expired(self, row: RunSummary, now: float) -> bool:
+        """Whether a row the index gave for this rule's filters has ended long enough ago."""
         return (
             row.state != "running"
             and row.finished_at is not None
             and row.finished_at <= now - self.keep
-            and (self.state is None or row.state == self.state)
-            and (self.workflow is None or row.workflow == self.workflow)
         )
 
 

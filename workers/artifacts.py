@@ -206,14 +206,14 @@ class FsspecArtifactStore:
 
     async def remove(self, key: str) -> int:
         parts = key.strip("/").split("/")
-        if not key.strip("/") or any(part in ("", ".", "..") for part in parts):
+        if any(part in ("", ".", "..") for part in parts):
             # Never the whole store, nor a folder above it, whatever the caller passes.
             raise InvalidInput([Problem(f"not a folder of the artifact store: {key!r}")])
         return await asyncio.to_thread(self._remove, "/".join(parts))
 
     def _remove(self, key: str) -> int:
         folder = f"{self._root}/{key}"
-        found = self._fs.find(folder) if self._fs.exists(folder) else []
+        found = self._fs.find(folder)  # nothing there: none
         if found:
             self._fs.rm(folder, recursive=True)
         return len(found)

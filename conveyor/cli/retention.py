@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 RunsArgument = Annotated[
     list[str], typer.Argument(metavar="RUN...", help="Run ids or unique prefixes.")
 ]
-ENDED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
 def _period(text: str) -> float:
@@ -151,7 +150,7 @@ def register(app: typer.Typer) -> None:
         redis_url: RedisOption = None,
     ) -> None:
         """Delete every run that ended longer ago than a period (runs still running stay)."""
-        if state is not None and state not in ENDED:
+        if state == RunStatus.RUNNING:
             raise fail_input(
                 InvalidInput(
                     [Problem(f"{state}: runs still running are never pruned")], source="--state"
