@@ -130,7 +130,7 @@ class RedisTaskLogs:
     async def _unlink_lists(self, run_id: str) -> bool:
         """Unlink the next batch of the run's lists and take them out of the name
         indexes (``logindex``, and ``logkeys`` of runs stored before it); False once
-        none are left."""
+        none are left (a batch short of full was the last: no look to find nothing)."""
         listed = self._redis.pipeline(transaction=False)
         listed.zrange(key(run_id, "logindex"), 0, LISTS_PER_LOOK - 1)
         listed.srandmember(key(run_id, "logkeys"), LISTS_PER_LOOK)
@@ -146,7 +146,7 @@ class RedisTaskLogs:
         if listed_before:
             pipe.srem(key(run_id, "logkeys"), *listed_before)
         await pipe.execute()
-        return True
+        return LISTS_PER_LOOK in (len(indexed), len(listed_before))
 
     async def page_lines(
         self,
