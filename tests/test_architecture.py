@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -215,3 +216,36 @@ def test_every_public_name_of_the_package_is_there() -> None:
         assert getattr(conveyor, name) is not None, name
     with pytest.raises(AttributeError, match="no attribute 'Enginee'"):
         conveyor.Enginee  # noqa: B018
+
+
+DESIGN_CARD_ROOT = {
+    "pyproject.toml",
+    "README.md",
+    "docker-compose.yml",
+    "Dockerfile",
+    "engine",
+    "workers",
+    "contracts",
+    "conveyor",
+    "deploy",
+    "tests",
+    "docs",
+    "examples",
+    "benchmarks",
+}
+"""The root's layout: the design card's parts, and the docs, examples and benchmarks."""
+
+
+def test_the_root_holds_the_layout_and_nothing_stray() -> None:
+    git = shutil.which("git")
+    tracked = (
+        subprocess.run(
+            [git or "git", "ls-files"], capture_output=True, text=True, cwd=ROOT, check=False
+        )
+        if git
+        else None
+    )
+    if tracked is None or tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    at_root = {line.split("/")[0] for line in tracked.stdout.splitlines()}
+    assert {name for name in at_root if not name.startswith(".")} == DESIGN_CARD_ROOT
