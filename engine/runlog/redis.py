@@ -37,7 +37,7 @@ from contracts.topology import ShardMap, initial_shard_map
 from engine.redis_client import redis_client
 from engine.redis_retry import retrying
 from engine.runlog.index import index_update, matches, opens_log, owes_announcement
-from engine.runlog.redisdelete import RunDeletion
+from engine.runlog.redisdelete import DELETED, RunDeletion
 from engine.runlog.redisindex import row_fields, row_from
 from engine.runlog.rediskeys import (
     ALL_RUNS,
@@ -193,6 +193,7 @@ class RedisRunLog:
             if update.state == "running" and update.shard is not None:
                 pipe.zadd(running_on(update.shard), {run_id: update.submitted_at})
             pipe.hset(key(run_id, "summary"), mapping=row_fields(update))
+            pipe.hdel(key(run_id, "summary"), DELETED)  # a run submitted anew under its id
             pipe.zadd(ALL_RUNS, {run_id: update.submitted_at})
             pipe.zadd(runs_in_state(update.state), {run_id: update.submitted_at})
             pipe.zadd(runs_of_workflow(update.workflow), {run_id: update.submitted_at})
@@ -220,7 +221,7 @@ class RedisRunLog:
 
     async def _summary(self, run_id: str) -> RunSummary | None:
         raw = await self._redis.hgetall(key(run_id, "summary"))
-        return row_from(run_id, raw) if raw else None
+        return row_from(run_id, raw) if raw and DELETED not in raw else None
 
     async def summary(self, run_id: str) -> RunSummary | None:
         return await self._retrying("summary", lambda: self._summary(run_id))
@@ -295,6 +296,7 @@ class RedisRunLog:
         else:
             source = ALL_RUNS
         rows: list[RunSummary] = []
+        deleted: list[RunSummary] = []
         offset = 0
         tops = [t for t in (None if before is None else before[0], until) if t is not None]
         top: float | str = min(tops) if tops else "+inf"
@@ -313,12 +315,17 @@ class RedisRunLog:
                 if not raw:
                     continue
                 row = row_from(run_id.decode(), raw)
+                if DELETED in raw:
+                    deleted.append(row)
+                    continue
                 if before is not None and (row.submitted_at, row.run_id) >= before:
                     continue
                 if matches(
                     row, state=state, workflow=workflow, trigger=trigger, since=since, until=until
                 ):
                     rows.append(row)
+        for row in deleted:  # deletions cut short: finished by whoever passes them
+            await self._deletion.finish(row)
         rows.sort(key=lambda r: (r.submitted_at, r.run_id), reverse=True)
         return rows[:limit]
 
@@ -402,8 +409,10 @@ class RedisRunLog:
 
     async def delete(self, run_id: str) -> bool:
         self._tail.pop(run_id, None)
-        row = await self.summary(run_id)
-        return row is not None and await self._deletion.delete(row)
+        raw = await self._retrying("summary", lambda: self._redis.hgetall(key(run_id, "summary")))
+        if not raw:
+            return False
+        return await self._deletion.delete(row_from(run_id, raw), marked=DELETED in raw)
 
     # -- task logs ------------------------------------------------------------------
 

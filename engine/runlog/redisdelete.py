@@ -5,12 +5,15 @@ reach) is finished by deleting again:
 
 1. the run's task lines, a batch of lists at a time (``RedisTaskLogs.delete``);
 2. its own keys, in one script that first checks, under the run's hash tag, that the
-   run has ended: a retry asked for meanwhile keeps the run;
-3. its id out of the index's sorted sets, which live in other Cluster slots.
+   run has ended (a retry asked for meanwhile keeps the run); its summary stays, marked
+   ``deleted``;
+3. its id out of the index's sorted sets, which live in other Cluster slots; then the
+   marked summary.
 
-The run's summary goes in step 2, and the index's readers already pass over an id whose
-summary is gone; so between steps 2 and 3 the run is simply not listed. A deletion cut
-there leaves those ids behind for good (nothing lists them to delete again).
+The marked summary is what lets a deletion cut between steps 2 and 3 be finished: the
+index's readers pass over a marked row and finish its deletion (``finish``), and so
+does deleting the run again. Without it, the ids left in the sorted sets would name
+nothing, and nothing would ever take them out.
 """
 
 from __future__ import annotations
@@ -26,15 +29,24 @@ from engine.runlog.rediskeys import ALL_RUNS, key, runs_in_state, runs_of_workfl
 from engine.runlog.redislines import RedisTaskLogs, Retrying
 
 _DELETE = """
--- KEYS: summary, events, ids, snapshot. Deletes them unless the run is running again;
--- returns the workflow and state it had, or 'running', or nothing for no run.
+-- KEYS: summary, events, ids, snapshot. Deletes all but the summary, which it marks
+-- deleted, unless the run is running again; returns 'running', or nothing for no run.
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {} end
 if state == 'running' then return {'running'} end
-local workflow = redis.call('HGET', KEYS[1], 'workflow')
-redis.call('UNLINK', KEYS[2], KEYS[3], KEYS[4], KEYS[1])
-return {state, workflow}
+redis.call('UNLINK', KEYS[2], KEYS[3], KEYS[4])
+redis.call('HSET', KEYS[1], 'deleted', '1')
+return {state}
 """
+
+_DROP_MARKED = """
+-- KEYS: summary. Deletes it if it is still marked deleted (not written anew since by a
+-- submission under the same id).
+if redis.call('HEXISTS', KEYS[1], 'deleted') == 1 then redis.call('UNLINK', KEYS[1]) end
+"""
+
+DELETED = b"deleted"
+"""The field that marks a summary whose run is deleted but for its place in the index."""
 
 
 class RunDeletion:
@@ -45,9 +57,14 @@ class RunDeletion:
         self._lines = lines
         self._retrying = retrying
         self._delete_keys = redis.register_script(_DELETE)
+        self._drop_marked = redis.register_script(_DROP_MARKED)
 
-    async def delete(self, row: RunSummary) -> bool:
-        """Delete the run whose index row is ``row`` (read just before)."""
+    async def delete(self, row: RunSummary, *, marked: bool = False) -> bool:
+        """Delete the run whose index row is ``row`` (read just before; ``marked`` if
+        it was marked deleted, by a deletion cut short)."""
+        if marked:
+            await self.finish(row)
+            return True
         refuse_unfinished(row)
         run_id = row.run_id
         await self._lines.delete(run_id)
@@ -57,9 +74,14 @@ class RunDeletion:
             return False  # deleted meanwhile, by another caller
         if outcome == [b"running"]:  # retried meanwhile
             refuse_unfinished(msgspec.structs.replace(row, state="running"))
-        state, workflow = (part.decode() for part in outcome)
-        pipe = self._redis.pipeline(transaction=False)
-        for index in (ALL_RUNS, runs_in_state(state), runs_of_workflow(workflow)):
-            pipe.zrem(index, run_id)
-        await self._retrying("delete", pipe.execute)
+        await self.finish(msgspec.structs.replace(row, state=outcome[0].decode()))
         return True
+
+    async def finish(self, row: RunSummary) -> None:
+        """Step 3: the run's id out of the index, then its marked summary."""
+        pipe = self._redis.pipeline(transaction=False)
+        for index in (ALL_RUNS, runs_in_state(row.state), runs_of_workflow(row.workflow)):
+            pipe.zrem(index, row.run_id)
+        await self._retrying("delete", pipe.execute)
+        summary = key(row.run_id, "summary")
+        await self._retrying("delete", partial(self._drop_marked, keys=[summary]))

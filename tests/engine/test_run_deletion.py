@@ -209,3 +209,63 @@ async def test_redis_gives_no_row_back_to_a_run_deleted_while_its_index_was_upda
     assert await store._redis.exists(key("r1", "summary")) == 0
     assert await store.running() == []
     assert [k async for k in store._redis.scan_iter(match="cv:runs*")] == []
+
+
+class CutShort(Exception):
+    """The process stopped here."""
+
+
+async def cut_after_its_keys(store: RedisRunLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Delete ``r1``, stopped after its own keys went and before its place in the index."""
+
+    async def stopped(row: RunSummary) -> None:
+        raise CutShort
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store._deletion, "finish", stopped)
+        with pytest.raises(CutShort):
+            await store.delete("r1")
+
+
+INDEX = (b"cv:runs", b"cv:runs:state:succeeded", b"cv:runs:wf:wf")
+
+
+@pytest.mark.parametrize("finished_by", ["listing", "deleting again"])
+async def test_redis_finishes_a_deletion_cut_between_the_run_and_the_index(
+    redis_store: RedisRunLog, monkeypatch: pytest.MonkeyPatch, finished_by: str
+) -> None:
+    """Cut there, the run is not to be seen, and whoever next passes over it in the index
+    (a listing, a pruning) or deletes it again takes its id out of the sorted sets."""
+    store = redis_store
+    await finished_run(store, "r1")
+    await finished_run(store, "r2", at=2.0)
+    await cut_after_its_keys(store, monkeypatch)
+    assert await store.summary("r1") is None
+    for index in INDEX:
+        assert await store._redis.zscore(index, "r1") is not None
+    if finished_by == "listing":
+        assert [r.run_id for r in await store.runs()] == ["r2"]
+    else:
+        assert await store.delete("r1") is True
+    for index in INDEX:
+        assert await store._redis.zrange(index, 0, -1) == [b"r2"]
+    assert [k async for k in store._redis.scan_iter(match="cv:{r1}:*")] == []
+    assert await store.delete("r1") is False
+
+
+async def test_redis_a_run_submitted_anew_after_a_cut_deletion_is_listed(
+    redis_store: RedisRunLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A submission under the id of a run whose deletion was cut (a webhook delivered
+    again) writes a row of its own: not marked deleted, and not taken away."""
+    store = redis_store
+    await finished_run(store, "r1")
+    await cut_after_its_keys(store, monkeypatch)
+    assert await store.append("r1", [submitted("r1", 5.0)]) == [True]
+    assert [(r.run_id, r.state) for r in await store.runs()] == [("r1", "running")]
+    assert [(r.run_id, r.state) for r in await store.runs()] == [("r1", "running")]
+    # Nor does the end of the cut deletion, should it come after, drop the new row.
+    await store._deletion.finish(
+        RunSummary(run_id="r1", workflow="wf", state="succeeded", submitted_at=1.0)
+    )
+    assert await store.summary("r1") is not None
