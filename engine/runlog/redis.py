@@ -409,10 +409,7 @@ class RedisRunLog:
 
     async def delete(self, run_id: str) -> bool:
         self._tail.pop(run_id, None)
-        raw = await self._retrying("summary", lambda: self._redis.hgetall(key(run_id, "summary")))
-        if not raw:
-            return False
-        return await self._deletion.delete(row_from(run_id, raw), marked=DELETED in raw)
+        return await self._deletion.delete(run_id)
 
     # -- task logs ------------------------------------------------------------------
 

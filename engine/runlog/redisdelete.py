@@ -25,6 +25,7 @@ import msgspec
 
 from contracts.ports import RunSummary
 from engine.runlog.index import refuse_unfinished
+from engine.runlog.redisindex import row_from
 from engine.runlog.rediskeys import ALL_RUNS, key, runs_in_state, runs_of_workflow
 from engine.runlog.redislines import RedisTaskLogs, Retrying
 
@@ -59,12 +60,19 @@ class RunDeletion:
         self._delete_keys = redis.register_script(_DELETE)
         self._drop_marked = redis.register_script(_DROP_MARKED)
 
-    async def delete(self, row: RunSummary, *, marked: bool = False) -> bool:
-        """Delete the run whose index row is ``row`` (read just before; ``marked`` if
-        it was marked deleted, by a deletion cut short)."""
-        if marked:
+    async def delete(self, run_id: str) -> bool:
+        summary = key(run_id, "summary")
+        raw = await self._retrying("summary", partial(self._redis.hgetall, summary))
+        if not raw:
+            return False
+        row = row_from(run_id, raw)
+        if DELETED in raw:  # cut short before
             await self.finish(row)
             return True
+        return await self.delete_read(row)
+
+    async def delete_read(self, row: RunSummary) -> bool:
+        """Delete the run whose row was read as ``row`` (it may have changed since)."""
         refuse_unfinished(row)
         run_id = row.run_id
         await self._lines.delete(run_id)

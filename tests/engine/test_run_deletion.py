@@ -184,7 +184,7 @@ async def test_redis_keeps_a_run_retried_between_its_check_and_its_deletion(
     assert row is not None and row.state == "succeeded"
     await store.append("r1", [RunRetryRequested(run_id="r1", at=8.0, round=1)])
     with pytest.raises(Conflict, match="still running"):
-        await store._deletion.delete(row)
+        await store._deletion.delete_read(row)
     assert [r.run_id for r in await store.runs(state="running")] == ["r1"]
     assert (await store.read("r1"))[-1] == RunRetryRequested(run_id="r1", at=8.0, round=1)
 
