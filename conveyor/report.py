@@ -37,6 +37,16 @@ def short_value(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def params_data(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as JSON gives them: a secret as where it comes from,
+    ``{"from_env": NAME}`` (as the workflow declares it), not as the log's mark."""
+    shown: dict[str, Any] = {}
+    for name, value in params.items():
+        variable = secret_variable(value)
+        shown[name] = value if variable is None else {"from_env": variable}
+    return shown
+
+
 def params_shown(state: RunState, width: int = 60) -> list[tuple[str, str]]:
     """The run's parameters, each as a name and its value in one short line."""
     return [(name, short_value(value, width)) for name, value in state.params.items()]
@@ -90,7 +100,7 @@ def run_report(state: RunState) -> dict[str, Any]:
         "workflow": state.workflow.name,
         "state": state.status,
         "reason": state.reason,
-        "params": state.params,
+        "params": params_data(state.params),
         "trigger": state.trigger,
         "submitted_at": state.submitted_at,
         "finished_at": state.finished_at,

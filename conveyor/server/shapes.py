@@ -12,6 +12,7 @@ from typing import Any
 
 from contracts.ports import RunSummary
 from contracts.vocabulary import TaskStatus
+from conveyor.report import params_data
 from engine.state.model import Instance, Node, RunState
 
 PREVIEW_CHARS = 2000
@@ -93,7 +94,7 @@ def run_shape(state: RunState, *, stalled: bool) -> dict[str, Any]:
         "submitted_at": state.submitted_at,
         "finished_at": state.finished_at,
         "reason": state.reason,
-        "params": state.params,
+        "params": params_data(state.params),
         "trigger": state.trigger,
         "round": state.round,
         "tasks": [task_shape(node) for node in state.nodes.values()],

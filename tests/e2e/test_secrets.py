@@ -43,6 +43,7 @@ def test_a_secret_is_masked_everywhere_a_run_is_kept_or_shown(tmp_path: Path) ->
     assert ran.returncode == 1, ran.stdout + ran.stderr  # 'fails' fails, 'uses' succeeds
     run_id = json.loads(conveyor("runs", "--json", cwd=tmp_path).stdout)[0]["run_id"]
     shown = json.loads(conveyor("show", run_id, "--json", cwd=tmp_path).stdout)
+    assert shown["params"]["token"] == {"from_env": "DEMO_TOKEN"}  # where it came from
     tasks = {t["name"]: t for t in shown["tasks"]}
     assert tasks["uses"]["state"] == "succeeded"  # it did receive the value
     assert tasks["uses"]["outputs"] == {

@@ -36,6 +36,9 @@ async def test_the_run_page_shows_the_parameters_as_text(server: Server) -> None
     assert f'<span class="mono value">{shown}</span>' in page
     assert "<img" not in page
     assert "&lt;secret from $DEPLOY_TOKEN&gt;" in page
+    shown = (await server.http.get(f"/api/v1/runs/{run_id}")).json()
+    assert shown["params"]["token"] == {"from_env": "DEPLOY_TOKEN"}
+    assert shown["params"]["label"] == label
 
 
 async def test_the_start_form_describes_each_parameter_and_holds_the_defaults(
