@@ -152,6 +152,8 @@ class RunCompleted(Event, tag="run_completed", frozen=True, kw_only=True):
     reason: str = ""
     round: int = 0
     """Which completion this is: a retried run completes once per round."""
+    outputs: dict[str, Any] | None = None
+    """What a run that succeeded gives back: its workflow's ``outputs``, rendered."""
     decided: ClassVar[bool] = True
 
     @property

@@ -429,6 +429,13 @@ class Workflow(Model):
     notify: list[Notify] = Field(
         default_factory=list, description="Outbound webhooks on run state changes."
     )
+    outputs: dict[Name, Any] = Field(
+        default_factory=dict,
+        description=(
+            "What a run that succeeds gives back: values with {{ }} templates over params,"
+            " run and tasks (a string that is exactly one {{ }} keeps the value's type)."
+        ),
+    )
 
     def trigger(self, name: str) -> Trigger:
         for trigger in self.triggers:

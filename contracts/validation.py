@@ -7,7 +7,6 @@ in the document and, where the YAML tells us, the line.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import lru_cache
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -21,17 +20,21 @@ from contracts.errors import (
     Problem,
     did_you_mean,
 )
-from contracts.expressions import ROOT_NAMES, Expression, Reference, Template, templates_in
+from contracts.expressions import Expression, Template, templates_in
 from contracts.fields import fields_at
 from contracts.graph import ancestors, find_cycle
 from contracts.params import coerce_param, resolve_params
+from contracts.references import (
+    check_outputs,
+    check_reference,
+    expression_of,
+    strip_braces,
+    tasks_named,
+    template_texts,
+)
 from contracts.spec import Task, Workflow
 from contracts.triggers import check_triggers
 from contracts.yamlsource import Path, SourceMap, format_path, load_yaml
-
-TASK_FIELDS = frozenset({"outputs", "state", "attempts", "artifacts"})
-RUN_FIELDS = frozenset({"id", "workflow"})
-
 
 MAX_WORKFLOW_BYTES = 4 << 20
 """Largest workflow file read by default (``CONVEYOR_MAX_WORKFLOW_BYTES``)."""
@@ -202,6 +205,7 @@ def check_workflow(workflow: Workflow, smap: SourceMap | None = None) -> list[Pr
             smap=smap,
         )
     )
+    problems.extend(check_outputs(workflow, smap))
     for i, task in enumerate(workflow.tasks):
         if index[task.name] != i:
             continue  # a second task of a name (reported): its references would mislead
@@ -248,24 +252,6 @@ def raw_splices(workflow: Workflow) -> list[str]:
     ]
 
 
-def _template_texts(path: Path, value: Any) -> Iterator[tuple[Path, str]]:
-    """The strings holding ``{{ }}`` in a value, each with its path.
-
-    A generator at module level, not a closure calling itself: such a closure is a
-    reference cycle, which would keep the workflow it checks (one per submitted run)
-    until the cyclic collector's next pass.
-    """
-    if isinstance(value, str):
-        if "{{" in value:
-            yield path, value
-    elif isinstance(value, list):
-        for k, item in enumerate(value):
-            yield from _template_texts((*path, k), item)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _template_texts((*path, key), item)
-
-
 def _check_task_expressions(
     workflow: Workflow, task: Task, at: Path, deps: dict[str, list[str]], smap: SourceMap
 ) -> list[Problem]:
@@ -275,12 +261,12 @@ def _check_task_expressions(
     def check(path: Path, expressions: list[Expression], allow_item: bool) -> None:
         for expr in expressions:
             for ref in expr.references():
-                reason = _check_reference(workflow, task, ref, upstream, allow_item)
+                reason = check_reference(workflow, task, ref, upstream, allow_item)
                 if reason:
                     problems.append(smap.problem(path, f"{reason} in {expr.source!r}"))
 
     def templates(at: Path, value: Any) -> None:
-        for path, text in _template_texts(at, value):
+        for path, text in template_texts(at, value):
             try:
                 template = Template(text)
             except ExpressionError as exc:
@@ -290,12 +276,12 @@ def _check_task_expressions(
 
     if task.when is not None:
         try:
-            check((*at, "when"), [Expression(_strip_braces(task.when))], allow_item=False)
+            check((*at, "when"), [Expression(strip_braces(task.when))], allow_item=False)
         except ExpressionError as exc:
             problems.append(smap.problem((*at, "when"), exc.message))
     if isinstance(task.items, str):
         try:
-            check((*at, "items"), [Expression(_strip_braces(task.items))], allow_item=False)
+            check((*at, "items"), [Expression(strip_braces(task.items))], allow_item=False)
         except ExpressionError as exc:
             problems.append(smap.problem((*at, "items"), exc.message))
     if task.script is not None:
@@ -327,15 +313,7 @@ def _check_task_expressions(
 def upstream_names(task: Task) -> frozenset[str] | None:
     """The upstream tasks a task's expressions name (``tasks.<name>``), or None when one
     of them uses ``tasks`` as a whole or with a computed key."""
-    names: set[str] = set()
-    for expression in _expressions(task):
-        for ref in expression.references():
-            if ref.path[0] != "tasks":
-                continue
-            if len(ref.path) < 2:
-                return None
-            names.add(ref.path[1])
-    return frozenset(names)
+    return tasks_named(_expressions(task))
 
 
 def _expressions(task: Task, *, env: bool = True) -> Iterator[Expression]:
@@ -358,66 +336,6 @@ def _expressions(task: Task, *, env: bool = True) -> Iterator[Expression]:
             values.append(request.model_dump(mode="json"))
     for found in templates_in(values):
         yield from found.expressions
-
-
-def _strip_braces(text: str) -> str:
-    """``when`` and ``items`` are expressions; accept them wrapped in ``{{ }}`` too."""
-    stripped = text.strip()
-    if stripped.startswith("{{") and stripped.endswith("}}"):
-        return stripped[2:-2]
-    return stripped
-
-
-@lru_cache(maxsize=1024)
-def expression_of(text: str) -> Expression:
-    """The parsed ``when`` or ``items`` of a task (shared: parsed once per text)."""
-    return Expression(_strip_braces(text))
-
-
-def _check_reference(
-    workflow: Workflow, task: Task, ref: Reference, upstream: set[str], allow_item: bool
-) -> str | None:
-    path = ref.path
-    root = path[0]
-    if root not in ROOT_NAMES:
-        return f"unknown name {root!r} (use params, tasks, item, index or run)"
-    if root in ("item", "index"):
-        if not task.fans_out:
-            return f"{root!r} is only defined in tasks with 'items'"
-        if not allow_item:
-            return f"{root!r} is not defined here (it is per item)"
-        return None
-    if len(path) < 2:
-        return None
-    if root == "params":
-        if path[1] not in workflow.params:
-            return f"unknown parameter {path[1]!r}{did_you_mean(path[1], workflow.params)}"
-    elif root == "run":
-        if path[1] not in RUN_FIELDS:
-            return f"unknown run field {path[1]!r} (known: id, workflow)"
-    elif root == "tasks":
-        name = path[1]
-        if not any(t.name == name for t in workflow.tasks):
-            return f"unknown task {name!r}{did_you_mean(name, (t.name for t in workflow.tasks))}"
-        if name not in upstream:
-            return f"task {name!r} is not upstream of {task.name!r} (add it to depends)"
-        if len(path) >= 3 and path[2] not in TASK_FIELDS:
-            hint = (
-                did_you_mean(path[2], TASK_FIELDS) or f" (known: {', '.join(sorted(TASK_FIELDS))})"
-            )
-            return f"unknown task field {path[2]!r}{hint}"
-        if len(path) >= 4 and path[2] == "outputs":
-            source_task = workflow.task(name)
-            if path[3] != "result" and path[3] not in source_task.outputs:
-                known = ["result", *source_task.outputs]
-                return f"task {name!r} has no output {path[3]!r}{did_you_mean(path[3], known)}"
-        if (
-            len(path) >= 4
-            and path[2] == "artifacts"
-            and path[3] not in workflow.task(name).artifacts.out
-        ):
-            return f"task {name!r} has no output artifact {path[3]!r}"
-    return None
 
 
 __all__ = [

@@ -414,12 +414,15 @@ class WorkflowFunction:
         builder = _Builder(self.name)
         token = _building.set(builder)
         try:
-            self.fn(**refs)
+            returned = self.fn(**refs)
         finally:
             _building.reset(token)
         data: dict[str, Any] = {"name": self.name, "tasks": builder.tasks}
         if params:
             data["params"] = params
+        if returned is not None:  # the run's outputs: a mapping of them, or one "result"
+            given = returned if isinstance(returned, dict) else {"result": returned}
+            data["outputs"] = templated(given, [])
         if self.fn.__doc__:
             data["description"] = inspect.cleandoc(self.fn.__doc__).splitlines()[0]
         data.update(self.options)

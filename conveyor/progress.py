@@ -14,7 +14,7 @@ from rich.text import Text
 
 from contracts.events import Event
 from contracts.vocabulary import TaskStatus
-from conveyor.report import params_shown, run_report, short_value, task_report
+from conveyor.report import outputs_shown, params_shown, run_report, short_value, task_report
 from conveyor.terminal import displayable, plain
 from engine.state.model import RunState
 
@@ -206,6 +206,9 @@ def summary(state: RunState, now: float | None = None, *, with_origin: bool = Fa
         else (f" for {_duration((now or time.time()) - state.submitted_at)}", ""),
         (displayable(f": {state.reason}") if state.reason else "", style),
     )
+    if state.outputs:
+        headline.append("\noutputs: ", style="")
+        headline.append_text(plain(" ".join(f"{k}={v}" for k, v in outputs_shown(state))))
     return Group(title, table, *tails, headline)
 
 

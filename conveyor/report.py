@@ -52,6 +52,11 @@ def params_shown(state: RunState, width: int = 60) -> list[tuple[str, str]]:
     return [(name, short_value(value, width)) for name, value in state.params.items()]
 
 
+def outputs_shown(state: RunState, width: int = 60) -> list[tuple[str, str]]:
+    """What the run gave back, each output as a name and its value in one short line."""
+    return [(name, short_value(value, width)) for name, value in (state.outputs or {}).items()]
+
+
 def task_report(node: Node) -> dict[str, Any]:
     duration = (
         node.finished_at - node.started_at
@@ -106,4 +111,5 @@ def run_report(state: RunState) -> dict[str, Any]:
         "finished_at": state.finished_at,
         "duration": end - state.submitted_at,
         "tasks": [task_report(node) for node in state.nodes.values()],
+        "outputs": state.outputs,
     }

@@ -196,6 +196,11 @@ class RunResult:
     def run_id(self) -> str:
         return self.state.run_id
 
+    @property
+    def outputs(self) -> dict[str, Any] | None:
+        """What the run gave back (the workflow's ``outputs``), if it succeeded."""
+        return self.state.outputs
+
     def task(self, name: str) -> TaskResult:
         node: Node = self.state.nodes[name]
         attempts = [inst.attempt for inst in node.instances]

@@ -93,6 +93,8 @@ def cloud_event(
     elif isinstance(event, RunCompleted):
         kind, new = "run", str(event.state)
         data["reason"] = event.reason
+        if event.outputs is not None:
+            data["outputs"] = event.outputs
     elif level == AnnounceLevel.TASKS and isinstance(event, TaskEvent):
         found = _task_state(event)
         if found is None:

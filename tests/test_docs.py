@@ -53,6 +53,7 @@ def test_the_readme_workflow_runs(tmp_path: Path) -> None:
         "run", "readme.yaml", cwd=tmp_path, env={"CONVEYOR_PYTHON_PATH": str(ROOT / "examples")}
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "\noutputs: squared=49\n" in done.stdout  # 7 * 7
 
 
 def test_the_readme_python_workflow_runs(tmp_path: Path) -> None:

@@ -98,6 +98,7 @@ def run_shape(state: RunState, *, stalled: bool) -> dict[str, Any]:
         "trigger": state.trigger,
         "round": state.round,
         "tasks": [task_shape(node) for node in state.nodes.values()],
+        "outputs": state.outputs,
     }
 
 

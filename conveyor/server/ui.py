@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from contracts.spec import Param, Workflow
-from conveyor.report import params_shown, short_value, when
+from conveyor.report import outputs_shown, params_shown, short_value, when
 from conveyor.server.access import ApiContext, ApiProblem, needs, run_id_param
 from conveyor.server.auth import Scope
 from conveyor.server.pictures import BOX_H, BOX_W, LABEL_W, dag, timeline
@@ -146,6 +146,7 @@ def build_ui() -> APIRouter:
             "stalled": stalled,
             "resumable": resumable(client, state, stalled),
             "params": params_shown(state, width=120),
+            "outputs": outputs_shown(state, width=120),
             "tasks": [task_shape(node) for node in state.nodes.values()],
             "graph": dag(state),
             "timeline": timeline(state, time.time(), events),

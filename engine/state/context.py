@@ -4,13 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from contracts.errors import ExpressionError
 from contracts.expressions import MAX_ITEMS, as_text, render_value
 from contracts.messages import CacheSpec, ContainerSpec, StepSpec, TaskReady
+from contracts.references import output_task_names
 from contracts.spec import Container, Task
 from contracts.validation import expression_of, upstream_names
 from engine.state.items import StreamedItems
 from engine.state.model import Node, RunState
+
+
+def task_view(node: Node) -> dict[str, Any]:
+    """What expressions see as ``tasks.<name>``."""
+    return {
+        "state": node.status,
+        "outputs": node.outputs(),
+        "attempts": node.attempts(),
+        "artifacts": node.artifacts(),
+    }
 
 
 def upstream_context(state: RunState, node: Node) -> dict[str, Any]:
@@ -23,21 +36,43 @@ def upstream_context(state: RunState, node: Node) -> dict[str, Any]:
     if node.context is None:
         named = upstream_names(node.spec)
         visible = node.ancestors if named is None else node.ancestors & named
-        tasks = {
-            name: {
-                "state": state.nodes[name].status,
-                "outputs": state.nodes[name].outputs(),
-                "attempts": state.nodes[name].attempts(),
-                "artifacts": state.nodes[name].artifacts(),
-            }
-            for name in visible
-        }
+        tasks = {name: task_view(state.nodes[name]) for name in visible}
         node.context = {
             "params": state.params,
             "run": {"id": state.run_id, "workflow": state.workflow.name},
             "tasks": tasks,
         }
     return node.context
+
+
+MAX_OUTPUTS_BYTES = 1 << 20
+"""Most a run gives back, as JSON: its outputs travel in its completion event, into the
+run log and every announcement of it."""
+
+
+def run_outputs(state: RunState) -> dict[str, Any]:
+    """The workflow's ``outputs`` rendered over params, run and the tasks they name;
+    raises ExpressionError if one does not render, or all of them are too big."""
+    named = output_task_names(state.workflow)
+    visible = state.nodes.keys() if named is None else named
+    context = {
+        "params": state.params,
+        "run": {"id": state.run_id, "workflow": state.workflow.name},
+        "tasks": {name: task_view(state.nodes[name]) for name in visible},
+    }
+    outputs: dict[str, Any] = {}
+    for name, value in state.workflow.outputs.items():
+        try:
+            outputs[name] = render_value(value, context)
+        except ExpressionError as exc:
+            raise ExpressionError(f"outputs.{name}: {exc.message}") from None
+    size = len(msgspec.json.encode(outputs))
+    if size > MAX_OUTPUTS_BYTES:
+        raise ExpressionError(
+            f"outputs: {size:,} bytes of JSON, over the {MAX_OUTPUTS_BYTES:,} a run gives"
+            " back (give back an artifact's reference for big data)"
+        )
+    return outputs
 
 
 def evaluate_when(state: RunState, node: Node) -> bool:

@@ -26,7 +26,7 @@ from contracts.events import (
     TimerFired,
 )
 from contracts.vocabulary import FailureKind, RunStatus, TaskStatus
-from engine.state.context import evaluate_items, evaluate_when
+from engine.state.context import evaluate_items, evaluate_when, run_outputs
 from engine.state.model import Node, RunState
 
 
@@ -236,23 +236,29 @@ def _dispatches(state: RunState, node: Node) -> list[Event]:
 
 
 def _completion(state: RunState) -> RunCompleted:
+    """The run's end once every task has ended: failed if a task failed (one that may
+    not), or if its outputs do not render; else succeeded, with its outputs."""
     failed = [
         n
         for n in state.nodes.values()
         if n.status == TaskStatus.FAILED and not n.spec.continue_on_failure
     ]
+    status, reason, outputs = RunStatus.SUCCEEDED, "", None
     if failed:
         names = ", ".join(n.spec.name for n in failed)
-        first = failed[0].error or "failed"
-        return RunCompleted(
-            run_id=state.run_id,
-            at=state.now,
-            state=RunStatus.FAILED,
-            reason=f"failed tasks: {names} ({first})",
-            round=state.round,
-        )
+        status, reason = RunStatus.FAILED, f"failed tasks: {names} ({failed[0].error or 'failed'})"
+    elif state.workflow.outputs:
+        try:
+            outputs = run_outputs(state)
+        except ExpressionError as exc:
+            status, reason = RunStatus.FAILED, exc.message
     return RunCompleted(
-        run_id=state.run_id, at=state.now, state=RunStatus.SUCCEEDED, round=state.round
+        run_id=state.run_id,
+        at=state.now,
+        state=status,
+        reason=reason,
+        round=state.round,
+        outputs=outputs,
     )
 
 

@@ -381,6 +381,7 @@ def _on_completed(state: RunState, event: RunCompleted) -> None:
     state.status = event.state
     state.reason = event.reason
     state.finished_at = event.at
+    state.outputs = event.outputs
     for node in state.nodes.values():
         for inst in node.instances:
             if inst.status not in TERMINAL:

@@ -205,6 +205,8 @@ class RunState:
     trigger: str = ""
     """What started the run (``RunSubmitted.trigger``: cli, api, webhook:push, ...);
     empty in a state from a snapshot made before it was kept."""
+    outputs: dict[str, Any] | None = None
+    """What the run gave back when it succeeded (``RunCompleted.outputs``)."""
 
     @property
     def finished(self) -> bool:

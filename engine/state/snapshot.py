@@ -60,6 +60,7 @@ class _Saved(msgspec.Struct):
     signals: Any = msgspec.UNSET
     shard: Any = msgspec.UNSET
     trigger: Any = msgspec.UNSET
+    outputs: Any = msgspec.UNSET
     v: Any = msgspec.UNSET
     workflow: Any = msgspec.UNSET
     evaluable: Any = msgspec.UNSET

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typedflows import checked, double, numbers, pipeline, shout, slow_retry
+from typedflows import add_up, checked, double, numbers, pipeline, shout, slow_retry
 
 from contracts.errors import InvalidInput
 from contracts.validation import parse_workflow
@@ -267,3 +267,32 @@ def test_container_steps_from_python() -> None:
 
     with pytest.raises(InvalidInput, match="would splice a value into code"):
         _ = spliced.spec
+
+
+def test_what_a_workflow_function_returns_is_what_its_runs_give_back() -> None:
+    @workflow
+    def summed(n: int = 4) -> dict[str, object]:
+        doubled = double.map(numbers(n))
+        return {"total": add_up(doubled), "doubled": doubled, "n": n, "fixed": "v1"}
+
+    assert summed.spec.outputs == {
+        "total": "{{ tasks.add_up.outputs.result }}",
+        "doubled": "{{ tasks.double.outputs.result }}",
+        "n": "{{ params.n }}",
+        "fixed": "v1",
+    }
+    result = run_workflow(summed, {"n": 3})
+    assert result.succeeded
+    assert result.outputs == {"total": 6, "doubled": [0, 2, 4], "n": 3, "fixed": "v1"}
+
+    @workflow
+    def one(n: int = 4) -> object:
+        return add_up(numbers(n))
+
+    assert run_workflow(one, {"n": 4}).outputs == {"result": 6}
+
+    @workflow
+    def nothing(n: int = 4) -> None:
+        add_up(numbers(n))
+
+    assert nothing.spec.outputs == {} and run_workflow(nothing).outputs is None

@@ -38,7 +38,7 @@ def outcome(state: RunState) -> dict[str, Any]:
     return {
         name: (node.status, node.outputs() if node.status == "succeeded" else None)
         for name, node in state.nodes.items()
-    } | {"run": state.status}
+    } | {"run": state.status, "outputs": state.outputs}
 
 
 async def run_distributed(
@@ -77,6 +77,7 @@ async def test_example_same_result_in_both_modes(
     embedded = await run_embedded(file, params)
     distributed = await run_distributed(amqp_url, redis_url, load(file), params)
     assert embedded.status == "succeeded"
+    assert (embedded.outputs is not None) == bool(load(file).outputs)  # batch.yaml gives some
     assert outcome(distributed) == outcome(embedded)
 
 

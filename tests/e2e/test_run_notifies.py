@@ -34,6 +34,8 @@ notify:
     on: [running, succeeded, failed, cancelled]
     secret_env: TOLD_SECRET
     attempts: 3
+outputs:
+  said: "{{{{ tasks.a.outputs.result }}}}"
 """
 
 HELD = "while ! test -f {flag}; do sleep 0.05; done"
@@ -93,6 +95,9 @@ def test_conveyor_run_delivers_its_run_changes_signed(tmp_path: Path, receiver: 
     changes = {each.change["type"]: each for each in receiver.sent}
     assert set(changes) == {"dev.conveyor.run.running", "dev.conveyor.run.succeeded"}
     run_id = changes["dev.conveyor.run.succeeded"].change["data"]["run_id"]
+    # The end of a run that succeeded carries what it gave back.
+    assert changes["dev.conveyor.run.succeeded"].change["data"]["outputs"] == {"said": "hi"}
+    assert "outputs" not in changes["dev.conveyor.run.running"].change["data"]
     for each in receiver.sent:
         assert each.headers["webhook-id"] == each.change["id"]
         assert each.change["id"].startswith(run_id)

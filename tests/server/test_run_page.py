@@ -73,3 +73,20 @@ async def test_a_tasks_result_reads_as_json_in_one_line(server: Server) -> None:
         cell = cell[: cell.index("</td>")]
         assert html.unescape(cell) == '{"ok":true,"none":null,"text":"<b>"}', path
         assert "<b>" not in page
+
+
+async def test_a_runs_outputs_are_on_its_page_and_in_the_api(server: Server) -> None:
+    await server.register(
+        "name: gives\ntasks:\n  - name: t\n    command: [echo, '{\"n\": 7}']\n"
+        "outputs:\n  n: '{{ tasks.t.outputs.result.n }}'\n  tag: '<b>{{ run.workflow }}</b>'\n"
+    )
+    answer = await server.http.post("/api/v1/runs", json={"workflow": "gives"})
+    run_id = answer.json()["run_id"]
+    await server.engine.client.watch(run_id, timeout=10)
+    shown = (await server.http.get(f"/api/v1/runs/{run_id}")).json()
+    assert shown["outputs"] == {"n": 7, "tag": "<b>gives</b>"}
+    page = (await server.http.get(f"/runs/{run_id}")).text
+    said = page[page.index('aria-label="outputs"') :]
+    said = said[: said.index("</p>")]
+    assert '<span class="mono">n</span> = <span class="mono value">7</span>' in said
+    assert "&lt;b&gt;gives&lt;/b&gt;" in said and "<b>" not in said
