@@ -43,6 +43,18 @@ class TaskEvent(Event, frozen=True, kw_only=True):
         return f"{self.run_id}/{self.task}/{self.index}/{self.attempt}/{self.kind}"
 
 
+class ParentTask(msgspec.Struct, frozen=True, kw_only=True):
+    """The attempt of a workflow step that started a child run: where the child's end
+    is reported, as that attempt's outcome."""
+
+    run_id: str
+    task: str
+    index: int
+    attempt: int
+    shard: int
+    """The coordinator shard the parent run is pinned to."""
+
+
 class RunSubmitted(Event, tag="run_submitted", frozen=True, kw_only=True):
     workflow: dict[str, Any]
     """Snapshot of the workflow spec the run executes, as data."""
@@ -55,6 +67,8 @@ class RunSubmitted(Event, tag="run_submitted", frozen=True, kw_only=True):
     shard: int | None = None
     """The coordinator shard the run is pinned to for its life (None: submitted before
     shard maps, and it goes where its run id hashes)."""
+    parent: ParentTask | None = None
+    """The workflow step this run is the child run of, if any."""
 
 
 class TaskExpanded(TaskEvent, tag="task_expanded", frozen=True, kw_only=True):
@@ -154,6 +168,8 @@ class RunCompleted(Event, tag="run_completed", frozen=True, kw_only=True):
     """Which completion this is: a retried run completes once per round."""
     outputs: dict[str, Any] | None = None
     """What a run that succeeded gives back: its workflow's ``outputs``, rendered."""
+    parent: ParentTask | None = None
+    """The workflow step this run is the child run of: told of this end."""
     decided: ClassVar[bool] = True
 
     @property

@@ -8,7 +8,8 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from contracts.errors import InvalidInput, Problem
-from contracts.spec import ParamType, Workflow, check_type
+from contracts.paramtypes import ParamType, check_type
+from contracts.spec import Workflow
 from contracts.vocabulary import SECRET_MARK, SECRET_MARKS
 from contracts.yamlsource import SourceMap, load_yaml
 

@@ -44,7 +44,20 @@ SENT_BY: Mapping[Role, frozenset[str]] = {
             "signal_received",
         }
     ),
-    Role.COORDINATOR: frozenset({"timer_fired", "run_timed_out", "task_failed", "shard_wake"}),
+    # And, for workflow steps: a child run's submission and cancel, its start and end
+    # told to its parent.
+    Role.COORDINATOR: frozenset(
+        {
+            "timer_fired",
+            "run_timed_out",
+            "task_failed",
+            "shard_wake",
+            "run_submitted",
+            "run_cancel_requested",
+            "task_started",
+            "task_succeeded",
+        }
+    ),
 }
 """What each role may send to a coordinator shard."""
 

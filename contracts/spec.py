@@ -8,11 +8,9 @@ the single source of truth: YAML files and the Python authoring API both produce
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    AfterValidator,
     ConfigDict,
     Field,
     field_validator,
@@ -22,7 +20,8 @@ from pydantic import (
 from contracts.calls import AmqpCall, HttpCall
 from contracts.durations import Duration
 from contracts.errors import did_you_mean
-from contracts.modelbase import EnvName, Model, Name
+from contracts.modelbase import EnvName, Model, Name, StepPath
+from contracts.paramtypes import ParamType, check_type, infer_type
 from contracts.triggers import Notify, Trigger
 from contracts.vocabulary import RetryableKind
 
@@ -31,21 +30,6 @@ MAX_TASKS = 2_000
 work over many things is a fan-out (up to a million items), not many tasks."""
 
 
-def _inside_the_step(path: str) -> str:
-    # A step's files are read from its own directory only: never the worker's others.
-    parts = PurePosixPath(path).parts
-    if not path.strip() or PurePosixPath(path).is_absolute() or ".." in parts:
-        raise ValueError(
-            f"{path!r} must be a relative path inside the step's working directory"
-            " (not absolute, no '..')"
-        )
-    return path
-
-
-StepPath = Annotated[str, AfterValidator(_inside_the_step)]
-"""A file or directory a step writes or reads, relative to its working directory."""
-
-ParamType = Literal["str", "int", "float", "bool", "list", "dict", "any"]
 TriggerRule = Literal[
     "all_succeeded",
     "all_done",
@@ -113,43 +97,6 @@ class Param(Model):
         if not self.required and self.default is not None:
             check_type(self.type, self.default)
         return self
-
-
-def infer_type(value: Any) -> ParamType:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "dict"
-    return "any"
-
-
-def check_type(expected: ParamType, value: Any) -> Any:
-    """Return ``value`` if it fits ``expected`` (ints widen to floats), else raise ValueError."""
-    ok = {
-        "str": isinstance(value, str),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, int | float) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "list": isinstance(value, list),
-        "dict": isinstance(value, dict),
-        "any": True,
-    }[expected]
-    if not ok:
-        raise ValueError(f"expected {expected}, got {type(value).__name__} {value!r}")
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:  # undecodable bytes smuggled in as surrogates
-            raise ValueError(f"not UTF-8 text (at offset {exc.start})") from None
-    return float(value) if expected == "float" else value
 
 
 class Backoff(Model):
@@ -225,7 +172,7 @@ class CachePolicy(Model):
 
 
 Interpreter = Literal["sh", "bash", "python"]
-STEP_KINDS = ("script", "command", "python", "container", "http", "amqp", "wait")
+STEP_KINDS = ("script", "command", "python", "container", "http", "amqp", "wait", "workflow")
 STEP_PATH_VARIABLE = "CONVEYOR_PYTHON_PATH"
 """Extra folders a ``python`` step's module is imported from, separated like PATH
 (``os.pathsep``), by every process that runs steps."""
@@ -296,6 +243,25 @@ class Artifacts(Model):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class Subflow(Model):
+    """Run another workflow as this task's step, once per item for a fan-out; its run's
+    outputs are the task's result, and its failure the task's."""
+
+    file: str | None = Field(
+        default=None,
+        description="A workflow file, relative to this one's folder; read with this one.",
+    )
+    spec: Workflow | None = Field(
+        default=None,
+        description="The child workflow itself (a file's is read into it).",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The child run's parameters (templated; a value that is exactly one"
+        " {{ }} keeps its type).",
+    )
+
+
 class Task(Model):
     """One node of the DAG: a step, its inputs, outputs, fan-out and failure policy."""
 
@@ -313,6 +279,7 @@ class Task(Model):
     http: HttpCall | None = None
     amqp: AmqpCall | None = None
     wait: Wait | None = None
+    workflow: Subflow | None = None
     artifacts: Artifacts = Artifacts()
     args: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments of a python step (templated)."
@@ -448,3 +415,19 @@ class Workflow(Model):
             if task.name == name:
                 return task
         raise KeyError(name)
+
+
+Subflow.model_rebuild()  # it holds a Workflow, defined after it
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a workflow file, with the workflow at its root (a workflow
+    step's child refers back to it in ``$defs``)."""
+    document = Workflow.model_json_schema()
+    defs = document.pop("$defs", {})
+    root = defs.get("Workflow", document)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **root,
+        "$defs": defs,
+    }

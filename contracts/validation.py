@@ -33,6 +33,7 @@ from contracts.references import (
     template_texts,
 )
 from contracts.spec import Task, Workflow
+from contracts.subflow import MAX_DEPTH, check_subflow
 from contracts.triggers import check_triggers
 from contracts.yamlsource import Path, SourceMap, format_path, load_yaml
 
@@ -40,9 +41,42 @@ MAX_WORKFLOW_BYTES = 4 << 20
 """Largest workflow file read by default (``CONVEYOR_MAX_WORKFLOW_BYTES``)."""
 
 
-def load_workflow(path: str | FsPath, *, max_bytes: int = MAX_WORKFLOW_BYTES) -> Workflow:
-    """Read, parse and check a workflow file; refused before parsing when over ``max_bytes``."""
-    return parse_workflow(read_document(path, "workflow", max_bytes=max_bytes), source=str(path))
+def load_workflow(
+    path: str | FsPath, *, max_bytes: int = MAX_WORKFLOW_BYTES, within: tuple[FsPath, ...] = ()
+) -> Workflow:
+    """Read, parse and check a workflow file, and the files its workflow steps name;
+    refused before parsing when over ``max_bytes``. ``within``: the files that name
+    this one, outermost first."""
+    text = read_document(path, "workflow", max_bytes=max_bytes)
+    data, smap = load_yaml(text, str(path))
+    file = FsPath(path).resolve()
+    for at, step in _workflow_steps(data):
+        name = step.get("file")
+        if not isinstance(name, str) or "spec" in step:
+            continue
+        child = (file.parent / name).resolve()
+        chain = [*within, file, child]
+        if child in chain[:-1] or len(chain) > MAX_DEPTH:
+            why = "names itself" if child in chain[:-1] else f"nests over {MAX_DEPTH} deep"
+            trail = " -> ".join(f.name for f in chain)
+            raise InvalidInput([smap.problem((*at, "file"), f"{why}: {trail}")], source=str(path))
+        try:
+            spec = load_workflow(child, max_bytes=max_bytes, within=(*within, file))
+        except InvalidInput as exc:
+            raise InvalidInput(
+                [smap.problem((*at, "file"), exc.message)], source=str(path)
+            ) from None
+        step["spec"] = spec.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    return workflow_from_data(data, smap, str(path))
+
+
+def _workflow_steps(data: Any) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The ``workflow`` mappings of a workflow document's tasks, with their paths."""
+    tasks = data.get("tasks") if isinstance(data, dict) else None
+    for i, task in enumerate(tasks if isinstance(tasks, list) else []):
+        step = task.get("workflow") if isinstance(task, dict) else None
+        if isinstance(step, dict):
+            yield ("tasks", i, "workflow"), step
 
 
 def read_document(path: str | FsPath, what: str, *, max_bytes: int = MAX_WORKFLOW_BYTES) -> str:
@@ -211,6 +245,8 @@ def check_workflow(workflow: Workflow, smap: SourceMap | None = None) -> list[Pr
             continue  # a second task of a name (reported): its references would mislead
         problems.extend(_check_task_expressions(workflow, task, ("tasks", i), deps, smap))
         problems.extend(_check_secret_uses(task, ("tasks", i), secrets, smap))
+        if task.workflow is not None:
+            problems.extend(check_subflow(task, ("tasks", i), smap))
         problems.extend(
             smap.problem(splice.path, unsafe_message(splice))
             for splice in splices(task, ("tasks", i))
@@ -290,6 +326,8 @@ def _check_task_expressions(
     templates((*at, "args"), task.args)
     templates((*at, "env"), task.env)
     templates((*at, "workdir"), task.workdir)
+    if task.workflow is not None:
+        templates((*at, "workflow", "params"), task.workflow.params)
     if task.container is not None:
         templates((*at, "container", "image"), task.container.image)
         templates((*at, "container", "command"), task.container.command)
@@ -324,6 +362,8 @@ def _expressions(task: Task, *, env: bool = True) -> Iterator[Expression]:
     if isinstance(task.items, str):
         yield expression_of(task.items)
     values: list[Any] = [task.command, task.args, task.workdir, task.artifacts.in_]
+    if task.workflow is not None:
+        values.append(task.workflow.params)
     if env:
         values.append(task.env)
     if task.script is not None:

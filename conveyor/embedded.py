@@ -17,6 +17,7 @@ from contracts.errors import ConveyorError
 from contracts.events import Event, TaskDispatched
 from contracts.ports import ArtifactStore, RunStore, Transport
 from contracts.spec import Workflow
+from contracts.subflow import pools_of
 from contracts.values import MAX_VALUE_BYTES
 from engine.client import Client
 from engine.coordinator import Coordinator, Observer, TimersFactory
@@ -193,7 +194,7 @@ class EmbeddedEngine:
         starting.add_done_callback(lambda _task: self._starting.pop(pool, None))
 
     async def submit(self, workflow: Workflow, params: dict[str, Any], **kwargs: Any) -> str:
-        await self.ensure_pools({task.pool for task in workflow.tasks})
+        await self.ensure_pools(pools_of(workflow))
         return await self.client.submit(workflow, params, **kwargs)
 
     async def run(

@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from contracts.codec import encode
 from contracts.events import (
     Event,
     RetryScheduled,
@@ -36,8 +37,10 @@ from contracts.events import (
     TaskSucceeded,
 )
 from contracts.ports import RunLog, Transport
+from contracts.topology import shard_queue
 from engine.runlog.index import owes_announcement
 from engine.state.model import RunState
+from engine.state.subflows import child_ended
 
 log = structlog.get_logger("conveyor.announce")
 
@@ -121,6 +124,18 @@ def cloud_event(
     return f"{kind}.{workflow}.{new}", document
 
 
+Told = tuple[str, list[bytes]]
+"""A parent run's shard queue, and the end of its workflow step's attempt to send there."""
+
+
+def _told(event: Event) -> Told | None:
+    """What the end of a child run tells its parent (the parent waits on it: it goes
+    out at least once, with the run's announcement, whatever the announce level)."""
+    if not isinstance(event, RunCompleted) or event.parent is None:
+        return None
+    return shard_queue(event.parent.shard), [encode(child_ended(event))]
+
+
 class Announcer:
     """A coordinator observer that publishes state changes in the order they happened,
     off the coordinator's path: a slow broker delays announcements, and holds runs back
@@ -143,9 +158,11 @@ class Announcer:
         self._level = level
         self._runlog = runlog
         self._marks = marks
-        self._queue: asyncio.Queue[tuple[str, str, bytes, str | None]] = asyncio.Queue()
-        """(run id, routing key, body, id to mark announced) of each state change not
-        published yet."""
+        self._queue: asyncio.Queue[tuple[str, str | None, bytes, str | None, Told | None]] = (
+            asyncio.Queue()
+        )
+        """(run id, routing key or None, body, id to mark announced, what its parent run
+        is told) of each state change not published yet."""
         self._owed: set[str] = set()
         """Ids of the run changes queued or being published here."""
         self._to_mark: list[str] = []
@@ -159,7 +176,9 @@ class Announcer:
     def __call__(self, event: Event, state: RunState) -> None:
         owed = owes_announcement(event)
         if self._level == AnnounceLevel.NONE:
-            if owed and self._runlog is not None:
+            if _told(event) is not None:
+                self._enqueue(event, state.workflow.name)  # its parent is told all the same
+            elif owed and self._runlog is not None:
                 self._to_mark.append(event.id)  # nobody will announce it
                 self._wake()
             return
@@ -180,9 +199,9 @@ class Announcer:
         owed = await self._runlog.unannounced(shard, before=before)
         left = [e for e in owed if e.id not in self._owed and run_id in (None, e.run_id)]
         if self._level == AnnounceLevel.NONE:
-            self._to_mark += [event.id for event in left]
+            self._to_mark += [event.id for event in left if _told(event) is None]
+            left = [event for event in left if _told(event) is not None]
             self._wake()
-            return 0
         workflows: dict[str, str] = {}
         for event in left:
             if event.run_id not in workflows:
@@ -200,15 +219,17 @@ class Announcer:
         return summary.workflow if summary is not None else "?"
 
     def _enqueue(self, event: Event, workflow: str) -> None:
-        found = cloud_event(event, workflow, self._level)
-        if found is None:
+        on = self._level != AnnounceLevel.NONE
+        found = cloud_event(event, workflow, self._level) if on else None
+        told = _told(event)
+        if found is None and told is None:
             return
-        key, document = found
+        key, body = (found[0], msgspec.json.encode(found[1])) if found else (None, b"")
         marked_here = self._marks and self._runlog is not None
         mark = event.id if marked_here and owes_announcement(event) else None
         if mark is not None:
             self._owed.add(mark)
-        self._queue.put_nowait((event.run_id, key, msgspec.json.encode(document), mark))
+        self._queue.put_nowait((event.run_id, key, body, mark, told))
         if self._queue.qsize() >= BACKLOG and self._room.is_set():
             log.warning("state changes not published yet hold the runs back", waiting=BACKLOG)
             self._room.clear()
@@ -231,12 +252,15 @@ class Announcer:
             # the order they are started), their confirms awaited together. One sent
             # again after a failure can arrive after changes that came later.
             published = await asyncio.gather(
-                *(self._publish_one(run_id, key, body) for run_id, key, body, _ in sending)
+                *(
+                    self._publish_one(run_id, key, body, told)
+                    for run_id, key, body, _, told in sending
+                )
             )
             self._sending = 0
             if self._queue.qsize() < BACKLOG:
                 self._room.set()
-            for (_, _, _, mark), done in zip(sending, published, strict=True):
+            for (_, _, _, mark, _), done in zip(sending, published, strict=True):
                 if mark is not None:
                     self._owed.discard(mark)  # not published: left for the next coordinator
                     if done:
@@ -261,11 +285,17 @@ class Announcer:
         if not self._room.is_set():
             await self._room.wait()
 
-    async def _publish_one(self, run_id: str, key: str, body: bytes) -> bool:
+    async def _publish_one(
+        self, run_id: str, key: str | None, body: bytes, told: Told | None
+    ) -> bool:
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             try:
                 async with asyncio.timeout(PUBLISH_TIMEOUT):
-                    await self._transport.announce(key, body)
+                    if told is not None:  # its parent first: what a run waits for
+                        await self._transport.publish(*told)
+                        told = None
+                    if key is not None:
+                        await self._transport.announce(key, body)
                 return True
             except Exception as exc:  # the broker's errors are many; none may stop runs
                 if attempt == PUBLISH_ATTEMPTS:

@@ -88,6 +88,7 @@ class Coordinator:
             clock=clock,
             dispatch_batch=dispatch_batch,
             artifacts=artifacts,
+            send_event=self.publish_event,
         )
         # A broker that counts deliveries (quorum queues) dead-letters a message that
         # keeps failing, across coordinator restarts; else the intake counts itself.

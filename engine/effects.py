@@ -6,7 +6,9 @@ so a coordinator that dies in between repeats them on recovery instead of losing
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+
+import msgspec
 
 from contracts.codec import encode, encode_tasks
 from contracts.errors import ConveyorError, ExpressionError
@@ -33,6 +35,7 @@ from engine.state.context import render_task
 from engine.state.decide import pending_timers, wait_timeouts
 from engine.state.items import StreamedItems
 from engine.state.model import RunState
+from engine.state.subflows import child_started, child_submission, children_to_stop
 
 DISPATCH_BATCH = 32
 """Most tasks carried by one task message."""
@@ -67,8 +70,12 @@ class Effects:
         clock: Callable[[], float],
         dispatch_batch: int = DISPATCH_BATCH,
         artifacts: ArtifactStore | None = None,
+        send_event: Callable[[Event], Awaitable[None]] | None = None,
     ) -> None:
+        """``send_event``: sends an event to its run's coordinator shard, wherever that
+        run is pinned (a child run's cancel)."""
         self._transport = transport
+        self._send_event = send_event or self._to_hashed_shard
         self._timers = timers
         self._leases = leases
         self._pinned = pinned
@@ -97,6 +104,11 @@ class Effects:
                     # A wait step runs nowhere; only its timeout needs arming.
                     for due, timeout in wait_timeouts(state, node):
                         await self._timers.schedule(due, timeout)
+                elif node.spec.workflow is not None:
+                    try:
+                        await self._start_child(state, event)
+                    except ExpressionError as exc:
+                        failures.append(_unrenderable(event, exc))
                 elif event.task in unreadable:
                     failures.append(_unreadable(event, unreadable[event.task]))
                 else:
@@ -125,6 +137,11 @@ class Effects:
                 await self._timers.schedule(event.due, fired)
             elif isinstance(event, RunSubmitted | RunRetryRequested):
                 await self.arm_timers(state)
+                if isinstance(event, RunSubmitted) and event.parent is not None:
+                    started = child_started(event)
+                    await self._transport.publish(
+                        shard_queue(event.parent.shard), [encode(started)]
+                    )
             elif isinstance(event, RunCompleted):
                 await self._completed(state)
         for queue, messages in dispatches.items():
@@ -137,6 +154,10 @@ class Effects:
                 queue, bodies, headers=trace_headers(state.run_id, self._clock())
             )
         return failures
+
+    async def _to_hashed_shard(self, event: Event) -> None:
+        shard = self._pinned(event.run_id, None)
+        await self._transport.publish(shard_queue(shard), [encode(event)])
 
     async def _read_items(self, events: Sequence[Event], state: RunState) -> dict[str, str]:
         """Read the stored items the dispatches among ``events`` take (a fan-out over a
@@ -162,12 +183,24 @@ class Effects:
         for due, timer_event in pending_timers(state):
             await self._timers.schedule(due, timer_event)
 
+    async def _start_child(self, state: RunState, event: TaskDispatched) -> None:
+        """Submit the child run of one attempt of a workflow step, to its own shard."""
+        parent_shard = self._pinned(state.run_id, state.shard)
+        child = child_submission(
+            state, event.task, event.index, event.attempt, at=event.at, parent_shard=parent_shard
+        )
+        shard = self._pinned(child.run_id, None)
+        child = msgspec.structs.replace(child, shard=shard)
+        await self._transport.publish(shard_queue(shard), [encode(child)])
+
     async def _completed(self, state: RunState) -> None:
         await self._transport.broadcast(
             CONTROL_TOPIC, encode(CancelTasks(run_id=state.run_id, reason=stop_reason(state)))
         )
         if self._leases is not None:
             self._leases.release_run(state.run_id)
+        for stop in children_to_stop(state):
+            await self._send_event(stop)
 
 
 def stop_reason(state: RunState) -> str:

@@ -75,6 +75,15 @@ def run_outputs(state: RunState) -> dict[str, Any]:
     return outputs
 
 
+def instance_context(state: RunState, node: Node, index: int) -> dict[str, Any]:
+    """What one instance's templates see: its task's, and its ``item`` and ``index``."""
+    names = upstream_context(state, node)
+    if node.spec.fans_out:
+        assert node.items is not None
+        names = {**names, "item": node.items[index], "index": index}
+    return names
+
+
 def evaluate_when(state: RunState, node: Node) -> bool:
     assert node.spec.when is not None
     return bool(expression_of(node.spec.when).evaluate(upstream_context(state, node)))
@@ -122,12 +131,8 @@ def render_task(
     """
     node = state.nodes[task]
     spec = node.spec
-    names = upstream_context(state, node)
-    item: Any = None
-    if spec.fans_out:
-        assert node.items is not None
-        item = node.items[index]
-        names = {**names, "item": item, "index": index}
+    names = instance_context(state, node, index)
+    item = names.get("item")
     step = StepSpec(
         kind=spec.kind,
         source=render_value(spec.script.source, names) if spec.script else None,

@@ -259,6 +259,7 @@ def _completion(state: RunState) -> RunCompleted:
         reason=reason,
         round=state.round,
         outputs=outputs,
+        parent=state.parent,
     )
 
 

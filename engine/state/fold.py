@@ -58,6 +58,7 @@ def new_state(event: RunSubmitted) -> RunState:
         deadline_base=event.at,
         shard=event.shard,
         trigger=event.trigger,
+        parent=event.parent,
     )
     for name, node in nodes.items():
         if node.deps_left == 0:

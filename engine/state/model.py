@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from contracts.events import ParentTask
 from contracts.spec import Task, Workflow
 from contracts.vocabulary import FailureKind, RunStatus, TaskStatus
 from engine.state.items import StreamedItems
@@ -207,6 +208,8 @@ class RunState:
     empty in a state from a snapshot made before it was kept."""
     outputs: dict[str, Any] | None = None
     """What the run gave back when it succeeded (``RunCompleted.outputs``)."""
+    parent: ParentTask | None = None
+    """The workflow step this run is the child run of (``RunSubmitted.parent``)."""
 
     @property
     def finished(self) -> bool:

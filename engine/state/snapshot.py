@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from contracts.events import ParentTask
 from contracts.graph import ancestors, downstream
 from contracts.spec import Workflow
 from contracts.vocabulary import RunStatus, TaskStatus
@@ -61,6 +62,8 @@ class _Saved(msgspec.Struct):
     shard: Any = msgspec.UNSET
     trigger: Any = msgspec.UNSET
     outputs: Any = msgspec.UNSET
+    parent: ParentTask | msgspec.UnsetType | None = msgspec.UNSET
+    """Typed: decoded as the struct it was."""
     v: Any = msgspec.UNSET
     workflow: Any = msgspec.UNSET
     evaluable: Any = msgspec.UNSET

@@ -11,9 +11,10 @@ import msgspec
 import pytest
 import structlog
 
-from contracts.events import RunCompleted, RunSubmitted
+from contracts.events import ParentTask, RunCompleted, RunSubmitted
 from contracts.messages import ShardWake
 from contracts.ports import RunStore, Transport
+from contracts.topology import shard_queue
 from contracts.validation import parse_workflow
 from conveyor.embedded import EmbeddedEngine
 from engine import announce
@@ -172,3 +173,61 @@ async def test_a_shards_coordinator_announces_what_was_left_a_while_as_it_checks
     finally:
         await coordinator.stop()
     assert await store.unannounced() == [young]
+
+
+class TellingBroker(MemoryTransport):
+    """Records what goes to queues, and the announcements."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queued: list[tuple[str, Any]] = []
+        self.announced: list[str] = []
+
+    async def publish(self, queue: str, bodies: Any, **_: Any) -> None:
+        self.queued += [(queue, msgspec.json.decode(body)) for body in bodies]
+
+    async def announce(self, routing_key: str, body: bytes) -> None:
+        self.announced.append(routing_key)
+
+
+@pytest.mark.parametrize("level", [AnnounceLevel.RUNS, AnnounceLevel.NONE])
+async def test_a_child_runs_end_is_told_its_parent_at_least_once_at_every_level(
+    level: AnnounceLevel,
+) -> None:
+    """The end of a child run (of a workflow step) is its parent's attempt's outcome:
+    it goes to the parent's shard with the run's announcement, announcements off or not,
+    and a coordinator that stopped before it went sends it from the log."""
+    store = MemoryRunLog()
+    parent = ParentTask(run_id="p", task="train", index=2, attempt=1, shard=3)
+    child = RunSubmitted(run_id="c", at=1.0, workflow={"name": "w"}, params={}, parent=parent)
+    ended = RunCompleted(run_id="c", at=2.0, state="succeeded", outputs={"n": 1}, parent=parent)
+    await store.append("c", [child])
+    await store.append("c", [ended])
+    broker = TellingBroker()
+    announcer = Announcer(broker, level, store)
+    assert await announcer.announce_unannounced() == 1 + (level == AnnounceLevel.RUNS)
+    await announcer.drain()
+    told = [body for queue, body in broker.queued if queue == shard_queue(3)]
+    assert [(b["type"], b["run_id"], b["task"], b["index"], b["result"]) for b in told] == [
+        ("task_succeeded", "p", "train", 2, {"n": 1})
+    ]
+    assert broker.announced == (
+        [] if level == AnnounceLevel.NONE else ["run.w.running", "run.w.succeeded"]
+    )
+    assert await store.unannounced() == []
+
+
+async def test_a_child_runs_end_as_it_happens_is_told_its_parent_with_announcements_off() -> None:
+    parent = ParentTask(run_id="p", task="train", index=0, attempt=2, shard=1)
+    ended = RunCompleted(run_id="c", at=2.0, state="failed", reason="boom", parent=parent)
+    broker = TellingBroker()
+    announcer = Announcer(broker, AnnounceLevel.NONE, MemoryRunLog())
+    announcer(ended, _state("c"))
+    await announcer.drain()
+    [(queue, told)] = broker.queued
+    assert queue == shard_queue(1) and broker.announced == []
+    assert (told["type"], told["attempt"], told["error"]) == (
+        "task_failed",
+        2,
+        "run c failed: boom",
+    )

@@ -104,3 +104,25 @@ async def test_signed_runs_work_and_forgeries_are_refused(cluster: Cluster, tmp_
     # The genuine run is intact and the system still works.
     again = cli(cluster, "submit", str(wf), "--wait")
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+async def test_a_workflow_step_runs_its_child_run_on_a_signed_cluster(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The coordinator submits the child run, and tells the parent its start and end:
+    messages of its own, signed with its key and taken by the shards."""
+    (tmp_path / "child.yaml").write_text(
+        "name: child\nparams: {n: {type: int}}\ntasks:\n  - name: a\n"
+        '    command: [echo, "{{ params.n * 2 }}"]\n'
+        'outputs:\n  twice: "{{ tasks.a.outputs.result }}"\n'
+    )
+    (tmp_path / "parent.yaml").write_text(
+        "name: parent\ntasks:\n  - name: each\n    items: [1, 2, 3]\n"
+        '    workflow: {file: child.yaml, params: {n: "{{ item }}"}}\n'
+        'outputs:\n  all: "{{ tasks.each.outputs.result }}"\n'
+    )
+    done = cli(cluster, "submit", str(tmp_path / "parent.yaml"), "--wait", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["state"] == "succeeded"
+    assert shown["outputs"] == {"all": [{"twice": 2}, {"twice": 4}, {"twice": 6}]}

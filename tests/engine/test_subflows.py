@@ -1,0 +1,156 @@
+"""Workflow steps: a task whose step is another workflow starts a child run per item and
+attempt, takes its outputs as the result or its failure as the attempt's, and stops its
+children when it ends first. On the in-memory twins and on RabbitMQ with Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from contracts.events import Event, RunSubmitted, TaskStarted
+from contracts.validation import parse_workflow, resolve_params
+from conveyor.embedded import EmbeddedEngine
+from engine.state.model import RunState
+from engine.state.subflows import child_run_id
+
+CHILD = """
+name: train
+params:
+  region: {type: str}
+  rounds: {type: int, default: 2}
+  flag: {type: str, default: ""}
+tasks:
+  - name: fit
+    env: {REGION: "{{ params.region }}", ROUNDS: "{{ params.rounds }}", FLAG: "{{ params.flag }}"}
+    script: |
+      if [ -n "$FLAG" ] && [ ! -e "$FLAG" ]; then touch "$FLAG"; echo "not yet" >&2; exit 3; fi
+      echo "{\\"region\\": \\"$REGION\\", \\"score\\": $ROUNDS}"
+  - name: hold
+    depends: [fit]
+    when: params.region == 'held'
+    wait: {}
+outputs:
+  score: "{{ tasks.fit.outputs.result.score }}"
+  region: "{{ tasks.fit.outputs.result.region }}"
+"""
+
+
+def parent(params: str, *, items: str = "params.regions", retry: int = 0) -> Any:
+    child = textwrap.indent(textwrap.dedent(CHILD), " " * 8).strip()
+    text = f"""
+name: all-regions
+params:
+  regions: {{type: list, default: [north, south, east]}}
+  flag: {{type: str, default: ""}}
+tasks:
+  - name: train
+    items: {items}
+    retry: {{limit: {retry}, backoff: {{delay: 0.01}}}}
+    workflow:
+      params: {params}
+      spec:
+        {child}
+  - name: best
+    depends: [train]
+    command: [echo, "{{{{ max(r['score'] for r in tasks.train.outputs.result) }}}}"]
+outputs:
+  scores: "{{{{ tasks.train.outputs.result }}}}"
+"""
+    return parse_workflow(text)
+
+
+async def run(engine: EmbeddedEngine, workflow: Any, **params: Any) -> RunState:
+    return await asyncio.wait_for(engine.run(workflow, resolve_params(workflow, params)), 60)
+
+
+async def test_each_item_runs_as_a_child_run_whose_outputs_are_its_result(
+    engine: EmbeddedEngine,
+) -> None:
+    seen: list[Event] = []
+    engine.coordinator.observe(lambda event, _state: seen.append(event))
+    flow = parent('{region: "{{ item }}", rounds: "{{ index + 3 }}"}')
+    state = await run(engine, flow)
+    assert state.status == "succeeded", state.reason
+    assert state.outputs == {
+        "scores": [
+            {"score": 3, "region": "north"},
+            {"score": 4, "region": "south"},
+            {"score": 5, "region": "east"},
+        ]
+    }
+    children = [child_run_id(state.run_id, "train", i, 1) for i in range(3)]
+    rows = await engine.client.runs(trigger=f"parent:{state.run_id}")
+    assert sorted(row.run_id for row in rows) == sorted(children)
+    assert {row.workflow for row in rows} == {"train"} and {row.state for row in rows} == {
+        "succeeded"
+    }
+    # Each attempt is started by its child run, which is named as its worker.
+    started = [e for e in seen if isinstance(e, TaskStarted) and e.run_id == state.run_id]
+    assert sorted(e.worker for e in started if e.task == "train") == sorted(
+        f"run {child}" for child in children
+    )
+    child = await engine.client.state(children[1])
+    assert child.params == {"region": "south", "rounds": 4, "flag": ""}
+    assert child.parent is not None and child.parent.run_id == state.run_id
+
+
+async def test_a_child_that_fails_fails_the_attempt_and_a_retry_starts_a_new_child(
+    engine: EmbeddedEngine, tmp_path: Path
+) -> None:
+    flag = tmp_path / "second-time"
+    flow = parent('{region: "{{ item }}", flag: "{{ params.flag }}"}', items="['north']", retry=1)
+    state = await run(engine, flow, flag=str(flag))
+    assert state.status == "succeeded", state.reason
+    [first, second] = [child_run_id(state.run_id, "train", 0, n) for n in (1, 2)]
+    failed = await engine.client.state(first)
+    assert failed.status == "failed" and "exit code 3" in failed.reason
+    assert (await engine.client.state(second)).status == "succeeded"
+    assert state.nodes["train"].attempts() == [2]
+
+    # Without a retry, the child's failure is the task's, saying which run failed.
+    flag.unlink()
+    state = await run(
+        engine, parent('{region: "x", flag: "{{ params.flag }}"}', items="[1]"), flag=str(flag)
+    )
+    assert state.status == "failed"
+    error = state.nodes["train"].error or ""
+    assert f"run {child_run_id(state.run_id, 'train', 0, 1)} failed: failed tasks: fit" in error
+
+
+async def test_parameters_that_do_not_fit_the_child_fail_the_attempt_saying_which(
+    engine: EmbeddedEngine,
+) -> None:
+    state = await run(engine, parent('{region: "{{ item }}", rounds: "{{ item }}"}'))
+    assert state.status == "failed"
+    error = state.nodes["train"].error or ""
+    assert "cannot render inputs" in error and "rounds" in error
+    assert await engine.client.runs(trigger=f"parent:{state.run_id}") == []
+
+
+async def test_a_parent_that_ends_first_cancels_its_children(engine: EmbeddedEngine) -> None:
+    children_started = asyncio.Event()
+
+    def watch(event: Event, state: RunState) -> None:
+        if isinstance(event, RunSubmitted) and event.parent is not None:
+            children_started.set()
+
+    engine.coordinator.observe(watch)
+    flow = parent('{region: "held"}', items="[1]")
+    run_id = await engine.submit(flow, resolve_params(flow, {}))
+    await asyncio.wait_for(children_started.wait(), 10)
+    child = child_run_id(run_id, "train", 0, 1)
+    await engine.client.cancel(run_id, "enough")
+    ended = await asyncio.wait_for(engine.wait(child), 20)
+    assert ended.status == "cancelled"
+    assert ended.reason == f"its parent run {run_id} cancelled"
+    parent_state = await engine.client.state(run_id)
+    assert parent_state.status == "cancelled"
+
+
+def test_a_child_run_id_is_its_attempts_own() -> None:
+    ids = {child_run_id("r", "t", i, a) for i in range(3) for a in (1, 2)}
+    assert len(ids) == 6
+    assert child_run_id("r", "t", 1, 2) == child_run_id("r", "t", 1, 2)
+    assert len(child_run_id("r", "t", 0, 1)) == 32  # a run id like any other
