@@ -16,22 +16,24 @@ if TYPE_CHECKING:
     from contracts.triggers import RunRequest, SensorResult
     from contracts.validation import load_workflow, parse_workflow
     from conveyor import triggers
-    from conveyor.authoring import task, workflow
+    from conveyor.authoring import task
     from conveyor.caching import task_input_hash
     from conveyor.embedded import EmbeddedEngine
     from conveyor.refs import Ref, span
     from conveyor.steps import amqp, command, container, http, script
+    from conveyor.workflowfn import workflow
 
 _HOMES = {
     "contracts.errors": ("ConveyorError", "NonRetryableError", "StepError"),
     "contracts.spec": ("Workflow",),
     "contracts.triggers": ("RunRequest", "SensorResult"),
     "contracts.validation": ("load_workflow", "parse_workflow"),
-    "conveyor.authoring": ("task", "workflow"),
+    "conveyor.authoring": ("task",),
     "conveyor.caching": ("task_input_hash",),
     "conveyor.embedded": ("EmbeddedEngine",),
     "conveyor.refs": ("Ref", "span"),
     "conveyor.steps": ("amqp", "command", "container", "http", "script"),
+    "conveyor.workflowfn": ("workflow",),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 

@@ -36,17 +36,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, PydanticSchemaGenerationError, TypeAdapter, ValidationError
+from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
 from contracts.errors import ExpressionError, InvalidInput, NonRetryableError, Problem
 from contracts.expressions import Template, templates_in
-from contracts.spec import Workflow
-from contracts.validation import workflow_from_data
 from contracts.values import STREAMED_FORMAT
 from conveyor import typing_rules as rules
 from conveyor.refs import ORDERING, Ref, task_expression
 from conveyor.task_options import apply_options, check_options
-from conveyor.typing_rules import as_list, compatible, element_type, param_type, type_name
+from conveyor.typing_rules import as_list, compatible, element_type, type_name
 from conveyor.values import check_format, decoded, encode
 
 T = TypeVar("T")
@@ -377,74 +375,3 @@ def task(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
 
 
 # -- workflows -------------------------------------------------------------------------
-
-
-class WorkflowFunction:
-    """A function whose calls to tasks describe a workflow; ``.spec`` is the result."""
-
-    def __init__(self, fn: Callable[..., Any], name: str | None, options: dict[str, Any]) -> None:
-        functools.update_wrapper(self, fn)
-        self.fn = fn
-        self.name = name or fn.__name__.replace("_", "-")
-        self.options = options
-        self._spec: Workflow | None = None
-
-    @property
-    def spec(self) -> Workflow:
-        if self._spec is None:
-            self._spec = self.build()
-        return self._spec
-
-    def build(self) -> Workflow:
-        hints = typing.get_type_hints(self.fn)
-        params: dict[str, Any] = {}
-        refs: dict[str, Ref[Any]] = {}
-        for pname, prm in inspect.signature(self.fn).parameters.items():
-            tp = hints.get(pname, Any)
-            entry: dict[str, Any] = {"type": param_type(tp)}
-            if prm.default is not inspect.Parameter.empty:
-                # A model, dataclass, Path, enum or datetime default travels as JSON; the
-                # task that takes it gets it back as its type.
-                adapter = _adapter(tp, f"workflow parameter {pname!r}") if tp is not Any else None
-                entry["default"] = (
-                    adapter.dump_python(prm.default, mode="json") if adapter else prm.default
-                )
-            params[pname] = entry
-            refs[pname] = Ref(f"params.{pname}", tp, None)
-        builder = _Builder(self.name)
-        token = _building.set(builder)
-        try:
-            returned = self.fn(**refs)
-        finally:
-            _building.reset(token)
-        data: dict[str, Any] = {"name": self.name, "tasks": builder.tasks}
-        if params:
-            data["params"] = params
-        if returned is not None:  # the run's outputs: a mapping of them, or one "result"
-            given = returned if isinstance(returned, dict) else {"result": returned}
-            data["outputs"] = templated(given, [])
-        if self.fn.__doc__:
-            data["description"] = inspect.cleandoc(self.fn.__doc__).splitlines()[0]
-        data.update(self.options)
-        if "triggers" in data:
-            data["triggers"] = [_as_data(trigger) for trigger in data["triggers"]]
-        return workflow_from_data(data, source=f"{self.fn.__module__}.{self.fn.__qualname__}")
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.fn(*args, **kwargs)
-
-
-def _as_data(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", exclude_unset=True, by_alias=True)
-    return value
-
-
-def workflow(
-    fn: Callable[..., Any] | None = None, *, name: str | None = None, **options: Any
-) -> Any:
-    """Make a function a workflow. Its parameters (with types and defaults) are the
-    workflow's parameters. Options: timeout, description, triggers (``conveyor.triggers``)."""
-    if fn is not None:
-        return WorkflowFunction(fn, name, options)
-    return lambda f: WorkflowFunction(f, name, options)

@@ -34,6 +34,7 @@ import msgspec
 import structlog
 
 from contracts.errors import InvalidInput, Problem
+from contracts.events import Event, RunCompleted, RunSubmitted
 from contracts.spec import Workflow
 from conveyor.locks import RunLock
 from conveyor.settings import Settings
@@ -75,6 +76,10 @@ terminal or dropped SSH session with SIGHUP. Steps run in sessions of their own,
 none of these reaches them: the run's cancel kills them."""
 
 
+CHILDREN_END_WITHIN = 10.0
+"""Seconds a run's end waits for its child runs' cancels to take."""
+
+
 async def drive(
     engine: EmbeddedEngine,
     home: Path,
@@ -100,8 +105,10 @@ async def drive(
     """
     if observer is not None:
         engine.coordinator.observe(observer)
+    children = ChildLocks(home)
+    engine.coordinator.observe(children)
     lock = RunLock(home, run_id)
-    with lock.held():
+    with lock.held(), children:
         # One per stop signal heard: 128 + its number, or None for conveyor cancel's.
         exit_codes: list[int | None] = []
         running = asyncio.get_running_loop()
@@ -131,6 +138,7 @@ async def drive(
             past_round = await start()
             background.add(running.create_task(_relay_signals(engine, home, run_id)))
             state = await engine.wait(run_id, past_round=past_round)
+            await children.ended(engine)
         finally:
             for task in background:
                 task.cancel()
@@ -143,6 +151,38 @@ async def drive(
             await notices.delivered()
     # A cancel asked for elsewhere ends as any cancelled run does.
     return state, exit_codes[0] if exit_codes else None
+
+
+class ChildLocks:
+    """The locks of the child runs (of workflow steps) a run driven here starts: they
+    are driven here too, and a server starting on the home must not take them up."""
+
+    def __init__(self, home: Path) -> None:
+        self._home = home
+        self._held: dict[str, RunLock] = {}
+
+    def __call__(self, event: Event, state: RunState) -> None:
+        if isinstance(event, RunSubmitted) and event.parent is not None:
+            lock = RunLock(self._home, event.run_id)
+            if lock.acquire():
+                self._held[event.run_id] = lock
+        elif isinstance(event, RunCompleted) and event.run_id in self._held:
+            self._held.pop(event.run_id).release()
+
+    async def ended(self, engine: EmbeddedEngine) -> None:
+        """Return once the child runs still going have ended: the run's end cancels
+        them, and they must not be left running in the home."""
+        for run_id in list(self._held):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(engine.wait(run_id), CHILDREN_END_WITHIN)
+
+    def __enter__(self) -> ChildLocks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for lock in self._held.values():
+            lock.release()
+        self._held.clear()
 
 
 async def queue_for_driver(home: Path, workflow: str, kind: str, names: dict[str, Any]) -> str:

@@ -128,6 +128,8 @@ class LiveProgress:
         return self._table if self._table is not None else Text("")
 
     def __call__(self, event: Event, state: RunState) -> None:
+        if state.parent is not None:
+            return  # a child run of a workflow step: its parent's table counts it
         self._state = state
         if self._live is not None:
             # Made here, on the coordinator's side, for the drawing thread to read: one

@@ -193,7 +193,7 @@ backend that needs it is chosen."""
         ("from conveyor import EmbeddedEngine", CLIENTS, "conveyor.embedded"),
         # The package's names are imported as they are used.
         ("import conveyor", CLIENTS | {"conveyor.embedded"}, "conveyor"),
-        ("from conveyor import task, workflow", CLIENTS, "conveyor.authoring"),
+        ("from conveyor import task, workflow", CLIENTS, "conveyor.workflowfn"),
         # A command that reads or steers runs in a local home, or asks for help, uses
         # none of them (`conveyor run` loads the engine as it starts one).
         ("import conveyor.cli.app", CLIENTS | {"conveyor.embedded"}, "conveyor.cli.server"),

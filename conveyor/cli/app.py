@@ -20,7 +20,7 @@ import typer
 
 from contracts.errors import ConveyorError, InvalidInput, NotFound
 from contracts.ports import TriggerRecord
-from contracts.spec import Workflow
+from contracts.spec import json_schema
 from contracts.validation import raw_splices
 from contracts.vocabulary import RunStatus
 from conveyor import loop, preflight, telemetry
@@ -222,9 +222,7 @@ def validate(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of workflow files (for editor completion and checks)."""
-    document = Workflow.model_json_schema()
-    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
 
 
 inspect.register(app)

@@ -296,3 +296,31 @@ def test_what_a_workflow_function_returns_is_what_its_runs_give_back() -> None:
         add_up(numbers(n))
 
     assert nothing.spec.outputs == {} and run_workflow(nothing).outputs is None
+
+
+@workflow
+def doubled_sum(n: int = 3) -> dict[str, object]:
+    return {"total": add_up(double.map(numbers(n))), "n": n}
+
+
+@workflow
+def one_sum(n: int = 3) -> object:
+    return add_up(numbers(n))
+
+
+def test_a_workflow_called_in_a_workflow_is_a_child_run_whose_outputs_are_its_value() -> None:
+    @workflow
+    def outer(sizes: list[int] = [2, 3]) -> dict[str, object]:  # noqa: B006
+        first = doubled_sum(4)
+        each = one_sum.map(sizes)
+        return {"first": first["total"], "each": each, "shout": shout(f"n={first['n']}")}
+
+    step = outer.spec.task("doubled-sum")
+    assert step.workflow is not None and step.workflow.spec == doubled_sum.spec
+    assert step.workflow.params == {"n": 4}
+    assert outer.spec.task("one-sum").items == "params.sizes"
+    assert outer.spec.task("shout").depends == ["doubled-sum"]
+    result = run_workflow(outer)
+    assert result.succeeded, result.reason
+    # sum(0, 2, 4, 6) for n=4; sum(range(2)), sum(range(3)) for each size.
+    assert result.outputs == {"first": 12, "each": [1, 3], "shout": "N=4"}
