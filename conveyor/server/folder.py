@@ -24,18 +24,21 @@ class WorkflowFolder:
         """Files that did not load, and why (their last good version stays registered)."""
 
     async def load(self) -> int:
-        """Register the files that are new or changed since the last look; how many."""
+        """Register the files again once one is new or changed since the last look (a
+        workflow holds the files its workflow steps name); how many."""
         registered = 0
         files = sorted(f for pattern in PATTERNS for f in self.path.glob(pattern))
+        stamps: dict[Path, tuple[int, float]] = {}
         for file in files:
             try:
                 stat = file.stat()
             except OSError:
                 continue
-            stamp = (stat.st_size, stat.st_mtime)
-            if self._stamps.get(file) == stamp:
-                continue
-            self._stamps[file] = stamp
+            stamps[file] = (stat.st_size, stat.st_mtime)
+        if stamps == self._stamps:
+            return 0
+        self._stamps = stamps
+        for file in stamps:
             try:
                 workflow = load_workflow(file)
                 version = await self._registry.register(workflow)

@@ -25,6 +25,7 @@ from conveyor.server.auth import Scope
 from conveyor.server.pictures import BOX_H, BOX_W, LABEL_W, dag, timeline
 from conveyor.server.served import listed, resumable, run_stalled
 from conveyor.server.shapes import items_page, previous_offset, task_shape
+from engine.state.subflows import child_run_id
 from engine.triggers.schedule import Schedule
 from engine.triggers.scheduler import cursor_key, read_cursor
 
@@ -62,7 +63,9 @@ def _took(start: float | None, end: float | None) -> str:
 
 templates.env.filters["when"] = when
 templates.env.filters["short"] = lambda value: short_value(value, 120)
-templates.env.globals.update(took=_took, BOX_W=BOX_W, BOX_H=BOX_H, LABEL_W=LABEL_W)
+templates.env.globals.update(
+    took=_took, child_run=child_run_id, BOX_W=BOX_W, BOX_H=BOX_H, LABEL_W=LABEL_W
+)
 
 
 def _context(request: Request) -> ApiContext:

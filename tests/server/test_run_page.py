@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 
+from engine.state.subflows import child_run_id
 from tests.server.conftest import Server
 
 GIVEN = """
@@ -90,3 +91,36 @@ async def test_a_runs_outputs_are_on_its_page_and_in_the_api(server: Server) -> 
     said = said[: said.index("</p>")]
     assert '<span class="mono">n</span> = <span class="mono value">7</span>' in said
     assert "&lt;b&gt;gives&lt;/b&gt;" in said and "<b>" not in said
+
+
+NESTED = """
+name: nested
+tasks:
+  - name: inner
+    items: [1, 2]
+    workflow:
+      params: {n: "{{ item }}"}
+      spec:
+        name: inner-flow
+        params: {n: {type: int}}
+        tasks:
+          - name: t
+            command: [echo, "{{ params.n }}"]
+        outputs: {n: "{{ tasks.t.outputs.result }}"}
+"""
+
+
+async def test_a_workflow_steps_items_link_their_child_runs_and_back(server: Server) -> None:
+    await server.register(NESTED)
+    answer = await server.http.post("/api/v1/runs", json={"workflow": "nested"})
+    run_id = answer.json()["run_id"]
+    state = await server.engine.client.watch(run_id, timeout=10)
+    assert state.status == "succeeded"
+    panel = (await server.http.get(f"/runs/{run_id}/tasks/inner")).text
+    children = [child_run_id(run_id, "inner", index, 1) for index in (0, 1)]
+    for child in children:
+        assert f'<a href="/runs/{child}">child run</a>' in panel
+    page = (await server.http.get(f"/runs/{children[1]}")).text
+    assert f'by <a href="/runs/{run_id}">inner of run {run_id[:12]}</a>' in page
+    shown = (await server.http.get(f"/api/v1/runs/{children[1]}")).json()
+    assert shown["outputs"] == {"n": 2} and shown["trigger"] == f"parent:{run_id}"
