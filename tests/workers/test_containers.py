@@ -185,8 +185,14 @@ async def test_cancel_stops_and_removes_the_container(
 
 
 async def test_memory_limit_kill_is_reported_as_oom(
-    container_runtime: ContainerRuntime, busybox_image: str
+    container_runtime: ContainerRuntime,
+    busybox_image: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    worker_dir = tmp_path / "worker"
+    worker_dir.mkdir()
+    monkeypatch.chdir(worker_dir)
     # Grow a string until the 16 MiB limit stops it.
     hog = "awk 'BEGIN { s = \"x\"; while (1) s = s s }'"
     outcome, _ = await run(
@@ -195,6 +201,8 @@ async def test_memory_limit_kill_is_reported_as_oom(
     if outcome.ok or outcome.exit_code not in (137,):
         pytest.skip(f"this runtime does not enforce memory limits here (exit {outcome.exit_code})")
     assert "OOM-killed" in outcome.error and outcome.exit_code == 137
+    # Nothing the runtime writes about the kill is left in the worker's directory.
+    assert list(worker_dir.iterdir()) == []
 
 
 async def test_image_not_found(container_runtime: ContainerRuntime) -> None:

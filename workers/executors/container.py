@@ -145,7 +145,10 @@ class ContainerExecutor:
             spec.image,
             *self._command(spec, workdir),
         ]
-        proc = await spawn(argv)
+        # The runtime's monitor (conmon) writes a file named ``oom`` into its working
+        # directory when the kernel kills the container: that is the scratch directory,
+        # which goes with the step, not the worker's own directory.
+        proc = await spawn(argv, cwd=workdir.parent)
         stdout_parts: list[bytes] = []
         stderr_tail: list[str] = []
 
