@@ -41,7 +41,7 @@ from contracts.spec import Workflow
 from contracts.topology import DEFAULT_SHARDS, ShardMap, shard_queue
 from contracts.vocabulary import RunStatus
 from engine.logfollow import LineFollower, LinesRead
-from engine.runlog.index import refuse_unfinished
+from engine.runfamily import run_with_children
 from engine.state import fold, new_state, snapshot
 from engine.state.model import RunState
 
@@ -192,18 +192,25 @@ class Client:
         await self._send(await self._shard(state), encode(event))
         return state.run_id
 
-    async def delete(self, run: str, artifacts: ArtifactStore | None = None) -> str:
+    async def delete(
+        self,
+        run: str,
+        artifacts: ArtifactStore | None = None,
+        *,
+        deleted: Callable[[RunSummary], None] | None = None,
+    ) -> str:
         """Delete a finished run for good: its log, its task lines and, given the store,
-        its artifacts; returns its full id. A run still running is refused (Conflict)."""
+        its artifacts, and the same of the child runs under it; returns its full id. A
+        run still running, or with a child run still running, is refused (Conflict).
+        ``deleted`` hears of each run as it goes, children first."""
         run_id = await self.find(run)
-        row = await self.store.summary(run_id)
-        if row is None:
-            raise NotFound(f"no run {run_id!r}")
-        refuse_unfinished(row)
-        if artifacts is not None:  # first: a delete cut short leaves the run to find again
-            await artifacts.remove(run_artifacts(run_id))
-        await self.store.delete(run_id)
-        self._states.pop(run_id, None)
+        for row in await run_with_children(self.store, self.state, run_id):
+            if artifacts is not None:  # first: a delete cut short leaves the run to find
+                await artifacts.remove(run_artifacts(row.run_id))
+            await self.store.delete(row.run_id)
+            self._states.pop(row.run_id, None)
+            if deleted is not None:
+                deleted(row)
         return run_id
 
     async def _shard(self, state: RunState) -> int:

@@ -91,18 +91,20 @@ async def prune(
     at a time; ``deleted`` hears of each run as it goes."""
     done = Pruned()
 
-    async def delete(row: RunSummary) -> None:
-        try:
-            await client.delete(row.run_id, artifacts)
-        except Conflict:
-            done.kept_running += 1
-            return
-        except NotFound:  # deleted meanwhile, by another pruner
-            return
+    def gone(row: RunSummary) -> None:
         done.deleted += 1
         log.debug("run deleted", run_id=row.run_id, state=row.state, workflow=row.workflow)
         if deleted is not None:
             deleted(row)
+
+    async def delete(row: RunSummary) -> None:
+        # A run's child runs go with it (counted each), whatever their own age.
+        try:
+            await client.delete(row.run_id, artifacts, deleted=gone)
+        except Conflict:
+            done.kept_running += 1
+        except NotFound:  # deleted meanwhile: by another pruner, or with its parent
+            pass
 
     batch: list[RunSummary] = []
     async for row in expired_runs(client, rule, now):

@@ -61,9 +61,12 @@ def _delete(settings: Settings, runs: list[str]) -> None:
         artifacts = open_artifacts(settings)
         async with open_client(settings) as client:
             for run in runs:
-                run_id = await client.delete(run, artifacts)
-                _forget_locally(settings, run_id)
-                say(f"deleted {run_id}")
+
+                def gone(row: RunSummary) -> None:
+                    _forget_locally(settings, row.run_id)
+                    say(f"deleted {row.run_id}")
+
+                await client.delete(run, artifacts, deleted=gone)
 
     loop.run(go())
 

@@ -65,10 +65,19 @@ class ServedClient(Client):
         self._not_elsewhere(await self.find(run))
         return await super().signal(run, name, data, key=key, sender=sender)
 
-    async def delete(self, run: str, artifacts: ArtifactStore | None = None) -> str:
-        run_id = await super().delete(run, artifacts)
-        forget_run(self._home, run_id)
-        return run_id
+    async def delete(
+        self,
+        run: str,
+        artifacts: ArtifactStore | None = None,
+        *,
+        deleted: Callable[[RunSummary], None] | None = None,
+    ) -> str:
+        def forget(row: RunSummary) -> None:
+            forget_run(self._home, row.run_id)
+            if deleted is not None:
+                deleted(row)
+
+        return await super().delete(run, artifacts, deleted=forget)
 
     def stalled(self, run_id: str) -> bool:
         """Whether no process drives this unfinished run: neither the server's engine nor

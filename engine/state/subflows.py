@@ -101,6 +101,25 @@ def child_ended(completed: RunCompleted) -> TaskSucceeded | TaskFailed:
     )
 
 
+def has_workflow_steps(submitted: RunSubmitted) -> bool:
+    """Whether the run's workflow has a workflow step, read off its submission (without
+    building its state): only such a run can have child runs."""
+    tasks = submitted.workflow.get("tasks") or []
+    return any(isinstance(task, dict) and "workflow" in task for task in tasks)
+
+
+def children_started(state: RunState) -> list[str]:
+    """The ids of the child runs the run's workflow steps may have started: one per
+    attempt made of each item (a retried attempt's child is a run of its own)."""
+    return [
+        child_run_id(state.run_id, node.spec.name, index, attempt)
+        for node in state.nodes.values()
+        if node.spec.workflow is not None
+        for index, inst in enumerate(node.instances)
+        for attempt in range(1, inst.attempt + 1)
+    ]
+
+
 def children_to_stop(state: RunState) -> list[RunCancelRequested]:
     """The child runs a run that ended leaves behind: one per attempt of its workflow
     steps cut short by the end (cancelled; a child already ended ignores it)."""

@@ -108,3 +108,19 @@ def test_ctrl_c_cancels_the_parent_and_its_child_runs(tmp_path: Path) -> None:
     assert proc.returncode == 130, out + err
     assert sorted(str(c["state"]) for c in children()) == ["cancelled", "cancelled"]
     assert all("its parent run" in str(c["reason"]) for c in children())
+
+
+def test_deleting_a_parent_deletes_its_child_runs_and_their_files(tmp_path: Path) -> None:
+    write(tmp_path)
+    assert conveyor("run", "parent.yaml", cwd=tmp_path).returncode == 0
+    [parent] = runs(tmp_path, "--workflow", "parent")
+    children = {str(c["run_id"]) for c in runs(tmp_path, "--workflow", "child")}
+    locks = tmp_path / ".conveyor" / "locks"
+    assert {p.stem for p in locks.glob("*.lock")} >= {str(parent["run_id"]), *children}
+
+    done = conveyor("delete", str(parent["run_id"]), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = [line.removeprefix("deleted ") for line in done.stdout.splitlines()]
+    assert said[-1] == parent["run_id"] and set(said[:-1]) == children
+    assert runs(tmp_path) == []
+    assert list(locks.glob("*.lock")) == []

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from contracts.errors import Conflict
 from contracts.events import Event, RunSubmitted, TaskStarted
 from contracts.validation import parse_workflow, resolve_params
 from conveyor.embedded import EmbeddedEngine
+from engine.retention import Retention, prune
 from engine.state.model import RunState
 from engine.state.subflows import child_run_id
 
@@ -154,3 +159,85 @@ def test_a_child_run_id_is_its_attempts_own() -> None:
     assert len(ids) == 6
     assert child_run_id("r", "t", 1, 2) == child_run_id("r", "t", 1, 2)
     assert len(child_run_id("r", "t", 0, 1)) == 32  # a run id like any other
+
+
+NESTED = """
+name: top
+tasks:
+  - name: middle
+    items: [a, b]
+    workflow:
+      spec:
+        name: middle
+        tasks:
+          - name: leaf
+            workflow:
+              spec:
+                name: leaf
+                tasks: [{name: say, command: [echo, hi]}]
+"""
+
+
+async def test_deleting_a_parent_deletes_the_runs_under_it_and_nothing_else(
+    engine: EmbeddedEngine, tmp_path: Path
+) -> None:
+    top = await run(engine, parse_workflow(NESTED))
+    assert top.status == "succeeded", top.reason
+    middles = [child_run_id(top.run_id, "middle", i, 1) for i in range(2)]
+    leaves = [child_run_id(m, "leaf", 0, 1) for m in middles]
+    # A retried attempt's failed child goes too.
+    flag = tmp_path / "second-time"
+    flow = parent('{region: "{{ item }}", flag: "{{ params.flag }}"}', items="['north']", retry=1)
+    retried = await run(engine, flow, flag=str(flag))
+    other = await run(engine, parse_workflow(NESTED))
+    for run_id in (*middles, *leaves):
+        assert await engine.store.summary(run_id) is not None
+
+    told: list[str] = []
+    assert await engine.client.delete(top.run_id, deleted=lambda row: told.append(row.run_id))
+    # Children before their parents: a deletion cut short leaves the parent to find.
+    assert told[-1] == top.run_id and set(told) == {top.run_id, *middles, *leaves}
+    assert all(
+        told.index(leaf) < told.index(middle) for leaf, middle in zip(leaves, middles, strict=True)
+    )
+    for run_id in told:
+        assert await engine.store.summary(run_id) is None
+
+    attempts = [child_run_id(retried.run_id, "train", 0, n) for n in (1, 2)]
+    await engine.client.delete(retried.run_id)
+    for run_id in (retried.run_id, *attempts):
+        assert await engine.store.summary(run_id) is None
+    # Another run of the same workflow keeps its own children.
+    kept = [child_run_id(other.run_id, "middle", i, 1) for i in range(2)]
+    assert all([await engine.store.summary(run_id) is not None for run_id in kept])
+
+
+async def test_a_parent_with_a_child_still_running_is_not_deleted(
+    engine: EmbeddedEngine,
+) -> None:
+    flow = parent('{region: "{{ item }}"}', items="['north']")
+    state = await run(engine, flow)
+    child = child_run_id(state.run_id, "train", 0, 1)
+    # The child's log taken back to its submission: to the index it is running again.
+    submission = (await engine.store.read(child, limit=1))[0]
+    await engine.store.delete(child)
+    await engine.store.append(child, [submission])
+    with pytest.raises(Conflict) as refused:
+        await engine.client.delete(state.run_id)
+    assert f"run {state.run_id} has a child run still running ({child})" in str(refused.value)
+    assert await engine.store.summary(state.run_id) is not None
+    assert await engine.store.summary(child) is not None
+
+
+async def test_pruning_a_parent_prunes_its_children_with_it_counted_once_each(
+    engine: EmbeddedEngine,
+) -> None:
+    top = await run(engine, parse_workflow(NESTED))
+    # Only the parent's workflow is past the rule: its children go with it all the same.
+    rule = Retention(keep=0, workflow="top")
+    gone: list[str] = []
+    done = await prune(
+        engine.client, rule, time.time() + 1, deleted=lambda r: gone.append(r.run_id)
+    )
+    assert done.deleted == 5 == len(set(gone)) and gone[-1] == top.run_id
+    assert await engine.client.runs() == []
