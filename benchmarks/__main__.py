@@ -29,6 +29,9 @@ servers, prints a table, and with ``--json`` prints one JSON object as its last 
   documented default); ``dramatiq_group_10k_tasks_per_s``: Dramatiq's group of 10,000
   no-ops, one process per core with 8 threads; ``dask_fanout_10k_tasks_per_s``: Dask's
   local threaded scheduler on the same 1 -> 10,000 -> 1 graph.
+- ``embedded_child_runs_1k_per_s``: a workflow step over 1,000 items, one child run
+  each, embedded; ``embedded_fanout_1k_beside_child_runs_tasks_per_s`` the same items
+  as plain tasks, measured alternating with it (``benchmarks/childruns.py``).
 - ``webhook_*``, ``bare_fastapi_*``: webhook accept latency against a bare FastAPI
   endpoint, and delivery to first step started (``benchmarks/webhooks.py``).
 - ``ui_*``, ``api_*``, ``sse_*``: a 100,000-item run page in Chromium, paging 10,000
@@ -641,6 +644,11 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
     if not args.only or "scripts" in args.only:
         print("running scripts ...", file=sys.stderr, flush=True)
         results.update(await script_fanout())
+    if not args.only or "childruns" in args.only:
+        import childruns
+
+        print("running childruns ...", file=sys.stderr, flush=True)
+        results.update(await childruns.child_runs())
     if not args.only or "webhooks" in args.only:
         import webhooks
 
@@ -709,7 +717,7 @@ async def _retention(redis_url: str) -> dict[str, float]:
     return await retention.retention(redis_url)
 
 
-WITHOUT_SERVERS = ("embedded", "dask", "isolation", "scripts", "webhooks", "ui")
+WITHOUT_SERVERS = ("embedded", "dask", "isolation", "scripts", "childruns", "webhooks", "ui")
 """Sections that need no RabbitMQ or Redis (run first, before any is started)."""
 
 SECTIONS = (

@@ -117,3 +117,18 @@ async def test_the_retention_benchmark_prunes_and_deletes_on_both_stores(redis_u
         for store in ("redis", "sqlite")
     }
     assert all(value >= 0 for value in figures.values())
+
+
+async def test_the_child_runs_benchmark_runs_one_child_per_item() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from benchmarks import childruns
+
+    figures = await childruns.child_runs(20, rounds=1)
+    assert list(figures) == [
+        "embedded_child_runs_20_per_s",
+        "embedded_fanout_20_beside_child_runs_tasks_per_s",
+    ]
+    assert all(rate > 0 for rate in figures.values())
