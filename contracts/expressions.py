@@ -183,7 +183,7 @@ class Expression:
         self._name = body.id if isinstance(body, ast.Name) else None
 
     def references(self) -> list[Reference]:
-        return list(_references(self._tree))
+        return list(_references_in(self.source))
 
     def evaluate(self, names: Mapping[str, Any]) -> Any:
         if self._name is not None and self._name in names:
@@ -235,6 +235,12 @@ def _parse(source: str) -> ast.Expression:
                     f"(known: {known})"
                 )
     return tree
+
+
+@lru_cache(maxsize=4096)
+def _references_in(source: str) -> tuple[Reference, ...]:
+    # Checking a workflow and rendering its outputs ask again for every run of it.
+    return tuple(_references(_parse(source)))
 
 
 def _references(tree: ast.AST) -> Iterator[Reference]:

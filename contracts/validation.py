@@ -7,9 +7,11 @@ in the document and, where the YAML tells us, the line.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path as FsPath
 from typing import Any
 
+import msgspec
 from pydantic import ValidationError
 
 from contracts.code_contexts import splices, unsafe_message
@@ -34,6 +36,7 @@ from contracts.references import (
 )
 from contracts.spec import Task, Workflow
 from contracts.subflow import MAX_DEPTH, check_subflow
+from contracts.submitted import WORKFLOWS_KEPT
 from contracts.triggers import check_triggers
 from contracts.yamlsource import Path, SourceMap, format_path, load_yaml
 
@@ -150,11 +153,19 @@ def check_submission(run_id: str, workflow: dict[str, Any], params: dict[str, An
     """A run's workflow and parameters checked again by whoever takes the run up: a
     message on the broker is not proof that a client validated it. Not retryable."""
     try:
-        resolve_params(
-            workflow_from_data(workflow, source=f"run {run_id}"), params, source="params"
-        )
+        try:
+            checked = _checked(msgspec.json.encode(workflow))
+        except InvalidInput:
+            checked = workflow_from_data(workflow, source=f"run {run_id}")  # raises, naming it
+        resolve_params(checked, params, source="params")
     except InvalidInput as exc:
         raise ConveyorError(f"submission refused: {exc.message}", retryable=False) from exc
+
+
+@lru_cache(maxsize=WORKFLOWS_KEPT)
+def _checked(workflow: bytes) -> Workflow:
+    # A workflow submitted again (a trigger's, a workflow step's children) is checked once.
+    return workflow_from_data(msgspec.json.decode(workflow))
 
 
 def _loc(data: Any, loc: tuple[Any, ...]) -> Path:

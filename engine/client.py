@@ -38,6 +38,7 @@ from contracts.ports import (
     run_artifacts,
 )
 from contracts.spec import Workflow
+from contracts.submitted import workflow_of
 from contracts.topology import DEFAULT_SHARDS, ShardMap, shard_queue
 from contracts.vocabulary import RunStatus
 from engine.logfollow import LineFollower, LinesRead
@@ -285,7 +286,7 @@ class Client:
         state is built: a 1,000,000-item run's takes most of a second)."""
         run_id = await self.find(run)
         first = await self.store.read(run_id, 0, limit=1)
-        return Workflow.model_validate(_submission(run_id, first[0] if first else None).workflow)
+        return workflow_of(_submission(run_id, first[0] if first else None).workflow)
 
     async def state(self, run: str) -> RunState:
         """The run's state now: its latest snapshot with the events after it folded in.

@@ -32,7 +32,7 @@ from contracts.events import (
     TimerFired,
 )
 from contracts.graph import ancestors, downstream
-from contracts.spec import Workflow
+from contracts.submitted import workflow_of
 from contracts.vocabulary import IN_FLIGHT, TERMINAL, FailureKind, RunStatus, TaskStatus
 from engine.state import model as m
 from engine.state.context import evaluate_items
@@ -40,7 +40,7 @@ from engine.state.model import Instance, Node, RunState, Tally
 
 
 def new_state(event: RunSubmitted) -> RunState:
-    workflow = Workflow.model_validate(event.workflow)
+    workflow = workflow_of(event.workflow)
     deps = {t.name: list(t.depends) for t in workflow.tasks}
     nodes = {
         t.name: Node(spec=t, deps_left=len(t.depends), ancestors=frozenset(ancestors(deps, t.name)))

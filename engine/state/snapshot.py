@@ -12,7 +12,7 @@ import msgspec
 
 from contracts.events import ParentTask
 from contracts.graph import ancestors, downstream
-from contracts.spec import Workflow
+from contracts.submitted import workflow_of
 from contracts.vocabulary import RunStatus, TaskStatus
 from engine.state.items import StreamedItems
 from engine.state.model import Instance, Node, RunState
@@ -101,7 +101,7 @@ def load(blob: bytes) -> RunState:
     data = msgspec.json.decode(blob, type=_Saved)
     if data.v != SNAPSHOT_VERSION:
         raise ValueError(f"unknown snapshot version {data.v!r}")
-    workflow = Workflow.model_validate(data.workflow)
+    workflow = workflow_of(data.workflow)
     deps = {t.name: list(t.depends) for t in workflow.tasks}
     nodes: dict[str, Node] = {}
     for task in workflow.tasks:

@@ -657,3 +657,35 @@ def test_a_schedule_param_written_as_a_bare_expression_is_refused_with_the_fix()
     assert "triggers[0].schedule.params.day" in text
     assert "'nominal[:10]' would be passed as this text" in text
     assert "write '{{ nominal[:10] }}'" in text
+
+
+def test_a_submission_is_checked_whole_each_time_its_workflow_is_taken_up_again() -> None:
+    from contracts.errors import ConveyorError
+    from contracts.validation import check_submission
+
+    flow = {
+        "name": "again",
+        "params": {"n": {"type": "int"}},
+        "tasks": [{"name": "t", "command": ["echo", "{{ params.n }}"]}],
+    }
+    check_submission("r1", flow, {"n": 1})
+    # The workflow was checked before; the parameters of this run are checked all the same.
+    with pytest.raises(ConveyorError, match="params, n: expected int"):
+        check_submission("r2", flow, {"n": "many"})
+    broken = {**flow, "tasks": [{"name": "t", "command": ["echo", "{{ tasks.nope.outputs }}"]}]}
+    for run_id in ("r3", "r4"):  # refused every time, saying which run
+        with pytest.raises(ConveyorError, match=f"run {run_id}.*nope") as refused:
+            check_submission(run_id, broken, {"n": 1})
+        assert not refused.value.retryable
+
+
+def test_runs_of_one_workflow_share_its_model_and_no_other_run_does() -> None:
+    from contracts.submitted import workflow_of
+
+    data = {"name": "shared", "tasks": [{"name": "a", "command": ["true"]}]}
+    first = workflow_of(data)
+    assert workflow_of(json.loads(json.dumps(data))) is first
+    other = workflow_of({"name": "shared", "tasks": [{"name": "b", "command": ["true"]}]})
+    assert other is not first and other.tasks[0].name == "b"
+    with pytest.raises(Exception, match="frozen"):  # shared, so nobody may change it
+        first.tasks[0].name = "changed"  # type: ignore[misc]
