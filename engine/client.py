@@ -208,9 +208,10 @@ class Client:
         for row in await run_with_children(self.store, self.state, run_id):
             if artifacts is not None:  # first: a delete cut short leaves the run to find
                 await artifacts.remove(run_artifacts(row.run_id))
-            await self.store.delete(row.run_id)
+            removed = await self.store.delete(row.run_id)
             self._states.pop(row.run_id, None)
-            if deleted is not None:
+            # Told once, by whichever deletion took it (a pruner's may overlap).
+            if removed and deleted is not None:
                 deleted(row)
         return run_id
 

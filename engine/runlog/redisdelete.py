@@ -31,9 +31,11 @@ from engine.runlog.redislines import RedisTaskLogs, Retrying
 
 _DELETE = """
 -- KEYS: summary, events, ids, snapshot. Deletes all but the summary, which it marks
--- deleted, unless the run is running again; returns 'running', or nothing for no run.
+-- deleted, unless the run is running again; returns 'running', 'deleted' when another
+-- caller deleted it since its row was read, or nothing for no run.
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {} end
+if redis.call('HEXISTS', KEYS[1], 'deleted') == 1 then return {'deleted'} end
 if state == 'running' then return {'running'} end
 redis.call('UNLINK', KEYS[2], KEYS[3], KEYS[4])
 redis.call('HSET', KEYS[1], 'deleted', '1')
@@ -42,8 +44,9 @@ return {state}
 
 _DROP_MARKED = """
 -- KEYS: summary. Deletes it if it is still marked deleted (not written anew since by a
--- submission under the same id).
-if redis.call('HEXISTS', KEYS[1], 'deleted') == 1 then redis.call('UNLINK', KEYS[1]) end
+-- submission under the same id); returns 1 if it did.
+if redis.call('HEXISTS', KEYS[1], 'deleted') == 1 then return redis.call('UNLINK', KEYS[1]) end
+return 0
 """
 
 DELETED = b"deleted"
@@ -61,14 +64,16 @@ class RunDeletion:
         self._drop_marked = redis.register_script(_DROP_MARKED)
 
     async def delete(self, run_id: str) -> bool:
+        """Whether this call deleted the run: of deletions side by side (a pruner
+        deleting a child run on its own and with its parent), the one that takes its
+        last key out; of a deletion cut short, the one that finishes it."""
         summary = key(run_id, "summary")
         raw = await self._retrying("summary", partial(self._redis.hgetall, summary))
         if not raw:
             return False
         row = row_from(run_id, raw)
-        if DELETED in raw:  # cut short before
-            await self.finish(row)
-            return True
+        if DELETED in raw:  # cut short before, or being deleted by another caller
+            return await self.finish(row)
         return await self.delete_read(row)
 
     async def delete_read(self, row: RunSummary) -> bool:
@@ -80,16 +85,18 @@ class RunDeletion:
         outcome = await self._retrying("delete", partial(self._delete_keys, keys=keys))
         if not outcome:
             return False  # deleted meanwhile, by another caller
+        if outcome == [DELETED]:  # being deleted by another caller since it was read
+            return await self.finish(row)
         if outcome == [b"running"]:  # retried meanwhile
             refuse_unfinished(msgspec.structs.replace(row, state="running"))
-        await self.finish(msgspec.structs.replace(row, state=outcome[0].decode()))
-        return True
+        return await self.finish(msgspec.structs.replace(row, state=outcome[0].decode()))
 
-    async def finish(self, row: RunSummary) -> None:
-        """Step 3: the run's id out of the index, then its marked summary."""
+    async def finish(self, row: RunSummary) -> bool:
+        """Step 3: the run's id out of the index, then its marked summary; whether this
+        call took the summary out (safe to repeat, and to run side by side)."""
         pipe = self._redis.pipeline(transaction=False)
         for index in (ALL_RUNS, runs_in_state(row.state), runs_of_workflow(row.workflow)):
             pipe.zrem(index, row.run_id)
         await self._retrying("delete", pipe.execute)
         summary = key(row.run_id, "summary")
-        await self._retrying("delete", partial(self._drop_marked, keys=[summary]))
+        return bool(await self._retrying("delete", partial(self._drop_marked, keys=[summary])))

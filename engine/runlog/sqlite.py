@@ -320,8 +320,9 @@ class SqliteRunLog:
                 f"DELETE FROM {table} WHERE rowid IN ({chunk})", (run_id, DELETE_CHUNK)
             ).rowcount:
                 await asyncio.sleep(0)
-        db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-        return True
+        # Of deletions side by side (a pruner deleting a child run on its own and with its
+        # parent), the one that takes the row out says it deleted the run.
+        return db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
 
     async def write_lines(self, lines: Sequence[LogLine]) -> None:
         self._db.execute("BEGIN")

@@ -62,6 +62,17 @@ async def test_a_deleted_run_is_gone_from_every_read(store: RunStore) -> None:
     assert await store.delete("r1") is False  # nothing left to delete
 
 
+async def test_of_deletions_of_one_run_side_by_side_one_says_it_deleted_it(
+    store: RunStore,
+) -> None:
+    # A pruner deletes a child run on its own and with its parent at once: it counts
+    # the run once.
+    await finished_run(store, "r1")
+    said = await asyncio.gather(*(store.delete("r1") for _ in range(4)))
+    assert sorted(said) == [False, False, False, True]
+    assert await store.summary("r1") is None and await store.runs() == []
+
+
 async def test_deleting_a_run_keeps_every_other(store: RunStore) -> None:
     # ``r1`` and ``r10``: one id the start of another; and one run still going.
     for run_id, at in (("r1", 1.0), ("r10", 2.0), ("r2", 3.0)):

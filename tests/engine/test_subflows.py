@@ -241,3 +241,17 @@ async def test_pruning_a_parent_prunes_its_children_with_it_counted_once_each(
     )
     assert done.deleted == 5 == len(set(gone)) and gone[-1] == top.run_id
     assert await engine.client.runs() == []
+
+
+async def test_a_prune_that_finds_a_parent_and_its_children_together_counts_each_once(
+    engine: EmbeddedEngine,
+) -> None:
+    for _ in range(3):
+        await run(engine, parse_workflow(NESTED))
+    gone: list[str] = []
+    # Parents and children come up in the same batches, deleted side by side.
+    done = await prune(
+        engine.client, Retention(keep=0), time.time() + 1, deleted=lambda r: gone.append(r.run_id)
+    )
+    assert done.deleted == 15 == len(gone) == len(set(gone))
+    assert await engine.client.runs() == []
