@@ -45,14 +45,21 @@ MAX_WORKFLOW_BYTES = 4 << 20
 
 
 def load_workflow(
-    path: str | FsPath, *, max_bytes: int = MAX_WORKFLOW_BYTES, within: tuple[FsPath, ...] = ()
+    path: str | FsPath,
+    *,
+    max_bytes: int = MAX_WORKFLOW_BYTES,
+    within: tuple[FsPath, ...] = (),
+    read: list[FsPath] | None = None,
 ) -> Workflow:
     """Read, parse and check a workflow file, and the files its workflow steps name;
     refused before parsing when over ``max_bytes``. ``within``: the files that name
-    this one, outermost first."""
+    this one, outermost first. ``read`` gets every file it tries to read, whether it
+    could or not (what a watcher of the workflow watches)."""
+    file = FsPath(path).resolve()
+    if read is not None:
+        read.append(file)
     text = read_document(path, "workflow", max_bytes=max_bytes)
     data, smap = load_yaml(text, str(path))
-    file = FsPath(path).resolve()
     for at, step in _workflow_steps(data):
         name = step.get("file")
         if not isinstance(name, str) or "spec" in step:
@@ -64,7 +71,7 @@ def load_workflow(
             trail = " -> ".join(f.name for f in chain)
             raise InvalidInput([smap.problem((*at, "file"), f"{why}: {trail}")], source=str(path))
         try:
-            spec = load_workflow(child, max_bytes=max_bytes, within=(*within, file))
+            spec = load_workflow(child, max_bytes=max_bytes, within=(*within, file), read=read)
         except InvalidInput as exc:
             raise InvalidInput(
                 [smap.problem((*at, "file"), exc.message)], source=str(path)

@@ -35,3 +35,28 @@ async def test_a_changed_child_file_registers_its_parent_again(tmp_path: Path) -
     await folder.load()
     version, parent = await registry.get("parent")
     assert (version, said_by_child(parent)) == (2, ["echo", "two"])
+
+
+async def test_a_child_file_outside_the_folder_is_watched_too(tmp_path: Path) -> None:
+    served, shared = tmp_path / "flows", tmp_path / "shared" / "deeper"
+    served.mkdir()
+    shared.mkdir(parents=True)
+    child = shared / "child.yaml"
+    (served / "parent.yaml").write_text(PARENT.replace("child.yaml", "../shared/deeper/child.yaml"))
+    registry = Registry(MemoryTriggerStore())
+    folder = WorkflowFolder(served, registry)
+    # Not there yet: the parent is refused, and the child's arrival is a change.
+    assert await folder.load() == 0 and "child.yaml" in folder.problems[served / "parent.yaml"]
+    assert await folder.load() == 0
+    child.write_text(CHILD.format(said="one"))
+    assert await folder.load() == 1
+    version, parent = await registry.get("parent")
+    assert (version, said_by_child(parent)) == (1, ["echo", "one"])
+    assert await folder.load() == 0  # nothing changed: nothing read
+
+    child.write_text(CHILD.format(said="two"))
+    os.utime(child, (1, 1))  # a stamp of its own, whatever the clock's grain
+    assert await folder.load() == 1
+    version, parent = await registry.get("parent")
+    assert (version, said_by_child(parent)) == (2, ["echo", "two"])
+    assert await folder.load() == 0
