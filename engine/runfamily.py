@@ -29,8 +29,6 @@ async def run_with_children(store: RunStore, state_of: StateOf, run_id: str) -> 
     refuse_unfinished(row)
     rows: list[RunSummary] = []
     for child in await _children(store, state_of, run_id):
-        if await store.summary(child) is None:
-            continue  # never started (its attempt failed first), or deleted already
         try:
             rows += await run_with_children(store, state_of, child)
         except Conflict:
@@ -43,7 +41,7 @@ async def run_with_children(store: RunStore, state_of: StateOf, run_id: str) -> 
                 ]
             ) from None
         except NotFound:
-            continue  # deleted meanwhile (a pruner deleting it on its own)
+            continue  # never started (its attempt failed first), or deleted already
     rows.append(row)
     return rows
 
