@@ -7,6 +7,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -191,8 +192,10 @@ class LocalRabbitCluster:
 
     def _start(self) -> None:
         self.nodes = [LocalRabbit(self.base / f"node{i}") for i in range(self.size)]
+        for node in self.nodes:  # booted side by side: each boot is mostly waiting
+            node.launch()
         for node in self.nodes:
-            node.start()
+            node.wait_until_listening()
         first = self.nodes[0]
         for node in self.nodes[1:]:
             for command in (["stop_app"], ["join_cluster", first.node], ["start_app"]):
@@ -238,5 +241,6 @@ class LocalRabbitCluster:
         }
 
     def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
+        # Side by side: each shutdown is mostly a rabbitmqctl start-up and waiting.
+        with ThreadPoolExecutor(len(self.nodes) or 1) as pool:
+            list(pool.map(LocalRabbit.stop, self.nodes))

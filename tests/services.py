@@ -108,6 +108,11 @@ class LocalRabbit:
         }
 
     def start(self) -> None:
+        self.launch()
+        self.wait_until_listening()
+
+    def launch(self) -> None:
+        """Start the node without waiting for it (a cluster boots its nodes together)."""
         for sub in ("mnesia", "log"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         (self.base / "rabbitmq.conf").write_text(
@@ -124,6 +129,8 @@ class LocalRabbit:
         except KeyError:
             pass
         self.proc = start_logging_to(self.base / "server.out", ["rabbitmq-server"], env=self._env())
+
+    def wait_until_listening(self) -> None:
         wait_for_port(self.port, 90, self.proc)
 
     def log(self) -> str:

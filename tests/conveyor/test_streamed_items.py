@@ -34,7 +34,7 @@ def test_a_fan_out_over_stored_items_gets_each_item() -> None:
 
 
 def test_the_state_counts_stored_items_and_a_snapshot_keeps_only_the_reference() -> None:
-    n = 3 * KEPT
+    n = KEPT + 2 * CHECKPOINT_EVERY  # more than the state keeps loaded
     result = run_workflow(streamed.billing, {"count": n})
     assert result.succeeded, result.reason
     state = replay(result.events)

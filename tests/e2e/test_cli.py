@@ -175,24 +175,29 @@ def test_unknown_run_is_an_input_error(tmp_path: Path) -> None:
 
 
 def test_every_command_has_help(tmp_path: Path) -> None:
-    for command in (
-        "run",
-        "validate",
-        "schema",
-        "runs",
-        "show",
-        "logs",
-        "events",
-        "artifacts",
-        "coordinator",
-        "worker",
-        "submit",
-        "cancel",
-        "retry",
-        "dead-letters",
-    ):
-        done = conveyor(command, "--help", cwd=tmp_path)
-        assert done.returncode == 0 and "Usage" in done.stdout, command
+    # The command itself, as a process; then every command and sub-command in this
+    # process (a Python start-up each would cost a second apiece).
+    done = conveyor("--help", cwd=tmp_path)
+    assert done.returncode == 0 and "Usage" in done.stdout
+    from typer.main import get_command
+    from typer.testing import CliRunner
+
+    from conveyor.cli.app import app
+
+    def paths(command: Any, words: list[str]) -> list[list[str]]:
+        below = getattr(command, "commands", {})
+        found = [words]
+        for name, sub in below.items():
+            found += paths(sub, [*words, name])
+        return found
+
+    every = paths(get_command(app), [])[1:]
+    assert {"run", "validate", "runs", "show", "coordinator", "worker", "server"} <= {
+        words[0] for words in every
+    }
+    for words in every:
+        result = CliRunner().invoke(app, [*words, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output, words
 
 
 def test_container_example_and_its_artifacts(
