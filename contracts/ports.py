@@ -262,11 +262,13 @@ class RunLog(Protocol):
         trigger: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        top_level: bool = False,
     ) -> list[RunSummary]:
         """Runs newest first; ``before`` = (submitted_at, run_id) of the last row of the
         previous page: only runs after it in that order (a cursor). ``trigger`` is what
         started them (``webhook:push``, or a kind: ``webhook``); ``since``/``until``
-        bound their submission time."""
+        bound their submission time; ``top_level`` leaves out child runs (those a
+        workflow step started)."""
         ...
 
     async def find_run(self, prefix: str) -> str:

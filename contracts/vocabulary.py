@@ -72,6 +72,9 @@ class AttemptRef(msgspec.Struct, frozen=True, array_like=True):
     attempt: int
 
 
+CHILD_TRIGGER = "parent:"
+"""What a child run's trigger starts with (``parent:RUN``): a workflow step started it."""
+
 TRIGGER_FILTER = r"^[a-z]+(:[A-Za-z0-9_-]+)?$"
 """What a list of runs may be narrowed to by what started them: a kind (``cli``,
 ``api``, ``webhook``, ...) or one trigger of a kind (``webhook:push``)."""

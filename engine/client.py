@@ -1,11 +1,10 @@
 """The client: the one way to start, steer and watch runs.
 
-The command line, the embedded engine, the tests (and every trigger and API to come)
-submit, cancel, retry and resume runs here, and read them here, against either home:
-the embedded one (in-memory transport, SQLite or memory log) or the distributed one
-(RabbitMQ, Redis). A command is an event sent to the run's coordinator shard; the
-coordinator records it in the run's log, which is the only place anyone learns what
-happened. Nothing here touches a run's state except by reading its log.
+The command line, the server's API and triggers, the embedded engine and the tests
+submit, cancel, retry, resume and read runs here, on either home: embedded (in-memory
+transport, SQLite or memory log) or distributed (RabbitMQ, Redis). A command is an event
+sent to the run's coordinator shard, which records it in the run's log: the only place
+anyone learns what happened, and the only way this module knows a run's state.
 """
 
 from __future__ import annotations
@@ -50,8 +49,7 @@ Observer = Callable[[Event, RunState], None]
 FOLLOW_WAIT = 2.0
 """Longest single wait of a follower for new events before it looks again."""
 FOLLOW_PAGE = 10_000
-"""Events a follower reads at a time: one that starts at the beginning of a
-1,000,000-item run's log holds a page, not the three million events."""
+"""Events a follower reads at a time: a page of a million-item run's 3,000,000."""
 STATES_KEPT = 8
 """Run states a client keeps to bring up to date instead of rebuilding (``state``)."""
 SHARD_MAP_KEPT = 2.0
@@ -239,6 +237,7 @@ class Client:
         trigger: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        top_level: bool = False,
     ) -> list[RunSummary]:
         return await self.store.runs(
             state=state,
@@ -248,6 +247,7 @@ class Client:
             trigger=trigger,
             since=since,
             until=until,
+            top_level=top_level,
         )
 
     async def events(self, run: str, after: int = 0, *, limit: int | None = None) -> list[Event]:

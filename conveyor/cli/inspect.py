@@ -42,6 +42,7 @@ from conveyor.settings import Settings
 from conveyor.terminal import displayable
 from conveyor.wiring import open_artifacts, open_client, runs_in_home
 from engine.client import Client
+from engine.runlog.index import parent_of
 from engine.state.model import RunState
 
 T = TypeVar("T")
@@ -100,6 +101,9 @@ def register(app: typer.Typer) -> None:
                 " queue, sensor), or one trigger (webhook:push)."
             ),
         ] = None,
+        top_level: Annotated[
+            bool, typer.Option("--top-level", help="Leave out child runs (of workflow steps).")
+        ] = False,
         limit: Annotated[int, typer.Option(min=1, help="At most this many runs.")] = 20,
         as_json: JsonOption = False,
         home: HomeOption = DEFAULT_HOME,
@@ -114,7 +118,10 @@ def register(app: typer.Typer) -> None:
                 )
             )
         rows = _read(
-            home, lambda c: c.runs(state=status, workflow=workflow, trigger=trigger, limit=limit)
+            home,
+            lambda c: c.runs(
+                state=status, workflow=workflow, trigger=trigger, limit=limit, top_level=top_level
+            ),
         )
         stalled = _stalled(home, [row.run_id for row in rows if row.state == RunStatus.RUNNING])
         if as_json:
@@ -127,7 +134,9 @@ def register(app: typer.Typer) -> None:
             took = f"{row.finished_at - row.submitted_at:.2f}s" if row.finished_at else ""
             shown = f"{row.state} (stalled)" if row.run_id in stalled else row.state
             submitted = when(row.submitted_at)
-            table.add_row(row.run_id[:12], row.workflow, shown, row.trigger, submitted, took)
+            parent = parent_of(row)
+            started = row.trigger if parent is None else f"parent {parent[:12]}"
+            table.add_row(row.run_id[:12], row.workflow, shown, started, submitted, took)
         out.print(table)
         if stalled:
             say(f"stalled: {_ended_first('RUN')}")

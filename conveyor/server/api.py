@@ -142,6 +142,7 @@ def build_router() -> APIRouter:
         ),
         since: float | None = Query(None, ge=0, description="submitted at or after (epoch s)"),
         until: float | None = Query(None, ge=0, description="submitted at or before (epoch s)"),
+        top_level: bool = Query(False, description="leave out child runs (of workflow steps)"),
     ) -> dict[str, Any]:
         before = None
         if cursor is not None:
@@ -160,6 +161,7 @@ def build_router() -> APIRouter:
             trigger=trigger,
             since=since,
             until=until,
+            top_level=top_level,
         )
         next_cursor = f"{rows[-1].submitted_at!r}~{rows[-1].run_id}" if len(rows) == limit else None
         items = listed(context_of(request).runtime.client, rows, time.time())

@@ -13,6 +13,7 @@ from typing import Any
 from contracts.ports import RunSummary
 from contracts.vocabulary import TaskStatus
 from conveyor.report import params_data
+from engine.runlog.index import parent_of
 from engine.state.model import Instance, Node, RunState
 
 PREVIEW_CHARS = 2000
@@ -30,6 +31,7 @@ def summary_shape(row: RunSummary, *, stalled: bool) -> dict[str, Any]:
         "finished_at": row.finished_at,
         "reason": row.reason,
         "trigger": row.trigger,
+        "parent_run": parent_of(row),
     }
 
 

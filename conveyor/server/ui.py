@@ -105,6 +105,7 @@ def build_ui() -> APIRouter:
         state: str | None = Query(None, pattern="^(running|succeeded|failed|cancelled)?$"),
         cursor: str | None = Query(None, max_length=80),
         trigger: str | None = Query(None, pattern="^(cli|api|webhook|schedule|queue|sensor)?$"),
+        top_level: bool = False,
         partial: bool = False,
     ) -> Response:
         before = None
@@ -121,6 +122,7 @@ def build_ui() -> APIRouter:
             trigger=trigger or None,
             limit=limit,
             before=before,
+            top_level=top_level,
         )
         next_cursor = f"{rows[-1].submitted_at!r}~{rows[-1].run_id}" if len(rows) == limit else None
         page = {
@@ -128,6 +130,7 @@ def build_ui() -> APIRouter:
             "workflow": workflow or "",
             "state": state or "",
             "trigger": trigger or "",
+            "top_level": top_level,
             "next_cursor": next_cursor,
             "workflows": _context(request).runtime.registry.names(),
         }

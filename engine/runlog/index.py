@@ -7,6 +7,7 @@ import msgspec
 from contracts.errors import Conflict, Problem
 from contracts.events import Event, RunCompleted, RunRetryRequested, RunSubmitted
 from contracts.ports import RunSummary
+from contracts.vocabulary import CHILD_TRIGGER
 
 
 def opens_log(event: Event) -> bool:
@@ -57,6 +58,17 @@ def index_update(current: RunSummary | None, event: Event) -> RunSummary | None:
     return None
 
 
+def parent_of(row: RunSummary) -> str | None:
+    """The run whose workflow step started this one; None for a top-level run."""
+    started_by_a_run = row.trigger.startswith(CHILD_TRIGGER)
+    return row.trigger.removeprefix(CHILD_TRIGGER) if started_by_a_run else None
+
+
+def is_child(row: RunSummary) -> bool:
+    """Whether another run's workflow step started this one."""
+    return parent_of(row) is not None
+
+
 def matches(
     row: RunSummary,
     *,
@@ -65,10 +77,12 @@ def matches(
     trigger: str | None,
     since: float | None,
     until: float | None,
+    top_level: bool = False,
 ) -> bool:
     """Whether an index row passes a run list's filters (``trigger`` may be a kind)."""
     return (
         (state is None or row.state == state)
+        and not (top_level and is_child(row))
         and (workflow is None or row.workflow == workflow)
         and (trigger is None or row.trigger == trigger or row.trigger.startswith(trigger + ":"))
         and (since is None or row.submitted_at >= since)

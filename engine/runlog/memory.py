@@ -128,11 +128,20 @@ class MemoryRunLog:
         trigger: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        top_level: bool = False,
     ) -> list[RunSummary]:
         rows = [
             r
             for r in self._index.values()
-            if matches(r, state=state, workflow=workflow, trigger=trigger, since=since, until=until)
+            if matches(
+                r,
+                state=state,
+                workflow=workflow,
+                trigger=trigger,
+                since=since,
+                until=until,
+                top_level=top_level,
+            )
             and (before is None or (r.submitted_at, r.run_id) < before)
         ]
         rows.sort(key=lambda r: (r.submitted_at, r.run_id), reverse=True)

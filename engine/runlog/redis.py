@@ -11,7 +11,8 @@ slot and a Lua script can touch them atomically:
 - ``cv:{R}:log...``   task logs (``engine.runlog.redislines``)
 
 The index across runs lives in sorted sets scored by submission time:
-``cv:runs``, ``cv:runs:state:<state>``, ``cv:runs:wf:<workflow>``, and the running
+``cv:runs``, ``cv:runs:state:<state>``, ``cv:runs:wf:<workflow>``, ``cv:runs:top``
+(the runs no workflow step started), and the running
 runs pinned to each coordinator shard, ``cv:runs:running:shard:<N>``. They are
 derived from the runs' summaries. ``cv:shard-map`` holds the shard map.
 ``cv:unannounced`` (scored by time) and ``cv:unannounced:bodies`` hold the run state
@@ -24,6 +25,7 @@ While Redis is unreachable every call waits and retries with backoff
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
@@ -37,12 +39,13 @@ from contracts.topology import ShardMap, initial_shard_map
 from engine.redis_client import redis_client
 from engine.redis_retry import retrying
 from engine.runlog.index import index_update, matches, opens_log, owes_announcement
-from engine.runlog.redisdelete import DELETED, RunDeletion
-from engine.runlog.redisindex import row_fields, row_from
+from engine.runlog.redisdelete import RunDeletion
+from engine.runlog.redisindex import DELETED, listed, row_fields, row_from, top_level_runs
 from engine.runlog.rediskeys import (
     ALL_RUNS,
     PREFIX,
     key,
+    run_indexes,
     running_on,
     runs_in_state,
     runs_of_workflow,
@@ -194,9 +197,8 @@ class RedisRunLog:
                 pipe.zadd(running_on(update.shard), {run_id: update.submitted_at})
             pipe.hset(key(run_id, "summary"), mapping=row_fields(update))
             pipe.hdel(key(run_id, "summary"), DELETED)  # a run submitted anew under its id
-            pipe.zadd(ALL_RUNS, {run_id: update.submitted_at})
-            pipe.zadd(runs_in_state(update.state), {run_id: update.submitted_at})
-            pipe.zadd(runs_of_workflow(update.workflow), {run_id: update.submitted_at})
+            for index in run_indexes(update):
+                pipe.zadd(index, {run_id: update.submitted_at})
             summary = row = update
         if row is None:
             await pipe.execute()
@@ -213,7 +215,7 @@ class RedisRunLog:
         pipe = self._redis.pipeline(transaction=False)
         # (A Cluster pipeline's own ``unlink`` cannot be queued.)
         pipe.execute_command("UNLINK", key(row.run_id, "summary"))
-        for index in (ALL_RUNS, runs_in_state(row.state), runs_of_workflow(row.workflow)):
+        for index in run_indexes(row):
             pipe.zrem(index, row.run_id)
         if row.shard is not None:
             pipe.zrem(running_on(row.shard), row.run_id)
@@ -288,46 +290,36 @@ class RedisRunLog:
         trigger: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        top_level: bool = False,
     ) -> list[RunSummary]:
-        if (state and workflow) or state:
+        if state:
             source = runs_in_state(state)
         elif workflow:
             source = runs_of_workflow(workflow)
+        elif top_level:
+            source = await top_level_runs(self._redis)
         else:
             source = ALL_RUNS
-        rows: list[RunSummary] = []
-        deleted: list[RunSummary] = []
-        offset = 0
-        tops = [t for t in (None if before is None else before[0], until) if t is not None]
-        top: float | str = min(tops) if tops else "+inf"
-        bottom: float | str = since if since is not None else "-inf"
-        while len(rows) < limit:
-            ids = await self._redis.zrevrangebyscore(
-                source, top, bottom, start=offset, num=4 * limit
-            )
-            if not ids:
-                break
-            offset += len(ids)
-            pipe = self._redis.pipeline(transaction=False)
-            for run_id in ids:
-                pipe.hgetall(key(run_id.decode(), "summary"))
-            for run_id, raw in zip(ids, await pipe.execute(), strict=True):
-                if not raw:
-                    continue
-                row = row_from(run_id.decode(), raw)
-                if DELETED in raw:
-                    deleted.append(row)
-                    continue
-                if before is not None and (row.submitted_at, row.run_id) >= before:
-                    continue
-                if matches(
-                    row, state=state, workflow=workflow, trigger=trigger, since=since, until=until
-                ):
-                    rows.append(row)
+        rows, deleted = await listed(
+            self._redis,
+            source,
+            limit=limit,
+            before=before,
+            since=since,
+            until=until,
+            wanted=partial(
+                matches,
+                state=state,
+                workflow=workflow,
+                trigger=trigger,
+                since=since,
+                until=until,
+                top_level=top_level,
+            ),
+        )
         for row in deleted:  # deletions cut short: finished by whoever passes them
             await self._deletion.finish(row)
-        rows.sort(key=lambda r: (r.submitted_at, r.run_id), reverse=True)
-        return rows[:limit]
+        return rows
 
     async def running(self, shard: int | None = None) -> list[str]:
         source = runs_in_state("running") if shard is None else running_on(shard)

@@ -25,8 +25,8 @@ import msgspec
 
 from contracts.ports import RunSummary
 from engine.runlog.index import refuse_unfinished
-from engine.runlog.redisindex import row_from
-from engine.runlog.rediskeys import ALL_RUNS, key, runs_in_state, runs_of_workflow
+from engine.runlog.redisindex import DELETED, row_from
+from engine.runlog.rediskeys import key, run_indexes
 from engine.runlog.redislines import RedisTaskLogs, Retrying
 
 _DELETE = """
@@ -48,9 +48,6 @@ _DROP_MARKED = """
 if redis.call('HEXISTS', KEYS[1], 'deleted') == 1 then return redis.call('UNLINK', KEYS[1]) end
 return 0
 """
-
-DELETED = b"deleted"
-"""The field that marks a summary whose run is deleted but for its place in the index."""
 
 
 class RunDeletion:
@@ -95,7 +92,7 @@ class RunDeletion:
         """Step 3: the run's id out of the index, then its marked summary; whether this
         call took the summary out (safe to repeat, and to run side by side)."""
         pipe = self._redis.pipeline(transaction=False)
-        for index in (ALL_RUNS, runs_in_state(row.state), runs_of_workflow(row.workflow)):
+        for index in run_indexes(row):
             pipe.zrem(index, row.run_id)
         await self._retrying("delete", pipe.execute)
         summary = key(row.run_id, "summary")

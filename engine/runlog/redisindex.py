@@ -1,8 +1,18 @@
-"""The run index's rows on Redis: a run's summary hash, its fields and back."""
+"""The run index's rows on Redis: a run's summary hash, its fields and back; the list of
+top-level runs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from contracts.ports import RunSummary
+from contracts.vocabulary import CHILD_TRIGGER
+from engine.runlog.rediskeys import ALL_RUNS, TOP_LEVEL_BUILT, TOP_LEVEL_RUNS, key
+
+BUILD_CHUNK = 1000
+DELETED = b"deleted"
+"""The field that marks a summary whose run is deleted but for its place in the index."""
 
 
 def row_fields(row: RunSummary) -> dict[str, str]:
@@ -29,3 +39,66 @@ def row_from(run_id: str, raw: dict[bytes, bytes]) -> RunSummary:
         trigger=raw.get(b"trigger", b"").decode(),
         shard=int(raw[b"shard"]) if raw.get(b"shard") else None,
     )
+
+
+async def top_level_runs(redis: Any) -> str:
+    """The sorted set of top-level runs, filled first with the runs listed before it was
+    kept, once per run log. (Filling it again side by side, or over a run deleted
+    meanwhile, is harmless: a listing skips an id whose summary is gone.)"""
+    if await redis.exists(TOP_LEVEL_BUILT):
+        return TOP_LEVEL_RUNS
+    offset = 0
+    while listed := await redis.zrange(ALL_RUNS, offset, offset + BUILD_CHUNK - 1, withscores=True):
+        offset += len(listed)
+        pipe = redis.pipeline(transaction=False)
+        for run_id, _score in listed:
+            pipe.hmget(key(run_id.decode(), "summary"), ["workflow", "trigger"])
+        rows = await pipe.execute()
+        top = {
+            run_id: score
+            for (run_id, score), (workflow, trigger) in zip(listed, rows, strict=True)
+            if workflow is not None and not (trigger or b"").decode().startswith(CHILD_TRIGGER)
+        }
+        if top:
+            await redis.zadd(TOP_LEVEL_RUNS, top)
+    await redis.set(TOP_LEVEL_BUILT, b"1")
+    return TOP_LEVEL_RUNS
+
+
+async def listed(
+    redis: Any,
+    source: str,
+    *,
+    limit: int,
+    before: tuple[float, str] | None,
+    since: float | None,
+    until: float | None,
+    wanted: Callable[[RunSummary], bool],
+) -> tuple[list[RunSummary], list[RunSummary]]:
+    """Rows of the sorted set ``source``, newest first: up to ``limit`` wanted ones after
+    the cursor ``before`` and within ``since``/``until``; and the rows of deletions cut
+    short that were passed on the way (for the caller to finish)."""
+    rows: list[RunSummary] = []
+    deleted: list[RunSummary] = []
+    offset = 0
+    tops = [t for t in (None if before is None else before[0], until) if t is not None]
+    top: float | str = min(tops) if tops else "+inf"
+    bottom: float | str = since if since is not None else "-inf"
+    while len(rows) < limit:
+        ids = await redis.zrevrangebyscore(source, top, bottom, start=offset, num=4 * limit)
+        if not ids:
+            break
+        offset += len(ids)
+        pipe = redis.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.hgetall(key(run_id.decode(), "summary"))
+        for run_id, raw in zip(ids, await pipe.execute(), strict=True):
+            if not raw:
+                continue
+            row = row_from(run_id.decode(), raw)
+            if DELETED in raw:
+                deleted.append(row)
+            elif (before is None or (row.submitted_at, row.run_id) < before) and wanted(row):
+                rows.append(row)
+    rows.sort(key=lambda r: (r.submitted_at, r.run_id), reverse=True)
+    return rows[:limit], deleted

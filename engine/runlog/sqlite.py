@@ -21,6 +21,7 @@ from contracts.errors import NotFound
 from contracts.events import Event
 from contracts.ports import LogLine, LogPage, LogPosition, RunSummary
 from contracts.topology import ShardMap, initial_shard_map
+from contracts.vocabulary import CHILD_TRIGGER
 from engine.runlog.index import index_update, opens_log, owes_announcement, refuse_unfinished
 from engine.runlog.notify import AppendSignal
 from engine.runlog.pages import page_ending
@@ -271,6 +272,7 @@ class SqliteRunLog:
         trigger: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        top_level: bool = False,
     ) -> list[RunSummary]:
         at, after_id = before if before is not None else (None, "")
         kind = f"{trigger}:%" if trigger is not None else None
@@ -278,9 +280,11 @@ class SqliteRunLog:
         query += " AND (? IS NULL OR submitted_at < ? OR (submitted_at = ? AND run_id < ?))"
         query += " AND (? IS NULL OR trigger = ? OR trigger LIKE ?)"
         query += " AND (? IS NULL OR submitted_at >= ?) AND (? IS NULL OR submitted_at <= ?)"
+        query += " AND (? = 0 OR trigger NOT LIKE ?)"
         query += " ORDER BY submitted_at DESC, run_id DESC LIMIT ?"
         values: tuple[object, ...] = (state, state, workflow, workflow, at, at, at, after_id)
-        values += (trigger, trigger, kind, since, since, until, until, limit)
+        values += (trigger, trigger, kind, since, since, until, until)
+        values += (top_level, f"{CHILD_TRIGGER}%", limit)
         rows = self._db.execute(query, values).fetchall()
         return [_row_to_summary(row) for row in rows]
 

@@ -22,7 +22,7 @@ from contracts.events import (
 )
 from contracts.expressions import render_value
 from contracts.params import resolve_params
-from contracts.vocabulary import FailureKind, RunStatus, TaskStatus
+from contracts.vocabulary import CHILD_TRIGGER, FailureKind, RunStatus, TaskStatus
 from engine.state.context import instance_context
 from engine.state.model import RunState
 
@@ -52,7 +52,7 @@ def child_submission(
         at=at,
         workflow=step.spec.model_dump(mode="json", exclude_unset=True, by_alias=True),
         params=params,
-        trigger=f"parent:{state.run_id}",
+        trigger=f"{CHILD_TRIGGER}{state.run_id}",
         parent=ParentTask(
             run_id=state.run_id, task=task, index=index, attempt=attempt, shard=parent_shard
         ),

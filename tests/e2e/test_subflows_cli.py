@@ -78,6 +78,7 @@ def test_a_local_run_runs_its_child_runs_and_gives_their_outputs(tmp_path: Path)
     [parent] = runs(tmp_path, "--workflow", "parent")
     children = runs(tmp_path, "--trigger", f"parent:{parent['run_id']}")
     assert sorted((c["workflow"], c["state"]) for c in children) == [("child", "succeeded")] * 2
+    assert [r["run_id"] for r in runs(tmp_path, "--top-level")] == [parent["run_id"]]
     # The file is read with the parent's: a change to it after does not change the run.
     (tmp_path / "flows" / "child.yaml").write_text("not: [a workflow")
     shown = json.loads(conveyor("show", str(parent["run_id"]), "--json", cwd=tmp_path).stdout)

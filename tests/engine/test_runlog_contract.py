@@ -18,7 +18,9 @@ from contracts.events import (
     TaskSucceeded,
 )
 from contracts.ports import LogLine, LogPage, RunStore
+from contracts.vocabulary import RunStatus
 from engine.runlog.redis import UNANNOUNCED, UNANNOUNCED_BODIES, RedisRunLog, key
+from engine.runlog.rediskeys import TOP_LEVEL_BUILT, TOP_LEVEL_RUNS
 from engine.runlog.sqlite import UNFINISHED_RUNS, SqliteRunLog
 
 
@@ -361,13 +363,18 @@ async def test_runs_page_with_a_cursor_newest_first(store: RunStore) -> None:
     ]
 
 
-async def test_runs_filter_by_trigger_and_time(store: RunStore) -> None:
-    triggers = {"r1": "cli", "r2": "webhook:push", "r3": "webhook:merge", "r4": "schedule:nightly"}
+async def submit_started_by(store: RunStore, triggers: dict[str, str]) -> None:
+    """One run per id, each started by its trigger, one second after the one before."""
     for n, (run_id, trigger) in enumerate(triggers.items(), start=1):
         event = RunSubmitted(
             run_id=run_id, at=float(n), workflow={"name": "wf"}, params={}, trigger=trigger
         )
         await store.append(run_id, [event])
+
+
+async def test_runs_filter_by_trigger_and_time(store: RunStore) -> None:
+    triggers = {"r1": "cli", "r2": "webhook:push", "r3": "webhook:merge", "r4": "schedule:nightly"}
+    await submit_started_by(store, triggers)
     assert [r.run_id for r in await store.runs(trigger="webhook")] == ["r3", "r2"]
     assert [r.run_id for r in await store.runs(trigger="webhook:push")] == ["r2"]
     assert [r.trigger for r in await store.runs(since=2.0, until=3.0)] == [
@@ -375,6 +382,48 @@ async def test_runs_filter_by_trigger_and_time(store: RunStore) -> None:
         "webhook:push",
     ]
     assert [r.run_id for r in await store.runs(since=3.5)] == ["r4"]
+
+
+async def test_a_list_of_top_level_runs_leaves_out_child_runs(store: RunStore) -> None:
+    await submit_started_by(store, {"p": "cli", "c1": "parent:p", "c2": "parent:p", "w": "api"})
+    assert [r.run_id for r in await store.runs()] == ["w", "c2", "c1", "p"]
+    assert [r.run_id for r in await store.runs(top_level=True)] == ["w", "p"]
+    assert [r.run_id for r in await store.runs(top_level=True, limit=1)] == ["w"]
+    after_w = await store.runs(top_level=True, before=(4.0, "w"))
+    assert [r.run_id for r in after_w] == ["p"]
+    assert [r.run_id for r in await store.runs(top_level=True, workflow="wf")] == ["w", "p"]
+    assert [r.run_id for r in await store.runs(top_level=True, state="running")] == ["w", "p"]
+    assert [r.run_id for r in await store.runs(trigger="parent:p")] == ["c2", "c1"]
+    # A deleted run leaves the list of top-level runs too.
+    await store.append("w", [RunCompleted(run_id="w", at=5.0, state=RunStatus.SUCCEEDED)])
+    assert await store.delete("w")
+    assert [r.run_id for r in await store.runs(top_level=True)] == ["p"]
+
+
+async def test_redis_lists_the_top_level_runs_made_before_it_kept_them(redis_url: str) -> None:
+    store = RedisRunLog(redis_url)
+    try:
+        await store._redis.flushdb()
+        await submit_started_by(store, {"old": "cli", "old-child": "parent:old", "older": ""})
+        # As a run log written before the list was kept: no list, no mark of one.
+        await store._redis.delete(TOP_LEVEL_RUNS, TOP_LEVEL_BUILT)
+        await store._redis.hdel(key("older", "summary"), "trigger")
+        assert [r.run_id for r in await store.runs(top_level=True)] == ["older", "old"]
+        assert await store._redis.exists(TOP_LEVEL_BUILT)
+        new = RunSubmitted(run_id="new", at=9.0, workflow={"name": "wf"}, params={}, trigger="api")
+        await store.append("new", [new])
+        assert [r.run_id for r in await store.runs(top_level=True)] == ["new", "older", "old"]
+        # Child runs are kept out of the list itself, not only filtered out of what it
+        # gives: a list of top-level runs does not read through thousands of them.
+        child = RunSubmitted(
+            run_id="new-child", at=10.0, workflow={"name": "wf"}, params={}, trigger="parent:new"
+        )
+        await store.append("new-child", [child])
+        listed = {m.decode() for m in await store._redis.zrange(TOP_LEVEL_RUNS, 0, -1)}
+        assert listed == {"new", "older", "old"}
+    finally:
+        await store._redis.flushdb()
+        await store.close()
 
 
 async def test_a_home_made_before_runs_kept_their_trigger_still_opens(tmp_path: Path) -> None:

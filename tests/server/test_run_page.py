@@ -124,3 +124,32 @@ async def test_a_workflow_steps_items_link_their_child_runs_and_back(server: Ser
     assert f'by <a href="/runs/{run_id}">inner of run {run_id[:12]}</a>' in page
     shown = (await server.http.get(f"/api/v1/runs/{children[1]}")).json()
     assert shown["outputs"] == {"n": 2} and shown["trigger"] == f"parent:{run_id}"
+
+
+async def test_the_run_list_hides_child_runs_when_asked_and_links_them_to_their_parent(
+    server: Server,
+) -> None:
+    await server.register(NESTED)
+    answer = await server.http.post("/api/v1/runs", json={"workflow": "nested"})
+    run_id = answer.json()["run_id"]
+    await server.engine.client.watch(run_id, timeout=10)
+    children = {child_run_id(run_id, "inner", index, 1) for index in (0, 1)}
+
+    every = (await server.http.get("/api/v1/runs")).json()["items"]
+    assert {r["run_id"] for r in every} == {run_id, *children}
+    assert {r["run_id"]: r["parent_run"] for r in every} == {
+        run_id: None,
+        **{child: run_id for child in children},
+    }
+    top = (await server.http.get("/api/v1/runs?top_level=true")).json()["items"]
+    assert [r["run_id"] for r in top] == [run_id]
+
+    page = (await server.http.get("/runs")).text
+    for child in children:
+        assert f'<a href="/runs/{child}"' in page
+    assert page.count(f'<a href="/runs/{run_id}" class="mono" title="the run whose') == 2
+    hidden = (await server.http.get("/runs?top_level=true")).text
+    assert not any(f'href="/runs/{child}"' in hidden for child in children)
+    assert f'<a href="/runs/{run_id}"' in hidden
+    # The page keeps the choice when it refreshes itself.
+    assert "top_level=true" in hidden[hidden.index('id="runs"') :].split(">")[0]
