@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         top_level: Annotated[
-            bool, typer.Option("--top-level", help="Leave out child runs (of workflow steps).")
+            bool, typer.Option(help="Leave out child runs (those workflow steps started).")
         ] = False,
         limit: Annotated[int, typer.Option(min=1, help="At most this many runs.")] = 20,
         as_json: JsonOption = False,
