@@ -8,7 +8,6 @@ dying; appends are batched into one transaction per call.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from contracts.vocabulary import CHILD_TRIGGER
 from engine.runlog.index import index_update, opens_log, owes_announcement, refuse_unfinished
 from engine.runlog.notify import AppendSignal
 from engine.runlog.pages import page_ending
+from engine.sqlitefile import connect, give_back_free_pages
 
 POLL_INTERVAL = 0.05
 """How often a follower looks for events appended by another process."""
@@ -94,11 +94,7 @@ class SqliteRunLog:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db = connect(self.path)
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
         if "trigger" not in columns:  # a home made before runs recorded their trigger
@@ -326,7 +322,9 @@ class SqliteRunLog:
                 await asyncio.sleep(0)
         # Of deletions side by side (a pruner deleting a child run on its own and with its
         # parent), the one that takes the row out says it deleted the run.
-        return db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
+        deleted = db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
+        await give_back_free_pages(db)
+        return deleted
 
     async def write_lines(self, lines: Sequence[LogLine]) -> None:
         self._db.execute("BEGIN")

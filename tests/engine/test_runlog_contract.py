@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,59 @@ async def test_redis_pages_the_lines_stored_before_the_page_order(redis_url: str
             ]
     finally:
         await store._redis.flushdb()
+        await store.close()
+
+
+def _file_pages(store: SqliteRunLog) -> tuple[int, int]:
+    """The file's pages, and how many of them are free."""
+    db = store._db
+    return db.execute("PRAGMA page_count").fetchone()[0], db.execute(
+        "PRAGMA freelist_count"
+    ).fetchone()[0]
+
+
+async def _a_big_finished_run(store: SqliteRunLog, run_id: str) -> None:
+    done = [
+        TaskSucceeded(run_id=run_id, at=2.0, task="each", index=i, attempt=1, result="x" * 200)
+        for i in range(5_000)
+    ]
+    finished = RunCompleted(run_id=run_id, at=3.0, state=RunStatus.SUCCEEDED)
+    await store.append(run_id, [submitted(run_id)], then=[*done, finished])
+
+
+async def test_sqlite_gives_a_deleted_runs_pages_back_to_the_file_system(tmp_path: Path) -> None:
+    store = SqliteRunLog(tmp_path / "c.db")
+    try:
+        await store.append("small", [submitted("small")])
+        empty, _ = _file_pages(store)
+        await _a_big_finished_run(store, "big")
+        grown, _ = _file_pages(store)
+        assert grown > empty + 200
+        assert await store.delete("big")
+        pages, free = _file_pages(store)
+        assert free == 0 and pages < empty + 20
+        assert [r.run_id for r in await store.runs()] == ["small"]
+        store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert (tmp_path / "c.db").stat().st_size == pages * 4096
+    finally:
+        await store.close()
+
+
+async def test_a_sqlite_file_made_before_keeps_its_freed_pages_for_new_runs(
+    tmp_path: Path,
+) -> None:
+    with sqlite3.connect(tmp_path / "c.db") as made_before:  # no incremental vacuum
+        made_before.execute("CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY)")
+    store = SqliteRunLog(tmp_path / "c.db")
+    try:
+        await _a_big_finished_run(store, "big")
+        grown, _ = _file_pages(store)
+        assert await store.delete("big")
+        pages, free = _file_pages(store)
+        assert pages == grown and free > 200
+        await _a_big_finished_run(store, "again")
+        assert _file_pages(store)[0] <= grown + 20  # the freed pages were used again
+    finally:
         await store.close()
 
 

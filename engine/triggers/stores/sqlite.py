@@ -4,7 +4,6 @@ process dying."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ import msgspec
 
 from contracts.errors import NotFound
 from contracts.ports import TriggerRecord
+from engine.sqlitefile import connect
 from engine.triggers.stores import RECORDS_KEPT
 
 _SCHEMA = """
@@ -47,12 +47,8 @@ _decode_record = msgspec.json.Decoder(TriggerRecord).decode
 class SqliteTriggerStore:
     def __init__(self, path: str | Path, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db = connect(self.path)
         self._db.executescript(_SCHEMA)
         self._records_written = 0
 
