@@ -1,5 +1,5 @@
-"""The run index's rows on Redis: a run's summary hash, its fields and back; the list of
-top-level runs."""
+"""The run index on Redis: a run's summary hash and its fields, listing runs from the
+index's sorted sets, and the set of top-level runs."""
 
 from __future__ import annotations
 
