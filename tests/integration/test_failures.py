@@ -54,6 +54,19 @@ tasks:
 """
 
 
+def running_items(events: list[Any], task: str) -> set[tuple[int, int]]:
+    """The (item, attempt) pairs of ``task`` started and not ended, in the log's order."""
+    running: set[tuple[int, int]] = set()
+    for event in events:
+        if getattr(event, "task", None) != task:
+            continue
+        if isinstance(event, TaskStarted):
+            running.add((event.index, event.attempt))
+        elif isinstance(event, (TaskSucceeded, TaskFailed)):
+            running.discard((event.index, event.attempt))
+    return running
+
+
 async def test_worker_killed_in_a_batched_fan_out_loses_nothing(cluster: Cluster) -> None:
     cluster.coordinator()
     victim = cluster.worker(concurrency=4)
@@ -64,15 +77,21 @@ async def test_worker_killed_in_a_batched_fan_out_loses_nothing(cluster: Cluster
           - name: each
             items: "range(600)"
             python: tests.steps.teststeps:slow_identity
-            args: {value: "{{ item }}", seconds: 0.02}
+            args: {value: "{{ item }}", seconds: 0.05}
           - name: total
             depends: [each]
             python: tests.steps.teststeps:total
             args: {values: "{{ tasks.each.outputs.result }}"}
         """
     )
+    # Killed once the log shows it running items (started, not ended): a kill between
+    # two of its batches, or before it told of its starts, would leave nothing in the
+    # log to see run again.
     await cluster.wait_until(
-        run_id, lambda ev: succeeded_count(ev, "each") >= 60, 60, "60 items to finish"
+        run_id,
+        lambda ev: succeeded_count(ev, "each") >= 60 and bool(running_items(ev, "each")),
+        60,
+        "60 items to finish while others run",
     )
     cluster.kill(victim)  # with batches it took but had not finished
     killed_at = time.monotonic()
