@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -131,6 +132,11 @@ def build_ui() -> APIRouter:
             "state": state or "",
             "trigger": trigger or "",
             "top_level": top_level,
+            # The filters as a query, for the page's refreshes and its next page.
+            "filters": urlencode(
+                {"workflow": workflow or "", "state": state or "", "trigger": trigger or ""}
+                | ({"top_level": "true"} if top_level else {})
+            ),
             "next_cursor": next_cursor,
             "workflows": _context(request).runtime.registry.names(),
         }
