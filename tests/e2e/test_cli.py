@@ -1,47 +1,24 @@
-"""The ``conveyor`` command as a user runs it: real processes, real files, exit codes."""
+"""The ``conveyor`` command as a user runs it: real files, exit codes, what it prints."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.e2e.commands import conveyor, conveyor_process
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 
-def conveyor(
-    *args: str,
-    cwd: Path,
-    timeout: float = 120,
-    extra_env: dict[str, str] | None = None,
-    stdin: str | None = None,
-) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "CONVEYOR_HOME": str(cwd / ".conveyor"),
-        "CONVEYOR_LOG_LEVEL": "warning",
-        **(extra_env or {}),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "conveyor", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        input=stdin,
-    )
-
-
 def test_hello_example(tmp_path: Path) -> None:
-    done = conveyor("run", str(EXAMPLES / "hello.yaml"), "-p", "who=tests", "--json", cwd=tmp_path)
+    done = conveyor_process(
+        "run", str(EXAMPLES / "hello.yaml"), "-p", "who=tests", "--json", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["state"] == "succeeded"

@@ -14,7 +14,7 @@ import pytest
 import typer.main
 
 from conveyor.cli.app import app
-from tests.e2e.test_cli import conveyor
+from tests.e2e.commands import conveyor
 from tests.services import free_port
 
 FAILING = """

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cli import conveyor
+from tests.e2e.commands import conveyor
 
 pytestmark = pytest.mark.timeout(120)
 

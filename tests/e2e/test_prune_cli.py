@@ -10,7 +10,7 @@ import pytest
 
 from contracts.events import RunCompleted, RunSubmitted
 from engine.runlog.redis import RedisRunLog
-from tests.e2e.test_cli import conveyor
+from tests.e2e.commands import conveyor
 from tests.e2e.test_local_control import LONG, killed, start
 
 pytestmark = pytest.mark.timeout(120)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.e2e.test_cli import conveyor
+from tests.e2e.commands import conveyor
 
 STEPS = Path(__file__).resolve().parents[1] / "steps"
 

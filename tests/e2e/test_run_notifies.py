@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from engine.runlog.sqlite import SqliteRunLog
+from tests.e2e.commands import conveyor
 from tests.e2e.receiver import Receiver, Sent, until
-from tests.e2e.test_cli import conveyor
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -12,7 +12,7 @@ from conveyor.server.runtime import TriggerRuntime
 from engine.runlog.sqlite import SqliteRunLog
 from engine.triggers.schedule import fire_run_id
 from engine.triggers.stores.sqlite import SqliteTriggerStore
-from tests.e2e.test_cli import conveyor
+from tests.e2e.commands import conveyor
 
 DAILY = """
 name: daily

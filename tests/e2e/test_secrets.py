@@ -9,7 +9,7 @@ import pytest
 
 from contracts.errors import InvalidInput
 from contracts.validation import parse_workflow, resolve_params
-from tests.e2e.test_cli import conveyor
+from tests.e2e.commands import conveyor
 
 SECRET = "s3cr3t-Value-7Q!"
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_cli import conveyor
+from tests.e2e.commands import conveyor
 from tests.e2e.test_local_control import LONG as LOCAL_LONG
 from tests.e2e.test_local_control import gone, killed, start
 from tests.services import free_port

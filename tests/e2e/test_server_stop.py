@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_cli import conveyor
+from tests.e2e.commands import conveyor
 from tests.e2e.test_local_control import gone
 from tests.services import free_port, start_logging_to
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.commands import conveyor
 from tests.e2e.receiver import until
-from tests.e2e.test_cli import conveyor
 
 pytestmark = pytest.mark.timeout(120)
 
