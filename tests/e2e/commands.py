@@ -40,7 +40,8 @@ def conveyor(
     extra_env: dict[str, str] | None = None,
     stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``conveyor ARGS`` run in ``cwd``, in this process (see above)."""
+    """``conveyor ARGS`` run in ``cwd``, in this process (see above). ``timeout`` bounds
+    a process only; in this process, the test's own timeout (pytest-timeout) bounds it."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:

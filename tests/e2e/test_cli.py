@@ -154,7 +154,7 @@ def test_unknown_run_is_an_input_error(tmp_path: Path) -> None:
 def test_every_command_has_help(tmp_path: Path) -> None:
     # The command itself, as a process; then every command and sub-command in this
     # process (a Python start-up each would cost a second apiece).
-    done = conveyor("--help", cwd=tmp_path)
+    done = conveyor_process("--help", cwd=tmp_path)
     assert done.returncode == 0 and "Usage" in done.stdout
     from typer.main import get_command
     from typer.testing import CliRunner
