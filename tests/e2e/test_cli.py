@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from contracts.errors import ConveyorError, InvalidInput, NotFound, Problem
 from tests.e2e.commands import conveyor, conveyor_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,3 +220,28 @@ def test_container_example_and_its_artifacts(
     )
     assert got.returncode == 0, got.stderr
     assert (tmp_path / "c3.txt").read_text().strip() == "50"
+
+
+@pytest.mark.parametrize(
+    ("raised", "code"),
+    [
+        (NotFound("no such thing here"), 2),
+        (InvalidInput([Problem("no such thing here", path="file")]), 2),
+        (ConveyorError("no such thing here"), 1),
+    ],
+)
+def test_an_error_a_command_lets_through_is_said_with_its_exit_code(
+    raised: ConveyorError, code: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every command turns the errors it expects into exit 2 itself; main() is the net
+    # under them, for what one lets through.
+    from conveyor.cli import app as cli
+
+    def fails(*args: object) -> None:
+        raise raised
+
+    monkeypatch.setattr(cli, "step_import_paths", fails)
+    done = conveyor("validate", str(EXAMPLES / "hello.yaml"), cwd=tmp_path)
+    assert done.returncode == code
+    assert "error: " in done.stderr and "no such thing here" in done.stderr
+    assert "Traceback" not in done.stderr
