@@ -126,17 +126,13 @@ def build_ui() -> APIRouter:
             top_level=top_level,
         )
         next_cursor = f"{rows[-1].submitted_at!r}~{rows[-1].run_id}" if len(rows) == limit else None
+        shown = {"workflow": workflow or "", "state": state or "", "trigger": trigger or ""}
         page = {
             "runs": listed(_context(request).runtime.client, rows, time.time()),
-            "workflow": workflow or "",
-            "state": state or "",
-            "trigger": trigger or "",
+            **shown,
             "top_level": top_level,
             # The filters as a query, for the page's refreshes and its next page.
-            "filters": urlencode(
-                {"workflow": workflow or "", "state": state or "", "trigger": trigger or ""}
-                | ({"top_level": "true"} if top_level else {})
-            ),
+            "filters": urlencode(shown | ({"top_level": "true"} if top_level else {})),
             "next_cursor": next_cursor,
             "workflows": _context(request).runtime.registry.names(),
         }
