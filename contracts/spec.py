@@ -374,6 +374,12 @@ class Task(Model):
     def fans_out(self) -> bool:
         return self.items is not None
 
+    @property
+    def runs_on_a_worker(self) -> bool:
+        """Whether a worker runs its attempts (and beats for them while they run). A wait
+        step waits in the coordinator, and a workflow step's attempt is a child run."""
+        return self.wait is None and self.workflow is None
+
 
 class Workflow(Model):
     """A named DAG of tasks with typed parameters."""

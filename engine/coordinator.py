@@ -377,8 +377,10 @@ class Coordinator:
         await self._effects.arm_timers(state)
         now = self._clock()
         for node in state.nodes.values():
+            if self._leases is None or not node.spec.runs_on_a_worker:
+                continue  # a wait, or a child run: no worker beats for it
             for index, inst in enumerate(node.instances):
-                if inst.status == TaskStatus.RUNNING and self._leases is not None:
+                if inst.status == TaskStatus.RUNNING:
                     # A grace period for its worker's next heartbeat.
                     self._leases.grant(AttemptRef(run_id, node.spec.name, index, inst.attempt), now)
         if resend != "none":

@@ -121,7 +121,8 @@ class Effects:
                         continue
                     dispatches.setdefault(task_queue(node.spec.pool), []).append(message)
             elif isinstance(event, TaskStarted):
-                if leases is not None:
+                # Only a worker beats for its attempts: a child run can outlast the lease.
+                if leases is not None and state.nodes[event.task].spec.runs_on_a_worker:
                     leases.grant(_ref(event), self._clock())
             elif isinstance(event, TaskSucceeded | TaskFailed):
                 if leases is not None:

@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from contracts.events import TaskFailed, TaskStarted, TaskSucceeded
+from engine.state.subflows import child_run_id
 from tests.integration.cluster import (
     HEARTBEAT_TIMEOUT,
     Cluster,
@@ -153,6 +154,55 @@ async def test_coordinator_killed_mid_run_a_standby_resumes(cluster: Cluster) ->
         assert_one_success_in_state(state, events, task)
     dispatched = [(e.task, e.index, e.attempt) for e in events if e.kind == "task_dispatched"]
     assert len(dispatched) == len(set(dispatched))
+
+
+LONG_PARTS = f"""
+name: long-parts
+tasks:
+  - name: sub
+    workflow:
+      spec:
+        name: slow-child
+        tasks:
+          - name: first
+            script: sleep {2 * HEARTBEAT_TIMEOUT}; echo first
+          - name: second
+            depends: [first]
+            script: sleep {2 * HEARTBEAT_TIMEOUT}; echo second
+  - name: gate
+    wait: {{}}
+  - name: after
+    depends: [sub, gate]
+    script: echo after
+"""
+"""A workflow step and a wait step, each in flight for longer than the lease, before
+and after a takeover."""
+
+
+async def test_a_child_run_and_a_wait_outlast_the_lease_across_a_takeover(
+    cluster: Cluster,
+) -> None:
+    # No worker beats for a child run or a wait: neither may be declared lost, by the
+    # coordinator that started it or by the standby that takes the run up.
+    active = cluster.coordinator()
+    await cluster.wait_for_shard_consumers(1)
+    cluster.coordinator()
+    cluster.worker(concurrency=2)
+    run_id = await cluster.submit(LONG_PARTS)
+    child = child_run_id(run_id, "sub", 0, 1)
+    # The child's first step alone outlasts the lease the active coordinator would grant.
+    await cluster.wait_until(child, lambda ev: succeeded_count(ev, "first") == 1, 60, "first")
+    cluster.kill(active)
+    await cluster.wait_until(child, lambda ev: succeeded_count(ev, "second") == 1, 60, "second")
+    async with cluster.client() as client:
+        await client.signal(run_id, "gate", {"ok": True})
+    state = await cluster.finished(run_id)
+    assert state.status == "succeeded", state.reason
+    assert [state.nodes[t].instances[0].attempt for t in ("sub", "gate")] == [1, 1]
+    events = await cluster.events(run_id)
+    assert not [e for e in events if isinstance(e, TaskFailed)]
+    logs = "".join(path.read_text() for path in cluster.workdir.glob("coordinator-*.log"))
+    assert "attempt lost" not in logs
 
 
 async def test_coordinator_killed_in_a_fan_out_of_slow_steps_runs_none_twice(
