@@ -222,7 +222,14 @@ class Coordinator:
             raise
         except Exception:
             log.exception("batch handling failed; handling its events one by one")
-            await self._reload(run_id)
+            try:
+                await self._reload(run_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Not held now: the one-by-one path rebuilds it again, and settles (or
+                # dead-letters) each message; the shard's loop goes on for other runs.
+                log.exception("rebuilding the run from its log failed")
             return False
         return True
 

@@ -255,6 +255,9 @@ def _on_failed(state: RunState, event: TaskFailed) -> None:
     if found is None or found[1].status not in IN_FLIGHT:
         return
     node, inst = found
+    if node.spec.wait is not None:
+        # No longer waiting: a signal already here releases its next attempt instead.
+        state.signal_due.pop((event.task, event.index), None)
     node.inflight -= 1
     inst.error = event.error
     inst.reason = event.reason
@@ -393,6 +396,7 @@ def _on_completed(state: RunState, event: RunCompleted) -> None:
     state.evaluable.clear()
     state.dispatchable.clear()
     state.retry_due.clear()
+    state.signal_due.clear()
 
 
 _HANDLERS: dict[type[Event], Callable[[RunState, Any], None]] = {

@@ -63,6 +63,15 @@ class Sim:
         fold(self.state, event)
         return self._advance()
 
+    def send_together(self, *events: Event) -> list[Event]:
+        """Deliver external events that arrived together: the coordinator folds a batch
+        of one run's events, then decides once."""
+        for event in events:
+            self.ids.add(event.id)
+            self.log.append(event)
+            fold(self.state, event)
+        return self._advance()
+
     def _advance(self) -> list[Event]:
         made = settle(self.state)
         for decision in made:

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from contracts.codec import decode_tasks
+from contracts.errors import ConveyorError
 from contracts.events import (
     Event,
     RunSubmitted,
@@ -119,6 +120,7 @@ class StallingRunLog(MemoryRunLog):
     def __init__(self) -> None:
         super().__init__()
         self.fail_next_append = False
+        self.fail_next_load = False
         self.loading = asyncio.Event()
         self.let_load = asyncio.Event()
         self.let_load.set()
@@ -134,7 +136,21 @@ class StallingRunLog(MemoryRunLog):
     async def load(self, run_id: str) -> tuple[bytes | None, list[Event]]:
         self.loading.set()
         await self.let_load.wait()
+        if self.fail_next_load:
+            self.fail_next_load = False
+            raise ConveyorError("the log could not be read")
         return await super().load(run_id)
+
+
+async def submitted_and_held(
+    coordinator: Coordinator, store: MemoryRunLog, transport: MemoryTransport
+) -> str:
+    """A new run of ``FANOUT``, once ``coordinator`` holds it."""
+    run_id = await Client(store, transport).submit(FANOUT, {})
+    async with asyncio.timeout(10):
+        while not coordinator.holds(run_id):
+            await asyncio.sleep(0.01)
+    return run_id
 
 
 async def test_a_run_rebuilt_after_a_failed_batch_is_driven_here_throughout() -> None:
@@ -144,10 +160,7 @@ async def test_a_run_rebuilt_after_a_failed_batch_is_driven_here_throughout() ->
     coordinator = Coordinator(transport, store)
     await coordinator.start()
     try:
-        run_id = await Client(store, transport).submit(FANOUT, {})
-        async with asyncio.timeout(10):
-            while not coordinator.holds(run_id):
-                await asyncio.sleep(0.01)
+        run_id = await submitted_and_held(coordinator, store, transport)
         assert coordinator.drives(run_id)
         store.loading, store.let_load = asyncio.Event(), asyncio.Event()
         store.fail_next_append = True
@@ -162,5 +175,27 @@ async def test_a_run_rebuilt_after_a_failed_batch_is_driven_here_throughout() ->
             assert await handling is False  # its events go one by one after this
         assert coordinator.holds(run_id) and coordinator.drives(run_id)
         assert not coordinator.drives("another-run")
+    finally:
+        await coordinator.stop()
+
+
+async def test_a_run_whose_rebuild_fails_after_a_failed_batch_is_left_to_the_one_by_one_path() -> (
+    None
+):
+    """A batch fails, and so does rebuilding its run: the batch's events go one by one
+    (which settle or dead-letter each), and the shard's loop is not ended by it."""
+    transport, store = MemoryTransport(), StallingRunLog()
+    coordinator = Coordinator(transport, store)
+    await coordinator.start()
+    try:
+        run_id = await submitted_and_held(coordinator, store, transport)
+        store.fail_next_append = store.fail_next_load = True
+        started = TaskStarted(run_id=run_id, at=time.time(), task="each", index=0)
+        async with asyncio.timeout(10):
+            assert await coordinator.handle_group([started]) is False
+        assert not coordinator.holds(run_id)
+        await coordinator.handle_event(started)  # the one-by-one path
+        assert coordinator.holds(run_id)
+        assert any(isinstance(e, TaskStarted) for e in await store.read(run_id))
     finally:
         await coordinator.stop()

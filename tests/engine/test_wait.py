@@ -8,13 +8,22 @@ import textwrap
 
 import pytest
 
-from contracts.errors import InvalidInput
-from contracts.events import Event, TaskDispatched
+from contracts.errors import ConveyorError, InvalidInput
+from contracts.events import (
+    Event,
+    SignalReceived,
+    TaskDispatched,
+    TaskEvent,
+    TaskFailed,
+    TaskSucceeded,
+)
 from contracts.validation import parse_workflow, resolve_params
-from contracts.vocabulary import RunStatus
+from contracts.vocabulary import FailureKind, RunStatus
 from conveyor.embedded import EmbeddedEngine
+from engine.state import settle
 from engine.state.model import RunState
 from engine.state.replay import replay
+from tests.engine.sim import Sim
 
 APPROVAL = """
 name: release
@@ -104,3 +113,40 @@ async def test_a_signal_that_comes_before_the_wait_is_kept(engine: EmbeddedEngin
 def test_wait_steps_check_their_signal_name() -> None:
     with pytest.raises(InvalidInput, match="signal"):
         parse_workflow("name: w\ntasks: [{name: a, wait: {signal: 'not a name'}}]")
+
+
+def test_a_signal_that_arrives_with_its_wait_s_lost_attempt_is_kept_for_the_next() -> None:
+    # Together in one batch: the wait is released and its attempt fails (lost). The
+    # release must not be decided again and again for an attempt no longer waiting.
+    sim = Sim(APPROVAL.replace("TIMEOUT", "1h"))
+    sim.started("build")
+    sim.ok("build")
+    assert ("approval", 0, 1) in sim.dispatched()
+    signal = SignalReceived(
+        run_id=sim.run_id, at=sim.now, name="approval", data={"by": "ann"}, key="k"
+    )
+    lost = TaskFailed(
+        run_id=sim.run_id, at=sim.now, task="approval", error="gone", reason=FailureKind.LOST
+    )
+    decided = sim.send_together(signal, lost)
+    assert [(e.kind, e.task, e.attempt) for e in decided if isinstance(e, TaskEvent)] == [
+        ("retry_scheduled", "approval", 2)
+    ]
+    sim.fire("approval", attempt=2)
+    assert ("approval", 0, 2) in sim.dispatched()
+    [released] = [e for e in sim.last_decisions if isinstance(e, TaskSucceeded)]
+    assert (released.attempt, released.result) == (2, {"by": "ann"})
+    assert ("ship", 0, 1) in sim.dispatched()
+
+
+def test_a_state_that_never_settles_fails_its_handling_saying_what_repeats() -> None:
+    # A fault in the core (a wait released again and again for an attempt that no
+    # longer waits, as before the fix above) must fail the run's handling, not spin.
+    sim = Sim(APPROVAL.replace("TIMEOUT", "1h"))
+    sim.started("build")
+    sim.ok("build")
+    sim.fail("approval", reason=FailureKind.LOST)
+    sim.state.signals["approval"] = {"by": "ann"}
+    sim.state.signal_due[("approval", 0)] = None  # the fault, made by hand
+    with pytest.raises(ConveyorError, match=r"do not settle.*approval/0/1/task_succeeded"):
+        settle(sim.state)
