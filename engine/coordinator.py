@@ -31,7 +31,6 @@ from contracts.ports import ArtifactStore, RunLog, Timers, Transport
 from contracts.supervision import Supervisor, stop_loops
 from contracts.topology import ShardMap, shard_queue
 from contracts.validation import check_submission
-from contracts.vocabulary import AttemptRef, TaskStatus
 from engine.announce import ANNOUNCE_AGAIN_AFTER, AnnounceLevel, Announcer
 from engine.appended import AppendedEvents
 from engine.claims import hydrate
@@ -44,6 +43,7 @@ from engine.shards import WATCH_INTERVAL, ShardQueues
 from engine.state import fold, new_state, settle, snapshot
 from engine.state.decide import lost_with_their_process
 from engine.state.model import RunState
+from engine.state.subflows import children_running
 from engine.timers import LoopTimers
 from engine.tracing import run_span
 from engine.waiters import RunWaiters
@@ -224,11 +224,7 @@ class Coordinator:
             log.exception("batch handling failed; handling its events one by one")
             try:
                 await self._reload(run_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Not held now: the one-by-one path rebuilds it again, and settles (or
-                # dead-letters) each message; the shard's loop goes on for other runs.
+            except Exception:  # the one-by-one path rebuilds it again, or dead-letters
                 log.exception("rebuilding the run from its log failed")
             return False
         return True
@@ -382,14 +378,8 @@ class Coordinator:
         for hook in self._on_recover:
             hook(state)
         await self._effects.arm_timers(state)
-        now = self._clock()
-        for node in state.nodes.values():
-            if self._leases is None or not node.spec.runs_on_a_worker:
-                continue  # a wait, or a child run: no worker beats for it
-            for index, inst in enumerate(node.instances):
-                if inst.status == TaskStatus.RUNNING:
-                    # A grace period for its worker's next heartbeat.
-                    self._leases.grant(AttemptRef(run_id, node.spec.name, index, inst.attempt), now)
+        if self._leases is not None:
+            self._leases.grant_running(state, self._clock())
         if resend != "none":
             await self._resend(state, None if resend == "all" else unsent)
         await self._apply(state, [])
@@ -409,6 +399,11 @@ class Coordinator:
             await self._resend(state, None)
         if state is None or state.finished or not message.steps_lost:
             return
+        # Its child runs died with it: taken up with it, not started all over again.
+        for child in children_running(state):
+            if self._held.live(child) is None:
+                with structlog.contextvars.bound_contextvars(run_id=child):
+                    await self._resume(ResumeRun(run_id=child, at=message.at, steps_lost=True))
         lost = lost_with_their_process(state, message.at)
         if lost:
             await self._apply(state, lost)

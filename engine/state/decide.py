@@ -99,8 +99,9 @@ def decide(state: RunState) -> list[Event]:
 
 
 def lost_with_their_process(state: RunState, at: float) -> list[Event]:
-    """The attempts running when the process that ran them ended (a local run's): nothing
-    will ever report on them, so they fail as lost and run again."""
+    """The attempts running on workers when the process that ran them ended (a local
+    run's): nothing will ever report on them, so they fail as lost and run again. A wait
+    goes on waiting, and a workflow step's attempt is its child run, taken up with it."""
     return [
         TaskFailed(
             run_id=state.run_id,
@@ -112,6 +113,7 @@ def lost_with_their_process(state: RunState, at: float) -> list[Event]:
             reason=FailureKind.LOST,
         )
         for node in state.nodes.values()
+        if node.spec.runs_on_a_worker
         for index, inst in enumerate(node.instances)
         if inst.status == TaskStatus.RUNNING
     ]

@@ -120,6 +120,17 @@ def children_started(state: RunState) -> list[str]:
     ]
 
 
+def children_running(state: RunState) -> list[str]:
+    """The ids of the child runs the run's workflow steps are waiting on now."""
+    return [
+        child_run_id(state.run_id, node.spec.name, index, inst.attempt)
+        for node in state.nodes.values()
+        if node.spec.workflow is not None
+        for index, inst in enumerate(node.instances)
+        if inst.status == TaskStatus.RUNNING
+    ]
+
+
 def children_to_stop(state: RunState) -> list[RunCancelRequested]:
     """The child runs a run that ended leaves behind: one per attempt of its workflow
     steps cut short by the end (cancelled; a child already ended ignores it)."""

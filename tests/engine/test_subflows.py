@@ -13,12 +13,17 @@ from typing import Any
 import pytest
 
 from contracts.errors import Conflict
-from contracts.events import Event, RunSubmitted, TaskStarted
+from contracts.events import Event, RunSubmitted, TaskFailed, TaskStarted, TaskSucceeded
+from contracts.messages import ResumeRun
 from contracts.validation import parse_workflow, resolve_params
 from conveyor.embedded import EmbeddedEngine
+from engine.client import Client
+from engine.coordinator import Coordinator
 from engine.retention import Retention, prune
+from engine.runlog.memory import MemoryRunLog
 from engine.state.model import RunState
 from engine.state.subflows import child_run_id
+from engine.transport.memory import MemoryTransport
 
 CHILD = """
 name: train
@@ -255,3 +260,56 @@ async def test_a_prune_that_finds_a_parent_and_its_children_together_counts_each
     )
     assert done.deleted == 15 == len(gone) == len(set(gone))
     assert await engine.client.runs() == []
+
+
+LONG_PARTS = parse_workflow(
+    """
+name: long-parts
+tasks:
+  - name: sub
+    workflow:
+      spec:
+        name: slow-child
+        tasks:
+          - name: slow
+            script: sleep 60
+  - name: gate
+    wait: {}
+"""
+)
+"""Nothing consumes the task queue here: ``slow`` ends when the test reports it."""
+
+
+async def test_a_local_run_taken_up_takes_up_its_child_runs_and_keeps_waiting() -> None:
+    # A local run's process died with the child run it drove: resumed, the parent takes
+    # the child up with it. Its workflow step and its wait keep their first attempts.
+    transport, store = MemoryTransport(), MemoryRunLog()  # both outlive the process
+    first = Coordinator(transport, store)
+    await first.start()
+    client = Client(store, transport)
+    run_id = await client.submit(LONG_PARTS, {})
+    child = child_run_id(run_id, "sub", 0, 1)
+    async with asyncio.timeout(10):
+        while not (first.holds(run_id) and first.holds(child)):
+            await asyncio.sleep(0.01)
+    await first.stop()  # the process ends: nothing drives either run now
+
+    second = Coordinator(transport, store)
+    await second.start()
+    try:
+        await second.handle(ResumeRun(run_id=run_id, at=time.time(), steps_lost=True))
+        assert second.holds(child)
+        for event in (
+            TaskStarted(run_id=child, at=time.time(), task="slow"),
+            TaskSucceeded(run_id=child, at=time.time(), task="slow", result="done"),
+        ):
+            await second.handle_event(event)
+        await client.signal(run_id, "gate", {"ok": True})
+        async with asyncio.timeout(10):
+            state = await second.wait(run_id)
+    finally:
+        await second.stop()
+    assert state.status == "succeeded", state.reason
+    assert [state.nodes[t].instances[0].attempt for t in ("sub", "gate")] == [1, 1]
+    assert not [e for e in await store.read(run_id) if isinstance(e, TaskFailed)]
+    assert await store.summary(child_run_id(run_id, "sub", 0, 2)) is None
