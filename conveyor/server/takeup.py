@@ -11,6 +11,7 @@ engine nor its lock may show yet, and two checks apart are not in that instant.
 
 The steps of such a run died with its process, so what was running runs again (a
 resume with its steps lost). A run a process drives (its lock is held) is never taken.
+A child run whose parent is taken up goes with its parent.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncio
 import structlog
 
 from contracts.errors import Conflict
+from contracts.vocabulary import CHILD_TRIGGER
 from conveyor.server.served import ServedClient
 
 log = structlog.get_logger("conveyor.server")
@@ -47,9 +49,19 @@ async def take_up_stalled(client: ServedClient, seen: set[str] | None) -> set[st
     log.debug("looked for runs no process drives", undriven=len(undriven))
     taken = undriven if seen is None else undriven & seen
     for run_id in sorted(taken):
+        if await _its_parent_is_taken_up(client, run_id, taken):
+            continue
         log.warning("taking up a run no process drives (its process died)", run_id=run_id)
         await _take_up(client, run_id)
     return undriven - taken
+
+
+async def _its_parent_is_taken_up(client: ServedClient, run_id: str, taken: set[str]) -> bool:
+    """Whether the run is a child run whose parent is taken up too. The parent takes it up
+    with it; taken up again, as a run of its own, its steps would be sent twice."""
+    summary = await client.store.summary(run_id)
+    trigger = summary.trigger if summary is not None else ""
+    return trigger.startswith(CHILD_TRIGGER) and trigger.removeprefix(CHILD_TRIGGER) in taken
 
 
 async def _take_up(client: ServedClient, run_id: str) -> None:

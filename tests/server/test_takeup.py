@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import cast
 
 from contracts.errors import Conflict, Problem
+from contracts.ports import RunSummary
+from contracts.vocabulary import CHILD_TRIGGER
 from conveyor.server.served import ServedClient
 from conveyor.server.takeup import take_up_left_unfinished, take_up_stalled
 
@@ -15,12 +17,21 @@ class Home:
 
     def __init__(self, **driven: bool) -> None:
         self.driven = driven
+        self.parents: dict[str, str] = {}
+        """The parent run of each child run."""
         self.resumed: list[tuple[str, bool]] = []
         self.taken_meanwhile: set[str] = set()
         self.store = self
 
     async def running(self) -> list[str]:
         return list(self.driven)
+
+    async def summary(self, run_id: str) -> RunSummary:
+        parent = self.parents.get(run_id)
+        trigger = "cli" if parent is None else f"{CHILD_TRIGGER}{parent}"
+        return RunSummary(
+            run_id=run_id, workflow="w", state="running", submitted_at=0.0, trigger=trigger
+        )
 
     def stalled(self, run_id: str) -> bool:
         return not self.driven[run_id]
@@ -68,3 +79,13 @@ async def test_at_the_start_every_undriven_run_is_taken_up_at_once() -> None:
     home = Home(held=True, left=False, also_left=False)
     await take_up_left_unfinished(served(home))
     assert sorted(home.resumed) == [("also_left", True), ("left", True)]
+
+
+async def test_a_child_run_goes_with_its_parent_and_alone_only_if_its_parent_is_not_taken_up() -> (
+    None
+):
+    home = Home(parent=False, child=False, orphaned_child=False)
+    home.parents.update(child="parent", orphaned_child="gone")
+    await take_up_left_unfinished(served(home))
+    # Resumed, the parent takes its child up itself; a second resume would resend its steps.
+    assert sorted(home.resumed) == [("orphaned_child", True), ("parent", True)]
