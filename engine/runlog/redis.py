@@ -383,7 +383,9 @@ class RedisRunLog:
                 return new
 
     async def find_run(self, prefix: str) -> str:
-        if await self._redis.exists(key(prefix, "summary")):
+        # By its id, a run is found from its first append: its index row is written by
+        # the round trip after it, and whoever follows the log can read it before.
+        if await self._redis.exists(key(prefix, "summary"), key(prefix, "events")):
             return prefix
         matches: list[str] = []
         async for found in self._redis.scan_iter(

@@ -230,6 +230,29 @@ async def test_redis_reads_the_lines_stored_before_the_log_index(redis_url: str)
         await store.close()
 
 
+async def test_redis_finds_a_run_by_its_id_before_its_index_row_is_written(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index row follows the append by a round trip; a reader that saw the run's
+    first events (a follower) must find the run by its id in between."""
+    store = RedisRunLog(redis_url)
+    run_id = "appended-not-yet-indexed"
+
+    async def row_not_written_yet(*_args: Any) -> None:
+        return None
+
+    try:
+        monkeypatch.setattr(store, "_update_index", row_not_written_yet)
+        await store.append(run_id, [submitted(run_id)])
+        assert await store.summary(run_id) is None  # the window
+        assert await store.find_run(run_id) == run_id
+        with pytest.raises(NotFound):
+            await store.find_run("appended-not")  # a prefix needs the row
+    finally:
+        await store._redis.delete(key(run_id, "events"), key(run_id, "ids"))
+        await store.close()
+
+
 async def test_redis_pages_the_lines_stored_before_the_page_order(redis_url: str) -> None:
     """A run whose lists were written before the page order was kept (only the index by
     name) is paged by reading its lines whole: the same pages, not fewer lines."""
