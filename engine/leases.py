@@ -1,9 +1,10 @@
 """Leases on started attempts: a worker's heartbeats renew them; an expired one is lost.
 
-The coordinator grants a lease when an attempt a worker runs starts (or, on recovery, to every
-attempt the log says is running, as a grace period for its worker's next beat) and
-releases it when the attempt's outcome arrives. An attempt whose lease is not renewed
-within the timeout is declared lost and runs again.
+The coordinator grants a lease when an attempt a worker runs starts (or, on recovery,
+to every such attempt the log says is running, as a grace period for its worker's next
+beat) and releases it when the attempt's outcome arrives. An attempt whose lease is not
+renewed within the timeout is declared lost and runs again. A wait step and a workflow
+step's child run have no worker beating for them, and no lease.
 """
 
 from __future__ import annotations
