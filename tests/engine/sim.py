@@ -110,17 +110,26 @@ class Sim:
         reason: str = "error",
         retryable: bool = True,
     ) -> list[Event]:
-        return self.send(
-            TaskFailed(
-                run_id=self.run_id,
-                at=self.now,
-                task=task,
-                index=index,
-                attempt=attempt,
-                error="boom",
-                reason=reason,
-                retryable=retryable,  # type: ignore[arg-type]
-            )
+        return self.send(self.failure(task, index, attempt, reason, retryable))
+
+    def failure(
+        self,
+        task: str,
+        index: int = 0,
+        attempt: int = 1,
+        reason: str = "error",
+        retryable: bool = True,
+    ) -> TaskFailed:
+        """The failure of an attempt, now (to send, alone or with others)."""
+        return TaskFailed(
+            run_id=self.run_id,
+            at=self.now,
+            task=task,
+            index=index,
+            attempt=attempt,
+            error="boom",
+            reason=reason,  # type: ignore[arg-type]
+            retryable=retryable,
         )
 
     def fire(self, task: str, index: int = 0, attempt: int = 2) -> list[Event]:

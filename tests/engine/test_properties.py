@@ -1,4 +1,7 @@
-"""Property: any DAG, any mix of outcomes, any delivery order, always terminates cleanly."""
+"""Property: any DAG, any mix of outcomes, any delivery order, always terminates cleanly.
+
+Outcomes include what the engine itself reports: attempts lost (a lease ran out) and
+signals to wait steps, alone or in one batch with the loss of the wait's attempt."""
 
 from __future__ import annotations
 
@@ -7,9 +10,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts.events import Event, RetryScheduled, TaskDispatched
+from contracts.events import Event, RetryScheduled, SignalReceived, TaskDispatched
 from contracts.validation import workflow_from_data
-from contracts.vocabulary import TERMINAL, TaskStatus
+from contracts.vocabulary import TERMINAL, FailureKind, TaskStatus
 from engine.state import fold, replay, snapshot
 from tests.engine.sim import Sim
 from tests.engine.tallies import kept, read_whole
@@ -21,6 +24,8 @@ def workflows(draw: st.DrawFn) -> dict[str, Any]:
     tasks = []
     for i in range(n):
         task: dict[str, Any] = {"name": f"t{i}", "script": "echo"}
+        if draw(st.integers(0, 4)) == 0:
+            task = {"name": f"t{i}", "wait": {}}  # released by the signal of its name
         if i:
             deps = draw(st.lists(st.integers(0, i - 1), max_size=3, unique=True))
             if deps:
@@ -39,6 +44,9 @@ def workflows(draw: st.DrawFn) -> dict[str, Any]:
             task["when"] = draw(st.sampled_from(["True", "False", "params.go"]))
         tasks.append(task)
     return {"name": "prop", "params": {"go": draw(st.booleans())}, "tasks": tasks}
+
+
+OUTCOMES = ["ok", "ok", "error", "fatal", "timeout", "lost"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -72,12 +80,20 @@ def test_random_dags_always_terminate_with_every_task_final(
             task, index, attempt = inflight.pop(
                 data.draw(st.integers(0, len(inflight) - 1), label="which")
             )
-            outcome = data.draw(
-                st.sampled_from(["ok", "ok", "error", "fatal", "timeout"]), label="outcome"
-            )
+            waits = sim.state.nodes[task].spec.wait is not None
+            kinds = ["signal", "lost", "signal+lost", "timeout"] if waits else OUTCOMES
+            outcome = data.draw(st.sampled_from(kinds), label="outcome")
             sim.tick(0.5)
             position = len(sim.log)
-            if outcome == "ok":
+            lost = sim.failure(task, index, attempt, reason=FailureKind.LOST)
+            signal = SignalReceived(run_id=sim.run_id, at=sim.now, name=task, key=f"{position}")
+            if outcome == "signal":
+                sim.send(signal)
+            elif outcome == "lost":
+                sim.send(lost)
+            elif outcome == "signal+lost":
+                sim.send_together(signal, lost)
+            elif outcome == "ok":
                 sim.ok(task, index, attempt, result=index)
             else:
                 sim.fail(

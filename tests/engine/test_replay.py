@@ -8,8 +8,10 @@ import pytest
 
 from contracts.codec import decode_event
 from contracts.errors import ReplayDivergence
-from contracts.events import Event, RunCompleted, TaskSucceeded
+from contracts.events import Event, RunCompleted, SignalReceived, TaskFailed, TaskSucceeded
+from contracts.vocabulary import FailureKind
 from engine.state import replay
+from tests.engine.sim import Sim
 
 LOGS = Path(__file__).parent.parent / "data" / "logs"
 
@@ -74,3 +76,17 @@ def test_lenient_replay_of_an_interrupted_log_leaves_the_run_open() -> None:
 def test_a_log_must_start_with_its_submission() -> None:
     with pytest.raises(ReplayDivergence, match="run_submitted"):
         replay(load("diamond_succeeded.jsonl")[1:])
+
+
+def test_strict_replay_knows_a_wait_s_release_decided_after_another_decision() -> None:
+    # One batch: a signal releasing two waiting items, and item 0's attempt lost. The
+    # engine decides item 0's retry, then item 1's release (a success, the kind a
+    # worker reports, decided here): the log agrees with the engine.
+    sim = Sim("name: waits\ntasks: [{name: hold, items: [0, 1], wait: {}}]")
+    signal = SignalReceived(run_id=sim.run_id, at=sim.now, name="hold", key="k")
+    lost = TaskFailed(
+        run_id=sim.run_id, at=sim.now, task="hold", error="gone", reason=FailureKind.LOST
+    )
+    decided = sim.send_together(signal, lost)
+    assert [(e.kind, e.index) for e in decided] == [("retry_scheduled", 0), ("task_succeeded", 1)]
+    assert replay(sim.log, strict=True).nodes["hold"].instances[1].status == "succeeded"
