@@ -111,6 +111,7 @@ class Coordinator:
         self._held = HeldRuns()
         self._appended = AppendedEvents()
         self._snapshotted: dict[str, int] = {}
+        self._retaken: set[str] = set()  # unfinished runs taken up here, their steps lost
         self._waiters = RunWaiters()
         self.announcer = Announcer(transport, announce, runlog, marks=marks_announced)
         """Publishes the state changes of the runs handled here; its
@@ -344,6 +345,7 @@ class Coordinator:
         # Spacing of the snapshots of a run going on: a long-lived coordinator sees
         # millions of runs end.
         self._snapshotted.pop(state.run_id, None)
+        self._retaken.discard(state.run_id)
         self._waiters.ended(state)
 
     # -- runs held in memory ------------------------------------------------------------
@@ -391,6 +393,8 @@ class Coordinator:
     async def _resume(self, message: ResumeRun) -> None:
         # With its steps, the process that ran it lost its queues: what it had
         # dispatched and not started is sent again, and what it was running has failed.
+        if message.steps_lost and message.run_id in self._retaken:
+            return  # a second resume: the steps it runs now are this process's own
         resend: Resend = "all" if message.steps_lost else "unsent"
         state = self._held.live(message.run_id)
         if state is None:
@@ -399,6 +403,7 @@ class Coordinator:
             await self._resend(state, None)
         if state is None or state.finished or not message.steps_lost:
             return
+        self._retaken.add(message.run_id)
         # Its child runs died with it: taken up with it, not started all over again.
         for child in children_running(state):
             if self._held.live(child) is None:

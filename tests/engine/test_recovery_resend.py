@@ -199,3 +199,27 @@ async def test_a_run_whose_rebuild_fails_after_a_failed_batch_is_left_to_the_one
         assert any(isinstance(e, TaskStarted) for e in await store.read(run_id))
     finally:
         await coordinator.stop()
+
+
+async def test_a_second_resume_of_a_run_taken_up_with_its_steps_lost_sends_nothing_again() -> None:
+    """Two resumes of a local run at once (two terminals): the first takes it up and
+    sends its dispatched steps again; the second finds the run taken up here, and the
+    steps it would send again are this process's own."""
+    transport, store = MemoryTransport(), MemoryRunLog()
+    first = Coordinator(transport, store)
+    await first.start()
+    run_id = await submitted_and_held(first, store, transport)
+    async with asyncio.timeout(10):
+        while (await transport.queue_depth(task_queue("default"))) != 2:
+            await asyncio.sleep(0.01)  # the dispatch of items 0 and 1
+    await first.stop()
+
+    second = Coordinator(transport, store)
+    await second.start()
+    try:
+        await second.handle(ResumeRun(run_id=run_id, at=time.time(), steps_lost=True))
+        assert await queued(transport) == {(0, 1): 2, (1, 1): 2}  # its queues were lost
+        await second.handle(ResumeRun(run_id=run_id, at=time.time(), steps_lost=True))
+        assert await queued(transport) == {(0, 1): 2, (1, 1): 2}
+    finally:
+        await second.stop()
