@@ -363,13 +363,13 @@ class Coordinator:
                 blob, events = await self._runlog.load(run_id)
             except NotFound:
                 return None
-            unsent = last_dispatches(events)
             if blob is not None:
                 state = snapshot.load(blob)
             else:
                 first = events.pop(0)
                 assert isinstance(first, RunSubmitted)
                 state = new_state(first)
+            unsent = last_dispatches(events, state)  # the first, if popped, is an input
             for event in events:
                 fold(state, await hydrate(event, self._artifacts))
             self._snapshotted[run_id] = state.events_folded

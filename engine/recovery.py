@@ -13,6 +13,7 @@ from typing import Literal
 
 from contracts.events import Event, TaskDispatched
 from contracts.vocabulary import TaskStatus
+from engine.state.decide import decided_here
 from engine.state.model import RunState
 
 Resend = Literal["unsent", "all", "none"]
@@ -23,7 +24,7 @@ Attempt = tuple[str, int, int]
 """Task, item, attempt."""
 
 
-def last_dispatches(events: list[Event]) -> set[Attempt]:
+def last_dispatches(events: list[Event], state: RunState) -> set[Attempt]:
     """The dispatches among the decisions at the end of a run's log: the only ones whose
     message may not have been published.
 
@@ -31,11 +32,11 @@ def last_dispatches(events: list[Event]) -> set[Attempt]:
     before it takes the run's next event. So a dispatch followed in the log by an
     incoming event went out; only the decisions after the last incoming one may not
     have. (A snapshot is saved once its decisions are published: an empty ``events``
-    after it leaves nothing pending.)
+    after it leaves nothing pending.) A wait's release among them is a decision too.
     """
     last: set[Attempt] = set()
     for event in reversed(events):
-        if not event.decided:
+        if not decided_here(state, event):
             break
         if isinstance(event, TaskDispatched):
             last.add((event.task, event.index, event.attempt))

@@ -98,6 +98,17 @@ def decide(state: RunState) -> list[Event]:
     return out
 
 
+def decided_here(state: RunState, event: Event) -> bool:
+    """Whether the coordinator decided ``event``: every decided kind, and a wait's release,
+    a success (the kind a worker reports) of a step no worker runs."""
+    if event.decided:
+        return True
+    if not isinstance(event, TaskSucceeded):
+        return False
+    node = state.nodes.get(event.task)
+    return node is not None and node.spec.wait is not None
+
+
 def lost_with_their_process(state: RunState, at: float) -> list[Event]:
     """The attempts running on workers when the process that ran them ended (a local
     run's): nothing will ever report on them, so they fail as lost and run again. A wait

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from contracts.errors import ReplayDivergence
 from contracts.events import Event, RunSubmitted
-from engine.state.decide import decide
+from engine.state.decide import decide, decided_here
 from engine.state.fold import fold, new_state
 from engine.state.model import RunState
 
@@ -33,9 +33,7 @@ def replay(events: Iterable[Event], *, strict: bool = False) -> RunState:
                 f"event #{position} belongs to run {event.run_id!r}, not {state.run_id!r}"
             )
         if strict:
-            # A wait's release is decided, though a step's success of the same kind is
-            # reported: it is recognised by being the decision due next.
-            if event.decided or (expected and expected[0] == event):
+            if decided_here(state, event):
                 if not expected:
                     expected.extend(decide(state))
                 want = expected.popleft() if expected else None

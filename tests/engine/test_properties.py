@@ -47,6 +47,9 @@ def workflows(draw: st.DrawFn) -> dict[str, Any]:
 
 
 OUTCOMES = ["ok", "ok", "error", "fatal", "timeout", "lost"]
+WAIT_OUTCOMES = ["signal", "lost", "signal+lost", "timeout", "signal+timeout"]
+"""A wait ends by its signal, its timeout, or its attempt lost; a signal can come in one
+batch with either of the others."""
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -81,7 +84,7 @@ def test_random_dags_always_terminate_with_every_task_final(
                 data.draw(st.integers(0, len(inflight) - 1), label="which")
             )
             waits = sim.state.nodes[task].spec.wait is not None
-            kinds = ["signal", "lost", "signal+lost", "timeout"] if waits else OUTCOMES
+            kinds = WAIT_OUTCOMES if waits else OUTCOMES
             outcome = data.draw(st.sampled_from(kinds), label="outcome")
             sim.tick(0.5)
             position = len(sim.log)
@@ -93,6 +96,8 @@ def test_random_dags_always_terminate_with_every_task_final(
                 sim.send(lost)
             elif outcome == "signal+lost":
                 sim.send_together(signal, lost)
+            elif outcome == "signal+timeout":
+                sim.send_together(signal, sim.failure(task, index, attempt, reason="timeout"))
             elif outcome == "ok":
                 sim.ok(task, index, attempt, result=index)
             else:

@@ -30,6 +30,7 @@ from engine.recovery import dispatched_again, last_dispatches
 from engine.runlog.memory import MemoryRunLog
 from engine.state.fold import fold, new_state
 from engine.transport.memory import MemoryTransport
+from tests.engine.sim import Sim
 
 FANOUT = parse_workflow(
     """
@@ -48,12 +49,23 @@ def dispatched(task: str, index: int, attempt: int = 1) -> TaskDispatched:
 
 
 def test_the_dispatches_that_may_not_have_gone_out_are_those_after_the_last_input() -> None:
+    state = Sim("name: r\ntasks: [{name: a, items: [0, 1, 2], script: echo}]").state
     started = TaskStarted(run_id="r", at=1.0, task="a", index=0)
     log: list[Event] = [dispatched("a", 0), dispatched("a", 1), started, dispatched("a", 2)]
-    assert last_dispatches(log) == {("a", 2, 1)}
-    assert last_dispatches(log[:2]) == {("a", 0, 1), ("a", 1, 1)}
-    assert last_dispatches(log[:3]) == set()
-    assert last_dispatches([]) == set()  # all of it in a snapshot, saved once sent
+    assert last_dispatches(log, state) == {("a", 2, 1)}
+    assert last_dispatches(log[:2], state) == {("a", 0, 1), ("a", 1, 1)}
+    assert last_dispatches(log[:3], state) == set()
+    assert last_dispatches([], state) == set()  # all of it in a snapshot, saved once sent
+
+
+def test_a_wait_released_after_a_dispatch_in_the_same_decisions_does_not_hide_it() -> None:
+    # A signal came before: the wait is released in the pass after its dispatch, and
+    # the dispatch of ``a`` beside it may not have gone out either.
+    sim = Sim("name: r\ntasks: [{name: a, script: echo}, {name: w, wait: {}}]")
+    release = TaskSucceeded(run_id=sim.run_id, at=1.0, task="w", result=None)
+    started = TaskStarted(run_id=sim.run_id, at=1.0, task="a")
+    log: list[Event] = [started, dispatched("a", 0), dispatched("w", 0), release]
+    assert last_dispatches(log, sim.state) == {("a", 0, 1), ("w", 0, 1)}
 
 
 def test_only_attempts_still_dispatched_are_sent_again() -> None:
