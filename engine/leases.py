@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable, Iterable
 import structlog
 
 from contracts.events import Event, TaskFailed
-from contracts.vocabulary import AttemptRef, FailureKind, TaskStatus
+from contracts.vocabulary import AttemptRef, FailureKind
+from engine.state.decide import running_on_workers
 from engine.state.model import RunState
 
 log = structlog.get_logger("conveyor.coordinator")
@@ -35,12 +36,8 @@ class Leases:
     def grant_running(self, state: RunState, now: float) -> None:
         """Grant a lease to every attempt of the run a worker is running (a run taken up
         from its log: a grace period for each worker's next heartbeat)."""
-        for node in state.nodes.values():
-            if not node.spec.runs_on_a_worker:
-                continue  # a wait, or a child run: no worker beats for it
-            for index, inst in enumerate(node.instances):
-                if inst.status == TaskStatus.RUNNING:
-                    self.grant(AttemptRef(state.run_id, node.spec.name, index, inst.attempt), now)
+        for ref in running_on_workers(state):
+            self.grant(ref, now)
 
     def renew(self, refs: Iterable[AttemptRef], now: float) -> None:
         """Renew the leases of these attempts; one not held here is not taken up."""

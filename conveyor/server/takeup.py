@@ -21,8 +21,8 @@ import asyncio
 import structlog
 
 from contracts.errors import Conflict
-from contracts.vocabulary import CHILD_TRIGGER
 from conveyor.server.served import ServedClient
+from engine.runlog.index import parent_of
 
 log = structlog.get_logger("conveyor.server")
 
@@ -60,8 +60,7 @@ async def _its_parent_is_taken_up(client: ServedClient, run_id: str, taken: set[
     """Whether the run is a child run whose parent is taken up too. The parent takes it up
     with it; taken up again, as a run of its own, its steps would be sent twice."""
     summary = await client.store.summary(run_id)
-    trigger = summary.trigger if summary is not None else ""
-    return trigger.startswith(CHILD_TRIGGER) and trigger.removeprefix(CHILD_TRIGGER) in taken
+    return summary is not None and parent_of(summary) in taken
 
 
 async def _take_up(client: ServedClient, run_id: str) -> None:

@@ -25,7 +25,7 @@ from contracts.events import (
     TaskSucceeded,
     TimerFired,
 )
-from contracts.vocabulary import FailureKind, RunStatus, TaskStatus
+from contracts.vocabulary import AttemptRef, FailureKind, RunStatus, TaskStatus
 from engine.state.context import evaluate_items, evaluate_when, run_outputs
 from engine.state.model import Node, RunState
 
@@ -117,12 +117,21 @@ def lost_with_their_process(state: RunState, at: float) -> list[Event]:
         TaskFailed(
             run_id=state.run_id,
             at=at,
-            task=node.spec.name,
-            index=index,
-            attempt=inst.attempt,
+            task=ref.task,
+            index=ref.index,
+            attempt=ref.attempt,
             error="its process ended while it ran",
             reason=FailureKind.LOST,
         )
+        for ref in running_on_workers(state)
+    ]
+
+
+def running_on_workers(state: RunState) -> list[AttemptRef]:
+    """The run's attempts a worker is running (a wait, or a workflow step's child run,
+    is running on none)."""
+    return [
+        AttemptRef(state.run_id, node.spec.name, index, inst.attempt)
         for node in state.nodes.values()
         if node.spec.runs_on_a_worker
         for index, inst in enumerate(node.instances)
