@@ -122,13 +122,7 @@ def children_started(state: RunState) -> list[str]:
 
 def children_running(state: RunState) -> list[str]:
     """The ids of the child runs the run's workflow steps are waiting on now."""
-    return [
-        child_run_id(state.run_id, node.spec.name, index, inst.attempt)
-        for node in state.nodes.values()
-        if node.spec.workflow is not None
-        for index, inst in enumerate(node.instances)
-        if inst.status == TaskStatus.RUNNING
-    ]
+    return _children_of_attempts_in(state, TaskStatus.RUNNING)
 
 
 def children_to_stop(state: RunState) -> list[RunCancelRequested]:
@@ -136,13 +130,18 @@ def children_to_stop(state: RunState) -> list[RunCancelRequested]:
     steps cut short by the end (cancelled; a child already ended ignores it)."""
     reason = f"its parent run {state.run_id} {state.status}"
     return [
-        RunCancelRequested(
-            run_id=child_run_id(state.run_id, node.spec.name, index, inst.attempt),
-            at=state.now,
-            reason=reason,
-        )
+        RunCancelRequested(run_id=child, at=state.now, reason=reason)
+        for child in _children_of_attempts_in(state, TaskStatus.CANCELLED)
+    ]
+
+
+def _children_of_attempts_in(state: RunState, status: TaskStatus) -> list[str]:
+    """The child runs of the workflow steps' current attempts in ``status`` (an item
+    never dispatched has made no attempt, and has none)."""
+    return [
+        child_run_id(state.run_id, node.spec.name, index, inst.attempt)
         for node in state.nodes.values()
         if node.spec.workflow is not None
         for index, inst in enumerate(node.instances)
-        if inst.status == TaskStatus.CANCELLED and inst.attempt > 0
+        if inst.status == status and inst.attempt > 0
     ]
