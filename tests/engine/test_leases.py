@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
 
 from contracts.errors import NotFound
@@ -19,6 +18,7 @@ from engine.client import Client
 from engine.coordinator import Coordinator
 from engine.runlog.memory import MemoryRunLog
 from engine.transport.memory import MemoryTransport
+from tests.clock import Clock
 
 FLOW = parse_workflow(
     """
@@ -43,17 +43,6 @@ tasks:
 test says so, and nothing of theirs ever beats."""
 
 LEASE = 0.05
-
-
-class Clock:
-    """Time as the coordinator reads it; moved on by the test, so a lease expires when
-    the test says, not after a wait."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def until(store: MemoryRunLog, run_id: str, found: Callable[[Event], bool]) -> None:

@@ -14,19 +14,12 @@ from contracts.ports import TriggerRecord, TriggerStore
 from engine.triggers.stores.memory import MemoryTriggerStore
 from engine.triggers.stores.redis import RedisTriggerStore
 from engine.triggers.stores.sqlite import SqliteTriggerStore
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1_000.0)
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])

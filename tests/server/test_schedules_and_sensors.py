@@ -18,16 +18,9 @@ from engine.triggers.registry import Registry, Served
 from engine.triggers.scheduler import Scheduler
 from engine.triggers.sensors import Sensors
 from engine.triggers.stores.memory import MemoryTriggerStore
+from tests.clock import Clock
 
 START = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC).timestamp()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def every_second(
@@ -60,7 +53,7 @@ class Replica:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(START)
 
 
 @pytest.fixture
