@@ -28,6 +28,7 @@ from contracts.errors import ConveyorError, NotFound
 from contracts.events import Event, RunCompleted, RunSubmitted
 from contracts.messages import Heartbeat, ResumeRun, ShardWake
 from contracts.ports import ArtifactStore, RunLog, Timers, Transport
+from contracts.signing import Role
 from contracts.supervision import Supervisor, stop_loops
 from contracts.topology import ShardMap, shard_queue
 from contracts.validation import check_submission
@@ -40,9 +41,11 @@ from engine.intake import ShardIntake
 from engine.leases import Leases
 from engine.recovery import Attempt, Resend, dispatched_again, last_dispatches
 from engine.shards import WATCH_INTERVAL, ShardQueues
+from engine.snapshots import Snapshots
 from engine.state import fold, new_state, settle, snapshot
 from engine.state.decide import lost_with_their_process
 from engine.state.model import RunState
+from engine.state.reporters import refusal
 from engine.state.subflows import children_running
 from engine.timers import LoopTimers
 from engine.tracing import run_span
@@ -106,11 +109,10 @@ class Coordinator:
             watch_interval=shard_watch_interval,
         )
         self._wake_interval = wake_interval
-        self._snapshot_every = snapshot_every
         self._artifacts = artifacts
         self._held = HeldRuns()
         self._appended = AppendedEvents()
-        self._snapshotted: dict[str, int] = {}
+        self._snapshots = Snapshots(runlog, snapshot_every)
         self._retaken: set[str] = set()  # unfinished runs taken up here, their steps lost
         self._waiters = RunWaiters()
         self.announcer = Announcer(transport, announce, runlog, marks=marks_announced)
@@ -129,7 +131,8 @@ class Coordinator:
             expiry = self._leases.declare_lost(self._clock, self.publish_event)
             self._loops.append(asyncio.create_task(expiry, name="leases"))
         if self._wake_interval is not None:
-            self._loops.append(asyncio.create_task(self._wake_shards(), name="wake"))
+            wakes = self._shard_queues.wake_every(self._wake_interval, self._clock)
+            self._loops.append(asyncio.create_task(wakes, name="wake"))
         for loop in self._loops:
             self.supervisor.watch(loop)
         shards = self._shard_queues.map
@@ -230,7 +233,13 @@ class Coordinator:
             return False
         return True
 
-    async def handle(self, message: CoordinatorInput, shard: int | None = None) -> None:
+    def takes(self, event: Event, sender: Role | None) -> bool:
+        state = self._held.live(event.run_id)
+        return state is None or refusal(state, event, sender) is None
+
+    async def handle(
+        self, message: CoordinatorInput, shard: int | None = None, sender: Role | None = None
+    ) -> None:
         if isinstance(message, Heartbeat):
             if self._leases is not None:
                 self._leases.renew(message.attempts, self._clock())
@@ -240,10 +249,13 @@ class Coordinator:
             with structlog.contextvars.bound_contextvars(run_id=message.run_id):
                 await self._resume(message)
         else:
-            await self.handle_event(message, shard)
+            await self.handle_event(message, shard, sender)
 
-    async def handle_event(self, event: Event, shard: int | None = None) -> None:
-        """Append, fold, decide and act for one incoming event (off queue ``shard``)."""
+    async def handle_event(
+        self, event: Event, shard: int | None = None, sender: Role | None = None
+    ) -> None:
+        """Append, fold, decide and act for one incoming event (off queue ``shard``, from
+        ``sender``: ``engine.state.reporters`` says who may report on which step)."""
         run_id = event.run_id
         state = self._held.get(run_id)
         if shard is not None and not await self._belongs(event, shard):
@@ -263,6 +275,8 @@ class Coordinator:
             log.info("run submitted", workflow=state.workflow.name, tasks=len(state.nodes))
             await self._apply(state, [event], folded=True)
         else:
+            if why := refusal(state, event, sender):
+                raise ConveyorError(why, retryable=False)
             await self._apply(state, [event])
 
     async def _belongs(self, event: Event, shard: int) -> bool:
@@ -323,7 +337,7 @@ class Coordinator:
         for event in durable:
             self._notify(event, state)
         await self._carry_out(durable, state)
-        await self._maybe_snapshot(state)
+        await self._snapshots.maybe(state)
         await self.announcer.room()  # before taking in more: bounded, none dropped
 
     async def _carry_out(self, durable: list[Event], state: RunState) -> None:
@@ -341,10 +355,7 @@ class Coordinator:
 
     async def _completed(self, state: RunState) -> None:
         log.info("run completed", state=state.status, reason=state.reason)
-        await self._runlog.save_snapshot(state.run_id, snapshot.dump(state))
-        # Spacing of the snapshots of a run going on: a long-lived coordinator sees
-        # millions of runs end.
-        self._snapshotted.pop(state.run_id, None)
+        await self._snapshots.ended(state)
         self._retaken.discard(state.run_id)
         self._waiters.ended(state)
 
@@ -372,7 +383,7 @@ class Coordinator:
             unsent = last_dispatches(events, state)  # the first, if popped, is an input
             for event in events:
                 fold(state, await hydrate(event, self._artifacts))
-            self._snapshotted[run_id] = state.events_folded
+            self._snapshots.rebuilt(state)
             self._held.remember(state)
         if state.finished:
             return state
@@ -413,15 +424,6 @@ class Coordinator:
         if lost:
             await self._apply(state, lost)
 
-    async def _maybe_snapshot(self, state: RunState) -> None:
-        last = self._snapshotted.get(state.run_id, 0)
-        # A snapshot costs time in proportion to the run's size: spacing them by the
-        # events folded so far keeps the cost per event constant for a huge fan-out.
-        if state.finished or state.events_folded - last < max(self._snapshot_every, last):
-            return
-        if await self._runlog.save_snapshot(state.run_id, snapshot.dump(state)):
-            self._snapshotted[state.run_id] = state.events_folded
-
     def _notify(self, event: Event, state: RunState) -> None:
         for observer in self._observers:
             try:
@@ -430,12 +432,6 @@ class Coordinator:
                 log.exception("observer failed")
 
     # -- liveness --------------------------------------------------------------------
-
-    async def _wake_shards(self) -> None:
-        assert self._wake_interval is not None
-        while True:
-            await self._shard_queues.wake(self._clock())
-            await asyncio.sleep(self._wake_interval)
 
     async def _sweep(self, shard: int) -> None:
         """Take up every unfinished run of ``shard`` that this coordinator does not hold,

@@ -23,21 +23,27 @@ from contracts.signing import SENT_BY, SIGNER_HEADER, Role
 
 log = structlog.get_logger("conveyor.coordinator")
 
+Decoded = tuple[list[CoordinatorInput], Role | None]
+"""A delivery's messages and the role that signed them."""
+
 POISON_LIMIT = 5
 """Failures of one message before it is dead-lettered rather than retried again."""
 
 
-def _decode(delivery: Delivery) -> list[CoordinatorInput]:
-    """The messages of a delivery, if its signer may send every one of them."""
+def _decode(delivery: Delivery) -> tuple[list[CoordinatorInput], Role | None]:
+    """The messages of a delivery, if its signer may send every kind of them, and the
+    signer's role (None: unsigned, as within one process)."""
     inputs = decode_coordinator_input(delivery.body)
     signer = delivery.headers.get(SIGNER_HEADER)
-    if signer is not None:
-        allowed = SENT_BY[Role(signer)]
-        for message in inputs:
-            kind = str(type(message).__struct_config__.tag)
-            if kind not in allowed:
-                raise DecodeError(f"a {signer} may not send {kind}")
-    return inputs
+    if signer is None:
+        return inputs, None
+    role = Role(signer)
+    allowed = SENT_BY[role]
+    for message in inputs:
+        kind = str(type(message).__struct_config__.tag)
+        if kind not in allowed:
+            raise DecodeError(f"a {signer} may not send {kind}")
+    return inputs, role
 
 
 class Handler(Protocol):
@@ -45,13 +51,20 @@ class Handler(Protocol):
         """Whether the run of ``shard`` is live in memory here (its events may be grouped)."""
         ...
 
+    def takes(self, event: Event, sender: Role | None) -> bool:
+        """Whether a run held here takes ``event`` from ``sender`` (if not, the one-by-one
+        path refuses it, saying why)."""
+        ...
+
     async def handle_group(self, events: list[Event]) -> bool:
         """Handle events of one live run together; False to fall back to one by one."""
         ...
 
-    async def handle(self, message: CoordinatorInput, shard: int | None = None) -> None:
-        """Handle one message that came off queue ``shard``; raise to have it requeued
-        (or dead-lettered if not retryable)."""
+    async def handle(
+        self, message: CoordinatorInput, shard: int | None = None, sender: Role | None = None
+    ) -> None:
+        """Handle one message that came off queue ``shard``, signed by ``sender``; raise
+        to have it requeued (or dead-lettered if not retryable)."""
         ...
 
 
@@ -67,14 +80,16 @@ class ShardIntake:
             batch = [delivery, *consumer.ready(self._prefetch - 1)]
             groups: dict[str, list[Event]] = {}
             grouped: list[tuple[Delivery, set[str]]] = []
-            singles: list[tuple[Delivery, list[CoordinatorInput] | None]] = []
+            singles: list[tuple[Delivery, Decoded | None]] = []
             for item in batch:
                 try:
-                    inputs = _decode(item)
+                    inputs, sender = decoded = _decode(item)
                 except Exception:  # the one-by-one path dead-letters it with the reason
                     singles.append((item, None))
                     continue
-                events = [m for m in inputs if isinstance(m, Event) and self._groupable(m, shard)]
+                events = [
+                    m for m in inputs if isinstance(m, Event) and self._groupable(m, shard, sender)
+                ]
                 if len(events) == len(inputs):
                     runs: set[str] = set()
                     for event in events:
@@ -82,7 +97,7 @@ class ShardIntake:
                         runs.add(event.run_id)
                     grouped.append((item, runs))
                 else:
-                    singles.append((item, inputs))
+                    singles.append((item, decoded))
             failed = {
                 run_id
                 for run_id, events in groups.items()
@@ -93,22 +108,23 @@ class ShardIntake:
                     await self._settle_one(item, None, shard)  # one by one, carefully
                 else:
                     await item.ack()
-            for item, decoded in singles:
-                await self._settle_one(item, decoded, shard)
+            for item, known in singles:
+                await self._settle_one(item, known, shard)
 
-    def _groupable(self, event: Event, shard: int) -> bool:
-        return not isinstance(event, RunSubmitted) and self._handler.holds(event.run_id, shard)
+    def _groupable(self, event: Event, shard: int, sender: Role | None) -> bool:
+        return (
+            not isinstance(event, RunSubmitted)
+            and self._handler.holds(event.run_id, shard)
+            and self._handler.takes(event, sender)
+        )
 
-    async def _settle_one(
-        self, delivery: Delivery, inputs: list[CoordinatorInput] | None, shard: int
-    ) -> None:
+    async def _settle_one(self, delivery: Delivery, decoded: Decoded | None, shard: int) -> None:
         """Handle one message and settle its delivery (the path every message can take)."""
         try:
             async with processing(delivery):
-                if inputs is None:
-                    inputs = _decode(delivery)
+                inputs, sender = decoded or _decode(delivery)
                 for message in inputs:
-                    await self._guarded(message, delivery.body, shard)
+                    await self._guarded(message, delivery.body, shard, sender)
         except ConveyorError as exc:
             if exc.retryable:
                 log.exception("event handling failed; message requeued")
@@ -119,15 +135,17 @@ class ShardIntake:
         except Exception:
             log.exception("event handling failed; message requeued")
 
-    async def _guarded(self, message: CoordinatorInput, body: bytes, shard: int) -> None:
+    async def _guarded(
+        self, message: CoordinatorInput, body: bytes, shard: int, sender: Role | None
+    ) -> None:
         """Handle a message; one that keeps failing is dead-lettered instead of looping."""
         if not isinstance(message, Event):
-            await self._handler.handle(message, shard)
+            await self._handler.handle(message, shard, sender)
             return
         key = hashlib.blake2b(body, digest_size=16).digest()
         try:
             with structlog.contextvars.bound_contextvars(run_id=message.run_id):
-                await self._handler.handle(message, shard)
+                await self._handler.handle(message, shard, sender)
         except ConveyorError as exc:
             if exc.retryable:
                 self._count_failure(key, exc)

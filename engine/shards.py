@@ -96,6 +96,12 @@ class ShardQueues:
                 shard_queue(shard), [encode(ShardWake(shard=shard, at=at))]
             )
 
+    async def wake_every(self, interval: float, clock: Callable[[], float]) -> None:
+        """Wake every shard each ``interval`` seconds (until cancelled)."""
+        while True:
+            await self.wake(clock())
+            await asyncio.sleep(interval)
+
     async def stop(self) -> None:
         self._supervisor.stopping = True
         for consumer in self._consumers.values():

@@ -318,12 +318,12 @@ async def test_a_message_that_keeps_failing_is_dead_lettered(
     real_handle = engine.coordinator.handle
     attempts = 0
 
-    async def flaky_handle(event: Event, shard: int | None = None) -> None:
+    async def flaky_handle(event: Event, shard: int | None = None, sender: Any = None) -> None:
         nonlocal attempts
         if event.run_id == "poison":
             attempts += 1
             raise RuntimeError("cannot handle this one")
-        await real_handle(event, shard)
+        await real_handle(event, shard, sender)
 
     monkeypatch.setattr(engine.coordinator, "handle", flaky_handle)
     poison = TaskStarted(run_id="poison", at=1.0, task="x")
@@ -462,4 +462,4 @@ async def test_a_coordinator_keeps_nothing_of_the_snapshots_of_a_run_that_ended(
         engine, "name: big\ntasks:\n  - {name: each, items: range(400), script: 'true'}\n"
     )
     assert taken.count(state.run_id) >= 2  # on the way, and at its end
-    assert state.run_id not in engine.coordinator._snapshotted
+    assert state.run_id not in engine.coordinator._snapshots._taken

@@ -126,3 +126,34 @@ async def test_a_workflow_step_runs_its_child_run_on_a_signed_cluster(
     shown = json.loads(done.stdout)
     assert shown["state"] == "succeeded"
     assert shown["outputs"] == {"all": [{"twice": 2}, {"twice": 4}, {"twice": 6}]}
+
+
+async def test_a_worker_s_key_does_not_release_a_wait(cluster: Cluster, tmp_path: Path) -> None:
+    """A worker sends successes, but only of the steps a worker runs: signed with a
+    worker's key, the success of an approval gate is refused, and the gate still waits
+    for its signal."""
+    wf = tmp_path / "gated.yaml"
+    wf.write_text(
+        "name: gated\ntasks:\n  - name: gate\n    wait: {}\n"
+        "  - name: after\n    depends: [gate]\n    command: [echo, shipped]\n"
+    )
+    submitted = cli(cluster, "submit", str(wf))
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    run_id = submitted.stdout.strip()
+    await cluster.wait_until(
+        run_id,
+        lambda events: any(e.kind == "task_dispatched" and e.task == "gate" for e in events),
+        30,
+        "the gate to wait",
+    )
+    forged = TaskSucceeded(run_id=run_id, at=1.0, task="gate", attempt=1, result="approved")
+    signed = KeyRing.parse(KEYS).sign(Role.WORKER, encode(forged))
+    await publish_raw(cluster.amqp_url, shard_queue(shard_of(run_id, SHARDS)), signed)
+
+    assert await dead_lettered(cluster.amqp_url, 1) == [signed]
+    assert not any(e.kind == "task_succeeded" for e in await cluster.events(run_id))
+    released = cli(cluster, "signal", run_id, "gate", "--data", '"by ann"')
+    assert released.returncode == 0, released.stdout + released.stderr
+    final = await cluster.finished(run_id)
+    assert final.status == "succeeded"
+    assert final.nodes["gate"].outputs()["result"] == "by ann"
