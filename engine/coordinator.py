@@ -40,6 +40,7 @@ from engine.held import HeldRuns
 from engine.intake import ShardIntake
 from engine.leases import Leases
 from engine.recovery import Attempt, Resend, dispatched_again, last_dispatches
+from engine.runlog.index import row_of
 from engine.shards import WATCH_INTERVAL, ShardQueues
 from engine.snapshots import Snapshots
 from engine.state import fold, new_state, settle, snapshot
@@ -383,6 +384,7 @@ class Coordinator:
             unsent = last_dispatches(events, state)  # the first, if popped, is an input
             for event in events:
                 fold(state, await hydrate(event, self._artifacts))
+            await self._runlog.reindex(row_of(state))
             self._snapshots.rebuilt(state)
             self._held.remember(state)
         if state.finished:

@@ -8,6 +8,7 @@ from contracts.errors import Conflict, Problem
 from contracts.events import Event, RunCompleted, RunRetryRequested, RunSubmitted
 from contracts.ports import RunSummary
 from contracts.vocabulary import CHILD_TRIGGER
+from engine.state.model import RunState
 
 
 def opens_log(event: Event) -> bool:
@@ -33,6 +34,20 @@ def owes_announcement(event: Event) -> bool:
     """Whether appending ``event`` owes the world an announcement that must survive the
     coordinator (``RunLog.unannounced``): the run state changes, not the task ones."""
     return isinstance(event, RunSubmitted | RunCompleted)
+
+
+def row_of(state: RunState) -> RunSummary:
+    """The index row a run's folded log gives: what ``index_update`` made of its events."""
+    return RunSummary(
+        run_id=state.run_id,
+        workflow=state.workflow.name,
+        state=str(state.status),
+        submitted_at=state.submitted_at,
+        finished_at=state.finished_at,
+        reason=state.reason,
+        trigger=state.trigger,
+        shard=state.shard,
+    )
 
 
 def index_update(current: RunSummary | None, event: Event) -> RunSummary | None:

@@ -40,12 +40,18 @@ from engine.redis_client import redis_client
 from engine.redis_retry import retrying
 from engine.runlog.index import index_update, matches, opens_log, owes_announcement
 from engine.runlog.redisdelete import RunDeletion
-from engine.runlog.redisindex import DELETED, listed, row_fields, row_from, top_level_runs
+from engine.runlog.redisindex import (
+    DELETED,
+    forget_row,
+    listed,
+    queue_row,
+    row_from,
+    top_level_runs,
+)
 from engine.runlog.rediskeys import (
     ALL_RUNS,
     PREFIX,
     key,
-    run_indexes,
     running_on,
     runs_in_state,
     runs_of_workflow,
@@ -187,39 +193,35 @@ class RedisRunLog:
                 pipe.hset(UNANNOUNCED_BODIES, event.id, encode(event))
                 pipe.zadd(UNANNOUNCED, {event.id: event.at})
             update = index_update(summary, event)
-            if update is None:
-                continue
-            if summary is not None:
-                pipe.zrem(runs_in_state(summary.state), run_id)
-                if summary.state == "running" and summary.shard is not None:
-                    pipe.zrem(running_on(summary.shard), run_id)
-            if update.state == "running" and update.shard is not None:
-                pipe.zadd(running_on(update.shard), {run_id: update.submitted_at})
-            pipe.hset(key(run_id, "summary"), mapping=row_fields(update))
-            pipe.hdel(key(run_id, "summary"), DELETED)  # a run submitted anew under its id
-            for index in run_indexes(update):
-                pipe.zadd(index, {run_id: update.submitted_at})
-            summary = row = update
+            if update is not None:
+                queue_row(pipe, summary, update)
+                summary = row = update
+        await self._write_rows(pipe, row)
+
+    async def _write_rows(self, pipe: Any, row: RunSummary | None) -> None:
+        """Send the writes queued on ``pipe``; then, if ``row`` was written, whether the
+        run's events are still there (in the row's slot), and if not, take it back."""
         if row is None:
             await pipe.execute()
             return
-        # After the row, in the row's slot: whether the run's events are still there.
-        pipe.exists(key(run_id, "events"))
+        pipe.exists(key(row.run_id, "events"))
         if not (await pipe.execute())[-1]:
-            await self._forget_row(row)
+            await forget_row(self._redis, row)
 
-    async def _forget_row(self, row: RunSummary) -> None:
-        """Take back the row just written of a run deleted since it was read (the
-        deletion took the events, and the row then written would list the run, say
-        running, with nothing to drive it)."""
-        pipe = self._redis.pipeline(transaction=False)
-        # (A Cluster pipeline's own ``unlink`` cannot be queued.)
-        pipe.execute_command("UNLINK", key(row.run_id, "summary"))
-        for index in run_indexes(row):
-            pipe.zrem(index, row.run_id)
-        if row.shard is not None:
-            pipe.zrem(running_on(row.shard), row.run_id)
-        await pipe.execute()
+    async def reindex(self, row: RunSummary) -> None:
+        await self._retrying("index", lambda: self._reindex(row))
+
+    async def _reindex(self, row: RunSummary) -> None:
+        # The row follows the events by a round trip: a process that died in between,
+        # or an index write that failed for good, left it behind its log.
+        raw = await self._redis.hgetall(key(row.run_id, "summary"))
+        if DELETED in raw:
+            return  # a deletion is under way: it takes the row away
+        current = row_from(row.run_id, raw) if raw else None
+        if current != row:
+            pipe = self._redis.pipeline(transaction=False)
+            queue_row(pipe, current, row)
+            await self._write_rows(pipe, row)
 
     async def _summary(self, run_id: str) -> RunSummary | None:
         raw = await self._redis.hgetall(key(run_id, "summary"))

@@ -8,7 +8,15 @@ from typing import Any
 
 from contracts.ports import RunSummary
 from contracts.vocabulary import CHILD_TRIGGER
-from engine.runlog.rediskeys import ALL_RUNS, TOP_LEVEL_BUILT, TOP_LEVEL_RUNS, key
+from engine.runlog.rediskeys import (
+    ALL_RUNS,
+    TOP_LEVEL_BUILT,
+    TOP_LEVEL_RUNS,
+    key,
+    run_indexes,
+    running_on,
+    runs_in_state,
+)
 
 BUILD_CHUNK = 1000
 DELETED = b"deleted"
@@ -25,6 +33,36 @@ def row_fields(row: RunSummary) -> dict[str, str]:
         "trigger": row.trigger,
         "shard": "" if row.shard is None else str(row.shard),
     }
+
+
+def queue_row(pipe: Any, current: RunSummary | None, row: RunSummary) -> None:
+    """Queue on ``pipe`` the writes that make ``row`` the run's index row, in place of
+    ``current`` (its row now, if any)."""
+    run_id = row.run_id
+    if current is not None:
+        pipe.zrem(runs_in_state(current.state), run_id)
+        if current.state == "running" and current.shard is not None:
+            pipe.zrem(running_on(current.shard), run_id)
+    if row.state == "running" and row.shard is not None:
+        pipe.zadd(running_on(row.shard), {run_id: row.submitted_at})
+    pipe.hset(key(run_id, "summary"), mapping=row_fields(row))
+    pipe.hdel(key(run_id, "summary"), DELETED)  # a run submitted anew under its id
+    for index in run_indexes(row):
+        pipe.zadd(index, {run_id: row.submitted_at})
+
+
+async def forget_row(redis: Any, row: RunSummary) -> None:
+    """Take back the row just written of a run deleted since it was read (the deletion
+    took the events, and the row then written would list the run, say running, with
+    nothing to drive it)."""
+    pipe = redis.pipeline(transaction=False)
+    # (A Cluster pipeline's own ``unlink`` cannot be queued.)
+    pipe.execute_command("UNLINK", key(row.run_id, "summary"))
+    for index in run_indexes(row):
+        pipe.zrem(index, row.run_id)
+    if row.shard is not None:
+        pipe.zrem(running_on(row.shard), row.run_id)
+    await pipe.execute()
 
 
 def row_from(run_id: str, raw: dict[bytes, bytes]) -> RunSummary:

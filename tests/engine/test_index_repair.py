@@ -1,0 +1,125 @@
+"""A run's index row put right from its log: where the row follows the events by a round
+trip (Redis), a process that died in between left the row behind (no row, so the run
+is neither listed nor swept up; or "running" for a run that ended)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from contracts.events import Event, RunCompleted, RunSubmitted
+from contracts.ports import RunStore
+from contracts.validation import parse_workflow
+from contracts.vocabulary import RunStatus
+from conveyor.embedded import EmbeddedEngine
+from engine.runlog.index import row_of
+from engine.runlog.redis import RedisRunLog
+from engine.runlog.rediskeys import key
+from engine.state import replay
+
+
+def submitted(run_id: str) -> RunSubmitted:
+    return RunSubmitted(
+        run_id=run_id,
+        at=1.0,
+        workflow={"name": "wf", "tasks": [{"name": "a", "script": "true"}]},
+        params={},
+    )
+
+
+def completed(run_id: str) -> RunCompleted:
+    return RunCompleted(run_id=run_id, at=2.0, state=RunStatus.FAILED, reason="boom")
+
+
+async def test_reindexing_with_the_log_s_own_row_keeps_it(store: RunStore) -> None:
+    """Every store: the row its log gives is the row it has (the twins write both
+    together, so there is nothing to put right)."""
+    run_id = "kept-row"
+    await store.append(run_id, [submitted(run_id)])
+    await store.append(run_id, [completed(run_id)])
+    row = row_of(replay(await store.read(run_id)))
+    assert row == await store.summary(run_id)
+    await store.reindex(row)
+    assert await store.summary(run_id) == row
+    assert [r.run_id for r in await store.runs(state="failed")] == [run_id]
+
+
+@pytest.fixture
+async def redis_log(redis_url: str) -> AsyncIterator[RedisRunLog]:
+    store = RedisRunLog(redis_url)
+    await store._redis.flushdb()
+    yield store
+    await store._redis.flushdb()
+    await store.close()
+
+
+def rows_held_back(store: RedisRunLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if the process died after each append, before its index write."""
+
+    async def not_written(*_args: Any) -> None:
+        return None
+
+    monkeypatch.setattr(store, "_update_index", not_written)
+
+
+async def test_redis_puts_a_row_left_behind_right(
+    redis_log: RedisRunLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = "row-left-behind"
+    rows_held_back(redis_log, monkeypatch)
+    await redis_log.append(run_id, [submitted(run_id)])
+    assert await redis_log.summary(run_id) is None
+    running = row_of(replay(await redis_log.read(run_id)))
+    await redis_log.reindex(running)
+    assert await redis_log.summary(run_id) == running
+    assert await redis_log.running() == [run_id]
+    assert [r.run_id for r in await redis_log.runs(state="running")] == [run_id]
+
+    await redis_log.append(run_id, [completed(run_id)])
+    assert (await redis_log.summary(run_id)) == running  # behind: still "running"
+    ended = row_of(replay(await redis_log.read(run_id)))
+    await redis_log.reindex(ended)
+    assert await redis_log.summary(run_id) == ended
+    assert await redis_log.running() == []
+    assert await redis_log.runs(state="running") == []
+    assert [r.run_id for r in await redis_log.runs(state="failed")] == [run_id]
+
+
+async def test_redis_leaves_a_run_being_deleted_to_its_deletion(redis_log: RedisRunLog) -> None:
+    run_id = "being-deleted"
+    await redis_log.append(run_id, [submitted(run_id), completed(run_id)])
+    row = await redis_log.summary(run_id)
+    assert row is not None
+    await redis_log._redis.hset(key(run_id, "summary"), "deleted", "1")  # cut short
+    await redis_log.reindex(row)
+    assert await redis_log.summary(run_id) is None
+    assert await redis_log._redis.hexists(key(run_id, "summary"), "deleted")
+
+
+async def test_a_run_whose_first_index_write_failed_is_listed_once_taken_up_again(
+    redis_log: RedisRunLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The submission's events are in the log, its index write fails: the message comes
+    back, the coordinator rebuilds the run from its log and writes the row."""
+    writes = redis_log._update_index
+    failed: list[str] = []
+
+    async def fails_once(run_id: str, events: list[Event], added: list[bool]) -> None:
+        if not failed:
+            failed.append(run_id)
+            raise RuntimeError("the process died here")
+        await writes(run_id, events, added)
+
+    monkeypatch.setattr(redis_log, "_update_index", fails_once)
+    async with EmbeddedEngine(redis_log, workers=2, worker_grace=0.2) as engine:
+        workflow = parse_workflow("name: listed\ntasks:\n  - name: a\n    script: echo ok\n")
+        run_id = await engine.submit(workflow, {})
+        state = await asyncio.wait_for(engine.coordinator.wait(run_id), 30)
+    assert failed == [run_id]
+    assert state.status == RunStatus.SUCCEEDED
+    row = await redis_log.summary(run_id)
+    assert row is not None and row.state == "succeeded" and row.workflow == "listed"
+    assert [r.run_id for r in await redis_log.runs()] == [run_id]
