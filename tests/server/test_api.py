@@ -446,14 +446,15 @@ class FuzzServer(Server):
 @pytest.fixture(scope="module")
 def api_for_fuzz() -> object:
     """One server for every generated example (hypothesis calls the test many times)."""
-    import os
-
     from conveyor.embedded import EmbeddedEngine
     from conveyor.server.runtime import TriggerRuntime
     from engine.triggers.stores.memory import MemoryTriggerStore
     from tests.server.conftest import HOOKED, SECRET
 
-    os.environ.setdefault("TEST_HOOK_SECRET", SECRET)
+    # Set for this module only: a secret left in the environment is inherited by the
+    # servers later tests start, whose webhooks are signed with secrets of their own.
+    environment = pytest.MonkeyPatch()
+    environment.setenv("TEST_HOOK_SECRET", SECRET)
     loop = asyncio.new_event_loop()
     engine = EmbeddedEngine(workers=2)
     loop.run_until_complete(engine.start())
@@ -470,6 +471,7 @@ def api_for_fuzz() -> object:
     loop.run_until_complete(runtime.stop())
     loop.run_until_complete(engine.stop())
     loop.close()
+    environment.undo()
 
 
 async def test_metrics_count_runs_tasks_and_trigger_decisions(api: Server) -> None:
