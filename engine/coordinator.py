@@ -39,8 +39,7 @@ from engine.effects import DISPATCH_BATCH, Effects
 from engine.held import HeldRuns
 from engine.intake import ShardIntake
 from engine.leases import Leases
-from engine.recovery import Attempt, Resend, dispatched_again, last_dispatches
-from engine.runlog.index import row_of
+from engine.recovery import Attempt, Resend, dispatched_again, index_from_log, last_dispatches
 from engine.shards import WATCH_INTERVAL, ShardQueues
 from engine.snapshots import Snapshots
 from engine.state import fold, new_state, settle, snapshot
@@ -384,7 +383,7 @@ class Coordinator:
             unsent = last_dispatches(events, state)  # the first, if popped, is an input
             for event in events:
                 fold(state, await hydrate(event, self._artifacts))
-            await self._runlog.reindex(row_of(state))
+            await index_from_log(self._runlog, self.announcer, state)
             self._snapshots.rebuilt(state)
             self._held.remember(state)
         if state.finished:

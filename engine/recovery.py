@@ -1,4 +1,5 @@
-"""Which task messages a coordinator taking up a run sends again.
+"""What a coordinator taking up a run puts right: which task messages it sends again,
+and the run's index row.
 
 A task recorded as dispatched and not yet started may have no message on its way: the
 process that recorded it may have died before sending it (outbox order: the log first).
@@ -12,7 +13,10 @@ from __future__ import annotations
 from typing import Literal
 
 from contracts.events import Event, TaskDispatched
+from contracts.ports import RunLog
 from contracts.vocabulary import TaskStatus
+from engine.announce import Announcer
+from engine.runlog.index import row_of
 from engine.state.decide import decided_here
 from engine.state.model import RunState
 
@@ -70,3 +74,12 @@ def _not_started(state: RunState, attempt: Attempt) -> bool:
         return False
     inst = node.instances[index]
     return inst.status == TaskStatus.DISPATCHED and inst.attempt == number
+
+
+async def index_from_log(runlog: RunLog, announcer: Announcer, state: RunState) -> None:
+    """Put the run's index row right from its folded log (``RunLog.reindex``). If it was
+    behind, the run changes that were to be kept owed with it are announced now: their
+    process died before it announced them, and a child run's end is its parent's only
+    word of it."""
+    if await runlog.reindex(row_of(state)):
+        await announcer.announce_unannounced(run_id=state.run_id)

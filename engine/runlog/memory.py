@@ -91,8 +91,8 @@ class MemoryRunLog:
     async def summary(self, run_id: str) -> RunSummary | None:
         return self._index.get(run_id)
 
-    async def reindex(self, row: RunSummary) -> None:
-        return None  # the row is written with the events
+    async def reindex(self, row: RunSummary) -> bool:
+        return False  # the row is written with the events
 
     async def unannounced(
         self, shard: int | None = None, *, before: float | None = None

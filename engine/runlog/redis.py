@@ -42,8 +42,10 @@ from engine.runlog.index import index_update, matches, opens_log, owes_announcem
 from engine.runlog.redisdelete import RunDeletion
 from engine.runlog.redisindex import (
     DELETED,
+    changes_behind,
     forget_row,
     listed,
+    queue_owed,
     queue_row,
     row_from,
     top_level_runs,
@@ -51,12 +53,15 @@ from engine.runlog.redisindex import (
 from engine.runlog.rediskeys import (
     ALL_RUNS,
     PREFIX,
+    UNANNOUNCED,
+    UNANNOUNCED_BODIES,
     key,
     running_on,
     runs_in_state,
     runs_of_workflow,
 )
 from engine.runlog.redislines import RedisTaskLogs
+from engine.runlog.redisstream import events_of
 
 log = structlog.get_logger("conveyor.redis")
 T = TypeVar("T")
@@ -119,25 +124,6 @@ return flags
 """
 
 
-def _events_of(entries: list[tuple[Any, dict[bytes, bytes]]], after: int = 0) -> list[Event]:
-    """A stream entry holds the events of one append, in order; skip those before ``after``.
-
-    Entry ``0-E`` holds the events at positions ``E - len(fields)`` up to ``E``.
-    """
-    events: list[Event] = []
-    for entry_id, fields in entries:
-        end = _position(entry_id)
-        bodies = list(fields.values())
-        skip = max(0, after - (end - len(bodies)))
-        events.extend(decode_event(body) for body in bodies[skip:])
-    return events
-
-
-def _position(entry_id: bytes | str) -> int:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return int(text.partition("-")[2])
-
-
 class RedisRunLog:
     """Implements ``RunLog`` and ``TaskLogStore`` on Redis."""
 
@@ -190,8 +176,7 @@ class RedisRunLog:
             if not new:
                 continue
             if owes_announcement(event):
-                pipe.hset(UNANNOUNCED_BODIES, event.id, encode(event))
-                pipe.zadd(UNANNOUNCED, {event.id: event.at})
+                queue_owed(pipe, event)
             update = index_update(summary, event)
             if update is not None:
                 queue_row(pipe, summary, update)
@@ -208,20 +193,26 @@ class RedisRunLog:
         if not (await pipe.execute())[-1]:
             await forget_row(self._redis, row)
 
-    async def reindex(self, row: RunSummary) -> None:
-        await self._retrying("index", lambda: self._reindex(row))
+    async def reindex(self, row: RunSummary) -> bool:
+        return await self._retrying("index", lambda: self._reindex(row))
 
-    async def _reindex(self, row: RunSummary) -> None:
+    async def _reindex(self, row: RunSummary) -> bool:
         # The row follows the events by a round trip: a process that died in between,
         # or an index write that failed for good, left it behind its log.
         raw = await self._redis.hgetall(key(row.run_id, "summary"))
         if DELETED in raw:
-            return  # a deletion is under way: it takes the row away
+            return False  # a deletion is under way: it takes the row away
         current = row_from(row.run_id, raw) if raw else None
-        if current != row:
-            pipe = self._redis.pipeline(transaction=False)
-            queue_row(pipe, current, row)
-            await self._write_rows(pipe, row)
+        if current == row:
+            return False
+        pipe = self._redis.pipeline(transaction=False)
+        queue_row(pipe, current, row)
+        # The run changes that were to be kept as owed announcements along with the
+        # row (a child run's end is how its parent hears of it).
+        for event in await changes_behind(self._redis, current, row):
+            queue_owed(pipe, event)
+        await self._write_rows(pipe, row)
+        return True
 
     async def _summary(self, run_id: str) -> RunSummary | None:
         raw = await self._redis.hgetall(key(run_id, "summary"))
@@ -239,7 +230,7 @@ class RedisRunLog:
         )
         if not entries and not after:
             raise NotFound(f"no run {run_id!r}")
-        events = _events_of(entries, after)
+        events = events_of(entries, after)
         return events if limit is None else events[:limit]
 
     async def wait_for_events(self, run_id: str, after: int, timeout: float) -> bool:
@@ -267,7 +258,7 @@ class RedisRunLog:
         if entries:
             last = entries[-1][0]
             self._tail[run_id] = last.decode() if isinstance(last, bytes) else last
-        return blob, _events_of(entries)
+        return blob, events_of(entries)
 
     async def save_snapshot(self, run_id: str, state: bytes) -> bool:
         """Snapshot the state as of the last event this log appended or read for the run."""
@@ -435,8 +426,6 @@ class RedisRunLog:
 
 _INDEXED = frozenset({"run_submitted", "run_completed", "run_retry_requested"})
 SHARD_MAP_KEY = f"{PREFIX}:shard-map"
-UNANNOUNCED = f"{PREFIX}:unannounced"
-UNANNOUNCED_BODIES = f"{PREFIX}:unannounced:bodies"
 _SWAP = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])

@@ -6,17 +6,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from contracts.codec import encode
+from contracts.events import Event, RunCompleted, RunSubmitted
 from contracts.ports import RunSummary
 from contracts.vocabulary import CHILD_TRIGGER
 from engine.runlog.rediskeys import (
     ALL_RUNS,
     TOP_LEVEL_BUILT,
     TOP_LEVEL_RUNS,
+    UNANNOUNCED,
+    UNANNOUNCED_BODIES,
     key,
     run_indexes,
     running_on,
     runs_in_state,
 )
+from engine.runlog.redisstream import events_of
 
 BUILD_CHUNK = 1000
 DELETED = b"deleted"
@@ -49,6 +54,32 @@ def queue_row(pipe: Any, current: RunSummary | None, row: RunSummary) -> None:
     pipe.hdel(key(run_id, "summary"), DELETED)  # a run submitted anew under its id
     for index in run_indexes(row):
         pipe.zadd(index, {run_id: row.submitted_at})
+
+
+def queue_owed(pipe: Any, event: Event) -> None:
+    """Queue on ``pipe`` keeping ``event``, a run change, as owed an announcement."""
+    pipe.hset(UNANNOUNCED_BODIES, event.id, encode(event))
+    pipe.zadd(UNANNOUNCED, {event.id: event.at})
+
+
+CHANGES_LOOKED_BACK = 64
+"""Appends read back from a run's end for its completion (late results may follow it)."""
+
+
+async def changes_behind(redis: Any, current: RunSummary | None, row: RunSummary) -> list[Event]:
+    """The run changes whose writes may have gone with those that left the index row
+    ``current`` behind ``row`` (the log's): its submission, if it had no row; its latest
+    completion, if it ended. (One kept owed again is announced again: at least once.)"""
+    events = key(row.run_id, "events")
+    found: list[Event] = []
+    if current is None:
+        first = events_of(await redis.xrange(events, count=1))
+        found += [e for e in first if isinstance(e, RunSubmitted)]
+    if row.state != "running":
+        newest_first = await redis.xrevrange(events, count=CHANGES_LOOKED_BACK)
+        ends = events_of(newest_first[::-1])
+        found += [e for e in ends if isinstance(e, RunCompleted)][-1:]
+    return found
 
 
 async def forget_row(redis: Any, row: RunSummary) -> None:

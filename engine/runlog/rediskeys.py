@@ -18,6 +18,12 @@ TOP_LEVEL_BUILT = f"{PREFIX}:runs:top:built"
 """Set once ``TOP_LEVEL_RUNS`` also holds the runs made before it was kept."""
 
 
+UNANNOUNCED = f"{PREFIX}:unannounced"
+"""The ids of the run changes not announced yet, scored by their time."""
+UNANNOUNCED_BODIES = f"{PREFIX}:unannounced:bodies"
+"""Those run changes, by id."""
+
+
 def key(run_id: str, part: str) -> str:
     return f"{PREFIX}:{{{run_id}}}:{part}"
 

@@ -236,8 +236,8 @@ class SqliteRunLog:
     async def summary(self, run_id: str) -> RunSummary | None:
         return self._summary(run_id)
 
-    async def reindex(self, row: RunSummary) -> None:
-        return None  # the row is written with the events, in one transaction
+    async def reindex(self, row: RunSummary) -> bool:
+        return False  # the row is written with the events, in one transaction
 
     async def shard_map(self, default: int) -> ShardMap:
         initial = msgspec.json.encode(initial_shard_map(default))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from contracts.events import Event, RunCompleted, RunSubmitted
+from contracts.events import Event, RunCompleted, RunRetryRequested, RunSubmitted, TaskSucceeded
 from contracts.ports import RunStore
 from contracts.validation import parse_workflow
 from contracts.vocabulary import RunStatus
@@ -30,6 +30,10 @@ def submitted(run_id: str) -> RunSubmitted:
     )
 
 
+def late_result(run_id: str) -> TaskSucceeded:
+    return TaskSucceeded(run_id=run_id, at=3.0, task="a", attempt=9)
+
+
 def completed(run_id: str) -> RunCompleted:
     return RunCompleted(run_id=run_id, at=2.0, state=RunStatus.FAILED, reason="boom")
 
@@ -42,7 +46,7 @@ async def test_reindexing_with_the_log_s_own_row_keeps_it(store: RunStore) -> No
     await store.append(run_id, [completed(run_id)])
     row = row_of(replay(await store.read(run_id)))
     assert row == await store.summary(run_id)
-    await store.reindex(row)
+    assert not await store.reindex(row)
     assert await store.summary(run_id) == row
     assert [r.run_id for r in await store.runs(state="failed")] == [run_id]
 
@@ -72,17 +76,22 @@ async def test_redis_puts_a_row_left_behind_right(
     rows_held_back(redis_log, monkeypatch)
     await redis_log.append(run_id, [submitted(run_id)])
     assert await redis_log.summary(run_id) is None
+    assert await redis_log.unannounced() == []  # left behind with the row
     running = row_of(replay(await redis_log.read(run_id)))
-    await redis_log.reindex(running)
+    assert await redis_log.reindex(running)
     assert await redis_log.summary(run_id) == running
+    assert [e.kind for e in await redis_log.unannounced()] == ["run_submitted"]
+    assert not await redis_log.reindex(running)  # right now: nothing to do
     assert await redis_log.running() == [run_id]
     assert [r.run_id for r in await redis_log.runs(state="running")] == [run_id]
 
     await redis_log.append(run_id, [completed(run_id)])
     assert (await redis_log.summary(run_id)) == running  # behind: still "running"
+    await redis_log.append(run_id, [late_result(run_id)])  # after its end, as late results are
     ended = row_of(replay(await redis_log.read(run_id)))
-    await redis_log.reindex(ended)
+    assert await redis_log.reindex(ended)
     assert await redis_log.summary(run_id) == ended
+    assert [e.kind for e in await redis_log.unannounced()] == ["run_submitted", "run_completed"]
     assert await redis_log.running() == []
     assert await redis_log.runs(state="running") == []
     assert [r.run_id for r in await redis_log.runs(state="failed")] == [run_id]
@@ -94,7 +103,7 @@ async def test_redis_leaves_a_run_being_deleted_to_its_deletion(redis_log: Redis
     row = await redis_log.summary(run_id)
     assert row is not None
     await redis_log._redis.hset(key(run_id, "summary"), "deleted", "1")  # cut short
-    await redis_log.reindex(row)
+    assert not await redis_log.reindex(row)
     assert await redis_log.summary(run_id) is None
     assert await redis_log._redis.hexists(key(run_id, "summary"), "deleted")
 
@@ -123,3 +132,65 @@ async def test_a_run_whose_first_index_write_failed_is_listed_once_taken_up_agai
     row = await redis_log.summary(run_id)
     assert row is not None and row.state == "succeeded" and row.workflow == "listed"
     assert [r.run_id for r in await redis_log.runs()] == [run_id]
+
+
+CHILD = """
+name: parent
+tasks:
+  - name: sub
+    workflow:
+      spec:
+        name: child
+        tasks:
+          - name: a
+            script: echo ok
+  - name: after
+    depends: [sub]
+    script: echo after
+"""
+
+
+async def test_a_child_run_whose_end_went_unrecorded_still_tells_its_parent(
+    redis_log: RedisRunLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child's end is in its log, but its index write (and with it, the record that
+    its end is owed an announcement, which tells the parent) failed. Taken up again, the
+    child is found behind, and its end is announced then: the parent goes on."""
+    writes = redis_log._update_index
+    failed: list[str] = []
+
+    async def fails_at_a_child_s_end(run_id: str, events: list[Event], added: list[bool]) -> None:
+        ends = [e for e in events if isinstance(e, RunCompleted) and e.parent is not None]
+        if ends and not failed:
+            failed.append(run_id)
+            raise RuntimeError("the process died here")
+        await writes(run_id, events, added)
+
+    monkeypatch.setattr(redis_log, "_update_index", fails_at_a_child_s_end)
+    async with EmbeddedEngine(redis_log, workers=2, worker_grace=0.2) as engine:
+        run_id = await engine.submit(parse_workflow(CHILD), {})
+        state = await asyncio.wait_for(engine.coordinator.wait(run_id), 30)
+    assert len(failed) == 1 and failed[0] != run_id
+    assert state.status == RunStatus.SUCCEEDED
+    assert state.nodes["sub"].instances[0].attempt == 1
+    child = await redis_log.summary(failed[0])
+    assert child is not None and child.state == "succeeded"
+    assert await redis_log.unannounced() == []  # announced, then marked
+
+
+async def test_redis_keeps_the_latest_end_of_a_retried_run_owed(
+    redis_log: RedisRunLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = "retried-behind"
+    await redis_log.append(run_id, [submitted(run_id), completed(run_id)])
+    await redis_log.announced([e.id for e in await redis_log.unannounced()])
+    rows_held_back(redis_log, monkeypatch)
+    again = RunRetryRequested(run_id=run_id, at=4.0, round=1)
+    ended_again = RunCompleted(run_id=run_id, at=5.0, state=RunStatus.SUCCEEDED, round=1)
+    await redis_log.append(run_id, [again], then=[ended_again])
+    assert (await redis_log.summary(run_id)).state == "failed"  # the first end's
+    row = row_of(replay(await redis_log.read(run_id)))
+    assert (row.state, row.finished_at) == ("succeeded", 5.0)
+    assert await redis_log.reindex(row)
+    assert await redis_log.summary(run_id) == row
+    assert [e.id for e in await redis_log.unannounced()] == [ended_again.id]

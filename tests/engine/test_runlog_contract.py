@@ -20,8 +20,14 @@ from contracts.events import (
 )
 from contracts.ports import LogLine, LogPage, RunStore
 from contracts.vocabulary import RunStatus
-from engine.runlog.redis import UNANNOUNCED, UNANNOUNCED_BODIES, RedisRunLog, key
-from engine.runlog.rediskeys import TOP_LEVEL_BUILT, TOP_LEVEL_RUNS
+from engine.runlog.redis import RedisRunLog
+from engine.runlog.rediskeys import (
+    TOP_LEVEL_BUILT,
+    TOP_LEVEL_RUNS,
+    UNANNOUNCED,
+    UNANNOUNCED_BODIES,
+    key,
+)
 from engine.runlog.sqlite import UNFINISHED_RUNS, SqliteRunLog
 
 
