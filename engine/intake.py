@@ -30,7 +30,7 @@ POISON_LIMIT = 5
 """Failures of one message before it is dead-lettered rather than retried again."""
 
 
-def _decode(delivery: Delivery) -> tuple[list[CoordinatorInput], Role | None]:
+def _decode(delivery: Delivery) -> Decoded:
     """The messages of a delivery, if its signer may send every kind of them, and the
     signer's role (None: unsigned, as within one process)."""
     inputs = decode_coordinator_input(delivery.body)
