@@ -230,12 +230,13 @@ class RunLog(Protocol):
         ...
 
     async def reindex(self, row: RunSummary) -> bool:
-        """Make ``row``, what its run's log says, the run's index row, if the row says
-        otherwise, and keep the run changes owed an announcement (``unannounced``) that
-        were to be kept with it; True if it did. Where the row is written in a round
-        trip after the events (Redis), a process that died in between left both behind;
-        rebuilding a run from its log puts them right. Where all is written together,
-        there is nothing to do."""
+        """Make ``row``, what its run's log says, the run's index row (only its state,
+        end and reason, for a run that has a row) if the row says otherwise, and keep
+        the run changes owed an announcement (``unannounced``) that were to be kept
+        with it; True if it did. Where the row is written in a round trip after the
+        events (Redis), a process that died in between left both behind; rebuilding a
+        run from its log puts them right. Where all is written together, there is
+        nothing to do."""
         ...
 
     async def unannounced(

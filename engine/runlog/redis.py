@@ -203,6 +203,12 @@ class RedisRunLog:
         if DELETED in raw:
             return False  # a deletion is under way: it takes the row away
         current = row_from(row.run_id, raw) if raw else None
+        if current is not None:
+            # Only the run's course can be behind. The rest was written from the
+            # submission itself, and a state rebuilt from an older snapshot may lack it.
+            row = msgspec.structs.replace(
+                current, state=row.state, finished_at=row.finished_at, reason=row.reason
+            )
         if current == row:
             return False
         pipe = self._redis.pipeline(transaction=False)

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import pytest
 
 from contracts.events import Event, RunCompleted, RunRetryRequested, RunSubmitted, TaskSucceeded
@@ -194,3 +195,25 @@ async def test_redis_keeps_the_latest_end_of_a_retried_run_owed(
     assert await redis_log.reindex(row)
     assert await redis_log.summary(run_id) == row
     assert [e.id for e in await redis_log.unannounced()] == [ended_again.id]
+
+
+async def test_redis_puts_right_only_the_course_of_a_run_that_has_a_row(
+    redis_log: RedisRunLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state rebuilt from a snapshot made before a field existed lacks it: the row's
+    trigger and shard, written from the submission itself, are kept."""
+    run_id = "older-snapshot"
+    hooked = msgspec.structs.replace(submitted(run_id), trigger="webhook:push", shard=1)
+    await redis_log.append(run_id, [hooked])
+    rows_held_back(redis_log, monkeypatch)
+    await redis_log.append(run_id, [completed(run_id)])
+    from_an_older_snapshot = msgspec.structs.replace(
+        row_of(replay(await redis_log.read(run_id))), trigger="", shard=None
+    )
+    assert await redis_log.reindex(from_an_older_snapshot)
+    row = await redis_log.summary(run_id)
+    assert row is not None
+    assert (row.state, row.finished_at, row.reason) == ("failed", 2.0, "boom")
+    assert (row.trigger, row.shard) == ("webhook:push", 1)
+    assert await redis_log.running(1) == []
+    assert [r.run_id for r in await redis_log.runs(trigger="webhook:push")] == [run_id]
