@@ -95,13 +95,26 @@ class SqliteRunLog:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db = connect(self.path)
-        self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
-        if "trigger" not in columns:  # a home made before runs recorded their trigger
-            self._db.execute("ALTER TABLE runs ADD COLUMN trigger TEXT NOT NULL DEFAULT ''")
-        if "shard" not in columns:  # a home made before runs were pinned to a shard
-            self._db.execute("ALTER TABLE runs ADD COLUMN shard INTEGER")
+        self._set_up()
         self._appended = AppendSignal()
+
+    def _set_up(self) -> None:
+        """Make the tables, and add the columns a home made earlier lacks, under the
+        file's write lock: two commands started at once on a new home (``conveyor run``
+        and ``conveyor runs``) would otherwise both see a column missing, and the
+        second to add it would fail."""
+        db = self._db
+        db.executescript("BEGIN IMMEDIATE;" + _SCHEMA)  # left open: committed below
+        try:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+            if "trigger" not in columns:  # a home made before runs recorded their trigger
+                db.execute("ALTER TABLE runs ADD COLUMN trigger TEXT NOT NULL DEFAULT ''")
+            if "shard" not in columns:  # a home made before runs were pinned to a shard
+                db.execute("ALTER TABLE runs ADD COLUMN shard INTEGER")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     async def append(
         self, run_id: str, events: Sequence[Event], *, then: Sequence[Event] = ()
