@@ -233,9 +233,13 @@ class Coordinator:
             return False
         return True
 
-    def takes(self, event: Event, sender: Role | None) -> bool:
+    def groups(self, event: Event, shard: int, sender: Role | None) -> bool:
         state = self._held.live(event.run_id)
-        return state is None or refusal(state, event, sender) is None
+        return (
+            state is not None
+            and shard == self._pinned(event.run_id, state.shard)
+            and refusal(state, event, sender) is None
+        )
 
     async def handle(
         self, message: CoordinatorInput, shard: int | None = None, sender: Role | None = None

@@ -47,13 +47,10 @@ def _decode(delivery: Delivery) -> Decoded:
 
 
 class Handler(Protocol):
-    def holds(self, run_id: str, shard: int) -> bool:
-        """Whether the run of ``shard`` is live in memory here (its events may be grouped)."""
-        ...
-
-    def takes(self, event: Event, sender: Role | None) -> bool:
-        """Whether a run held here takes ``event`` from ``sender`` (if not, the one-by-one
-        path refuses it, saying why)."""
+    def groups(self, event: Event, shard: int, sender: Role | None) -> bool:
+        """Whether ``event``, off queue ``shard`` from ``sender``, may be handled with the
+        others of its run: the run is live in memory here, on that shard, and takes it
+        from that sender (if not, the one-by-one path refuses it, saying why)."""
         ...
 
     async def handle_group(self, events: list[Event]) -> bool:
@@ -112,11 +109,7 @@ class ShardIntake:
                 await self._settle_one(item, known, shard)
 
     def _groupable(self, event: Event, shard: int, sender: Role | None) -> bool:
-        return (
-            not isinstance(event, RunSubmitted)
-            and self._handler.holds(event.run_id, shard)
-            and self._handler.takes(event, sender)
-        )
+        return not isinstance(event, RunSubmitted) and self._handler.groups(event, shard, sender)
 
     async def _settle_one(self, delivery: Delivery, decoded: Decoded | None, shard: int) -> None:
         """Handle one message and settle its delivery (the path every message can take)."""
