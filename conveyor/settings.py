@@ -108,7 +108,8 @@ class Settings(BaseSettings):
     signing_keys: str = Field(
         default="",
         description="Keys that sign and check messages on the broker:"
-        " role:key-id:secret,... (roles client, worker, coordinator; docs/security.md).",
+        " role:key-id:KEY,... (roles client, worker, coordinator; KEY a shared secret or"
+        " half of an Ed25519 pair; `conveyor keys new`; docs/security.md).",
     )
     announce: AnnounceLevel = Field(
         default=AnnounceLevel.RUNS,

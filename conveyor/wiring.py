@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -123,9 +123,25 @@ def signing_keys(settings: Settings, role: Role) -> KeyRing | None:
         )
         return None
     keys = KeyRing.parse(settings.signing_keys)
-    if role not in keys.roles():
-        raise InvalidInput([Problem(f"no key for the {role} role")], source="CONVEYOR_SIGNING_KEYS")
+    problems = []
+    if role not in keys.signers():
+        having = " (only a public key)" if role in keys.roles() else ""
+        problems.append(Problem(f"no key to sign as the {role} role{having}"))
+    for checked in sorted(CHECKS[role] - keys.roles()):
+        problems.append(Problem(f"no key to check the {checked} role's messages with"))
+    if problems:
+        raise InvalidInput(problems, source="CONVEYOR_SIGNING_KEYS")
     return keys
+
+
+CHECKS: Mapping[Role, frozenset[Role]] = {
+    Role.COORDINATOR: frozenset(Role),
+    Role.WORKER: frozenset({Role.COORDINATOR}),
+    # A client opens only what a server's notifications receive: a missing key is
+    # told there, message by message.
+    Role.CLIENT: frozenset(),
+}
+"""The roles whose messages a process of each role must be able to check at start."""
 
 
 @asynccontextmanager

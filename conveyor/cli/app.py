@@ -24,7 +24,7 @@ from contracts.spec import json_schema
 from contracts.validation import raw_splices
 from contracts.vocabulary import RunStatus
 from conveyor import loop, preflight, telemetry
-from conveyor.cli import control, distributed, inspect, retention, signals
+from conveyor.cli import control, distributed, inspect, keys, retention, signals
 from conveyor.cli import server as serving
 from conveyor.cli.common import (
     DEFAULT_HOME,
@@ -231,6 +231,7 @@ distributed.register(app)
 serving.register(app)
 signals.register(app)
 retention.register(app)
+keys.register(app)
 
 
 def _redis_unreachable() -> tuple[type[Exception], ...]:

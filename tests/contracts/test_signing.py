@@ -55,3 +55,105 @@ def test_bad_key_settings_are_refused() -> None:
         KeyRing.parse("admin:a:secret-secret-secret")
     with pytest.raises(InvalidInput, match="16 characters or more"):
         KeyRing.parse("worker:w1:short")
+
+
+PAIR_PRIVATE = "ed25519-private:" + "A" * 43 + "="
+"""A fixed Ed25519 private key (32 zero bytes): what the setting holds on coordinators."""
+
+
+def test_a_key_pair_s_private_half_signs_and_its_public_half_only_checks() -> None:
+    from conveyor.keys import new_pair
+
+    private, public = new_pair()
+    signer = KeyRing.parse(f"coordinator:c1:{private}")
+    checker = KeyRing.parse(f"coordinator:c1:{public}")
+    signed = signer.sign(Role.COORDINATOR, b'{"type":"task_ready"}')
+    assert checker.open(signed, ALL) == (Role.COORDINATOR, b'{"type":"task_ready"}')
+    assert signer.open(signed, ALL) == (Role.COORDINATOR, b'{"type":"task_ready"}')
+    assert checker.signers() == set() and checker.roles() == {Role.COORDINATOR}
+    with pytest.raises(SignatureError, match="no key here signs as coordinator"):
+        checker.sign(Role.COORDINATOR, b"x")
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda m: m.replace(b"task_ready", b"task_xeady"),
+        lambda m: m.replace(b"coordinator c1", b"worker c1"),
+        lambda m: m.split(b"\n", 1)[1],
+        lambda m: m[:-3] + b"xyz",
+        lambda m: m.replace(b" c1 ", b" c1 00"),
+        lambda m: m.replace(b" c1 ", b" c1 zz"),
+    ],
+    ids=["body", "role", "unsigned", "truncated", "tag-longer", "tag-not-hex"],
+)
+def test_anything_changed_in_a_pair_signed_message_does_not_open(tamper: object) -> None:
+    from conveyor.keys import new_pair
+
+    private, public = new_pair()
+    checker = KeyRing.parse(f"coordinator:c1:{public},worker:c1:{public}")
+    signed = KeyRing.parse(f"coordinator:c1:{private}").sign(Role.COORDINATOR, b"task_ready")
+    with pytest.raises(SignatureError):
+        checker.open(tamper(signed), ALL)  # type: ignore[operator]
+
+
+def test_another_pair_under_the_coordinator_s_key_id_does_not_open() -> None:
+    """What a worker's host could try: its own key pair, named as the coordinator's."""
+    from conveyor.keys import new_pair
+
+    (_, public), (forger, _) = new_pair(), new_pair()
+    forged = KeyRing.parse(f"coordinator:c1:{forger}").sign(Role.COORDINATOR, b"task_ready")
+    with pytest.raises(SignatureError, match="bad signature"):
+        KeyRing.parse(f"coordinator:c1:{public}").open(forged, ALL)
+
+
+def test_a_role_without_a_key_here_is_named() -> None:
+    worker_host = KeyRing.parse(
+        "worker:w1:worker-secret-000000,coordinator:k1:coordinator-secret-1"
+    )
+    with pytest.raises(SignatureError, match="no key here checks a client's messages"):
+        worker_host.open(KEYS.sign(Role.CLIENT, b"x"), ALL)
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        (
+            "coordinator:c1:ed25519-public:AAAA",
+            "entry 1 (coordinator:c1:…): an ed25519-public key is 32 bytes",
+        ),
+        (
+            "worker:w1:worker-secret-000001,coordinator:c1:ed25519-private:not*base64",
+            "entry 2 (coordinator:c1:…): an ed25519-private key is 32 bytes",
+        ),
+        ("coordinator::" + PAIR_PRIVATE, "entry 1 (coordinator::…): expected role:key-id:KEY"),
+    ],
+)
+def test_bad_pair_keys_are_refused_saying_which_entry(entry: str, says: str) -> None:
+    with pytest.raises(InvalidInput, match="CONVEYOR_SIGNING_KEYS") as refused:
+        KeyRing.parse(entry)
+    assert says in str(refused.value)
+
+
+def test_each_kind_of_process_gets_only_what_it_needs() -> None:
+    from conveyor.keys import new_key_sets
+
+    sets = {role: KeyRing.parse(text) for role, text in new_key_sets().items()}
+    coordinator, worker, client = sets[Role.COORDINATOR], sets[Role.WORKER], sets[Role.CLIENT]
+    # Coordinators are trusted with everything: a shared secret that checks also signs.
+    assert coordinator.signers() == set(Role)
+    assert coordinator.roles() == set(Role)
+    assert worker.signers() == {Role.WORKER} and worker.roles() == {Role.WORKER, Role.COORDINATOR}
+    assert client.signers() == {Role.CLIENT} and client.roles() == {Role.CLIENT, Role.COORDINATOR}
+    # Each opens what it takes from the others.
+    task = coordinator.sign(Role.COORDINATOR, b"task_ready")
+    assert worker.open(task, {Role.COORDINATOR}) == (Role.COORDINATOR, b"task_ready")
+    assert client.open(task, {Role.COORDINATOR}) == (Role.COORDINATOR, b"task_ready")
+    for role, ring in ((Role.WORKER, worker), (Role.CLIENT, client)):
+        assert coordinator.open(ring.sign(role, b"m"), ALL) == (role, b"m")
+    # A worker's host can neither pass for the coordinator nor submit runs.
+    for role in (Role.COORDINATOR, Role.CLIENT):
+        with pytest.raises(SignatureError, match=f"no key here signs as {role}"):
+            worker.sign(role, b"m")
+    # New keys each time.
+    assert new_key_sets()[Role.WORKER] != new_key_sets()[Role.WORKER]

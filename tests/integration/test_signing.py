@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
@@ -15,7 +19,7 @@ import pytest
 from contracts.codec import encode, encode_tasks
 from contracts.events import RunSubmitted, TaskSucceeded
 from contracts.messages import StepSpec, TaskReady
-from contracts.signing import KeyRing, Role
+from contracts.signing import KeyRing, Role, SignatureError
 from contracts.topology import DEAD_LETTER_QUEUE, shard_of, shard_queue, task_queue
 from tests.amqp import amqp_channel
 from tests.integration.cluster import SHARDS, Cluster
@@ -111,21 +115,28 @@ async def test_a_workflow_step_runs_its_child_run_on_a_signed_cluster(
 ) -> None:
     """The coordinator submits the child run, and tells the parent its start and end:
     messages of its own, signed with its key and taken by the shards."""
-    (tmp_path / "child.yaml").write_text(
+    shown = run_parent_of_child_runs(cluster, tmp_path, [1, 2, 3])
+    assert shown["outputs"] == {"all": [{"twice": 2}, {"twice": 4}, {"twice": 6}]}
+
+
+def run_parent_of_child_runs(cluster: Cluster, folder: Path, items: list[int]) -> Any:
+    """A parent run with a workflow step over ``items``, a child run each doubling its
+    item, submitted and waited for: shown as ``submit --json`` shows it."""
+    (folder / "child.yaml").write_text(
         "name: child\nparams: {n: {type: int}}\ntasks:\n  - name: a\n"
         '    command: [echo, "{{ params.n * 2 }}"]\n'
         'outputs:\n  twice: "{{ tasks.a.outputs.result }}"\n'
     )
-    (tmp_path / "parent.yaml").write_text(
-        "name: parent\ntasks:\n  - name: each\n    items: [1, 2, 3]\n"
+    (folder / "parent.yaml").write_text(
+        f"name: parent\ntasks:\n  - name: each\n    items: {items}\n"
         '    workflow: {file: child.yaml, params: {n: "{{ item }}"}}\n'
         'outputs:\n  all: "{{ tasks.each.outputs.result }}"\n'
     )
-    done = cli(cluster, "submit", str(tmp_path / "parent.yaml"), "--wait", "--json")
+    done = cli(cluster, "submit", str(folder / "parent.yaml"), "--wait", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     shown = json.loads(done.stdout)
     assert shown["state"] == "succeeded"
-    assert shown["outputs"] == {"all": [{"twice": 2}, {"twice": 4}, {"twice": 6}]}
+    return shown
 
 
 async def test_a_worker_s_key_does_not_release_a_wait(cluster: Cluster, tmp_path: Path) -> None:
@@ -157,3 +168,86 @@ async def test_a_worker_s_key_does_not_release_a_wait(cluster: Cluster, tmp_path
     final = await cluster.finished(run_id)
     assert final.status == "succeeded"
     assert final.nodes["gate"].outputs()["result"] == "by ann"
+
+
+@pytest.fixture
+async def split_cluster(
+    amqp_url: str, redis_url: str, tmp_path: Path
+) -> AsyncIterator[tuple[Cluster, dict[Role, str]]]:
+    """Each process holds only its own role's set from `conveyor keys new`: workers and
+    clients have the coordinator's public key, not a key that signs as it."""
+    from conveyor.keys import new_key_sets
+
+    sets = new_key_sets()
+    c = Cluster(amqp_url, redis_url, tmp_path)
+    await c.reset()
+    c.env = {**c.env, "CONVEYOR_SIGNING_KEYS": sets[Role.COORDINATOR]}
+    c.coordinator()
+    c.env = {**c.env, "CONVEYOR_SIGNING_KEYS": sets[Role.WORKER]}
+    c.worker(concurrency=2)
+    c.env = {**c.env, "CONVEYOR_SIGNING_KEYS": sets[Role.CLIENT]}
+    yield c, sets
+    await c.close()
+
+
+async def test_a_worker_s_host_holds_no_key_that_passes_for_the_coordinator(
+    split_cluster: tuple[Cluster, dict[Role, str]], tmp_path: Path
+) -> None:
+    cluster, sets = split_cluster
+    # Runs, child runs and their steps go through: every process opens what it takes.
+    shown = run_parent_of_child_runs(cluster, tmp_path, [1, 2])
+    assert shown["outputs"] == {"all": [{"twice": 2}, {"twice": 4}]}
+
+    # What a worker's host holds cannot sign a task message, and a key pair of its own
+    # under the coordinator's key id does not open on the workers.
+    from conveyor.keys import new_pair
+
+    worker_host = KeyRing.parse(sets[Role.WORKER])
+    with pytest.raises(SignatureError, match="no key here signs as coordinator"):
+        worker_host.sign(Role.COORDINATOR, b"task")
+    marker = tmp_path / "PWNED"
+    forged_task = TaskReady(
+        run_id=shown["run_id"],
+        task="each",
+        attempt=9,
+        step=StepSpec(kind="command", argv=["touch", str(marker)]),
+        reply_to=shard_queue(0),
+    )
+    coordinator_id = next(
+        entry.split(":")[1]
+        for entry in sets[Role.WORKER].split(",")
+        if entry.startswith("coordinator:")
+    )
+    forger = KeyRing.parse(f"coordinator:{coordinator_id}:{new_pair()[0]}")
+    for signed in (
+        forger.sign(Role.COORDINATOR, encode_tasks([forged_task])),
+        worker_host.sign(Role.WORKER, encode_tasks([forged_task])),
+    ):
+        await publish_raw(cluster.amqp_url, task_queue("default"), signed)
+    assert len(await dead_lettered(cluster.amqp_url, 2)) == 2
+    assert not marker.exists()
+    again = cli(cluster, "submit", str(tmp_path / "child.yaml"), "-p", "n=5", "--wait", "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(again.stdout)["outputs"] == {"twice": 10}
+
+
+def test_a_coordinator_given_a_worker_s_set_does_not_start(tmp_path: Path) -> None:
+    from conveyor.keys import new_key_sets
+
+    env = {
+        **os.environ,
+        "CONVEYOR_SIGNING_KEYS": new_key_sets()[Role.WORKER],
+        "CONVEYOR_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/",
+        "CONVEYOR_REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    started = subprocess.run(
+        [sys.executable, "-m", "conveyor", "coordinator"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode == 2, started.stdout + started.stderr
+    assert "no key to sign as the coordinator role (only a public key)" in started.stderr
+    assert "no key to check the client role's messages with" in started.stderr
