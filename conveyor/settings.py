@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.durations import Duration
@@ -17,6 +17,20 @@ from engine.announce import AnnounceLevel
 MAX_REQUEST_BYTES = 1 << 20
 """The default ceiling on a request to the server's API and UI: parameters and signal
 data are small; files go as artifacts."""
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+AMQP_SCHEMES = ("amqp", "amqps")
+
+
+def _scheme_problem(url: str, schemes: tuple[str, ...]) -> str | None:
+    """Why ``url`` is not one of ``schemes``, naming only its scheme: the rest may hold
+    a password."""
+    scheme, sep, _ = url.strip().partition("://")
+    if sep and scheme in schemes:
+        return None
+    given = f"{scheme}://…" if sep else "no scheme"
+    return f"expected a URL starting {', '.join(f'{s}://' for s in schemes)}; got {given}"
 
 
 class Settings(BaseSettings):
@@ -38,6 +52,22 @@ class Settings(BaseSettings):
         description="Redis URL, e.g. redis://localhost:6379/0; redis+cluster://host:port"
         " for a Redis Cluster.",
     )
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_urls(cls, url: str | None) -> str | None:
+        for one in (url or "").split(","):
+            if one.strip() and (problem := _scheme_problem(one, AMQP_SCHEMES)):
+                raise ValueError(problem)
+        return url
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url and (problem := _scheme_problem(url, REDIS_SCHEMES)):
+            raise ValueError(problem)
+        return url
+
     home: Path = Field(default=Path(".conveyor"), description="Local store of embedded runs.")
     shards: int = Field(
         default=DEFAULT_SHARDS,

@@ -238,7 +238,11 @@ def _redis_unreachable() -> tuple[type[Exception], ...]:
     """The Redis client's errors for a server that does not answer. Only commands that
     use Redis load the client: if it is not loaded, none of them was raised."""
     errors = sys.modules.get("redis.exceptions")
-    return () if errors is None else (errors.ConnectionError, errors.TimeoutError)
+    if errors is None:
+        return ()
+    # No node of a Redis Cluster answered (its own class, not a ConnectionError).
+    cluster = getattr(errors, "RedisClusterUnreachableError", errors.ConnectionError)
+    return (errors.ConnectionError, errors.TimeoutError, cluster)
 
 
 def main() -> None:

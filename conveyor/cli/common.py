@@ -89,6 +89,10 @@ ShardsOption = Annotated[
 ]
 
 
+SECRET_SETTINGS = frozenset({"amqp_url", "redis_url", "signing_keys"})
+"""Settings whose values may hold passwords or keys: an error about one never repeats it."""
+
+
 def settings_from(
     amqp_url: str | None = None,
     redis_url: str | None = None,
@@ -113,7 +117,12 @@ def settings_from(
             InvalidInput(
                 [
                     Problem(
-                        f"{error['msg'].removeprefix('Value error, ')} (got {error['input']!r})",
+                        error["msg"].removeprefix("Value error, ")
+                        + (
+                            ""
+                            if error["loc"][0] in SECRET_SETTINGS
+                            else f" (got {error['input']!r})"
+                        ),
                         path="CONVEYOR_" + "_".join(map(str, error["loc"])).upper(),
                     )
                     for error in exc.errors()

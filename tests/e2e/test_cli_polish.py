@@ -260,6 +260,35 @@ def test_a_command_gives_up_on_servers_that_do_not_answer(tmp_path: Path) -> Non
     listed = conveyor("runs", cwd=tmp_path, extra_env=down, timeout=60)
     assert listed.returncode == 1 and "error: Redis not reachable" in listed.stderr
     assert "Traceback" not in listed.stderr + submitted.stderr
+    cluster = {**down, "CONVEYOR_REDIS_URL": f"redis+cluster://127.0.0.1:{closed}"}
+    listed = conveyor("runs", cwd=tmp_path, extra_env=cluster, timeout=60)
+    assert listed.returncode == 1, listed.stderr
+    assert "error: Redis not reachable: Redis Cluster cannot be connected" in listed.stderr
+    assert "Traceback" not in listed.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("CONVEYOR_REDIS_URL", "http://:secret-pw@host/0", "got http://…"),
+        ("CONVEYOR_REDIS_URL", "localhost:6379", "got no scheme"),
+        ("CONVEYOR_AMQP_URL", "amqp://a/,amqp:/b-secret-pw", "got no scheme"),
+        ("CONVEYOR_SIGNING_KEYS", "worker:w1:secret-pw", "a shared secret has 16 characters"),
+    ],
+)
+def test_a_bad_service_setting_is_named_and_never_repeated(
+    tmp_path: Path, variable: str, value: str, says: str
+) -> None:
+    settings = {
+        "CONVEYOR_AMQP_URL": "amqp://127.0.0.1:1/",
+        "CONVEYOR_REDIS_URL": "redis://127.0.0.1:1/0",
+        variable: value,
+    }
+    (tmp_path / "w.yaml").write_text("name: w\ntasks: [{name: a, script: 'true'}]\n")
+    submitted = conveyor("submit", "w.yaml", cwd=tmp_path, extra_env=settings, timeout=60)
+    assert submitted.returncode == 2, submitted.stderr
+    assert f"{variable}: " in submitted.stderr and says in submitted.stderr
+    assert "secret-pw" not in submitted.stderr and "Traceback" not in submitted.stderr
 
 
 def test_tokens_are_made_listed_and_revoked(tmp_path: Path) -> None:
