@@ -21,6 +21,8 @@ import aio_pika
 import httpx
 import pytest
 
+from contracts.signing import Role
+from conveyor.keys import new_key_sets
 from engine.runlog.sqlite import SqliteRunLog
 from engine.triggers.stores.redis import RedisTriggerStore
 from tests.amqp import amqp_channel
@@ -365,7 +367,7 @@ async def test_five_hundred_files_across_a_server_restart(servers: Servers) -> N
 # -- runs talk back, distributed ----------------------------------------------------------
 
 
-async def test_a_distributed_run_notifies_a_real_receiver(
+async def test_a_signed_distributed_run_notifies_a_real_receiver(
     servers: Servers, cluster: Cluster, redis_url: str
 ) -> None:
     import http.server
@@ -386,12 +388,17 @@ async def test_a_distributed_run_notifies_a_real_receiver(
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     try:
-        servers.env.update(cluster.env)
+        # Signed, each process with its own role's keys: the server submits as a client
+        # and opens the coordinator's announcement with the coordinator's public key.
+        sets = new_key_sets()
+        servers.env.update(cluster.env, CONVEYOR_SIGNING_KEYS=sets[Role.CLIENT])
         url = f"http://127.0.0.1:{receiver.server_address[1]}/done"
         (servers.workdir / "flows" / "told.yaml").write_text(
             HOOKED + f"notify: [{{url: '{url}', secret_env: TEST_HOOK_SECRET}}]\n"
         )
+        cluster.env["CONVEYOR_SIGNING_KEYS"] = sets[Role.COORDINATOR]
         cluster.coordinator()
+        cluster.env["CONVEYOR_SIGNING_KEYS"] = sets[Role.WORKER]
         cluster.worker()
         _, base = servers.start()
         body, headers = signed(1)
