@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -51,16 +52,31 @@ def test_a_worker_without_the_coordinator_s_key_is_refused() -> None:
     assert "no key to check the coordinator role's messages with" in str(refused.value)
 
 
+def _conveyor(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conveyor", *args], capture_output=True, text=True, timeout=60
+    )
+
+
 def test_conveyor_keys_new_prints_an_env_file_of_three_sets() -> None:
-    printed = subprocess.run(
-        [sys.executable, "-m", "conveyor", "keys", "new"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    printed = _conveyor("keys", "new").stdout
     lines = dict(line.split("=", 1) for line in printed.splitlines())
     assert set(lines) == set(SETTINGS.values())
     rings = {role: KeyRing.parse(lines[name]) for role, name in SETTINGS.items()}
     assert rings[Role.WORKER].signers() == {Role.WORKER}
     signed = rings[Role.COORDINATOR].sign(Role.COORDINATOR, b"task")
     assert rings[Role.WORKER].open(signed, {Role.COORDINATOR}) == (Role.COORDINATOR, b"task")
+
+
+def test_keys_go_to_a_new_file_readable_by_its_owner_only(tmp_path: Path) -> None:
+    target = tmp_path / "conveyor-keys.env"
+    made = _conveyor("keys", "new", "--out", str(target))
+    assert made.returncode == 0, made.stderr
+    assert target.stat().st_mode & 0o777 == 0o600
+    written = target.read_text()
+    assert set(dict(line.split("=", 1) for line in written.splitlines())) == set(SETTINGS.values())
+    # Keys in use are never replaced by new ones.
+    again = _conveyor("keys", "new", "--out", str(target))
+    assert again.returncode == 2
+    assert f"{target}: cannot create it: File exists" in again.stderr
+    assert target.read_text() == written
