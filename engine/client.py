@@ -42,6 +42,7 @@ from contracts.topology import DEFAULT_SHARDS, ShardMap, shard_queue
 from contracts.vocabulary import RunStatus
 from engine.logfollow import LineFollower, LinesRead
 from engine.runfamily import run_with_children
+from engine.runids import check_prefix, new_run_id, run_id_of
 from engine.state import fold, new_state, snapshot
 from engine.state.model import RunState
 
@@ -225,6 +226,7 @@ class Client:
 
     async def find(self, run: str) -> str:
         """The full id of a run given its id or a unique prefix; raises NotFound."""
+        check_prefix(run)
         return await self.store.find_run(run)
 
     async def runs(
@@ -422,15 +424,6 @@ class Client:
             if state is not None and over(state):
                 return state
         raise ConveyorError(f"run {run_id} did not finish in {timeout}s", retryable=True)
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex
-
-
-def run_id_of(idempotency_key: str) -> str:
-    """The run an idempotency key names: the same key always gives the same run."""
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"conveyor:{idempotency_key}").hex
 
 
 def _folded(run_id: str, state: RunState | None, events: Sequence[Event]) -> RunState | None:

@@ -54,7 +54,7 @@ from conveyor.preflight import step_import_paths, use_import_paths
 from conveyor.progress import LiveProgress, counted, summary
 from conveyor.report import run_report
 from conveyor.wiring import open_artifacts
-from engine.client import new_run_id
+from engine.runids import new_run_id
 from engine.state.model import RunState
 
 app = typer.Typer(

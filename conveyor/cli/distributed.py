@@ -209,7 +209,8 @@ def register(app: typer.Typer) -> None:
         pool: Annotated[str, typer.Option(help="Pool (queue) to take tasks from.")] = "default",
         concurrency: Annotated[int, typer.Option(min=1, help="Steps run at once.")] = 4,
         grace: Annotated[
-            float | None, typer.Option(help="Seconds running steps get to finish on SIGTERM.")
+            float | None,
+            typer.Option(min=0, help="Seconds running steps get to finish on SIGTERM."),
         ] = None,
         python_path: Annotated[
             str | None,

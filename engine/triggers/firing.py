@@ -25,7 +25,8 @@ from contracts.ports import TriggerRecord, TriggerStore
 from contracts.spec import Workflow
 from contracts.triggers import ScheduleTrigger, SensorTrigger, Trigger
 from contracts.validation import resolve_params
-from engine.client import Client, run_id_of
+from engine.client import Client
+from engine.runids import run_id_of
 from engine.tracing import arrival_span
 from engine.triggers.registry import Registry
 

@@ -9,7 +9,7 @@ from contracts.validation import parse_workflow
 from conveyor.embedded import EmbeddedEngine
 from conveyor.local import drive
 from conveyor.locks import RunLock
-from engine.client import new_run_id
+from engine.runids import new_run_id
 
 
 async def test_the_run_is_locked_before_it_is_submitted(tmp_path: Path) -> None:
@@ -37,7 +37,7 @@ from pathlib import Path
 from contracts.validation import parse_workflow
 from conveyor.embedded import EmbeddedEngine
 from conveyor.local import drive
-from engine.client import new_run_id
+from engine.runids import new_run_id
 
 async def main() -> None:
     workflow = parse_workflow("name: w\\ntasks: [{name: a, script: 'sleep 30'}]")

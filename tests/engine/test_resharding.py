@@ -13,7 +13,7 @@ from contracts.events import Event, RunSubmitted, TaskDispatched, TaskSucceeded
 from contracts.topology import shard_of, shard_queue
 from contracts.validation import parse_workflow
 from conveyor.embedded import EmbeddedEngine
-from engine.client import run_id_of
+from engine.runids import run_id_of
 from engine.state.model import RunState
 from tests.deadletters import until_dead_lettered
 

@@ -613,3 +613,16 @@ async def test_redis_forgets_an_unannounced_id_whose_mark_went_half_through(
     assert await store.unannounced() == []
     assert await store._redis.zcard(UNANNOUNCED) == 0
     await store.close()
+
+
+async def test_a_run_is_found_only_by_text_an_id_can_start_with(store: RunStore) -> None:
+    """An empty prefix would match the only run there is, and Redis reads * and ? in a
+    key pattern: neither finds a run, on any store."""
+    from engine.client import Client
+
+    await store.append("bbb3", [submitted("bbb3")])
+    client = Client(store)
+    assert await client.find("bbb") == "bbb3"
+    for text in ("", "*", "b*", "?bb3", "[b]bb3", "bbb3 ", "bbb3}"):
+        with pytest.raises(NotFound, match="a run id is letters, digits, _ and -"):
+            await client.find(text)
