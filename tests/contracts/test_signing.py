@@ -157,3 +157,22 @@ def test_each_kind_of_process_gets_only_what_it_needs() -> None:
             worker.sign(role, b"m")
     # New keys each time.
     assert new_key_sets()[Role.WORKER] != new_key_sets()[Role.WORKER]
+
+
+def test_a_coordinator_key_pair_rotates_public_half_first() -> None:
+    """New public half on the workers, then the new private half on the coordinators
+    (first, so it signs), then the old one removed: nothing sent meanwhile is refused."""
+    from conveyor.keys import new_pair
+
+    (old_private, old_public), (new_private, new_public) = new_pair(), new_pair()
+    coordinator = KeyRing.parse(f"coordinator:c1:{old_private}")
+    worker = KeyRing.parse(f"coordinator:c2:{new_public},coordinator:c1:{old_public}")
+    assert worker.open(coordinator.sign(Role.COORDINATOR, b"t"), ALL)[1] == b"t"
+    coordinator = KeyRing.parse(f"coordinator:c2:{new_private},coordinator:c1:{old_private}")
+    signed = coordinator.sign(Role.COORDINATOR, b"t")
+    assert b" c2 " in signed and worker.open(signed, ALL)[1] == b"t"
+    # A message signed with the old key before the switch still opens on a coordinator.
+    old_signed = KeyRing.parse(f"coordinator:c1:{old_private}").sign(Role.COORDINATOR, b"t")
+    assert coordinator.open(old_signed, ALL)[1] == b"t"
+    with pytest.raises(SignatureError, match="bad signature"):
+        KeyRing.parse(f"coordinator:c2:{new_public}").open(old_signed, ALL)
