@@ -111,7 +111,9 @@ class Transport(Protocol):
 
     def listen(self, topic: str) -> Listener: ...
 
-    async def announce(self, routing_key: str, body: bytes) -> None:
+    async def announce(
+        self, routing_key: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
         """Publish a state change on the state-changes topic exchange (durably, to
         every bound queue; dropped if none is bound)."""
         ...

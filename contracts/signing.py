@@ -33,6 +33,9 @@ from contracts.errors import ConveyorError, InvalidInput, Problem
 
 SIGNER_HEADER = "conveyor-signer"
 """Set by the receiving side on a message it opened: the role that signed it."""
+SIGNATURE_HEADER = "conveyor-signature"
+"""Where a message whose body others read as it is (a state change) carries its
+signature line."""
 _MAGIC = b"cvsig1 "
 
 
@@ -186,24 +189,37 @@ class KeyRing:
         """The roles this ring can sign as: a public key alone does not make one."""
         return {role for role, keys in self._keys.items() if any(k.signs for k in keys)}
 
-    def sign(self, role: Role, body: bytes) -> bytes:
+    def signature(self, role: Role, body: bytes) -> bytes:
+        """The line that signs ``body`` as ``role``: what goes before it in a signed
+        message, or in the ``conveyor-signature`` header where the body must stay as
+        it is (a CloudEvent others read)."""
         key = next((k for k in self._keys.get(role, ()) if k.signs), None)
         if key is None:
             raise SignatureError(f"no key here signs as {role}")
-        tag = key.tag(role, body)
-        return b"%s%s %s %s\n%s" % (_MAGIC, role.encode(), key.id.encode(), tag, body)
+        return b"%s%s %s %s" % (_MAGIC, role.encode(), key.id.encode(), key.tag(role, body))
+
+    def sign(self, role: Role, body: bytes) -> bytes:
+        return self.signature(role, body) + b"\n" + body
 
     def open(self, data: bytes, accept: Iterable[Role]) -> tuple[Role, bytes]:
         """The sender's role and the body, if a key of an accepted role signed it."""
         if not data.startswith(_MAGIC):
             raise SignatureError("message is not signed")
         line, sep, body = data.partition(b"\n")
+        if not sep:
+            raise SignatureError("malformed signature")
+        return self.check(line, body, accept)
+
+    def check(self, signature: bytes, body: bytes, accept: Iterable[Role]) -> tuple[Role, bytes]:
+        """``open`` for a body and its signature line carried apart."""
+        if not signature.startswith(_MAGIC):
+            raise SignatureError("message is not signed")
         try:
-            role_text, key_id, tag = line[len(_MAGIC) :].decode("ascii").split(" ")
+            role_text, key_id, tag = signature[len(_MAGIC) :].decode("ascii").split(" ")
             role = Role(role_text)
         except ValueError:
             raise SignatureError("malformed signature") from None
-        if not sep or role not in set(accept):
+        if role not in set(accept):
             raise SignatureError(f"a {role} may not send here")
         if role not in self._keys:
             raise SignatureError(f"no key here checks a {role}'s messages")

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from contracts.ports import Consumer, Delivery, Listener, Transport
-from contracts.signing import SIGNER_HEADER, KeyRing, Role, SignatureError
+from contracts.signing import SIGNATURE_HEADER, SIGNER_HEADER, KeyRing, Role, SignatureError
 
 log = structlog.get_logger("conveyor.signing")
 
@@ -81,8 +81,13 @@ class SigningConsumer:
 
     def _open(self, delivery: Delivery) -> OpenedDelivery | str:
         """The delivery opened, or why it does not open."""
+        signature = delivery.headers.get(SIGNATURE_HEADER)
         try:
-            role, body = self._keys.open(delivery.body, self._accept)
+            if signature is None:
+                role, body = self._keys.open(delivery.body, self._accept)
+            else:
+                line = signature if isinstance(signature, bytes) else str(signature).encode()
+                role, body = self._keys.check(line, delivery.body, self._accept)
         except SignatureError as exc:
             return exc.message
         return OpenedDelivery(delivery, body, role)
@@ -155,8 +160,15 @@ class SigningTransport:
     def listen(self, topic: str) -> Listener:
         return SigningListener(self.inner.listen(topic), self._keys, self._accept)
 
-    async def announce(self, routing_key: str, body: bytes) -> None:
-        await self.inner.announce(routing_key, self._keys.sign(self._role, body))
+    async def announce(
+        self, routing_key: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
+        # The body stays the CloudEvent that other services read; the signature goes
+        # beside it, where they may check it too (docs/triggers.md).
+        signature = self._keys.signature(self._role, body).decode("ascii")
+        await self.inner.announce(
+            routing_key, body, {**(headers or {}), SIGNATURE_HEADER: signature}
+        )
 
     async def bind_announcements(self, queue: str, pattern: str) -> None:
         await self.inner.bind_announcements(queue, pattern)

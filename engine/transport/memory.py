@@ -219,9 +219,11 @@ class MemoryTransport:
     def listen(self, topic: str) -> _Listener:
         return _Listener(self, topic)
 
-    async def announce(self, routing_key: str, body: bytes) -> None:
+    async def announce(
+        self, routing_key: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
         for queue in {q for pattern, q in self._bindings if topic_matches(pattern, routing_key)}:
-            await self.publish(queue, [body], {"routing_key": routing_key})
+            await self.publish(queue, [body], {**(headers or {}), "routing_key": routing_key})
 
     async def bind_announcements(self, queue: str, pattern: str) -> None:
         if (pattern, queue) not in self._bindings:

@@ -361,7 +361,9 @@ class RabbitTransport:
             retry_max=self._retry_max,
         )
 
-    async def announce(self, routing_key: str, body: bytes) -> None:
+    async def announce(
+        self, routing_key: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
         """Publish a state change, persistent and confirmed (a notification is not lost
         by the broker once this returns)."""
         if self._changes is None:
@@ -371,6 +373,7 @@ class RabbitTransport:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             content_type="application/cloudevents+json",
             message_id=uuid.uuid4().hex,
+            headers=dict(headers) if headers else None,
         )
         with closing_fails_the_call():
             await self._changes.publish(message, routing_key=routing_key)

@@ -20,7 +20,13 @@ from contracts.codec import encode, encode_tasks
 from contracts.events import RunSubmitted, TaskSucceeded
 from contracts.messages import StepSpec, TaskReady
 from contracts.signing import KeyRing, Role, SignatureError
-from contracts.topology import DEAD_LETTER_QUEUE, shard_of, shard_queue, task_queue
+from contracts.topology import (
+    DEAD_LETTER_QUEUE,
+    STATE_CHANGES_EXCHANGE,
+    shard_of,
+    shard_queue,
+    task_queue,
+)
 from tests.amqp import amqp_channel
 from tests.integration.cluster import SHARDS, Cluster
 from tests.integration.test_cli_distributed import cli
@@ -194,8 +200,29 @@ async def test_a_worker_s_host_holds_no_key_that_passes_for_the_coordinator(
     split_cluster: tuple[Cluster, dict[Role, str]], tmp_path: Path
 ) -> None:
     cluster, sets = split_cluster
-    # Runs, child runs and their steps go through: every process opens what it takes.
-    shown = run_parent_of_child_runs(cluster, tmp_path, [1, 2])
+    async with amqp_channel(cluster.amqp_url) as channel:
+        # Another service's queue on the state changes (the exchange exists once the
+        # coordinator took its shards).
+        await cluster.wait_for_shard_consumers(1)
+        theirs = await channel.declare_queue("their-changes", exclusive=False, auto_delete=False)
+        await theirs.purge()
+        await theirs.bind(await channel.get_exchange(STATE_CHANGES_EXCHANGE), "run.parent.#")
+        # Runs, child runs and their steps go through: every process opens what it takes.
+        shown = run_parent_of_child_runs(cluster, tmp_path, [1, 2])
+        # What that service reads is the CloudEvent itself, signed beside it in a header
+        # that the coordinator's public key checks (docs/triggers.md).
+        changes = []
+        while (message := await theirs.get(no_ack=True, fail=False)) is not None:
+            changes.append(message)
+        await theirs.delete(if_unused=False, if_empty=False)
+    assert [json.loads(m.body)["type"] for m in changes] == [
+        "dev.conveyor.run.running",
+        "dev.conveyor.run.succeeded",
+    ]
+    public = KeyRing.parse(next(e for e in sets[Role.WORKER].split(",") if "public" in e))
+    for message in changes:
+        signature = str(message.headers["conveyor-signature"]).encode()
+        assert public.check(signature, message.body, {Role.COORDINATOR})[0] == Role.COORDINATOR
     assert shown["outputs"] == {"all": [{"twice": 2}, {"twice": 4}]}
 
     # What a worker's host holds cannot sign a task message, and a key pair of its own
