@@ -141,6 +141,24 @@ def test_random_dags_always_terminate_with_every_task_final(
 
     state = sim.state
     assert state.finished, "run did not finish"
+    # What comes after the run's end (the outcomes of attempts it cut off, each wait's
+    # signal, a redelivery) changes neither its end nor any task's.
+    ended = _ends(state)
+    late = data.draw(st.permutations(inflight), label="late outcomes")
+    for task, index, attempt in late[: data.draw(st.integers(0, len(late)), label="how many")]:
+        sim.tick(0.5)
+        if state.nodes[task].spec.wait is not None:  # only its timeout or loss comes back
+            sim.send(sim.failure(task, index, attempt, reason=FailureKind.LOST))
+        elif data.draw(st.booleans(), label="late success?"):
+            sim.ok(task, index, attempt, result="late")
+        else:
+            sim.fail(task, index, attempt, reason="error", retryable=True)
+    for name, node in state.nodes.items():
+        if node.spec.wait is not None and data.draw(st.booleans(), label="late signal?"):
+            sim.send(SignalReceived(run_id=sim.run_id, at=sim.now, name=name, key=f"late-{name}"))
+    if delivered:
+        sim.send(data.draw(st.sampled_from(delivered), label="late dup"))
+    assert _ends(sim.state) == ended
     for node in state.nodes.values():
         assert node.status in TERMINAL, (node.spec.name, node.status)
         for inst in node.instances:
@@ -171,3 +189,15 @@ def test_random_dags_always_terminate_with_every_task_final(
     assert [[i.result for i in v.instances] for v in replayed.nodes.values()] == [
         [i.result for i in v.instances] for v in state.nodes.values()
     ]
+
+
+def _ends(state: Any) -> Any:
+    """How a run and each of its tasks and items ended, with their results."""
+    return (
+        state.status,
+        state.reason,
+        {
+            name: (node.status, [(i.status, i.result) for i in node.instances])
+            for name, node in state.nodes.items()
+        },
+    )
