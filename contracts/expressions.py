@@ -14,13 +14,19 @@ import functools
 import json
 import re
 import threading
+import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import simpleeval
-from simpleeval import EvalWithCompoundTypes, InvalidExpression
+from simpleeval import (
+    DISALLOW_FUNCTIONS,
+    EvalWithCompoundTypes,
+    FeatureNotAvailable,
+    InvalidExpression,
+)
 
 from contracts.errors import ExpressionError
 
@@ -147,6 +153,20 @@ class Reference:
         return ".".join(self.path)
 
 
+class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
+    def _check_disallowed_items(self, item: Any) -> None:
+        """simpleeval looks through every value each node gives, into containers too, for
+        a module or a forbidden function: a 20,000-item parameter read in a
+        comprehension was walked again on each turn (``i in params.big`` over a
+        thousand items took 4 s). The names here are JSON data and the functions a fixed
+        list, checked when the evaluator is made, so no container can hold either; a
+        value itself is still checked."""
+        if isinstance(item, types.ModuleType):
+            raise FeatureNotAvailable("Sorry, modules are not allowed")
+        if callable(item) and not isinstance(item, type) and item in DISALLOW_FUNCTIONS:
+            raise FeatureNotAvailable("This function is forbidden")
+
+
 _local = threading.local()
 
 
@@ -154,7 +174,7 @@ def _evaluator(names: dict[str, Any]) -> EvalWithCompoundTypes:
     """One evaluator per thread, reused: building one costs more than a small evaluation."""
     evaluator: EvalWithCompoundTypes | None = getattr(_local, "evaluator", None)
     if evaluator is None:
-        evaluator = _local.evaluator = EvalWithCompoundTypes(functions=FUNCTIONS)
+        evaluator = _local.evaluator = _Evaluator(functions=FUNCTIONS)
         evaluator.operators[ast.Pow] = _power
         # (simpleeval adds its own list, tuple, set and dict builders; count theirs too.)
         evaluator.functions.update(

@@ -135,3 +135,35 @@ def test_ordinary_expressions_still_work() -> None:
     assert Expression("sorted(params.d.k)").evaluate(names) == [1, 2, 3]
     assert Expression("2**100 % 7").evaluate(names) == 2**100 % 7
     assert Expression("len(list(range(1000)))").evaluate(names) == 1000
+
+
+class CountedWalks(list[int]):
+    """A parameter's list that counts each time something walks through it."""
+
+    walks = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        CountedWalks.walks += 1
+        return super().__iter__()
+
+
+def test_a_value_read_again_in_a_comprehension_is_not_walked_each_turn() -> None:
+    """``r not in params.skip`` over a thousand rows read ``skip`` a thousand times;
+    each read must not look through its items (20,000 here), or the coordinator's work
+    grows with the product of the two (4 s for these sizes, hours for a fan-out's)."""
+    CountedWalks.walks = 0
+    skip = CountedWalks(range(0, 40_000, 2))
+    rows = list(range(1_000))
+    kept = Expression("[r for r in params.rows if r not in params.skip]").evaluate(
+        {"params": {"rows": rows, "skip": skip}}
+    )
+    assert kept == [r for r in rows if r % 2]
+    assert CountedWalks.walks == 0
+
+
+@pytest.mark.parametrize("forbidden", [re, eval, getattr])
+def test_a_module_or_forbidden_function_given_as_a_value_is_still_refused(
+    forbidden: object,
+) -> None:
+    with pytest.raises(ExpressionError):
+        Expression("params.x").evaluate({"params": {"x": forbidden}})
