@@ -42,7 +42,56 @@ MAX_POWER_BITS = 100_000
 """The largest integer a power may make (``4000000**4000000`` would take the coordinator
 25 s to compute)."""
 
+MAX_WORK = 200_000_000
+"""The most items one evaluation may read or make through its operators and functions
+(``r in params.big`` reads all of ``big``, ``str(x)`` makes its text): a few seconds of
+the coordinator's time at most, as many as a comprehension of MAX_ITEMS turns takes,
+where building at most MAX_ITEMS values alone would not bound it (a million turns,
+each reading a long parameter)."""
+
 _budget = threading.local()
+
+
+def _work(cells: int) -> None:
+    spent = getattr(_budget, "work", 0) + cells
+    if spent > MAX_WORK:
+        raise ValueError(f"the expression reads or makes over {MAX_WORK:,} items")
+    _budget.work = spent
+
+
+_SIZED = (str, bytes, list, tuple, dict, set, frozenset)
+
+
+def _size(value: Any) -> int:
+    """What an operation that goes through ``value`` costs (0 for a scalar; a ``range``
+    answers ``in`` without going through it)."""
+    return len(value) if isinstance(value, _SIZED) else 0
+
+
+def _worked(operation: Callable[..., Any], cost: Callable[..., int]) -> Callable[..., Any]:
+    def charged(*args: Any, **kwargs: Any) -> Any:
+        result = operation(*args, **kwargs)
+        _work(cost(result, *args))
+        return result
+
+    return charged
+
+
+def _reads_first(result: Any, *args: Any) -> int:
+    return _size(args[0]) if args else 0
+
+
+def _makes(result: Any, *args: Any) -> int:
+    return _size(result)
+
+
+def _compares(result: Any, left: Any, right: Any) -> int:
+    return min(_size(left), _size(right))
+
+
+def _searches(result: Any, item: Any, container: Any) -> int:
+    # A set or a mapping finds it at once; a list or a text is read through.
+    return 1 if isinstance(container, set | frozenset | dict) else _size(container)
 
 
 def _charge(cells: int) -> None:
@@ -118,23 +167,23 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "len": len,
     "int": int,
     "float": float,
-    "str": str,
+    "str": _worked(str, _makes),
     "bool": bool,
     "abs": abs,
-    "min": min,
-    "max": max,
-    "sum": sum,
+    "min": _worked(min, _reads_first),
+    "max": _worked(max, _reads_first),
+    "sum": _worked(sum, _reads_first),
     "round": round,
-    "sorted": _sorted,
-    "any": any,
-    "all": all,
+    "sorted": _worked(_sorted, _makes),
+    "any": _worked(any, _reads_first),
+    "all": _worked(all, _reads_first),
     "range": _range,
     # Marks a value spliced into code on purpose (contracts.code_contexts); the value
     # itself is unchanged.
     "raw": lambda value: value,
     "list": _list,
-    "from_json": _from_json,
-    "to_json": _to_json,
+    "from_json": _worked(_from_json, _reads_first),
+    "to_json": _worked(_to_json, _makes),
 }
 
 ROOT_NAMES = frozenset({"params", "tasks", "item", "index", "run"})
@@ -176,13 +225,20 @@ def _evaluator(names: dict[str, Any]) -> EvalWithCompoundTypes:
     if evaluator is None:
         evaluator = _local.evaluator = _Evaluator(functions=FUNCTIONS)
         evaluator.operators[ast.Pow] = _power
+        costs: dict[type[ast.AST], Callable[..., int]] = {
+            **dict.fromkeys((ast.Add, ast.Mult), _makes),
+            **dict.fromkeys((ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE), _compares),
+            **dict.fromkeys((ast.In, ast.NotIn), _searches),
+        }
+        for node, cost in costs.items():
+            evaluator.operators[node] = _worked(evaluator.operators[node], cost)
         # (simpleeval adds its own list, tuple, set and dict builders; count theirs too.)
         evaluator.functions.update(
             list=_list, tuple=_counted(tuple), set=_counted(set), dict=_counted(dict)
         )
         evaluator.nodes[ast.Attribute] = functools.partial(_read_key, evaluator)
     evaluator.names = names
-    _budget.spent = 0
+    _budget.spent = _budget.work = 0
     return evaluator
 
 

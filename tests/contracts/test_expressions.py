@@ -6,7 +6,7 @@ import pytest
 
 from contracts.durations import parse_duration
 from contracts.errors import ExpressionError
-from contracts.expressions import MAX_ITEMS, Expression, Template, render_value
+from contracts.expressions import MAX_ITEMS, MAX_WORK, Expression, Template, render_value
 
 NAMES = {
     "params": {"n": 3, "name": "x"},
@@ -167,3 +167,39 @@ def test_a_module_or_forbidden_function_given_as_a_value_is_still_refused(
 ) -> None:
     with pytest.raises(ExpressionError):
         Expression("params.x").evaluate({"params": {"x": forbidden}})
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "[r for r in range(10**6) if r in params.big]",
+        "[sum(params.big) for i in range(10**6)]",
+        "[len(str(params.big)) for i in range(10**6)]",
+        "[to_json(params.big) == '' for i in range(10**6)]",
+        "[params.big == params.big for i in range(10**6)]",
+        "[len(params.text + params.text) for i in range(10**6)]",
+    ],
+)
+def test_work_that_goes_through_values_is_bounded(
+    source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A million turns each going through a 20,000-item parameter would hold the
+    coordinator for minutes to hours; the evaluation stops at MAX_WORK instead (here a
+    hundredth of it, reached a hundred times sooner)."""
+    import contracts.expressions
+
+    bound = MAX_WORK // 100
+    monkeypatch.setattr(contracts.expressions, "MAX_WORK", bound)
+    params = {"big": list(range(20_000)), "text": "x" * 20_000}
+    with pytest.raises(ExpressionError, match=f"reads or makes over {bound:,} items"):
+        Expression(source).evaluate({"params": params})
+    assert params["big"] == list(range(20_000))
+
+
+def test_lookups_and_filters_within_the_bound_still_work() -> None:
+    names = {"params": {"rows": list(range(10_000)), "skip": list(range(0, 2_000, 2))}}
+    kept = Expression("[r for r in params.rows if r not in params.skip]").evaluate(names)
+    assert len(kept) == 9_000
+    # Each evaluation has its own budget.
+    assert Expression("sum(params.rows)").evaluate(names) == sum(range(10_000))
+    assert Expression("'a' in {'a': 1}").evaluate(names) is True
