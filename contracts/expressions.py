@@ -82,6 +82,8 @@ def _reads_first(result: Any, *args: Any) -> int:
 
 
 def _makes(result: Any, *args: Any) -> int:
+    if isinstance(result, list | tuple):  # kept, like what list() builds
+        _charge(len(result))
     return _size(result)
 
 
@@ -133,6 +135,14 @@ def _power(base: Any, exponent: Any) -> Any:
     if bounded and exponent * abs(base).bit_length() > MAX_POWER_BITS:
         raise ValueError(f"{base}**{exponent} is too large a number")
     return base**exponent
+
+
+def _subscript(read: Callable[[ast.Subscript], Any], node: ast.Subscript) -> Any:
+    """``x[i]``, with a slice's copy counted like any sequence an expression makes."""
+    value = read(node)
+    if isinstance(node.slice, ast.Slice):
+        _work(_makes(value))
+    return value
 
 
 def _read_key(evaluator: EvalWithCompoundTypes, node: ast.Attribute) -> Any:
@@ -232,6 +242,9 @@ def _evaluator(names: dict[str, Any]) -> EvalWithCompoundTypes:
         }
         for node, cost in costs.items():
             evaluator.operators[node] = _worked(evaluator.operators[node], cost)
+        evaluator.nodes[ast.Subscript] = functools.partial(
+            _subscript, evaluator.nodes[ast.Subscript]
+        )
         # (simpleeval adds its own list, tuple, set and dict builders; count theirs too.)
         evaluator.functions.update(
             list=_list, tuple=_counted(tuple), set=_counted(set), dict=_counted(dict)
