@@ -82,7 +82,7 @@ def _reads_first(result: Any, *args: Any) -> int:
 
 
 def _makes(result: Any, *args: Any) -> int:
-    if isinstance(result, list | tuple):  # kept, like what list() builds
+    if isinstance(result, list | tuple | dict):  # kept, like what list() builds
         _charge(len(result))
     return _size(result)
 
@@ -236,7 +236,7 @@ def _evaluator(names: dict[str, Any]) -> EvalWithCompoundTypes:
         evaluator = _local.evaluator = _Evaluator(functions=FUNCTIONS)
         evaluator.operators[ast.Pow] = _power
         costs: dict[type[ast.AST], Callable[..., int]] = {
-            **dict.fromkeys((ast.Add, ast.Mult), _makes),
+            **dict.fromkeys((ast.Add, ast.Mult, ast.Mod, ast.BitOr, ast.Sub), _makes),
             **dict.fromkeys((ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE), _compares),
             **dict.fromkeys((ast.In, ast.NotIn), _searches),
         }

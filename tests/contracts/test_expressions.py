@@ -179,6 +179,7 @@ def test_a_module_or_forbidden_function_given_as_a_value_is_still_refused(
         "[params.big == params.big for i in range(10**6)]",
         "[len(params.text + params.text) for i in range(10**6)]",
         "[params.text[1:] for i in range(10**6)]",
+        "[('%s' % [params.big]) for i in range(10**6)]",
     ],
 )
 def test_work_that_goes_through_values_is_bounded(
@@ -208,13 +209,19 @@ def test_lookups_and_filters_within_the_bound_still_work() -> None:
 
 @pytest.mark.parametrize(
     "source",
-    ["[params.big[1:] for i in range(10**6)]", "[params.big + [0] for i in range(10**6)]"],
+    [
+        "[params.big[1:] for i in range(10**6)]",
+        "[params.big + [0] for i in range(10**6)]",
+        "[params.d | {} for i in range(10**6)]",
+    ],
 )
 def test_copies_of_a_list_count_as_the_values_they_build(source: str) -> None:
     """A million copies of a 20,000-item list would need 160 GB; they stop at the
     million values an evaluation may build."""
     with pytest.raises(ExpressionError, match="builds over 1,000,000 values"):
-        Expression(source).evaluate({"params": {"big": list(range(20_000))}})
+        Expression(source).evaluate(
+            {"params": {"big": list(range(20_000)), "d": {str(i): i for i in range(20_000)}}}
+        )
     assert Expression("params.big[2:4] + [9]").evaluate({"params": {"big": [0, 1, 2, 3]}}) == [
         2,
         3,
