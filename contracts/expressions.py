@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import simpleeval
 from simpleeval import (
     DISALLOW_FUNCTIONS,
     EvalWithCompoundTypes,
@@ -28,121 +27,8 @@ from simpleeval import (
     InvalidExpression,
 )
 
+from contracts import evaluation_bounds as bounds
 from contracts.errors import ExpressionError
-
-MAX_ITEMS = 1_000_000
-"""The longest sequence an expression may build, and the most items a fan-out may have."""
-
-# simpleeval's own guard (10,000) would stop ``[i for i in range(100_000)]``; its
-# limits are module settings meant to be adjusted.
-simpleeval.MAX_COMPREHENSION_LENGTH = MAX_ITEMS
-
-
-MAX_POWER_BITS = 100_000
-"""The largest integer a power may make (``4000000**4000000`` would take the coordinator
-25 s to compute)."""
-
-MAX_WORK = 200_000_000
-"""The most items one evaluation may read or make through its operators and functions
-(``r in params.big`` reads all of ``big``, ``str(x)`` makes its text): a few seconds of
-the coordinator's time at most, as many as a comprehension of MAX_ITEMS turns takes,
-where building at most MAX_ITEMS values alone would not bound it (a million turns,
-each reading a long parameter)."""
-
-_budget = threading.local()
-
-
-def _work(cells: int) -> None:
-    spent = getattr(_budget, "work", 0) + cells
-    if spent > MAX_WORK:
-        raise ValueError(f"the expression reads or makes over {MAX_WORK:,} items")
-    _budget.work = spent
-
-
-_SIZED = (str, bytes, list, tuple, dict, set, frozenset)
-
-
-def _size(value: Any) -> int:
-    """What an operation that goes through ``value`` costs (0 for a scalar; a ``range``
-    answers ``in`` without going through it)."""
-    return len(value) if isinstance(value, _SIZED) else 0
-
-
-def _worked(operation: Callable[..., Any], cost: Callable[..., int]) -> Callable[..., Any]:
-    def charged(*args: Any, **kwargs: Any) -> Any:
-        result = operation(*args, **kwargs)
-        _work(cost(result, *args))
-        return result
-
-    return charged
-
-
-def _reads_first(result: Any, *args: Any) -> int:
-    return _size(args[0]) if args else 0
-
-
-def _makes(result: Any, *args: Any) -> int:
-    if isinstance(result, list | tuple | dict):  # kept, like what list() builds
-        _charge(len(result))
-    return _size(result)
-
-
-def _compares(result: Any, left: Any, right: Any) -> int:
-    return min(_size(left), _size(right))
-
-
-def _searches(result: Any, item: Any, container: Any) -> int:
-    # A set or a mapping finds it at once; a list or a text is read through.
-    return 1 if isinstance(container, set | frozenset | dict) else _size(container)
-
-
-def _charge(cells: int) -> None:
-    """Count values built by one evaluation; refuse past MAX_ITEMS in all (so nested
-    comprehensions of lists cannot build a billion values between them)."""
-    spent = getattr(_budget, "spent", 0) + cells
-    if spent > MAX_ITEMS:
-        raise ValueError(f"the expression builds over {MAX_ITEMS:,} values")
-    _budget.spent = spent
-
-
-def _range(*args: int) -> range:
-    """``range`` that refuses to describe more than MAX_ITEMS numbers (``list(range(10**12))``
-    would otherwise exhaust the coordinator's memory)."""
-    numbers = range(*args)
-    try:
-        length = len(numbers)
-    except OverflowError:  # longer than a C integer can count
-        raise ValueError(f"range of over {MAX_ITEMS:,} numbers") from None
-    if length > MAX_ITEMS:
-        raise ValueError(f"range of {length:,} numbers; at most {MAX_ITEMS:,}")
-    return numbers
-
-
-def _list(values: Any = ()) -> list[Any]:
-    out = list(values)
-    _charge(len(out))
-    return out
-
-
-def _sorted(values: Any, **kwargs: Any) -> list[Any]:
-    out = sorted(values, **kwargs)
-    _charge(len(out))
-    return out
-
-
-def _power(base: Any, exponent: Any) -> Any:
-    bounded = isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1
-    if bounded and exponent * abs(base).bit_length() > MAX_POWER_BITS:
-        raise ValueError(f"{base}**{exponent} is too large a number")
-    return base**exponent
-
-
-def _subscript(read: Callable[[ast.Subscript], Any], node: ast.Subscript) -> Any:
-    """``x[i]``, with a slice's copy counted like any sequence an expression makes."""
-    value = read(node)
-    if isinstance(node.slice, ast.Slice):
-        _work(_makes(value))
-    return value
 
 
 def _read_key(evaluator: EvalWithCompoundTypes, node: ast.Attribute) -> Any:
@@ -154,15 +40,6 @@ def _read_key(evaluator: EvalWithCompoundTypes, node: ast.Attribute) -> Any:
             return value[node.attr]
         raise KeyError(node.attr)
     raise ValueError(f"'.{node.attr}' reads keys of mappings only, not of {type(value).__name__}")
-
-
-def _counted(make: Callable[[Any], Any]) -> Callable[..., Any]:
-    def build(values: Any = ()) -> Any:
-        out = make(values)
-        _charge(len(out))
-        return out
-
-    return build
 
 
 def _from_json(text: str) -> Any:
@@ -177,23 +54,23 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "len": len,
     "int": int,
     "float": float,
-    "str": _worked(str, _makes),
+    "str": bounds.worked(str, bounds.makes),
     "bool": bool,
     "abs": abs,
-    "min": _worked(min, _reads_first),
-    "max": _worked(max, _reads_first),
-    "sum": _worked(sum, _reads_first),
+    "min": bounds.worked(min, bounds.reads_first),
+    "max": bounds.worked(max, bounds.reads_first),
+    "sum": bounds.worked(sum, bounds.reads_first),
     "round": round,
-    "sorted": _worked(_sorted, _makes),
-    "any": _worked(any, _reads_first),
-    "all": _worked(all, _reads_first),
-    "range": _range,
+    "sorted": bounds.worked(bounds.bounded_sorted, bounds.makes),
+    "any": bounds.worked(any, bounds.reads_first),
+    "all": bounds.worked(all, bounds.reads_first),
+    "range": bounds.bounded_range,
     # Marks a value spliced into code on purpose (contracts.code_contexts); the value
     # itself is unchanged.
     "raw": lambda value: value,
-    "list": _list,
-    "from_json": _worked(_from_json, _reads_first),
-    "to_json": _worked(_to_json, _makes),
+    "list": bounds.bounded_list,
+    "from_json": bounds.worked(_from_json, bounds.reads_first),
+    "to_json": bounds.worked(_to_json, bounds.makes),
 }
 
 ROOT_NAMES = frozenset({"params", "tasks", "item", "index", "run"})
@@ -234,24 +111,10 @@ def _evaluator(names: dict[str, Any]) -> EvalWithCompoundTypes:
     evaluator: EvalWithCompoundTypes | None = getattr(_local, "evaluator", None)
     if evaluator is None:
         evaluator = _local.evaluator = _Evaluator(functions=FUNCTIONS)
-        evaluator.operators[ast.Pow] = _power
-        costs: dict[type[ast.AST], Callable[..., int]] = {
-            **dict.fromkeys((ast.Add, ast.Mult, ast.Mod, ast.BitOr, ast.Sub), _makes),
-            **dict.fromkeys((ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE), _compares),
-            **dict.fromkeys((ast.In, ast.NotIn), _searches),
-        }
-        for node, cost in costs.items():
-            evaluator.operators[node] = _worked(evaluator.operators[node], cost)
-        evaluator.nodes[ast.Subscript] = functools.partial(
-            _subscript, evaluator.nodes[ast.Subscript]
-        )
-        # (simpleeval adds its own list, tuple, set and dict builders; count theirs too.)
-        evaluator.functions.update(
-            list=_list, tuple=_counted(tuple), set=_counted(set), dict=_counted(dict)
-        )
+        bounds.install(evaluator)
         evaluator.nodes[ast.Attribute] = functools.partial(_read_key, evaluator)
     evaluator.names = names
-    _budget.spent = _budget.work = 0
+    bounds.start()
     return evaluator
 
 

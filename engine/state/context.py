@@ -7,7 +7,8 @@ from typing import Any
 import msgspec
 
 from contracts.errors import ExpressionError
-from contracts.expressions import MAX_ITEMS, as_text, render_value
+from contracts.evaluation_bounds import MAX_ITEMS
+from contracts.expressions import as_text, render_value
 from contracts.messages import CacheSpec, ContainerSpec, StepSpec, TaskReady
 from contracts.references import output_task_names
 from contracts.spec import Container, Task

@@ -6,7 +6,8 @@ import pytest
 
 from contracts.durations import parse_duration
 from contracts.errors import ExpressionError
-from contracts.expressions import MAX_ITEMS, MAX_WORK, Expression, Template, render_value
+from contracts.evaluation_bounds import MAX_ITEMS, MAX_WORK
+from contracts.expressions import Expression, Template, render_value
 
 NAMES = {
     "params": {"n": 3, "name": "x"},
@@ -188,10 +189,10 @@ def test_work_that_goes_through_values_is_bounded(
     """A million turns each going through a 20,000-item parameter would hold the
     coordinator for minutes to hours; the evaluation stops at MAX_WORK instead (here a
     hundredth of it, reached a hundred times sooner)."""
-    import contracts.expressions
+    import contracts.evaluation_bounds
 
     bound = MAX_WORK // 100
-    monkeypatch.setattr(contracts.expressions, "MAX_WORK", bound)
+    monkeypatch.setattr(contracts.evaluation_bounds, "MAX_WORK", bound)
     params = {"big": list(range(20_000)), "text": "x" * 20_000}
     with pytest.raises(ExpressionError, match=f"reads or makes over {bound:,} items"):
         Expression(source).evaluate({"params": params})
@@ -213,6 +214,8 @@ def test_lookups_and_filters_within_the_bound_still_work() -> None:
         "[params.big[1:] for i in range(10**6)]",
         "[params.big + [0] for i in range(10**6)]",
         "[params.d | {} for i in range(10**6)]",
+        "[[*params.big] for i in range(10**6)]",
+        "[{**params.d} for i in range(10**6)]",
     ],
 )
 def test_copies_of_a_list_count_as_the_values_they_build(source: str) -> None:
