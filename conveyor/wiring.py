@@ -80,17 +80,22 @@ def open_trigger_store(settings: Settings) -> TriggerStore:
 
 @asynccontextmanager
 async def transport(
-    settings: Settings, role: Role = Role.CLIENT, *, connect_within: float | None = None
+    settings: Settings,
+    role: Role = Role.CLIENT,
+    *,
+    connect_within: float | None = None,
+    hears: frozenset[Role] = frozenset(),
 ) -> AsyncIterator[DistributedTransport]:
     """The broker, as ``role``: with signing keys configured, every message this process
     sends is signed and only messages it may receive are opened (``conveyor.signing``).
-    ``connect_within``: see ``RabbitTransport`` (a command gives up, a service waits)."""
+    ``connect_within``: see ``RabbitTransport`` (a command gives up, a service waits).
+    ``hears``: roles whose messages this process takes besides its role's own."""
     require(settings, "amqp_url")
     assert settings.amqp_url
     from conveyor.signing import SigningTransport
     from engine.transport.rabbitmq import RabbitTransport
 
-    keys = signing_keys(settings, role)
+    keys = signing_keys(settings, role, hears)
     # A frozen process holds the messages delivered to it (and not yet acked) until the
     # broker misses two AMQP heartbeats: keep that within the attempts' lease, so every
     # task a frozen worker held runs elsewhere within the lease time.
@@ -113,7 +118,9 @@ async def transport(
         await wrapped.close()
 
 
-def signing_keys(settings: Settings, role: Role) -> KeyRing | None:
+def signing_keys(
+    settings: Settings, role: Role, hears: frozenset[Role] = frozenset()
+) -> KeyRing | None:
     if not settings.signing_keys:
         if role == Role.CLIENT:
             return None
@@ -127,7 +134,7 @@ def signing_keys(settings: Settings, role: Role) -> KeyRing | None:
     if role not in keys.signers():
         having = " (only a public key)" if role in keys.roles() else ""
         problems.append(Problem(f"no key to sign as the {role} role{having}"))
-    for checked in sorted(CHECKS[role] - keys.roles()):
+    for checked in sorted((CHECKS[role] | hears) - keys.roles()):
         problems.append(Problem(f"no key to check the {checked} role's messages with"))
     if problems:
         raise InvalidInput(problems, source="CONVEYOR_SIGNING_KEYS")
@@ -137,8 +144,7 @@ def signing_keys(settings: Settings, role: Role) -> KeyRing | None:
 CHECKS: Mapping[Role, frozenset[Role]] = {
     Role.COORDINATOR: frozenset(Role),
     Role.WORKER: frozenset({Role.COORDINATOR}),
-    # A client opens only what a server's notifications receive: a missing key is
-    # told there, message by message.
+    # A command sends only; a server also hears the coordinators' state changes.
     Role.CLIENT: frozenset(),
 }
 """The roles whose messages a process of each role must be able to check at start."""

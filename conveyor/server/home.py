@@ -46,7 +46,9 @@ async def serving(
             wiring.require(settings, "amqp_url", "redis_url")
             run_store = wiring.open_store(settings)
             try:
-                async with wiring.transport(settings, Role.CLIENT) as t:
+                # Its notifications hear the coordinators' state changes.
+                hears = frozenset({Role.COORDINATOR})
+                async with wiring.transport(settings, Role.CLIENT, hears=hears) as t:
                     client = Client(run_store, t, shards=settings.shards)
                     artifacts = wiring.open_artifacts(settings)
                     async with _runtime(

@@ -80,3 +80,14 @@ def test_keys_go_to_a_new_file_readable_by_its_owner_only(tmp_path: Path) -> Non
     assert again.returncode == 2
     assert f"{target}: cannot create it: File exists" in again.stderr
     assert target.read_text() == written
+
+
+def test_a_server_needs_the_coordinator_s_key_to_hear_its_state_changes() -> None:
+    """A command only sends; a server's notifications open the coordinators' state
+    changes, so without a key to check them it does not start."""
+    alone = _settings("client:u1:client-secret-000001")
+    assert signing_keys(alone, Role.CLIENT) is not None
+    with pytest.raises(InvalidInput) as refused:
+        signing_keys(alone, Role.CLIENT, frozenset({Role.COORDINATOR}))
+    assert "no key to check the coordinator role's messages with" in str(refused.value)
+    assert signing_keys(_settings(new_key_sets()[Role.CLIENT]), Role.CLIENT) is not None
