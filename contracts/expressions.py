@@ -99,7 +99,7 @@ class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
         value itself is still checked."""
         if isinstance(item, types.ModuleType):
             raise FeatureNotAvailable("Sorry, modules are not allowed")
-        if callable(item) and not isinstance(item, type) and item in DISALLOW_FUNCTIONS:
+        if callable(item) and item in DISALLOW_FUNCTIONS:
             raise FeatureNotAvailable("This function is forbidden")
 
 

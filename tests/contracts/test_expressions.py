@@ -162,7 +162,7 @@ def test_a_value_read_again_in_a_comprehension_is_not_walked_each_turn() -> None
     assert CountedWalks.walks == 0
 
 
-@pytest.mark.parametrize("forbidden", [re, eval, getattr])
+@pytest.mark.parametrize("forbidden", [re, eval, getattr, type])
 def test_a_module_or_forbidden_function_given_as_a_value_is_still_refused(
     forbidden: object,
 ) -> None:
