@@ -104,12 +104,6 @@ def bounded_range(*args: int) -> range:
     return numbers
 
 
-def bounded_list(values: Any = ()) -> list[Any]:
-    out = list(values)
-    charge(len(out))
-    return out
-
-
 def bounded_sorted(values: Any, **kwargs: Any) -> list[Any]:
     out = sorted(values, **kwargs)
     charge(len(out))
@@ -151,6 +145,9 @@ def counted(make: Callable[[Any], Any]) -> Callable[..., Any]:
         return out
 
     return build
+
+
+bounded_list = counted(list)
 
 
 def install(evaluator: Any) -> None:

@@ -120,7 +120,10 @@ class PairKey:
 
     def __init__(self, key_id: str, raw: bytes, *, private: bool) -> None:
         # Imported with the first such key: most processes never load it.
+        from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives.asymmetric import ed25519
+
+        self._refused = (InvalidSignature, ValueError)
 
         self.id = key_id
         self._private = ed25519.Ed25519PrivateKey.from_private_bytes(raw) if private else None
@@ -140,13 +143,11 @@ class PairKey:
         return self._private.sign(_signed_prefix(role, self.id) + body).hex().encode()
 
     def checks(self, role: Role, body: bytes, tag: bytes) -> bool:
-        from cryptography.exceptions import InvalidSignature
-
         try:
             self._public.verify(
                 bytes.fromhex(tag.decode("ascii")), _signed_prefix(role, self.id) + body
             )
-        except (InvalidSignature, ValueError):
+        except self._refused:
             return False
         return True
 

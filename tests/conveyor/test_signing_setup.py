@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from contracts.signing import KeyRing, Role
 from conveyor.keys import SETTINGS, new_key_sets
 from conveyor.settings import Settings
 from conveyor.wiring import signing_keys
+from tests.test_docs import run_cli
 
 
 def _settings(keys: str) -> Settings:
@@ -52,14 +51,8 @@ def test_a_worker_without_the_coordinator_s_key_is_refused() -> None:
     assert "no key to check the coordinator role's messages with" in str(refused.value)
 
 
-def _conveyor(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "conveyor", *args], capture_output=True, text=True, timeout=60
-    )
-
-
-def test_conveyor_keys_new_prints_an_env_file_of_three_sets() -> None:
-    printed = _conveyor("keys", "new").stdout
+def test_conveyor_keys_new_prints_an_env_file_of_three_sets(tmp_path: Path) -> None:
+    printed = run_cli("keys", "new", cwd=tmp_path).stdout
     lines = dict(line.split("=", 1) for line in printed.splitlines())
     assert set(lines) == set(SETTINGS.values())
     rings = {role: KeyRing.parse(lines[name]) for role, name in SETTINGS.items()}
@@ -70,13 +63,13 @@ def test_conveyor_keys_new_prints_an_env_file_of_three_sets() -> None:
 
 def test_keys_go_to_a_new_file_readable_by_its_owner_only(tmp_path: Path) -> None:
     target = tmp_path / "conveyor-keys.env"
-    made = _conveyor("keys", "new", "--out", str(target))
+    made = run_cli("keys", "new", "--out", str(target), cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     assert target.stat().st_mode & 0o777 == 0o600
     written = target.read_text()
     assert set(dict(line.split("=", 1) for line in written.splitlines())) == set(SETTINGS.values())
     # Keys in use are never replaced by new ones.
-    again = _conveyor("keys", "new", "--out", str(target))
+    again = run_cli("keys", "new", "--out", str(target), cwd=tmp_path)
     assert again.returncode == 2
     assert f"{target}: cannot create it: File exists" in again.stderr
     assert target.read_text() == written

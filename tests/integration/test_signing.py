@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,6 +27,7 @@ from contracts.topology import (
 from tests.amqp import amqp_channel
 from tests.integration.cluster import SHARDS, Cluster
 from tests.integration.test_cli_distributed import cli
+from tests.test_docs import run_cli
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -262,19 +260,11 @@ def test_a_coordinator_given_a_worker_s_set_does_not_start(tmp_path: Path) -> No
     from conveyor.keys import new_key_sets
 
     env = {
-        **os.environ,
         "CONVEYOR_SIGNING_KEYS": new_key_sets()[Role.WORKER],
         "CONVEYOR_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/",
         "CONVEYOR_REDIS_URL": "redis://127.0.0.1:1/0",
     }
-    started = subprocess.run(
-        [sys.executable, "-m", "conveyor", "coordinator"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    started = run_cli("coordinator", cwd=tmp_path, env=env)
     assert started.returncode == 2, started.stdout + started.stderr
     assert "no key to sign as the coordinator role (only a public key)" in started.stderr
     assert "no key to check the client role's messages with" in started.stderr
